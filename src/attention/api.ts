@@ -1,0 +1,95 @@
+// The public attention API: input checks, then the chosen backend.
+import { cpuBackward, cpuForward } from "../cpu/index.js";
+import { MobaError, type Tensor } from "../tensor.js";
+import {
+  type AttentionInputs, type AttentionProblem, type Backend, checkBackwardInputs, type FullOptions, fullProblem, mobaProblem, type MobaOptions,
+} from "./problem.js";
+
+export interface AttentionOutput {
+  out: Tensor; // [tokens, qHeads, headDim]
+  lse: Tensor; // [tokens, qHeads] natural log of each query's softmax denominator
+  /** [tokens, qHeads, topK - 1] each query's selected past blocks, ascending (width 0 when all are selected). */
+  routing: Tensor32i;
+}
+
+export interface Tensor32i {
+  readonly data: Int32Array;
+  readonly shape: readonly number[];
+}
+
+export interface BackwardInputs extends AttentionInputs {
+  out: Tensor;
+  lse: Tensor;
+  dout: Tensor; // [tokens, qHeads, headDim]
+  /** The forward's routing; recomputed from q and k when absent. */
+  routing?: Tensor32i;
+}
+
+export interface Gradients {
+  dq: Tensor; // [tokens, qHeads, headDim]
+  dk: Tensor; // [tokens, kvHeads, headDim] summed over the query heads sharing each kv head
+  dv: Tensor; // [tokens, kvHeads, headDim]
+}
+
+function checkBackend(backend: Backend | undefined): void {
+  if (backend !== undefined && backend !== "cpu") {
+    throw new MobaError(`backend: expected "cpu", got ${JSON.stringify(backend)}`);
+  }
+}
+
+function checkThreads(threads: number | undefined): void {
+  if (threads !== undefined && (!Number.isInteger(threads) || threads < 1)) {
+    throw new MobaError(`threads: expected a positive integer, got ${threads}`);
+  }
+}
+
+async function forward(p: AttentionProblem, inputs: AttentionInputs, options: FullOptions): Promise<AttentionOutput> {
+  checkBackend(options.backend);
+  checkThreads(options.threads);
+  const r = await cpuForward(p, inputs.q.data, inputs.k.data, inputs.v.data, options.threads);
+  return {
+    out: { data: r.out, shape: [p.tokens, p.qHeads, p.headDim] },
+    lse: { data: r.lse, shape: [p.tokens, p.qHeads] },
+    routing: { data: r.past, shape: [p.tokens, p.qHeads, r.width] },
+  };
+}
+
+async function backward(p: AttentionProblem, inputs: BackwardInputs, options: FullOptions): Promise<Gradients> {
+  checkBackend(options.backend);
+  checkThreads(options.threads);
+  checkBackwardInputs(p, inputs.out, inputs.lse, inputs.dout);
+  let past: Int32Array | undefined;
+  if (inputs.routing !== undefined) {
+    const shape = inputs.routing.shape;
+    const width = shape[2];
+    if (shape.length !== 3 || shape[0] !== p.tokens || shape[1] !== p.qHeads || inputs.routing.data.length !== p.tokens * p.qHeads * width) {
+      throw new MobaError(`routing: expected shape [${p.tokens}, ${p.qHeads}, topK - 1] from the forward, got [${shape.join(", ")}]`);
+    }
+    past = inputs.routing.data;
+  }
+  const g = await cpuBackward(p, inputs.q.data, inputs.k.data, inputs.v.data, inputs.out.data, inputs.lse.data, inputs.dout.data, past, options.threads);
+  return {
+    dq: { data: g.dq, shape: [p.tokens, p.qHeads, p.headDim] },
+    dk: { data: g.dk, shape: [p.tokens, p.kvHeads, p.headDim] },
+    dv: { data: g.dv, shape: [p.tokens, p.kvHeads, p.headDim] },
+  };
+}
+
+/** MoBA: each query attends causally to its own block and to the topK - 1 past blocks whose mean key scores highest. */
+export function mobaAttention(inputs: AttentionInputs, options: MobaOptions): Promise<AttentionOutput> {
+  return forward(mobaProblem(inputs, options), inputs, options);
+}
+
+/** Gradients of sum(out · dout) with respect to q, k, v; the block choice is a constant. */
+export function mobaAttentionBackward(inputs: BackwardInputs, options: MobaOptions): Promise<Gradients> {
+  return backward(mobaProblem(inputs, options), inputs, options);
+}
+
+/** Causal (flash) attention with the same layout and outputs. */
+export function flashAttention(inputs: AttentionInputs, options: FullOptions = {}): Promise<AttentionOutput> {
+  return forward(fullProblem(inputs, options), inputs, options);
+}
+
+export function flashAttentionBackward(inputs: BackwardInputs, options: FullOptions = {}): Promise<Gradients> {
+  return backward(fullProblem(inputs, options), inputs, options);
+}

@@ -1,0 +1,131 @@
+// Input checks shared by every backend: each bad input becomes a MobaError that names the
+// argument, what was expected and what was given. Nothing is clamped.
+import { MobaError, type Tensor } from "../tensor.js";
+
+export type Backend = "cpu" | "webgpu";
+
+export interface AttentionInputs {
+  q: Tensor; // [tokens, qHeads, headDim]
+  k: Tensor; // [tokens, kvHeads, headDim]
+  v: Tensor; // [tokens, kvHeads, headDim]
+  /** [batch + 1] offsets of the packed sequences; default: one sequence of all tokens. */
+  cuSeqlens?: ArrayLike<number>;
+}
+
+export interface MobaOptions {
+  blockSize: number;
+  topK: number;
+  /** Softmax scale; default 1 / sqrt(headDim). */
+  scale?: number;
+  backend?: Backend;
+  /** CPU worker threads; default: all cores for large inputs, the calling thread for small ones. */
+  threads?: number;
+}
+
+export type FullOptions = Omit<MobaOptions, "blockSize" | "topK">;
+
+/** A checked problem: what every kernel receives. */
+export interface AttentionProblem {
+  tokens: number;
+  qHeads: number;
+  kvHeads: number;
+  headDim: number;
+  scale: number;
+  /** MoBA block size; for full attention the tile size of the kernels. */
+  blockSize: number;
+  /** Blocks per query including its own; Infinity = every past block (full attention). */
+  topK: number;
+  cuSeqlens: Int32Array; // [batch + 1]
+}
+
+/** Full causal attention runs the MoBA kernels with every past block selected, in tiles of this many keys. */
+export const FULL_ATTENTION_TILE = 64;
+
+function fail(message: string): never {
+  throw new MobaError(message);
+}
+
+function checkPositiveInteger(name: string, value: number): void {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 1) {
+    fail(`${name}: expected a positive integer, got ${String(value)}`);
+  }
+}
+
+/** First NaN or infinite element of a tensor, reported with its name and index. */
+export function checkFinite(name: string, data: ArrayLike<number>): void {
+  for (let i = 0; i < data.length; i++) {
+    if (!Number.isFinite(data[i])) fail(`${name}: expected finite values, got ${data[i]} at element ${i}`);
+  }
+}
+
+function checkShape(name: string, t: Tensor, expected: readonly number[] | null): void {
+  if (!t || !(t.data instanceof Float32Array)) fail(`${name}: expected a tensor with Float32Array data, got ${typeof t}`);
+  const shape = t.shape;
+  if (expected === null) {
+    if (shape.length !== 3) fail(`${name}: expected shape [tokens, heads, headDim], got [${shape.join(", ")}]`);
+  } else if (shape.length !== expected.length || shape.some((s, i) => s !== expected[i])) {
+    fail(`${name}: expected shape [${expected.join(", ")}], got [${shape.join(", ")}]`);
+  }
+  const size = shape.reduce((a, b) => a * b, 1);
+  if (t.data.length !== size) fail(`${name}: expected ${size} elements for shape [${shape.join(", ")}], got ${t.data.length}`);
+}
+
+export function checkCuSeqlens(cuSeqlens: ArrayLike<number> | undefined, tokens: number): Int32Array {
+  if (cuSeqlens === undefined) return Int32Array.of(0, tokens);
+  if (cuSeqlens.length < 2) fail(`cuSeqlens: expected at least 2 offsets [0, ..., ${tokens}], got ${cuSeqlens.length}`);
+  const out = new Int32Array(cuSeqlens.length);
+  for (let i = 0; i < cuSeqlens.length; i++) {
+    const x = Number(cuSeqlens[i]);
+    if (!Number.isInteger(x)) fail(`cuSeqlens[${i}]: expected an integer, got ${cuSeqlens[i]}`);
+    if (i > 0 && x < out[i - 1]) fail(`cuSeqlens[${i}]: expected non-decreasing offsets (>= ${out[i - 1]}), got ${x}`);
+    out[i] = x;
+  }
+  if (out[0] !== 0) fail(`cuSeqlens[0]: expected 0, got ${out[0]}`);
+  const last = out[out.length - 1];
+  if (last !== tokens) fail(`cuSeqlens[${out.length - 1}]: expected the number of tokens ${tokens}, got ${last}`);
+  return out;
+}
+
+/** Checks q, k, v, cuSeqlens and the MoBA options; topK = Infinity asks for full attention. */
+export function checkProblem(inputs: AttentionInputs, blockSize: number, topK: number, scale: number | undefined): AttentionProblem {
+  const { q, k, v } = inputs;
+  checkShape("q", q, null);
+  const [tokens, qHeads, headDim] = q.shape;
+  checkShape("k", k, null);
+  const kvHeads = k.shape[1];
+  if (k.shape[0] !== tokens) fail(`k: expected ${tokens} tokens (as q), got ${k.shape[0]}`);
+  if (k.shape[2] !== headDim) fail(`k: expected headDim ${headDim} (as q), got ${k.shape[2]}`);
+  checkShape("v", v, k.shape);
+  if (headDim < 1) fail(`q: expected headDim >= 1, got ${headDim}`);
+  if (qHeads < 1 || kvHeads < 1) fail(`heads: expected at least 1 query and 1 kv head, got ${qHeads} and ${kvHeads}`);
+  if (qHeads % kvHeads !== 0) fail(`heads: expected qHeads (${qHeads}) to be a multiple of kvHeads, got kvHeads ${kvHeads}`);
+  checkPositiveInteger("blockSize", blockSize);
+  if (topK !== Infinity) checkPositiveInteger("topK", topK);
+  const s = scale ?? 1 / Math.sqrt(headDim);
+  if (typeof s !== "number" || !Number.isFinite(s)) fail(`scale: expected a finite number, got ${String(scale)}`);
+  const cu = checkCuSeqlens(inputs.cuSeqlens, tokens);
+  checkFinite("q", q.data);
+  checkFinite("k", k.data);
+  checkFinite("v", v.data);
+  return { tokens, qHeads, kvHeads, headDim, scale: s, blockSize, topK, cuSeqlens: cu };
+}
+
+export function mobaProblem(inputs: AttentionInputs, options: MobaOptions): AttentionProblem {
+  if (!options || typeof options !== "object") fail(`options: expected { blockSize, topK }, got ${String(options)}`);
+  return checkProblem(inputs, options.blockSize, options.topK, options.scale);
+}
+
+export function fullProblem(inputs: AttentionInputs, options: FullOptions = {}): AttentionProblem {
+  return checkProblem(inputs, FULL_ATTENTION_TILE, Infinity, options.scale);
+}
+
+/** Checks the tensors the backward receives besides q, k, v. */
+export function checkBackwardInputs(problem: AttentionProblem, out: Tensor, lse: Tensor, dout: Tensor): void {
+  const { tokens, qHeads, headDim } = problem;
+  checkShape("out", out, [tokens, qHeads, headDim]);
+  checkShape("lse", lse, [tokens, qHeads]);
+  checkShape("dout", dout, [tokens, qHeads, headDim]);
+  checkFinite("out", out.data);
+  checkFinite("lse", lse.data);
+  checkFinite("dout", dout.data);
+}

@@ -1,0 +1,130 @@
+// The CPU backend: prepares routing state, cuts the work into units and runs them on the calling
+// thread (small inputs) or on worker threads.
+import type { AttentionProblem } from "../attention/problem.js";
+import { type BackwardArrays, backwardUnits, type ForwardArrays, forwardUnits, listUnits } from "./attention.js";
+import { cores, type Job, runJobs, shared, splitByCost } from "./pool.js";
+import { blockMeans, blockOffsets, invertRouting, pastPerQuery, routeAll } from "./routing.js";
+
+/** Work (multiply-adds) below which worker threads cost more than they save. */
+const THREAD_THRESHOLD = 2e7;
+
+export interface CpuForward {
+  out: Float32Array; // [tokens, qHeads, headDim]
+  lse: Float32Array; // [tokens, qHeads]
+  past: Int32Array; // [tokens, qHeads, width] selected past blocks, ascending
+  width: number;
+}
+
+function threadCount(requested: number | undefined, work: number): number {
+  if (requested !== undefined) return requested;
+  return work < THREAD_THRESHOLD ? 1 : cores;
+}
+
+export async function cpuForward(p: AttentionProblem, q: Float32Array, k: Float32Array, v: Float32Array, threads?: number): Promise<CpuForward> {
+  const width = pastPerQuery(p);
+  const offsets = blockOffsets(p);
+  const { units, cost } = listUnits(p, p.qHeads, width);
+  const n = threadCount(threads, cost.reduce((a, b) => a + b, 0) * p.headDim);
+  const arrays: ForwardArrays = {
+    q, k, v, offsets, width,
+    means: width === 0 ? new Float64Array(0) : blockMeans(p, k, offsets),
+    out: new Float32Array(p.tokens * p.qHeads * p.headDim),
+    lse: new Float32Array(p.tokens * p.qHeads),
+    past: new Int32Array(p.tokens * p.qHeads * width),
+  };
+  if (n === 1) {
+    forwardUnits(p, arrays, units, 0, units.length / 3);
+  } else {
+    const s: ForwardArrays = { ...arrays, q: shared(q), k: shared(k), v: shared(v), means: shared(arrays.means), out: shared(arrays.out, false), lse: shared(arrays.lse, false), past: shared(arrays.past, false) };
+    const jobs: Job[] = splitByCost(cost, 4 * n).map(([from, to]) => ({ kind: "forward", problem: p, arrays: s, units, from, to }));
+    await runJobs(jobs, n);
+    Object.assign(arrays, { out: s.out, lse: s.lse, past: s.past });
+  }
+  return { out: arrays.out, lse: arrays.lse, past: arrays.past, width };
+}
+
+export interface CpuGradients {
+  dq: Float32Array; // [tokens, qHeads, headDim]
+  dk: Float32Array; // [tokens, kvHeads, headDim]
+  dv: Float32Array; // [tokens, kvHeads, headDim]
+}
+
+export async function cpuBackward(
+  p: AttentionProblem,
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  out: Float32Array, // [tokens, qHeads, headDim]
+  lse: Float32Array, // [tokens, qHeads]
+  dout: Float32Array, // [tokens, qHeads, headDim]
+  past: Int32Array | undefined, // the forward's routing table; recomputed when absent
+  threads?: number,
+): Promise<CpuGradients> {
+  const { tokens, qHeads, kvHeads, headDim: D } = p;
+  const width = pastPerQuery(p);
+  const offsets = blockOffsets(p);
+  if (width > 0 && past === undefined) {
+    past = new Int32Array(tokens * qHeads * width);
+    routeAll(p, q, blockMeans(p, k, offsets), offsets, past);
+  }
+  // delta = rowsum(dout * out): the softmax backward's correction term
+  const delta = new Float64Array(tokens * qHeads);
+  for (let r = 0; r < tokens * qHeads; r++) {
+    let sum = 0;
+    for (let d = 0; d < D; d++) sum += dout[r * D + d] * out[r * D + d];
+    delta[r] = sum;
+  }
+  const inverted = width === 0 ? null : invertRouting(p, past!, offsets);
+  const { units, cost } = listUnits(p, kvHeads, width);
+  const n = threadCount(threads, cost.reduce((a, b) => a + b, 0) * D * (qHeads / kvHeads) * 2);
+  const arrays: BackwardArrays = {
+    q, k, v, dout, lse, delta, offsets, inverted,
+    dq: new Float64Array(tokens * qHeads * D),
+    dk: new Float32Array(tokens * kvHeads * D),
+    dv: new Float32Array(tokens * kvHeads * D),
+  };
+  const dq = arrays.dq;
+  if (n === 1) {
+    backwardUnits(p, arrays, units, 0, units.length / 3);
+  } else {
+    // one dq accumulator per job: the key-major walk adds into every query's dq
+    const s = {
+      ...arrays, q: shared(q), k: shared(k), v: shared(v), dout: shared(dout), lse: shared(lse), delta: shared(delta),
+      inverted: inverted && { start: shared(inverted.start), queries: shared(inverted.queries) },
+      dk: shared(arrays.dk, false), dv: shared(arrays.dv, false),
+    };
+    const ranges = splitByCost(backwardCost(p, units, cost, inverted, offsets), n);
+    const parts = ranges.map(() => shared(arrays.dq, false));
+    const jobs: Job[] = ranges.map(([from, to], i) => ({ kind: "backward", problem: p, arrays: { ...s, dq: parts[i] }, units, from, to }));
+    await runJobs(jobs, n);
+    for (const part of parts) for (let i = 0; i < dq.length; i++) dq[i] += part[i];
+    Object.assign(arrays, { dk: s.dk, dv: s.dv });
+  }
+  return { dq: Float32Array.from(dq), dk: arrays.dk, dv: arrays.dv };
+}
+
+/** Per key block: how many (query, key) pairs its unit visits, from the inverted index. */
+function backwardCost(p: AttentionProblem, units: Int32Array, cost: Float64Array, inverted: BackwardArrays["inverted"], offsets: Int32Array): Float64Array {
+  if (inverted === null) {
+    // full attention: block j is seen by every later query, so early blocks cost the most
+    const out = new Float64Array(cost.length);
+    for (let u = 0; u < cost.length; u++) {
+      const b = units[3 * u], j = units[3 * u + 2];
+      out[u] = (p.cuSeqlens[b + 1] - p.cuSeqlens[b] - j * p.blockSize) * p.blockSize;
+    }
+    return out;
+  }
+  const blocks = offsets[offsets.length - 1];
+  const group = p.qHeads / p.kvHeads;
+  const out = new Float64Array(cost.length);
+  for (let u = 0; u < cost.length; u++) {
+    const b = units[3 * u], g = units[3 * u + 1], j = units[3 * u + 2];
+    let queries = p.blockSize;
+    for (let h = g * group; h < (g + 1) * group; h++) {
+      const G = h * blocks + offsets[b] + j;
+      queries += inverted.start[G + 1] - inverted.start[G];
+    }
+    out[u] = queries * p.blockSize;
+  }
+  return out;
+}

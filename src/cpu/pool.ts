@@ -1,0 +1,90 @@
+// A small pool of worker threads that run slices of the attention kernels. Every array a job
+// writes lives in a SharedArrayBuffer, so posting the job shares it instead of copying it.
+import { availableParallelism } from "node:os";
+import { Worker } from "node:worker_threads";
+import type { AttentionProblem } from "../attention/problem.js";
+import type { BackwardArrays, ForwardArrays } from "./attention.js";
+
+export type Job =
+  | { kind: "forward"; problem: AttentionProblem; arrays: ForwardArrays; units: Int32Array; from: number; to: number }
+  | { kind: "backward"; problem: AttentionProblem; arrays: BackwardArrays; units: Int32Array; from: number; to: number };
+
+export type JobReply = { id: number; error?: string };
+
+export const cores = availableParallelism();
+
+// The package runs dist/*.js; under tsx (tests, dev) the worker must register tsx itself,
+// because Node 20 does not apply --import to worker threads.
+function startWorker(): Worker {
+  if (!import.meta.url.endsWith(".ts")) return new Worker(new URL("./worker.js", import.meta.url));
+  const url = new URL("./worker.ts", import.meta.url).href;
+  return new Worker(`import("tsx/esm/api").then(({ register }) => { register(); return import(${JSON.stringify(url)}); });`, { eval: true });
+}
+
+const idle: Worker[] = [];
+let nextId = 0;
+
+function runOn(worker: Worker, job: Job): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const id = nextId++;
+    const onMessage = (reply: JobReply) => {
+      if (reply.id !== id) return;
+      cleanup();
+      if (reply.error) reject(new Error(`cpu worker: ${reply.error}`));
+      else resolve();
+    };
+    const onError = (error: Error) => {
+      cleanup();
+      reject(new Error(`cpu worker failed: ${error.message}`));
+    };
+    const cleanup = () => {
+      worker.off("message", onMessage);
+      worker.off("error", onError);
+    };
+    worker.on("message", onMessage);
+    worker.on("error", onError);
+    worker.postMessage({ id, job });
+  });
+}
+
+/** Runs the jobs on up to `threads` workers, each worker taking the next job when it is done. */
+export async function runJobs(jobs: Job[], threads: number): Promise<void> {
+  const queue = [...jobs];
+  const lane = async () => {
+    const worker = idle.pop() ?? startWorker();
+    worker.unref(); // an idle pool never keeps the process alive
+    try {
+      for (let job = queue.shift(); job; job = queue.shift()) await runOn(worker, job);
+      idle.push(worker);
+    } catch (error) {
+      await worker.terminate();
+      throw error;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(threads, jobs.length) }, lane));
+}
+
+/** Splits units [0, cost.length) into `parts` contiguous ranges of about equal cost. */
+export function splitByCost(cost: Float64Array, parts: number): [number, number][] {
+  const total = cost.reduce((a, b) => a + b, 0);
+  const ranges: [number, number][] = [];
+  let from = 0;
+  let sum = 0;
+  for (let u = 0; u < cost.length; u++) {
+    sum += cost[u];
+    if (sum >= (total * (ranges.length + 1)) / parts && ranges.length < parts - 1) {
+      ranges.push([from, u + 1]);
+      from = u + 1;
+    }
+  }
+  if (from < cost.length) ranges.push([from, cost.length]);
+  return ranges;
+}
+
+/** A copy of the array in shared memory (or a zeroed shared array of that length). */
+export function shared<T extends Float32Array | Float64Array | Int32Array>(array: T, copy = true): T {
+  const Ctor = array.constructor as new (buffer: SharedArrayBuffer) => T;
+  const out = new Ctor(new SharedArrayBuffer(array.byteLength));
+  if (copy) out.set(array as never);
+  return out;
+}

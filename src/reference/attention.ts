@@ -1,0 +1,167 @@
+// The specification of MoBA, written as plainly as possible: dense, masked, float64 loops.
+// It imports nothing of ours and is never optimized; every fast implementation is tested
+// against it, and its backward is tested against finite differences.
+//
+// Layout (FlashAttention varlen): q [tokens, qHeads, headDim], k and v [tokens, kvHeads, headDim],
+// packed sequences delimited by cuSeqlens [batch + 1]. Query head h reads kv head
+// floor(h / (qHeads / kvHeads)).
+
+export interface ReferenceProblem {
+  tokens: number;
+  qHeads: number;
+  kvHeads: number;
+  headDim: number;
+  cuSeqlens: ArrayLike<number>; // [batch + 1]
+  blockSize: number;
+  topK: number; // Infinity means full causal attention
+  scale: number;
+}
+
+type Values = ArrayLike<number>;
+
+/** Which blocks a query attends to: sel[p][j] for positions p and blocks j of one sequence and head. */
+export function referenceSelection(
+  problem: ReferenceProblem,
+  q: Values, // [tokens, qHeads, headDim]
+  k: Values, // [tokens, kvHeads, headDim]
+  start: number,
+  length: number,
+  head: number,
+): boolean[][] {
+  const { qHeads, kvHeads, headDim: D, blockSize: B, topK } = problem;
+  const kvHead = Math.floor(head / (qHeads / kvHeads));
+  const numBlocks = Math.ceil(length / B);
+  // mean key of every block, float64
+  const means: number[][] = [];
+  for (let j = 0; j < numBlocks; j++) {
+    const mean = new Array<number>(D).fill(0);
+    const end = Math.min((j + 1) * B, length);
+    for (let t = j * B; t < end; t++) {
+      for (let d = 0; d < D; d++) mean[d] += k[((start + t) * kvHeads + kvHead) * D + d];
+    }
+    for (let d = 0; d < D; d++) mean[d] /= end - j * B;
+    means.push(mean);
+  }
+  const sel: boolean[][] = [];
+  for (let p = 0; p < length; p++) {
+    const i = Math.floor(p / B);
+    const row = new Array<boolean>(numBlocks).fill(false);
+    row[i] = true; // the own block is always attended
+    const past: { j: number; score: number }[] = [];
+    for (let j = 0; j < i; j++) {
+      let score = 0;
+      for (let d = 0; d < D; d++) score += q[((start + p) * qHeads + head) * D + d] * means[j][d];
+      past.push({ j, score });
+    }
+    // highest score first; ties go to the lower block index
+    past.sort((a, b) => b.score - a.score || a.j - b.j);
+    for (const { j } of past.slice(0, Math.max(0, topK - 1))) row[j] = true;
+    sel.push(row);
+  }
+  return sel;
+}
+
+/** Can the query at position p see the key at position t (both within one sequence)? */
+function allowed(sel: boolean[][], B: number, p: number, t: number): boolean {
+  return t <= p && sel[p][Math.floor(t / B)];
+}
+
+export interface ReferenceForward {
+  out: Float64Array; // [tokens, qHeads, headDim]
+  lse: Float64Array; // [tokens, qHeads]
+}
+
+export function referenceForward(problem: ReferenceProblem, q: Values, k: Values, v: Values): ReferenceForward {
+  const { tokens, qHeads, kvHeads, headDim: D, cuSeqlens, blockSize: B, scale } = problem;
+  const out = new Float64Array(tokens * qHeads * D);
+  const lse = new Float64Array(tokens * qHeads);
+  for (let b = 0; b + 1 < cuSeqlens.length; b++) {
+    const start = cuSeqlens[b];
+    const length = cuSeqlens[b + 1] - start;
+    for (let h = 0; h < qHeads; h++) {
+      const g = Math.floor(h / (qHeads / kvHeads));
+      const sel = referenceSelection(problem, q, k, start, length, h);
+      for (let p = 0; p < length; p++) {
+        const qi = ((start + p) * qHeads + h) * D;
+        const s = new Float64Array(length).fill(-Infinity);
+        for (let t = 0; t < length; t++) {
+          if (!allowed(sel, B, p, t)) continue;
+          let dot = 0;
+          for (let d = 0; d < D; d++) dot += q[qi + d] * k[((start + t) * kvHeads + g) * D + d];
+          s[t] = scale * dot;
+        }
+        const max = Math.max(...s);
+        let sum = 0;
+        for (let t = 0; t < length; t++) sum += Math.exp(s[t] - max);
+        lse[(start + p) * qHeads + h] = max + Math.log(sum);
+        for (let t = 0; t < length; t++) {
+          const prob = Math.exp(s[t] - max) / sum;
+          for (let d = 0; d < D; d++) out[qi + d] += prob * v[((start + t) * kvHeads + g) * D + d];
+        }
+      }
+    }
+  }
+  return { out, lse };
+}
+
+export interface ReferenceGradients {
+  dq: Float64Array; // [tokens, qHeads, headDim]
+  dk: Float64Array; // [tokens, kvHeads, headDim]
+  dv: Float64Array; // [tokens, kvHeads, headDim]
+}
+
+/** Gradients of sum(out · dout); the block selection is a constant. */
+export function referenceBackward(
+  problem: ReferenceProblem,
+  q: Values,
+  k: Values,
+  v: Values,
+  dout: Values, // [tokens, qHeads, headDim]
+): ReferenceGradients {
+  const { tokens, qHeads, kvHeads, headDim: D, cuSeqlens, blockSize: B, scale } = problem;
+  const dq = new Float64Array(tokens * qHeads * D);
+  const dk = new Float64Array(tokens * kvHeads * D);
+  const dv = new Float64Array(tokens * kvHeads * D);
+  for (let b = 0; b + 1 < cuSeqlens.length; b++) {
+    const start = cuSeqlens[b];
+    const length = cuSeqlens[b + 1] - start;
+    for (let h = 0; h < qHeads; h++) {
+      const g = Math.floor(h / (qHeads / kvHeads));
+      const sel = referenceSelection(problem, q, k, start, length, h);
+      const qAt = (p: number, d: number) => q[((start + p) * qHeads + h) * D + d];
+      const kvAt = (p: number, d: number) => ((start + p) * kvHeads + g) * D + d;
+      for (let p = 0; p < length; p++) {
+        // probabilities P[p, t] of this query row
+        const s = new Float64Array(length).fill(-Infinity);
+        for (let t = 0; t < length; t++) {
+          if (!allowed(sel, B, p, t)) continue;
+          let dot = 0;
+          for (let d = 0; d < D; d++) dot += qAt(p, d) * k[kvAt(t, d)];
+          s[t] = scale * dot;
+        }
+        const max = Math.max(...s);
+        let sum = 0;
+        for (let t = 0; t < length; t++) sum += Math.exp(s[t] - max);
+        const P = s.map((x) => Math.exp(x - max) / sum);
+        // dP[t] = dout[p] · v[t];  dS = P ∘ (dP − Σ_t P dP)
+        const dP = new Float64Array(length);
+        let rowDot = 0;
+        for (let t = 0; t < length; t++) {
+          if (P[t] === 0) continue;
+          for (let d = 0; d < D; d++) dP[t] += dout[((start + p) * qHeads + h) * D + d] * v[kvAt(t, d)];
+          rowDot += P[t] * dP[t];
+        }
+        for (let t = 0; t < length; t++) {
+          if (P[t] === 0) continue;
+          const dS = P[t] * (dP[t] - rowDot);
+          for (let d = 0; d < D; d++) {
+            dq[((start + p) * qHeads + h) * D + d] += scale * dS * k[kvAt(t, d)];
+            dk[kvAt(t, d)] += scale * dS * qAt(p, d);
+            dv[kvAt(t, d)] += P[t] * dout[((start + p) * qHeads + h) * D + d];
+          }
+        }
+      }
+    }
+  }
+  return { dq, dk, dv };
+}

@@ -1,0 +1,19 @@
+// The one tensor type of the public API: a flat float32 array and its row-major shape.
+
+export interface Tensor {
+  readonly data: Float32Array;
+  readonly shape: readonly number[];
+}
+
+export function tensor(data: Float32Array, shape: readonly number[]): Tensor {
+  const size = shape.reduce((a, b) => a * b, 1);
+  if (data.length !== size) {
+    throw new MobaError(`tensor: expected ${size} elements for shape [${shape.join(", ")}], got ${data.length}`);
+  }
+  return { data, shape: [...shape] };
+}
+
+/** Every error caused by bad input: the message names the argument, the expected and the actual value. */
+export class MobaError extends Error {
+  override name = "MobaError";
+}

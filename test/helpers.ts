@@ -1,0 +1,122 @@
+// Shared test helpers: a seeded generator, random attention problems, the reference comparison.
+import { type Gradients, mobaAttention, mobaAttentionBackward, flashAttention, flashAttentionBackward, type Tensor } from "../src/index.js";
+import { referenceBackward, referenceForward, type ReferenceProblem } from "../src/reference/attention.js";
+
+/** mulberry32: small, fast, seedable. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function randomTensor(random: () => number, shape: number[], spread = 1): Tensor {
+  const size = shape.reduce((a, b) => a * b, 1);
+  const data = new Float32Array(size);
+  for (let i = 0; i < size; i++) data[i] = (random() * 2 - 1) * spread;
+  return { data, shape };
+}
+
+export function pick<T>(random: () => number, items: readonly T[]): T {
+  return items[Math.floor(random() * items.length)];
+}
+
+export function int(random: () => number, lo: number, hi: number): number {
+  return lo + Math.floor(random() * (hi - lo + 1));
+}
+
+/** ‖a − b‖ / ‖b‖ (‖a − b‖ when b is zero). */
+export function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} != ${b.length}`);
+  let num = 0, den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num += (a[i] - b[i]) ** 2;
+    den += b[i] ** 2;
+  }
+  if (Number.isNaN(num)) return Infinity;
+  return den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
+}
+
+export interface Case {
+  seed: number;
+  tokens: number;
+  cuSeqlens: number[];
+  qHeads: number;
+  kvHeads: number;
+  headDim: number;
+  blockSize: number;
+  topK: number; // Infinity = full attention
+  scale: number;
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  dout: Tensor;
+}
+
+export function describe(c: Case): string {
+  return `seed=${c.seed} cuSeqlens=[${c.cuSeqlens}] heads=${c.qHeads}/${c.kvHeads} headDim=${c.headDim} blockSize=${c.blockSize} topK=${c.topK}`;
+}
+
+export function makeCase(seed: number, shape: Omit<Case, "seed" | "tokens" | "q" | "k" | "v" | "dout" | "scale"> & { scale?: number }): Case {
+  const random = rng(seed);
+  const tokens = shape.cuSeqlens[shape.cuSeqlens.length - 1];
+  return {
+    ...shape,
+    seed,
+    tokens,
+    scale: shape.scale ?? 1 / Math.sqrt(shape.headDim),
+    q: randomTensor(random, [tokens, shape.qHeads, shape.headDim], 2),
+    k: randomTensor(random, [tokens, shape.kvHeads, shape.headDim], 2),
+    v: randomTensor(random, [tokens, shape.kvHeads, shape.headDim]),
+    dout: randomTensor(random, [tokens, shape.qHeads, shape.headDim]),
+  };
+}
+
+export function referenceProblem(c: Case): ReferenceProblem {
+  return { tokens: c.tokens, qHeads: c.qHeads, kvHeads: c.kvHeads, headDim: c.headDim, cuSeqlens: c.cuSeqlens, blockSize: c.blockSize, topK: c.topK, scale: c.scale };
+}
+
+/** Runs an implementation forward and backward on the case. */
+export async function runImplementation(c: Case, threads?: number): Promise<{ out: Tensor; lse: Tensor } & Gradients> {
+  const inputs = { q: c.q, k: c.k, v: c.v, cuSeqlens: c.cuSeqlens };
+  const options = { blockSize: c.blockSize, topK: c.topK, scale: c.scale, threads };
+  const full = c.topK === Infinity;
+  const fwd = full ? await flashAttention(inputs, options) : await mobaAttention(inputs, options);
+  const bwdInputs = { ...inputs, out: fwd.out, lse: fwd.lse, dout: c.dout, routing: fwd.routing };
+  const grads = full ? await flashAttentionBackward(bwdInputs, options) : await mobaAttentionBackward(bwdInputs, options);
+  return { out: fwd.out, lse: fwd.lse, ...grads };
+}
+
+export const F32_TOLERANCE = 1e-5;
+
+/**
+ * Compares an implementation with the float64 reference on one case: shapes, out, lse, dq, dk, dv.
+ * Returns the list of failures (empty when everything is within tolerance).
+ */
+export async function compareWithReference(c: Case, threads?: number, tolerance = F32_TOLERANCE): Promise<string[]> {
+  const got = await runImplementation(c, threads);
+  const p = referenceProblem(c);
+  const ref = referenceForward(p, c.q.data, c.k.data, c.v.data);
+  const grads = referenceBackward(p, c.q.data, c.k.data, c.v.data, c.dout.data);
+  const failures: string[] = [];
+  const expectShape = (name: string, t: Tensor, shape: number[]) => {
+    if (t.shape.join() !== shape.join()) failures.push(`${name} shape [${t.shape}] != [${shape}]`);
+  };
+  expectShape("out", got.out, [c.tokens, c.qHeads, c.headDim]);
+  expectShape("lse", got.lse, [c.tokens, c.qHeads]);
+  expectShape("dq", got.dq, [c.tokens, c.qHeads, c.headDim]);
+  expectShape("dk", got.dk, [c.tokens, c.kvHeads, c.headDim]);
+  expectShape("dv", got.dv, [c.tokens, c.kvHeads, c.headDim]);
+  const pairs: [string, Float32Array, Float64Array][] = [
+    ["out", got.out.data, ref.out], ["lse", got.lse.data, ref.lse], ["dq", got.dq.data, grads.dq], ["dk", got.dk.data, grads.dk], ["dv", got.dv.data, grads.dv],
+  ];
+  for (const [name, a, b] of pairs) {
+    const error = relativeError(a, b);
+    if (!(error <= tolerance)) failures.push(`${name} relative error ${error.toExponential(2)} > ${tolerance}`);
+  }
+  return failures.map((f) => `${describe(c)}: ${f}`);
+}
