@@ -97,8 +97,9 @@ export const F32_TOLERANCE = 1e-5;
  * Compares an implementation with the float64 reference on one case: shapes, out, lse, dq, dk, dv.
  * Returns the list of failures (empty when everything is within tolerance).
  */
-export async function compareWithReference(c: Case, threads?: number, tolerance = F32_TOLERANCE): Promise<string[]> {
-  const got = await runImplementation(c, threads);
+export async function compareWithReference(c: Case, threads?: number, implementation = runImplementation): Promise<string[]> {
+  const tolerance = F32_TOLERANCE;
+  const got = await implementation(c, threads);
   const p = referenceProblem(c);
   const ref = referenceForward(p, c.q.data, c.k.data, c.v.data);
   const grads = referenceBackward(p, c.q.data, c.k.data, c.v.data, c.dout.data);

@@ -23,7 +23,8 @@ export interface ForwardArrays {
   out: Float32Array; // [tokens, qHeads, headDim] written
   lse: Float32Array; // [tokens, qHeads] written
   past: Int32Array; // [tokens, qHeads, width] routing table, written
-  width: number; // past blocks per query (topK - 1), 0 = all past blocks
+  width: number; // past blocks per query: topK - 1, or 0 when all is set
+  all: boolean; // every past block is selected (full attention): no gate, no table
 }
 
 export interface BackwardArrays {
@@ -41,7 +42,7 @@ export interface BackwardArrays {
 }
 
 /** Work units (sequence, head, block) as a flat [units, 3] list, and the cost of each (key visits). */
-export function listUnits(problem: AttentionProblem, heads: number, width: number): { units: Int32Array; cost: Float64Array } {
+export function listUnits(problem: AttentionProblem, heads: number, all: boolean): { units: Int32Array; cost: Float64Array } {
   const { cuSeqlens, blockSize: B } = problem;
   const list: number[] = [];
   const cost: number[] = [];
@@ -51,8 +52,8 @@ export function listUnits(problem: AttentionProblem, heads: number, width: numbe
     for (let h = 0; h < heads; h++) {
       for (let i = 0; i < blocks; i++) {
         const rows = Math.min(B, length - i * B);
-        // a query block sees min(i, width) past blocks (all when width is 0) and half its own
-        const pastBlocks = width === 0 ? i : Math.min(i, width);
+        // a query block sees min(i, topK - 1) past blocks (all of them for full attention) and half its own
+        const pastBlocks = all ? i : Math.min(i, problem.topK - 1);
         list.push(b, h, i);
         cost.push(rows * (pastBlocks * B + rows / 2) + B);
       }
@@ -140,7 +141,7 @@ export function forwardUnits(problem: AttentionProblem, a: ForwardArrays, units:
     s.l.fill(0, 0, rows);
     s.acc.fill(0, 0, rows * D);
 
-    if (a.width === 0) {
+    if (a.all) {
       // every past block: one contiguous run of keys per query, tile by tile for cache reuse
       for (let j = 0; j < i; j++) {
         for (let r = 0; r < rows; r++) foldKeys(a, problem, s, r, q0 + r, h, start + j * B, start + (j + 1) * B);

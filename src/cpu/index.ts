@@ -3,7 +3,7 @@
 import type { AttentionProblem } from "../attention/problem.js";
 import { type BackwardArrays, backwardUnits, type ForwardArrays, forwardUnits, listUnits } from "./attention.js";
 import { cores, type Job, runJobs, shared, splitByCost } from "./pool.js";
-import { blockMeans, blockOffsets, invertRouting, pastPerQuery, routeAll } from "./routing.js";
+import { blockMeans, blockOffsets, invertRouting, pastPerQuery, routeAll, selectsAll } from "./routing.js";
 
 /** Work (multiply-adds) below which worker threads cost more than they save. */
 const THREAD_THRESHOLD = 2e7;
@@ -22,12 +22,13 @@ function threadCount(requested: number | undefined, work: number): number {
 
 export async function cpuForward(p: AttentionProblem, q: Float32Array, k: Float32Array, v: Float32Array, threads?: number): Promise<CpuForward> {
   const width = pastPerQuery(p);
+  const all = selectsAll(p);
   const offsets = blockOffsets(p);
-  const { units, cost } = listUnits(p, p.qHeads, width);
+  const { units, cost } = listUnits(p, p.qHeads, all);
   const n = threadCount(threads, cost.reduce((a, b) => a + b, 0) * p.headDim);
   const arrays: ForwardArrays = {
-    q, k, v, offsets, width,
-    means: width === 0 ? new Float64Array(0) : blockMeans(p, k, offsets),
+    q, k, v, offsets, width, all,
+    means: all ? new Float64Array(0) : blockMeans(p, k, offsets),
     out: new Float32Array(p.tokens * p.qHeads * p.headDim),
     lse: new Float32Array(p.tokens * p.qHeads),
     past: new Int32Array(p.tokens * p.qHeads * width),
@@ -62,8 +63,9 @@ export async function cpuBackward(
 ): Promise<CpuGradients> {
   const { tokens, qHeads, kvHeads, headDim: D } = p;
   const width = pastPerQuery(p);
+  const all = selectsAll(p);
   const offsets = blockOffsets(p);
-  if (width > 0 && past === undefined) {
+  if (!all && past === undefined) {
     past = new Int32Array(tokens * qHeads * width);
     routeAll(p, q, blockMeans(p, k, offsets), offsets, past);
   }
@@ -74,8 +76,8 @@ export async function cpuBackward(
     for (let d = 0; d < D; d++) sum += dout[r * D + d] * out[r * D + d];
     delta[r] = sum;
   }
-  const inverted = width === 0 ? null : invertRouting(p, past!, offsets);
-  const { units, cost } = listUnits(p, kvHeads, width);
+  const inverted = all ? null : invertRouting(p, past!, offsets);
+  const { units, cost } = listUnits(p, kvHeads, all);
   const n = threadCount(threads, cost.reduce((a, b) => a + b, 0) * D * (qHeads / kvHeads) * 2);
   const arrays: BackwardArrays = {
     q, k, v, dout, lse, delta, offsets, inverted,

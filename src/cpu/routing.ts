@@ -73,6 +73,7 @@ export function routeQuery(
 ): void {
   const { qHeads, kvHeads, headDim: D, topK } = problem;
   const width = topK - 1;
+  if (width === 0) return; // topK = 1: the own block only
   const kvHead = Math.floor(head / (qHeads / kvHeads));
   const qRow = (token * qHeads + head) * D;
   let count = 0;
