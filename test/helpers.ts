@@ -1,25 +1,11 @@
 // Shared test helpers: a seeded generator, random attention problems, the reference comparison.
 import { type Gradients, mobaAttention, mobaAttentionBackward, flashAttention, flashAttentionBackward, type Tensor } from "../src/index.js";
+import { relativeError, seeded, uniformTensor } from "../src/run/util.js";
+export { relativeError };
 import { referenceBackward, referenceForward, type ReferenceProblem } from "../src/reference/attention.js";
 
-/** mulberry32: small, fast, seedable. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-export function randomTensor(random: () => number, shape: number[], spread = 1): Tensor {
-  const size = shape.reduce((a, b) => a * b, 1);
-  const data = new Float32Array(size);
-  for (let i = 0; i < size; i++) data[i] = (random() * 2 - 1) * spread;
-  return { data, shape };
-}
+export const rng = seeded;
+export const randomTensor = uniformTensor;
 
 export function pick<T>(random: () => number, items: readonly T[]): T {
   return items[Math.floor(random() * items.length)];
@@ -27,18 +13,6 @@ export function pick<T>(random: () => number, items: readonly T[]): T {
 
 export function int(random: () => number, lo: number, hi: number): number {
   return lo + Math.floor(random() * (hi - lo + 1));
-}
-
-/** ‖a − b‖ / ‖b‖ (‖a − b‖ when b is zero). */
-export function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a.length !== b.length) throw new Error(`length ${a.length} != ${b.length}`);
-  let num = 0, den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num += (a[i] - b[i]) ** 2;
-    den += b[i] ** 2;
-  }
-  if (Number.isNaN(num)) return Infinity;
-  return den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
 }
 
 export interface Case {

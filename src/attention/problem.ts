@@ -129,3 +129,16 @@ export function checkBackwardInputs(problem: AttentionProblem, out: Tensor, lse:
   checkFinite("lse", lse.data);
   checkFinite("dout", dout.data);
 }
+
+/** Keys attended by all queries of one head (the FLOP count of attention is 4 · headDim · this). */
+export function attendedKeys(cuSeqlens: ArrayLike<number>, blockSize: number, topK: number): number {
+  let total = 0;
+  for (let b = 0; b + 1 < cuSeqlens.length; b++) {
+    const length = cuSeqlens[b + 1] - cuSeqlens[b];
+    for (let i = 0; i * blockSize < length; i++) {
+      const rows = Math.min(blockSize, length - i * blockSize);
+      total += rows * Math.min(i, topK - 1) * blockSize + (rows * (rows + 1)) / 2;
+    }
+  }
+  return total;
+}

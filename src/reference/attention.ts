@@ -61,9 +61,23 @@ export function referenceSelection(
   return sel;
 }
 
-/** Can the query at position p see the key at position t (both within one sequence)? */
-function allowed(sel: boolean[][], B: number, p: number, t: number): boolean {
-  return t <= p && sel[p][Math.floor(t / B)];
+/** The keys (positions in the sequence) that the query at position p sees: the dense mask, row p. */
+function visibleKeys(sel: boolean[][], B: number, p: number, length: number): number[] {
+  const keys: number[] = [];
+  for (let t = 0; t < length; t++) if (t <= p && sel[p][Math.floor(t / B)]) keys.push(t);
+  return keys;
+}
+
+/** scale · (a[row] · b[key]) for each visible key. */
+function scores(a: Values, row: number, b: Values, visible: number[], kvRow: (t: number) => number, D: number, scale: number): Float64Array {
+  const out = new Float64Array(visible.length);
+  for (let n = 0; n < visible.length; n++) {
+    const kv = kvRow(visible[n]);
+    let dot = 0;
+    for (let d = 0; d < D; d++) dot += a[row + d] * b[kv + d];
+    out[n] = scale * dot;
+  }
+  return out;
 }
 
 export interface ReferenceForward {
@@ -83,20 +97,17 @@ export function referenceForward(problem: ReferenceProblem, q: Values, k: Values
       const sel = referenceSelection(problem, q, k, start, length, h);
       for (let p = 0; p < length; p++) {
         const qi = ((start + p) * qHeads + h) * D;
-        const s = new Float64Array(length).fill(-Infinity);
-        for (let t = 0; t < length; t++) {
-          if (!allowed(sel, B, p, t)) continue;
-          let dot = 0;
-          for (let d = 0; d < D; d++) dot += q[qi + d] * k[((start + t) * kvHeads + g) * D + d];
-          s[t] = scale * dot;
-        }
+        const visible = visibleKeys(sel, B, p, length);
+        const kvRow = (t: number) => ((start + t) * kvHeads + g) * D;
+        const s = scores(q, qi, k, visible, kvRow, D, scale);
         const max = Math.max(...s);
         let sum = 0;
-        for (let t = 0; t < length; t++) sum += Math.exp(s[t] - max);
+        for (const x of s) sum += Math.exp(x - max);
         lse[(start + p) * qHeads + h] = max + Math.log(sum);
-        for (let t = 0; t < length; t++) {
-          const prob = Math.exp(s[t] - max) / sum;
-          for (let d = 0; d < D; d++) out[qi + d] += prob * v[((start + t) * kvHeads + g) * D + d];
+        for (let n = 0; n < visible.length; n++) {
+          const prob = Math.exp(s[n] - max) / sum;
+          const kv = kvRow(visible[n]);
+          for (let d = 0; d < D; d++) out[qi + d] += prob * v[kv + d];
         }
       }
     }
@@ -128,36 +139,27 @@ export function referenceBackward(
     for (let h = 0; h < qHeads; h++) {
       const g = Math.floor(h / (qHeads / kvHeads));
       const sel = referenceSelection(problem, q, k, start, length, h);
-      const qAt = (p: number, d: number) => q[((start + p) * qHeads + h) * D + d];
-      const kvAt = (p: number, d: number) => ((start + p) * kvHeads + g) * D + d;
+      const kvRow = (t: number) => ((start + t) * kvHeads + g) * D;
       for (let p = 0; p < length; p++) {
-        // probabilities P[p, t] of this query row
-        const s = new Float64Array(length).fill(-Infinity);
-        for (let t = 0; t < length; t++) {
-          if (!allowed(sel, B, p, t)) continue;
-          let dot = 0;
-          for (let d = 0; d < D; d++) dot += qAt(p, d) * k[kvAt(t, d)];
-          s[t] = scale * dot;
-        }
+        const qi = ((start + p) * qHeads + h) * D;
+        const visible = visibleKeys(sel, B, p, length);
+        // probabilities P of this query row over its visible keys
+        const s = scores(q, qi, k, visible, kvRow, D, scale);
         const max = Math.max(...s);
         let sum = 0;
-        for (let t = 0; t < length; t++) sum += Math.exp(s[t] - max);
+        for (const x of s) sum += Math.exp(x - max);
         const P = s.map((x) => Math.exp(x - max) / sum);
-        // dP[t] = dout[p] · v[t];  dS = P ∘ (dP − Σ_t P dP)
-        const dP = new Float64Array(length);
+        // dP[n] = dout[p] · v[t];  dS = P ∘ (dP − Σ P dP)
+        const dP = scores(dout, qi, v, visible, kvRow, D, 1);
         let rowDot = 0;
-        for (let t = 0; t < length; t++) {
-          if (P[t] === 0) continue;
-          for (let d = 0; d < D; d++) dP[t] += dout[((start + p) * qHeads + h) * D + d] * v[kvAt(t, d)];
-          rowDot += P[t] * dP[t];
-        }
-        for (let t = 0; t < length; t++) {
-          if (P[t] === 0) continue;
-          const dS = P[t] * (dP[t] - rowDot);
+        for (let n = 0; n < visible.length; n++) rowDot += P[n] * dP[n];
+        for (let n = 0; n < visible.length; n++) {
+          const dS = P[n] * (dP[n] - rowDot);
+          const kv = kvRow(visible[n]);
           for (let d = 0; d < D; d++) {
-            dq[((start + p) * qHeads + h) * D + d] += scale * dS * k[kvAt(t, d)];
-            dk[kvAt(t, d)] += scale * dS * qAt(p, d);
-            dv[kvAt(t, d)] += P[t] * dout[((start + p) * qHeads + h) * D + d];
+            dq[qi + d] += scale * dS * k[kv + d];
+            dk[kv + d] += scale * dS * q[qi + d];
+            dv[kv + d] += P[n] * dout[qi + d];
           }
         }
       }

@@ -1,0 +1,171 @@
+#!/usr/bin/env node
+// moba <command>: the command line. Every failure prints one line and exits non-zero.
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import type { Backend } from "../attention/problem.js";
+import { attentionFile } from "../run/attentionFile.js";
+import { bench, BENCH_DEFAULTS } from "../run/bench.js";
+import { demo, DEMO_DEFAULTS } from "../run/demo.js";
+import { MobaError } from "../tensor.js";
+
+type Options = NonNullable<ParseArgsConfig["options"]>;
+
+interface Command {
+  summary: string;
+  usage: string;
+  options: Options;
+  run(values: Record<string, string | boolean | undefined>): Promise<number>;
+}
+
+function usageError(message: string): never {
+  throw new MobaError(message);
+}
+
+function integer(name: string, text: string | boolean | undefined, fallback: number): number {
+  if (text === undefined) return fallback;
+  const x = Number(text);
+  if (typeof text !== "string" || !/^\s*\d+\s*$/.test(text) || !Number.isSafeInteger(x) || x < 1) usageError(`--${name}: expected a positive integer, got "${String(text)}"`);
+  return x;
+}
+
+function integers(name: string, text: string | boolean | undefined, fallback: number[]): number[] {
+  if (text === undefined) return fallback;
+  return String(text).split(",").map((part) => integer(name, part, 0));
+}
+
+function backend(text: string | boolean | undefined): Backend {
+  if (text === undefined || text === "cpu") return "cpu";
+  return usageError(`--backend: expected "cpu", got "${String(text)}" (the WebGPU backend is not built yet)`);
+}
+
+const print = (line: string) => console.log(line);
+
+const commands: Record<string, Command> = {
+  attention: {
+    summary: "MoBA (or full) attention on q, k, v from a safetensors file",
+    usage: `moba attention --input in.safetensors --output out.safetensors [options]
+
+Reads tensors q [tokens, qHeads, headDim], k and v [tokens, kvHeads, headDim] (F64, F32, F16 or BF16),
+optional cu_seqlens [batch + 1] (I32 or I64) and optional dout [tokens, qHeads, headDim].
+Writes out and lse (F32), and with dout also dq, dk, dv (F32).
+
+Options:
+  --input FILE        safetensors file to read (required)
+  --output FILE       safetensors file to write (required; written atomically)
+  --block-size N      MoBA block size (default 512)
+  --top-k N           blocks per query, its own included (default 3)
+  --full              full causal attention instead of MoBA
+  --scale X           softmax scale (default 1/sqrt(headDim))
+  --backend cpu       backend (default cpu)`,
+    options: {
+      input: { type: "string" }, output: { type: "string" }, "block-size": { type: "string" }, "top-k": { type: "string" },
+      full: { type: "boolean" }, scale: { type: "string" }, backend: { type: "string" },
+    },
+    async run(v) {
+      if (typeof v.input !== "string") usageError("--input: expected a safetensors file path, got nothing");
+      if (typeof v.output !== "string") usageError("--output: expected a file path to write, got nothing");
+      let scale: number | undefined;
+      if (v.scale !== undefined) {
+        scale = Number(v.scale);
+        if (!Number.isFinite(scale) || String(v.scale).trim() === "") usageError(`--scale: expected a finite number, got "${String(v.scale)}"`);
+      }
+      const { written } = await attentionFile({
+        input: v.input, output: v.output, blockSize: integer("block-size", v["block-size"], 512), topK: integer("top-k", v["top-k"], 3),
+        full: v.full === true, scale, backend: backend(v.backend),
+      });
+      print(`wrote ${written.join(", ")} to ${v.output}`);
+      return 0;
+    },
+  },
+  demo: {
+    summary: "MoBA vs full attention on a generated input, checked against the reference",
+    usage: `moba demo [options]
+
+Options:
+  --tokens N       sequence length (default ${DEMO_DEFAULTS.tokens})
+  --heads N        query heads (default ${DEMO_DEFAULTS.qHeads})
+  --kv-heads N     kv heads (default ${DEMO_DEFAULTS.kvHeads})
+  --head-dim N     head dimension (default ${DEMO_DEFAULTS.headDim})
+  --block-size N   MoBA block size (default ${DEMO_DEFAULTS.blockSize})
+  --top-k N        blocks per query (default ${DEMO_DEFAULTS.topK})
+  --seed N         input seed (default ${DEMO_DEFAULTS.seed})`,
+    options: {
+      tokens: { type: "string" }, heads: { type: "string" }, "kv-heads": { type: "string" }, "head-dim": { type: "string" },
+      "block-size": { type: "string" }, "top-k": { type: "string" }, seed: { type: "string" },
+    },
+    async run(v) {
+      const d = DEMO_DEFAULTS;
+      const { maxError } = await demo({
+        tokens: integer("tokens", v.tokens, d.tokens), qHeads: integer("heads", v.heads, d.qHeads), kvHeads: integer("kv-heads", v["kv-heads"], d.kvHeads),
+        headDim: integer("head-dim", v["head-dim"], d.headDim), blockSize: integer("block-size", v["block-size"], d.blockSize),
+        topK: integer("top-k", v["top-k"], d.topK), seed: integer("seed", v.seed, d.seed),
+      }, print);
+      return maxError <= 1e-5 ? 0 : 1;
+    },
+  },
+  bench: {
+    summary: "time MoBA against full attention, forward and forward+backward",
+    usage: `moba bench [options]
+
+Options:
+  --backend cpu     backend (default cpu)
+  --lengths LIST    comma-separated token counts (default ${BENCH_DEFAULTS.lengths.join(",")})
+  --heads N         query heads (default ${BENCH_DEFAULTS.qHeads})
+  --kv-heads N      kv heads (default ${BENCH_DEFAULTS.kvHeads})
+  --head-dim N      head dimension (default ${BENCH_DEFAULTS.headDim})
+  --block-size N    MoBA block size (default ${BENCH_DEFAULTS.blockSize})
+  --top-k N         blocks per query (default ${BENCH_DEFAULTS.topK})
+  --runs N          timed runs per measurement, after one warm-up (default ${BENCH_DEFAULTS.runs})`,
+    options: {
+      backend: { type: "string" }, lengths: { type: "string" }, heads: { type: "string" }, "kv-heads": { type: "string" },
+      "head-dim": { type: "string" }, "block-size": { type: "string" }, "top-k": { type: "string" }, runs: { type: "string" },
+    },
+    async run(v) {
+      const d = BENCH_DEFAULTS;
+      await bench({
+        backend: backend(v.backend), lengths: integers("lengths", v.lengths, d.lengths), qHeads: integer("heads", v.heads, d.qHeads),
+        kvHeads: integer("kv-heads", v["kv-heads"], d.kvHeads), headDim: integer("head-dim", v["head-dim"], d.headDim),
+        blockSize: integer("block-size", v["block-size"], d.blockSize), topK: integer("top-k", v["top-k"], d.topK), runs: integer("runs", v.runs, d.runs),
+      }, print);
+      return 0;
+    },
+  },
+};
+
+const HELP = `moba: Mixture of Block Attention for TypeScript
+
+Usage: moba <command> [options]     (moba <command> --help for its options)
+
+Commands:
+${Object.entries(commands).map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`).join("\n")}`;
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    print(HELP);
+    return name === undefined ? 1 : 0;
+  }
+  const command = commands[name];
+  if (!command) usageError(`unknown command "${name}" (expected one of: ${Object.keys(commands).join(", ")})`);
+  const { values } = parseArgs({ args: rest, options: { ...command.options, help: { type: "boolean", short: "h" } }, strict: true, allowPositionals: false });
+  if (values.help) {
+    print(command.usage);
+    return 0;
+  }
+  return command.run(values);
+}
+
+// a closed pipe (moba demo | head) ends the program quietly
+process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+  if (error.code === "EPIPE") process.exit(0);
+  throw error;
+});
+
+main(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code; },
+  (error: unknown) => {
+    // input errors and argument errors are the user's: one line; anything else is a bug: the stack
+    const known = error instanceof MobaError || (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS");
+    console.error(`moba: error: ${known ? (error as Error).message : (error as Error).stack ?? String(error)}`);
+    process.exitCode = known ? 2 : 1;
+  },
+);
