@@ -76,20 +76,20 @@ async function backward(p: AttentionProblem, inputs: BackwardInputs, options: Fu
 }
 
 /** MoBA: each query attends causally to its own block and to the topK - 1 past blocks whose mean key scores highest. */
-export function mobaAttention(inputs: AttentionInputs, options: MobaOptions): Promise<AttentionOutput> {
+export async function mobaAttention(inputs: AttentionInputs, options: MobaOptions): Promise<AttentionOutput> {
   return forward(mobaProblem(inputs, options), inputs, options);
 }
 
 /** Gradients of sum(out · dout) with respect to q, k, v; the block choice is a constant. */
-export function mobaAttentionBackward(inputs: BackwardInputs, options: MobaOptions): Promise<Gradients> {
+export async function mobaAttentionBackward(inputs: BackwardInputs, options: MobaOptions): Promise<Gradients> {
   return backward(mobaProblem(inputs, options), inputs, options);
 }
 
 /** Causal (flash) attention with the same layout and outputs. */
-export function flashAttention(inputs: AttentionInputs, options: FullOptions = {}): Promise<AttentionOutput> {
+export async function flashAttention(inputs: AttentionInputs, options: FullOptions = {}): Promise<AttentionOutput> {
   return forward(fullProblem(inputs, options), inputs, options);
 }
 
-export function flashAttentionBackward(inputs: BackwardInputs, options: FullOptions = {}): Promise<Gradients> {
+export async function flashAttentionBackward(inputs: BackwardInputs, options: FullOptions = {}): Promise<Gradients> {
   return backward(fullProblem(inputs, options), inputs, options);
 }

@@ -165,7 +165,8 @@ main(process.argv.slice(2)).then(
   (error: unknown) => {
     // input errors and argument errors are the user's: one line; anything else is a bug: the stack
     const known = error instanceof MobaError || (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS");
-    console.error(`moba: error: ${known ? (error as Error).message : (error as Error).stack ?? String(error)}`);
+    const message = known ? (error as Error).message.split("\n")[0] : (error as Error).stack ?? String(error);
+    console.error(`moba: error: ${message}`);
     process.exitCode = known ? 2 : 1;
   },
 );

@@ -1,0 +1,46 @@
+// Bad input through the API: a MobaError naming the argument, the expected and the actual value.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { flashAttention, mobaAttention, mobaAttentionBackward, MobaError, tensor } from "../src/index.js";
+import { makeCase } from "./helpers.js";
+
+const c = makeCase(31, { cuSeqlens: [0, 20], qHeads: 2, kvHeads: 1, headDim: 4, blockSize: 4, topK: 2 });
+const inputs = { q: c.q, k: c.k, v: c.v };
+
+const cases: [string, () => Promise<unknown>, RegExp][] = [
+  ["blockSize 0", () => mobaAttention(inputs, { blockSize: 0, topK: 2 }), /^blockSize: expected a positive integer, got 0$/],
+  ["blockSize 1.5", () => mobaAttention(inputs, { blockSize: 1.5, topK: 2 }), /^blockSize: expected a positive integer, got 1.5$/],
+  ["topK 0", () => mobaAttention(inputs, { blockSize: 4, topK: 0 }), /^topK: expected a positive integer, got 0$/],
+  ["topK NaN", () => mobaAttention(inputs, { blockSize: 4, topK: NaN }), /^topK: expected a positive integer, got NaN$/],
+  ["scale Infinity", () => mobaAttention(inputs, { blockSize: 4, topK: 2, scale: Infinity }), /^scale: expected a finite number, got Infinity$/],
+  ["threads 0", () => flashAttention(inputs, { threads: 0 }), /^threads: expected a positive integer, got 0$/],
+  ["backend", () => flashAttention(inputs, { backend: "gpu" as "cpu" }), /^backend: expected "cpu", got "gpu"$/],
+  ["cuSeqlens too short", () => flashAttention({ ...inputs, cuSeqlens: [0] }), /^cuSeqlens: expected at least 2 offsets \[0, \.\.\., 20\], got 1$/],
+  ["cuSeqlens fraction", () => flashAttention({ ...inputs, cuSeqlens: [0, 2.5, 20] }), /^cuSeqlens\[1\]: expected an integer, got 2.5$/],
+  ["data length", () => flashAttention({ ...inputs, q: { data: new Float32Array(3), shape: [20, 2, 4] } }), /^q: expected 160 elements for shape \[20, 2, 4\], got 3$/],
+  ["routing shape", () => mobaAttentionBackward({ ...inputs, out: c.dout, lse: { data: new Float32Array(40), shape: [20, 2] }, dout: c.dout, routing: { data: new Int32Array(3), shape: [3, 1, 1] } }, { blockSize: 4, topK: 2 }),
+    /^routing: expected shape \[20, 2, topK - 1\] from the forward, got \[3, 1, 1\]$/],
+  ["lse shape", () => mobaAttentionBackward({ ...inputs, out: c.dout, lse: { data: new Float32Array(20), shape: [20] }, dout: c.dout }, { blockSize: 4, topK: 2 }), /^lse: expected shape \[20, 2\], got \[20\]$/],
+];
+
+for (const [name, run, pattern] of cases) {
+  test(`API error: ${name}`, async () => {
+    await assert.rejects(run, (error: unknown) => {
+      assert.ok(error instanceof MobaError, `a MobaError, got ${String(error)}`);
+      assert.match(error.message, pattern);
+      return true;
+    });
+  });
+}
+
+test("tensor() checks the element count", () => {
+  assert.throws(() => tensor(new Float32Array(5), [2, 3]), /tensor: expected 6 elements for shape \[2, 3\], got 5/);
+});
+
+test("empty inputs and empty sequences are valid", async () => {
+  const empty = { data: new Float32Array(0), shape: [0, 2, 4] };
+  const emptyKv = { data: new Float32Array(0), shape: [0, 1, 4] };
+  const r = await mobaAttention({ q: empty, k: emptyKv, v: emptyKv, cuSeqlens: [0, 0, 0] }, { blockSize: 4, topK: 2 });
+  assert.deepEqual(r.out.shape, [0, 2, 4]);
+  assert.equal(r.lse.data.length, 0);
+});
