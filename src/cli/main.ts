@@ -3,7 +3,8 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import type { Backend } from "../attention/problem.js";
 import { attentionFile } from "../run/attentionFile.js";
-import { bench, BENCH_DEFAULTS } from "../run/bench.js";
+import { writeFileAtomic } from "../io/files.js";
+import { bench, BENCH_DEFAULTS, benchPlot } from "../run/bench.js";
 import { demo, DEMO_DEFAULTS } from "../run/demo.js";
 import { MobaError } from "../tensor.js";
 
@@ -114,18 +115,25 @@ Options:
   --head-dim N      head dimension (default ${BENCH_DEFAULTS.headDim})
   --block-size N    MoBA block size (default ${BENCH_DEFAULTS.blockSize})
   --top-k N         blocks per query (default ${BENCH_DEFAULTS.topK})
-  --runs N          timed runs per measurement, after one warm-up (default ${BENCH_DEFAULTS.runs})`,
+  --runs N          timed runs per measurement, after one warm-up (default ${BENCH_DEFAULTS.runs})
+  --svg FILE        also write a plot of the speedups`,
     options: {
       backend: { type: "string" }, lengths: { type: "string" }, heads: { type: "string" }, "kv-heads": { type: "string" },
       "head-dim": { type: "string" }, "block-size": { type: "string" }, "top-k": { type: "string" }, runs: { type: "string" },
+      svg: { type: "string" },
     },
     async run(v) {
       const d = BENCH_DEFAULTS;
-      await bench({
+      const options = {
         backend: backend(v.backend), lengths: integers("lengths", v.lengths, d.lengths), qHeads: integer("heads", v.heads, d.qHeads),
         kvHeads: integer("kv-heads", v["kv-heads"], d.kvHeads), headDim: integer("head-dim", v["head-dim"], d.headDim),
         blockSize: integer("block-size", v["block-size"], d.blockSize), topK: integer("top-k", v["top-k"], d.topK), runs: integer("runs", v.runs, d.runs),
-      }, print);
+      };
+      const rows = await bench(options, print);
+      if (typeof v.svg === "string") {
+        await writeFileAtomic(v.svg, new TextEncoder().encode(benchPlot(rows, options)));
+        print(`wrote ${v.svg}`);
+      }
       return 0;
     },
   },

@@ -2,7 +2,7 @@
 // ({ name: { dtype, shape, data_offsets: [begin, end] }, "__metadata__"?: { string: string } }),
 // then the byte buffer the offsets point into (relative to its start). Tensors are row-major,
 // little-endian, and must cover the buffer exactly: no overlaps, no holes.
-import { rename, unlink, writeFile, readFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { MobaError } from "../tensor.js";
 import { bf16ToFloat, f16ToFloat, floatToBf16, floatToF16 } from "./half.js";
 
@@ -162,16 +162,4 @@ export function serializeSafetensors(tensors: Record<string, TensorToWrite>, met
     at += n * BYTES[t.dtype];
   }
   return file;
-}
-
-/** Writes atomically: a temporary file beside the target, then a rename; a failure leaves no file. */
-export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<void> {
-  const temporary = `${path}.tmp-${process.pid}-${Date.now()}`;
-  try {
-    await writeFile(temporary, bytes);
-    await rename(temporary, path);
-  } catch (error) {
-    await unlink(temporary).catch(() => undefined);
-    throw new MobaError(`${path}: cannot write (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
-  }
 }

@@ -1,7 +1,8 @@
 // `moba attention`: attention on tensors from a safetensors file, results to another.
 import { flashAttention, flashAttentionBackward, mobaAttention, mobaAttentionBackward } from "../attention/api.js";
 import type { Backend } from "../attention/problem.js";
-import { readSafetensors, serializeSafetensors, type TensorToWrite, toFloat32, toIntegers, writeFileAtomic } from "../io/safetensors.js";
+import { readSafetensors, serializeSafetensors, type TensorToWrite, toFloat32, toIntegers } from "../io/safetensors.js";
+import { writeFileAtomic } from "../io/files.js";
 import { MobaError, type Tensor } from "../tensor.js";
 
 export interface AttentionFileOptions {

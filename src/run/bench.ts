@@ -3,6 +3,7 @@
 import { cpus } from "node:os";
 import { flashAttention, flashAttentionBackward, mobaAttention, mobaAttentionBackward } from "../attention/api.js";
 import { attendedKeys, type Backend } from "../attention/problem.js";
+import { barChart } from "./plot.js";
 import { median, randomInputs, table } from "./util.js";
 
 export interface BenchOptions {
@@ -69,4 +70,18 @@ export async function bench(o: BenchOptions, print: (line: string) => void): Pro
     ]),
   ));
   return rows;
+}
+
+/** The measured speedups beside the ideal ratio, one group per length. */
+export function benchPlot(rows: BenchRow[], o: BenchOptions): string {
+  return barChart(
+    `MoBA speedup over full attention (${o.backend}, block ${o.blockSize}, top-${o.topK}, headDim ${o.headDim})`,
+    rows.map((r) => `${r.tokens} tokens`),
+    [
+      { name: "forward (measured)", color: "#4c78a8", values: rows.map((r) => r.fullForwardMs / r.mobaForwardMs) },
+      { name: "fwd+bwd (measured)", color: "#f58518", values: rows.map((r) => r.fullTrainMs / r.mobaTrainMs) },
+      { name: "ideal (FLOP ratio)", color: "#bab0ac", values: rows.map((r) => r.idealRatio) },
+    ],
+    "speedup (x)",
+  );
 }

@@ -1,0 +1,48 @@
+// A grouped bar chart as a standalone SVG (no dependencies): one group per label, one bar per series.
+
+export interface BarSeries {
+  name: string;
+  color: string;
+  values: number[];
+}
+
+function escape(text: string): string {
+  return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
+
+export function barChart(title: string, labels: string[], series: BarSeries[], yLabel: string): string {
+  const width = 640, height = 360, left = 60, right = 20, top = 50, bottom = 60;
+  const max = Math.max(1, ...series.flatMap((s) => s.values)) * 1.15;
+  const plotW = width - left - right, plotH = height - top - bottom;
+  const groupW = plotW / labels.length;
+  const barW = (groupW * 0.8) / series.length;
+  const y = (v: number) => top + plotH - (v / max) * plotH;
+  const parts: string[] = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${width}" height="${height}" fill="white"/>`,
+    `<text x="${width / 2}" y="22" text-anchor="middle" font-size="15">${escape(title)}</text>`,
+    `<text transform="translate(16 ${top + plotH / 2}) rotate(-90)" text-anchor="middle">${escape(yLabel)}</text>`,
+  ];
+  const step = max > 10 ? 5 : max > 4 ? 1 : 0.5;
+  for (let v = 0; v <= max; v += step) {
+    parts.push(`<line x1="${left}" x2="${width - right}" y1="${y(v)}" y2="${y(v)}" stroke="#ddd"/>`);
+    parts.push(`<text x="${left - 6}" y="${y(v) + 4}" text-anchor="end">${v}</text>`);
+  }
+  labels.forEach((label, g) => {
+    const x0 = left + g * groupW + groupW * 0.1;
+    series.forEach((s, i) => {
+      const v = s.values[g];
+      const x = x0 + i * barW;
+      parts.push(`<rect x="${x}" y="${y(v)}" width="${barW - 2}" height="${top + plotH - y(v)}" fill="${s.color}"/>`);
+      parts.push(`<text x="${x + barW / 2 - 1}" y="${y(v) - 4}" text-anchor="middle" font-size="11">${v.toFixed(2)}</text>`);
+    });
+    parts.push(`<text x="${left + g * groupW + groupW / 2}" y="${top + plotH + 18}" text-anchor="middle">${escape(label)}</text>`);
+  });
+  series.forEach((s, i) => {
+    const x = left + i * 190;
+    parts.push(`<rect x="${x}" y="${height - 22}" width="12" height="12" fill="${s.color}"/>`);
+    parts.push(`<text x="${x + 18}" y="${height - 12}">${escape(s.name)}</text>`);
+  });
+  parts.push(`<line x1="${left}" x2="${width - right}" y1="${y(0)}" y2="${y(0)}" stroke="black"/>`, "</svg>");
+  return parts.join("\n") + "\n";
+}
