@@ -1,5 +1,5 @@
 // Shared test helpers: a seeded generator, random attention problems, the reference comparison.
-import { type Gradients, mobaAttention, mobaAttentionBackward, flashAttention, flashAttentionBackward, type Tensor } from "../src/index.js";
+import { type Backend, type Gradients, type Tensor32i, mobaAttention, mobaAttentionBackward, flashAttention, flashAttentionBackward, type Tensor } from "../src/index.js";
 import { relativeError, seeded, uniformTensor } from "../src/run/util.js";
 export { relativeError };
 import { referenceBackward, referenceForward, type ReferenceProblem } from "../src/reference/attention.js";
@@ -55,14 +55,14 @@ export function referenceProblem(c: Case): ReferenceProblem {
 }
 
 /** Runs an implementation forward and backward on the case. */
-export async function runImplementation(c: Case, threads?: number): Promise<{ out: Tensor; lse: Tensor } & Gradients> {
+export async function runImplementation(c: Case, threads?: number, backend: Backend = "cpu"): Promise<{ out: Tensor; lse: Tensor; routing: Tensor32i } & Gradients> {
   const inputs = { q: c.q, k: c.k, v: c.v, cuSeqlens: c.cuSeqlens };
-  const options = { blockSize: c.blockSize, topK: c.topK, scale: c.scale, threads };
+  const options = { blockSize: c.blockSize, topK: c.topK, scale: c.scale, threads, backend };
   const full = c.topK === Infinity;
   const fwd = full ? await flashAttention(inputs, options) : await mobaAttention(inputs, options);
   const bwdInputs = { ...inputs, out: fwd.out, lse: fwd.lse, dout: c.dout, routing: fwd.routing };
   const grads = full ? await flashAttentionBackward(bwdInputs, options) : await mobaAttentionBackward(bwdInputs, options);
-  return { out: fwd.out, lse: fwd.lse, ...grads };
+  return { out: fwd.out, lse: fwd.lse, routing: fwd.routing, ...grads };
 }
 
 export const F32_TOLERANCE = 1e-5;

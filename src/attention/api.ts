@@ -1,6 +1,7 @@
 // The public attention API: input checks, then the chosen backend.
 import { cpuBackward, cpuForward } from "../cpu/index.js";
 import { MobaError, type Tensor } from "../tensor.js";
+import { gpuBackward, gpuForward } from "../webgpu/attention/index.js";
 import {
   type AttentionInputs, type AttentionProblem, type Backend, checkBackwardInputs, type FullOptions, fullProblem, mobaProblem, type MobaOptions,
 } from "./problem.js";
@@ -32,8 +33,8 @@ export interface Gradients {
 }
 
 function checkBackend(backend: Backend | undefined): void {
-  if (backend !== undefined && backend !== "cpu") {
-    throw new MobaError(`backend: expected "cpu", got ${JSON.stringify(backend)}`);
+  if (backend !== undefined && backend !== "cpu" && backend !== "webgpu") {
+    throw new MobaError(`backend: expected "cpu" or "webgpu", got ${JSON.stringify(backend)}`);
   }
 }
 
@@ -46,7 +47,9 @@ function checkThreads(threads: number | undefined): void {
 async function forward(p: AttentionProblem, inputs: AttentionInputs, options: FullOptions): Promise<AttentionOutput> {
   checkBackend(options.backend);
   checkThreads(options.threads);
-  const r = await cpuForward(p, inputs.q.data, inputs.k.data, inputs.v.data, options.threads);
+  const r = options.backend === "webgpu"
+    ? await gpuForward(p, inputs.q.data, inputs.k.data, inputs.v.data)
+    : await cpuForward(p, inputs.q.data, inputs.k.data, inputs.v.data, options.threads);
   return {
     out: { data: r.out, shape: [p.tokens, p.qHeads, p.headDim] },
     lse: { data: r.lse, shape: [p.tokens, p.qHeads] },
@@ -67,7 +70,10 @@ async function backward(p: AttentionProblem, inputs: BackwardInputs, options: Fu
     }
     past = inputs.routing.data;
   }
-  const g = await cpuBackward(p, inputs.q.data, inputs.k.data, inputs.v.data, inputs.out.data, inputs.lse.data, inputs.dout.data, past, options.threads);
+  const { q, k, v, out, lse, dout } = inputs;
+  const g = options.backend === "webgpu"
+    ? await gpuBackward(p, q.data, k.data, v.data, out.data, lse.data, dout.data, past)
+    : await cpuBackward(p, q.data, k.data, v.data, out.data, lse.data, dout.data, past, options.threads);
   return {
     dq: { data: g.dq, shape: [p.tokens, p.qHeads, p.headDim] },
     dk: { data: g.dk, shape: [p.tokens, p.kvHeads, p.headDim] },

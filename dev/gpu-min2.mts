@@ -1,0 +1,16 @@
+import { getDevice } from "../src/webgpu/device.ts";
+import { readBack, storage } from "../src/webgpu/kernel.ts";
+import { forwardOnGpu } from "../src/webgpu/attention/index.ts";
+import { fullProblem } from "../src/attention/problem.ts";
+import { makeCase } from "../test/helpers.ts";
+const c = makeCase(2, { cuSeqlens: [0, 37], blockSize: 8, topK: 2, qHeads: 1, kvHeads: 1, headDim: 4 });
+const g = await getDevice();
+const p = fullProblem(c);
+const t = { q: storage(g, c.q.data, "q"), k: storage(g, c.k.data, "k"), v: storage(g, c.v.data, "v") };
+console.log("upload");
+const r = await forwardOnGpu(g, p, t);
+console.log("forward");
+await g.device.queue.onSubmittedWorkDone();
+console.log("done");
+const [o] = await readBack(g, [{ buffer: r.out, bytes: 16 }]);
+console.log(new Float32Array(o));

@@ -1,0 +1,458 @@
+// WGSL of the block-sparse attention passes (float32). A workgroup of 64 threads takes one tile:
+// up to TQ queries of one head — a contiguous run of tokens, or a gathered list from the inverted
+// index — against the key range [keyStart, keyEnd) in chunks of TK keys, causal mask always on.
+// MoBA runs one dispatch per round (the own block, then the r-th routed block of every query):
+// within a round a query is in exactly one tile, so its online-softmax state (or dq) is updated
+// in global memory without races; full attention is one round over [sequence start, tile end).
+
+export interface TileShape {
+  headDim: number;
+  TQ: number; // queries per tile
+  TK: number; // keys per chunk
+  /** headDim as a compile-time constant (loops unrolled: fast on GPUs, minutes of LLVM time on lavapipe). */
+  unroll: boolean;
+}
+
+const THREADS = 64;
+/** A masked score; every use is guarded by `> VISIBLE` rather than relying on infinities. */
+const MASKED = "-3.0e38";
+const VISIBLE = "-1.0e38";
+
+/**
+ * The tile constants. Unrolled (GPUs): WGSL constants, so loops over D, TQ and TK unroll. On
+ * software adapters they are private variables read from the uniform at entry: LLVM then does not
+ * unroll, which keeps lavapipe's compile time to seconds instead of minutes.
+ */
+function header(c: TileShape): string {
+  const D = c.headDim;
+  const values: [string, number][] = [["D", D], ["STRIDE", D + 1], ["TQ", c.TQ], ["TK", c.TK], ["PER_THREAD", perThread(c)]];
+  const constants = c.unroll
+    ? values.map(([name, value]) => `const ${name} = ${value}u;`).join("\n")
+    : values.map(([name]) => `var<private> ${name}: u32;`).join("\n");
+  return /* wgsl */ `
+${constants}
+// STRIDE = D + 1: padded shared rows, so threads reading different rows hit different banks
+const MASKED = ${MASKED};
+
+struct Params {
+  qHeads: u32, kvHeads: u32, tiles: u32, loadState: u32,
+  finalize: u32, width: u32, globalBlocks: u32, scale: f32,
+  headDim: u32, tq: u32, tk: u32, perThread: u32,
+}
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> tiles: array<vec4<u32>>; // 2 per tile: (queryStart, count, keyStart, keyEnd), (head, gathered, naturalEnd, block)
+@group(0) @binding(2) var<storage, read> entries: array<u32>;    // gathered query lists
+`;
+}
+
+/** Accumulator elements per thread: TQ rows of D for the query kernels, TK rows for dk/dv. */
+export function perThread(c: TileShape): number {
+  return Math.ceil((Math.max(c.TQ, c.TK) * c.headDim) / THREADS);
+}
+
+/** A tile constant in a loop that holds a barrier: it must be uniform, so read it from P when not unrolled. */
+function uniformConstant(c: TileShape, name: "TQ" | "TK"): string {
+  return c.unroll ? name : name === "TQ" ? "P.tq" : "P.tk";
+}
+
+/** Without unrolling, the tile constants are set from the uniform at entry. */
+function setHeadDim(c: TileShape): string {
+  return c.unroll ? "" : "D = P.headDim;\n  STRIDE = D + 1u;\n  TQ = P.tq;\n  TK = P.tk;\n  PER_THREAD = P.perThread;";
+}
+
+function dot(a: string, aRow: string, b: string, bRow: string): string {
+  return `var s = 0.0; for (var d = 0u; d < D; d++) { s += ${a}[${aRow} * STRIDE + d] * ${b}[${bRow} * STRIDE + d]; }`;
+}
+
+/** Forward: online softmax over the tile's key range; state (acc, m, l) in global memory between rounds. */
+export function forwardWgsl(c: TileShape): string {
+  return /* wgsl */ `${header(c)}
+@group(0) @binding(3) var<storage, read> q: array<f32>;          // [tokens, qHeads, D]
+@group(0) @binding(4) var<storage, read> k: array<f32>;          // [tokens, kvHeads, D]
+@group(0) @binding(5) var<storage, read> v: array<f32>;          // [tokens, kvHeads, D]
+@group(0) @binding(6) var<storage, read_write> out: array<f32>;  // [tokens, qHeads, D] acc, or out when finalizing
+@group(0) @binding(7) var<storage, read_write> ml: array<vec2<f32>>; // [tokens, qHeads] running (max, sum)
+@group(0) @binding(8) var<storage, read_write> lse: array<f32>;  // [tokens, qHeads] when finalizing
+
+var<workgroup> Qs: array<f32, ${c.TQ * (c.headDim + 1)}>;
+var<workgroup> Ks: array<f32, ${c.TK * (c.headDim + 1)}>;
+var<workgroup> Vs: array<f32, ${c.TK * (c.headDim + 1)}>;
+var<workgroup> S: array<f32, ${c.TQ * c.TK}>;
+var<workgroup> rowToken: array<u32, ${c.TQ}>;
+var<workgroup> rowM: array<f32, ${c.TQ}>;
+var<workgroup> rowL: array<f32, ${c.TQ}>;
+var<workgroup> rowAlpha: array<f32, ${c.TQ}>;
+
+@compute @workgroup_size(${THREADS})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  ${setHeadDim(c)}
+  let tile = wid.x + wid.y * nwg.x;
+  if (tile >= P.tiles) { return; }
+  let a = tiles[2u * tile];
+  let b = tiles[2u * tile + 1u];
+  let count = a.y;
+  let h = b.x;
+  let g = h / (P.qHeads / P.kvHeads);
+  if (lid < TQ) {
+    var token = 0u;
+    if (lid < count) { token = select(a.x + lid, entries[a.x + lid], b.y == 1u); }
+    rowToken[lid] = token;
+    var state = vec2<f32>(MASKED, 0.0);
+    if (P.loadState == 1u && lid < count) { state = ml[token * P.qHeads + h]; }
+    rowM[lid] = state.x;
+    rowL[lid] = state.y;
+  }
+  workgroupBarrier();
+  var acc: array<f32, ${perThread(c)}>;
+  for (var i = 0u; i < PER_THREAD; i++) {
+    let e = lid + i * ${THREADS}u;
+    let r = e / D;
+    acc[i] = 0.0;
+    if (e < TQ * D && r < count) {
+      let at = (rowToken[r] * P.qHeads + h) * D + e % D;
+      Qs[r * STRIDE + e % D] = q[at];
+      if (P.loadState == 1u) { acc[i] = out[at]; }
+    } else if (e < TQ * D) {
+      Qs[r * STRIDE + e % D] = 0.0;
+    }
+  }
+  for (var k0 = a.z; k0 < a.w; k0 += ${uniformConstant(c, "TK")}) {
+    for (var e = lid; e < TK * D; e += ${THREADS}u) {
+      let key = k0 + e / D;
+      var kx = 0.0;
+      var vx = 0.0;
+      if (key < a.w) {
+        kx = k[(key * P.kvHeads + g) * D + e % D];
+        vx = v[(key * P.kvHeads + g) * D + e % D];
+      }
+      Ks[(e / D) * STRIDE + e % D] = kx;
+      Vs[(e / D) * STRIDE + e % D] = vx;
+    }
+    workgroupBarrier();
+    for (var e = lid; e < TQ * TK; e += ${THREADS}u) {
+      let r = e / TK;
+      let col = e % TK;
+      let key = k0 + col;
+      var score = MASKED;
+      if (r < count && key < a.w && key <= rowToken[r]) {
+        ${dot("Qs", "r", "Ks", "col")}
+        score = P.scale * s;
+      }
+      S[e] = score;
+    }
+    workgroupBarrier();
+    if (lid < TQ) {
+      var chunkMax = MASKED;
+      for (var col = 0u; col < TK; col++) { chunkMax = max(chunkMax, S[lid * TK + col]); }
+      let mNew = max(rowM[lid], chunkMax);
+      let alpha = exp(rowM[lid] - mNew);
+      var sum = 0.0;
+      for (var col = 0u; col < TK; col++) {
+        let x = S[lid * TK + col];
+        var p = 0.0;
+        if (x > ${VISIBLE}) { p = exp(x - mNew); }
+        S[lid * TK + col] = p;
+        sum += p;
+      }
+      rowL[lid] = rowL[lid] * alpha + sum;
+      rowM[lid] = mNew;
+      rowAlpha[lid] = alpha;
+    }
+    workgroupBarrier();
+    for (var i = 0u; i < PER_THREAD; i++) {
+      let e = lid + i * ${THREADS}u;
+      if (e < TQ * D) {
+        let r = e / D;
+        let col = e % D;
+        var x = acc[i] * rowAlpha[r];
+        for (var j = 0u; j < TK; j++) { x += S[r * TK + j] * Vs[j * STRIDE + col]; }
+        acc[i] = x;
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < PER_THREAD; i++) {
+    let e = lid + i * ${THREADS}u;
+    let r = e / D;
+    if (e < TQ * D && r < count) {
+      let at = (rowToken[r] * P.qHeads + h) * D + e % D;
+      out[at] = select(acc[i], acc[i] / rowL[r], P.finalize == 1u);
+    }
+  }
+  if (lid < count) {
+    let row = rowToken[lid] * P.qHeads + h;
+    if (P.finalize == 1u) { lse[row] = rowM[lid] + log(rowL[lid]); } else { ml[row] = vec2<f32>(rowM[lid], rowL[lid]); }
+  }
+}
+`;
+}
+
+/** out = acc / l and lse = m + log l, one thread per (token, head, element). */
+export const FINALIZE = /* wgsl */ `
+struct Params { rows: u32, headDim: u32, pad0: u32, pad1: u32 }
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> ml: array<vec2<f32>>;   // [tokens, qHeads]
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;  // [tokens, qHeads, D]
+@group(0) @binding(3) var<storage, read_write> lse: array<f32>;  // [tokens, qHeads]
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let index = (wid.x + wid.y * nwg.x) * 64u + lid;
+  if (index >= P.rows * P.headDim) { return; }
+  let row = index / P.headDim;
+  out[index] = out[index] / ml[row].y;
+  if (index % P.headDim == 0u) { lse[row] = ml[row].x + log(ml[row].y); }
+}
+`;
+
+/** delta = rowsum(dout * out), one thread per (token, head). */
+export const DELTA = /* wgsl */ `
+struct Params { rows: u32, headDim: u32, pad0: u32, pad1: u32 }
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> out: array<f32>;
+@group(0) @binding(2) var<storage, read> dout: array<f32>;
+@group(0) @binding(3) var<storage, read_write> delta: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let row = (wid.x + wid.y * nwg.x) * 64u + lid;
+  if (row >= P.rows) { return; }
+  var s = 0.0;
+  for (var d = 0u; d < P.headDim; d++) { s += out[row * P.headDim + d] * dout[row * P.headDim + d]; }
+  delta[row] = s;
+}
+`;
+
+/** dq, query-major with the forward's tiles: p = exp(scale q·k − lse), ds = p (dout·v − delta), dq += scale ds k. */
+export function dqWgsl(c: TileShape): string {
+  return /* wgsl */ `${header(c)}
+@group(0) @binding(3) var<storage, read> q: array<f32>;
+@group(0) @binding(4) var<storage, read> k: array<f32>;
+@group(0) @binding(5) var<storage, read> v: array<f32>;
+@group(0) @binding(6) var<storage, read> dout: array<f32>;      // [tokens, qHeads, D]
+@group(0) @binding(7) var<storage, read> lse: array<f32>;       // [tokens, qHeads]
+@group(0) @binding(8) var<storage, read> delta: array<f32>;     // [tokens, qHeads]
+@group(0) @binding(9) var<storage, read_write> dq: array<f32>;  // [tokens, qHeads, D]
+
+var<workgroup> Qs: array<f32, ${c.TQ * (c.headDim + 1)}>;
+var<workgroup> dOs: array<f32, ${c.TQ * (c.headDim + 1)}>;
+var<workgroup> Ks: array<f32, ${c.TK * (c.headDim + 1)}>;
+var<workgroup> Vs: array<f32, ${c.TK * (c.headDim + 1)}>;
+var<workgroup> dS: array<f32, ${c.TQ * c.TK}>;
+var<workgroup> rowToken: array<u32, ${c.TQ}>;
+var<workgroup> rowLse: array<f32, ${c.TQ}>;
+var<workgroup> rowDelta: array<f32, ${c.TQ}>;
+
+@compute @workgroup_size(${THREADS})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  ${setHeadDim(c)}
+  let tile = wid.x + wid.y * nwg.x;
+  if (tile >= P.tiles) { return; }
+  let a = tiles[2u * tile];
+  let b = tiles[2u * tile + 1u];
+  let count = a.y;
+  let h = b.x;
+  let g = h / (P.qHeads / P.kvHeads);
+  if (lid < TQ) {
+    var token = 0u;
+    if (lid < count) { token = select(a.x + lid, entries[a.x + lid], b.y == 1u); }
+    rowToken[lid] = token;
+    rowLse[lid] = lse[token * P.qHeads + h];
+    rowDelta[lid] = delta[token * P.qHeads + h];
+  }
+  workgroupBarrier();
+  var acc: array<f32, ${perThread(c)}>;
+  for (var i = 0u; i < PER_THREAD; i++) {
+    let e = lid + i * ${THREADS}u;
+    let r = e / D;
+    acc[i] = 0.0;
+    if (e < TQ * D && r < count) {
+      let at = (rowToken[r] * P.qHeads + h) * D + e % D;
+      Qs[r * STRIDE + e % D] = q[at];
+      dOs[r * STRIDE + e % D] = dout[at];
+      if (P.loadState == 1u) { acc[i] = dq[at]; }
+    } else if (e < TQ * D) {
+      Qs[r * STRIDE + e % D] = 0.0;
+      dOs[r * STRIDE + e % D] = 0.0;
+    }
+  }
+  for (var k0 = a.z; k0 < a.w; k0 += ${uniformConstant(c, "TK")}) {
+    for (var e = lid; e < TK * D; e += ${THREADS}u) {
+      let key = k0 + e / D;
+      var kx = 0.0;
+      var vx = 0.0;
+      if (key < a.w) {
+        kx = k[(key * P.kvHeads + g) * D + e % D];
+        vx = v[(key * P.kvHeads + g) * D + e % D];
+      }
+      Ks[(e / D) * STRIDE + e % D] = kx;
+      Vs[(e / D) * STRIDE + e % D] = vx;
+    }
+    workgroupBarrier();
+    for (var e = lid; e < TQ * TK; e += ${THREADS}u) {
+      let r = e / TK;
+      let col = e % TK;
+      let key = k0 + col;
+      var ds = 0.0;
+      if (r < count && key < a.w && key <= rowToken[r]) {
+        ${dot("Qs", "r", "Ks", "col")}
+        let p = exp(P.scale * s - rowLse[r]);
+        var dp = 0.0;
+        for (var d = 0u; d < D; d++) { dp += dOs[r * STRIDE + d] * Vs[col * STRIDE + d]; }
+        ds = P.scale * p * (dp - rowDelta[r]);
+      }
+      dS[e] = ds;
+    }
+    workgroupBarrier();
+    for (var i = 0u; i < PER_THREAD; i++) {
+      let e = lid + i * ${THREADS}u;
+      if (e < TQ * D) {
+        let r = e / D;
+        var x = acc[i];
+        for (var j = 0u; j < TK; j++) { x += dS[r * TK + j] * Ks[j * STRIDE + e % D]; }
+        acc[i] = x;
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < PER_THREAD; i++) {
+    let e = lid + i * ${THREADS}u;
+    let r = e / D;
+    if (e < TQ * D && r < count) { dq[(rowToken[r] * P.qHeads + h) * D + e % D] = acc[i]; }
+  }
+}
+`;
+}
+
+/**
+ * dk and dv, key-block-major: a tile is TK keys of one block and kv head; it walks, for each query
+ * head of the group, the block's own queries (tokens [keyStart, naturalEnd)) and then the queries
+ * that routed to the block in every round, TQ at a time. Here TQ counts queries and TK keys.
+ */
+export function dkdvWgsl(c: TileShape): string {
+  const D = c.headDim;
+  return /* wgsl */ `${header(c)}
+@group(0) @binding(3) var<storage, read> q: array<f32>;
+@group(0) @binding(4) var<storage, read> k: array<f32>;
+@group(0) @binding(5) var<storage, read> v: array<f32>;
+@group(0) @binding(6) var<storage, read> dout: array<f32>;
+@group(0) @binding(7) var<storage, read> lse: array<f32>;
+@group(0) @binding(8) var<storage, read> delta: array<f32>;
+@group(0) @binding(9) var<storage, read> segmentStart: array<u32>; // [width * qHeads * globalBlocks + 1]
+@group(0) @binding(10) var<storage, read_write> dk: array<f32>;    // [tokens, kvHeads, D]
+@group(0) @binding(11) var<storage, read_write> dv: array<f32>;    // [tokens, kvHeads, D]
+
+
+var<workgroup> Qs: array<f32, ${c.TQ * (D + 1)}>;
+var<workgroup> dOs: array<f32, ${c.TQ * (D + 1)}>;
+var<workgroup> Ks: array<f32, ${c.TK * (D + 1)}>;
+var<workgroup> Vs: array<f32, ${c.TK * (D + 1)}>;
+var<workgroup> Pm: array<f32, ${c.TK * c.TQ}>;  // [key, query]
+var<workgroup> dS: array<f32, ${c.TK * c.TQ}>;  // [key, query]
+var<workgroup> rowToken: array<u32, ${c.TQ}>;
+var<workgroup> rowLse: array<f32, ${c.TQ}>;
+var<workgroup> rowDelta: array<f32, ${c.TQ}>;
+var<private> dkAcc: array<f32, ${perThread(c)}>;
+var<private> dvAcc: array<f32, ${perThread(c)}>;
+
+// one chunk of up to TQ queries: tokens start.. (gathered: entries[start..]) against the tile's keys
+fn chunk(lid: u32, h: u32, g: u32, start: u32, count: u32, gathered: bool, keyStart: u32, keyEnd: u32) {
+  if (lid < TQ) {
+    var token = 0u;
+    if (lid < count) { token = select(start + lid, entries[start + lid], gathered); }
+    rowToken[lid] = token;
+    rowLse[lid] = lse[token * P.qHeads + h];
+    rowDelta[lid] = delta[token * P.qHeads + h];
+  }
+  workgroupBarrier();
+  for (var e = lid; e < TQ * D; e += ${THREADS}u) {
+    let r = e / D;
+    var qx = 0.0;
+    var dx = 0.0;
+    if (r < count) {
+      let at = (rowToken[r] * P.qHeads + h) * D + e % D;
+      qx = q[at];
+      dx = dout[at];
+    }
+    Qs[r * STRIDE + e % D] = qx;
+    dOs[r * STRIDE + e % D] = dx;
+  }
+  workgroupBarrier();
+  for (var e = lid; e < TK * TQ; e += ${THREADS}u) {
+    let key = e / TQ;
+    let r = e % TQ;
+    var p = 0.0;
+    var ds = 0.0;
+    if (r < count && keyStart + key < keyEnd && keyStart + key <= rowToken[r]) {
+      ${dot("Ks", "key", "Qs", "r")}
+      p = exp(P.scale * s - rowLse[r]);
+      var dp = 0.0;
+      for (var d = 0u; d < D; d++) { dp += Vs[key * STRIDE + d] * dOs[r * STRIDE + d]; }
+      ds = P.scale * p * (dp - rowDelta[r]);
+    }
+    Pm[e] = p;
+    dS[e] = ds;
+  }
+  workgroupBarrier();
+  for (var i = 0u; i < PER_THREAD; i++) {
+    let e = lid + i * ${THREADS}u;
+    if (e < TK * D) {
+      let key = e / D;
+      let col = e % D;
+      var x = dvAcc[i];
+      var y = dkAcc[i];
+      for (var r = 0u; r < TQ; r++) {
+        x += Pm[key * TQ + r] * dOs[r * STRIDE + col];
+        y += dS[key * TQ + r] * Qs[r * STRIDE + col];
+      }
+      dvAcc[i] = x;
+      dkAcc[i] = y;
+    }
+  }
+  workgroupBarrier();
+}
+
+@compute @workgroup_size(${THREADS})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  ${setHeadDim(c)}
+  let tile = wid.x + wid.y * nwg.x;
+  if (tile >= P.tiles) { return; }
+  let a = tiles[2u * tile];
+  let b = tiles[2u * tile + 1u];
+  let g = b.x;
+  let keyStart = a.z;
+  let keyEnd = a.w;
+  for (var e = lid; e < TK * D; e += ${THREADS}u) {
+    let key = keyStart + e / D;
+    var kx = 0.0;
+    var vx = 0.0;
+    if (key < keyEnd) {
+      kx = k[(key * P.kvHeads + g) * D + e % D];
+      vx = v[(key * P.kvHeads + g) * D + e % D];
+    }
+    Ks[(e / D) * STRIDE + e % D] = kx;
+    Vs[(e / D) * STRIDE + e % D] = vx;
+  }
+  for (var i = 0u; i < PER_THREAD; i++) { dkAcc[i] = 0.0; dvAcc[i] = 0.0; }
+  let group = P.qHeads / P.kvHeads;
+  for (var h = g * group; h < (g + 1u) * group; h++) {
+    // the block's own queries (all later queries of the sequence for full attention)
+    for (var s = keyStart; s < b.z; s += ${uniformConstant(c, "TQ")}) { chunk(lid, h, g, s, min(TQ, b.z - s), false, keyStart, keyEnd); }
+    // the queries that routed to this block, round by round
+    for (var r = 0u; r < P.width; r++) {
+      let segment = (r * P.qHeads + h) * P.globalBlocks + b.w;
+      let end = segmentStart[segment + 1u];
+      for (var s = segmentStart[segment]; s < end; s += ${uniformConstant(c, "TQ")}) { chunk(lid, h, g, s, min(TQ, end - s), true, keyStart, keyEnd); }
+    }
+  }
+  for (var i = 0u; i < PER_THREAD; i++) {
+    let e = lid + i * ${THREADS}u;
+    let key = keyStart + e / D;
+    if (e < TK * D && key < keyEnd) {
+      dk[(key * P.kvHeads + g) * D + e % D] = dkAcc[i];
+      dv[(key * P.kvHeads + g) * D + e % D] = dvAcc[i];
+    }
+  }
+}
+`;
+}

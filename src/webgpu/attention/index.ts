@@ -1,0 +1,290 @@
+// The WebGPU backend of MoBA and full attention: routing (block sums, gate + top-k, inverted
+// index), the forward in rounds, the backward (delta, dq in rounds, dk/dv key-block-major).
+import type { AttentionProblem } from "../../attention/problem.js";
+import { blockOffsets, pastPerQuery, selectsAll } from "../../cpu/routing.js";
+import { MobaError } from "../../tensor.js";
+import { checked, getDevice, type MobaDevice } from "../device.js";
+import { dispatch, type Kernel, pipeline, poisoned, readBack, storage, uniform } from "../kernel.js";
+import { DELTA, dkdvWgsl, dqWgsl, FINALIZE, forwardWgsl, perThread, type TileShape } from "./attention.wgsl.js";
+import { BLOCK_SUMS, GATE, SCATTER } from "./routing.wgsl.js";
+
+const MAX_HEAD_DIM = 256;
+const THREADS = 64;
+const SHARED_BUDGET = 32768;
+
+const fixed = (name: string, code: string): Kernel<null> => ({ name, workgroupSize: THREADS, key: () => "", wgsl: () => code });
+const blockSums = fixed("blockSums", BLOCK_SUMS);
+const gate = fixed("gate", GATE);
+const scatter = fixed("scatter", SCATTER);
+const finalize = fixed("finalize", FINALIZE);
+const deltaKernel = fixed("delta", DELTA);
+const tiled = (name: string, wgsl: (c: TileShape) => string): Kernel<TileShape> => ({
+  name, workgroupSize: THREADS, key: (c) => `${c.headDim}/${c.TQ}/${c.TK}/${c.unroll}`, wgsl,
+});
+const forwardKernel = tiled("forward", forwardWgsl);
+const dqKernel = tiled("dq", dqWgsl);
+const dkdvKernel = tiled("dkdv", dkdvWgsl);
+
+/** Largest tile that fits the shared memory budget: `rows` of one kind, `other` chosen from candidates. */
+function tileShape(gpu: MobaDevice, headDim: number, cost: (TQ: number, TK: number) => number, kind: "queries" | "keys"): TileShape {
+  const budget = Math.min(gpu.maxWorkgroupStorage, SHARED_BUDGET);
+  const fixedSide = headDim <= 128 ? 16 : 8;
+  for (const other of [32, 16, 8, 4, 2, 1]) {
+    const [TQ, TK] = kind === "queries" ? [fixedSide, other] : [other, fixedSide];
+    if (cost(TQ, TK) <= budget) return { headDim, TQ, TK, unroll: !gpu.software };
+  }
+  throw new MobaError(`webgpu: headDim ${headDim} needs more workgroup memory than ${budget} bytes`);
+}
+
+const row = (D: number) => (D + 1) * 4;
+const forwardShape = (gpu: MobaDevice, D: number) => tileShape(gpu, D, (TQ, TK) => (TQ + 2 * TK) * row(D) + TQ * TK * 4 + 64, "queries");
+const dqShape = (gpu: MobaDevice, D: number) => tileShape(gpu, D, (TQ, TK) => (2 * TQ + 2 * TK) * row(D) + TQ * TK * 4 + 64, "queries");
+const dkdvShape = (gpu: MobaDevice, D: number) => tileShape(gpu, D, (TQ, TK) => (2 * TQ + 2 * TK) * row(D) + 2 * TQ * TK * 4 + 64, "keys");
+
+/** Sequence and block geometry shared by every pass. */
+interface Plan {
+  p: AttentionProblem;
+  all: boolean; // every past block selected: full attention, no routing
+  width: number; // routed blocks per query (topK - 1), 0 when all
+  offsets: Int32Array; // [batch + 1] first global block of each sequence
+  blocks: number; // global blocks
+  blockStart: Uint32Array; // [blocks] first token
+  blockEnd: Uint32Array; // [blocks] end token
+  seqStart: Uint32Array; // [blocks] first token of the block's sequence
+  seqEnd: Uint32Array; // [blocks] end token of the block's sequence
+}
+
+function plan(p: AttentionProblem): Plan {
+  if (p.headDim > MAX_HEAD_DIM) throw new MobaError(`headDim: expected at most ${MAX_HEAD_DIM} on webgpu, got ${p.headDim}`);
+  const offsets = blockOffsets(p);
+  const blocks = offsets[offsets.length - 1];
+  const blockStart = new Uint32Array(blocks), blockEnd = new Uint32Array(blocks);
+  const seqStart = new Uint32Array(blocks), seqEnd = new Uint32Array(blocks);
+  for (let b = 0; b + 1 < p.cuSeqlens.length; b++) {
+    for (let G = offsets[b]; G < offsets[b + 1]; G++) {
+      blockStart[G] = p.cuSeqlens[b] + (G - offsets[b]) * p.blockSize;
+      blockEnd[G] = Math.min(blockStart[G] + p.blockSize, p.cuSeqlens[b + 1]);
+      seqStart[G] = p.cuSeqlens[b];
+      seqEnd[G] = p.cuSeqlens[b + 1];
+    }
+  }
+  return { p, all: selectsAll(p), width: pastPerQuery(p), offsets, blocks, blockStart, blockEnd, seqStart, seqEnd };
+}
+
+/** Tile descriptors, 8 words each: (queryStart, count, keyStart, keyEnd), (head, gathered, naturalEnd, block). */
+class Tiles {
+  words: number[] = [];
+  add(queryStart: number, count: number, keyStart: number, keyEnd: number, head: number, gathered: number, naturalEnd = 0, block = 0): void {
+    this.words.push(queryStart, count, keyStart, keyEnd, head, gathered, naturalEnd, block);
+  }
+  get count(): number {
+    return this.words.length / 8;
+  }
+}
+
+/** Query tiles of TQ consecutive tokens per (block, head); keys from the block start (MoBA) or the sequence start (full). */
+function naturalTiles(pl: Plan, TQ: number): Tiles {
+  const tiles = new Tiles();
+  for (let G = 0; G < pl.blocks; G++) {
+    for (let h = 0; h < pl.p.qHeads; h++) {
+      for (let t = pl.blockStart[G]; t < pl.blockEnd[G]; t += TQ) {
+        const count = Math.min(TQ, pl.blockEnd[G] - t);
+        tiles.add(t, count, pl.all ? pl.seqStart[G] : pl.blockStart[G], t + count, h, 0);
+      }
+    }
+  }
+  return tiles;
+}
+
+/** Gathered tiles of round r: per (head, block), the queries whose r-th routed block it is. */
+function roundTiles(pl: Plan, segmentStart: Uint32Array, r: number, TQ: number): Tiles {
+  const tiles = new Tiles();
+  for (let h = 0; h < pl.p.qHeads; h++) {
+    for (let G = 0; G < pl.blocks; G++) {
+      const s = (r * pl.p.qHeads + h) * pl.blocks + G;
+      for (let e = segmentStart[s]; e < segmentStart[s + 1]; e += TQ) {
+        tiles.add(e, Math.min(TQ, segmentStart[s + 1] - e), pl.blockStart[G], pl.blockEnd[G], h, 1);
+      }
+    }
+  }
+  return tiles;
+}
+
+/** Key tiles for dk/dv: TK keys of one block and kv head, with the end of its natural queries. */
+function keyTiles(pl: Plan, TK: number): Tiles {
+  const tiles = new Tiles();
+  for (let G = 0; G < pl.blocks; G++) {
+    for (let g = 0; g < pl.p.kvHeads; g++) {
+      for (let t = pl.blockStart[G]; t < pl.blockEnd[G]; t += TK) {
+        tiles.add(0, 0, t, Math.min(t + TK, pl.blockEnd[G]), g, 0, pl.all ? pl.seqEnd[G] : pl.blockEnd[G], G);
+      }
+    }
+  }
+  return tiles;
+}
+
+interface Routed {
+  routing: GPUBuffer; // [tokens, qHeads, width] u32
+  entries: GPUBuffer; // gathered queries, by (round, head, block)
+  segmentStart: Uint32Array; // [width * qHeads * blocks + 1]
+  segmentBuffer: GPUBuffer;
+}
+
+function routingParams(gpu: MobaDevice, pl: Plan): GPUBuffer {
+  const { tokens, qHeads, kvHeads, headDim, blockSize, cuSeqlens } = pl.p;
+  return uniform(gpu, [tokens, qHeads, kvHeads, headDim, blockSize, pl.width, pl.blocks, cuSeqlens.length - 1], "routing params");
+}
+
+/** The routing table (computed here unless given) and its inverted index. */
+async function route(gpu: MobaDevice, pl: Plan, q: GPUBuffer, k: GPUBuffer, given?: Int32Array): Promise<Routed> {
+  const { tokens, qHeads, kvHeads, headDim } = pl.p;
+  const device = gpu.device;
+  const params = routingParams(gpu, pl);
+  const cu = storage(gpu, Uint32Array.from(pl.p.cuSeqlens), "cuSeqlens");
+  const offsets = storage(gpu, Uint32Array.from(pl.offsets), "block offsets");
+  const segments = pl.width * qHeads * pl.blocks;
+  let counts: Uint32Array;
+  let routing: GPUBuffer;
+  if (given) {
+    routing = storage(gpu, given, "routing");
+    counts = new Uint32Array(segments);
+    for (let b = 0; b + 1 < pl.p.cuSeqlens.length; b++) {
+      for (let t = pl.p.cuSeqlens[b]; t < pl.p.cuSeqlens[b + 1]; t++) {
+        const n = Math.min(pl.width, Math.floor((t - pl.p.cuSeqlens[b]) / pl.p.blockSize));
+        for (let h = 0; h < qHeads; h++) {
+          for (let r = 0; r < n; r++) counts[(r * qHeads + h) * pl.blocks + pl.offsets[b] + given[(t * qHeads + h) * pl.width + r]]++;
+        }
+      }
+    }
+  } else {
+    const range = new Uint32Array(2 * pl.blocks);
+    for (let G = 0; G < pl.blocks; G++) [range[2 * G], range[2 * G + 1]] = [pl.blockStart[G], pl.blockEnd[G]];
+    const sums = storage(gpu, pl.blocks * kvHeads * headDim * 4, "block sums");
+    routing = storage(gpu, tokens * qHeads * pl.width * 4, "routing");
+    const scores = storage(gpu, tokens * qHeads * pl.width * 4, "gate scores");
+    const countBuffer = storage(gpu, segments * 4, "segment counts");
+    const encoder = device.createCommandEncoder();
+    dispatch(encoder, gpu, await pipeline(gpu, blockSums, null), [params, storage(gpu, range, "block ranges"), k, sums], pl.blocks * kvHeads, "block sums");
+    dispatch(encoder, gpu, await pipeline(gpu, gate, null), [params, cu, offsets, q, sums, routing, scores, countBuffer], Math.ceil((tokens * qHeads) / THREADS), "gate");
+    device.queue.submit([encoder.finish()]);
+    [counts] = (await readBack(gpu, [{ buffer: countBuffer, bytes: segments * 4 }])).map((b) => new Uint32Array(b));
+    sums.destroy();
+    scores.destroy();
+    countBuffer.destroy();
+  }
+  const segmentStart = new Uint32Array(segments + 1);
+  for (let s = 0; s < segments; s++) segmentStart[s + 1] = segmentStart[s] + counts[s];
+  const segmentBuffer = storage(gpu, segmentStart, "segment starts");
+  const entries = storage(gpu, segmentStart[segments] * 4, "inverted index");
+  const encoder = device.createCommandEncoder();
+  dispatch(encoder, gpu, await pipeline(gpu, scatter, null),
+    [params, cu, offsets, routing, segmentBuffer, storage(gpu, segments * 4, "cursors"), entries], Math.ceil((tokens * qHeads) / THREADS), "scatter");
+  device.queue.submit([encoder.finish()]);
+  return { routing, entries, segmentStart, segmentBuffer };
+}
+
+function tileParams(gpu: MobaDevice, pl: Plan, shape: TileShape, tiles: number, loadState: boolean, finalizeHere: boolean): GPUBuffer {
+  const { qHeads, kvHeads, scale, headDim } = pl.p;
+  return uniform(gpu, [qHeads, kvHeads, tiles, loadState ? 1 : 0, finalizeHere ? 1 : 0, pl.width, pl.blocks, { f32: scale },
+    headDim, shape.TQ, shape.TK, perThread(shape)], "tile params");
+}
+
+/** Every round of tiles for the forward and dq: the own blocks (or full causal ranges), then each routed round. */
+function rounds(pl: Plan, routed: Routed | null, TQ: number): Tiles[] {
+  const list = [naturalTiles(pl, TQ)];
+  for (let r = 0; routed && r < pl.width; r++) list.push(roundTiles(pl, routed.segmentStart, r, TQ));
+  return list.filter((t, i) => i === 0 || t.count > 0);
+}
+
+export interface GpuTensors {
+  q: GPUBuffer; k: GPUBuffer; v: GPUBuffer;
+}
+
+export interface GpuForwardResult {
+  out: GPUBuffer; // [tokens, qHeads, headDim]
+  lse: GPUBuffer; // [tokens, qHeads]
+  routed: Routed | null;
+}
+
+/** Records and submits the forward; results stay on the GPU. */
+export async function forwardOnGpu(gpu: MobaDevice, p: AttentionProblem, t: GpuTensors, given?: Int32Array): Promise<GpuForwardResult> {
+  const pl = plan(p);
+  const { tokens, qHeads, headDim } = p;
+  const routed = pl.all ? null : await route(gpu, pl, t.q, t.k, given);
+  const shape = forwardShape(gpu, headDim);
+  const forward = await pipeline(gpu, forwardKernel, shape);
+  const out = poisoned(gpu, tokens * qHeads * headDim, "out");
+  const lse = poisoned(gpu, tokens * qHeads, "lse");
+  const ml = storage(gpu, Math.max(1, pl.all ? 0 : tokens * qHeads) * 8, "softmax state");
+  const dummy = storage(gpu, 16, "unused");
+  const entries = routed?.entries ?? dummy;
+  const encoder = gpu.device.createCommandEncoder();
+  rounds(pl, routed, shape.TQ).forEach((tiles, r) => {
+    const params = tileParams(gpu, pl, shape, tiles.count, r > 0, pl.all);
+    dispatch(encoder, gpu, forward, [params, storage(gpu, Uint32Array.from(tiles.words), "tiles"), entries, t.q, t.k, t.v, out, ml, lse], tiles.count, `forward round ${r}`);
+  });
+  if (!pl.all) {
+    const params = uniform(gpu, [tokens * qHeads, headDim, 0, 0], "finalize params");
+    dispatch(encoder, gpu, await pipeline(gpu, finalize, null), [params, ml, out, lse], Math.ceil((tokens * qHeads * headDim) / THREADS), "finalize");
+  }
+  gpu.device.queue.submit([encoder.finish()]);
+  return { out, lse, routed };
+}
+
+export interface GpuGradients {
+  dq: GPUBuffer; dk: GPUBuffer; dv: GPUBuffer;
+}
+
+/** Records and submits the backward, given the forward's out and lse (and routing) on the GPU. */
+export async function backwardOnGpu(gpu: MobaDevice, p: AttentionProblem, t: GpuTensors, out: GPUBuffer, lse: GPUBuffer, dout: GPUBuffer, routed: Routed | null): Promise<GpuGradients> {
+  const pl = plan(p);
+  const { tokens, qHeads, kvHeads, headDim } = p;
+  if (!pl.all && !routed) routed = await route(gpu, pl, t.q, t.k);
+  const dummy = storage(gpu, 16, "unused");
+  const entries = routed?.entries ?? dummy;
+  const delta = storage(gpu, tokens * qHeads * 4, "delta");
+  const dq = poisoned(gpu, tokens * qHeads * headDim, "dq");
+  const dk = poisoned(gpu, tokens * kvHeads * headDim, "dk");
+  const dv = poisoned(gpu, tokens * kvHeads * headDim, "dv");
+  const qShape = dqShape(gpu, headDim);
+  const kShape = dkdvShape(gpu, headDim);
+  const [deltaPipeline, dqPipeline, dkdvPipeline] = await Promise.all([pipeline(gpu, deltaKernel, null), pipeline(gpu, dqKernel, qShape), pipeline(gpu, dkdvKernel, kShape)]);
+  const encoder = gpu.device.createCommandEncoder();
+  dispatch(encoder, gpu, deltaPipeline, [uniform(gpu, [tokens * qHeads, headDim, 0, 0], "delta params"), out, dout, delta], Math.ceil((tokens * qHeads) / THREADS), "delta");
+  rounds(pl, routed, qShape.TQ).forEach((tiles, r) => {
+    dispatch(encoder, gpu, dqPipeline, [tileParams(gpu, pl, qShape, tiles.count, r > 0, false), storage(gpu, Uint32Array.from(tiles.words), "tiles"), entries, t.q, t.k, t.v, dout, lse, delta, dq], tiles.count, `dq round ${r}`);
+  });
+  const keys = keyTiles(pl, kShape.TK);
+  dispatch(encoder, gpu, dkdvPipeline, [tileParams(gpu, pl, kShape, keys.count, false, false), storage(gpu, Uint32Array.from(keys.words), "key tiles"), entries, t.q, t.k, t.v, dout, lse, delta,
+    routed?.segmentBuffer ?? dummy, dk, dv], keys.count, "dk dv");
+  gpu.device.queue.submit([encoder.finish()]);
+  return { dq, dk, dv };
+}
+
+const f32 = (b: ArrayBuffer) => new Float32Array(b);
+
+export async function gpuForward(p: AttentionProblem, q: Float32Array, k: Float32Array, v: Float32Array): Promise<{ out: Float32Array; lse: Float32Array; past: Int32Array; width: number }> {
+  const gpu = await getDevice();
+  return checked(gpu, "MoBA forward", async () => {
+    const t = { q: storage(gpu, q, "q"), k: storage(gpu, k, "k"), v: storage(gpu, v, "v") };
+    const r = await forwardOnGpu(gpu, p, t);
+    const width = pastPerQuery(p);
+    const routingBytes = r.routed ? p.tokens * p.qHeads * width * 4 : 0;
+    const [out, lse, routing] = await readBack(gpu, [
+      { buffer: r.out, bytes: q.byteLength }, { buffer: r.lse, bytes: p.tokens * p.qHeads * 4 }, { buffer: r.routed?.routing ?? r.lse, bytes: routingBytes },
+    ]);
+    return { out: f32(out), lse: f32(lse), past: new Int32Array(routing), width };
+  });
+}
+
+export async function gpuBackward(p: AttentionProblem, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, lse: Float32Array, dout: Float32Array, past?: Int32Array): Promise<{ dq: Float32Array; dk: Float32Array; dv: Float32Array }> {
+  const gpu = await getDevice();
+  return checked(gpu, "MoBA backward", async () => {
+    const t = { q: storage(gpu, q, "q"), k: storage(gpu, k, "k"), v: storage(gpu, v, "v") };
+    const pl = plan(p);
+    const routed = pl.all ? null : await route(gpu, pl, t.q, t.k, past);
+    const g = await backwardOnGpu(gpu, p, t, storage(gpu, out, "out"), storage(gpu, lse, "lse"), storage(gpu, dout, "dout"), routed);
+    const [dq, dk, dv] = await readBack(gpu, [{ buffer: g.dq, bytes: q.byteLength }, { buffer: g.dk, bytes: k.byteLength }, { buffer: g.dv, bytes: v.byteLength }]);
+    return { dq: f32(dq), dk: f32(dk), dv: f32(dv) };
+  });
+}
