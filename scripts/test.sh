@@ -2,5 +2,5 @@
 # The whole test suite: type check, then every test file on node's test runner.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-npx tsc -p tsconfig.json --noEmit
+npx tsc -p tsconfig.check.json
 node --import tsx --test --test-concurrency=2 test/*.test.ts

@@ -2,7 +2,7 @@
 import { type Backend, type Gradients, type Tensor32i, mobaAttention, mobaAttentionBackward, flashAttention, flashAttentionBackward, type Tensor } from "../src/index.js";
 import { relativeError, seeded, uniformTensor } from "../src/run/util.js";
 export { relativeError };
-import { referenceBackward, referenceForward, type ReferenceProblem } from "../src/reference/attention.js";
+import { referenceBackward, referenceForward, type ReferenceProblem, referenceSelection, type Selection } from "../src/reference/attention.js";
 
 export const rng = seeded;
 export const randomTensor = uniformTensor;
@@ -71,13 +71,15 @@ export const F32_TOLERANCE = 1e-5;
  * Compares an implementation with the float64 reference on one case: shapes, out, lse, dq, dk, dv.
  * Returns the list of failures (empty when everything is within tolerance).
  */
-export async function compareWithReference(c: Case, threads?: number, implementation = runImplementation): Promise<string[]> {
+export async function compareWithReference(c: Case, threads?: number, implementation = runImplementation, float32Gate = false): Promise<string[]> {
   const tolerance = F32_TOLERANCE;
   const got = await implementation(c, threads);
   const p = referenceProblem(c);
-  const ref = referenceForward(p, c.q.data, c.k.data, c.v.data);
-  const grads = referenceBackward(p, c.q.data, c.k.data, c.v.data, c.dout.data);
   const failures: string[] = [];
+  // a float32 gate may break near-ties differently: check its choice is a top-k, then replay it
+  const select = float32Gate && c.topK !== Infinity ? replayRouting(c, got.routing, failures) : referenceSelection;
+  const ref = referenceForward(p, c.q.data, c.k.data, c.v.data, select);
+  const grads = referenceBackward(p, c.q.data, c.k.data, c.v.data, c.dout.data, select);
   const expectShape = (name: string, t: Tensor, shape: number[]) => {
     if (t.shape.join() !== shape.join()) failures.push(`${name} shape [${t.shape}] != [${shape}]`);
   };
@@ -95,3 +97,88 @@ export async function compareWithReference(c: Case, threads?: number, implementa
   }
   return failures.map((f) => `${describe(c)}: ${f}`);
 }
+
+/** Relative slack for a float32 gate: scores within it of the k-th best may be swapped. */
+const GATE_SLACK = 1e-5;
+
+/**
+ * Checks an implementation's routing table against float64 gate scores — every query keeps
+ * min(topK - 1, i) distinct past blocks and no unchosen block beats a chosen one by more than
+ * GATE_SLACK — and returns a Selection that replays it in the reference.
+ */
+export function replayRouting(c: Case, routing: Tensor32i, failures: string[]): Selection {
+  const width = routing.shape[2];
+  const { qHeads, kvHeads, headDim: D, blockSize: B } = c;
+  // a table narrower than topK - 1 means every past block is selected (topK >= blocks)
+  if (width < c.topK - 1) return (p, q, k, start, length, head) => referenceSelection({ ...p, topK: Infinity }, q, k, start, length, head);
+  return (_p, q, k, start, length, head) => {
+    const g = Math.floor(head / (qHeads / kvHeads));
+    const blocks = Math.ceil(length / B);
+    const sums = Array.from({ length: blocks }, (_, j) => {
+      const sum = new Float64Array(D);
+      for (let t = j * B; t < Math.min((j + 1) * B, length); t++) for (let d = 0; d < D; d++) sum[d] += k[((start + t) * kvHeads + g) * D + d];
+      return sum;
+    });
+    const sel: boolean[][] = [];
+    for (let pos = 0; pos < length; pos++) {
+      const i = Math.floor(pos / B);
+      const row = new Array<boolean>(blocks).fill(false);
+      row[i] = true;
+      const at = ((start + pos) * qHeads + head) * width;
+      const chosen = [...routing.data.subarray(at, at + Math.min(width, i))];
+      const score = (j: number) => sums[j].reduce((acc, x, d) => acc + x * q[((start + pos) * qHeads + head) * D + d], 0);
+      if (chosen.some((j, n) => j < 0 || j >= i || (n > 0 && j <= chosen[n - 1]))) failures.push(`routing of token ${start + pos} head ${head}: [${chosen}] is not ascending past blocks of block ${i}`);
+      for (const j of chosen) row[j] = true;
+      if (i > width) {
+        const scores = Array.from({ length: i }, (_, j) => score(j));
+        const scale = Math.max(1, ...scores.map(Math.abs));
+        const worstChosen = Math.min(...chosen.map((j) => scores[j]));
+        const bestOther = Math.max(-Infinity, ...scores.filter((_, j) => !row[j]));
+        if (bestOther > worstChosen + GATE_SLACK * scale) failures.push(`routing of token ${start + pos} head ${head}: chose [${chosen}] but block scoring ${bestOther} beats ${worstChosen}`);
+      }
+      sel.push(row);
+    }
+    return sel;
+  };
+}
+
+const HEADS = [[1, 1], [4, 1], [4, 2], [8, 8], [6, 3]] as const;
+const HEAD_DIMS = [1, 3, 16, 64, 128] as const;
+/** Reference multiply-adds per random case (sum of squared lengths x heads x headDim); keeps a CPU run to about a minute. */
+const REFERENCE_BUDGET = 4e6;
+
+function logUniform(random: () => number, lo: number, hi: number): number {
+  return Math.floor(Math.exp(Math.log(lo) + random() * (Math.log(hi + 1) - Math.log(lo))));
+}
+
+/** Lengths of 1..5 sequences with empty and length-1 sequences mixed in. */
+function randomLengths(random: () => number, tokens: number): number[] {
+  const batch = int(random, 1, 5);
+  const cuts = Array.from({ length: batch - 1 }, () => int(random, 0, tokens)).sort((a, b) => a - b);
+  const bounds = [0, ...cuts, tokens];
+  const lengths = bounds.slice(1).map((b, i) => b - bounds[i]);
+  if (random() < 0.2) lengths.splice(int(random, 0, lengths.length), 0, 0);
+  if (random() < 0.2) lengths.splice(int(random, 0, lengths.length), 0, 1);
+  return lengths;
+}
+
+/** A random configuration of the issue's ranges; `budget` caps the reference's work, `maxTokens` the length. */
+export function randomCase(seed: number, budget = REFERENCE_BUDGET, maxTokens = 3000): Case {
+  const random = rng(seed);
+  const lengths = randomLengths(random, logUniform(random, 1, maxTokens));
+  const cuSeqlens = [0];
+  for (const n of lengths) cuSeqlens.push(cuSeqlens[cuSeqlens.length - 1] + n);
+  const work = lengths.reduce((a, n) => a + n * n, 0);
+  let heads = pick(random, HEADS);
+  let headDim = pick(random, HEAD_DIMS);
+  for (let tries = 0; work * heads[0] * headDim > budget && tries < 30; tries++) {
+    heads = pick(random, HEADS);
+    headDim = pick(random, HEAD_DIMS);
+  }
+  if (work * heads[0] * headDim > budget) [heads, headDim] = [HEADS[0], 1];
+  const blockSize = logUniform(random, 1, 700);
+  const blocks = Math.max(1, ...lengths.map((n) => Math.ceil(n / blockSize)));
+  const topK = random() < 0.1 ? Infinity : int(random, 1, blocks + 2);
+  return makeCase(seed, { cuSeqlens, qHeads: heads[0], kvHeads: heads[1], headDim, blockSize, topK });
+}
+

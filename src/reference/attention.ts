@@ -19,6 +19,9 @@ export interface ReferenceProblem {
 
 type Values = ArrayLike<number>;
 
+/** Chooses the blocks of one sequence and head: sel[p][j] for positions p and blocks j. */
+export type Selection = (problem: ReferenceProblem, q: Values, k: Values, start: number, length: number, head: number) => boolean[][];
+
 /** Which blocks a query attends to: sel[p][j] for positions p and blocks j of one sequence and head. */
 export function referenceSelection(
   problem: ReferenceProblem,
@@ -85,7 +88,8 @@ export interface ReferenceForward {
   lse: Float64Array; // [tokens, qHeads]
 }
 
-export function referenceForward(problem: ReferenceProblem, q: Values, k: Values, v: Values): ReferenceForward {
+/** `select` replaces the gate (e.g. to replay another implementation's float32 choice); default: the spec. */
+export function referenceForward(problem: ReferenceProblem, q: Values, k: Values, v: Values, select: Selection = referenceSelection): ReferenceForward {
   const { tokens, qHeads, kvHeads, headDim: D, cuSeqlens, blockSize: B, scale } = problem;
   const out = new Float64Array(tokens * qHeads * D);
   const lse = new Float64Array(tokens * qHeads);
@@ -94,7 +98,7 @@ export function referenceForward(problem: ReferenceProblem, q: Values, k: Values
     const length = cuSeqlens[b + 1] - start;
     for (let h = 0; h < qHeads; h++) {
       const g = Math.floor(h / (qHeads / kvHeads));
-      const sel = referenceSelection(problem, q, k, start, length, h);
+      const sel = select(problem, q, k, start, length, h);
       for (let p = 0; p < length; p++) {
         const qi = ((start + p) * qHeads + h) * D;
         const visible = visibleKeys(sel, B, p, length);
@@ -128,6 +132,7 @@ export function referenceBackward(
   k: Values,
   v: Values,
   dout: Values, // [tokens, qHeads, headDim]
+  select: Selection = referenceSelection,
 ): ReferenceGradients {
   const { tokens, qHeads, kvHeads, headDim: D, cuSeqlens, blockSize: B, scale } = problem;
   const dq = new Float64Array(tokens * qHeads * D);
@@ -138,7 +143,7 @@ export function referenceBackward(
     const length = cuSeqlens[b + 1] - start;
     for (let h = 0; h < qHeads; h++) {
       const g = Math.floor(h / (qHeads / kvHeads));
-      const sel = referenceSelection(problem, q, k, start, length, h);
+      const sel = select(problem, q, k, start, length, h);
       const kvRow = (t: number) => ((start + t) * kvHeads + g) * D;
       for (let p = 0; p < length; p++) {
         const qi = ((start + p) * qHeads + h) * D;

@@ -92,8 +92,11 @@ export function getDevice(): Promise<MobaDevice> {
   return pending;
 }
 
-/** Runs GPU work and turns validation, out-of-memory and internal errors into one clear error. */
-export async function checked<T>(gpu: MobaDevice, what: string, work: () => Promise<T> | T): Promise<T> {
+/**
+ * Runs GPU work and turns validation, out-of-memory and internal errors into one clear error;
+ * the call's buffers are destroyed at the end either way.
+ */
+export async function checked<T>(gpu: MobaDevice, what: string, buffers: { destroy(): void }, work: () => Promise<T> | T): Promise<T> {
   if (gpu.lost) throw new MobaError(`webgpu: device lost (${gpu.lost}) before ${what}`);
   const device = gpu.device;
   device.pushErrorScope("out-of-memory");
@@ -103,6 +106,7 @@ export async function checked<T>(gpu: MobaDevice, what: string, work: () => Prom
   try {
     result = await work();
   } finally {
+    buffers.destroy();
     const errors = await Promise.all([device.popErrorScope(), device.popErrorScope(), device.popErrorScope()]);
     const error = errors.find((e) => e !== null);
     if (error) {

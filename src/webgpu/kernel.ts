@@ -57,36 +57,53 @@ export function grid(gpu: MobaDevice, workgroups: number): [number, number] {
 /** WGSL: the linear workgroup index of a 2-D grid from grid(). */
 export const WORKGROUP_INDEX = "(wid.x + wid.y * nwg.x)";
 
-export function storage(gpu: MobaDevice, data: ArrayBufferView | number, label: string, extraUsage = 0): GPUBuffer {
-  const size = typeof data === "number" ? data : data.byteLength;
-  const bytes = Math.max(16, Math.ceil(size / 16) * 16);
-  if (bytes > gpu.maxStorageBinding) {
-    throw new MobaError(`webgpu: ${label} needs ${bytes} bytes, more than one storage binding allows (${gpu.maxStorageBinding})`);
+/**
+ * The buffers of one call: every buffer is created through it and destroyed with it, so GPU memory
+ * is given back when the call ends (or fails) instead of whenever the garbage collector runs.
+ */
+export class Buffers {
+  private readonly owned: GPUBuffer[] = [];
+  constructor(readonly gpu: MobaDevice) {}
+
+  /** A storage buffer holding `data`, or of `data` bytes zero-filled. */
+  storage(data: ArrayBufferView | number, label: string): GPUBuffer {
+    const size = typeof data === "number" ? data : data.byteLength;
+    const bytes = Math.max(16, Math.ceil(size / 16) * 16);
+    if (bytes > this.gpu.maxStorageBinding) {
+      throw new MobaError(`webgpu: ${label} needs ${bytes} bytes, more than one storage binding allows (${this.gpu.maxStorageBinding})`);
+    }
+    const buffer = this.gpu.device.createBuffer({
+      label, size: bytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, mappedAtCreation: typeof data !== "number",
+    });
+    this.owned.push(buffer);
+    if (typeof data !== "number") {
+      new Uint8Array(buffer.getMappedRange()).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+      buffer.unmap();
+    }
+    return buffer;
   }
-  const buffer = gpu.device.createBuffer({
-    label, size: bytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST | extraUsage, mappedAtCreation: typeof data !== "number",
-  });
-  if (typeof data !== "number") {
-    new Uint8Array(buffer.getMappedRange()).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+
+  /** A buffer filled with NaN bit patterns, so elements a kernel fails to write show up. */
+  poisoned(elements: number, label: string): GPUBuffer {
+    return this.storage(new Uint32Array(elements).fill(0x7fc00000), label);
+  }
+
+  /** A uniform buffer of u32 words (or f32 where given as { f32 }). */
+  uniform(words: (number | { f32: number })[], label: string): GPUBuffer {
+    const data = new ArrayBuffer(Math.max(16, Math.ceil(words.length / 4) * 16));
+    const u = new Uint32Array(data);
+    const f = new Float32Array(data);
+    words.forEach((w, i) => (typeof w === "number" ? (u[i] = w) : (f[i] = w.f32)));
+    const buffer = this.gpu.device.createBuffer({ label, size: data.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, mappedAtCreation: true });
+    this.owned.push(buffer);
+    new Uint8Array(buffer.getMappedRange()).set(new Uint8Array(data));
     buffer.unmap();
+    return buffer;
   }
-  return buffer;
-}
 
-/** A buffer filled with NaN bit patterns, so elements a kernel fails to write show up. */
-export function poisoned(gpu: MobaDevice, elements: number, label: string): GPUBuffer {
-  return storage(gpu, new Uint32Array(elements).fill(0x7fc00000), label);
-}
-
-export function uniform(gpu: MobaDevice, words: (number | { f32: number })[], label: string): GPUBuffer {
-  const data = new ArrayBuffer(Math.max(16, Math.ceil(words.length / 4) * 16));
-  const u = new Uint32Array(data);
-  const f = new Float32Array(data);
-  words.forEach((w, i) => (typeof w === "number" ? (u[i] = w) : (f[i] = w.f32)));
-  const buffer = gpu.device.createBuffer({ label, size: data.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, mappedAtCreation: true });
-  new Uint8Array(buffer.getMappedRange()).set(new Uint8Array(data));
-  buffer.unmap();
-  return buffer;
+  destroy(): void {
+    for (const buffer of this.owned.splice(0)) buffer.destroy();
+  }
 }
 
 /** Records one dispatch: binding i of group 0 is buffers[i]. */

@@ -4,7 +4,7 @@ import type { AttentionProblem } from "../../attention/problem.js";
 import { blockOffsets, pastPerQuery, selectsAll } from "../../cpu/routing.js";
 import { MobaError } from "../../tensor.js";
 import { checked, getDevice, type MobaDevice } from "../device.js";
-import { dispatch, type Kernel, pipeline, poisoned, readBack, storage, uniform } from "../kernel.js";
+import { Buffers, dispatch, type Kernel, pipeline, readBack } from "../kernel.js";
 import { DELTA, dkdvWgsl, dqWgsl, FINALIZE, forwardWgsl, perThread, type TileShape } from "./attention.wgsl.js";
 import { BLOCK_SUMS, GATE, SCATTER } from "./routing.wgsl.js";
 
@@ -130,23 +130,24 @@ interface Routed {
   segmentBuffer: GPUBuffer;
 }
 
-function routingParams(gpu: MobaDevice, pl: Plan): GPUBuffer {
+function routingParams(mem: Buffers, pl: Plan): GPUBuffer {
   const { tokens, qHeads, kvHeads, headDim, blockSize, cuSeqlens } = pl.p;
-  return uniform(gpu, [tokens, qHeads, kvHeads, headDim, blockSize, pl.width, pl.blocks, cuSeqlens.length - 1], "routing params");
+  return mem.uniform([tokens, qHeads, kvHeads, headDim, blockSize, pl.width, pl.blocks, cuSeqlens.length - 1], "routing params");
 }
 
 /** The routing table (computed here unless given) and its inverted index. */
-async function route(gpu: MobaDevice, pl: Plan, q: GPUBuffer, k: GPUBuffer, given?: Int32Array): Promise<Routed> {
+async function route(mem: Buffers, pl: Plan, q: GPUBuffer, k: GPUBuffer, given?: Int32Array): Promise<Routed> {
   const { tokens, qHeads, kvHeads, headDim } = pl.p;
+  const gpu = mem.gpu;
   const device = gpu.device;
-  const params = routingParams(gpu, pl);
-  const cu = storage(gpu, Uint32Array.from(pl.p.cuSeqlens), "cuSeqlens");
-  const offsets = storage(gpu, Uint32Array.from(pl.offsets), "block offsets");
+  const params = routingParams(mem, pl);
+  const cu = mem.storage(Uint32Array.from(pl.p.cuSeqlens), "cuSeqlens");
+  const offsets = mem.storage(Uint32Array.from(pl.offsets), "block offsets");
   const segments = pl.width * qHeads * pl.blocks;
   let counts: Uint32Array;
   let routing: GPUBuffer;
   if (given) {
-    routing = storage(gpu, given, "routing");
+    routing = mem.storage(given, "routing");
     counts = new Uint32Array(segments);
     for (let b = 0; b + 1 < pl.p.cuSeqlens.length; b++) {
       for (let t = pl.p.cuSeqlens[b]; t < pl.p.cuSeqlens[b + 1]; t++) {
@@ -159,33 +160,30 @@ async function route(gpu: MobaDevice, pl: Plan, q: GPUBuffer, k: GPUBuffer, give
   } else {
     const range = new Uint32Array(2 * pl.blocks);
     for (let G = 0; G < pl.blocks; G++) [range[2 * G], range[2 * G + 1]] = [pl.blockStart[G], pl.blockEnd[G]];
-    const sums = storage(gpu, pl.blocks * kvHeads * headDim * 4, "block sums");
-    routing = storage(gpu, tokens * qHeads * pl.width * 4, "routing");
-    const scores = storage(gpu, tokens * qHeads * pl.width * 4, "gate scores");
-    const countBuffer = storage(gpu, segments * 4, "segment counts");
+    const sums = mem.storage(pl.blocks * kvHeads * headDim * 4, "block sums");
+    routing = mem.storage(tokens * qHeads * pl.width * 4, "routing");
+    const scores = mem.storage(tokens * qHeads * pl.width * 4, "gate scores");
+    const countBuffer = mem.storage(segments * 4, "segment counts");
     const encoder = device.createCommandEncoder();
-    dispatch(encoder, gpu, await pipeline(gpu, blockSums, null), [params, storage(gpu, range, "block ranges"), k, sums], pl.blocks * kvHeads, "block sums");
+    dispatch(encoder, gpu, await pipeline(gpu, blockSums, null), [params, mem.storage(range, "block ranges"), k, sums], pl.blocks * kvHeads, "block sums");
     dispatch(encoder, gpu, await pipeline(gpu, gate, null), [params, cu, offsets, q, sums, routing, scores, countBuffer], Math.ceil((tokens * qHeads) / THREADS), "gate");
     device.queue.submit([encoder.finish()]);
     [counts] = (await readBack(gpu, [{ buffer: countBuffer, bytes: segments * 4 }])).map((b) => new Uint32Array(b));
-    sums.destroy();
-    scores.destroy();
-    countBuffer.destroy();
   }
   const segmentStart = new Uint32Array(segments + 1);
   for (let s = 0; s < segments; s++) segmentStart[s + 1] = segmentStart[s] + counts[s];
-  const segmentBuffer = storage(gpu, segmentStart, "segment starts");
-  const entries = storage(gpu, segmentStart[segments] * 4, "inverted index");
+  const segmentBuffer = mem.storage(segmentStart, "segment starts");
+  const entries = mem.storage(segmentStart[segments] * 4, "inverted index");
   const encoder = device.createCommandEncoder();
   dispatch(encoder, gpu, await pipeline(gpu, scatter, null),
-    [params, cu, offsets, routing, segmentBuffer, storage(gpu, segments * 4, "cursors"), entries], Math.ceil((tokens * qHeads) / THREADS), "scatter");
+    [params, cu, offsets, routing, segmentBuffer, mem.storage(segments * 4, "cursors"), entries], Math.ceil((tokens * qHeads) / THREADS), "scatter");
   device.queue.submit([encoder.finish()]);
   return { routing, entries, segmentStart, segmentBuffer };
 }
 
-function tileParams(gpu: MobaDevice, pl: Plan, shape: TileShape, tiles: number, loadState: boolean, finalizeHere: boolean): GPUBuffer {
+function tileParams(mem: Buffers, pl: Plan, shape: TileShape, tiles: number, loadState: boolean, finalizeHere: boolean): GPUBuffer {
   const { qHeads, kvHeads, scale, headDim } = pl.p;
-  return uniform(gpu, [qHeads, kvHeads, tiles, loadState ? 1 : 0, finalizeHere ? 1 : 0, pl.width, pl.blocks, { f32: scale },
+  return mem.uniform([qHeads, kvHeads, tiles, loadState ? 1 : 0, finalizeHere ? 1 : 0, pl.width, pl.blocks, { f32: scale },
     headDim, shape.TQ, shape.TK, perThread(shape)], "tile params");
 }
 
@@ -207,24 +205,25 @@ export interface GpuForwardResult {
 }
 
 /** Records and submits the forward; results stay on the GPU. */
-export async function forwardOnGpu(gpu: MobaDevice, p: AttentionProblem, t: GpuTensors, given?: Int32Array): Promise<GpuForwardResult> {
+export async function forwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTensors, given?: Int32Array): Promise<GpuForwardResult> {
+  const gpu = mem.gpu;
   const pl = plan(p);
   const { tokens, qHeads, headDim } = p;
-  const routed = pl.all ? null : await route(gpu, pl, t.q, t.k, given);
+  const routed = pl.all ? null : await route(mem, pl, t.q, t.k, given);
   const shape = forwardShape(gpu, headDim);
   const forward = await pipeline(gpu, forwardKernel, shape);
-  const out = poisoned(gpu, tokens * qHeads * headDim, "out");
-  const lse = poisoned(gpu, tokens * qHeads, "lse");
-  const ml = storage(gpu, Math.max(1, pl.all ? 0 : tokens * qHeads) * 8, "softmax state");
-  const dummy = storage(gpu, 16, "unused");
+  const out = mem.poisoned(tokens * qHeads * headDim, "out");
+  const lse = mem.poisoned(tokens * qHeads, "lse");
+  const ml = mem.storage(Math.max(1, pl.all ? 0 : tokens * qHeads) * 8, "softmax state");
+  const dummy = mem.storage(16, "unused");
   const entries = routed?.entries ?? dummy;
   const encoder = gpu.device.createCommandEncoder();
   rounds(pl, routed, shape.TQ).forEach((tiles, r) => {
-    const params = tileParams(gpu, pl, shape, tiles.count, r > 0, pl.all);
-    dispatch(encoder, gpu, forward, [params, storage(gpu, Uint32Array.from(tiles.words), "tiles"), entries, t.q, t.k, t.v, out, ml, lse], tiles.count, `forward round ${r}`);
+    const params = tileParams(mem, pl, shape, tiles.count, r > 0, pl.all);
+    dispatch(encoder, gpu, forward, [params, mem.storage(Uint32Array.from(tiles.words), "tiles"), entries, t.q, t.k, t.v, out, ml, lse], tiles.count, `forward round ${r}`);
   });
   if (!pl.all) {
-    const params = uniform(gpu, [tokens * qHeads, headDim, 0, 0], "finalize params");
+    const params = mem.uniform([tokens * qHeads, headDim, 0, 0], "finalize params");
     dispatch(encoder, gpu, await pipeline(gpu, finalize, null), [params, ml, out, lse], Math.ceil((tokens * qHeads * headDim) / THREADS), "finalize");
   }
   gpu.device.queue.submit([encoder.finish()]);
@@ -236,26 +235,27 @@ export interface GpuGradients {
 }
 
 /** Records and submits the backward, given the forward's out and lse (and routing) on the GPU. */
-export async function backwardOnGpu(gpu: MobaDevice, p: AttentionProblem, t: GpuTensors, out: GPUBuffer, lse: GPUBuffer, dout: GPUBuffer, routed: Routed | null): Promise<GpuGradients> {
+export async function backwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTensors, out: GPUBuffer, lse: GPUBuffer, dout: GPUBuffer, routed: Routed | null): Promise<GpuGradients> {
+  const gpu = mem.gpu;
   const pl = plan(p);
   const { tokens, qHeads, kvHeads, headDim } = p;
-  if (!pl.all && !routed) routed = await route(gpu, pl, t.q, t.k);
-  const dummy = storage(gpu, 16, "unused");
+  if (!pl.all && !routed) routed = await route(mem, pl, t.q, t.k);
+  const dummy = mem.storage(16, "unused");
   const entries = routed?.entries ?? dummy;
-  const delta = storage(gpu, tokens * qHeads * 4, "delta");
-  const dq = poisoned(gpu, tokens * qHeads * headDim, "dq");
-  const dk = poisoned(gpu, tokens * kvHeads * headDim, "dk");
-  const dv = poisoned(gpu, tokens * kvHeads * headDim, "dv");
+  const delta = mem.storage(tokens * qHeads * 4, "delta");
+  const dq = mem.poisoned(tokens * qHeads * headDim, "dq");
+  const dk = mem.poisoned(tokens * kvHeads * headDim, "dk");
+  const dv = mem.poisoned(tokens * kvHeads * headDim, "dv");
   const qShape = dqShape(gpu, headDim);
   const kShape = dkdvShape(gpu, headDim);
   const [deltaPipeline, dqPipeline, dkdvPipeline] = await Promise.all([pipeline(gpu, deltaKernel, null), pipeline(gpu, dqKernel, qShape), pipeline(gpu, dkdvKernel, kShape)]);
   const encoder = gpu.device.createCommandEncoder();
-  dispatch(encoder, gpu, deltaPipeline, [uniform(gpu, [tokens * qHeads, headDim, 0, 0], "delta params"), out, dout, delta], Math.ceil((tokens * qHeads) / THREADS), "delta");
+  dispatch(encoder, gpu, deltaPipeline, [mem.uniform([tokens * qHeads, headDim, 0, 0], "delta params"), out, dout, delta], Math.ceil((tokens * qHeads) / THREADS), "delta");
   rounds(pl, routed, qShape.TQ).forEach((tiles, r) => {
-    dispatch(encoder, gpu, dqPipeline, [tileParams(gpu, pl, qShape, tiles.count, r > 0, false), storage(gpu, Uint32Array.from(tiles.words), "tiles"), entries, t.q, t.k, t.v, dout, lse, delta, dq], tiles.count, `dq round ${r}`);
+    dispatch(encoder, gpu, dqPipeline, [tileParams(mem, pl, qShape, tiles.count, r > 0, false), mem.storage(Uint32Array.from(tiles.words), "tiles"), entries, t.q, t.k, t.v, dout, lse, delta, dq], tiles.count, `dq round ${r}`);
   });
   const keys = keyTiles(pl, kShape.TK);
-  dispatch(encoder, gpu, dkdvPipeline, [tileParams(gpu, pl, kShape, keys.count, false, false), storage(gpu, Uint32Array.from(keys.words), "key tiles"), entries, t.q, t.k, t.v, dout, lse, delta,
+  dispatch(encoder, gpu, dkdvPipeline, [tileParams(mem, pl, kShape, keys.count, false, false), mem.storage(Uint32Array.from(keys.words), "key tiles"), entries, t.q, t.k, t.v, dout, lse, delta,
     routed?.segmentBuffer ?? dummy, dk, dv], keys.count, "dk dv");
   gpu.device.queue.submit([encoder.finish()]);
   return { dq, dk, dv };
@@ -265,9 +265,10 @@ const f32 = (b: ArrayBuffer) => new Float32Array(b);
 
 export async function gpuForward(p: AttentionProblem, q: Float32Array, k: Float32Array, v: Float32Array): Promise<{ out: Float32Array; lse: Float32Array; past: Int32Array; width: number }> {
   const gpu = await getDevice();
-  return checked(gpu, "MoBA forward", async () => {
-    const t = { q: storage(gpu, q, "q"), k: storage(gpu, k, "k"), v: storage(gpu, v, "v") };
-    const r = await forwardOnGpu(gpu, p, t);
+  const mem = new Buffers(gpu);
+  return checked(gpu, "MoBA forward", mem, async () => {
+    const t = { q: mem.storage(q, "q"), k: mem.storage(k, "k"), v: mem.storage(v, "v") };
+    const r = await forwardOnGpu(mem, p, t);
     const width = pastPerQuery(p);
     const routingBytes = r.routed ? p.tokens * p.qHeads * width * 4 : 0;
     const [out, lse, routing] = await readBack(gpu, [
@@ -279,11 +280,12 @@ export async function gpuForward(p: AttentionProblem, q: Float32Array, k: Float3
 
 export async function gpuBackward(p: AttentionProblem, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, lse: Float32Array, dout: Float32Array, past?: Int32Array): Promise<{ dq: Float32Array; dk: Float32Array; dv: Float32Array }> {
   const gpu = await getDevice();
-  return checked(gpu, "MoBA backward", async () => {
-    const t = { q: storage(gpu, q, "q"), k: storage(gpu, k, "k"), v: storage(gpu, v, "v") };
+  const mem = new Buffers(gpu);
+  return checked(gpu, "MoBA backward", mem, async () => {
+    const t = { q: mem.storage(q, "q"), k: mem.storage(k, "k"), v: mem.storage(v, "v") };
     const pl = plan(p);
-    const routed = pl.all ? null : await route(gpu, pl, t.q, t.k, past);
-    const g = await backwardOnGpu(gpu, p, t, storage(gpu, out, "out"), storage(gpu, lse, "lse"), storage(gpu, dout, "dout"), routed);
+    const routed = pl.all ? null : await route(mem, pl, t.q, t.k, past);
+    const g = await backwardOnGpu(mem, p, t, mem.storage(out, "out"), mem.storage(lse, "lse"), mem.storage(dout, "dout"), routed);
     const [dq, dk, dv] = await readBack(gpu, [{ buffer: g.dq, bytes: q.byteLength }, { buffer: g.dk, bytes: k.byteLength }, { buffer: g.dv, bytes: v.byteLength }]);
     return { dq: f32(dq), dk: f32(dk), dv: f32(dv) };
   });

@@ -67,7 +67,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let n = min(i, P.width);
   if (i <= P.width) {
     for (var j = 0u; j < i; j++) { routing[row + j] = j; }
-  } else {
+  } else if (P.width > 0u) { // topK = 1 keeps the own block only
     var count = 0u;
     for (var j = 0u; j < i; j++) {
       var score = 0.0;

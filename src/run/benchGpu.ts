@@ -1,0 +1,95 @@
+// `moba bench --backend webgpu`: MoBA against full attention on the GPU. Inputs stay on the GPU;
+// each measurement is the wall time from the first command recorded to the queue being idle
+// (onSubmittedWorkDone), so it includes the routing read-back and the CPU-side tile lists:
+// what a user waits for. Median of several runs after a warm-up.
+import { attendedKeys, checkProblem, type AttentionProblem } from "../attention/problem.js";
+import { checked, getDevice, type MobaDevice } from "../webgpu/device.js";
+import { Buffers } from "../webgpu/kernel.js";
+import { backwardOnGpu, forwardOnGpu, type GpuTensors } from "../webgpu/attention/index.js";
+import { median, table, uniformTensor, seeded } from "./util.js";
+
+export interface GpuBenchCase {
+  tokens: number;
+  heads: number; // query heads = kv heads
+  headDim: number;
+  blockSize: number;
+  topK: number;
+}
+
+export interface GpuBenchRow extends GpuBenchCase {
+  mobaForwardMs: number;
+  fullForwardMs: number;
+  mobaTrainMs: number;
+  fullTrainMs: number;
+  idealRatio: number;
+  fullForwardTflops: number;
+  runs: number;
+}
+
+async function time(gpu: MobaDevice, run: () => Promise<unknown>): Promise<number> {
+  await gpu.device.queue.onSubmittedWorkDone();
+  const start = performance.now();
+  await run();
+  await gpu.device.queue.onSubmittedWorkDone();
+  return performance.now() - start;
+}
+
+/** Times forward and forward+backward of one problem; buffers of each run are freed after it. */
+async function measure(gpu: MobaDevice, p: AttentionProblem, t: GpuTensors, dout: GPUBuffer, runs: number, maxSeconds: number): Promise<{ forward: number; train: number; runs: number }> {
+  const forwards: number[] = [];
+  const trains: number[] = [];
+  const started = performance.now();
+  for (let run = -1; run < runs; run++) {
+    const mem = new Buffers(gpu);
+    try {
+      let result!: Awaited<ReturnType<typeof forwardOnGpu>>;
+      const forward = await time(gpu, async () => { result = await forwardOnGpu(mem, p, t); });
+      const backward = await time(gpu, () => backwardOnGpu(mem, p, t, result.out, result.lse, dout, result.routed));
+      if (run >= 0) {
+        forwards.push(forward);
+        trains.push(forward + backward);
+      }
+    } finally {
+      mem.destroy();
+    }
+    if (run >= 2 && (performance.now() - started) / 1000 > maxSeconds) break; // long rows: fewer runs, said in the table
+  }
+  return { forward: median(forwards), train: median(trains), runs: forwards.length };
+}
+
+export async function benchGpu(cases: GpuBenchCase[], runs: number, print: (line: string) => void, maxSeconds = 60): Promise<GpuBenchRow[]> {
+  const gpu = await getDevice();
+  print(`moba bench --backend webgpu on ${gpu.adapterInfo} (shader-f16 ${gpu.f16}, subgroup matrix ${gpu.subgroupMatrix}); f32 kernels; median of up to ${runs} runs`);
+  const rows: GpuBenchRow[] = [];
+  for (const c of cases) {
+    const random = seeded(c.tokens + c.heads);
+    const shape = [c.tokens, c.heads, c.headDim];
+    const [q, k, v, dout] = [2, 2, 1, 1].map((spread) => uniformTensor(random, shape, spread));
+    const mem = new Buffers(gpu);
+    const row = await checked(gpu, `bench ${c.tokens} tokens`, mem, async () => {
+      const t = { q: mem.storage(q.data, "q"), k: mem.storage(k.data, "k"), v: mem.storage(v.data, "v") };
+      const g = mem.storage(dout.data, "dout");
+      const moba = checkProblem({ q, k, v }, c.blockSize, c.topK, undefined);
+      const full = checkProblem({ q, k, v }, 64, Infinity, undefined);
+      const m = await measure(gpu, moba, t, g, runs, maxSeconds);
+      const f = await measure(gpu, full, t, g, runs, maxSeconds);
+      const fullKeys = attendedKeys([0, c.tokens], 64, Infinity);
+      return {
+        ...c, mobaForwardMs: m.forward, fullForwardMs: f.forward, mobaTrainMs: m.train, fullTrainMs: f.train,
+        idealRatio: fullKeys / attendedKeys([0, c.tokens], c.blockSize, c.topK),
+        fullForwardTflops: (4 * c.headDim * c.heads * fullKeys) / (f.forward / 1000) / 1e12, runs: Math.min(m.runs, f.runs),
+      };
+    });
+    rows.push(row);
+    print(`  ${c.tokens} tokens x ${c.heads} heads, block ${c.blockSize} / top-${c.topK}: MoBA ${row.mobaForwardMs.toFixed(2)} / ${row.mobaTrainMs.toFixed(2)} ms, full ${row.fullForwardMs.toFixed(2)} / ${row.fullTrainMs.toFixed(2)} ms (fwd / fwd+bwd, ${row.runs} runs)`);
+  }
+  print("");
+  print(table(
+    ["tokens", "heads", "block/top-k", "MoBA fwd ms", "full fwd ms", "fwd speedup", "MoBA fwd+bwd ms", "full fwd+bwd ms", "fwd+bwd speedup", "ideal", "full fwd TFLOP/s", "runs"],
+    rows.map((r) => [
+      String(r.tokens), String(r.heads), `${r.blockSize}/${r.topK}`, r.mobaForwardMs.toFixed(2), r.fullForwardMs.toFixed(2), `${(r.fullForwardMs / r.mobaForwardMs).toFixed(2)}x`,
+      r.mobaTrainMs.toFixed(2), r.fullTrainMs.toFixed(2), `${(r.fullTrainMs / r.mobaTrainMs).toFixed(2)}x`, `${r.idealRatio.toFixed(2)}x`, r.fullForwardTflops.toFixed(2), String(r.runs),
+    ]),
+  ));
+  return rows;
+}

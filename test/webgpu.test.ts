@@ -1,0 +1,56 @@
+// The WebGPU backend against the float64 reference, on whatever adapter is present (lavapipe in
+// CI). Under CI=true a missing adapter fails; elsewhere these tests are skipped without one.
+// Outputs are poisoned with NaN before every run (src/webgpu/kernel.ts), so an unwritten element
+// fails the comparison.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { flashAttention, mobaAttention, MobaError } from "../src/index.js";
+import { getDevice } from "../src/webgpu/device.js";
+import { compareWithReference, makeCase, randomCase, relativeError, runImplementation, type Case } from "./helpers.js";
+
+const adapter = await getDevice().then((d) => d.adapterInfo, (error: Error) => error);
+const skip = adapter instanceof Error && process.env.CI !== "true" ? `no WebGPU adapter (${adapter.message})` : false;
+
+const gpu = (c: Case, threads?: number) => runImplementation(c, threads, "webgpu");
+const runSeed = Number(process.env.MOBA_SEED ?? Math.floor(Math.random() * 2 ** 31));
+/** lavapipe runs kernels on the CPU: a smaller budget than the CPU suite keeps the file to a few minutes. */
+const GPU_BUDGET = 1e6;
+const CASES = 60;
+
+test("a WebGPU adapter is present", { skip }, () => {
+  assert.ok(!(adapter instanceof Error), String(adapter));
+  console.log(`# adapter: ${adapter}`);
+});
+
+test(`WebGPU MoBA and full attention equal the reference on ${CASES} random configurations (MOBA_SEED=${runSeed})`, { skip }, async () => {
+  const failures: string[] = [];
+  for (let i = 0; i < CASES; i++) failures.push(...(await compareWithReference(randomCase(runSeed + i, GPU_BUDGET, 1500), undefined, gpu, true)));
+  assert.deepEqual(failures.slice(0, 5), [], `${failures.length} failures; replay with MOBA_SEED=${runSeed}`);
+});
+
+const edges: [string, Parameters<typeof makeCase>[1]][] = [
+  ["empty and length-1 sequences, GQA 4/1", { cuSeqlens: [0, 0, 1, 1, 40, 41], qHeads: 4, kvHeads: 1, headDim: 16, blockSize: 8, topK: 3 }],
+  ["blockSize not a multiple of the tile, 6/3 heads", { cuSeqlens: [0, 203], qHeads: 6, kvHeads: 3, headDim: 64, blockSize: 37, topK: 2 }],
+  ["topK beyond the block count", { cuSeqlens: [0, 150, 300], qHeads: 2, kvHeads: 2, headDim: 3, blockSize: 20, topK: 40 }],
+  ["topK 1 (own block only), headDim 1", { cuSeqlens: [0, 100], qHeads: 1, kvHeads: 1, headDim: 1, blockSize: 9, topK: 1 }],
+  ["headDim 128, blockSize 1", { cuSeqlens: [0, 70], qHeads: 2, kvHeads: 1, headDim: 128, blockSize: 1, topK: 5 }],
+  ["full attention, headDim 128, varlen", { cuSeqlens: [0, 65, 65, 260], qHeads: 8, kvHeads: 8, headDim: 128, blockSize: 64, topK: Infinity }],
+];
+for (const [name, shape] of edges) {
+  test(`WebGPU edge case: ${name}`, { skip }, async () => {
+    assert.deepEqual(await compareWithReference(makeCase(41, shape), undefined, gpu, true), []);
+  });
+}
+
+test("WebGPU MoBA with topK >= blocks equals WebGPU full attention", { skip }, async () => {
+  const c = makeCase(42, { cuSeqlens: [0, 100, 333], qHeads: 4, kvHeads: 2, headDim: 16, blockSize: 64, topK: 6 });
+  const moba = await gpu(c);
+  const full = await gpu({ ...c, topK: Infinity });
+  for (const name of ["out", "lse", "dq", "dk", "dv"] as const) assert.ok(relativeError(moba[name].data, full[name].data) < 1e-6, name);
+});
+
+test("WebGPU rejects a head dimension beyond its kernels with a clear error", { skip }, async () => {
+  const c = makeCase(43, { cuSeqlens: [0, 4], qHeads: 1, kvHeads: 1, headDim: 257, blockSize: 2, topK: 1 });
+  await assert.rejects(mobaAttention(c, { blockSize: 2, topK: 1, backend: "webgpu" }), (e: unknown) => e instanceof MobaError && /headDim: expected at most 256 on webgpu, got 257/.test(e.message));
+  await assert.rejects(flashAttention(c, { backend: "webgpu" }), MobaError);
+});
