@@ -66,11 +66,13 @@ export async function runImplementation(c: Case, threads?: number, backend: Back
 }
 
 export const F32_TOLERANCE = 1e-5;
+export const F32_RMS_FLOOR = 2e-6;
 
 /**
  * Compares an implementation with the float64 reference on one case: shapes, out, lse, dq, dk, dv.
  * Returns the list of failures (empty when everything is within tolerance).
  */
+/** float32Gate: the implementation gates and computes in float32 (the WebGPU backend); see replayRouting. */
 export async function compareWithReference(c: Case, threads?: number, implementation = runImplementation, float32Gate = false): Promise<string[]> {
   const tolerance = F32_TOLERANCE;
   const got = await implementation(c, threads);
@@ -93,7 +95,11 @@ export async function compareWithReference(c: Case, threads?: number, implementa
   ];
   for (const [name, a, b] of pairs) {
     const error = relativeError(a, b);
-    if (!(error <= tolerance)) failures.push(`${name} relative error ${error.toExponential(2)} > ${tolerance}`);
+    // float32 arithmetic (the GPU): gradients that cancel to nearly zero (e.g. a one-token sequence,
+    // where dq = Σ p (dp − delta) k is zero in exact arithmetic) keep rounding noise of the size of
+    // the terms, so they also pass within an RMS floor of 2e-6 per element (inputs are O(1); ~30 float32 ulps).
+    const rms = Math.sqrt(a.reduce((acc, x, i) => acc + (x - b[i]) ** 2, 0) / Math.max(1, a.length));
+    if (!(error <= tolerance) && !(float32Gate && rms <= F32_RMS_FLOOR)) failures.push(`${name} relative error ${error.toExponential(2)} > ${tolerance} (rms ${rms.toExponential(2)})`);
   }
   return failures.map((f) => `${describe(c)}: ${f}`);
 }

@@ -5,7 +5,10 @@ import type { Backend } from "../attention/problem.js";
 import { attentionFile } from "../run/attentionFile.js";
 import { writeFileAtomic } from "../io/files.js";
 import { bench, BENCH_DEFAULTS, benchPlot } from "../run/bench.js";
+import { benchGpu } from "../run/benchGpu.js";
 import { demo, DEMO_DEFAULTS } from "../run/demo.js";
+
+const GPU_LENGTHS = [4096, 8192, 32768, 131072, 262144, 524288, 1048576];
 import { MobaError } from "../tensor.js";
 
 type Options = NonNullable<ParseArgsConfig["options"]>;
@@ -34,8 +37,8 @@ function integers(name: string, text: string | boolean | undefined, fallback: nu
 }
 
 function backend(text: string | boolean | undefined): Backend {
-  if (text === undefined || text === "cpu") return "cpu";
-  return usageError(`--backend: expected "cpu", got "${String(text)}" (the WebGPU backend is not built yet)`);
+  if (text === undefined || text === "cpu" || text === "webgpu") return text ?? "cpu";
+  return usageError(`--backend: expected "cpu" or "webgpu", got "${String(text)}"`);
 }
 
 const print = (line: string) => console.log(line);
@@ -56,7 +59,7 @@ Options:
   --top-k N           blocks per query, its own included (default 3)
   --full              full causal attention instead of MoBA
   --scale X           softmax scale (default 1/sqrt(headDim))
-  --backend cpu       backend (default cpu)`,
+  --backend NAME      cpu or webgpu (default cpu)`,
     options: {
       input: { type: "string" }, output: { type: "string" }, "block-size": { type: "string" }, "top-k": { type: "string" },
       full: { type: "boolean" }, scale: { type: "string" }, backend: { type: "string" },
@@ -108,22 +111,36 @@ Options:
     usage: `moba bench [options]
 
 Options:
-  --backend cpu     backend (default cpu)
-  --lengths LIST    comma-separated token counts (default ${BENCH_DEFAULTS.lengths.join(",")})
+  --backend NAME    cpu or webgpu (default cpu)
+  --lengths LIST    comma-separated token counts (cpu default ${BENCH_DEFAULTS.lengths.join(",")};
+                    webgpu default ${GPU_LENGTHS.join(",")}, block 512 / top-3 up to 32K and 4096 / top-12 above,
+                    as in the MoBA paper's speed table, headDim 128)
   --heads N         query heads (default ${BENCH_DEFAULTS.qHeads})
   --kv-heads N      kv heads (default ${BENCH_DEFAULTS.kvHeads})
   --head-dim N      head dimension (default ${BENCH_DEFAULTS.headDim})
   --block-size N    MoBA block size (default ${BENCH_DEFAULTS.blockSize})
   --top-k N         blocks per query (default ${BENCH_DEFAULTS.topK})
   --runs N          timed runs per measurement, after one warm-up (default ${BENCH_DEFAULTS.runs})
-  --svg FILE        also write a plot of the speedups`,
+  --svg FILE        also write a plot of the speedups (cpu)
+  --max-seconds N   webgpu: stop a measurement after this long (at least 3 runs; default 60)`,
     options: {
       backend: { type: "string" }, lengths: { type: "string" }, heads: { type: "string" }, "kv-heads": { type: "string" },
       "head-dim": { type: "string" }, "block-size": { type: "string" }, "top-k": { type: "string" }, runs: { type: "string" },
-      svg: { type: "string" },
+      svg: { type: "string" }, "max-seconds": { type: "string" },
     },
     async run(v) {
       const d = BENCH_DEFAULTS;
+      if (backend(v.backend) === "webgpu") {
+        const headDim = integer("head-dim", v["head-dim"], 128);
+        const heads = integer("heads", v.heads, 1);
+        const cases = integers("lengths", v.lengths, GPU_LENGTHS).map((tokens) => ({
+          tokens, heads, headDim,
+          blockSize: integer("block-size", v["block-size"], tokens <= 32768 ? 512 : 4096),
+          topK: integer("top-k", v["top-k"], tokens <= 32768 ? 3 : 12),
+        }));
+        await benchGpu(cases, integer("runs", v.runs, 10), print, integer("max-seconds", v["max-seconds"], 60));
+        return 0;
+      }
       const options = {
         backend: backend(v.backend), lengths: integers("lengths", v.lengths, d.lengths), qHeads: integer("heads", v.heads, d.qHeads),
         kvHeads: integer("kv-heads", v["kv-heads"], d.kvHeads), headDim: integer("head-dim", v["head-dim"], d.headDim),
