@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { compareWithReference, randomCase } from "./helpers.js";
 
-const runSeed = Number(process.env.MOBA_SEED ?? Math.floor(Math.random() * 2 ** 31));
+const runSeed = Number(process.env.MOBA_SEED || Math.floor(Math.random() * 2 ** 31));
 const CASES = 320;
 
 test(`CPU MoBA and full attention equal the reference on ${CASES} random configurations (MOBA_SEED=${runSeed})`, async () => {

@@ -12,7 +12,7 @@ const adapter = await getDevice().then((d) => d.adapterInfo, (error: Error) => e
 const skip = adapter instanceof Error && process.env.CI !== "true" ? `no WebGPU adapter (${adapter.message})` : false;
 
 const gpu = (c: Case, threads?: number) => runImplementation(c, threads, "webgpu");
-const runSeed = Number(process.env.MOBA_SEED ?? Math.floor(Math.random() * 2 ** 31));
+const runSeed = Number(process.env.MOBA_SEED || Math.floor(Math.random() * 2 ** 31));
 /** lavapipe runs kernels on the CPU: a smaller budget than the CPU suite keeps the file to a few minutes. */
 const GPU_BUDGET = 1e6;
 const CASES = 60;

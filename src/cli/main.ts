@@ -122,11 +122,12 @@ Options:
   --top-k N         blocks per query (default ${BENCH_DEFAULTS.topK})
   --runs N          timed runs per measurement, after one warm-up (default ${BENCH_DEFAULTS.runs})
   --svg FILE        also write a plot of the speedups (cpu)
-  --max-seconds N   webgpu: stop a measurement after this long (at least 3 runs; default 60)`,
+  --max-seconds N   webgpu: stop a measurement after this long (at least 3 runs; default 60)
+  --full-up-to N    webgpu: time full attention only up to N tokens (default: always)`,
     options: {
       backend: { type: "string" }, lengths: { type: "string" }, heads: { type: "string" }, "kv-heads": { type: "string" },
       "head-dim": { type: "string" }, "block-size": { type: "string" }, "top-k": { type: "string" }, runs: { type: "string" },
-      svg: { type: "string" }, "max-seconds": { type: "string" },
+      svg: { type: "string" }, "max-seconds": { type: "string" }, "full-up-to": { type: "string" },
     },
     async run(v) {
       const d = BENCH_DEFAULTS;
@@ -138,7 +139,8 @@ Options:
           blockSize: integer("block-size", v["block-size"], tokens <= 32768 ? 512 : 4096),
           topK: integer("top-k", v["top-k"], tokens <= 32768 ? 3 : 12),
         }));
-        await benchGpu(cases, integer("runs", v.runs, 10), print, integer("max-seconds", v["max-seconds"], 60));
+        const fullUpTo = v["full-up-to"] === undefined ? Infinity : integer("full-up-to", v["full-up-to"], 0);
+        await benchGpu(cases, integer("runs", v.runs, 10), print, integer("max-seconds", v["max-seconds"], 60), fullUpTo);
         return 0;
       }
       const options = {

@@ -6,7 +6,13 @@ import { attendedKeys, checkProblem, type AttentionProblem } from "../attention/
 import { checked, getDevice, type MobaDevice } from "../webgpu/device.js";
 import { Buffers } from "../webgpu/kernel.js";
 import { backwardOnGpu, forwardOnGpu, type GpuTensors } from "../webgpu/attention/index.js";
+import { appendFile } from "node:fs/promises";
 import { median, table, uniformTensor, seeded } from "./util.js";
+
+/** Each row is also appended as JSON to $MOBA_BENCH_JSONL when set, so a cut-off run keeps what it measured. */
+async function appendResult(row: GpuBenchRow): Promise<void> {
+  if (process.env.MOBA_BENCH_JSONL) await appendFile(process.env.MOBA_BENCH_JSONL, JSON.stringify(row) + "\n");
+}
 
 export interface GpuBenchCase {
   tokens: number;
@@ -57,7 +63,8 @@ async function measure(gpu: MobaDevice, p: AttentionProblem, t: GpuTensors, dout
   return { forward: median(forwards), train: median(trains), runs: forwards.length };
 }
 
-export async function benchGpu(cases: GpuBenchCase[], runs: number, print: (line: string) => void, maxSeconds = 60): Promise<GpuBenchRow[]> {
+/** fullUpTo: longer inputs time MoBA only (full attention in float32 would take minutes per run there). */
+export async function benchGpu(cases: GpuBenchCase[], runs: number, print: (line: string) => void, maxSeconds = 60, fullUpTo = Infinity): Promise<GpuBenchRow[]> {
   const gpu = await getDevice();
   print(`moba bench --backend webgpu on ${gpu.adapterInfo} (shader-f16 ${gpu.f16}, subgroup matrix ${gpu.subgroupMatrix}); f32 kernels; median of up to ${runs} runs`);
   const rows: GpuBenchRow[] = [];
@@ -72,7 +79,7 @@ export async function benchGpu(cases: GpuBenchCase[], runs: number, print: (line
       const moba = checkProblem({ q, k, v }, c.blockSize, c.topK, undefined);
       const full = checkProblem({ q, k, v }, 64, Infinity, undefined);
       const m = await measure(gpu, moba, t, g, runs, maxSeconds);
-      const f = await measure(gpu, full, t, g, runs, maxSeconds);
+      const f = c.tokens <= fullUpTo ? await measure(gpu, full, t, g, runs, maxSeconds) : { forward: NaN, train: NaN, runs: Infinity };
       const fullKeys = attendedKeys([0, c.tokens], 64, Infinity);
       return {
         ...c, mobaForwardMs: m.forward, fullForwardMs: f.forward, mobaTrainMs: m.train, fullTrainMs: f.train,
@@ -82,13 +89,16 @@ export async function benchGpu(cases: GpuBenchCase[], runs: number, print: (line
     });
     rows.push(row);
     print(`  ${c.tokens} tokens x ${c.heads} heads, block ${c.blockSize} / top-${c.topK}: MoBA ${row.mobaForwardMs.toFixed(2)} / ${row.mobaTrainMs.toFixed(2)} ms, full ${row.fullForwardMs.toFixed(2)} / ${row.fullTrainMs.toFixed(2)} ms (fwd / fwd+bwd, ${row.runs} runs)`);
+    await appendResult(row);
   }
   print("");
+  const ms = (x: number) => (Number.isNaN(x) ? "-" : x.toFixed(2));
+  const ratio = (a: number, b: number) => (Number.isNaN(a) ? "-" : `${(a / b).toFixed(2)}x`);
   print(table(
     ["tokens", "heads", "block/top-k", "MoBA fwd ms", "full fwd ms", "fwd speedup", "MoBA fwd+bwd ms", "full fwd+bwd ms", "fwd+bwd speedup", "ideal", "full fwd TFLOP/s", "runs"],
     rows.map((r) => [
-      String(r.tokens), String(r.heads), `${r.blockSize}/${r.topK}`, r.mobaForwardMs.toFixed(2), r.fullForwardMs.toFixed(2), `${(r.fullForwardMs / r.mobaForwardMs).toFixed(2)}x`,
-      r.mobaTrainMs.toFixed(2), r.fullTrainMs.toFixed(2), `${(r.fullTrainMs / r.mobaTrainMs).toFixed(2)}x`, `${r.idealRatio.toFixed(2)}x`, r.fullForwardTflops.toFixed(2), String(r.runs),
+      String(r.tokens), String(r.heads), `${r.blockSize}/${r.topK}`, ms(r.mobaForwardMs), ms(r.fullForwardMs), ratio(r.fullForwardMs, r.mobaForwardMs),
+      ms(r.mobaTrainMs), ms(r.fullTrainMs), ratio(r.fullTrainMs, r.mobaTrainMs), `${r.idealRatio.toFixed(2)}x`, ms(r.fullForwardTflops), String(r.runs),
     ]),
   ));
   return rows;

@@ -60,8 +60,19 @@ function setHeadDim(c: TileShape): string {
   return c.unroll ? "" : "D = P.headDim;\n  STRIDE = D + 1u;\n  TQ = P.tq;\n  TK = P.tk;\n  PER_THREAD = P.perThread;";
 }
 
-function dot(a: string, aRow: string, b: string, bRow: string): string {
-  return `var s = 0.0; for (var d = 0u; d < D; d++) { s += ${a}[${aRow} * STRIDE + d] * ${b}[${bRow} * STRIDE + d]; }`;
+/** `name` = a[aRow] · b[bRow] over D, with four partial sums so the multiply-adds do not wait on each other. */
+function dot(name: string, a: string, aRow: string, b: string, bRow: string): string {
+  const [acc, ai, bi, d] = [`${name}4`, `${name}A`, `${name}B`, `${name}D`];
+  return `var ${acc} = vec4<f32>(0.0);
+        let ${ai} = ${aRow} * STRIDE;
+        let ${bi} = ${bRow} * STRIDE;
+        var ${d} = 0u;
+        for (; ${d} + 3u < D; ${d} += 4u) {
+          ${acc} += vec4<f32>(${a}[${ai} + ${d}], ${a}[${ai} + ${d} + 1u], ${a}[${ai} + ${d} + 2u], ${a}[${ai} + ${d} + 3u])
+            * vec4<f32>(${b}[${bi} + ${d}], ${b}[${bi} + ${d} + 1u], ${b}[${bi} + ${d} + 2u], ${b}[${bi} + ${d} + 3u]);
+        }
+        for (; ${d} < D; ${d}++) { ${acc}.x += ${a}[${ai} + ${d}] * ${b}[${bi} + ${d}]; }
+        let ${name} = ${acc}.x + ${acc}.y + ${acc}.z + ${acc}.w;`;
 }
 
 /** Forward: online softmax over the tile's key range; state (acc, m, l) in global memory between rounds. */
@@ -95,7 +106,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let g = h / (P.qHeads / P.kvHeads);
   if (lid < TQ) {
     var token = 0u;
-    if (lid < count) { token = select(a.x + lid, entries[a.x + lid], b.y == 1u); }
+    if (lid < count) { token = a.x + lid;
+      if (b.y == 1u) { token = entries[a.x + lid]; } }
     rowToken[lid] = token;
     var state = vec2<f32>(MASKED, 0.0);
     if (P.loadState == 1u && lid < count) { state = ml[token * P.qHeads + h]; }
@@ -135,7 +147,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       let key = k0 + col;
       var score = MASKED;
       if (r < count && key < a.w && key <= rowToken[r]) {
-        ${dot("Qs", "r", "Ks", "col")}
+        ${dot("s", "Qs", "r", "Ks", "col")}
         score = P.scale * s;
       }
       S[e] = score;
@@ -255,7 +267,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let g = h / (P.qHeads / P.kvHeads);
   if (lid < TQ) {
     var token = 0u;
-    if (lid < count) { token = select(a.x + lid, entries[a.x + lid], b.y == 1u); }
+    if (lid < count) { token = a.x + lid;
+      if (b.y == 1u) { token = entries[a.x + lid]; } }
     rowToken[lid] = token;
     rowLse[lid] = lse[token * P.qHeads + h];
     rowDelta[lid] = delta[token * P.qHeads + h];
@@ -295,10 +308,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       let key = k0 + col;
       var ds = 0.0;
       if (r < count && key < a.w && key <= rowToken[r]) {
-        ${dot("Qs", "r", "Ks", "col")}
+        ${dot("s", "Qs", "r", "Ks", "col")}
         let p = exp(P.scale * s - rowLse[r]);
-        var dp = 0.0;
-        for (var d = 0u; d < D; d++) { dp += dOs[r * STRIDE + d] * Vs[col * STRIDE + d]; }
+        ${dot("dp", "dOs", "r", "Vs", "col")}
         ds = P.scale * p * (dp - rowDelta[r]);
       }
       dS[e] = ds;
@@ -359,7 +371,8 @@ var<private> dvAcc: array<f32, ${perThread(c)}>;
 fn chunk(lid: u32, h: u32, g: u32, start: u32, count: u32, gathered: bool, keyStart: u32, keyEnd: u32) {
   if (lid < TQ) {
     var token = 0u;
-    if (lid < count) { token = select(start + lid, entries[start + lid], gathered); }
+    if (lid < count) { token = start + lid;
+      if (gathered) { token = entries[start + lid]; } }
     rowToken[lid] = token;
     rowLse[lid] = lse[token * P.qHeads + h];
     rowDelta[lid] = delta[token * P.qHeads + h];
@@ -384,10 +397,9 @@ fn chunk(lid: u32, h: u32, g: u32, start: u32, count: u32, gathered: bool, keySt
     var p = 0.0;
     var ds = 0.0;
     if (r < count && keyStart + key < keyEnd && keyStart + key <= rowToken[r]) {
-      ${dot("Ks", "key", "Qs", "r")}
+      ${dot("s", "Ks", "key", "Qs", "r")}
       p = exp(P.scale * s - rowLse[r]);
-      var dp = 0.0;
-      for (var d = 0u; d < D; d++) { dp += Vs[key * STRIDE + d] * dOs[r * STRIDE + d]; }
+      ${dot("dp", "Vs", "key", "dOs", "r")}
       ds = P.scale * p * (dp - rowDelta[r]);
     }
     Pm[e] = p;
