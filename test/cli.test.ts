@@ -141,7 +141,7 @@ withInput("block size zero", good, ["--block-size", "0"], /--block-size: expecte
 withInput("block size not an integer", good, ["--block-size", "2.5"], /--block-size: expected a positive integer, got "2.5"/);
 withInput("top-k negative", good, ["--top-k=-1"], /--top-k: expected a positive integer, got "-1"/);
 withInput("scale not a number", good, ["--scale", "abc"], /--scale: expected a finite number, got "abc"/);
-withInput("unknown backend", good, ["--backend", "tpu"], /--backend: expected "cpu", got "tpu"/);
+withInput("unknown backend", good, ["--backend", "tpu"], /--backend: expected "cpu" or "webgpu", got "tpu"/);
 expectError("unknown option", ["attention", "--bogus"], /Unknown option '--bogus'/);
 expectError("missing --input", ["attention", "--output", "x"], /--input: expected a safetensors file path, got nothing/);
 expectError("input file missing", (o) => ["attention", "--input", join(dir, "nope.safetensors"), "--output", o], /nope\.safetensors: cannot read \(ENOENT\)/);
@@ -180,4 +180,20 @@ test("moba demo runs on a small input and checks itself against the reference", 
   assert.match(r.stdout, /✓ within 1e-5/);
   assert.match(r.stdout, /^MoBA +\d+/m);
   assert.equal(r.stdout.match(/│/g)?.length, 2 * Math.ceil(300 / 32));
+});
+
+test("moba attention --backend webgpu writes what the CPU backend writes", { skip: process.env.CI !== "true" && !(await import("../src/webgpu/device.js").then((m) => m.getDevice()).then(() => true, () => false)) }, () => {
+  const t = (x: Float32Array, shape: readonly number[]): TensorToWrite => ({ dtype: "F32", shape, data: x });
+  const input = write("webgpu-in.safetensors", { q: t(c.q.data, c.q.shape), k: t(c.k.data, c.k.shape), v: t(c.v.data, c.v.shape), dout: t(c.dout.data, c.dout.shape), cu_seqlens: { dtype: "I32", shape: [4], data: c.cuSeqlens } });
+  const outputs = ["cpu", "webgpu"].map((backend) => {
+    const output = join(dir, `webgpu-out-${backend}.safetensors`);
+    const r = moba("attention", "--input", input, "--output", output, "--block-size", "10", "--top-k", "3", "--backend", backend);
+    assert.equal(r.status, 0, r.stderr);
+    return parseSafetensors(readFileSync(output));
+  });
+  assert.equal(outputs[1].metadata.backend, "webgpu");
+  for (const name of ["out", "lse", "dq", "dk", "dv"]) {
+    const error = relativeError(toFloat32(outputs[1].tensors.get(name)!, name), toFloat32(outputs[0].tensors.get(name)!, name));
+    assert.ok(error <= 1e-5, `${name}: ${error}`);
+  }
 });

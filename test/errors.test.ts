@@ -14,7 +14,7 @@ const cases: [string, () => Promise<unknown>, RegExp][] = [
   ["topK NaN", () => mobaAttention(inputs, { blockSize: 4, topK: NaN }), /^topK: expected a positive integer, got NaN$/],
   ["scale Infinity", () => mobaAttention(inputs, { blockSize: 4, topK: 2, scale: Infinity }), /^scale: expected a finite number, got Infinity$/],
   ["threads 0", () => flashAttention(inputs, { threads: 0 }), /^threads: expected a positive integer, got 0$/],
-  ["backend", () => flashAttention(inputs, { backend: "gpu" as "cpu" }), /^backend: expected "cpu", got "gpu"$/],
+  ["backend", () => flashAttention(inputs, { backend: "gpu" as "cpu" }), /^backend: expected "cpu" or "webgpu", got "gpu"$/],
   ["cuSeqlens too short", () => flashAttention({ ...inputs, cuSeqlens: [0] }), /^cuSeqlens: expected at least 2 offsets \[0, \.\.\., 20\], got 1$/],
   ["cuSeqlens fraction", () => flashAttention({ ...inputs, cuSeqlens: [0, 2.5, 20] }), /^cuSeqlens\[1\]: expected an integer, got 2.5$/],
   ["data length", () => flashAttention({ ...inputs, q: { data: new Float32Array(3), shape: [20, 2, 4] } }), /^q: expected 160 elements for shape \[20, 2, 4\], got 3$/],

@@ -7,6 +7,7 @@ import { checked, getDevice, type MobaDevice } from "../webgpu/device.js";
 import { Buffers } from "../webgpu/kernel.js";
 import { backwardOnGpu, forwardOnGpu, type GpuTensors } from "../webgpu/attention/index.js";
 import { appendFile } from "node:fs/promises";
+import { barChart } from "./plot.js";
 import { median, table, uniformTensor, seeded } from "./util.js";
 
 /** Each row is also appended as JSON to $MOBA_BENCH_JSONL when set, so a cut-off run keeps what it measured. */
@@ -102,4 +103,19 @@ export async function benchGpu(cases: GpuBenchCase[], runs: number, print: (line
     ]),
   ));
   return rows;
+}
+
+/** Measured MoBA/full speedups of the GPU rows beside the ideal ratio and the official MoBA figures. */
+export function gpuBenchPlot(rows: GpuBenchRow[], official: Record<number, number>): string {
+  const measured = rows.filter((r) => Number.isFinite(r.fullForwardMs));
+  return barChart(
+    "MoBA forward speedup over full attention, WebGPU on H100 (headDim 128, 1 head)",
+    measured.map((r) => `${r.tokens / 1024}K ${r.blockSize}/${r.topK}`),
+    [
+      { name: "ours (measured)", color: "#4c78a8", values: measured.map((r) => r.fullForwardMs / r.mobaForwardMs) },
+      { name: "official MoBA (paper)", color: "#f58518", values: measured.map((r) => official[r.tokens] ?? NaN) },
+      { name: "ideal (FLOP ratio)", color: "#bab0ac", values: measured.map((r) => r.idealRatio) },
+    ],
+    "speedup (x)",
+  );
 }

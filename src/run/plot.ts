@@ -12,7 +12,7 @@ function escape(text: string): string {
 
 export function barChart(title: string, labels: string[], series: BarSeries[], yLabel: string): string {
   const width = 640, height = 360, left = 60, right = 20, top = 50, bottom = 60;
-  const max = Math.max(1, ...series.flatMap((s) => s.values)) * 1.15;
+  const max = Math.max(1, ...series.flatMap((s) => s.values).filter(Number.isFinite)) * 1.15;
   const plotW = width - left - right, plotH = height - top - bottom;
   const groupW = plotW / labels.length;
   const barW = (groupW * 0.8) / series.length;
@@ -32,6 +32,7 @@ export function barChart(title: string, labels: string[], series: BarSeries[], y
     const x0 = left + g * groupW + groupW * 0.1;
     series.forEach((s, i) => {
       const v = s.values[g];
+      if (!Number.isFinite(v)) return; // no value: no bar
       const x = x0 + i * barW;
       parts.push(`<rect x="${x}" y="${y(v)}" width="${barW - 2}" height="${top + plotH - y(v)}" fill="${s.color}"/>`);
       parts.push(`<text x="${x + barW / 2 - 1}" y="${y(v) - 4}" text-anchor="middle" font-size="11">${v.toFixed(2)}</text>`);
