@@ -42,7 +42,47 @@ struct Params {
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> tiles: array<vec4<u32>>; // 2 per tile: (queryStart, count, keyStart, keyEnd), (head, gathered, naturalEnd, block)
 @group(0) @binding(2) var<storage, read> entries: array<u32>;    // gathered query lists
+
+// the i-th query of a tile: consecutive tokens from start, or entries[start + i] when gathered
+fn tokenAt(start: u32, i: u32, gathered: bool) -> u32 {
+  if (gathered) { return entries[start + i]; }
+  return start + i;
+}
 `;
+}
+
+/** Entry point and the tile it owns: a = (queryStart, count, keyStart, keyEnd), b = (head, gathered, naturalEnd, block). */
+function tileEntry(c: TileShape): string {
+  return `@compute @workgroup_size(${THREADS})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  ${setHeadDim(c)}
+  let tile = wid.x + wid.y * nwg.x;
+  if (tile >= P.tiles) { return; }
+  let a = tiles[2u * tile];
+  let b = tiles[2u * tile + 1u];`;
+}
+
+/** The entry of a query tile: its query count, query head h and kv head g. */
+function queryTileEntry(c: TileShape): string {
+  return `${tileEntry(c)}
+  let count = a.y;
+  let h = b.x;
+  let g = h / (P.qHeads / P.kvHeads);`;
+}
+
+/** Copies keys and values [k0, min(k0 + TK, end)) of kv head g into Ks and Vs (zeros past end). */
+function loadKeys(k0: string, end: string): string {
+  return `for (var e = lid; e < TK * D; e += ${THREADS}u) {
+      let key = ${k0} + e / D;
+      var kx = 0.0;
+      var vx = 0.0;
+      if (key < ${end}) {
+        kx = k[(key * P.kvHeads + g) * D + e % D];
+        vx = v[(key * P.kvHeads + g) * D + e % D];
+      }
+      Ks[(e / D) * STRIDE + e % D] = kx;
+      Vs[(e / D) * STRIDE + e % D] = vx;
+    }`;
 }
 
 /** Accumulator elements per thread: TQ rows of D for the query kernels, TK rows for dk/dv. */
@@ -94,20 +134,10 @@ var<workgroup> rowM: array<f32, ${c.TQ}>;
 var<workgroup> rowL: array<f32, ${c.TQ}>;
 var<workgroup> rowAlpha: array<f32, ${c.TQ}>;
 
-@compute @workgroup_size(${THREADS})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  ${setHeadDim(c)}
-  let tile = wid.x + wid.y * nwg.x;
-  if (tile >= P.tiles) { return; }
-  let a = tiles[2u * tile];
-  let b = tiles[2u * tile + 1u];
-  let count = a.y;
-  let h = b.x;
-  let g = h / (P.qHeads / P.kvHeads);
+${queryTileEntry(c)}
   if (lid < TQ) {
     var token = 0u;
-    if (lid < count) { token = a.x + lid;
-      if (b.y == 1u) { token = entries[a.x + lid]; } }
+    if (lid < count) { token = tokenAt(a.x, lid, b.y == 1u); }
     rowToken[lid] = token;
     var state = vec2<f32>(MASKED, 0.0);
     if (P.loadState == 1u && lid < count) { state = ml[token * P.qHeads + h]; }
@@ -129,17 +159,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
   }
   for (var k0 = a.z; k0 < a.w; k0 += ${uniformConstant(c, "TK")}) {
-    for (var e = lid; e < TK * D; e += ${THREADS}u) {
-      let key = k0 + e / D;
-      var kx = 0.0;
-      var vx = 0.0;
-      if (key < a.w) {
-        kx = k[(key * P.kvHeads + g) * D + e % D];
-        vx = v[(key * P.kvHeads + g) * D + e % D];
-      }
-      Ks[(e / D) * STRIDE + e % D] = kx;
-      Vs[(e / D) * STRIDE + e % D] = vx;
-    }
+    ${loadKeys("k0", "a.w")}
     workgroupBarrier();
     for (var e = lid; e < TQ * TK; e += ${THREADS}u) {
       let r = e / TK;
@@ -255,20 +275,10 @@ var<workgroup> rowToken: array<u32, ${c.TQ}>;
 var<workgroup> rowLse: array<f32, ${c.TQ}>;
 var<workgroup> rowDelta: array<f32, ${c.TQ}>;
 
-@compute @workgroup_size(${THREADS})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  ${setHeadDim(c)}
-  let tile = wid.x + wid.y * nwg.x;
-  if (tile >= P.tiles) { return; }
-  let a = tiles[2u * tile];
-  let b = tiles[2u * tile + 1u];
-  let count = a.y;
-  let h = b.x;
-  let g = h / (P.qHeads / P.kvHeads);
+${queryTileEntry(c)}
   if (lid < TQ) {
     var token = 0u;
-    if (lid < count) { token = a.x + lid;
-      if (b.y == 1u) { token = entries[a.x + lid]; } }
+    if (lid < count) { token = tokenAt(a.x, lid, b.y == 1u); }
     rowToken[lid] = token;
     rowLse[lid] = lse[token * P.qHeads + h];
     rowDelta[lid] = delta[token * P.qHeads + h];
@@ -290,17 +300,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
   }
   for (var k0 = a.z; k0 < a.w; k0 += ${uniformConstant(c, "TK")}) {
-    for (var e = lid; e < TK * D; e += ${THREADS}u) {
-      let key = k0 + e / D;
-      var kx = 0.0;
-      var vx = 0.0;
-      if (key < a.w) {
-        kx = k[(key * P.kvHeads + g) * D + e % D];
-        vx = v[(key * P.kvHeads + g) * D + e % D];
-      }
-      Ks[(e / D) * STRIDE + e % D] = kx;
-      Vs[(e / D) * STRIDE + e % D] = vx;
-    }
+    ${loadKeys("k0", "a.w")}
     workgroupBarrier();
     for (var e = lid; e < TQ * TK; e += ${THREADS}u) {
       let r = e / TK;
@@ -371,8 +371,7 @@ var<private> dvAcc: array<f32, ${perThread(c)}>;
 fn chunk(lid: u32, h: u32, g: u32, start: u32, count: u32, gathered: bool, keyStart: u32, keyEnd: u32) {
   if (lid < TQ) {
     var token = 0u;
-    if (lid < count) { token = start + lid;
-      if (gathered) { token = entries[start + lid]; } }
+    if (lid < count) { token = tokenAt(start, lid, gathered); }
     rowToken[lid] = token;
     rowLse[lid] = lse[token * P.qHeads + h];
     rowDelta[lid] = delta[token * P.qHeads + h];
@@ -424,27 +423,11 @@ fn chunk(lid: u32, h: u32, g: u32, start: u32, count: u32, gathered: bool, keySt
   workgroupBarrier();
 }
 
-@compute @workgroup_size(${THREADS})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  ${setHeadDim(c)}
-  let tile = wid.x + wid.y * nwg.x;
-  if (tile >= P.tiles) { return; }
-  let a = tiles[2u * tile];
-  let b = tiles[2u * tile + 1u];
+${tileEntry(c)}
   let g = b.x;
   let keyStart = a.z;
   let keyEnd = a.w;
-  for (var e = lid; e < TK * D; e += ${THREADS}u) {
-    let key = keyStart + e / D;
-    var kx = 0.0;
-    var vx = 0.0;
-    if (key < keyEnd) {
-      kx = k[(key * P.kvHeads + g) * D + e % D];
-      vx = v[(key * P.kvHeads + g) * D + e % D];
-    }
-    Ks[(e / D) * STRIDE + e % D] = kx;
-    Vs[(e / D) * STRIDE + e % D] = vx;
-  }
+  ${loadKeys("keyStart", "keyEnd")}
   for (var i = 0u; i < PER_THREAD; i++) { dkAcc[i] = 0.0; dvAcc[i] = 0.0; }
   let group = P.qHeads / P.kvHeads;
   for (var h = g * group; h < (g + 1u) * group; h++) {

@@ -10,6 +10,7 @@ struct Params {
 @group(0) @binding(0) var<uniform> P: Params;
 `;
 
+/** Parameters, sequenceOf, and an entry point with one thread per (token t, query head h) at `index`. */
 const ROUTING_COMMON = /* wgsl */ `${PARAMS}
 // the sequence b holding token t: the largest b with cu[b] <= t (empty sequences are skipped)
 fn sequenceOf(t: u32) -> u32 {
@@ -21,7 +22,13 @@ fn sequenceOf(t: u32) -> u32 {
   }
   return lo;
 }
-`;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let index = (wid.x + wid.y * nwg.x) * 64u + lid;
+  if (index >= P.tokens * P.qHeads) { return; }
+  let t = index / P.qHeads;
+  let h = index % P.qHeads;`;
 
 /** One workgroup per (global block, kv head): the sum of the block's keys. */
 export const BLOCK_SUMS = /* wgsl */ `${PARAMS}@group(0) @binding(1) var<storage, read> blockRange: array<vec2<u32>>; // [globalBlocks] first, end token
@@ -53,12 +60,6 @@ export const GATE = /* wgsl */ `
 @group(0) @binding(6) var<storage, read_write> scores: array<f32>;    // [tokens, qHeads, width] scratch
 @group(0) @binding(7) var<storage, read_write> counts: array<atomic<u32>>; // [width, qHeads, globalBlocks]
 ${ROUTING_COMMON}
-@compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let index = (wid.x + wid.y * nwg.x) * 64u + lid;
-  if (index >= P.tokens * P.qHeads) { return; }
-  let t = index / P.qHeads;
-  let h = index % P.qHeads;
   let g = h / (P.qHeads / P.kvHeads);
   let b = sequenceOf(t);
   let i = (t - cu[b]) / P.blockSize;
@@ -108,12 +109,6 @@ export const SCATTER = /* wgsl */ `
 @group(0) @binding(5) var<storage, read_write> cursor: array<atomic<u32>>; // zeroed
 @group(0) @binding(6) var<storage, read_write> entries: array<u32>;       // queries, grouped by segment
 ${ROUTING_COMMON}
-@compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let index = (wid.x + wid.y * nwg.x) * 64u + lid;
-  if (index >= P.tokens * P.qHeads) { return; }
-  let t = index / P.qHeads;
-  let h = index % P.qHeads;
   let b = sequenceOf(t);
   let n = min((t - cu[b]) / P.blockSize, P.width);
   for (var r = 0u; r < n; r++) {
