@@ -54,3 +54,19 @@ test("WebGPU rejects a head dimension beyond its kernels with a clear error", { 
   await assert.rejects(mobaAttention(c, { blockSize: 2, topK: 1, backend: "webgpu" }), (e: unknown) => e instanceof MobaError && /headDim: expected at most 256 on webgpu, got 257/.test(e.message));
   await assert.rejects(flashAttention(c, { backend: "webgpu" }), MobaError);
 });
+
+test("inputs larger than one storage binding run in head groups, with the same result", { skip }, async () => {
+  const c = makeCase(44, { cuSeqlens: [0, 120, 200], qHeads: 8, kvHeads: 4, headDim: 16, blockSize: 16, topK: 3 });
+  const whole = await gpu(c);
+  const device = await getDevice();
+  const limit = device.maxStorageBinding;
+  try {
+    device.maxStorageBinding = 200 * 2 * 16 * 4; // one kv head (two query heads) per binding: four groups
+    const split = await gpu(c);
+    for (const name of ["out", "lse", "routing", "dq", "dk", "dv"] as const) assert.deepEqual(split[name].data, whole[name].data, name);
+    device.maxStorageBinding = 1000;
+    await assert.rejects(gpu(c), (e: unknown) => e instanceof MobaError && /more than one storage binding allows \(1000\); pass fewer tokens per call/.test(e.message));
+  } finally {
+    device.maxStorageBinding = limit;
+  }
+});
