@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import { type Dtype, parseSafetensors, serializeSafetensors, type TensorToWrite, toFloat32 } from "../src/io/safetensors.js";
 import { bf16ToFloat, f16ToFloat, floatToBf16, floatToF16 } from "../src/io/half.js";
 import { referenceBackward, referenceForward } from "../src/reference/attention.js";
-import { makeCase, relativeError } from "./helpers.js";
+import { makeCase, relativeError, webgpuSkip } from "./helpers.js";
 
 const main = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), "moba-cli-"));
@@ -182,7 +182,7 @@ test("moba demo runs on a small input and checks itself against the reference", 
   assert.equal(r.stdout.match(/│/g)?.length, 2 * Math.ceil(300 / 32));
 });
 
-test("moba attention --backend webgpu writes what the CPU backend writes", { skip: process.env.CI !== "true" && !(await import("../src/webgpu/device.js").then((m) => m.getDevice()).then(() => true, () => false)) }, () => {
+test("moba attention --backend webgpu writes what the CPU backend writes", { skip: webgpuSkip }, () => {
   const t = (x: Float32Array, shape: readonly number[]): TensorToWrite => ({ dtype: "F32", shape, data: x });
   const input = write("webgpu-in.safetensors", { q: t(c.q.data, c.q.shape), k: t(c.k.data, c.k.shape), v: t(c.v.data, c.v.shape), dout: t(c.dout.data, c.dout.shape), cu_seqlens: { dtype: "I32", shape: [4], data: c.cuSeqlens } });
   const outputs = ["cpu", "webgpu"].map((backend) => {

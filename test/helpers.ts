@@ -1,8 +1,18 @@
 // Shared test helpers: a seeded generator, random attention problems, the reference comparison.
 import { type Backend, type Gradients, type Tensor32i, mobaAttention, mobaAttentionBackward, flashAttention, flashAttentionBackward, type Tensor } from "../src/index.js";
 import { relativeError, seeded, uniformTensor } from "../src/run/util.js";
+import { getDevice } from "../src/webgpu/device.js";
 export { relativeError };
 import { referenceBackward, referenceForward, type ReferenceProblem, referenceSelection, type Selection } from "../src/reference/attention.js";
+
+/** Why the WebGPU tests are skipped (no adapter, outside CI), or false when they run. Under CI=true a missing adapter fails. */
+export const webgpuSkip: string | false = await getDevice().then(
+  () => false,
+  (error: Error) => (process.env.CI === "true" ? false : `no WebGPU adapter (${error.message})`),
+);
+
+/** Every backend, each with its skip reason. */
+export const BACKENDS: [Backend, string | false][] = [["cpu", false], ["webgpu", webgpuSkip]];
 
 export const rng = seeded;
 export const randomTensor = uniformTensor;

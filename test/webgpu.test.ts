@@ -6,10 +6,10 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { flashAttention, mobaAttention, MobaError } from "../src/index.js";
 import { getDevice } from "../src/webgpu/device.js";
-import { compareWithReference, makeCase, randomCase, relativeError, runImplementation, type Case } from "./helpers.js";
+import { compareWithReference, makeCase, randomCase, relativeError, runImplementation, type Case, webgpuSkip } from "./helpers.js";
 
 const adapter = await getDevice().then((d) => d.adapterInfo, (error: Error) => error);
-const skip = adapter instanceof Error && process.env.CI !== "true" ? `no WebGPU adapter (${adapter.message})` : false;
+const skip = webgpuSkip;
 
 const gpu = (c: Case, threads?: number) => runImplementation(c, threads, "webgpu");
 const runSeed = Number(process.env.MOBA_SEED || Math.floor(Math.random() * 2 ** 31));
@@ -42,13 +42,6 @@ for (const [name, shape] of edges) {
   });
 }
 
-test("WebGPU MoBA with topK >= blocks equals WebGPU full attention", { skip }, async () => {
-  const c = makeCase(42, { cuSeqlens: [0, 100, 333], qHeads: 4, kvHeads: 2, headDim: 16, blockSize: 64, topK: 6 });
-  const moba = await gpu(c);
-  const full = await gpu({ ...c, topK: Infinity });
-  for (const name of ["out", "lse", "dq", "dk", "dv"] as const) assert.ok(relativeError(moba[name].data, full[name].data) < 1e-6, name);
-});
-
 test("WebGPU rejects a head dimension beyond its kernels with a clear error", { skip }, async () => {
   const c = makeCase(43, { cuSeqlens: [0, 4], qHeads: 1, kvHeads: 1, headDim: 257, blockSize: 2, topK: 1 });
   await assert.rejects(mobaAttention(c, { blockSize: 2, topK: 1, backend: "webgpu" }), (e: unknown) => e instanceof MobaError && /headDim: expected at most 256 on webgpu, got 257/.test(e.message));
@@ -63,7 +56,9 @@ test("inputs larger than one storage binding run in head groups, with the same r
   try {
     device.maxStorageBinding = 200 * 2 * 16 * 4; // one kv head (two query heads) per binding: four groups
     const split = await gpu(c);
-    for (const name of ["out", "lse", "routing", "dq", "dk", "dv"] as const) assert.deepEqual(split[name].data, whole[name].data, name);
+    for (const name of ["out", "lse", "routing", "dq"] as const) assert.deepEqual(split[name].data, whole[name].data, name);
+    // dk/dv sum each block's query list in the order atomics filled it: equal up to rounding
+    for (const name of ["dk", "dv"] as const) assert.ok(relativeError(split[name].data, whole[name].data) < 1e-6, name);
     device.maxStorageBinding = 1000;
     await assert.rejects(gpu(c), (e: unknown) => e instanceof MobaError && /more than one storage binding allows \(1000\); pass fewer tokens per call/.test(e.message));
   } finally {
