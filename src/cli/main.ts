@@ -5,10 +5,12 @@ import type { Backend } from "../attention/problem.js";
 import { attentionFile } from "../run/attentionFile.js";
 import { writeFileAtomic } from "../io/files.js";
 import { bench, BENCH_DEFAULTS, benchPlot } from "../run/bench.js";
-import { benchGpu } from "../run/benchGpu.js";
+import { benchGpu, gpuBenchPlot } from "../run/benchGpu.js";
 import { demo, DEMO_DEFAULTS } from "../run/demo.js";
 
 const GPU_LENGTHS = [4096, 8192, 32768, 131072, 262144, 524288, 1048576];
+/** The official MoBA's forward speedup over FlashAttention-2 on an H100 (MoBA paper), by tokens. */
+const OFFICIAL_MOBA_SPEEDUP: Record<number, number> = { 32768: 0.68, 131072: 1.13, 262144: 2.17, 524288: 4.11, 1048576: 6.88 };
 import { MobaError } from "../tensor.js";
 
 type Options = NonNullable<ParseArgsConfig["options"]>;
@@ -121,7 +123,7 @@ Options:
   --block-size N    MoBA block size (default ${BENCH_DEFAULTS.blockSize})
   --top-k N         blocks per query (default ${BENCH_DEFAULTS.topK})
   --runs N          timed runs per measurement, after one warm-up (default ${BENCH_DEFAULTS.runs})
-  --svg FILE        also write a plot of the speedups (cpu)
+  --svg FILE        also write a plot of the speedups
   --max-seconds N   webgpu: stop a measurement after this long (at least 3 runs; default 60)
   --full-up-to N    webgpu: time full attention only up to N tokens (default: always)`,
     options: {
@@ -140,7 +142,11 @@ Options:
           topK: integer("top-k", v["top-k"], tokens <= 32768 ? 3 : 12),
         }));
         const fullUpTo = v["full-up-to"] === undefined ? Infinity : integer("full-up-to", v["full-up-to"], 0);
-        await benchGpu(cases, integer("runs", v.runs, 10), print, integer("max-seconds", v["max-seconds"], 60), fullUpTo);
+        const rows = await benchGpu(cases, integer("runs", v.runs, 10), print, integer("max-seconds", v["max-seconds"], 60), fullUpTo);
+        if (typeof v.svg === "string") {
+          await writeFileAtomic(v.svg, new TextEncoder().encode(gpuBenchPlot(rows, OFFICIAL_MOBA_SPEEDUP)));
+          print(`wrote ${v.svg}`);
+        }
         return 0;
       }
       const options = {

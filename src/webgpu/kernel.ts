@@ -54,8 +54,10 @@ export function grid(gpu: MobaDevice, workgroups: number): [number, number] {
   return [max, Math.ceil(workgroups / max)];
 }
 
-/** WGSL: the linear workgroup index of a 2-D grid from grid(). */
-export const WORKGROUP_INDEX = "(wid.x + wid.y * nwg.x)";
+/** Workgroups for a kernel that runs one thread per item. */
+export function threadGroups<C>(kernel: Kernel<C>, items: number): number {
+  return Math.ceil(items / kernel.workgroupSize);
+}
 
 /**
  * The buffers of one call: every buffer is created through it and destroyed with it, so GPU memory

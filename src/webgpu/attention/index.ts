@@ -4,7 +4,7 @@ import type { AttentionProblem } from "../../attention/problem.js";
 import { blockOffsets, pastPerQuery, selectsAll } from "../../cpu/routing.js";
 import { MobaError } from "../../tensor.js";
 import { checked, getDevice, type MobaDevice } from "../device.js";
-import { Buffers, dispatch, type Kernel, pipeline, readBack } from "../kernel.js";
+import { Buffers, dispatch, type Kernel, pipeline, readBack, threadGroups } from "../kernel.js";
 import { DELTA, dkdvWgsl, dqWgsl, FINALIZE, forwardWgsl, perThread, type TileShape } from "./attention.wgsl.js";
 import { BLOCK_SUMS, GATE, SCATTER } from "./routing.wgsl.js";
 
@@ -166,7 +166,7 @@ async function route(mem: Buffers, pl: Plan, q: GPUBuffer, k: GPUBuffer, given?:
     const countBuffer = mem.storage(segments * 4, "segment counts");
     const encoder = device.createCommandEncoder();
     dispatch(encoder, gpu, await pipeline(gpu, blockSums, null), [params, mem.storage(range, "block ranges"), k, sums], pl.blocks * kvHeads, "block sums");
-    dispatch(encoder, gpu, await pipeline(gpu, gate, null), [params, cu, offsets, q, sums, routing, scores, countBuffer], Math.ceil((tokens * qHeads) / THREADS), "gate");
+    dispatch(encoder, gpu, await pipeline(gpu, gate, null), [params, cu, offsets, q, sums, routing, scores, countBuffer], threadGroups(gate, tokens * qHeads), "gate");
     device.queue.submit([encoder.finish()]);
     [counts] = (await readBack(gpu, [{ buffer: countBuffer, bytes: segments * 4 }])).map((b) => new Uint32Array(b));
   }
@@ -176,7 +176,7 @@ async function route(mem: Buffers, pl: Plan, q: GPUBuffer, k: GPUBuffer, given?:
   const entries = mem.storage(segmentStart[segments] * 4, "inverted index");
   const encoder = device.createCommandEncoder();
   dispatch(encoder, gpu, await pipeline(gpu, scatter, null),
-    [params, cu, offsets, routing, segmentBuffer, mem.storage(segments * 4, "cursors"), entries], Math.ceil((tokens * qHeads) / THREADS), "scatter");
+    [params, cu, offsets, routing, segmentBuffer, mem.storage(segments * 4, "cursors"), entries], threadGroups(scatter, tokens * qHeads), "scatter");
   device.queue.submit([encoder.finish()]);
   return { routing, entries, segmentStart, segmentBuffer };
 }
@@ -224,7 +224,7 @@ export async function forwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTens
   });
   if (!pl.all) {
     const params = mem.uniform([tokens * qHeads, headDim, 0, 0], "finalize params");
-    dispatch(encoder, gpu, await pipeline(gpu, finalize, null), [params, ml, out, lse], Math.ceil((tokens * qHeads * headDim) / THREADS), "finalize");
+    dispatch(encoder, gpu, await pipeline(gpu, finalize, null), [params, ml, out, lse], threadGroups(finalize, tokens * qHeads * headDim), "finalize");
   }
   gpu.device.queue.submit([encoder.finish()]);
   return { out, lse, routed };
@@ -250,7 +250,7 @@ export async function backwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTen
   const kShape = dkdvShape(gpu, headDim);
   const [deltaPipeline, dqPipeline, dkdvPipeline] = await Promise.all([pipeline(gpu, deltaKernel, null), pipeline(gpu, dqKernel, qShape), pipeline(gpu, dkdvKernel, kShape)]);
   const encoder = gpu.device.createCommandEncoder();
-  dispatch(encoder, gpu, deltaPipeline, [mem.uniform([tokens * qHeads, headDim, 0, 0], "delta params"), out, dout, delta], Math.ceil((tokens * qHeads) / THREADS), "delta");
+  dispatch(encoder, gpu, deltaPipeline, [mem.uniform([tokens * qHeads, headDim, 0, 0], "delta params"), out, dout, delta], threadGroups(deltaKernel, tokens * qHeads), "delta");
   rounds(pl, routed, qShape.TQ).forEach((tiles, r) => {
     dispatch(encoder, gpu, dqPipeline, [tileParams(mem, pl, qShape, tiles.count, r > 0, false), mem.storage(Uint32Array.from(tiles.words), "tiles"), entries, t.q, t.k, t.v, dout, lse, delta, dq], tiles.count, `dq round ${r}`);
   });
