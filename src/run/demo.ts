@@ -3,7 +3,7 @@
 import { flashAttention, flashAttentionBackward, mobaAttention, mobaAttentionBackward, type AttentionOutput } from "../attention/api.js";
 import { attendedKeys, type AttentionInputs } from "../attention/problem.js";
 import { referenceBackward, referenceForward } from "../reference/attention.js";
-import { randomInputs, relativeError, table } from "./util.js";
+import { randomInputs, relativeError, seeded, table } from "./util.js";
 
 export interface DemoOptions {
   tokens: number;
@@ -34,6 +34,26 @@ export function routingPicture(routing: AttentionOutput["routing"], tokens: numb
   return lines;
 }
 
+/**
+ * Plants long-range structure in random inputs, so the picture shows routing at work: every block
+ * j gets a topic vector added to its keys, and the queries of block i get the topic of block ⌊i/2⌋.
+ */
+function plantTopics(o: DemoOptions, q: Float32Array, k: Float32Array): void {
+  const { tokens, qHeads, kvHeads, headDim: D, blockSize: B } = o;
+  const random = seeded(o.seed + 1);
+  const topics = Array.from({ length: Math.ceil(tokens / B) * kvHeads }, () => Float32Array.from({ length: D }, () => random() * 2 - 1));
+  for (let t = 0; t < tokens; t++) {
+    const block = Math.floor(t / B);
+    for (let g = 0; g < kvHeads; g++) {
+      for (let d = 0; d < D; d++) k[(t * kvHeads + g) * D + d] += topics[block * kvHeads + g][d];
+    }
+    for (let h = 0; h < qHeads; h++) {
+      const topic = topics[Math.floor(block / 2) * kvHeads + Math.floor(h / (qHeads / kvHeads))];
+      for (let d = 0; d < D; d++) q[(t * qHeads + h) * D + d] += topic[d];
+    }
+  }
+}
+
 async function timed<T>(run: () => Promise<T>): Promise<[T, number]> {
   const start = performance.now();
   const result = await run();
@@ -43,9 +63,10 @@ async function timed<T>(run: () => Promise<T>): Promise<[T, number]> {
 export async function demo(o: DemoOptions, print: (line: string) => void): Promise<{ maxError: number }> {
   const { tokens, qHeads, kvHeads, headDim, blockSize, topK } = o;
   const { q, k, v, dout } = randomInputs(o.seed, tokens, qHeads, kvHeads, headDim);
+  plantTopics(o, q.data, k.data);
   const inputs: AttentionInputs = { q, k, v };
   const mobaOptions = { blockSize, topK };
-  print(`MoBA demo: ${tokens} tokens, ${qHeads} query heads / ${kvHeads} kv heads, headDim ${headDim}, blockSize ${blockSize}, topK ${topK} (random inputs, seed ${o.seed})`);
+  print(`MoBA demo: ${tokens} tokens, ${qHeads} query heads / ${kvHeads} kv heads, headDim ${headDim}, blockSize ${blockSize}, topK ${topK} (random inputs, seed ${o.seed}, with the queries of block i leaning towards the keys of block ⌊i/2⌋)`);
 
   const [moba, mobaFwd] = await timed(() => mobaAttention(inputs, mobaOptions));
   const [mobaGrads, mobaBwd] = await timed(() => mobaAttentionBackward({ ...inputs, ...moba, dout }, mobaOptions));
