@@ -70,18 +70,30 @@ function queryTileEntry(c: TileShape): string {
   let g = h / (P.qHeads / P.kvHeads);`;
 }
 
-/** Copies keys and values [k0, min(k0 + TK, end)) of kv head g into Ks and Vs (zeros past end). */
-function loadKeys(k0: string, end: string): string {
-  return `for (var e = lid; e < TK * D; e += ${THREADS}u) {
+/**
+ * Copies keys and values [k0, min(k0 + TK, end)) of kv head g into Ks and Vs (zeros past end).
+ * All of a thread's loads are issued before its stores, so their latencies overlap.
+ */
+function loadKeys(c: TileShape, k0: string, end: string): string {
+  const loads = Math.ceil((c.TK * c.headDim) / THREADS);
+  return `var kStage: array<f32, ${loads}>;
+    var vStage: array<f32, ${loads}>;
+    for (var i = 0u; i < ${loads}u; i++) {
+      let e = lid + i * ${THREADS}u;
       let key = ${k0} + e / D;
-      var kx = 0.0;
-      var vx = 0.0;
-      if (key < ${end}) {
-        kx = k[(key * P.kvHeads + g) * D + e % D];
-        vx = v[(key * P.kvHeads + g) * D + e % D];
+      kStage[i] = 0.0;
+      vStage[i] = 0.0;
+      if (e < TK * D && key < ${end}) {
+        kStage[i] = k[(key * P.kvHeads + g) * D + e % D];
+        vStage[i] = v[(key * P.kvHeads + g) * D + e % D];
       }
-      Ks[(e / D) * STRIDE + e % D] = kx;
-      Vs[(e / D) * STRIDE + e % D] = vx;
+    }
+    for (var i = 0u; i < ${loads}u; i++) {
+      let e = lid + i * ${THREADS}u;
+      if (e < TK * D) {
+        Ks[(e / D) * STRIDE + e % D] = kStage[i];
+        Vs[(e / D) * STRIDE + e % D] = vStage[i];
+      }
     }`;
 }
 
@@ -159,7 +171,7 @@ ${queryTileEntry(c)}
     }
   }
   for (var k0 = a.z; k0 < a.w; k0 += ${uniformConstant(c, "TK")}) {
-    ${loadKeys("k0", "a.w")}
+    ${loadKeys(c, "k0", "a.w")}
     workgroupBarrier();
     for (var e = lid; e < TQ * TK; e += ${THREADS}u) {
       let r = e / TK;
@@ -300,7 +312,7 @@ ${queryTileEntry(c)}
     }
   }
   for (var k0 = a.z; k0 < a.w; k0 += ${uniformConstant(c, "TK")}) {
-    ${loadKeys("k0", "a.w")}
+    ${loadKeys(c, "k0", "a.w")}
     workgroupBarrier();
     for (var e = lid; e < TQ * TK; e += ${THREADS}u) {
       let r = e / TK;
@@ -427,7 +439,7 @@ ${tileEntry(c)}
   let g = b.x;
   let keyStart = a.z;
   let keyEnd = a.w;
-  ${loadKeys("keyStart", "keyEnd")}
+  ${loadKeys(c, "keyStart", "keyEnd")}
   for (var i = 0u; i < PER_THREAD; i++) { dkAcc[i] = 0.0; dvAcc[i] = 0.0; }
   let group = P.qHeads / P.kvHeads;
   for (var h = g * group; h < (g + 1u) * group; h++) {

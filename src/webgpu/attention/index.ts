@@ -10,7 +10,8 @@ import { BLOCK_SUMS, GATE, SCATTER } from "./routing.wgsl.js";
 
 const MAX_HEAD_DIM = 256;
 const THREADS = 64;
-const SHARED_BUDGET = 32768;
+/** Workgroup memory per tile on software adapters; GPUs get what the device allows (48 KiB on the H100). */
+const SOFTWARE_SHARED_BUDGET = 32768;
 
 const fixed = (name: string, code: string): Kernel<null> => ({ name, workgroupSize: THREADS, key: () => "", wgsl: () => code });
 const blockSums = fixed("blockSums", BLOCK_SUMS);
@@ -27,7 +28,7 @@ const dkdvKernel = tiled("dkdv", dkdvWgsl);
 
 /** Largest tile that fits the shared memory budget: `rows` of one kind, `other` chosen from candidates. */
 function tileShape(gpu: MobaDevice, headDim: number, cost: (TQ: number, TK: number) => number, kind: "queries" | "keys"): TileShape {
-  const budget = Math.min(gpu.maxWorkgroupStorage, SHARED_BUDGET);
+  const budget = gpu.software ? Math.min(gpu.maxWorkgroupStorage, SOFTWARE_SHARED_BUDGET) : gpu.maxWorkgroupStorage;
   const fixedSide = headDim <= 128 ? 16 : 8;
   for (const other of [32, 16, 8, 4, 2, 1]) {
     const [TQ, TK] = kind === "queries" ? [fixedSide, other] : [other, fixedSide];
