@@ -44,3 +44,22 @@ test("empty inputs and empty sequences are valid", async () => {
   assert.deepEqual(r.out.shape, [0, 2, 4]);
   assert.equal(r.lse.data.length, 0);
 });
+
+test("the library loads outside Node: no static node: import is reachable from src/index.ts", async () => {
+  const { readFileSync } = await import("node:fs");
+  const { fileURLToPath } = await import("node:url");
+  const seen = new Set<string>();
+  const offenders: string[] = [];
+  const visit = (url: URL) => {
+    if (seen.has(url.href)) return;
+    seen.add(url.href);
+    const source = readFileSync(fileURLToPath(url), "utf8");
+    for (const [, spec] of source.matchAll(/^(?:import|export)\s(?!type\b)[^;]*?\sfrom\s"([^"]+)"/gm)) {
+      if (spec.startsWith("node:")) offenders.push(`${fileURLToPath(url)} imports ${spec}`);
+      else if (spec.startsWith(".")) visit(new URL(spec.replace(/\.js$/, ".ts"), url));
+    }
+  };
+  visit(new URL("../src/index.ts", import.meta.url));
+  assert.ok(seen.size > 10, `walked ${seen.size} files`);
+  assert.deepEqual(offenders, []);
+});

@@ -1,7 +1,8 @@
 // A small pool of worker threads that run slices of the attention kernels. Every array a job
 // writes lives in a SharedArrayBuffer, so posting the job shares it instead of copying it.
-import { availableParallelism } from "node:os";
-import { Worker } from "node:worker_threads";
+// Node's modules are loaded only when a pool starts, so the package also loads in browsers and
+// Deno, where the CPU backend runs on the calling thread.
+import type { Worker } from "node:worker_threads";
 import type { AttentionProblem } from "../attention/problem.js";
 import type { BackwardArrays, ForwardArrays } from "./attention.js";
 
@@ -11,11 +12,15 @@ export type Job =
 
 export type JobReply = { id: number; error?: string };
 
-export const cores = availableParallelism();
+const isNode = typeof process !== "undefined" && process.versions?.node !== undefined;
+
+/** Threads the CPU backend uses for large inputs: the machine's cores in Node, 1 elsewhere. */
+export const cores: number = isNode ? (await import("node:os")).availableParallelism() : 1;
 
 // The package runs dist/*.js; under tsx (tests, dev) the worker must register tsx itself,
 // because Node 20 does not apply --import to worker threads.
-function startWorker(): Worker {
+async function startWorker(): Promise<Worker> {
+  const { Worker } = await import("node:worker_threads");
   if (!import.meta.url.endsWith(".ts")) return new Worker(new URL("./worker.js", import.meta.url));
   const url = new URL("./worker.ts", import.meta.url).href;
   return new Worker(`import("tsx/esm/api").then(({ register }) => { register(); return import(${JSON.stringify(url)}); });`, { eval: true });
@@ -51,7 +56,7 @@ function runOn(worker: Worker, job: Job): Promise<void> {
 export async function runJobs(jobs: Job[], threads: number): Promise<void> {
   const queue = [...jobs];
   const lane = async () => {
-    const worker = idle.pop() ?? startWorker();
+    const worker = idle.pop() ?? (await startWorker());
     worker.unref(); // an idle pool never keeps the process alive
     try {
       for (let job = queue.shift(); job; job = queue.shift()) await runOn(worker, job);
