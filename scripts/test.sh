@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# The whole test suite: WebGPU without a GPU (Mesa's lavapipe), type check, every test file on
-# node's test runner. Under CI=true a missing WebGPU adapter fails the WebGPU tests.
+# The whole test suite: WebGPU without a GPU (Mesa's lavapipe), headless Chromium for the browser
+# test, build and type check, every test file on node's test runner. Under CI=true a missing WebGPU
+# adapter or browser fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! bash scripts/setup-lavapipe.sh; then
   if [ "${CI:-}" = true ]; then exit 1; fi
   echo "test.sh: no lavapipe; the WebGPU tests run only if another adapter is present" >&2
 fi
+if ! bash scripts/setup-browser.sh; then
+  if [ "${CI:-}" = true ]; then exit 1; fi
+  echo "test.sh: no headless Chromium; the browser test is skipped" >&2
+fi
+npx tsc -p tsconfig.json # dist/, which the browser test loads
 npx tsc -p tsconfig.check.json
 node --import tsx --test --test-concurrency=2 test/*.test.ts

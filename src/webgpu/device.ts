@@ -52,6 +52,7 @@ async function open(): Promise<MobaDevice> {
   const wanted = ["shader-f16", "timestamp-query", "subgroups", "chromium-experimental-subgroup-matrix"] as GPUFeatureName[];
   const features = wanted.filter((f) => adapter.features.has(f));
   const limits = adapter.limits;
+  // maxStorageBuffersPerShaderStage stays at WebGPU's default 8: every kernel fits it, so any device runs them
   const device = await adapter.requestDevice({
     requiredFeatures: features,
     requiredLimits: {
@@ -60,7 +61,6 @@ async function open(): Promise<MobaDevice> {
       maxComputeWorkgroupStorageSize: limits.maxComputeWorkgroupStorageSize,
       maxComputeInvocationsPerWorkgroup: limits.maxComputeInvocationsPerWorkgroup,
       maxComputeWorkgroupSizeX: limits.maxComputeWorkgroupSizeX,
-      maxStorageBuffersPerShaderStage: limits.maxStorageBuffersPerShaderStage,
       maxComputeWorkgroupsPerDimension: limits.maxComputeWorkgroupsPerDimension,
     },
   });
@@ -69,7 +69,7 @@ async function open(): Promise<MobaDevice> {
   const moba: MobaDevice = {
     device,
     adapterInfo,
-    software: /llvmpipe|lavapipe|swiftshader/i.test(adapterInfo),
+    software: (info as { isFallbackAdapter?: boolean }).isFallbackAdapter === true || /llvmpipe|lavapipe|swiftshader/i.test(adapterInfo),
     f16: features.includes("shader-f16"),
     subgroupMatrix: features.includes("chromium-experimental-subgroup-matrix" as GPUFeatureName),
     timestamps: features.includes("timestamp-query"),

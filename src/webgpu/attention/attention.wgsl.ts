@@ -38,6 +38,7 @@ struct Params {
   qHeads: u32, kvHeads: u32, tiles: u32, loadState: u32,
   finalize: u32, width: u32, globalBlocks: u32, scale: f32,
   headDim: u32, tq: u32, tk: u32, perThread: u32,
+  segments: u32, dvOffset: u32,
 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> tiles: array<vec4<u32>>; // 2 per tile: (queryStart, count, keyStart, keyEnd), (head, gathered, naturalEnd, block)
@@ -249,13 +250,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 }
 `;
 
-/** delta = rowsum(dout * out), one thread per (token, head). */
+/** rowStats = (lse, delta = rowsum(dout * out)), one thread per (token, head): the backward's per-row inputs in one buffer. */
 export const DELTA = /* wgsl */ `
 struct Params { rows: u32, headDim: u32, pad0: u32, pad1: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> out: array<f32>;
 @group(0) @binding(2) var<storage, read> dout: array<f32>;
-@group(0) @binding(3) var<storage, read_write> delta: array<f32>;
+@group(0) @binding(3) var<storage, read> lse: array<f32>;
+@group(0) @binding(4) var<storage, read_write> rowStats: array<vec2<f32>>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -263,7 +265,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   if (row >= P.rows) { return; }
   var s = 0.0;
   for (var d = 0u; d < P.headDim; d++) { s += out[row * P.headDim + d] * dout[row * P.headDim + d]; }
-  delta[row] = s;
+  rowStats[row] = vec2<f32>(lse[row], s);
 }
 `;
 
@@ -274,9 +276,8 @@ export function dqWgsl(c: TileShape): string {
 @group(0) @binding(4) var<storage, read> k: array<f32>;
 @group(0) @binding(5) var<storage, read> v: array<f32>;
 @group(0) @binding(6) var<storage, read> dout: array<f32>;      // [tokens, qHeads, D]
-@group(0) @binding(7) var<storage, read> lse: array<f32>;       // [tokens, qHeads]
-@group(0) @binding(8) var<storage, read> delta: array<f32>;     // [tokens, qHeads]
-@group(0) @binding(9) var<storage, read_write> dq: array<f32>;  // [tokens, qHeads, D]
+@group(0) @binding(7) var<storage, read> rowStats: array<vec2<f32>>; // [tokens, qHeads] (lse, delta)
+@group(0) @binding(8) var<storage, read_write> dq: array<f32>;  // [tokens, qHeads, D]
 
 var<workgroup> Qs: array<f32, ${c.TQ * (c.headDim + 1)}>;
 var<workgroup> dOs: array<f32, ${c.TQ * (c.headDim + 1)}>;
@@ -292,8 +293,9 @@ ${queryTileEntry(c)}
     var token = 0u;
     if (lid < count) { token = tokenAt(a.x, lid, b.y == 1u); }
     rowToken[lid] = token;
-    rowLse[lid] = lse[token * P.qHeads + h];
-    rowDelta[lid] = delta[token * P.qHeads + h];
+    let stats = rowStats[token * P.qHeads + h];
+    rowLse[lid] = stats.x;
+    rowDelta[lid] = stats.y;
   }
   workgroupBarrier();
   var acc: array<f32, ${perThread(c)}>;
@@ -360,11 +362,12 @@ export function dkdvWgsl(c: TileShape): string {
 @group(0) @binding(4) var<storage, read> k: array<f32>;
 @group(0) @binding(5) var<storage, read> v: array<f32>;
 @group(0) @binding(6) var<storage, read> dout: array<f32>;
-@group(0) @binding(7) var<storage, read> lse: array<f32>;
-@group(0) @binding(8) var<storage, read> delta: array<f32>;
-@group(0) @binding(9) var<storage, read> segmentStart: array<u32>; // [width * qHeads * globalBlocks + 1]
-@group(0) @binding(10) var<storage, read_write> dk: array<f32>;    // [tokens, kvHeads, D]
-@group(0) @binding(11) var<storage, read_write> dv: array<f32>;    // [tokens, kvHeads, D]
+@group(0) @binding(7) var<storage, read> rowStats: array<vec2<f32>>; // [tokens, qHeads] (lse, delta)
+@group(0) @binding(8) var<storage, read_write> dkdv: array<f32>;   // [2, tokens, kvHeads, D]: dk, then dv
+
+// Segment starts ([width * qHeads * globalBlocks + 1]) follow the tile words in tiles, from vec4 P.segments:
+// 8 bindings at most, WebGPU's default per-stage limit.
+fn segmentStart(i: u32) -> u32 { return tiles[P.segments + i / 4u][i % 4u]; }
 
 
 var<workgroup> Qs: array<f32, ${c.TQ * (D + 1)}>;
@@ -385,8 +388,9 @@ fn chunk(lid: u32, h: u32, g: u32, start: u32, count: u32, gathered: bool, keySt
     var token = 0u;
     if (lid < count) { token = tokenAt(start, lid, gathered); }
     rowToken[lid] = token;
-    rowLse[lid] = lse[token * P.qHeads + h];
-    rowDelta[lid] = delta[token * P.qHeads + h];
+    let stats = rowStats[token * P.qHeads + h];
+    rowLse[lid] = stats.x;
+    rowDelta[lid] = stats.y;
   }
   workgroupBarrier();
   for (var e = lid; e < TQ * D; e += ${THREADS}u) {
@@ -448,16 +452,16 @@ ${tileEntry(c)}
     // the queries that routed to this block, round by round
     for (var r = 0u; r < P.width; r++) {
       let segment = (r * P.qHeads + h) * P.globalBlocks + b.w;
-      let end = segmentStart[segment + 1u];
-      for (var s = segmentStart[segment]; s < end; s += ${uniformConstant(c, "TQ")}) { chunk(lid, h, g, s, min(TQ, end - s), true, keyStart, keyEnd); }
+      let end = segmentStart(segment + 1u);
+      for (var s = segmentStart(segment); s < end; s += ${uniformConstant(c, "TQ")}) { chunk(lid, h, g, s, min(TQ, end - s), true, keyStart, keyEnd); }
     }
   }
   for (var i = 0u; i < PER_THREAD; i++) {
     let e = lid + i * ${THREADS}u;
     let key = keyStart + e / D;
     if (e < TK * D && key < keyEnd) {
-      dk[(key * P.kvHeads + g) * D + e % D] = dkAcc[i];
-      dv[(key * P.kvHeads + g) * D + e % D] = dvAcc[i];
+      dkdv[(key * P.kvHeads + g) * D + e % D] = dkAcc[i];
+      dkdv[P.dvOffset + (key * P.kvHeads + g) * D + e % D] = dvAcc[i];
     }
   }
 }

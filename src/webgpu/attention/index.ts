@@ -128,7 +128,6 @@ interface Routed {
   routing: GPUBuffer; // [tokens, qHeads, width] u32
   entries: GPUBuffer; // gathered queries, by (round, head, block)
   segmentStart: Uint32Array; // [width * qHeads * blocks + 1]
-  segmentBuffer: GPUBuffer;
 }
 
 function routingParams(mem: Buffers, pl: Plan): GPUBuffer {
@@ -179,13 +178,14 @@ async function route(mem: Buffers, pl: Plan, q: GPUBuffer, k: GPUBuffer, given?:
   dispatch(encoder, gpu, await pipeline(gpu, scatter, null),
     [params, cu, offsets, routing, segmentBuffer, mem.storage(segments * 4, "cursors"), entries], threadGroups(scatter, tokens * qHeads), "scatter");
   device.queue.submit([encoder.finish()]);
-  return { routing, entries, segmentStart, segmentBuffer };
+  return { routing, entries, segmentStart };
 }
 
 function tileParams(mem: Buffers, pl: Plan, shape: TileShape, tiles: number, loadState: boolean, finalizeHere: boolean): GPUBuffer {
-  const { qHeads, kvHeads, scale, headDim } = pl.p;
+  const { qHeads, kvHeads, scale, headDim, tokens } = pl.p;
+  // segment starts follow the 2 vec4 of each tile (dk/dv); dv follows dk in their shared buffer
   return mem.uniform([qHeads, kvHeads, tiles, loadState ? 1 : 0, finalizeHere ? 1 : 0, pl.width, pl.blocks, { f32: scale },
-    headDim, shape.TQ, shape.TK, perThread(shape)], "tile params");
+    headDim, shape.TQ, shape.TK, perThread(shape), 2 * tiles, tokens * kvHeads * headDim], "tile params");
 }
 
 /** Every round of tiles for the forward and dq: the own blocks (or full causal ranges), then each routed round. */
@@ -232,7 +232,8 @@ export async function forwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTens
 }
 
 export interface GpuGradients {
-  dq: GPUBuffer; dk: GPUBuffer; dv: GPUBuffer;
+  dq: GPUBuffer; // [tokens, qHeads, headDim]
+  dkdv: GPUBuffer; // [2, tokens, kvHeads, headDim]: dk, then dv
 }
 
 /** Records and submits the backward, given the forward's out and lse (and routing) on the GPU. */
@@ -243,23 +244,24 @@ export async function backwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTen
   if (!pl.all && !routed) routed = await route(mem, pl, t.q, t.k);
   const dummy = mem.storage(16, "unused");
   const entries = routed?.entries ?? dummy;
-  const delta = mem.storage(tokens * qHeads * 4, "delta");
+  const rowStats = mem.storage(tokens * qHeads * 8, "lse and delta");
   const dq = mem.poisoned(tokens * qHeads * headDim, "dq");
-  const dk = mem.poisoned(tokens * kvHeads * headDim, "dk");
-  const dv = mem.poisoned(tokens * kvHeads * headDim, "dv");
+  const dkdv = mem.poisoned(2 * tokens * kvHeads * headDim, "dk and dv");
   const qShape = dqShape(gpu, headDim);
   const kShape = dkdvShape(gpu, headDim);
   const [deltaPipeline, dqPipeline, dkdvPipeline] = await Promise.all([pipeline(gpu, deltaKernel, null), pipeline(gpu, dqKernel, qShape), pipeline(gpu, dkdvKernel, kShape)]);
   const encoder = gpu.device.createCommandEncoder();
-  dispatch(encoder, gpu, deltaPipeline, [mem.uniform([tokens * qHeads, headDim, 0, 0], "delta params"), out, dout, delta], threadGroups(deltaKernel, tokens * qHeads), "delta");
+  dispatch(encoder, gpu, deltaPipeline, [mem.uniform([tokens * qHeads, headDim, 0, 0], "delta params"), out, dout, lse, rowStats], threadGroups(deltaKernel, tokens * qHeads), "delta");
   rounds(pl, routed, qShape.TQ).forEach((tiles, r) => {
-    dispatch(encoder, gpu, dqPipeline, [tileParams(mem, pl, qShape, tiles.count, r > 0, false), mem.storage(Uint32Array.from(tiles.words), "tiles"), entries, t.q, t.k, t.v, dout, lse, delta, dq], tiles.count, `dq round ${r}`);
+    dispatch(encoder, gpu, dqPipeline, [tileParams(mem, pl, qShape, tiles.count, r > 0, false), mem.storage(Uint32Array.from(tiles.words), "tiles"), entries, t.q, t.k, t.v, dout, rowStats, dq], tiles.count, `dq round ${r}`);
   });
   const keys = keyTiles(pl, kShape.TK);
-  dispatch(encoder, gpu, dkdvPipeline, [tileParams(mem, pl, kShape, keys.count, false, false), mem.storage(Uint32Array.from(keys.words), "key tiles"), entries, t.q, t.k, t.v, dout, lse, delta,
-    routed?.segmentBuffer ?? dummy, dk, dv], keys.count, "dk dv");
+  const segmentStarts = routed ? [...routed.segmentStart] : [];
+  const words = [...keys.words, ...segmentStarts, ...new Array((4 - (segmentStarts.length % 4)) % 4).fill(0)];
+  dispatch(encoder, gpu, dkdvPipeline, [tileParams(mem, pl, kShape, keys.count, false, false), mem.storage(Uint32Array.from(words), "key tiles and segment starts"),
+    entries, t.q, t.k, t.v, dout, rowStats, dkdv], keys.count, "dk dv");
   gpu.device.queue.submit([encoder.finish()]);
-  return { dq, dk, dv };
+  return { dq, dkdv };
 }
 
 const f32 = (b: ArrayBuffer) => new Float32Array(b);
@@ -349,8 +351,8 @@ export async function gpuBackward(p: AttentionProblem, q: Float32Array, k: Float
       const pl = plan(sub);
       const routed = pl.all ? null : await route(mem, pl, t.q, t.k, past as Int32Array | undefined);
       const g = await backwardOnGpu(mem, sub, t, mem.storage(out, "out"), mem.storage(lse, "lse"), mem.storage(dout, "dout"), routed);
-      const [dq, dk, dv] = await readBack(gpu, [{ buffer: g.dq, bytes: q.byteLength }, { buffer: g.dk, bytes: k.byteLength }, { buffer: g.dv, bytes: v.byteLength }]);
-      return { dq: f32(dq), dk: f32(dk), dv: f32(dv) };
+      const [dq, dkdv] = await readBack(gpu, [{ buffer: g.dq, bytes: q.byteLength }, { buffer: g.dkdv, bytes: 2 * k.byteLength }]);
+      return { dq: f32(dq), dk: new Float32Array(dkdv, 0, k.length), dv: new Float32Array(dkdv, k.byteLength, k.length) };
     });
   });
 }
