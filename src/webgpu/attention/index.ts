@@ -26,7 +26,7 @@ const forwardKernel = tiled("forward", forwardWgsl);
 const dqKernel = tiled("dq", dqWgsl);
 const dkdvKernel = tiled("dkdv", dkdvWgsl);
 
-/** Largest tile that fits the shared memory budget: `rows` of one kind, `other` chosen from candidates. */
+/** A tile of 16 (8 for headDim > 128) rows of `kind`, the other side as large as workgroup memory allows. */
 function tileShape(gpu: MobaDevice, headDim: number, cost: (TQ: number, TK: number) => number, kind: "queries" | "keys"): TileShape {
   const budget = gpu.software ? Math.min(gpu.maxWorkgroupStorage, SOFTWARE_SHARED_BUDGET) : gpu.maxWorkgroupStorage;
   const fixedSide = headDim <= 128 ? 16 : 8;
