@@ -128,6 +128,35 @@ function dot(name: string, a: string, aRow: string, b: string, bRow: string): st
         let ${name} = ${acc}.x + ${acc}.y + ${acc}.z + ${acc}.w;`;
 }
 
+/** Workgroup memory every tile kernel has: query rows (Qs), key and value chunks, the rows' tokens. */
+function tileMemory(c: TileShape): string {
+  return `var<workgroup> Qs: array<f32, ${c.TQ * (c.headDim + 1)}>;
+var<workgroup> Ks: array<f32, ${c.TK * (c.headDim + 1)}>;
+var<workgroup> Vs: array<f32, ${c.TK * (c.headDim + 1)}>;
+var<workgroup> rowToken: array<u32, ${c.TQ}>;`;
+}
+
+/**
+ * Copies the tile's query rows from each global array into its workgroup array ([global, shared]
+ * pairs; zeros past count) and starts each thread's accumulator `acc` from `state` when
+ * P.loadState is set (a later round), else from zero.
+ */
+function loadQueryRows(c: TileShape, rows: [string, string][], state: string): string {
+  return `var acc: array<f32, ${perThread(c)}>;
+  for (var i = 0u; i < PER_THREAD; i++) {
+    let e = lid + i * ${THREADS}u;
+    let r = e / D;
+    acc[i] = 0.0;
+    if (e < TQ * D && r < count) {
+      let at = (rowToken[r] * P.qHeads + h) * D + e % D;
+      ${rows.map(([global, local]) => `${local}[r * STRIDE + e % D] = ${global}[at];`).join("\n      ")}
+      if (P.loadState == 1u) { acc[i] = ${state}[at]; }
+    } else if (e < TQ * D) {
+      ${rows.map(([, local]) => `${local}[r * STRIDE + e % D] = 0.0;`).join("\n      ")}
+    }
+  }`;
+}
+
 /** Forward: online softmax over the tile's key range; state (acc, m, l) in global memory between rounds. */
 export function forwardWgsl(c: TileShape): string {
   return /* wgsl */ `${header(c)}
@@ -138,11 +167,8 @@ export function forwardWgsl(c: TileShape): string {
 @group(0) @binding(7) var<storage, read_write> ml: array<vec2<f32>>; // [tokens, qHeads] running (max, sum)
 @group(0) @binding(8) var<storage, read_write> lse: array<f32>;  // [tokens, qHeads] when finalizing
 
-var<workgroup> Qs: array<f32, ${c.TQ * (c.headDim + 1)}>;
-var<workgroup> Ks: array<f32, ${c.TK * (c.headDim + 1)}>;
-var<workgroup> Vs: array<f32, ${c.TK * (c.headDim + 1)}>;
+${tileMemory(c)}
 var<workgroup> S: array<f32, ${c.TQ * c.TK}>;
-var<workgroup> rowToken: array<u32, ${c.TQ}>;
 var<workgroup> rowM: array<f32, ${c.TQ}>;
 var<workgroup> rowL: array<f32, ${c.TQ}>;
 var<workgroup> rowAlpha: array<f32, ${c.TQ}>;
@@ -158,19 +184,7 @@ ${queryTileEntry(c)}
     rowL[lid] = state.y;
   }
   workgroupBarrier();
-  var acc: array<f32, ${perThread(c)}>;
-  for (var i = 0u; i < PER_THREAD; i++) {
-    let e = lid + i * ${THREADS}u;
-    let r = e / D;
-    acc[i] = 0.0;
-    if (e < TQ * D && r < count) {
-      let at = (rowToken[r] * P.qHeads + h) * D + e % D;
-      Qs[r * STRIDE + e % D] = q[at];
-      if (P.loadState == 1u) { acc[i] = out[at]; }
-    } else if (e < TQ * D) {
-      Qs[r * STRIDE + e % D] = 0.0;
-    }
-  }
+  ${loadQueryRows(c, [["q", "Qs"]], "out")}
   for (var k0 = a.z; k0 < a.w; k0 += ${uniformConstant(c, "TK")}) {
     ${loadKeys(c, "k0", "a.w")}
     workgroupBarrier();
@@ -279,12 +293,9 @@ export function dqWgsl(c: TileShape): string {
 @group(0) @binding(7) var<storage, read> rowStats: array<vec2<f32>>; // [tokens, qHeads] (lse, delta)
 @group(0) @binding(8) var<storage, read_write> dq: array<f32>;  // [tokens, qHeads, D]
 
-var<workgroup> Qs: array<f32, ${c.TQ * (c.headDim + 1)}>;
+${tileMemory(c)}
 var<workgroup> dOs: array<f32, ${c.TQ * (c.headDim + 1)}>;
-var<workgroup> Ks: array<f32, ${c.TK * (c.headDim + 1)}>;
-var<workgroup> Vs: array<f32, ${c.TK * (c.headDim + 1)}>;
 var<workgroup> dS: array<f32, ${c.TQ * c.TK}>;
-var<workgroup> rowToken: array<u32, ${c.TQ}>;
 var<workgroup> rowLse: array<f32, ${c.TQ}>;
 var<workgroup> rowDelta: array<f32, ${c.TQ}>;
 
@@ -298,21 +309,7 @@ ${queryTileEntry(c)}
     rowDelta[lid] = stats.y;
   }
   workgroupBarrier();
-  var acc: array<f32, ${perThread(c)}>;
-  for (var i = 0u; i < PER_THREAD; i++) {
-    let e = lid + i * ${THREADS}u;
-    let r = e / D;
-    acc[i] = 0.0;
-    if (e < TQ * D && r < count) {
-      let at = (rowToken[r] * P.qHeads + h) * D + e % D;
-      Qs[r * STRIDE + e % D] = q[at];
-      dOs[r * STRIDE + e % D] = dout[at];
-      if (P.loadState == 1u) { acc[i] = dq[at]; }
-    } else if (e < TQ * D) {
-      Qs[r * STRIDE + e % D] = 0.0;
-      dOs[r * STRIDE + e % D] = 0.0;
-    }
-  }
+  ${loadQueryRows(c, [["q", "Qs"], ["dout", "dOs"]], "dq")}
   for (var k0 = a.z; k0 < a.w; k0 += ${uniformConstant(c, "TK")}) {
     ${loadKeys(c, "k0", "a.w")}
     workgroupBarrier();
@@ -370,13 +367,10 @@ export function dkdvWgsl(c: TileShape): string {
 fn segmentStart(i: u32) -> u32 { return tiles[P.segments + i / 4u][i % 4u]; }
 
 
-var<workgroup> Qs: array<f32, ${c.TQ * (D + 1)}>;
+${tileMemory(c)}
 var<workgroup> dOs: array<f32, ${c.TQ * (D + 1)}>;
-var<workgroup> Ks: array<f32, ${c.TK * (D + 1)}>;
-var<workgroup> Vs: array<f32, ${c.TK * (D + 1)}>;
 var<workgroup> Pm: array<f32, ${c.TK * c.TQ}>;  // [key, query]
 var<workgroup> dS: array<f32, ${c.TK * c.TQ}>;  // [key, query]
-var<workgroup> rowToken: array<u32, ${c.TQ}>;
 var<workgroup> rowLse: array<f32, ${c.TQ}>;
 var<workgroup> rowDelta: array<f32, ${c.TQ}>;
 var<private> dkAcc: array<f32, ${perThread(c)}>;
