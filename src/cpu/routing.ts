@@ -106,26 +106,29 @@ export interface InvertedRouting {
   queries: Int32Array; // [tokens * qHeads * (topK - 1)] at most
 }
 
-export function invertRouting(problem: AttentionProblem, past: Int32Array, offsets: Int32Array): InvertedRouting {
+/** Calls `each` for every routed past block of every query: token, query head, rank r (the r-th block, ascending), global block. */
+export function forEachRoute(problem: AttentionProblem, past: Int32Array, offsets: Int32Array, each: (token: number, head: number, rank: number, block: number) => void): void {
   const { qHeads, cuSeqlens, blockSize: B } = problem;
   const width = pastPerQuery(problem);
-  const blocks = offsets[offsets.length - 1];
-  const start = new Int32Array(qHeads * blocks + 1);
-  const visit = (each: (token: number, h: number, G: number) => void) => {
-    for (let b = 0; b + 1 < cuSeqlens.length; b++) {
-      for (let t = cuSeqlens[b]; t < cuSeqlens[b + 1]; t++) {
-        const n = Math.min(width, Math.floor((t - cuSeqlens[b]) / B));
-        for (let h = 0; h < qHeads; h++) {
-          for (let r = 0; r < n; r++) each(t, h, offsets[b] + past[(t * qHeads + h) * width + r]);
-        }
+  for (let b = 0; b + 1 < cuSeqlens.length; b++) {
+    for (let t = cuSeqlens[b]; t < cuSeqlens[b + 1]; t++) {
+      const n = Math.min(width, Math.floor((t - cuSeqlens[b]) / B));
+      for (let h = 0; h < qHeads; h++) {
+        for (let r = 0; r < n; r++) each(t, h, r, offsets[b] + past[(t * qHeads + h) * width + r]);
       }
     }
-  };
-  visit((_t, h, G) => start[h * blocks + G + 1]++);
+  }
+}
+
+export function invertRouting(problem: AttentionProblem, past: Int32Array, offsets: Int32Array): InvertedRouting {
+  const { qHeads } = problem;
+  const blocks = offsets[offsets.length - 1];
+  const start = new Int32Array(qHeads * blocks + 1);
+  forEachRoute(problem, past, offsets, (_t, h, _r, G) => start[h * blocks + G + 1]++);
   for (let i = 1; i < start.length; i++) start[i] += start[i - 1];
   const fill = start.slice(0, -1);
   const queries = new Int32Array(start[start.length - 1]);
-  visit((t, h, G) => (queries[fill[h * blocks + G]++] = t));
+  forEachRoute(problem, past, offsets, (t, h, _r, G) => (queries[fill[h * blocks + G]++] = t));
   return { start, queries };
 }
 

@@ -2,7 +2,7 @@
 // each measurement is the wall time from the first command recorded to the queue being idle
 // (onSubmittedWorkDone), so it includes the routing read-back and the CPU-side tile lists:
 // what a user waits for. Median of several runs after a warm-up.
-import { attendedKeys, checkProblem, type AttentionProblem } from "../attention/problem.js";
+import { attendedKeys, type AttentionProblem, fullProblem, mobaProblem } from "../attention/problem.js";
 import { checked, getDevice, type MobaDevice } from "../webgpu/device.js";
 import { Buffers } from "../webgpu/kernel.js";
 import { backwardOnGpu, forwardOnGpu, type GpuTensors } from "../webgpu/attention/index.js";
@@ -77,11 +77,11 @@ export async function benchGpu(cases: GpuBenchCase[], runs: number, print: (line
     const row = await checked(gpu, `bench ${c.tokens} tokens`, mem, async () => {
       const t = { q: mem.storage(q.data, "q"), k: mem.storage(k.data, "k"), v: mem.storage(v.data, "v") };
       const g = mem.storage(dout.data, "dout");
-      const moba = checkProblem({ q, k, v }, c.blockSize, c.topK, undefined);
-      const full = checkProblem({ q, k, v }, 64, Infinity, undefined);
+      const moba = mobaProblem({ q, k, v }, c);
+      const full = fullProblem({ q, k, v });
       const m = await measure(gpu, moba, t, g, runs, maxSeconds);
       const f = c.tokens <= fullUpTo ? await measure(gpu, full, t, g, runs, maxSeconds) : { forward: NaN, train: NaN, runs: Infinity };
-      const fullKeys = attendedKeys([0, c.tokens], 64, Infinity);
+      const fullKeys = attendedKeys([0, c.tokens], c.blockSize, Infinity); // no block choice: the block size does not matter
       return {
         ...c, mobaForwardMs: m.forward, fullForwardMs: f.forward, mobaTrainMs: m.train, fullTrainMs: f.train,
         idealRatio: fullKeys / attendedKeys([0, c.tokens], c.blockSize, c.topK),

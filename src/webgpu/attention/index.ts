@@ -1,7 +1,7 @@
 // The WebGPU backend of MoBA and full attention: routing (block sums, gate + top-k, inverted
 // index), the forward in rounds, the backward (delta, dq in rounds, dk/dv key-block-major).
 import type { AttentionProblem } from "../../attention/problem.js";
-import { blockOffsets, pastPerQuery, selectsAll } from "../../cpu/routing.js";
+import { blockOffsets, forEachRoute, pastPerQuery, selectsAll } from "../../cpu/routing.js";
 import { MobaError } from "../../tensor.js";
 import { checked, getDevice, type MobaDevice } from "../device.js";
 import { Buffers, dispatch, type Kernel, pipeline, readBack, threadGroups } from "../kernel.js";
@@ -149,14 +149,8 @@ async function route(mem: Buffers, pl: Plan, q: GPUBuffer, k: GPUBuffer, given?:
   if (given) {
     routing = mem.storage(given, "routing");
     counts = new Uint32Array(segments);
-    for (let b = 0; b + 1 < pl.p.cuSeqlens.length; b++) {
-      for (let t = pl.p.cuSeqlens[b]; t < pl.p.cuSeqlens[b + 1]; t++) {
-        const n = Math.min(pl.width, Math.floor((t - pl.p.cuSeqlens[b]) / pl.p.blockSize));
-        for (let h = 0; h < qHeads; h++) {
-          for (let r = 0; r < n; r++) counts[(r * qHeads + h) * pl.blocks + pl.offsets[b] + given[(t * qHeads + h) * pl.width + r]]++;
-        }
-      }
-    }
+    const histogram = counts;
+    forEachRoute(pl.p, given, pl.offsets, (_t, h, r, G) => histogram[(r * qHeads + h) * pl.blocks + G]++);
   } else {
     const range = new Uint32Array(2 * pl.blocks);
     for (let G = 0; G < pl.blocks; G++) [range[2 * G], range[2 * G + 1]] = [pl.blockStart[G], pl.blockEnd[G]];
@@ -236,12 +230,15 @@ export interface GpuGradients {
   dkdv: GPUBuffer; // [2, tokens, kvHeads, headDim]: dk, then dv
 }
 
-/** Records and submits the backward, given the forward's out and lse (and routing) on the GPU. */
-export async function backwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTensors, out: GPUBuffer, lse: GPUBuffer, dout: GPUBuffer, routed: Routed | null): Promise<GpuGradients> {
+/**
+ * Records and submits the backward, given the forward's out and lse on the GPU and its routing:
+ * `routed` as the forward left it on the GPU, else the table `given`, else routed again here.
+ */
+export async function backwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTensors, out: GPUBuffer, lse: GPUBuffer, dout: GPUBuffer, routed: Routed | null, given?: Int32Array): Promise<GpuGradients> {
   const gpu = mem.gpu;
   const pl = plan(p);
   const { tokens, qHeads, kvHeads, headDim } = p;
-  if (!pl.all && !routed) routed = await route(mem, pl, t.q, t.k);
+  if (!pl.all && !routed) routed = await route(mem, pl, t.q, t.k, given);
   const dummy = mem.storage(16, "unused");
   const entries = routed?.entries ?? dummy;
   const rowStats = mem.storage(tokens * qHeads * 8, "lse and delta");
@@ -348,9 +345,7 @@ export async function gpuBackward(p: AttentionProblem, q: Float32Array, k: Float
     const mem = new Buffers(gpu);
     return checked(gpu, "MoBA backward", mem, async () => {
       const t = { q: mem.storage(q, "q"), k: mem.storage(k, "k"), v: mem.storage(v, "v") };
-      const pl = plan(sub);
-      const routed = pl.all ? null : await route(mem, pl, t.q, t.k, past as Int32Array | undefined);
-      const g = await backwardOnGpu(mem, sub, t, mem.storage(out, "out"), mem.storage(lse, "lse"), mem.storage(dout, "dout"), routed);
+      const g = await backwardOnGpu(mem, sub, t, mem.storage(out, "out"), mem.storage(lse, "lse"), mem.storage(dout, "dout"), null, past as Int32Array | undefined);
       const [dq, dkdv] = await readBack(gpu, [{ buffer: g.dq, bytes: q.byteLength }, { buffer: g.dkdv, bytes: 2 * k.byteLength }]);
       return { dq: f32(dq), dk: new Float32Array(dkdv, 0, k.length), dv: new Float32Array(dkdv, k.byteLength, k.length) };
     });
