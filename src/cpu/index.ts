@@ -6,7 +6,7 @@ import { cores, type Job, runJobs, shared, splitByCost } from "./pool.js";
 import { blockMeans, blockOffsets, invertRouting, pastPerQuery, routeAll, selectsAll } from "./routing.js";
 
 /** Work (multiply-adds) below which worker threads cost more than they save. */
-const THREAD_THRESHOLD = 2e7;
+const THREAD_THRESHOLD = 2e6;
 
 export interface CpuForward {
   out: Float32Array; // [tokens, qHeads, headDim]

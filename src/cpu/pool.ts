@@ -1,4 +1,4 @@
-// A small pool of worker threads that run slices of the attention kernels. Every array a job
+// A small pool of worker threads that run slices of the attention kernels and GEMMs. Every array a job
 // writes lives in a SharedArrayBuffer, so posting the job shares it instead of copying it.
 // Node's modules are loaded only when a pool starts, so the package also loads in browsers and
 // Deno, where the CPU backend runs on the calling thread.
@@ -8,7 +8,9 @@ import type { BackwardArrays, ForwardArrays } from "./attention.js";
 
 export type Job =
   | { kind: "forward"; problem: AttentionProblem; arrays: ForwardArrays; units: Int32Array; from: number; to: number }
-  | { kind: "backward"; problem: AttentionProblem; arrays: BackwardArrays; units: Int32Array; from: number; to: number };
+  | { kind: "backward"; problem: AttentionProblem; arrays: BackwardArrays; units: Int32Array; from: number; to: number }
+  // rows [from, to) of y[M, N] = x[M, K] · w[N, K]ᵀ
+  | { kind: "matmul"; y: Float32Array; x: Float32Array; w: Float32Array; K: number; N: number; from: number; to: number };
 
 export type JobReply = { id: number; error?: string };
 

@@ -1,4 +1,4 @@
-// A grouped bar chart as a standalone SVG (no dependencies): one group per label, one bar per series.
+// Charts as standalone SVG (no dependencies): grouped bars and lines.
 
 export interface BarSeries {
   name: string;
@@ -45,5 +45,51 @@ export function barChart(title: string, labels: string[], series: BarSeries[], y
     parts.push(`<text x="${x + 18}" y="${height - 12}">${escape(s.name)}</text>`);
   });
   parts.push(`<line x1="${left}" x2="${width - right}" y1="${y(0)}" y2="${y(0)}" stroke="black"/>`, "</svg>");
+  return parts.join("\n") + "\n";
+}
+
+export interface LineSeries {
+  name: string;
+  color: string;
+  points: [number, number][];
+}
+
+/** Lines over a shared x axis, as a standalone SVG; the y axis spans the data. */
+export function lineChart(title: string, series: LineSeries[], xLabel: string, yLabel: string): string {
+  const width = 640, height = 380, left = 64, right = 20, top = 50, bottom = 70;
+  const all = series.flatMap((s) => s.points).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
+  const xs = all.map((p) => p[0]), ys = all.map((p) => p[1]);
+  const x0 = Math.min(...xs, 0), x1 = Math.max(...xs, 1);
+  let y0 = Math.min(...ys), y1 = Math.max(...ys);
+  if (!(y1 > y0)) [y0, y1] = [y0 - 1, y0 + 1];
+  const pad = (y1 - y0) * 0.05;
+  y0 -= pad;
+  y1 += pad;
+  const plotW = width - left - right, plotH = height - top - bottom;
+  const px = (x: number) => left + ((x - x0) / (x1 - x0)) * plotW;
+  const py = (y: number) => top + plotH - ((y - y0) / (y1 - y0)) * plotH;
+  const parts: string[] = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${width}" height="${height}" fill="white"/>`,
+    `<text x="${width / 2}" y="22" text-anchor="middle" font-size="15">${escape(title)}</text>`,
+    `<text transform="translate(16 ${top + plotH / 2}) rotate(-90)" text-anchor="middle">${escape(yLabel)}</text>`,
+    `<text x="${left + plotW / 2}" y="${top + plotH + 36}" text-anchor="middle">${escape(xLabel)}</text>`,
+  ];
+  for (let i = 0; i <= 5; i++) {
+    const y = y0 + ((y1 - y0) * i) / 5, x = x0 + ((x1 - x0) * i) / 5;
+    parts.push(`<line x1="${left}" x2="${width - right}" y1="${py(y)}" y2="${py(y)}" stroke="#ddd"/>`);
+    parts.push(`<text x="${left - 6}" y="${py(y) + 4}" text-anchor="end">${y.toPrecision(3)}</text>`);
+    parts.push(`<text x="${px(x)}" y="${top + plotH + 18}" text-anchor="middle">${Number(x.toPrecision(3))}</text>`);
+  }
+  for (const s of series) {
+    const d = s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y)).map(([x, y], i) => `${i ? "L" : "M"}${px(x).toFixed(1)},${py(y).toFixed(1)}`).join("");
+    parts.push(`<path d="${d}" fill="none" stroke="${s.color}" stroke-width="1.5"/>`);
+  }
+  series.forEach((s, i) => {
+    const x = left + i * 200;
+    parts.push(`<rect x="${x}" y="${height - 22}" width="12" height="12" fill="${s.color}"/>`);
+    parts.push(`<text x="${x + 18}" y="${height - 12}">${escape(s.name)}</text>`);
+  });
+  parts.push(`<rect x="${left}" y="${top}" width="${plotW}" height="${plotH}" fill="none" stroke="black"/>`, "</svg>");
   return parts.join("\n") + "\n";
 }

@@ -1,0 +1,89 @@
+// Documents packed into training batches: rows of `contextLength` tokens, each row a run of
+// document pieces whose boundaries go into cuSeqlens, so no token attends across documents.
+// The stream's position (epoch, document, byte, shuffling RNG) is the whole data state a
+// checkpoint keeps.
+import type { Document } from "../io/corpus.js";
+import type { Batch } from "./llama.js";
+import { Rng } from "./rng.js";
+
+export interface DataPosition {
+  epoch: number;
+  /** Index into this epoch's document order. */
+  doc: number;
+  /** Byte offset inside that document. */
+  offset: number;
+  /** State of the shuffling RNG before it drew this epoch's order; null: documents in corpus order. */
+  rng: number[] | null;
+}
+
+/** Where a run starts: the first byte of an order drawn from `seed` (or corpus order without one). */
+export function startPosition(seed: number | null): DataPosition {
+  return { epoch: 0, doc: 0, offset: 0, rng: seed === null ? null : new Rng(seed).state };
+}
+
+export class Packer {
+  private order: number[] = [];
+  private nextRng: number[] | null = null;
+  readonly position: DataPosition;
+
+  constructor(
+    private readonly docs: Document[],
+    private readonly contextLength: number,
+    position: DataPosition,
+  ) {
+    this.position = structuredClone(position);
+    this.drawOrder();
+  }
+
+  private drawOrder(): void {
+    const order = this.docs.map((_, i) => i);
+    if (this.position.rng === null) {
+      this.order = order;
+      return;
+    }
+    const rng = new Rng(this.position.rng);
+    this.order = rng.shuffle(order);
+    this.nextRng = rng.state;
+  }
+
+  /** The next `rows` rows as one packed batch of rows · contextLength tokens. */
+  next(rows: number): Batch {
+    const T = rows * this.contextLength;
+    const tokens = new Int32Array(T), targets = new Int32Array(T), weights = new Float32Array(T);
+    const cuSeqlens = [0];
+    let t = 0;
+    for (let r = 0; r < rows; r++) {
+      const rowEnd = (r + 1) * this.contextLength;
+      while (t < rowEnd) {
+        const doc = this.docs[this.order[this.position.doc]];
+        const { offset } = this.position;
+        const n = Math.min(rowEnd - t, doc.bytes.length - offset);
+        for (let i = 0; i < n; i++) {
+          tokens[t + i] = doc.bytes[offset + i];
+          // the document's last byte has no next byte to predict
+          const hasNext = offset + i + 1 < doc.bytes.length;
+          targets[t + i] = hasNext ? doc.bytes[offset + i + 1] : 0;
+          weights[t + i] = hasNext && (doc.lossMask === undefined || doc.lossMask[offset + i] === 1) ? 1 : 0;
+        }
+        t += n;
+        cuSeqlens.push(t);
+        this.advance(n);
+      }
+    }
+    return { tokens, targets, weights, cuSeqlens: Int32Array.from(cuSeqlens) };
+  }
+
+  private advance(n: number): void {
+    const p = this.position;
+    p.offset += n;
+    if (p.offset < this.docs[this.order[p.doc]].bytes.length) return;
+    p.offset = 0;
+    p.doc++;
+    if (p.doc === this.order.length) {
+      p.doc = 0;
+      p.epoch++;
+      p.rng = this.nextRng;
+      this.drawOrder();
+    }
+  }
+}

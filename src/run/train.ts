@@ -1,0 +1,265 @@
+// moba train: byte-level language-model training with AdamW, warmup + cosine, clipping,
+// gradient accumulation, attention stages, atomic checkpoints that resume exactly, a JSONL log
+// of every step and an SVG loss curve.
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Backend } from "../attention/problem.js";
+import type { ModelBackend } from "../backend.js";
+import { type Document, loadSotu, loadTextFiles, splitDocuments } from "../io/corpus.js";
+import { writeFileAtomic } from "../io/files.js";
+import { adamwStep, clipGradients, learningRateAt, type Moments, zeroMoments } from "../model/adamw.js";
+import { loadCheckpoint, saveCheckpoint } from "../model/checkpoint.js";
+import { type AttentionKind, checkConfig, type LlamaConfig, layerKinds } from "../model/config.js";
+import { backward, type Batch, forward, initModel, type Model, parameterCount, zeroGradients } from "../model/llama.js";
+import { type DataPosition, Packer, startPosition } from "../model/packing.js";
+import { MobaError } from "../tensor.js";
+import { modelBackend } from "./backends.js";
+import { lineChart } from "./plot.js";
+
+/** From `start` (a fraction of the steps) on, the layers use this attention. */
+export interface Stage {
+  start: number;
+  /** "moba", "full", or one entry per layer. */
+  attention?: AttentionKind | AttentionKind[];
+  /** The last N layers full, the others MoBA (the paper's hybrid recipe). */
+  fullAttentionLastLayers?: number;
+}
+
+export interface TrainOptions {
+  model: Partial<LlamaConfig>;
+  /** "sotu" (bundled corpus) or a path to text files. */
+  data: string;
+  out: string;
+  steps: number;
+  contextLength: number;
+  /** Rows of contextLength tokens per micro-batch. */
+  batchRows: number;
+  /** Micro-batches per optimizer step. */
+  accumulation: number;
+  learningRate: number;
+  /** The cosine ends at learningRate · this. */
+  minLearningRateFraction: number;
+  warmupSteps: number;
+  weightDecay: number;
+  beta1: number;
+  beta2: number;
+  adamEps: number;
+  gradClip: number;
+  seed: number;
+  evalEvery: number;
+  /** Validation rows (of contextLength tokens) for each evaluation. */
+  evalRows: number;
+  checkpointEvery: number;
+  backend: Backend | "auto";
+  stages: Stage[];
+}
+
+export const TRAIN_DEFAULTS: TrainOptions = {
+  model: {},
+  data: "sotu",
+  out: "runs/tour",
+  steps: 150,
+  contextLength: 512,
+  batchRows: 2,
+  accumulation: 1,
+  learningRate: 3e-3,
+  minLearningRateFraction: 0.1,
+  warmupSteps: 15,
+  weightDecay: 0.1,
+  beta1: 0.9,
+  beta2: 0.95,
+  adamEps: 1e-8,
+  gradClip: 1,
+  seed: 1,
+  evalEvery: 50,
+  evalRows: 8,
+  checkpointEvery: 50,
+  backend: "auto",
+  stages: [],
+};
+
+export interface StepLog {
+  step: number;
+  loss: number;
+  lr: number;
+  gradNorm: number;
+  tokens: number;
+  seconds: number;
+  tokensPerSecond: number;
+  attention: string;
+  validationLoss?: number;
+}
+
+function fail(message: string): never {
+  throw new MobaError(message);
+}
+
+/** Fills defaults and checks every option; unknown keys are errors. All of it before any work starts. */
+export function checkTrainOptions(input: Partial<TrainOptions>): TrainOptions & { config: LlamaConfig } {
+  for (const key of Object.keys(input)) if (!(key in TRAIN_DEFAULTS)) fail(`train.${key}: unknown option (expected one of ${Object.keys(TRAIN_DEFAULTS).join(", ")})`);
+  const o: TrainOptions = { ...TRAIN_DEFAULTS, ...input };
+  const config = checkConfig(o.model);
+  for (const name of ["steps", "contextLength", "batchRows", "accumulation", "evalEvery", "evalRows", "checkpointEvery"] as const) {
+    if (!Number.isInteger(o[name]) || o[name] < 1) fail(`train.${name}: expected a positive integer, got ${JSON.stringify(o[name])}`);
+  }
+  for (const name of ["learningRate", "adamEps", "gradClip"] as const) {
+    if (!(o[name] > 0) || !Number.isFinite(o[name])) fail(`train.${name}: expected a positive number, got ${JSON.stringify(o[name])}`);
+  }
+  for (const name of ["minLearningRateFraction", "beta1", "beta2"] as const) {
+    if (!(o[name] >= 0 && o[name] < 1) && !(name === "minLearningRateFraction" && o[name] === 1)) fail(`train.${name}: expected a number in [0, 1), got ${JSON.stringify(o[name])}`);
+  }
+  if (!(o.weightDecay >= 0)) fail(`train.weightDecay: expected a number >= 0, got ${JSON.stringify(o.weightDecay)}`);
+  if (!Number.isInteger(o.warmupSteps) || o.warmupSteps < 0) fail(`train.warmupSteps: expected an integer >= 0, got ${JSON.stringify(o.warmupSteps)}`);
+  if (!Number.isInteger(o.seed)) fail(`train.seed: expected an integer, got ${JSON.stringify(o.seed)}`);
+  if (o.backend !== "auto" && o.backend !== "cpu" && o.backend !== "webgpu") fail(`train.backend: expected "auto", "cpu" or "webgpu", got ${JSON.stringify(o.backend)}`);
+  if (o.contextLength > config.max_position_embeddings) {
+    fail(`train.contextLength: expected at most max_position_embeddings ${config.max_position_embeddings}, got ${o.contextLength}`);
+  }
+  if (o.data !== "sotu" && !existsSync(o.data)) fail(`train.data: expected "sotu" or an existing file or folder, got "${o.data}" (not found)`);
+  if (!Array.isArray(o.stages)) fail(`train.stages: expected a list, got ${JSON.stringify(o.stages)}`);
+  o.stages.forEach((s, i) => {
+    if (!(s.start >= 0 && s.start < 1)) fail(`train.stages[${i}].start: expected a fraction of the steps in [0, 1), got ${JSON.stringify(s.start)}`);
+    if (i > 0 && s.start <= o.stages[i - 1].start) fail(`train.stages[${i}].start: expected stages in increasing order (> ${o.stages[i - 1].start}), got ${s.start}`);
+    stageKinds(config, s, `train.stages[${i}]`);
+  });
+  return { ...o, config };
+}
+
+/** The attention of every layer in a stage (checked). */
+function stageKinds(config: LlamaConfig, stage: Stage, where: string): AttentionKind[] {
+  const L = config.num_hidden_layers;
+  const { attention, fullAttentionLastLayers } = stage;
+  if (attention !== undefined && fullAttentionLastLayers !== undefined) fail(`${where}: expected either attention or fullAttentionLastLayers, got both`);
+  if (fullAttentionLastLayers !== undefined) {
+    if (!Number.isInteger(fullAttentionLastLayers) || fullAttentionLastLayers < 0 || fullAttentionLastLayers > L) {
+      fail(`${where}.fullAttentionLastLayers: expected an integer from 0 to ${L}, got ${JSON.stringify(fullAttentionLastLayers)}`);
+    }
+    return checkConfig({ ...config, layer_attention: undefined, full_attention_last_layers: fullAttentionLastLayers }).layer_attention ?? layerKinds({ ...config, layer_attention: undefined, full_attention_last_layers: fullAttentionLastLayers });
+  }
+  if (attention === "moba" || attention === "full") return Array(L).fill(attention);
+  if (Array.isArray(attention)) return checkConfig({ ...config, layer_attention: attention, full_attention_last_layers: undefined }).layer_attention!;
+  return fail(`${where}.attention: expected "moba", "full" or a list of ${L} of them, got ${JSON.stringify(attention)}`);
+}
+
+/** The attention of every layer at `step`: the last stage started by then, else the config's. */
+export function kindsAt(o: TrainOptions & { config: LlamaConfig }, step: number): AttentionKind[] {
+  let kinds = layerKinds(o.config);
+  o.stages.forEach((s, i) => {
+    if (step >= Math.round(s.start * o.steps)) kinds = stageKinds(o.config, s, `train.stages[${i}]`);
+  });
+  return kinds;
+}
+
+export function loadDocuments(data: string): Document[] {
+  return data === "sotu" ? loadSotu() : loadTextFiles(data);
+}
+
+/** Σ loss and Σ weight of the validation rows (nats per predicted token = loss / count). */
+export async function evaluateLoss(model: Model, batches: Batch[], backend: ModelBackend, kinds: AttentionKind[]): Promise<{ loss: number; count: number }> {
+  let loss = 0, count = 0;
+  for (const batch of batches) {
+    loss += (await forward(model, batch, backend, kinds)).loss;
+    count += batch.weights.reduce((a, b) => a + b, 0);
+  }
+  return { loss, count };
+}
+
+interface SavedState {
+  step: number;
+  data: DataPosition;
+  options: TrainOptions;
+  [key: string]: unknown;
+}
+
+export interface TrainResult {
+  model: Model;
+  log: StepLog[];
+  validationLoss: number | undefined;
+  checkpoint: string;
+  backend: Backend;
+}
+
+export interface TrainIo {
+  print(line: string): void;
+  /** Called after every step (a progress bar, a test that stops the run). */
+  onStep?(log: StepLog, total: number): void;
+}
+
+/** Trains (or resumes, when `resume` and out/checkpoint.safetensors exists) and returns the model. */
+export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = false): Promise<TrainResult> {
+  const o = checkTrainOptions(input);
+  const backend = await modelBackend(o.backend);
+  const docs = loadDocuments(o.data);
+  const { train: trainDocs, validation } = splitDocuments(docs);
+  mkdirSync(o.out, { recursive: true });
+  const checkpoint = join(o.out, "checkpoint.safetensors"), logPath = join(o.out, "log.jsonl");
+
+  let model: Model, moments: Moments, step = 0, position = startPosition(o.seed);
+  let log: StepLog[] = [];
+  if (resume && existsSync(checkpoint)) {
+    const saved = await loadCheckpoint(checkpoint);
+    const state = saved.state as SavedState | undefined;
+    if (!saved.moments || !state) fail(`${checkpoint}: expected a training checkpoint (weights, moments and state), got weights only`);
+    if (JSON.stringify(state.options) !== JSON.stringify(o)) io.print(`note: resuming with options that differ from the checkpoint's`);
+    ({ model } = saved);
+    moments = saved.moments;
+    step = state.step;
+    position = state.data;
+    if (existsSync(logPath)) log = readFileSync(logPath, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as StepLog).filter((l) => l.step < step);
+    io.print(`resumed ${checkpoint} at step ${step}`);
+  } else {
+    model = initModel(o.config, o.seed);
+    moments = zeroMoments(model.params);
+  }
+  const packer = new Packer(trainDocs, o.contextLength, position);
+  const evalBatches = [new Packer(validation, o.contextLength, startPosition(null)).next(o.evalRows)];
+  io.print(`model: ${(parameterCount(model) / 1e6).toFixed(2)}M parameters, ${o.config.num_hidden_layers} layers [${layerKinds(o.config).join(", ")}], ` +
+    `block ${o.config.moba_chunk_size} / top-${o.config.moba_topk}; data: ${o.data} (${trainDocs.length} train / ${validation.length} validation documents); backend: ${backend.name}`);
+
+  const tokensPerStep = o.batchRows * o.contextLength * o.accumulation;
+  const started = performance.now() - (log.at(-1)?.seconds ?? 0) * 1000;
+  let validationLoss: number | undefined;
+  const save = async () => {
+    const state: SavedState = { step, data: packer.position, options: input as TrainOptions };
+    await saveCheckpoint(checkpoint, model, moments, state);
+    await writeFileAtomic(logPath, new TextEncoder().encode(log.map((l) => JSON.stringify(l) + "\n").join("")));
+    await writeFileAtomic(join(o.out, "loss.svg"), new TextEncoder().encode(lossPlot(log)));
+  };
+  for (; step < o.steps; ) {
+    const t0 = performance.now();
+    const kinds = kindsAt(o, step);
+    const batches = Array.from({ length: o.accumulation }, () => packer.next(o.batchRows));
+    const count = batches.reduce((n, b) => n + b.weights.reduce((a, w) => a + w, 0), 0);
+    zeroGradients(model);
+    let loss = 0;
+    for (const batch of batches) {
+      const trace = await forward(model, batch, backend, kinds);
+      loss += trace.loss;
+      await backward(model, trace, backend, 1 / Math.max(1, count));
+    }
+    const gradNorm = clipGradients(model.params, o.gradClip);
+    const lr = learningRateAt(step, o.steps, o.learningRate, o.warmupSteps, o.minLearningRateFraction);
+    adamwStep(model.params, moments, lr, { beta1: o.beta1, beta2: o.beta2, eps: o.adamEps, weightDecay: o.weightDecay });
+    step++;
+    const seconds = (performance.now() - started) / 1000;
+    const entry: StepLog = {
+      step: step - 1, loss: loss / Math.max(1, count), lr, gradNorm, tokens: step * tokensPerStep, seconds,
+      tokensPerSecond: tokensPerStep / ((performance.now() - t0) / 1000), attention: kinds.map((k) => k[0]).join(""),
+    };
+    if (step % o.evalEvery === 0 || step === o.steps) {
+      const v = await evaluateLoss(model, evalBatches, backend, kinds);
+      validationLoss = entry.validationLoss = v.loss / v.count;
+    }
+    log.push(entry);
+    io.onStep?.(entry, o.steps);
+    if (step % o.checkpointEvery === 0 || step === o.steps) await save();
+  }
+  return { model, log, validationLoss, checkpoint, backend: backend.name };
+}
+
+export function lossPlot(log: StepLog[]): string {
+  return lineChart("Training loss (bytes, nats per byte)", [
+    { name: "train", color: "#1f77b4", points: log.map((l) => [l.step + 1, l.loss]) },
+    { name: "validation", color: "#d62728", points: log.filter((l) => l.validationLoss !== undefined).map((l) => [l.step + 1, l.validationLoss!]) },
+  ], "step", "loss");
+}

@@ -1,0 +1,102 @@
+// The model as a whole: gradients against finite differences, MoBA = full when every block is
+// selected, WebGPU = CPU, cached decoding = recomputing the prefix.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import type { ModelBackend } from "../src/backend.js";
+import { cpuBackend } from "../src/cpu/linear.js";
+import { checkConfig, type LlamaConfig } from "../src/model/config.js";
+import { decodeStep, KvCache, prefill } from "../src/model/decode.js";
+import { backward, type Batch, forward, initModel, type Model, zeroGradients } from "../src/model/llama.js";
+import { webgpuBackend } from "../src/webgpu/linear.js";
+import { relativeError, webgpuSkip } from "./helpers.js";
+
+export const TINY: Partial<LlamaConfig> = {
+  hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2,
+  moba_chunk_size: 8, moba_topk: 2, tie_word_embeddings: false, initializer_range: 0.3,
+};
+
+function randomBatch(seed: number, cuSeqlens: number[]): Batch {
+  let s = seed;
+  const next = () => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) % 256;
+  const T = cuSeqlens[cuSeqlens.length - 1];
+  return {
+    tokens: Int32Array.from({ length: T }, next), targets: Int32Array.from({ length: T }, next),
+    weights: Float32Array.from({ length: T }, (_, i) => (i % 5 === 4 ? 0 : 1)), cuSeqlens: Int32Array.from(cuSeqlens),
+  };
+}
+
+async function gradients(model: Model, batch: Batch, backend: ModelBackend, kinds?: ("moba" | "full")[]): Promise<{ loss: number; grads: Float32Array[] }> {
+  zeroGradients(model);
+  const trace = await forward(model, batch, backend, kinds);
+  await backward(model, trace, backend, 1);
+  return { loss: trace.loss, grads: model.params.map((p) => Float32Array.from(p.grad)) };
+}
+
+test("model gradients match finite differences along random directions, every parameter tensor", async () => {
+  const model = initModel(checkConfig({ ...TINY, layer_attention: ["moba", "full"] }), 3);
+  const batch = randomBatch(7, [0, 29, 40]);
+  const { grads } = await gradients(model, batch, cpuBackend);
+  const loss = async () => (await forward(model, batch, cpuBackend)).loss;
+  let seed = 11;
+  for (const [j, p] of model.params.entries()) {
+    // a random ±1 direction: the directional derivative sums every element's gradient
+    const dir = Float32Array.from(p.data, () => ((seed = (Math.imul(seed, 69069) + 1) >>> 0) >>> 31 ? 1 : -1)); // the LCG's top bit (its low bit alternates)
+    const analytic = grads[j].reduce((s, g, i) => s + g * dir[i], 0);
+    // small enough that no MoBA block choice flips between the two evaluations (a flip is a jump in the loss)
+    const h = 1e-3 / Math.sqrt(p.data.length);
+    const base = Float32Array.from(p.data);
+    p.data = base.map((x, i) => x + h * dir[i]);
+    const up = await loss();
+    p.data = base.map((x, i) => x - h * dir[i]);
+    const down = await loss();
+    p.data = base;
+    const numeric = (up - down) / (2 * h);
+    // float32 forward passes: central differences carry ~1e-3 relative noise at this step size
+    // float32 forward passes: the loss (~200) carries ~1e-5 rounding, ~0.03 after dividing by 2h
+    assert.ok(Math.abs(numeric - analytic) <= 1e-2 * Math.abs(analytic) + 0.05, `${p.name}: analytic ${analytic}, numeric ${numeric}`);
+  }
+});
+
+test("MoBA layers with topK >= blocks equal full layers (loss and every gradient)", async () => {
+  const model = initModel(checkConfig({ ...TINY, moba_chunk_size: 16, moba_topk: 3 }), 4);
+  const batch = randomBatch(5, [0, 48, 60]); // at most 3 blocks of 16 per sequence
+  const moba = await gradients(model, batch, cpuBackend, ["moba", "moba"]);
+  const full = await gradients(model, batch, cpuBackend, ["full", "full"]);
+  assert.ok(Math.abs(moba.loss - full.loss) <= 1e-5 * Math.abs(full.loss), `loss ${moba.loss} vs ${full.loss}`);
+  moba.grads.forEach((g, j) => assert.ok(relativeError(g, full.grads[j]) < 1e-5, `${model.params[j].name}: ${relativeError(g, full.grads[j])}`));
+  // and with fewer blocks selected the two differ (the check above can fail)
+  const sparse = initModel(checkConfig({ ...TINY, moba_chunk_size: 8, moba_topk: 2 }), 4);
+  const a = await gradients(sparse, batch, cpuBackend, ["moba", "moba"]), b = await gradients(sparse, batch, cpuBackend, ["full", "full"]);
+  assert.ok(Math.abs(a.loss - b.loss) > 1e-4 * Math.abs(b.loss));
+});
+
+test("WebGPU model backend: loss and every gradient equal the CPU backend's", { skip: webgpuSkip }, async () => {
+  const model = initModel(checkConfig({ ...TINY, hidden_size: 24, intermediate_size: 70, num_attention_heads: 6, num_key_value_heads: 3, layer_attention: ["moba", "full"] }), 6);
+  const batch = randomBatch(9, [0, 37, 70, 71]);
+  const cpu = await gradients(model, batch, cpuBackend);
+  const gpu = await gradients(model, batch, webgpuBackend);
+  assert.ok(Math.abs(cpu.loss - gpu.loss) <= 1e-5 * Math.abs(cpu.loss), `loss ${gpu.loss} vs ${cpu.loss}`);
+  // different summation orders in float32: 1e-4 norm-wise over gradients that pass through 2 layers of GEMMs
+  gpu.grads.forEach((g, j) => assert.ok(relativeError(g, cpu.grads[j]) < 1e-4, `${model.params[j].name}: ${relativeError(g, cpu.grads[j])}`));
+});
+
+for (const [name, attention] of [["MoBA", ["moba", "moba"]], ["full", ["full", "full"]], ["hybrid", ["moba", "full"]]] as const) {
+  test(`${name} decoding with the KV cache equals recomputing the whole prefix (greedy, logits)`, async () => {
+    const model = initModel(checkConfig({ ...TINY, layer_attention: [...attention] }), 8);
+    const prompt = Int32Array.from({ length: 13 }, (_, i) => (i * 37) % 256);
+    const cache = new KvCache(model, 60);
+    let logits = await prefill(model, cache, prompt, cpuBackend);
+    const tokens = [...prompt];
+    for (let step = 0; step < 40; step++) {
+      // recompute: a full forward pass over everything so far, last position's logits
+      const T = tokens.length;
+      const trace = await forward(model, { tokens: Int32Array.from(tokens), targets: new Int32Array(T), weights: new Float32Array(T), cuSeqlens: Int32Array.of(0, T) }, cpuBackend);
+      const expected = trace.logits.subarray((T - 1) * 256, T * 256);
+      assert.ok(relativeError(logits, expected) < 1e-5, `position ${T}: ${relativeError(logits, expected)}`);
+      let next = 0;
+      for (let i = 1; i < 256; i++) if (expected[i] > expected[next]) next = i;
+      tokens.push(next);
+      logits = decodeStep(model, cache, next);
+    }
+  });
+}
