@@ -2,6 +2,7 @@
 import { type Backend, type Gradients, type Tensor32i, mobaAttention, mobaAttentionBackward, flashAttention, flashAttentionBackward, type Tensor } from "../src/index.js";
 import { relativeError, seeded, uniformTensor } from "../src/run/util.js";
 import { getDevice } from "../src/webgpu/device.js";
+import type { LlamaConfig } from "../src/model/config.js";
 export { relativeError };
 import { referenceBackward, referenceForward, type ReferenceProblem, referenceSelection, type Selection } from "../src/reference/attention.js";
 
@@ -198,3 +199,9 @@ export function randomCase(seed: number, budget = REFERENCE_BUDGET, maxTokens = 
   return makeCase(seed, { cuSeqlens, qHeads: heads[0], kvHeads: heads[1], headDim, blockSize, topK });
 }
 
+
+/** A model small enough for finite differences: 2 layers, 4 query / 2 kv heads of size 4, MoBA blocks of 8, top-2. */
+export const TINY: Partial<LlamaConfig> = {
+  hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2,
+  moba_chunk_size: 8, moba_topk: 2, tie_word_embeddings: false, initializer_range: 0.3,
+};

@@ -4,16 +4,12 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { ModelBackend } from "../src/backend.js";
 import { cpuBackend } from "../src/cpu/linear.js";
-import { checkConfig, type LlamaConfig } from "../src/model/config.js";
+import { checkConfig } from "../src/model/config.js";
 import { decodeStep, KvCache, prefill } from "../src/model/decode.js";
 import { backward, type Batch, forward, initModel, type Model, zeroGradients } from "../src/model/llama.js";
 import { webgpuBackend } from "../src/webgpu/linear.js";
-import { relativeError, webgpuSkip } from "./helpers.js";
+import { relativeError, TINY, webgpuSkip } from "./helpers.js";
 
-export const TINY: Partial<LlamaConfig> = {
-  hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2,
-  moba_chunk_size: 8, moba_topk: 2, tie_word_embeddings: false, initializer_range: 0.3,
-};
 
 function randomBatch(seed: number, cuSeqlens: number[]): Batch {
   let s = seed;

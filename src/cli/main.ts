@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // moba <command>: the command line. Every failure prints one line and exits non-zero.
-import { parseArgs, type ParseArgsConfig } from "node:util";
+import { parseArgs } from "node:util";
 import type { Backend } from "../attention/problem.js";
 import { attentionFile } from "../run/attentionFile.js";
 import { writeFileAtomic } from "../io/files.js";
@@ -12,40 +12,13 @@ const GPU_LENGTHS = [4096, 8192, 32768, 131072, 262144, 524288, 1048576];
 /** The official MoBA's forward speedup over FlashAttention-2 on an H100 (MoBA paper), by tokens. */
 const OFFICIAL_MOBA_SPEEDUP: Record<number, number> = { 32768: 0.68, 131072: 1.13, 262144: 2.17, 524288: 4.11, 1048576: 6.88 };
 import { MobaError } from "../tensor.js";
-
-type Options = NonNullable<ParseArgsConfig["options"]>;
-
-interface Command {
-  summary: string;
-  usage: string;
-  options: Options;
-  run(values: Record<string, string | boolean | undefined>): Promise<number>;
-}
-
-function usageError(message: string): never {
-  throw new MobaError(message);
-}
-
-function integer(name: string, text: string | boolean | undefined, fallback: number): number {
-  if (text === undefined) return fallback;
-  const x = Number(text);
-  if (typeof text !== "string" || !/^\s*\d+\s*$/.test(text) || !Number.isSafeInteger(x) || x < 1) usageError(`--${name}: expected a positive integer, got "${String(text)}"`);
-  return x;
-}
-
-function integers(name: string, text: string | boolean | undefined, fallback: number[]): number[] {
-  if (text === undefined) return fallback;
-  return String(text).split(",").map((part) => integer(name, part, 0));
-}
-
-function backend(text: string | boolean | undefined): Backend {
-  if (text === undefined || text === "cpu" || text === "webgpu") return text ?? "cpu";
-  return usageError(`--backend: expected "cpu" or "webgpu", got "${String(text)}"`);
-}
+import { backend, type Command, integer, integers, usageError } from "./args.js";
+import { modelCommands } from "./model.js";
 
 const print = (line: string) => console.log(line);
 
 const commands: Record<string, Command> = {
+  ...modelCommands,
   attention: {
     summary: "MoBA (or full) attention on q, k, v from a safetensors file",
     usage: `moba attention --input in.safetensors --output out.safetensors [options]

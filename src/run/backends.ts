@@ -1,4 +1,5 @@
-// Picks the model backend: WebGPU when asked for (or, with "auto", when an adapter exists), else the CPU.
+// Picks the model backend. "auto" takes WebGPU only on a hardware adapter: on a software one
+// (lavapipe, SwiftShader) the CPU backend is faster.
 import type { Backend } from "../attention/problem.js";
 import type { ModelBackend } from "../backend.js";
 import { cpuBackend } from "../cpu/linear.js";
@@ -11,5 +12,5 @@ export async function modelBackend(name: Backend | "auto"): Promise<ModelBackend
     await getDevice(); // a missing adapter is an error here
     return webgpuBackend;
   }
-  return getDevice().then(() => webgpuBackend, () => cpuBackend);
+  return getDevice().then((gpu) => (gpu.software ? cpuBackend : webgpuBackend), () => cpuBackend);
 }

@@ -221,8 +221,9 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
   let validationLoss: number | undefined;
   const save = async () => {
     const state: SavedState = { step, data: packer.position, options: input as TrainOptions };
-    await saveCheckpoint(checkpoint, model, moments, state);
+    // the log first: a kill between the two leaves a log ahead of the checkpoint, which resuming trims
     await writeFileAtomic(logPath, new TextEncoder().encode(log.map((l) => JSON.stringify(l) + "\n").join("")));
+    await saveCheckpoint(checkpoint, model, moments, state);
     await writeFileAtomic(join(o.out, "loss.svg"), new TextEncoder().encode(lossPlot(log)));
   };
   for (; step < o.steps; ) {

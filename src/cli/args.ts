@@ -1,0 +1,47 @@
+// What every command shares: its shape, and argument parsing that fails with one clear line.
+import type { ParseArgsConfig } from "node:util";
+import type { Backend } from "../attention/problem.js";
+import { MobaError } from "../tensor.js";
+
+export type Options = NonNullable<ParseArgsConfig["options"]>;
+
+export interface Command {
+  summary: string;
+  usage: string;
+  options: Options;
+  run(values: Record<string, string | boolean | undefined>): Promise<number>;
+}
+
+export function usageError(message: string): never {
+  throw new MobaError(message);
+}
+
+export function integer(name: string, text: string | boolean | undefined, fallback: number): number {
+  if (text === undefined) return fallback;
+  const x = Number(text);
+  if (typeof text !== "string" || !/^\s*\d+\s*$/.test(text) || !Number.isSafeInteger(x) || x < 1) usageError(`--${name}: expected a positive integer, got "${String(text)}"`);
+  return x;
+}
+
+export function integers(name: string, text: string | boolean | undefined, fallback: number[]): number[] {
+  if (text === undefined) return fallback;
+  return String(text).split(",").map((part) => integer(name, part, 0));
+}
+
+export function backend(text: string | boolean | undefined): Backend {
+  if (text === undefined || text === "cpu" || text === "webgpu") return text ?? "cpu";
+  return usageError(`--backend: expected "cpu" or "webgpu", got "${String(text)}"`);
+}
+
+export function decimal(name: string, text: string | boolean | undefined, fallback: number, min = -Infinity, max = Infinity): number {
+  if (text === undefined) return fallback;
+  const x = Number(text);
+  if (typeof text !== "string" || text.trim() === "" || !Number.isFinite(x) || x < min || x > max) usageError(`--${name}: expected a number in [${min}, ${max}], got "${String(text)}"`);
+  return x;
+}
+
+export function autoBackend(text: string | boolean | undefined): Backend | "auto" {
+  if (text === undefined || text === "auto") return "auto";
+  if (text === "cpu" || text === "webgpu") return text;
+  return usageError(`--backend: expected "auto", "cpu" or "webgpu", got "${String(text)}"`);
+}

@@ -1,0 +1,175 @@
+// Training: option checks before any work, packing, checkpoints that resume exactly after a
+// kill, attention stages, the CLI's train/generate commands.
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { loadTextFiles, splitDocuments } from "../src/io/corpus.js";
+import { zeroMoments } from "../src/model/adamw.js";
+import { loadCheckpoint, saveCheckpoint } from "../src/model/checkpoint.js";
+import { checkConfig } from "../src/model/config.js";
+import { initModel } from "../src/model/llama.js";
+import { Packer, startPosition } from "../src/model/packing.js";
+import { checkTrainOptions, kindsAt, type StepLog, train, type TrainOptions } from "../src/run/train.js";
+import { MobaError } from "../src/tensor.js";
+import { TINY } from "./helpers.js";
+
+const dir = mkdtempSync(join(tmpdir(), "moba-train-"));
+const main = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url));
+
+// a small corpus of real text: 12 documents of the README and design notes, cut into pieces
+const corpus = join(dir, "corpus");
+mkdirSync(corpus);
+const text = readFileSync(fileURLToPath(new URL("../docs/design.md", import.meta.url)), "utf8");
+for (let i = 0; i < 12; i++) writeFileSync(join(corpus, `doc${String(i).padStart(2, "0")}.txt`), text.slice(i * 700, i * 700 + 300 + 97 * i));
+
+const SMALL: Partial<TrainOptions> = {
+  model: TINY, data: corpus, steps: 8, contextLength: 48, batchRows: 2, accumulation: 2, warmupSteps: 2, evalEvery: 4, evalRows: 2,
+  checkpointEvery: 3, backend: "cpu", learningRate: 1e-2,
+};
+
+test("bad options fail with one clear error before any work", () => {
+  const cases: [Partial<TrainOptions>, RegExp][] = [
+    [{ model: { hidden_size: 30, num_attention_heads: 4 } }, /num_attention_heads: expected a divisor of hidden_size 30, got 4/],
+    [{ model: { num_attention_heads: 4, num_key_value_heads: 3 } }, /num_key_value_heads: expected a divisor of num_attention_heads 4, got 3/],
+    [{ contextLength: 0 }, /contextLength: expected a positive integer, got 0/],
+    [{ model: { num_hidden_layers: 2, layer_attention: ["moba", "sparse" as "moba"] } }, /layer_attention\[1\]: expected "moba" or "full", got "sparse"/],
+    [{ model: { layer_attention: ["moba"] } }, /layer_attention: expected a list of 4 entries/],
+    [{ data: join(dir, "missing") }, /data: expected "sotu" or an existing file or folder, got ".*missing" \(not found\)/],
+    [{ model: { hidden_size: 64, num_attention_heads: 64 } }, /expected an even head size/],
+    [{ stages: [{ start: 1.5, attention: "full" }] }, /stages\[0\]\.start: expected a fraction of the steps in \[0, 1\), got 1.5/],
+    [{ stages: [{ start: 0.5, attention: "dense" as "full" }] }, /stages\[0\]\.attention: expected "moba", "full" or a list/],
+    [{ model: { rope_theta: -1 } }, /rope_theta: expected a positive number, got -1/],
+    [{ steps: 10, ...{ lr: 1 } } as Partial<TrainOptions>, /train.lr: unknown option/],
+  ];
+  for (const [options, message] of cases) assert.throws(() => checkTrainOptions(options), (e: Error) => e instanceof MobaError && message.test(e.message), JSON.stringify(options));
+});
+
+test("stages switch attention at their fraction of the steps", () => {
+  const o = checkTrainOptions({ steps: 10, model: { num_hidden_layers: 4 }, stages: [{ start: 0.5, fullAttentionLastLayers: 1 }, { start: 0.9, attention: "full" }] });
+  assert.deepEqual(kindsAt(o, 0), ["moba", "moba", "moba", "moba"]);
+  assert.deepEqual(kindsAt(o, 5), ["moba", "moba", "moba", "full"]);
+  assert.deepEqual(kindsAt(o, 9), ["full", "full", "full", "full"]);
+  assert.deepEqual(checkConfig({ full_attention_last_layers: 3, num_hidden_layers: 4 }).full_attention_last_layers, 3);
+});
+
+test("packing: documents never share a sequence, the last byte of a document predicts nothing, epochs reshuffle", () => {
+  const docs = loadTextFiles(corpus);
+  const packer = new Packer(docs, 100, startPosition(3));
+  const byName = new Map(docs.map((d) => [d.bytes, d]));
+  let seen = 0;
+  for (let step = 0; step < 60; step++) {
+    const b = packer.next(3);
+    assert.equal(b.tokens.length, 300);
+    assert.equal(b.cuSeqlens[0], 0);
+    assert.equal(b.cuSeqlens[b.cuSeqlens.length - 1], 300);
+    for (let r = 1; r < 3; r++) assert.ok(b.cuSeqlens.includes(r * 100), "rows are sequences of their own");
+    for (let s = 0; s + 1 < b.cuSeqlens.length; s++) {
+      for (let t = b.cuSeqlens[s]; t + 1 < b.cuSeqlens[s + 1]; t++) {
+        assert.equal(b.weights[t], 1);
+        assert.equal(b.targets[t], b.tokens[t + 1]);
+      }
+    }
+    seen += b.weights.reduce((a, w) => a + w, 0);
+  }
+  assert.ok(packer.position.epoch >= 1, "the stream wrapped into a second epoch");
+  assert.ok(seen > 0 && byName.size === docs.length);
+  // the same position gives the same batches
+  const again = new Packer(docs, 100, packer.position);
+  assert.deepEqual(again.next(2), new Packer(docs, 100, packer.position).next(2));
+  const { train: t, validation } = splitDocuments(docs);
+  assert.deepEqual([t.length, validation.length], [11, 1]);
+});
+
+test("prompt/completion JSONL: only completion bytes count in the loss", () => {
+  const file = join(dir, "sft.jsonl");
+  writeFileSync(file, JSON.stringify({ prompt: "Q: 2+2?\nA:", completion: " 4\n" }) + "\n");
+  const [doc] = loadTextFiles(file);
+  const b = new Packer([doc], doc.bytes.length, startPosition(null)).next(1);
+  const counted = [...b.targets].filter((_, i) => b.weights[i] === 1).map((x) => String.fromCharCode(x)).join("");
+  assert.equal(counted, " 4\n");
+  assert.throws(() => loadTextFiles(join(dir, "nothing-here")), /--data: expected a file or folder of text files, got ".*nothing-here" \(not found\)/);
+});
+
+test("checkpoints round trip weights, moments and state", async () => {
+  const model = initModel(checkConfig(TINY), 2);
+  const moments = zeroMoments(model.params);
+  moments.m[3][5] = 0.25;
+  moments.step = 7;
+  const path = join(dir, "roundtrip.safetensors");
+  await saveCheckpoint(path, model, moments, { step: 7, data: { epoch: 1 } });
+  const back = await loadCheckpoint(path);
+  assert.deepEqual(back.model.config, model.config);
+  back.model.params.forEach((p, j) => assert.deepEqual(p.data, model.params[j].data));
+  assert.equal(back.moments!.m[3][5], 0.25);
+  assert.equal(back.moments!.step, 7);
+  assert.deepEqual(back.state, { step: 7, data: { epoch: 1 } });
+  writeFileSync(join(dir, "bad.safetensors"), readFileSync(path).subarray(0, 100));
+  await assert.rejects(loadCheckpoint(join(dir, "bad.safetensors")), MobaError);
+});
+
+const losses = (out: string) => readFileSync(join(out, "log.jsonl"), "utf8").trim().split("\n").map((l) => (JSON.parse(l) as StepLog).loss);
+
+test("training is deterministic, learns, and a run stopped at any step resumes to the same losses", async () => {
+  const reference = join(dir, "uninterrupted");
+  const full = await train({ ...SMALL, out: reference }, { print: () => undefined });
+  const log = losses(reference);
+  assert.equal(log.length, 8);
+  assert.ok(log[7] < log[0] - 0.5, `the loss falls: ${log[0]} -> ${log[7]}`);
+  assert.ok(full.validationLoss !== undefined && Number.isFinite(full.validationLoss));
+  for (const stopAt of [1, 4, 6]) {
+    const out = join(dir, `stopped-${stopAt}`);
+    await assert.rejects(train({ ...SMALL, out }, { print: () => undefined, onStep: (l) => { if (l.step === stopAt) throw new Error("killed"); } }), /killed/);
+    await train({ ...SMALL, out }, { print: () => undefined }, true);
+    assert.deepEqual(losses(out), log, `stopped after step ${stopAt}`);
+  }
+});
+
+test("moba train killed by SIGKILL resumes from its last checkpoint to the same losses", async () => {
+  const out = join(dir, "killed");
+  const config = join(dir, "small.json");
+  writeFileSync(config, JSON.stringify({ ...SMALL, steps: 12, checkpointEvery: 2 }));
+  const args = ["--import", "tsx", main, "train", "--config", config, "--out", out];
+  const child = spawn(process.execPath, args, { stdio: "ignore" });
+  // kill it as soon as the first checkpoint exists, mid-step
+  await new Promise<void>((resolve) => {
+    const poll = setInterval(() => {
+      if (existsSync(join(out, "checkpoint.safetensors"))) {
+        clearInterval(poll);
+        child.kill("SIGKILL");
+        resolve();
+      }
+    }, 5);
+  });
+  await new Promise((resolve) => child.on("exit", resolve));
+  const resumed = spawnSync(process.execPath, [...args, "--resume"], { encoding: "utf8" });
+  assert.equal(resumed.status, 0, resumed.stderr);
+  assert.match(resumed.stdout, /resumed .* at step \d+/);
+  const reference = join(dir, "not-killed");
+  await train({ ...SMALL, steps: 12, checkpointEvery: 2, out: reference }, { print: () => undefined });
+  assert.deepEqual(losses(out), losses(reference));
+  // and generation runs from it
+  const g = spawnSync(process.execPath, ["--import", "tsx", main, "generate", "--checkpoint", join(out, "checkpoint.safetensors"), "--tokens", "20", "--prompt", "The "], { encoding: "utf8" });
+  assert.equal(g.status, 0, g.stderr);
+  assert.match(g.stdout, /\(20 bytes in/);
+});
+
+test("CLI: bad flags and missing files are one-line errors with exit code 2", () => {
+  const run = (...args: string[]) => spawnSync(process.execPath, ["--import", "tsx", main, ...args], { encoding: "utf8" });
+  for (const [args, message] of [
+    [["train", "--steps", "0"], /--steps: expected a positive integer, got "0"/],
+    [["train", "--attention", "sparse"], /--attention: expected "moba" or "full", got "sparse"/],
+    [["train", "--data", join(dir, "none")], /data: expected "sotu" or an existing file or folder/],
+    [["train", "--config", join(dir, "none.json")], /--config: expected a JSON file/],
+    [["generate"], /--checkpoint: expected a checkpoint file, got nothing/],
+    [["generate", "--checkpoint", join(dir, "none.safetensors")], /none.safetensors/],
+  ] as const) {
+    const r = run(...args);
+    assert.equal(r.status, 2, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, message);
+    assert.equal(r.stderr.trim().split("\n").filter((l) => l.startsWith("moba:")).length, 1);
+  }
+});
