@@ -9,7 +9,9 @@ export interface Command {
   summary: string;
   usage: string;
   options: Options;
-  run(values: Record<string, string | boolean | undefined>): Promise<number>;
+  /** Accepts positional arguments (after the command name). */
+  positionals?: boolean;
+  run(values: Record<string, string | boolean | undefined>, positionals?: string[]): Promise<number>;
 }
 
 export function usageError(message: string): never {

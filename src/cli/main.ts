@@ -152,12 +152,12 @@ async function main(argv: string[]): Promise<number> {
   }
   const command = commands[name];
   if (!command) usageError(`unknown command "${name}" (expected one of: ${Object.keys(commands).join(", ")})`);
-  const { values } = parseArgs({ args: rest, options: { ...command.options, help: { type: "boolean", short: "h" } }, strict: true, allowPositionals: false });
+  const { values, positionals } = parseArgs({ args: rest, options: { ...command.options, help: { type: "boolean", short: "h" } }, strict: true, allowPositionals: command.positionals === true });
   if (values.help) {
     print(command.usage);
     return 0;
   }
-  return command.run(values);
+  return command.run(values, positionals);
 }
 
 // a closed pipe (moba demo | head) ends the program quietly

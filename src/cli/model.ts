@@ -1,10 +1,20 @@
-// The model's commands: tour (npm start), train, generate.
+// The model's commands: tour (npm start), train, generate, eval, experiment.
 import { readFileSync } from "node:fs";
+import { splitDocuments } from "../io/corpus.js";
+import { writeFileAtomic } from "../io/files.js";
+import { loadCheckpoint } from "../model/checkpoint.js";
+import { modelBackend } from "../run/backends.js";
+import { lossReport, passkeyGrid } from "../run/evaluate.js";
+import { benchTrain } from "../run/benchTrain.js";
+import { experiment } from "../run/experiment.js";
 import { generateFromCheckpoint } from "../run/generate.js";
+import { heatmap, lineChart } from "../run/plot.js";
+import { loadDocuments } from "../run/train.js";
+import { table } from "../run/util.js";
 import { tour } from "../run/tour.js";
 import { train, TRAIN_DEFAULTS, type TrainOptions } from "../run/train.js";
 import { MobaError } from "../tensor.js";
-import { autoBackend, type Command, decimal, integer, usageError } from "./args.js";
+import { autoBackend, type Command, decimal, integer, integers, usageError } from "./args.js";
 import { trainingProgress } from "./progress.js";
 
 const print = (line: string) => console.log(line);
@@ -129,6 +139,112 @@ Options:
         topP: decimal("top-p", v["top-p"], 0.95, 0, 1), seed: integer("seed", v.seed, 1), backend: autoBackend(v.backend),
       }, write);
       print(`\n\n(${tokens} bytes in ${seconds.toFixed(2)} s)`);
+      return 0;
+    },
+  },
+  eval: {
+    summary: "validation loss, loss by position, trailing loss and passkey retrieval of a checkpoint",
+    usage: `moba eval --checkpoint FILE [options]
+
+Options:
+  --checkpoint FILE       a checkpoint written by moba train (required)
+  --data PATH             "sotu" (its validation documents) or text files (default sotu)
+  --context-length N      bytes per evaluated sequence (default 2048); windows of documents at least this long
+  --rows N                sequences to evaluate (default 8)
+  --buckets N             position buckets of the loss-by-position table (default 8)
+  --trailing N            also report the loss of the last N positions (default: a quarter of the context)
+  --attention KIND        evaluate with every layer "moba" or "full" (default: the checkpoint's layers)
+  --passkey-lengths LIST  comma-separated context lengths for passkey retrieval (default: none)
+  --passkey-depths LIST   depths in percent (default 0,25,50,75,100)
+  --passkey-trials N      samples per cell (default 10)
+  --svg PREFIX            write PREFIX-position.svg (and PREFIX-passkey.svg)
+  --backend NAME          auto, cpu or webgpu`,
+    options: {
+      checkpoint: { type: "string" }, data: { type: "string" }, "context-length": { type: "string" }, rows: { type: "string" }, buckets: { type: "string" },
+      trailing: { type: "string" }, attention: { type: "string" }, "passkey-lengths": { type: "string" }, "passkey-depths": { type: "string" },
+      "passkey-trials": { type: "string" }, svg: { type: "string" }, backend: { type: "string" },
+    },
+    async run(v) {
+      if (typeof v.checkpoint !== "string") usageError("--checkpoint: expected a checkpoint file, got nothing");
+      if (v.attention !== undefined && v.attention !== "moba" && v.attention !== "full") usageError(`--attention: expected "moba" or "full", got "${String(v.attention)}"`);
+      const { model } = await loadCheckpoint(v.checkpoint);
+      const kinds = v.attention === undefined ? undefined : Array(model.config.num_hidden_layers).fill(v.attention);
+      const backend = await modelBackend(autoBackend(v.backend));
+      const contextLength = integer("context-length", v["context-length"], 2048);
+      const docs = loadDocuments(typeof v.data === "string" ? v.data : "sotu");
+      const r = await lossReport(model, v.data === undefined ? splitDocuments(docs).validation : docs, {
+        contextLength, rows: integer("rows", v.rows, 8), buckets: integer("buckets", v.buckets, 8), trailing: integer("trailing", v.trailing, Math.max(1, Math.floor(contextLength / 4))),
+      }, backend, kinds);
+      print(`loss ${r.loss.toFixed(4)} nats/byte, perplexity ${r.perplexity.toFixed(3)} over ${r.rows} sequences of ${r.contextLength} bytes; last ${r.trailingTokens}: ${r.trailing.toFixed(4)}`);
+      print(table(["positions", "loss"], r.byPosition.map((b) => [`${b.from}-${b.to - 1}`, b.loss.toFixed(4)])));
+      const svg = typeof v.svg === "string" ? v.svg : undefined;
+      if (svg) await writeFileAtomic(`${svg}-position.svg`, new TextEncoder().encode(lineChart("loss by position", [{ name: v.checkpoint, color: "#1f77b4", points: r.byPosition.map((b) => [(b.from + b.to) / 2, b.loss]) }], "position", "nats per byte")));
+      if (v["passkey-lengths"] !== undefined) {
+        const lengths = integers("passkey-lengths", v["passkey-lengths"], []);
+        const depths = v["passkey-depths"] === undefined ? [0, 25, 50, 75, 100] : String(v["passkey-depths"]).split(",").map((d) => decimal("passkey-depths", d, 0, 0, 100));
+        const cells = await passkeyGrid(model, lengths, depths.map((d) => d / 100), integer("passkey-trials", v["passkey-trials"], 10), 7, backend, kinds);
+        const grid = lengths.map((l) => depths.map((d) => cells.find((c) => c.length === l && c.depth === d / 100)!.accuracy));
+        print(table(["length \\ depth %", ...depths.map(String)], lengths.map((l, i) => [String(l), ...grid[i].map((a) => a.toFixed(2))])));
+        if (svg) await writeFileAtomic(`${svg}-passkey.svg`, new TextEncoder().encode(heatmap("passkey accuracy", lengths.map(String), depths.map(String), grid, "context length (bytes)", "depth of the key (%)")));
+      }
+      return 0;
+    },
+  },
+  experiment: {
+    summary: "run one of the experiments in experiments/ end to end (resumable) and report it",
+    usage: `moba experiment NAME [options]
+
+NAME is a config in experiments/ (parity, trailing, granularity, passkey). Runs are trained one after
+another (or only those named), each resumable; finished runs are not repeated.
+
+Options:
+  --run LIST      only these runs (comma-separated), e.g. to spread runs over processes
+  --report        only collect finished runs into results.jsonl, a table and SVG plots
+  --out DIR       output folder (default runs/experiments/NAME)
+  --backend NAME  auto, cpu or webgpu (default: the config's)`,
+    options: { run: { type: "string" }, report: { type: "boolean" }, out: { type: "string" }, backend: { type: "string" } },
+    positionals: true,
+    async run(v, positionals) {
+      const [name] = positionals ?? [];
+      if (name === undefined) usageError("experiment: expected a name (e.g. moba experiment parity), got nothing");
+      await experiment(name, {
+        runs: typeof v.run === "string" ? v.run.split(",") : undefined, reportOnly: v.report === true,
+        out: typeof v.out === "string" ? v.out : undefined, backend: v.backend === undefined ? undefined : autoBackend(v.backend),
+      }, print);
+      return 0;
+    },
+  },
+  "bench-train": {
+    summary: "training-step throughput at long context, MoBA vs full, and decode speed with a long cache",
+    usage: `moba bench-train [options]
+
+Times forward + backward + AdamW of one sequence per step on random bytes (the data does not change
+the speed), MoBA layers against full layers, and prints the FLOPs each step implies.
+
+Options:
+  --lengths LIST        tokens per step (default 8192,32768)
+  --hidden N            hidden_size (default 512); intermediate_size is 8/3 of it, rounded to 64
+  --layers N            num_hidden_layers (default 8)
+  --heads N             num_attention_heads (default 8; kv heads: half)
+  --block-size N        moba_chunk_size (default 512)
+  --top-k N             moba_topk (default 3)
+  --steps N             timed steps per row, after one warm-up (default 3)
+  --decode-context N    cached tokens for the decode timing (default 32768; 0 skips it)
+  --backend NAME        auto, cpu or webgpu`,
+    options: {
+      lengths: { type: "string" }, hidden: { type: "string" }, layers: { type: "string" }, heads: { type: "string" }, "block-size": { type: "string" },
+      "top-k": { type: "string" }, steps: { type: "string" }, "decode-context": { type: "string" }, backend: { type: "string" },
+    },
+    async run(v) {
+      const hidden = integer("hidden", v.hidden, 512), heads = integer("heads", v.heads, 8);
+      const decode = v["decode-context"] === "0" ? 0 : integer("decode-context", v["decode-context"], 32768);
+      await benchTrain({
+        model: {
+          hidden_size: hidden, intermediate_size: Math.round((hidden * 8) / 3 / 64) * 64 || 64, num_hidden_layers: integer("layers", v.layers, 8),
+          num_attention_heads: heads, num_key_value_heads: Math.max(1, heads / 2), moba_chunk_size: integer("block-size", v["block-size"], 512), moba_topk: integer("top-k", v["top-k"], 3),
+        },
+        lengths: integers("lengths", v.lengths, [8192, 32768]), steps: integer("steps", v.steps, 3), backend: autoBackend(v.backend), decodeContext: decode,
+      }, print);
       return 0;
     },
   },

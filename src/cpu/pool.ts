@@ -16,8 +16,11 @@ export type JobReply = { id: number; error?: string };
 
 const isNode = typeof process !== "undefined" && process.versions?.node !== undefined;
 
-/** Threads the CPU backend uses for large inputs: the machine's cores in Node, 1 elsewhere. */
-export const cores: number = isNode ? (await import("node:os")).availableParallelism() : 1;
+/**
+ * Threads the CPU backend uses for large inputs: the machine's cores in Node (or MOBA_THREADS, e.g.
+ * to run several trainings side by side), 1 elsewhere.
+ */
+export const cores: number = !isNode ? 1 : Number(process.env.MOBA_THREADS) >= 1 ? Math.floor(Number(process.env.MOBA_THREADS)) : (await import("node:os")).availableParallelism();
 
 // The package runs dist/*.js; under tsx (tests, dev) the worker must register tsx itself,
 // because Node 20 does not apply --import to worker threads.

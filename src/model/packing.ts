@@ -87,3 +87,26 @@ export class Packer {
     }
   }
 }
+
+/** One packed batch from several (rows side by side; each keeps its own sequences). */
+export function concatBatches(batches: Batch[]): Batch {
+  const T = batches.reduce((n, b) => n + b.tokens.length, 0);
+  const out: Batch = { tokens: new Int32Array(T), targets: new Int32Array(T), weights: new Float32Array(T), cuSeqlens: Int32Array.of(0) };
+  const cu = [0];
+  let at = 0;
+  for (const b of batches) {
+    out.tokens.set(b.tokens, at);
+    out.targets.set(b.targets, at);
+    out.weights.set(b.weights, at);
+    for (let s = 1; s < b.cuSeqlens.length; s++) cu.push(at + b.cuSeqlens[s]);
+    at += b.tokens.length;
+  }
+  out.cuSeqlens = Int32Array.from(cu);
+  return out;
+}
+
+/** A single-sequence batch of the bytes: every next byte predicted. */
+export function sequenceBatch(bytes: Uint8Array): Batch {
+  const T = bytes.length - 1;
+  return { tokens: Int32Array.from(bytes.subarray(0, T)), targets: Int32Array.from(bytes.subarray(1)), weights: new Float32Array(T).fill(1), cuSeqlens: Int32Array.of(0, T) };
+}

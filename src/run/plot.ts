@@ -1,4 +1,4 @@
-// Charts as standalone SVG (no dependencies): grouped bars and lines.
+// Charts as standalone SVG (no dependencies): grouped bars, lines and heatmaps.
 
 export interface BarSeries {
   name: string;
@@ -91,5 +91,29 @@ export function lineChart(title: string, series: LineSeries[], xLabel: string, y
     parts.push(`<text x="${x + 18}" y="${height - 12}">${escape(s.name)}</text>`);
   });
   parts.push(`<rect x="${left}" y="${top}" width="${plotW}" height="${plotH}" fill="none" stroke="black"/>`, "</svg>");
+  return parts.join("\n") + "\n";
+}
+
+/** A grid of values in [0, 1] (e.g. accuracy), rows × columns, as a standalone SVG heatmap. */
+export function heatmap(title: string, rowLabels: string[], columnLabels: string[], values: number[][], rowTitle: string, columnTitle: string): string {
+  const cell = 56, left = 110, top = 60, width = left + cell * columnLabels.length + 20, height = top + cell * rowLabels.length + 60;
+  const color = (v: number) => `hsl(${Math.round(120 * v)}, 65%, ${Math.round(85 - 35 * v)}%)`; // red (0) to green (1)
+  const parts: string[] = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${width}" height="${height}" fill="white"/>`,
+    `<text x="${width / 2}" y="22" text-anchor="middle" font-size="15">${escape(title)}</text>`,
+    `<text x="${left + (cell * columnLabels.length) / 2}" y="${height - 14}" text-anchor="middle">${escape(columnTitle)}</text>`,
+    `<text transform="translate(16 ${top + (cell * rowLabels.length) / 2}) rotate(-90)" text-anchor="middle">${escape(rowTitle)}</text>`,
+  ];
+  rowLabels.forEach((r, i) => {
+    parts.push(`<text x="${left - 8}" y="${top + i * cell + cell / 2 + 4}" text-anchor="end">${escape(r)}</text>`);
+    columnLabels.forEach((_, j) => {
+      const v = values[i][j];
+      parts.push(`<rect x="${left + j * cell}" y="${top + i * cell}" width="${cell - 2}" height="${cell - 2}" fill="${Number.isFinite(v) ? color(v) : "#eee"}"/>`);
+      parts.push(`<text x="${left + j * cell + cell / 2 - 1}" y="${top + i * cell + cell / 2 + 4}" text-anchor="middle">${Number.isFinite(v) ? v.toFixed(2) : "-"}</text>`);
+    });
+  });
+  columnLabels.forEach((c, j) => parts.push(`<text x="${left + j * cell + cell / 2}" y="${top + cell * rowLabels.length + 18}" text-anchor="middle">${escape(c)}</text>`));
+  parts.push("</svg>");
   return parts.join("\n") + "\n";
 }

@@ -11,7 +11,9 @@ import { adamwStep, clipGradients, learningRateAt, type Moments, zeroMoments } f
 import { loadCheckpoint, saveCheckpoint } from "../model/checkpoint.js";
 import { type AttentionKind, checkConfig, type LlamaConfig, layerKinds } from "../model/config.js";
 import { backward, type Batch, forward, initModel, type Model, parameterCount, zeroGradients } from "../model/llama.js";
-import { type DataPosition, Packer, startPosition } from "../model/packing.js";
+import { concatBatches, type DataPosition, Packer, sequenceBatch, startPosition } from "../model/packing.js";
+import { Rng } from "../model/rng.js";
+import { passkeySample } from "../io/passkey.js";
 import { MobaError } from "../tensor.js";
 import { modelBackend } from "./backends.js";
 import { lineChart } from "./plot.js";
@@ -52,6 +54,8 @@ export interface TrainOptions {
   checkpointEvery: number;
   backend: Backend | "auto";
   stages: Stage[];
+  /** Share of rows replaced by passkey-retrieval samples (random key and depth), so a small model can learn the task. */
+  passkeyShare: number;
 }
 
 export const TRAIN_DEFAULTS: TrainOptions = {
@@ -76,6 +80,7 @@ export const TRAIN_DEFAULTS: TrainOptions = {
   checkpointEvery: 50,
   backend: "auto",
   stages: [],
+  passkeyShare: 0,
 };
 
 export interface StepLog {
@@ -108,6 +113,8 @@ export function checkTrainOptions(input: Partial<TrainOptions>): TrainOptions & 
   for (const name of ["minLearningRateFraction", "beta1", "beta2"] as const) {
     if (!(o[name] >= 0 && o[name] < 1) && !(name === "minLearningRateFraction" && o[name] === 1)) fail(`train.${name}: expected a number in [0, 1), got ${JSON.stringify(o[name])}`);
   }
+  if (!(o.passkeyShare >= 0 && o.passkeyShare <= 1)) fail(`train.passkeyShare: expected a fraction in [0, 1], got ${JSON.stringify(o.passkeyShare)}`);
+  if (o.passkeyShare > 0 && o.contextLength < 128) fail(`train.contextLength: expected at least 128 with passkeyShare > 0 (a passkey sample needs ~100 bytes), got ${o.contextLength}`);
   if (!(o.weightDecay >= 0)) fail(`train.weightDecay: expected a number >= 0, got ${JSON.stringify(o.weightDecay)}`);
   if (!Number.isInteger(o.warmupSteps) || o.warmupSteps < 0) fail(`train.warmupSteps: expected an integer >= 0, got ${JSON.stringify(o.warmupSteps)}`);
   if (!Number.isInteger(o.seed)) fail(`train.seed: expected an integer, got ${JSON.stringify(o.seed)}`);
@@ -167,6 +174,8 @@ export async function evaluateLoss(model: Model, batches: Batch[], backend: Mode
 interface SavedState {
   step: number;
   data: DataPosition;
+  /** The passkey mixer's RNG. */
+  rng: number[];
   options: TrainOptions;
   [key: string]: unknown;
 }
@@ -194,17 +203,18 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
   mkdirSync(o.out, { recursive: true });
   const checkpoint = join(o.out, "checkpoint.safetensors"), logPath = join(o.out, "log.jsonl");
 
-  let model: Model, moments: Moments, step = 0, position = startPosition(o.seed);
+  let model: Model, moments: Moments, step = 0, position = startPosition(o.seed), rng = new Rng(o.seed + 1);
   let log: StepLog[] = [];
   if (resume && existsSync(checkpoint)) {
     const saved = await loadCheckpoint(checkpoint);
     const state = saved.state as SavedState | undefined;
     if (!saved.moments || !state) fail(`${checkpoint}: expected a training checkpoint (weights, moments and state), got weights only`);
-    if (JSON.stringify(state.options) !== JSON.stringify(o)) io.print(`note: resuming with options that differ from the checkpoint's`);
+    if (JSON.stringify(state.options) !== JSON.stringify(input)) io.print(`note: resuming with options that differ from the checkpoint's`);
     ({ model } = saved);
     moments = saved.moments;
     step = state.step;
     position = state.data;
+    rng = new Rng(state.rng);
     if (existsSync(logPath)) log = readFileSync(logPath, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as StepLog).filter((l) => l.step < step);
     io.print(`resumed ${checkpoint} at step ${step}`);
   } else {
@@ -218,9 +228,9 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
 
   const tokensPerStep = o.batchRows * o.contextLength * o.accumulation;
   const started = performance.now() - (log.at(-1)?.seconds ?? 0) * 1000;
-  let validationLoss: number | undefined;
+  let validationLoss = [...log].reverse().find((l) => l.validationLoss !== undefined)?.validationLoss; // a finished run resumed
   const save = async () => {
-    const state: SavedState = { step, data: packer.position, options: input as TrainOptions };
+    const state: SavedState = { step, data: packer.position, rng: rng.state, options: input as TrainOptions };
     // the log first: a kill between the two leaves a log ahead of the checkpoint, which resuming trims
     await writeFileAtomic(logPath, new TextEncoder().encode(log.map((l) => JSON.stringify(l) + "\n").join("")));
     await saveCheckpoint(checkpoint, model, moments, state);
@@ -229,7 +239,7 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
   for (; step < o.steps; ) {
     const t0 = performance.now();
     const kinds = kindsAt(o, step);
-    const batches = Array.from({ length: o.accumulation }, () => packer.next(o.batchRows));
+    const batches = Array.from({ length: o.accumulation }, () => nextBatch(packer, o, rng));
     const count = batches.reduce((n, b) => n + b.weights.reduce((a, w) => a + w, 0), 0);
     zeroGradients(model);
     let loss = 0;
@@ -256,6 +266,13 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
     if (step % o.checkpointEvery === 0 || step === o.steps) await save();
   }
   return { model, log, validationLoss, checkpoint, backend: backend.name };
+}
+
+/** batchRows rows of text, a passkeyShare of them replaced by passkey samples. */
+function nextBatch(packer: Packer, o: TrainOptions, rng: Rng): Batch {
+  if (o.passkeyShare === 0) return packer.next(o.batchRows);
+  return concatBatches(Array.from({ length: o.batchRows }, () =>
+    rng.next() < o.passkeyShare ? sequenceBatch(passkeySample(o.contextLength + 1, rng.next(), rng).bytes) : packer.next(1)));
 }
 
 export function lossPlot(log: StepLog[]): string {
