@@ -14,7 +14,7 @@ while read -r name run; do
 done <<< "$runs"
 wait
 for f in runs/experiments/*/*/log.jsonl runs/experiments/*/*/result.json; do
-  mkdir -p "$out/$(dirname "$f")" && cp "$f" "$out/$f"
+  [ -e "$f" ] && cp "$f" "$out/$(echo "${f#runs/experiments/}" | tr / _)"
 done
-cp -r runs/logs "$out/runs/"
+for f in runs/logs/*.log; do grep -v "^Warning" "$f" > "$out/log_$(basename "$f")"; done
 for f in runs/logs/*.log; do echo "$f: $(grep -v '^Warning' "$f" | grep -E 'step [0-9]+/|eval:|error' | tail -1)"; done
