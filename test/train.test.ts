@@ -173,3 +173,41 @@ test("CLI: bad flags and missing files are one-line errors with exit code 2", ()
     assert.equal(r.stderr.trim().split("\n").filter((l) => l.startsWith("moba:")).length, 1);
   }
 });
+
+test("passkey samples: exact length, key at the asked depth, answer at the end", async () => {
+  const { passkeySample } = await import("../src/io/passkey.js");
+  const { Rng } = await import("../src/model/rng.js");
+  const rng = new Rng(1);
+  for (const [length, depth] of [[128, 0], [300, 0.5], [1000, 1]] as const) {
+    const s = passkeySample(length, depth, rng);
+    const text = new TextDecoder().decode(s.bytes);
+    assert.equal(s.bytes.length, length);
+    assert.ok(text.endsWith(`The pass key is ${s.key}`));
+    assert.equal(text.slice(s.answerStart), s.key);
+    const at = text.indexOf(`The pass key is ${s.key}.`) / (length - 100);
+    assert.ok(Math.abs(at - depth) < 0.2, `depth ${depth}: key sentence at ${at}`);
+  }
+  assert.throws(() => passkeySample(50, 0.5, rng), /needs at least/);
+});
+
+test("moba experiment: trains every run of a config, evaluates it, reports, and does not repeat finished runs", () => {
+  const config = join(dir, "tiny-experiment.json");
+  writeFileSync(config, JSON.stringify({
+    description: "two tiny runs", base: { ...SMALL, steps: 3, contextLength: 128, batchRows: 1, accumulation: 1, passkeyShare: 0.5, data: corpus },
+    runs: [{ name: "full", train: { model: { layer_attention: ["full", "full"] } } }, { name: "staged", train: { stages: [{ start: 0.5, attention: "full" }] } }],
+    eval: { contextLength: 128, rows: 2, buckets: 4, trailing: 32, passkey: { lengths: [128], depths: [0, 1], trials: 2 } },
+  }));
+  const out = join(dir, "experiment");
+  const run = () => spawnSync(process.execPath, ["--import", "tsx", main, "experiment", config, "--out", out], { encoding: "utf8" });
+  const first = run();
+  assert.equal(first.status, 0, first.stderr);
+  assert.match(first.stdout, /full\s+3\s+384/);
+  for (const f of ["results.jsonl", "validation.svg", "position.svg", "passkey-full.svg", "passkey-staged.svg"]) assert.ok(existsSync(join(out, f)), f);
+  const staged = readFileSync(join(out, "staged", "log.jsonl"), "utf8").trim().split("\n").map((l) => (JSON.parse(l) as StepLog).attention);
+  assert.deepEqual(staged, ["mm", "mm", "ff"], "MoBA until step round(0.5 · 3) = 2, then full");
+  const second = run();
+  assert.match(second.stdout, /\[full\] finished earlier/);
+  const bad = spawnSync(process.execPath, ["--import", "tsx", main, "experiment", "nonesuch"], { encoding: "utf8" });
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /experiment: expected the name of a config in experiments\//);
+});
