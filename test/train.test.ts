@@ -155,6 +155,13 @@ test("moba train killed by SIGKILL resumes from its last checkpoint to the same 
   const g = spawnSync(process.execPath, ["--import", "tsx", main, "generate", "--checkpoint", join(out, "checkpoint.safetensors"), "--tokens", "20", "--prompt", "The "], { encoding: "utf8" });
   assert.equal(g.status, 0, g.stderr);
   assert.match(g.stdout, /\(20 bytes in/);
+  // and evaluation
+  const e = spawnSync(process.execPath, ["--import", "tsx", main, "eval", "--checkpoint", join(out, "checkpoint.safetensors"), "--data", corpus, "--context-length", "64",
+    "--rows", "3", "--buckets", "4", "--trailing", "16", "--passkey-lengths", "110,128", "--passkey-depths", "0,100", "--passkey-trials", "2", "--svg", join(dir, "eval"), "--backend", "cpu"], { encoding: "utf8" });
+  assert.equal(e.status, 0, e.stderr);
+  assert.match(e.stdout, /loss \d+\.\d+ nats\/byte, perplexity \d+\.\d+ over 3 sequences of 64 bytes; last 16: \d+\.\d+/);
+  assert.match(e.stdout, /48-63/);
+  assert.ok(existsSync(join(dir, "eval-position.svg")) && existsSync(join(dir, "eval-passkey.svg")));
 });
 
 test("CLI: bad flags and missing files are one-line errors with exit code 2", () => {
@@ -187,7 +194,7 @@ test("passkey samples: exact length, key at the asked depth, answer at the end",
     const at = text.indexOf(`The pass key is ${s.key}.`) / (length - 100);
     assert.ok(Math.abs(at - depth) < 0.2, `depth ${depth}: key sentence at ${at}`);
   }
-  assert.throws(() => passkeySample(50, 0.5, rng), /needs at least/);
+  assert.throws(() => passkeySample(50, 0.5, rng), /passkey length: expected at least 102 bytes .*, got 50/);
 });
 
 test("moba experiment: trains every run of a config, evaluates it, reports, and does not repeat finished runs", () => {

@@ -1,6 +1,7 @@
 // Passkey retrieval (Mohtashami & Jaggi 2023, used by the MoBA paper's long-context checks): a
 // five-digit number hidden at a chosen depth in repetitive filler, asked for at the end.
-import { Rng } from "../model/rng.js";
+import type { Rng } from "../model/rng.js";
+import { MobaError } from "../tensor.js";
 
 const FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ";
 const QUESTION = "What is the pass key? The pass key is ";
@@ -18,7 +19,7 @@ export function passkeySample(length: number, depth: number, rng: Rng): PasskeyS
   const needle = `The pass key is ${key}. Remember it. ${key} is the pass key. `;
   const tail = QUESTION + key;
   const fillerBytes = length - needle.length - tail.length;
-  if (fillerBytes < 0) throw new RangeError(`passkey: a sample needs at least ${needle.length + tail.length} bytes, got ${length}`);
+  if (fillerBytes < 0) throw new MobaError(`passkey length: expected at least ${needle.length + tail.length} bytes (the key's sentence and the question), got ${length}`);
   const before = Math.round(fillerBytes * depth);
   const filler = (n: number, from: number) => Array.from({ length: n }, (_, i) => FILLER[(from + i) % FILLER.length]).join("");
   const text = filler(before, 0) + needle + filler(fillerBytes - before, before) + tail;
