@@ -141,7 +141,7 @@ function stageKinds(config: LlamaConfig, stage: Stage, where: string): Attention
     if (!Number.isInteger(fullAttentionLastLayers) || fullAttentionLastLayers < 0 || fullAttentionLastLayers > L) {
       fail(`${where}.fullAttentionLastLayers: expected an integer from 0 to ${L}, got ${JSON.stringify(fullAttentionLastLayers)}`);
     }
-    return checkConfig({ ...config, layer_attention: undefined, full_attention_last_layers: fullAttentionLastLayers }).layer_attention ?? layerKinds({ ...config, layer_attention: undefined, full_attention_last_layers: fullAttentionLastLayers });
+    return layerKinds({ ...config, layer_attention: undefined, full_attention_last_layers: fullAttentionLastLayers });
   }
   if (attention === "moba" || attention === "full") return Array(L).fill(attention);
   if (Array.isArray(attention)) return checkConfig({ ...config, layer_attention: attention, full_attention_last_layers: undefined }).layer_attention!;
