@@ -10,7 +10,7 @@ import { MobaError } from "../tensor.js";
 import { modelBackend } from "./backends.js";
 import { lossReport, type LossReport, passkeyGrid, type PasskeyCell } from "./evaluate.js";
 import { heatmap, lineChart } from "./plot.js";
-import { checkTrainOptions, loadDocuments, type StepLog, train, type TrainOptions } from "./train.js";
+import { checkTrainOptions, kindsAt, loadDocuments, type StepLog, train, type TrainOptions } from "./train.js";
 import { splitDocuments } from "../io/corpus.js";
 import { table } from "./util.js";
 
@@ -75,8 +75,10 @@ export async function runOne(config: ExperimentConfig, name: string, out: string
   const { model } = await loadCheckpoint(result.checkpoint);
   const { validation } = splitDocuments(loadDocuments(o.data));
   const e = config.eval;
-  const report = await lossReport(model, validation, e, backend);
-  const passkey = e.passkey ? await passkeyGrid(model, e.passkey.lengths, e.passkey.depths, e.passkey.trials, 7, backend) : undefined;
+  // evaluated as it ends training: a stage switch to full attention yields a full-attention model
+  const kinds = kindsAt(o, o.steps - 1);
+  const report = await lossReport(model, validation, e, backend, kinds);
+  const passkey = e.passkey ? await passkeyGrid(model, e.passkey.lengths, e.passkey.depths, e.passkey.trials, 7, backend, kinds) : undefined;
   const log = result.log;
   const last = log[log.length - 1];
   const r: RunResult = {
@@ -84,7 +86,7 @@ export async function runOne(config: ExperimentConfig, name: string, out: string
     finalTrainLoss: last.loss, validationLoss: result.validationLoss ?? NaN, eval: report, passkey,
   };
   await writeFileAtomic(join(out, name, "result.json"), new TextEncoder().encode(JSON.stringify(r, null, 1)));
-  print(`[${name}] eval: loss ${report.loss.toFixed(4)} (${report.rows} rows of ${report.contextLength}), trailing ${report.trailingTokens}: ${report.trailing.toFixed(4)}`);
+  print(`[${name}] eval with [${kinds.join(", ")}]: loss ${report.loss.toFixed(4)} (${report.rows} rows of ${report.contextLength}), trailing ${report.trailingTokens}: ${report.trailing.toFixed(4)}`);
   return r;
 }
 
