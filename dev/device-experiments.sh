@@ -2,7 +2,7 @@
 # Every run of every experiment in experiments/ side by side on the device machine (one process
 # per run: the small models leave the GPU mostly idle, so 14 processes share it and the 16 cores),
 # each stopped after LIMIT seconds; rerunning resumes them from their checkpoints. Copies the logs
-# and results (not the checkpoints) to $OUT.
+# and results (not the checkpoints) to $OUT as one archive.
 # Usage (device tool): source .device/setup.sh && bash dev/device-experiments.sh [LIMIT]
 set -uo pipefail
 limit=${1:-560}
@@ -13,8 +13,6 @@ while read -r name run; do
   MOBA_THREADS=1 timeout "$limit" node dist/cli/main.js experiment "$name" --run "$run" --backend webgpu >> "runs/logs/$name-$run.log" 2>&1 &
 done <<< "$runs"
 wait
-for f in runs/experiments/*/*/log.jsonl runs/experiments/*/*/result.json; do
-  [ -e "$f" ] && cp "$f" "$out/$(echo "${f#runs/experiments/}" | tr / _)"
-done
-for f in runs/logs/*.log; do grep -v "^Warning" "$f" > "$out/log_$(basename "$f")"; done
-for f in runs/logs/*.log; do echo "$f: $(grep -v '^Warning' "$f" | grep -E 'step [0-9]+/|eval:|error' | tail -1)"; done
+# the device returns at most 8 files: everything in one archive
+tar czf "$out/experiments.tgz" runs/logs $(ls runs/experiments/*/*/log.jsonl runs/experiments/*/*/result.json 2>/dev/null)
+for f in runs/logs/*.log; do echo "$f: $(grep -v '^Warning' "$f" | grep -E 'step [0-9]+/|eval with|error' | tail -1)"; done
