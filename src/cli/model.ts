@@ -8,6 +8,7 @@ import { lossReport, passkeyGrid } from "../run/evaluate.js";
 import { benchTrain } from "../run/benchTrain.js";
 import { experiment } from "../run/experiment.js";
 import { generateFromCheckpoint } from "../run/generate.js";
+import { SMALL_CONFIG } from "../model/config.js";
 import { heatmap, lineChart } from "../run/plot.js";
 import { loadDocuments } from "../run/train.js";
 import { table } from "../run/util.js";
@@ -72,7 +73,7 @@ function trainOptions(v: Record<string, string | boolean | undefined>): Partial<
   if (v.backend !== undefined) o.backend = autoBackend(v.backend);
   if (v.attention !== undefined) {
     if (v.attention !== "moba" && v.attention !== "full") usageError(`--attention: expected "moba" or "full", got "${String(v.attention)}"`);
-    const layers = model.num_hidden_layers ?? 4;
+    const layers = model.num_hidden_layers ?? SMALL_CONFIG.num_hidden_layers;
     model.layer_attention = Array(layers).fill(v.attention);
   }
   if (v["full-last"] !== undefined) {

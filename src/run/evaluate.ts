@@ -4,7 +4,8 @@ import type { ModelBackend } from "../backend.js";
 import type { Document } from "../io/corpus.js";
 import { passkeySample } from "../io/passkey.js";
 import type { AttentionKind } from "../model/config.js";
-import { type Batch, forward, type Model } from "../model/llama.js";
+import { forward, type Model } from "../model/llama.js";
+import { sequenceBatch } from "../model/packing.js";
 import { Rng } from "../model/rng.js";
 import { MobaError } from "../tensor.js";
 
@@ -33,13 +34,10 @@ export function evaluationWindows(docs: Document[], contextLength: number, maxRo
 
 /** Negative log-likelihood of every position of one row [contextLength]. */
 export async function tokenLosses(model: Model, row: Uint8Array, backend: ModelBackend, kinds?: AttentionKind[]): Promise<Float64Array> {
-  const T = row.length - 1;
-  const batch: Batch = {
-    tokens: Int32Array.from(row.subarray(0, T)), targets: Int32Array.from(row.subarray(1)), weights: new Float32Array(T).fill(1), cuSeqlens: Int32Array.of(0, T),
-  };
+  const batch = sequenceBatch(row);
   const trace = await forward(model, batch, backend, kinds);
   const V = model.config.vocab_size;
-  return Float64Array.from({ length: T }, (_, t) => trace.lse[t] - trace.logits[t * V + batch.targets[t]]);
+  return Float64Array.from({ length: batch.tokens.length }, (_, t) => trace.lse[t] - trace.logits[t * V + batch.targets[t]]);
 }
 
 export interface LossReport {
@@ -89,8 +87,7 @@ export async function passkeyGrid(model: Model, lengths: number[], depths: numbe
       for (let i = 0; i < trials; i++) {
         const s = passkeySample(length, depth, rng);
         const T = s.bytes.length - 1;
-        const batch: Batch = { tokens: Int32Array.from(s.bytes.subarray(0, T)), targets: new Int32Array(T), weights: new Float32Array(T), cuSeqlens: Int32Array.of(0, T) };
-        const { logits } = await forward(model, batch, backend, kinds);
+        const { logits } = await forward(model, sequenceBatch(s.bytes), backend, kinds);
         let right = true;
         for (let t = s.answerStart - 1; t < T && right; t++) {
           let best = 0;

@@ -5,13 +5,11 @@ import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { writeFileAtomic } from "../io/files.js";
-import { loadCheckpoint } from "../model/checkpoint.js";
 import { MobaError } from "../tensor.js";
 import { modelBackend } from "./backends.js";
 import { lossReport, type LossReport, passkeyGrid, type PasskeyCell } from "./evaluate.js";
 import { heatmap, lineChart } from "./plot.js";
-import { checkTrainOptions, kindsAt, loadDocuments, type StepLog, train, type TrainOptions } from "./train.js";
-import { splitDocuments } from "../io/corpus.js";
+import { checkTrainOptions, kindsAt, type StepLog, train, type TrainOptions } from "./train.js";
 import { table } from "./util.js";
 
 export interface ExperimentConfig {
@@ -70,10 +68,10 @@ export async function runOne(config: ExperimentConfig, name: string, out: string
     return JSON.parse(readFileSync(done, "utf8")) as RunResult;
   }
   const result = await train(options, { print: (l) => print(`[${name}] ${l}`), onStep: (l, total) => { if ((l.step + 1) % 25 === 0 || l.step + 1 === total) print(`[${name}] step ${l.step + 1}/${total} loss ${l.loss.toFixed(4)}${l.validationLoss ? ` val ${l.validationLoss.toFixed(4)}` : ""} ${l.tokensPerSecond.toFixed(0)} tok/s`); } }, true);
+  // the trained model and held-out documents as train() left them: nothing read again
+  const { model, validation } = result;
   const o = checkTrainOptions(options);
-  const backend = await modelBackend(o.backend);
-  const { model } = await loadCheckpoint(result.checkpoint);
-  const { validation } = splitDocuments(loadDocuments(o.data));
+  const backend = await modelBackend(result.backend);
   const e = config.eval;
   // evaluated as it ends training: a stage switch to full attention yields a full-attention model
   const kinds = kindsAt(o, o.steps - 1);
@@ -85,7 +83,7 @@ export async function runOne(config: ExperimentConfig, name: string, out: string
     name, steps: log.length, tokens: last.tokens, wallSeconds: last.seconds, tokensPerSecond: last.tokens / last.seconds,
     finalTrainLoss: last.loss, validationLoss: result.validationLoss ?? NaN, eval: report, passkey,
   };
-  await writeFileAtomic(join(out, name, "result.json"), new TextEncoder().encode(JSON.stringify(r, null, 1)));
+  await writeFileAtomic(done, new TextEncoder().encode(JSON.stringify(r, null, 1)));
   print(`[${name}] eval with [${kinds.join(", ")}]: loss ${report.loss.toFixed(4)} (${report.rows} rows of ${report.contextLength}), trailing ${report.trailingTokens}: ${report.trailing.toFixed(4)}`);
   return r;
 }

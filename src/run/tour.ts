@@ -2,7 +2,7 @@
 // leave the checkpoint, the log and the loss curve in the output folder.
 import { join } from "node:path";
 import { generateText } from "./generate.js";
-import { train, type TrainIo, type TrainOptions } from "./train.js";
+import { train, TRAIN_DEFAULTS, type TrainIo, type TrainOptions } from "./train.js";
 
 export const TOUR_PROMPT = "Fellow-Citizens of the Senate and House of Representatives: ";
 
@@ -10,7 +10,7 @@ export async function tour(options: Partial<TrainOptions>, io: TrainIo & { write
   const started = performance.now();
   io.print("moba tour: a byte-level Llama with MoBA attention, trained on State of the Union addresses (1790-2021)");
   const result = await train(options, io);
-  const out = options.out ?? "runs/tour";
+  const out = options.out ?? TRAIN_DEFAULTS.out;
   io.print(`validation loss ${result.validationLoss?.toFixed(4)} nats/byte (${((result.validationLoss ?? NaN) / Math.LN2).toFixed(3)} bits/byte; uniform bytes: 8)`);
   io.print(`sample (temperature 0.8, top-p 0.95, MoBA decoding with the KV cache):\n`);
   io.write(TOUR_PROMPT);

@@ -110,9 +110,10 @@ export function checkTrainOptions(input: Partial<TrainOptions>): TrainOptions & 
   for (const name of ["learningRate", "adamEps", "gradClip"] as const) {
     if (!(o[name] > 0) || !Number.isFinite(o[name])) fail(`train.${name}: expected a positive number, got ${JSON.stringify(o[name])}`);
   }
-  for (const name of ["minLearningRateFraction", "beta1", "beta2"] as const) {
-    if (!(o[name] >= 0 && o[name] < 1) && !(name === "minLearningRateFraction" && o[name] === 1)) fail(`train.${name}: expected a number in [0, 1), got ${JSON.stringify(o[name])}`);
+  for (const name of ["beta1", "beta2"] as const) {
+    if (!(o[name] >= 0 && o[name] < 1)) fail(`train.${name}: expected a number in [0, 1), got ${JSON.stringify(o[name])}`);
   }
+  if (!(o.minLearningRateFraction >= 0 && o.minLearningRateFraction <= 1)) fail(`train.minLearningRateFraction: expected a number in [0, 1], got ${JSON.stringify(o.minLearningRateFraction)}`);
   if (!(o.passkeyShare >= 0 && o.passkeyShare <= 1)) fail(`train.passkeyShare: expected a fraction in [0, 1], got ${JSON.stringify(o.passkeyShare)}`);
   if (o.passkeyShare > 0 && o.contextLength < 128) fail(`train.contextLength: expected at least 128 with passkeyShare > 0 (a passkey sample needs ~100 bytes), got ${o.contextLength}`);
   if (!(o.weightDecay >= 0)) fail(`train.weightDecay: expected a number >= 0, got ${JSON.stringify(o.weightDecay)}`);
@@ -186,6 +187,8 @@ export interface TrainResult {
   validationLoss: number | undefined;
   checkpoint: string;
   backend: Backend;
+  /** The held-out documents (what evaluation should read). */
+  validation: Document[];
 }
 
 export interface TrainIo {
@@ -265,7 +268,7 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
     io.onStep?.(entry, o.steps);
     if (step % o.checkpointEvery === 0 || step === o.steps) await save();
   }
-  return { model, log, validationLoss, checkpoint, backend: backend.name };
+  return { model, log, validationLoss, checkpoint, backend: backend.name, validation };
 }
 
 /** batchRows rows of text, a passkeyShare of them replaced by passkey samples. */
