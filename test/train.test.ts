@@ -96,7 +96,7 @@ test("prompt/completion JSONL: only completion bytes count in the loss", () => {
 
 test("checkpoints round trip weights, moments and state", async () => {
   const model = initModel(checkConfig(TINY), 2);
-  const moments = zeroMoments(model.params);
+  const moments = zeroMoments(model);
   moments.m[3][5] = 0.25;
   moments.step = 7;
   const path = join(dir, "roundtrip.safetensors");

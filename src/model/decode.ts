@@ -44,14 +44,17 @@ export async function prefill(model: Model, cache: KvCache, prompt: Int32Array, 
   if (cache.length !== 0) throw new MobaError(`prefill: expected an empty cache, got ${cache.length} tokens`);
   if (prompt.length > cache.capacity) throw new MobaError(`prompt: expected at most ${cache.capacity} tokens (the cache), got ${prompt.length}`);
   const T = prompt.length;
-  const trace = await forward(model, { tokens: prompt, targets: new Int32Array(T), weights: new Float32Array(T), cuSeqlens: Int32Array.of(0, T) }, backend, kinds);
-  const row = model.config.num_key_value_heads * headDim(model.config);
-  trace.layers.forEach((layer, l) => {
-    for (let t = 0; t < T; t++) cache.append(l, t, layer.k.subarray(t * row, (t + 1) * row), layer.v.subarray(t * row, (t + 1) * row));
-  });
-  cache.length = T;
   const V = model.config.vocab_size;
-  return trace.logits.slice((T - 1) * V, T * V);
+  const row = model.config.num_key_value_heads * headDim(model.config);
+  return backend.scope("prefill", async () => {
+    const trace = await forward(model, { tokens: prompt, targets: new Int32Array(T), weights: new Float32Array(T), cuSeqlens: Int32Array.of(0, T) }, backend, kinds);
+    for (const [l, layer] of trace.layers.entries()) {
+      const [k, v] = [await backend.download(layer.k), await backend.download(layer.v)];
+      for (let t = 0; t < T; t++) cache.append(l, t, k.subarray(t * row, (t + 1) * row), v.subarray(t * row, (t + 1) * row));
+    }
+    cache.length = T;
+    return (await backend.download(trace.logits)).slice((T - 1) * V, T * V);
+  });
 }
 
 function linear1(x: Float32Array, w: Float32Array, N: number): Float32Array {

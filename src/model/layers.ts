@@ -74,15 +74,15 @@ export function rmsNormBackward(
 // ---- rotary position embedding (Hugging Face's rotate-half form) ----
 
 export interface Rotary {
-  cos: Float64Array; // [T, D / 2]
-  sin: Float64Array; // [T, D / 2]
+  cos: Floats; // [T, D / 2]
+  sin: Floats; // [T, D / 2]
 }
 
-/** Angles pos · theta^(−2i / D) of each token's position within its sequence. */
-export function rotary(positions: Int32Array, D: number, theta: number): Rotary {
+/** Angles pos · theta^(−2i / D) of each token's position within its sequence, computed in float64, kept as float32 (every backend reads the same table). */
+export function rotary(positions: Int32Array, D: number, theta: number): { cos: Float32Array; sin: Float32Array } {
   const half = D / 2;
-  const cos = new Float64Array(positions.length * half);
-  const sin = new Float64Array(positions.length * half);
+  const cos = new Float32Array(positions.length * half);
+  const sin = new Float32Array(positions.length * half);
   for (let t = 0; t < positions.length; t++) {
     for (let i = 0; i < half; i++) {
       const angle = positions[t] * theta ** ((-2 * i) / D);

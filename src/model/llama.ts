@@ -1,16 +1,12 @@
 // A Llama-style decoder: embedding, per layer RMSNorm → attention (MoBA or full, GQA, rotary) →
 // residual → RMSNorm → SwiGLU MLP → residual, final RMSNorm, LM head. The forward keeps what the
-// backward needs (llm.c style); the backward walks the same layers in reverse. Weight names and
-// shapes are Hugging Face's, so a checkpoint maps onto LlamaForCausalLM.
-import { flashAttention, flashAttentionBackward, mobaAttention, mobaAttentionBackward, type Tensor32i } from "../attention/api.js";
-import type { ModelBackend } from "../backend.js";
-import { addInto } from "../cpu/ops.js";
+// backward needs (llm.c style); the backward walks the same layers in reverse. Every op runs on
+// the backend's own tensors (B), so on WebGPU nothing but the loss leaves the GPU in a step.
+// Weight names and shapes are Hugging Face's, so a checkpoint maps onto LlamaForCausalLM.
+import type { AttentionCall, AttentionSaved, ModelBackend, Sized } from "../backend.js";
 import { MobaError } from "../tensor.js";
 import { type AttentionKind, headDim, type LlamaConfig, layerKinds } from "./config.js";
-import {
-  crossEntropyBackward, crossEntropyForward, embeddingBackward, embeddingForward, rmsNormBackward, rmsNormForward,
-  rope, rotary, type Rotary, swigluBackward, swigluForward,
-} from "./layers.js";
+import { rotary } from "./layers.js";
 import { Rng } from "./rng.js";
 
 export interface Param {
@@ -76,10 +72,63 @@ export function parameterCount(model: Model): number {
   return model.params.reduce((n, p) => n + p.data.length, 0);
 }
 
-function weight(model: Model, name: string): Param {
-  const p = model.byName.get(name);
-  if (!p) throw new MobaError(`model: missing parameter ${name}`);
-  return p;
+/** A model's weights and gradients as one backend's tensors, in model.params order. */
+interface Resident<B extends Sized> {
+  backend: ModelBackend<B>;
+  data: B[];
+  grad: B[];
+}
+
+const residents = new WeakMap<Model, Resident<Sized>>();
+
+/**
+ * The model's weights and gradients on `backend`: uploaded on first use and kept there, so
+ * training steps update them in place (on the CPU they are the host arrays themselves).
+ * Host edits to param.data after that are not seen until `release(model)`.
+ */
+async function resident<B extends Sized>(model: Model, backend: ModelBackend<B>): Promise<Resident<B>> {
+  const held = residents.get(model);
+  if (held?.backend === backend) return held as unknown as Resident<B>;
+  if (held) await release(model);
+  const r: Resident<B> = { backend, data: model.params.map((p) => backend.upload(p.data, true)), grad: model.params.map((p) => backend.upload(p.grad, true)) };
+  residents.set(model, r as unknown as Resident<Sized>);
+  return r;
+}
+
+/** Copies the weights and gradients a backend holds back into param.data / param.grad. */
+export async function syncToHost(model: Model): Promise<void> {
+  const r = residents.get(model);
+  if (!r) return;
+  for (const [j, p] of model.params.entries()) {
+    const [data, grad] = [await r.backend.download(r.data[j]), await r.backend.download(r.grad[j])];
+    if (data !== p.data) p.data.set(data);
+    if (grad !== p.grad) p.grad.set(grad);
+  }
+}
+
+/** Copies the weights back to the host and frees the backend's copies. */
+export async function release(model: Model): Promise<void> {
+  const r = residents.get(model);
+  if (!r) return;
+  await syncToHost(model);
+  residents.delete(model);
+  r.backend.free([...r.data, ...r.grad]);
+}
+
+/** The resident weights and gradients by parameter name. */
+function lookup<B extends Sized>(model: Model, r: Resident<B>): (name: string) => { data: B; grad: B } {
+  const index = new Map(model.params.map((p, j) => [p.name, j]));
+  return (name) => {
+    const j = index.get(name);
+    if (j === undefined) throw new MobaError(`model: missing parameter ${name}`);
+    return { data: r.data[j], grad: r.grad[j] };
+  };
+}
+
+/** The model's gradients and weights on `backend` (for the optimizer). */
+export async function residentTensors<B extends Sized>(model: Model, backend: ModelBackend<B>): Promise<{ data: B[]; grad: B[] }> {
+  const r = await resident(model, backend);
+  return { data: r.data, grad: r.grad };
 }
 
 /** Each token's position within its packed sequence (rotary angles restart with every document). */
@@ -92,141 +141,144 @@ export function positionsOf(cuSeqlens: Int32Array): Int32Array {
 }
 
 /** What one layer's forward keeps for its backward. */
-interface LayerTrace {
-  x: Float32Array; // [T, H] layer input
-  h1: Float32Array; // [T, H] normed input of attention
-  rstd1: Float32Array; // [T]
-  q: Float32Array; // [T, qHeads, D] after rotary
-  k: Float32Array; // [T, kvHeads, D] after rotary
-  v: Float32Array; // [T, kvHeads, D]
-  attn: Float32Array; // [T, qHeads, D]
-  lse: Float32Array; // [T, qHeads]
-  routing: Tensor32i | undefined; // MoBA's block choice, reused by the backward
-  mid: Float32Array; // [T, H] after the attention residual
-  h2: Float32Array; // [T, H] normed input of the MLP
-  rstd2: Float32Array; // [T]
-  g: Float32Array; // [T, F] gate projection
-  u: Float32Array; // [T, F] up projection
-  m: Float32Array; // [T, F] silu(g) · u
+interface LayerTrace<B> {
+  x: B; // [T, H] layer input
+  h1: B; // [T, H] normed input of attention
+  rstd1: B; // [T]
+  q: B; // [T, qHeads, D] after rotary
+  k: B; // [T, kvHeads, D] after rotary
+  v: B; // [T, kvHeads, D]
+  attn: AttentionSaved<B>; // out [T, qHeads, D], lse [T, qHeads], MoBA's block choice
+  call: AttentionCall;
+  mid: B; // [T, H] after the attention residual
+  h2: B; // [T, H] normed input of the MLP
+  rstd2: B; // [T]
+  g: B; // [T, F] gate projection
+  u: B; // [T, F] up projection
+  m: B; // [T, F] silu(g) · u
 }
 
-export interface Trace {
+export interface Trace<B> {
   batch: Batch;
   kinds: AttentionKind[];
-  rot: Rotary;
-  layers: LayerTrace[];
-  final: Float32Array; // [T, H] output of the last layer
-  hN: Float32Array; // [T, H] after the final norm
-  rstdN: Float32Array; // [T]
-  logits: Float32Array; // [T, V]
-  lse: Float32Array; // [T]
+  cos: B; // [T, D / 2] rotary angles
+  sin: B;
+  layers: LayerTrace<B>[];
+  final: B; // [T, H] output of the last layer
+  hN: B; // [T, H] after the final norm
+  rstdN: B; // [T]
+  logits: B; // [T, V]
+  lse: B; // [T]
   /** Σ weight · negative log-likelihood over the batch (nats). */
   loss: number;
 }
 
-function attentionOptions(model: Model, backend: ModelBackend) {
-  return { blockSize: model.config.moba_chunk_size, topK: model.config.moba_topk, backend: backend.name };
+function headName(model: Model): string {
+  return model.config.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
 }
 
-/** The forward pass; `kinds` overrides the config's attention per layer (training stages). */
-export async function forward(model: Model, batch: Batch, backend: ModelBackend, kinds: AttentionKind[] = layerKinds(model.config)): Promise<Trace> {
+/**
+ * The forward pass; `kinds` overrides the config's attention per layer (training stages).
+ * Call it inside backend.scope(): the trace's tensors live until the scope ends.
+ */
+export async function forward<B extends Sized>(model: Model, batch: Batch, backend: ModelBackend<B>, kinds: AttentionKind[] = layerKinds(model.config)): Promise<Trace<B>> {
   const c = model.config;
   const T = batch.tokens.length, H = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
   const nH = c.num_attention_heads, nKV = c.num_key_value_heads, D = headDim(c);
+  const weights = lookup(model, await resident(model, backend));
   const rot = rotary(positionsOf(batch.cuSeqlens), D, c.rope_theta);
-  let x = new Float32Array(T * H);
-  embeddingForward(x, weight(model, "model.embed_tokens.weight").data, batch.tokens, H);
-  const layers: LayerTrace[] = [];
+  const cos = backend.upload(rot.cos), sin = backend.upload(rot.sin);
+  let x = backend.empty(T * H);
+  await backend.embedding(x, weights("model.embed_tokens.weight").data, batch.tokens, H);
+  const layers: LayerTrace<B>[] = [];
   for (let l = 0; l < c.num_hidden_layers; l++) {
-    const w = (name: string) => weight(model, `model.layers.${l}.${name}.weight`).data;
-    const h1 = new Float32Array(T * H), rstd1 = new Float32Array(T);
-    rmsNormForward(h1, rstd1, x, w("input_layernorm"), T, H, c.rms_norm_eps);
-    const q = await backend.linear(h1, w("self_attn.q_proj"), T, H, nH * D);
-    const k = await backend.linear(h1, w("self_attn.k_proj"), T, H, nKV * D);
-    const v = await backend.linear(h1, w("self_attn.v_proj"), T, H, nKV * D);
-    rope(q, rot, nH, D);
-    rope(k, rot, nKV, D);
-    const inputs = { q: { data: q, shape: [T, nH, D] }, k: { data: k, shape: [T, nKV, D] }, v: { data: v, shape: [T, nKV, D] }, cuSeqlens: batch.cuSeqlens };
-    const a = kinds[l] === "moba" ? await mobaAttention(inputs, attentionOptions(model, backend)) : await flashAttention(inputs, { backend: backend.name });
-    const o = await backend.linear(a.out.data, w("self_attn.o_proj"), T, nH * D, H);
-    const mid = new Float32Array(T * H);
-    for (let i = 0; i < mid.length; i++) mid[i] = x[i] + o[i];
-    const h2 = new Float32Array(T * H), rstd2 = new Float32Array(T);
-    rmsNormForward(h2, rstd2, mid, w("post_attention_layernorm"), T, H, c.rms_norm_eps);
-    const g = await backend.linear(h2, w("mlp.gate_proj"), T, H, F);
-    const u = await backend.linear(h2, w("mlp.up_proj"), T, H, F);
-    const m = new Float32Array(T * F);
-    swigluForward(m, g, u);
-    const down = await backend.linear(m, w("mlp.down_proj"), T, F, H);
-    layers.push({ x, h1, rstd1, q, k, v, attn: a.out.data, lse: a.lse.data, routing: kinds[l] === "moba" ? a.routing : undefined, mid, h2, rstd2, g, u, m });
-    x = new Float32Array(T * H);
-    for (let i = 0; i < x.length; i++) x[i] = mid[i] + down[i];
+    const w = (name: string) => weights(`model.layers.${l}.${name}.weight`).data;
+    const h1 = backend.empty(T * H), rstd1 = backend.empty(T);
+    await backend.rmsNorm(h1, rstd1, x, w("input_layernorm"), T, H, c.rms_norm_eps);
+    const q = backend.empty(T * nH * D), k = backend.empty(T * nKV * D), v = backend.empty(T * nKV * D);
+    await backend.linear(q, h1, w("self_attn.q_proj"), T, H, nH * D);
+    await backend.linear(k, h1, w("self_attn.k_proj"), T, H, nKV * D);
+    await backend.linear(v, h1, w("self_attn.v_proj"), T, H, nKV * D);
+    await backend.rope(q, cos, sin, nH, D, 1);
+    await backend.rope(k, cos, sin, nKV, D, 1);
+    const call: AttentionCall = { kind: kinds[l], tokens: T, qHeads: nH, kvHeads: nKV, headDim: D, blockSize: c.moba_chunk_size, topK: c.moba_topk, cuSeqlens: batch.cuSeqlens };
+    const attn = await backend.attention(call, q, k, v);
+    const mid = backend.empty(T * H); // the attention's projection, then plus the residual
+    await backend.linear(mid, attn.out, w("self_attn.o_proj"), T, nH * D, H);
+    await backend.addInto(mid, x);
+    const h2 = backend.empty(T * H), rstd2 = backend.empty(T);
+    await backend.rmsNorm(h2, rstd2, mid, w("post_attention_layernorm"), T, H, c.rms_norm_eps);
+    const g = backend.empty(T * F), u = backend.empty(T * F), m = backend.empty(T * F);
+    await backend.linear(g, h2, w("mlp.gate_proj"), T, H, F);
+    await backend.linear(u, h2, w("mlp.up_proj"), T, H, F);
+    await backend.swiglu(m, g, u);
+    layers.push({ x, h1, rstd1, q, k, v, attn, call, mid, h2, rstd2, g, u, m });
+    x = backend.empty(T * H); // the MLP's output, then plus the residual
+    await backend.linear(x, m, w("mlp.down_proj"), T, F, H);
+    await backend.addInto(x, mid);
   }
-  const hN = new Float32Array(T * H), rstdN = new Float32Array(T);
-  rmsNormForward(hN, rstdN, x, weight(model, "model.norm.weight").data, T, H, c.rms_norm_eps);
-  const logits = await backend.linear(hN, headWeight(model).data, T, H, V);
-  const lse = new Float32Array(T);
-  const loss = crossEntropyForward(lse, logits, batch.targets, batch.weights, V);
+  const hN = backend.empty(T * H), rstdN = backend.empty(T);
+  await backend.rmsNorm(hN, rstdN, x, weights("model.norm.weight").data, T, H, c.rms_norm_eps);
+  const logits = backend.empty(T * V), lse = backend.empty(T);
+  await backend.linear(logits, hN, weights(headName(model)).data, T, H, V);
+  const loss = await backend.crossEntropy(lse, logits, batch.targets, batch.weights, V);
   if (!Number.isFinite(loss)) throw new MobaError(`model: the loss is ${loss} (diverged); lower the learning rate or check the data`);
-  return { batch, kinds, rot, layers, final: x, hN, rstdN, logits, lse, loss };
+  return { batch, kinds, cos, sin, layers, final: x, hN, rstdN, logits, lse, loss };
 }
 
-function headWeight(model: Model): Param {
-  return weight(model, model.config.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
-}
-
-/** Adds the gradients of lossScale · trace.loss into every param.grad. */
-export async function backward(model: Model, trace: Trace, backend: ModelBackend, lossScale: number): Promise<void> {
+/** Adds the gradients of lossScale · trace.loss into the model's gradients on the backend. */
+export async function backward<B extends Sized>(model: Model, trace: Trace<B>, backend: ModelBackend<B>, lossScale: number): Promise<void> {
   const c = model.config;
-  const { batch, rot } = trace;
+  const { batch, cos, sin } = trace;
   const T = batch.tokens.length, H = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
   const nH = c.num_attention_heads, nKV = c.num_key_value_heads, D = headDim(c);
-  const dLogits = new Float32Array(T * V);
-  crossEntropyBackward(dLogits, trace.logits, trace.lse, batch.targets, batch.weights, V, lossScale);
-  const head = headWeight(model);
-  const dhN = await backend.linearBackward(dLogits, trace.hN, head.data, head.grad, T, H, V);
-  let dx = new Float32Array(T * H);
-  const norm = weight(model, "model.norm.weight");
-  rmsNormBackward(dx, norm.grad, dhN, trace.final, norm.data, trace.rstdN, T, H);
+  const weights = lookup(model, await resident(model, backend));
+  const dLogits = backend.empty(T * V);
+  await backend.crossEntropyBackward(dLogits, trace.logits, trace.lse, batch.targets, batch.weights, V, lossScale);
+  const head = weights(headName(model));
+  const dhN = backend.empty(T * H);
+  await backend.linearBackward(dhN, head.grad, dLogits, trace.hN, head.data, T, H, V, false);
+  let dx = backend.empty(T * H);
+  const norm = weights("model.norm.weight");
+  await backend.rmsNormBackward(dx, norm.grad, dhN, trace.final, norm.data, trace.rstdN, T, H, false);
   for (let l = c.num_hidden_layers - 1; l >= 0; l--) {
     const s = trace.layers[l];
-    const p = (name: string) => weight(model, `model.layers.${l}.${name}.weight`);
+    const p = (name: string) => weights(`model.layers.${l}.${name}.weight`);
     // MLP: dx flows to mid both through the residual and through the norm
     const down = p("mlp.down_proj");
-    const dm = await backend.linearBackward(dx, s.m, down.data, down.grad, T, F, H);
-    const dg = new Float32Array(T * F), du = new Float32Array(T * F);
-    swigluBackward(dg, du, dm, s.g, s.u);
+    const dm = backend.empty(T * F);
+    await backend.linearBackward(dm, down.grad, dx, s.m, down.data, T, F, H, false);
+    const dg = backend.empty(T * F), du = backend.empty(T * F);
+    await backend.swigluBackward(dg, du, dm, s.g, s.u);
     const gate = p("mlp.gate_proj"), up = p("mlp.up_proj");
-    const dh2 = await backend.linearBackward(dg, s.h2, gate.data, gate.grad, T, H, F);
-    addInto(dh2, await backend.linearBackward(du, s.h2, up.data, up.grad, T, H, F));
-    const dMid = new Float32Array(T * H);
+    const dh2 = backend.empty(T * H);
+    await backend.linearBackward(dh2, gate.grad, dg, s.h2, gate.data, T, H, F, false);
+    await backend.linearBackward(dh2, up.grad, du, s.h2, up.data, T, H, F, true);
     const post = p("post_attention_layernorm");
-    rmsNormBackward(dMid, post.grad, dh2, s.mid, post.data, s.rstd2, T, H);
-    addInto(dMid, dx);
+    const dMid = backend.empty(T * H);
+    await backend.rmsNormBackward(dMid, post.grad, dh2, s.mid, post.data, s.rstd2, T, H, false);
+    await backend.addInto(dMid, dx);
     // attention
     const o = p("self_attn.o_proj");
-    const dAttn = await backend.linearBackward(dMid, s.attn, o.data, o.grad, T, nH * D, H);
-    const inputs = {
-      q: { data: s.q, shape: [T, nH, D] }, k: { data: s.k, shape: [T, nKV, D] }, v: { data: s.v, shape: [T, nKV, D] }, cuSeqlens: batch.cuSeqlens,
-      out: { data: s.attn, shape: [T, nH, D] }, lse: { data: s.lse, shape: [T, nH] }, dout: { data: dAttn, shape: [T, nH, D] }, routing: s.routing,
-    };
-    const grads = trace.kinds[l] === "moba" ? await mobaAttentionBackward(inputs, attentionOptions(model, backend)) : await flashAttentionBackward(inputs, { backend: backend.name });
-    const dq = grads.dq.data, dk = grads.dk.data;
-    rope(dq, rot, nH, D, -1);
-    rope(dk, rot, nKV, D, -1);
+    const dAttn = backend.empty(T * nH * D);
+    await backend.linearBackward(dAttn, o.grad, dMid, s.attn.out, o.data, T, nH * D, H, false);
+    const grads = await backend.attentionBackward(s.call, s.q, s.k, s.v, s.attn, dAttn);
+    await backend.rope(grads.dq, cos, sin, nH, D, -1);
+    await backend.rope(grads.dk, cos, sin, nKV, D, -1);
     const wq = p("self_attn.q_proj"), wk = p("self_attn.k_proj"), wv = p("self_attn.v_proj");
-    const dh1 = await backend.linearBackward(dq, s.h1, wq.data, wq.grad, T, H, nH * D);
-    addInto(dh1, await backend.linearBackward(dk, s.h1, wk.data, wk.grad, T, H, nKV * D));
-    addInto(dh1, await backend.linearBackward(grads.dv.data, s.h1, wv.data, wv.grad, T, H, nKV * D));
+    const dh1 = backend.empty(T * H);
+    await backend.linearBackward(dh1, wq.grad, grads.dq, s.h1, wq.data, T, H, nH * D, false);
+    await backend.linearBackward(dh1, wk.grad, grads.dk, s.h1, wk.data, T, H, nKV * D, true);
+    await backend.linearBackward(dh1, wv.grad, grads.dv, s.h1, wv.data, T, H, nKV * D, true);
+    // the residual's gradient plus the norm's: dx of this layer's input
     const input = p("input_layernorm");
-    const dIn = new Float32Array(T * H);
-    rmsNormBackward(dIn, input.grad, dh1, s.x, input.data, s.rstd1, T, H);
-    addInto(dIn, dMid);
-    dx = dIn;
+    await backend.rmsNormBackward(dMid, input.grad, dh1, s.x, input.data, s.rstd1, T, H, true);
+    dx = dMid;
   }
-  embeddingBackward(weight(model, "model.embed_tokens.weight").grad, dx, batch.tokens, H);
+  await backend.embeddingBackward(weights("model.embed_tokens.weight").grad, dx, batch.tokens, H);
 }
 
-export function zeroGradients(model: Model): void {
-  for (const p of model.params) p.grad.fill(0);
+/** Zeroes the model's gradients (on the backend it trains on). */
+export async function zeroGradients<B extends Sized>(model: Model, backend: ModelBackend<B>): Promise<void> {
+  for (const g of (await resident(model, backend)).grad) backend.clear(g);
 }

@@ -2,15 +2,13 @@
 // (lavapipe, SwiftShader) the CPU backend is faster.
 import type { Backend } from "../attention/problem.js";
 import type { ModelBackend } from "../backend.js";
-import { cpuBackend } from "../cpu/linear.js";
+import { cpuBackend } from "../cpu/model.js";
 import { getDevice } from "../webgpu/device.js";
-import { webgpuBackend } from "../webgpu/linear.js";
+import { webgpuModelBackend } from "../webgpu/model.js";
 
 export async function modelBackend(name: Backend | "auto"): Promise<ModelBackend> {
   if (name === "cpu") return cpuBackend;
-  if (name === "webgpu") {
-    await getDevice(); // a missing adapter is an error here
-    return webgpuBackend;
-  }
-  return getDevice().then((gpu) => (gpu.software ? cpuBackend : webgpuBackend), () => cpuBackend);
+  if (name === "webgpu") return webgpuModelBackend(); // a missing adapter is an error here
+  const gpu = await getDevice().catch(() => null);
+  return gpu && !gpu.software ? webgpuModelBackend() : cpuBackend;
 }

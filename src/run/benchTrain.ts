@@ -1,10 +1,10 @@
 // moba bench-train: training-step throughput of a model at long context, MoBA against full
 // attention, beside the FLOPs each step implies; and decode speed with a long KV cache.
 import { attendedKeys } from "../attention/problem.js";
-import { adamwStep, zeroMoments } from "../model/adamw.js";
+import { AdamW } from "../model/adamw.js";
 import { type AttentionKind, checkConfig, headDim, type LlamaConfig } from "../model/config.js";
 import { decodeStep, KvCache } from "../model/decode.js";
-import { backward, type Batch, forward, initModel, parameterCount, zeroGradients } from "../model/llama.js";
+import { backward, type Batch, forward, initModel, parameterCount, release, zeroGradients } from "../model/llama.js";
 import { Rng } from "../model/rng.js";
 import type { Backend } from "../attention/problem.js";
 import { modelBackend } from "./backends.js";
@@ -35,18 +35,22 @@ export async function benchTrain(o: TrainBenchOptions, print: (line: string) => 
     for (const kind of ["moba", "full"] as const) {
       const config = checkConfig({ ...o.model, max_position_embeddings: Math.max(T, o.model.max_position_embeddings ?? 0), layer_attention: undefined, full_attention_last_layers: kind === "full" ? o.model.num_hidden_layers ?? 4 : 0 });
       const model = initModel(config, 1);
-      const moments = zeroMoments(model.params);
+      const optimizer = new AdamW(model, backend);
       const rng = new Rng(2);
       const tokens = Int32Array.from({ length: T }, () => rng.below(config.vocab_size));
       const batch: Batch = { tokens, targets: tokens.map((t) => (t + 1) % config.vocab_size), weights: new Float32Array(T).fill(1), cuSeqlens: Int32Array.of(0, T) };
       const times: number[] = [];
       for (let s = 0; s <= o.steps; s++) {
         const t0 = performance.now();
-        zeroGradients(model);
-        await backward(model, await forward(model, batch, backend), backend, 1 / T);
-        adamwStep(model.params, moments, 1e-4, { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 });
+        await backend.scope("training step", async () => {
+          await zeroGradients(model, backend);
+          await backward(model, await forward(model, batch, backend), backend, 1 / T);
+          await optimizer.update(1e-4, { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, gradClip: 1 });
+        });
         if (s > 0) times.push((performance.now() - t0) / 1000); // the first step compiles kernels
       }
+      optimizer.free();
+      await release(model);
       seconds[kind] = median(times);
       const f = stepFlops(config, T, kind);
       rows.push([String(T), kind, (parameterCount(model) / 1e6).toFixed(1) + "M", (seconds[kind] * 1000).toFixed(0), (T / seconds[kind]).toFixed(0),

@@ -35,9 +35,12 @@ export function evaluationWindows(docs: Document[], contextLength: number, maxRo
 /** Negative log-likelihood of every position of one row [contextLength]. */
 export async function tokenLosses(model: Model, row: Uint8Array, backend: ModelBackend, kinds?: AttentionKind[]): Promise<Float64Array> {
   const batch = sequenceBatch(row);
-  const trace = await forward(model, batch, backend, kinds);
   const V = model.config.vocab_size;
-  return Float64Array.from({ length: batch.tokens.length }, (_, t) => trace.lse[t] - trace.logits[t * V + batch.targets[t]]);
+  return backend.scope("evaluation", async () => {
+    const trace = await forward(model, batch, backend, kinds);
+    const [lse, logits] = [await backend.download(trace.lse), await backend.download(trace.logits)];
+    return Float64Array.from({ length: batch.tokens.length }, (_, t) => lse[t] - logits[t * V + batch.targets[t]]);
+  });
 }
 
 export interface LossReport {
@@ -87,7 +90,7 @@ export async function passkeyGrid(model: Model, lengths: number[], depths: numbe
       for (let i = 0; i < trials; i++) {
         const s = passkeySample(length, depth, rng);
         const T = s.bytes.length - 1;
-        const { logits } = await forward(model, sequenceBatch(s.bytes), backend, kinds);
+        const logits = await backend.scope("passkey", async () => backend.download((await forward(model, sequenceBatch(s.bytes), backend, kinds)).logits));
         let right = true;
         for (let t = s.answerStart - 1; t < T && right; t++) {
           let best = 0;

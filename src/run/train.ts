@@ -7,10 +7,10 @@ import type { Backend } from "../attention/problem.js";
 import type { ModelBackend } from "../backend.js";
 import { type Document, loadSotu, loadTextFiles, splitDocuments } from "../io/corpus.js";
 import { writeFileAtomic } from "../io/files.js";
-import { adamwStep, clipGradients, learningRateAt, type Moments, zeroMoments } from "../model/adamw.js";
+import { AdamW, learningRateAt, type Moments, zeroMoments } from "../model/adamw.js";
 import { loadCheckpoint, saveCheckpoint } from "../model/checkpoint.js";
 import { type AttentionKind, checkConfig, type LlamaConfig, layerKinds } from "../model/config.js";
-import { backward, type Batch, forward, initModel, type Model, parameterCount, zeroGradients } from "../model/llama.js";
+import { backward, type Batch, forward, initModel, type Model, parameterCount, release, syncToHost, zeroGradients } from "../model/llama.js";
 import { concatBatches, type DataPosition, Packer, sequenceBatch, startPosition } from "../model/packing.js";
 import { Rng } from "../model/rng.js";
 import { passkeySample } from "../io/passkey.js";
@@ -166,7 +166,7 @@ export function loadDocuments(data: string): Document[] {
 export async function evaluateLoss(model: Model, batches: Batch[], backend: ModelBackend, kinds: AttentionKind[]): Promise<{ loss: number; count: number }> {
   let loss = 0, count = 0;
   for (const batch of batches) {
-    loss += (await forward(model, batch, backend, kinds)).loss;
+    loss += await backend.scope("evaluation", async () => (await forward(model, batch, backend, kinds)).loss);
     count += batch.weights.reduce((a, b) => a + b, 0);
   }
   return { loss, count };
@@ -222,8 +222,10 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
     io.print(`resumed ${checkpoint} at step ${step}`);
   } else {
     model = initModel(o.config, o.seed);
-    moments = zeroMoments(model.params);
+    moments = zeroMoments(model);
   }
+  const optimizer = new AdamW(model, backend, moments);
+  const adamw = { beta1: o.beta1, beta2: o.beta2, eps: o.adamEps, weightDecay: o.weightDecay, gradClip: o.gradClip };
   const packer = new Packer(trainDocs, o.contextLength, position);
   const evalBatches = [new Packer(validation, o.contextLength, startPosition(null)).next(o.evalRows)];
   io.print(`model: ${(parameterCount(model) / 1e6).toFixed(2)}M parameters, ${o.config.num_hidden_layers} layers [${layerKinds(o.config).join(", ")}], ` +
@@ -236,7 +238,8 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
     const state: SavedState = { step, data: packer.position, rng: rng.state, options: input as TrainOptions };
     // the log first: a kill between the two leaves a log ahead of the checkpoint, which resuming trims
     await writeFileAtomic(logPath, new TextEncoder().encode(log.map((l) => JSON.stringify(l) + "\n").join("")));
-    await saveCheckpoint(checkpoint, model, moments, state);
+    await syncToHost(model);
+    await saveCheckpoint(checkpoint, model, await optimizer.moments(), state);
     await writeFileAtomic(join(o.out, "loss.svg"), new TextEncoder().encode(lossPlot(log)));
   };
   for (; step < o.steps; ) {
@@ -244,16 +247,17 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
     const kinds = kindsAt(o, step);
     const batches = Array.from({ length: o.accumulation }, () => nextBatch(packer, o, rng));
     const count = batches.reduce((n, b) => n + b.weights.reduce((a, w) => a + w, 0), 0);
-    zeroGradients(model);
-    let loss = 0;
-    for (const batch of batches) {
-      const trace = await forward(model, batch, backend, kinds);
-      loss += trace.loss;
-      await backward(model, trace, backend, 1 / Math.max(1, count));
-    }
-    const gradNorm = clipGradients(model.params, o.gradClip);
     const lr = learningRateAt(step, o.steps, o.learningRate, o.warmupSteps, o.minLearningRateFraction);
-    adamwStep(model.params, moments, lr, { beta1: o.beta1, beta2: o.beta2, eps: o.adamEps, weightDecay: o.weightDecay });
+    let loss = 0;
+    const gradNorm = await backend.scope("training step", async () => {
+      await zeroGradients(model, backend);
+      for (const batch of batches) {
+        const trace = await forward(model, batch, backend, kinds);
+        loss += trace.loss;
+        await backward(model, trace, backend, 1 / Math.max(1, count));
+      }
+      return optimizer.update(lr, adamw);
+    });
     step++;
     const seconds = (performance.now() - started) / 1000;
     const entry: StepLog = {
@@ -268,6 +272,8 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
     io.onStep?.(entry, o.steps);
     if (step % o.checkpointEvery === 0 || step === o.steps) await save();
   }
+  optimizer.free();
+  await release(model); // the weights back on the host, the backend's copies freed
   return { model, log, validationLoss, checkpoint, backend: backend.name, validation };
 }
 

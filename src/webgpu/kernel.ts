@@ -59,6 +59,23 @@ export function threadGroups<C>(kernel: Kernel<C>, items: number): number {
   return Math.ceil(items / kernel.workgroupSize);
 }
 
+/** A storage buffer holding `data`, or of `data` bytes zero-filled; the caller destroys it. */
+export function storageBuffer(gpu: MobaDevice, data: ArrayBufferView | number, label: string): GPUBuffer {
+  const size = typeof data === "number" ? data : data.byteLength;
+  const bytes = Math.max(16, Math.ceil(size / 16) * 16);
+  if (bytes > gpu.maxStorageBinding) {
+    throw new MobaError(`webgpu: ${label} needs ${bytes} bytes, more than one storage binding allows (${gpu.maxStorageBinding})`);
+  }
+  const buffer = gpu.device.createBuffer({
+    label, size: bytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, mappedAtCreation: typeof data !== "number",
+  });
+  if (typeof data !== "number") {
+    new Uint8Array(buffer.getMappedRange()).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    buffer.unmap();
+  }
+  return buffer;
+}
+
 /**
  * The buffers of one call: every buffer is created through it and destroyed with it, so GPU memory
  * is given back when the call ends (or fails) instead of whenever the garbage collector runs.
@@ -69,19 +86,8 @@ export class Buffers {
 
   /** A storage buffer holding `data`, or of `data` bytes zero-filled. */
   storage(data: ArrayBufferView | number, label: string): GPUBuffer {
-    const size = typeof data === "number" ? data : data.byteLength;
-    const bytes = Math.max(16, Math.ceil(size / 16) * 16);
-    if (bytes > this.gpu.maxStorageBinding) {
-      throw new MobaError(`webgpu: ${label} needs ${bytes} bytes, more than one storage binding allows (${this.gpu.maxStorageBinding})`);
-    }
-    const buffer = this.gpu.device.createBuffer({
-      label, size: bytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, mappedAtCreation: typeof data !== "number",
-    });
+    const buffer = storageBuffer(this.gpu, data, label);
     this.owned.push(buffer);
-    if (typeof data !== "number") {
-      new Uint8Array(buffer.getMappedRange()).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-      buffer.unmap();
-    }
     return buffer;
   }
 

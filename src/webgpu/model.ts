@@ -1,0 +1,233 @@
+// The model backend on WebGPU: every tensor is a GPU buffer, every op a WGSL kernel recorded into
+// one command encoder (submitted when the host must wait: attention's routing, a read-back, the
+// end of a scope). Weights, gradients and AdamW moments stay on the GPU across steps; a training
+// step reads back only the loss and the gradient norm.
+import { type AttentionProblem, FULL_ATTENTION_TILE } from "../attention/problem.js";
+import type { AdamWScalars, AttentionCall, AttentionSaved, ModelBackend } from "../backend.js";
+import { MobaError } from "../tensor.js";
+import { backwardOnGpu, forwardOnGpu, headGroups } from "./attention/index.js";
+import { checked, getDevice, type MobaDevice } from "./device.js";
+import { Buffers, dispatch, type Kernel, pipeline, readBack, storageBuffer } from "./kernel.js";
+import { GEMM, type GemmConstants, TILE } from "./linear.wgsl.js";
+import * as K from "./model.wgsl.js";
+
+/** A GPU buffer and how many float32 (or int32) elements it holds. */
+export interface GpuTensor {
+  readonly buffer: GPUBuffer;
+  readonly length: number;
+}
+
+const NAN_BITS = 0x7fc00000;
+/** Rows per chunk of RMSNorm's weight-gradient sum (stage 1), so stage 2 sums M / 256 partials. */
+const ROWS_PER_CHUNK = 256;
+/** Elements each workgroup of sumOfSquares reduces. */
+const SQUARES_PER_GROUP = 65536;
+
+type Word = number | { f32: number };
+
+class WebGpuModel implements ModelBackend<GpuTensor> {
+  readonly name = "webgpu" as const;
+  private mem: Buffers | null = null;
+  private encoder: GPUCommandEncoder | null = null;
+
+  constructor(private readonly gpu: MobaDevice) {}
+
+  // ---- memory ----
+
+  async scope<T>(what: string, work: () => Promise<T>): Promise<T> {
+    if (this.mem) throw new MobaError(`webgpu: ${what} started inside another scope`);
+    const mem = (this.mem = new Buffers(this.gpu));
+    const end = { destroy: () => { this.flush(); this.mem = null; mem.destroy(); } };
+    return checked(this.gpu, what, end, work);
+  }
+
+  private scoped(): Buffers {
+    if (!this.mem) throw new MobaError("webgpu: model tensors are made inside backend.scope()");
+    return this.mem;
+  }
+
+  zeros(n: number): GpuTensor {
+    return { buffer: this.scoped().storage(n * 4, "zeros"), length: n };
+  }
+
+  empty(n: number): GpuTensor {
+    const x = { buffer: this.scoped().storage(n * 4, "output"), length: n };
+    this.run(K.FILL, [[n, NAN_BITS]], [x], n, "poison");
+    return x;
+  }
+
+  upload(data: Float32Array | Int32Array | Uint32Array, persistent = false): GpuTensor {
+    const buffer = persistent ? storageBuffer(this.gpu, data, "persistent") : this.scoped().storage(data, "upload");
+    return { buffer, length: data.length };
+  }
+
+  async download(x: GpuTensor): Promise<Float32Array> {
+    this.flush();
+    const [bytes] = await readBack(this.gpu, [{ buffer: x.buffer, bytes: x.length * 4 }]);
+    return new Float32Array(bytes);
+  }
+
+  free(xs: GpuTensor[]): void {
+    for (const x of xs) x.buffer.destroy();
+  }
+
+  clear(x: GpuTensor): void {
+    this.record().clearBuffer(x.buffer);
+  }
+
+  // ---- recording ----
+
+  private record(): GPUCommandEncoder {
+    this.encoder ??= this.gpu.device.createCommandEncoder();
+    return this.encoder;
+  }
+
+  private flush(): void {
+    if (this.encoder) this.gpu.device.queue.submit([this.encoder.finish()]);
+    this.encoder = null;
+  }
+
+  /** Records one kernel: binding 0 is the uniform of `words`, then the tensors in order. */
+  private run(kernel: Kernel<null>, words: Word[][], tensors: GpuTensor[], items: number, label: string, workgroups = Math.ceil(items / K.THREADS)): void {
+    // pipelines compile on first use (awaited in prepare()); here they are cached
+    const p = this.pipelines.get(kernel.name);
+    if (!p) throw new MobaError(`webgpu: kernel ${kernel.name} used before prepare()`);
+    dispatch(this.record(), this.gpu, p, [this.scoped().uniform(words.flat(), label), ...tensors.map((t) => t.buffer)], workgroups, label);
+  }
+
+  private readonly pipelines = new Map<string, GPUComputePipeline>();
+
+  /** Compiles every kernel once. */
+  async prepare(): Promise<this> {
+    const kernels = [K.FILL, K.EMBEDDING, K.EMBEDDING_BACKWARD, K.RMS_NORM, K.RMS_NORM_BACKWARD, K.RMS_NORM_WEIGHT_PARTIAL, K.COLUMN_SUM_INTO,
+      K.ROPE, K.SWIGLU, K.SWIGLU_BACKWARD, K.ADD_INTO, K.CROSS_ENTROPY, K.CROSS_ENTROPY_BACKWARD, K.SUM_OF_SQUARES, K.ADAMW];
+    for (const k of kernels) this.pipelines.set(k.name, await pipeline(this.gpu, k, null));
+    return this;
+  }
+
+  private async gemm(c: GemmConstants, a: GpuTensor, b: GpuTensor, y: GpuTensor, M: number, N: number, K: number): Promise<void> {
+    const tilesN = Math.ceil(N / TILE);
+    dispatch(this.record(), this.gpu, await pipeline(this.gpu, GEMM, c), [a.buffer, b.buffer, y.buffer, this.scoped().uniform([M, N, K, tilesN], "gemm shape")],
+      Math.ceil(M / TILE) * tilesN, "gemm");
+  }
+
+  // ---- layers ----
+
+  async embedding(out: GpuTensor, table: GpuTensor, tokens: Int32Array, H: number): Promise<void> {
+    this.run(K.EMBEDDING, [[tokens.length, H]], [this.upload(tokens), table, out], tokens.length * H, "embedding");
+  }
+
+  async embeddingBackward(dTable: GpuTensor, dOut: GpuTensor, tokens: Int32Array, H: number): Promise<void> {
+    // the positions of each vocabulary entry, by counting sort on the host (the tokens are host data)
+    const V = dTable.length / H;
+    const start = new Uint32Array(V + 1);
+    for (const t of tokens) start[t + 1]++;
+    for (let v = 0; v < V; v++) start[v + 1] += start[v];
+    const order = new Uint32Array(tokens.length), cursor = start.slice(0, V);
+    tokens.forEach((t, i) => (order[cursor[t]++] = i));
+    this.run(K.EMBEDDING_BACKWARD, [[V, H]], [this.upload(start), this.upload(order), dOut, dTable], V * H, "embedding backward");
+  }
+
+  async rmsNorm(y: GpuTensor, rstd: GpuTensor, x: GpuTensor, w: GpuTensor, M: number, H: number, eps: number): Promise<void> {
+    this.run(K.RMS_NORM, [[M, H, { f32: eps }]], [x, w, y, rstd], M, "rms norm", M);
+  }
+
+  async rmsNormBackward(dx: GpuTensor, dw: GpuTensor, dy: GpuTensor, x: GpuTensor, w: GpuTensor, rstd: GpuTensor, M: number, H: number, accumulate: boolean): Promise<void> {
+    this.run(K.RMS_NORM_BACKWARD, [[M, H, accumulate ? 1 : 0]], [dy, x, w, rstd, dx], M, "rms norm backward", M);
+    const columnGroups = Math.ceil(H / K.THREADS), chunks = Math.ceil(M / ROWS_PER_CHUNK);
+    const partial = this.zeros(chunks * H);
+    this.run(K.RMS_NORM_WEIGHT_PARTIAL, [[M, H, columnGroups, ROWS_PER_CHUNK]], [dy, x, rstd, partial], 0, "rms norm dw", columnGroups * chunks);
+    this.run(K.COLUMN_SUM_INTO, [[chunks, H]], [partial, dw], H, "rms norm dw sum");
+  }
+
+  async rope(x: GpuTensor, cos: GpuTensor, sin: GpuTensor, heads: number, D: number, direction: 1 | -1): Promise<void> {
+    const T = cos.length / (D / 2);
+    this.run(K.ROPE, [[T, heads, D, { f32: direction }]], [cos, sin, x], (T * heads * D) / 2, "rope");
+  }
+
+  async swiglu(m: GpuTensor, g: GpuTensor, u: GpuTensor): Promise<void> {
+    this.run(K.SWIGLU, [[m.length]], [g, u, m], m.length, "swiglu");
+  }
+
+  async swigluBackward(dg: GpuTensor, du: GpuTensor, dm: GpuTensor, g: GpuTensor, u: GpuTensor): Promise<void> {
+    this.run(K.SWIGLU_BACKWARD, [[dm.length]], [dm, g, u, dg, du], dm.length, "swiglu backward");
+  }
+
+  async addInto(out: GpuTensor, a: GpuTensor): Promise<void> {
+    this.run(K.ADD_INTO, [[out.length]], [a, out], out.length, "add");
+  }
+
+  async linear(y: GpuTensor, x: GpuTensor, w: GpuTensor, M: number, K_: number, N: number): Promise<void> {
+    await this.gemm({ aTransposed: false, bTransposed: false, accumulate: false }, x, w, y, M, N, K_);
+  }
+
+  async linearBackward(dx: GpuTensor, dw: GpuTensor, dy: GpuTensor, x: GpuTensor, w: GpuTensor, M: number, K_: number, N: number, accumulate: boolean): Promise<void> {
+    // dx[M, K] (+)= dy[M, N] · w[N, K]: B = w stored [K' = N, N' = K]
+    await this.gemm({ aTransposed: false, bTransposed: true, accumulate }, dy, w, dx, M, K_, N);
+    // dw[N, K] += dyᵀ · x: A = dy stored [K' = M, M' = N], B = x stored [K' = M, N' = K]
+    await this.gemm({ aTransposed: true, bTransposed: true, accumulate: true }, dy, x, dw, N, K_, M);
+  }
+
+  async crossEntropy(lse: GpuTensor, logits: GpuTensor, targets: Int32Array, weights: Float32Array, V: number): Promise<number> {
+    const M = targets.length;
+    const losses = this.empty(M);
+    this.run(K.CROSS_ENTROPY, [[M, V]], [logits, this.upload(targets), this.upload(weights), lse, losses], M, "cross entropy", M);
+    // the sum in float64 on the host, as the CPU backend does
+    return (await this.download(losses)).reduce((a, b) => a + b, 0);
+  }
+
+  async crossEntropyBackward(dLogits: GpuTensor, logits: GpuTensor, lse: GpuTensor, targets: Int32Array, weights: Float32Array, V: number, scale: number): Promise<void> {
+    const M = targets.length;
+    this.run(K.CROSS_ENTROPY_BACKWARD, [[M, V, { f32: scale }]], [logits, lse, this.upload(targets), this.upload(weights), dLogits], M * V, "cross entropy backward");
+  }
+
+  private problem(c: AttentionCall): AttentionProblem {
+    const p = {
+      tokens: c.tokens, qHeads: c.qHeads, kvHeads: c.kvHeads, headDim: c.headDim, scale: 1 / Math.sqrt(c.headDim),
+      blockSize: c.kind === "moba" ? c.blockSize : FULL_ATTENTION_TILE, topK: c.kind === "moba" ? c.topK : Infinity, cuSeqlens: c.cuSeqlens,
+    };
+    if (headGroups(this.gpu, p) !== 1) throw new MobaError(`webgpu: ${c.tokens} tokens × ${c.qHeads} heads × headDim ${c.headDim} exceed one storage binding; train with a shorter context`);
+    return p;
+  }
+
+  async attention(c: AttentionCall, q: GpuTensor, k: GpuTensor, v: GpuTensor): Promise<AttentionSaved<GpuTensor>> {
+    this.flush(); // q, k, v are written by recorded work; the attention submits its own
+    const r = await forwardOnGpu(this.scoped(), this.problem(c), { q: q.buffer, k: k.buffer, v: v.buffer });
+    return { out: { buffer: r.out, length: q.length }, lse: { buffer: r.lse, length: c.tokens * c.qHeads }, routing: r.routed };
+  }
+
+  async attentionBackward(c: AttentionCall, q: GpuTensor, k: GpuTensor, v: GpuTensor, saved: AttentionSaved<GpuTensor>, dout: GpuTensor) {
+    this.flush();
+    const routed = saved.routing as Parameters<typeof backwardOnGpu>[6];
+    const g = await backwardOnGpu(this.scoped(), this.problem(c), { q: q.buffer, k: k.buffer, v: v.buffer }, saved.out.buffer, saved.lse.buffer, dout.buffer, routed);
+    // dk and dv share one buffer: copy them apart (4-byte offsets; a binding offset would need 256)
+    const dk = this.zeros(k.length), dv = this.zeros(v.length);
+    const encoder = this.record();
+    encoder.copyBufferToBuffer(g.dkdv, 0, dk.buffer, 0, k.length * 4);
+    encoder.copyBufferToBuffer(g.dkdv, k.length * 4, dv.buffer, 0, v.length * 4);
+    return { dq: { buffer: g.dq, length: q.length }, dk, dv };
+  }
+
+  // ---- optimizer ----
+
+  async sumOfSquares(xs: GpuTensor[]): Promise<number> {
+    const groups = xs.map((x) => Math.ceil(x.length / SQUARES_PER_GROUP));
+    const partial = this.zeros(groups.reduce((a, b) => a + b, 0));
+    let base = 0;
+    xs.forEach((x, i) => {
+      this.run(K.SUM_OF_SQUARES, [[x.length, SQUARES_PER_GROUP, base]], [x, partial], 0, "sum of squares", groups[i]);
+      base += groups[i];
+    });
+    return (await this.download(partial)).reduce((a, b) => a + b, 0);
+  }
+
+  async adamw(w: GpuTensor, g: GpuTensor, m: GpuTensor, v: GpuTensor, s: AdamWScalars): Promise<void> {
+    const f = (x: number) => ({ f32: x });
+    this.run(K.ADAMW, [[w.length, f(s.lr), f(s.beta1), f(s.beta2), f(s.eps), f(s.decayFactor), f(s.c1), f(s.c2), f(s.gradScale)]], [g, w, m, v], w.length, "adamw");
+  }
+}
+
+/** The WebGPU model backend on the process's device (kernels compiled). */
+export async function webgpuModelBackend(): Promise<ModelBackend<GpuTensor>> {
+  return new WebGpuModel(await getDevice()).prepare();
+}
