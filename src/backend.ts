@@ -63,6 +63,8 @@ export interface ModelBackend<B extends Sized = Sized> {
   free(xs: B[]): void;
   /** x = 0 */
   clear(x: B): void;
+  /** The most device memory this backend's tensors have held at once, in bytes (where it owns a device). */
+  readonly peakBytes?: number;
 
   // ---- layers: the same pairs as src/model/layers.ts ----
   embedding(out: B, table: B, tokens: Int32Array, H: number): Promise<void>;

@@ -28,11 +28,13 @@ export function stepFlops(c: LlamaConfig, T: number, kind: AttentionKind): { gem
 }
 
 export async function benchTrain(o: TrainBenchOptions, print: (line: string) => void): Promise<void> {
-  const backend = await modelBackend(o.backend);
   const rows: string[][] = [];
+  let name = "";
   for (const T of o.lengths) {
     const seconds: Record<AttentionKind, number> = { moba: NaN, full: NaN };
     for (const kind of ["moba", "full"] as const) {
+      const backend = await modelBackend(o.backend); // a fresh one per row: its peak memory is this row's
+      name = backend.name;
       const config = checkConfig({ ...o.model, max_position_embeddings: Math.max(T, o.model.max_position_embeddings ?? 0), layer_attention: undefined, full_attention_last_layers: kind === "full" ? o.model.num_hidden_layers ?? 4 : 0 });
       const model = initModel(config, 1);
       const optimizer = new AdamW(model, backend);
@@ -55,12 +57,13 @@ export async function benchTrain(o: TrainBenchOptions, print: (line: string) => 
       const f = stepFlops(config, T, kind);
       rows.push([String(T), kind, (parameterCount(model) / 1e6).toFixed(1) + "M", (seconds[kind] * 1000).toFixed(0), (T / seconds[kind]).toFixed(0),
         (f.gemm / 1e9).toFixed(1), (f.attention / 1e9).toFixed(1), ((f.gemm + f.attention) / seconds[kind] / 1e12).toFixed(3),
+        backend.peakBytes === undefined ? "-" : (backend.peakBytes / 2 ** 30).toFixed(2),
         kind === "full" ? (seconds.full / seconds.moba).toFixed(2) + "x" : "", kind === "full" ? ((f.gemm + f.attention) / (f.gemm + stepFlops(config, T, "moba").attention)).toFixed(2) + "x" : ""]);
       print(rows[rows.length - 1].join("  "));
     }
   }
-  print(`\ntraining step on ${backend.name}, ${o.steps} timed steps each (median), one sequence per step`);
-  print(table(["tokens", "attention", "params", "step ms", "tok/s", "GEMM GFLOP", "attn GFLOP", "TFLOP/s", "MoBA speedup", "ideal"], rows));
+  print(`\ntraining step on ${name}, ${o.steps} timed steps each (median), one sequence per step; GPU GiB: peak of the tensors held at once`);
+  print(table(["tokens", "attention", "params", "step ms", "tok/s", "GEMM GFLOP", "attn GFLOP", "TFLOP/s", "GPU GiB", "MoBA speedup", "ideal"], rows));
   if (o.decodeContext > 0) await benchDecode(o, print);
 }
 

@@ -82,12 +82,15 @@ export function storageBuffer(gpu: MobaDevice, data: ArrayBufferView | number, l
  */
 export class Buffers {
   private readonly owned: GPUBuffer[] = [];
+  /** Bytes of the buffers it holds. */
+  bytes = 0;
   constructor(readonly gpu: MobaDevice) {}
 
   /** A storage buffer holding `data`, or of `data` bytes zero-filled. */
   storage(data: ArrayBufferView | number, label: string): GPUBuffer {
     const buffer = storageBuffer(this.gpu, data, label);
     this.owned.push(buffer);
+    this.bytes += buffer.size;
     return buffer;
   }
 
@@ -104,6 +107,7 @@ export class Buffers {
     words.forEach((w, i) => (typeof w === "number" ? (u[i] = w) : (f[i] = w.f32)));
     const buffer = this.gpu.device.createBuffer({ label, size: data.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, mappedAtCreation: true });
     this.owned.push(buffer);
+    this.bytes += buffer.size;
     new Uint8Array(buffer.getMappedRange()).set(new Uint8Array(data));
     buffer.unmap();
     return buffer;
@@ -111,6 +115,7 @@ export class Buffers {
 
   destroy(): void {
     for (const buffer of this.owned.splice(0)) buffer.destroy();
+    this.bytes = 0;
   }
 }
 

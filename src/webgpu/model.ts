@@ -28,6 +28,9 @@ type Word = number | { f32: number };
 class WebGpuModel implements ModelBackend<GpuTensor> {
   readonly name = "webgpu" as const;
   private mem: Buffers | null = null;
+  private persistentBytes = 0;
+  /** The most bytes held at the end of any scope: persistent tensors plus the scope's buffers (its peak: scopes only grow). */
+  peakBytes = 0;
   private encoder: GPUCommandEncoder | null = null;
 
   constructor(private readonly gpu: MobaDevice) {}
@@ -37,7 +40,14 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
   async scope<T>(what: string, work: () => Promise<T>): Promise<T> {
     if (this.mem) throw new MobaError(`webgpu: ${what} started inside another scope`);
     const mem = (this.mem = new Buffers(this.gpu));
-    const end = { destroy: () => { this.flush(); this.mem = null; mem.destroy(); } };
+    const end = {
+      destroy: () => {
+        this.flush();
+        this.peakBytes = Math.max(this.peakBytes, this.persistentBytes + mem.bytes);
+        this.mem = null;
+        mem.destroy();
+      },
+    };
     return checked(this.gpu, what, end, work);
   }
 
@@ -58,6 +68,7 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
 
   upload(data: Float32Array | Int32Array | Uint32Array, persistent = false): GpuTensor {
     const buffer = persistent ? storageBuffer(this.gpu, data, "persistent") : this.scoped().storage(data, "upload");
+    if (persistent) this.persistentBytes += buffer.size;
     return { buffer, length: data.length };
   }
 
@@ -68,7 +79,10 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
   }
 
   free(xs: GpuTensor[]): void {
-    for (const x of xs) x.buffer.destroy();
+    for (const x of xs) {
+      this.persistentBytes -= x.buffer.size;
+      x.buffer.destroy();
+    }
   }
 
   clear(x: GpuTensor): void {
