@@ -76,27 +76,97 @@ export function storageBuffer(gpu: MobaDevice, data: ArrayBufferView | number, l
   return buffer;
 }
 
+/** Reusable buffers of one device, by usage and size class, with the generation that gave them back. */
+interface Pool {
+  free: Map<string, { buffer: GPUBuffer; generation: number }[]>;
+  generation: number;
+  fill: GPUComputePipeline | null;
+}
+
+const pools = new WeakMap<GPUDevice, Pool>();
+
+/** Buffers given back this many generations ago and not taken since are destroyed. */
+const POOL_GENERATIONS = 2;
+
+/** Sizes round up to 1/8 of their power of two (at most 12.5% waste), so varying sizes share buffers. */
+function sizeClass(bytes: number): number {
+  if (bytes <= 256) return 256;
+  const step = 2 ** (Math.floor(Math.log2(bytes)) - 3);
+  return Math.ceil(bytes / step) * step;
+}
+
+const FILL_WGSL = `
+struct P { n: u32, bits: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> out: array<u32>;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) groups: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let i = (wg.x + wg.y * groups.x) * 256u + lid;
+  if (i < p.n) { out[i] = p.bits; }
+}`;
+
 /**
- * The buffers of one call: every buffer is created through it and destroyed with it, so GPU memory
- * is given back when the call ends (or fails) instead of whenever the garbage collector runs.
+ * The buffers of one call: every buffer is taken through it and given back with it. Given-back
+ * buffers are reused by later calls of the same sizes (a training step repeats its shapes, and
+ * on Vulkan a fresh allocation costs about a millisecond); buffers unused for POOL_GENERATIONS
+ * calls are destroyed, so memory follows the current shapes.
  */
 export class Buffers {
-  private readonly owned: GPUBuffer[] = [];
+  private readonly owned: { buffer: GPUBuffer; key: string }[] = [];
+  private readonly pool: Pool;
   /** Bytes of the buffers it holds. */
   bytes = 0;
-  constructor(readonly gpu: MobaDevice) {}
+
+  constructor(readonly gpu: MobaDevice) {
+    let pool = pools.get(gpu.device);
+    if (!pool) pools.set(gpu.device, (pool = { free: new Map(), generation: 0, fill: null }));
+    this.pool = pool;
+  }
+
+  /** A buffer of at least `bytes`; `fresh` tells whether it was just created (zero-filled) rather than reused. */
+  private take(bytes: number, usage: number, label: string): { buffer: GPUBuffer; fresh: boolean } {
+    const size = sizeClass(bytes);
+    const key = `${usage}/${size}`;
+    const reused = this.pool.free.get(key)?.pop();
+    const buffer = reused?.buffer ?? this.gpu.device.createBuffer({ label, size, usage });
+    this.owned.push({ buffer, key });
+    this.bytes += size;
+    return { buffer, fresh: !reused };
+  }
 
   /** A storage buffer holding `data`, or of `data` bytes zero-filled. */
   storage(data: ArrayBufferView | number, label: string): GPUBuffer {
-    const buffer = storageBuffer(this.gpu, data, label);
-    this.owned.push(buffer);
-    this.bytes += buffer.size;
+    const bytes = Math.max(16, Math.ceil((typeof data === "number" ? data : data.byteLength) / 16) * 16);
+    if (bytes > this.gpu.maxStorageBinding) {
+      throw new MobaError(`webgpu: ${label} needs ${bytes} bytes, more than one storage binding allows (${this.gpu.maxStorageBinding})`);
+    }
+    const { buffer, fresh } = this.take(bytes, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, label);
+    if (typeof data !== "number") this.gpu.device.queue.writeBuffer(buffer, 0, data.buffer, data.byteOffset, data.byteLength);
+    else if (!fresh) this.submit((encoder) => encoder.clearBuffer(buffer));
     return buffer;
   }
 
-  /** A buffer filled with NaN bit patterns, so elements a kernel fails to write show up. */
-  poisoned(elements: number, label: string): GPUBuffer {
-    return this.storage(new Uint32Array(elements).fill(0x7fc00000), label);
+  /**
+   * A buffer filled with NaN bit patterns, so elements a kernel fails to write show up; the fill is
+   * recorded into `encoder` when given (it must run before the kernels recorded after it), else submitted now.
+   */
+  poisoned(elements: number, label: string, encoder?: GPUCommandEncoder): GPUBuffer {
+    const bytes = Math.max(16, Math.ceil((elements * 4) / 16) * 16);
+    if (bytes > this.gpu.maxStorageBinding) {
+      throw new MobaError(`webgpu: ${label} needs ${bytes} bytes, more than one storage binding allows (${this.gpu.maxStorageBinding})`);
+    }
+    const { buffer } = this.take(bytes, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, label);
+    this.pool.fill ??= this.gpu.device.createComputePipeline({ label: "fill", layout: "auto", compute: { module: this.gpu.device.createShaderModule({ code: FILL_WGSL }), entryPoint: "main" } });
+    const record = (e: GPUCommandEncoder) => dispatch(e, this.gpu, this.pool.fill!, [this.uniform([elements, 0x7fc00000], "fill"), buffer], Math.ceil(elements / 256), `poison ${label}`);
+    if (encoder) record(encoder);
+    else this.submit(record);
+    return buffer;
+  }
+
+  private submit(record: (encoder: GPUCommandEncoder) => void): void {
+    const encoder = this.gpu.device.createCommandEncoder();
+    record(encoder);
+    this.gpu.device.queue.submit([encoder.finish()]);
   }
 
   /** A uniform buffer of u32 words (or f32 where given as { f32 }). */
@@ -105,17 +175,26 @@ export class Buffers {
     const u = new Uint32Array(data);
     const f = new Float32Array(data);
     words.forEach((w, i) => (typeof w === "number" ? (u[i] = w) : (f[i] = w.f32)));
-    const buffer = this.gpu.device.createBuffer({ label, size: data.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, mappedAtCreation: true });
-    this.owned.push(buffer);
-    this.bytes += buffer.size;
-    new Uint8Array(buffer.getMappedRange()).set(new Uint8Array(data));
-    buffer.unmap();
+    const { buffer } = this.take(data.byteLength, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label);
+    this.gpu.device.queue.writeBuffer(buffer, 0, data);
     return buffer;
   }
 
+  /** Gives every buffer back to the pool (the work that uses them has been submitted) and trims it. */
   destroy(): void {
-    for (const buffer of this.owned.splice(0)) buffer.destroy();
+    const generation = ++this.pool.generation;
+    for (const { buffer, key } of this.owned.splice(0)) {
+      const list = this.pool.free.get(key) ?? [];
+      list.push({ buffer, generation });
+      this.pool.free.set(key, list);
+    }
     this.bytes = 0;
+    for (const [key, list] of this.pool.free) {
+      const keep = list.filter((e) => e.generation > generation - POOL_GENERATIONS);
+      for (const e of list) if (!keep.includes(e)) e.buffer.destroy();
+      if (keep.length > 0) this.pool.free.set(key, keep);
+      else this.pool.free.delete(key);
+    }
   }
 }
 

@@ -17,7 +17,6 @@ export interface GpuTensor {
   readonly length: number;
 }
 
-const NAN_BITS = 0x7fc00000;
 /** Rows per chunk of RMSNorm's weight-gradient sum (stage 1), so stage 2 sums M / 256 partials. */
 const ROWS_PER_CHUNK = 256;
 /** Elements each workgroup of sumOfSquares reduces. */
@@ -61,9 +60,7 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
   }
 
   empty(n: number): GpuTensor {
-    const x = { buffer: this.scoped().storage(n * 4, "output"), length: n };
-    this.run(K.FILL, [[n, NAN_BITS]], [x], n, "poison");
-    return x;
+    return { buffer: this.scoped().poisoned(n, "output", this.record()), length: n };
   }
 
   upload(data: Float32Array | Int32Array | Uint32Array, persistent = false): GpuTensor {
@@ -113,7 +110,7 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
 
   /** Compiles every kernel once. */
   async prepare(): Promise<this> {
-    const kernels = [K.FILL, K.EMBEDDING, K.EMBEDDING_BACKWARD, K.RMS_NORM, K.RMS_NORM_BACKWARD, K.RMS_NORM_WEIGHT_PARTIAL, K.COLUMN_SUM_INTO,
+    const kernels = [K.EMBEDDING, K.EMBEDDING_BACKWARD, K.RMS_NORM, K.RMS_NORM_BACKWARD, K.RMS_NORM_WEIGHT_PARTIAL, K.COLUMN_SUM_INTO,
       K.ROPE, K.SWIGLU, K.SWIGLU_BACKWARD, K.ADD_INTO, K.CROSS_ENTROPY, K.CROSS_ENTROPY_BACKWARD, K.SUM_OF_SQUARES, K.ADAMW];
     for (const k of kernels) this.pipelines.set(k.name, await pipeline(this.gpu, k, null));
     return this;
@@ -121,7 +118,8 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
 
   private async gemm(c: GemmConstants, a: GpuTensor, b: GpuTensor, y: GpuTensor, M: number, N: number, K: number): Promise<void> {
     const tilesN = Math.ceil(N / TILE);
-    dispatch(this.record(), this.gpu, await pipeline(this.gpu, GEMM, c), [a.buffer, b.buffer, y.buffer, this.scoped().uniform([M, N, K, tilesN], "gemm shape")],
+    const p = await pipeline(this.gpu, GEMM, c); // before taking the encoder: an await may let a flush finish it
+    dispatch(this.record(), this.gpu, p, [a.buffer, b.buffer, y.buffer, this.scoped().uniform([M, N, K, tilesN], "gemm shape")],
       Math.ceil(M / TILE) * tilesN, "gemm");
   }
 

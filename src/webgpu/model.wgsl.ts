@@ -36,13 +36,6 @@ ${body}
   };
 }
 
-/** Writes a bit pattern (NaN: poison) into every word. */
-export const FILL = kernel("fill", `
-struct P { n: u32, bits: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read_write> out: array<u32>;`, `
-  if (item < p.n) { out[item] = p.bits; }`, "element");
-
 export const EMBEDDING = kernel("embedding", `
 struct P { T: u32, H: u32 }
 @group(0) @binding(0) var<uniform> p: P;
