@@ -198,11 +198,14 @@ export class Buffers {
   }
 }
 
+/** A whole buffer, or a range of one (offset a multiple of 256 bytes). */
+export type Binding = GPUBuffer | { buffer: GPUBuffer; offset: number; size: number };
+
 /** Records one dispatch: binding i of group 0 is buffers[i]. */
-export function dispatch(encoder: GPUCommandEncoder, gpu: MobaDevice, p: GPUComputePipeline, buffers: GPUBuffer[], workgroups: number, label: string): void {
+export function dispatch(encoder: GPUCommandEncoder, gpu: MobaDevice, p: GPUComputePipeline, buffers: Binding[], workgroups: number, label: string): void {
   if (workgroups === 0) return;
   const bindGroup = gpu.device.createBindGroup({
-    label, layout: p.getBindGroupLayout(0), entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
+    label, layout: p.getBindGroupLayout(0), entries: buffers.map((b, binding) => ({ binding, resource: "offset" in b ? b : { buffer: b } })),
   });
   const pass = encoder.beginComputePass({ label });
   pass.setPipeline(p);

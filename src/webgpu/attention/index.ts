@@ -4,9 +4,9 @@ import type { AttentionProblem } from "../../attention/problem.js";
 import { blockOffsets, forEachRoute, pastPerQuery, selectsAll } from "../../cpu/routing.js";
 import { MobaError } from "../../tensor.js";
 import { checked, getDevice, type MobaDevice } from "../device.js";
-import { Buffers, dispatch, type Kernel, pipeline, readBack, threadGroups } from "../kernel.js";
+import { type Binding, Buffers, dispatch, type Kernel, pipeline, readBack, threadGroups } from "../kernel.js";
 import { DELTA, dkdvWgsl, dqWgsl, FINALIZE, forwardWgsl, perThread, type TileShape } from "./attention.wgsl.js";
-import { BLOCK_SUMS, GATE, SCATTER } from "./routing.wgsl.js";
+import { BLOCK_SUMS, GATE, GATHERED_TILES, SCAN, SCATTER } from "./routing.wgsl.js";
 
 const MAX_HEAD_DIM = 256;
 const THREADS = 64;
@@ -17,6 +17,8 @@ const fixed = (name: string, code: string): Kernel<null> => ({ name, workgroupSi
 const blockSums = fixed("blockSums", BLOCK_SUMS);
 const gate = fixed("gate", GATE);
 const scatter = fixed("scatter", SCATTER);
+const scan: Kernel<null> = { name: "scan", workgroupSize: 256, key: () => "", wgsl: () => SCAN };
+const gatheredTiles = fixed("gatheredTiles", GATHERED_TILES);
 const finalize = fixed("finalize", FINALIZE);
 const deltaKernel = fixed("delta", DELTA);
 const tiled = (name: string, wgsl: (c: TileShape) => string): Kernel<TileShape> => ({
@@ -97,20 +99,6 @@ function naturalTiles(pl: Plan, TQ: number): Tiles {
   return tiles;
 }
 
-/** Gathered tiles of round r: per (head, block), the queries whose r-th routed block it is. */
-function roundTiles(pl: Plan, segmentStart: Uint32Array, r: number, TQ: number): Tiles {
-  const tiles = new Tiles();
-  for (let h = 0; h < pl.p.qHeads; h++) {
-    for (let G = 0; G < pl.blocks; G++) {
-      const s = (r * pl.p.qHeads + h) * pl.blocks + G;
-      for (let e = segmentStart[s]; e < segmentStart[s + 1]; e += TQ) {
-        tiles.add(e, Math.min(TQ, segmentStart[s + 1] - e), pl.blockStart[G], pl.blockEnd[G], h, 1);
-      }
-    }
-  }
-  return tiles;
-}
-
 /** Key tiles for dk/dv: TK keys of one block and kv head, with the end of its natural queries. */
 function keyTiles(pl: Plan, TK: number): Tiles {
   const tiles = new Tiles();
@@ -127,7 +115,17 @@ function keyTiles(pl: Plan, TK: number): Tiles {
 interface Routed {
   routing: GPUBuffer; // [tokens, qHeads, width] u32
   entries: GPUBuffer; // gathered queries, by (round, head, block)
-  segmentStart: Uint32Array; // [width * qHeads * blocks + 1]
+  segmentStart: GPUBuffer; // [width * qHeads * blocks + 1] where each (round, head, block)'s queries start in entries
+  /** Round r's gathered query tiles: slots [r · bound, (r + 1) · bound) of 8 words, unused ones zero. */
+  tiles: GPUBuffer;
+  bound: number;
+}
+
+/** Query rows per tile of the forward and dq kernels (they must agree: the gathered tiles serve both). */
+function queryRows(gpu: MobaDevice, headDim: number): number {
+  const TQ = forwardShape(gpu, headDim).TQ;
+  if (dqShape(gpu, headDim).TQ !== TQ) throw new MobaError(`webgpu: forward and dq tiles differ for headDim ${headDim}`);
+  return TQ;
 }
 
 function routingParams(mem: Buffers, pl: Plan): GPUBuffer {
@@ -135,44 +133,53 @@ function routingParams(mem: Buffers, pl: Plan): GPUBuffer {
   return mem.uniform([tokens, qHeads, kvHeads, headDim, blockSize, pl.width, pl.blocks, cuSeqlens.length - 1], "routing params");
 }
 
-/** The routing table (computed here unless given) and its inverted index. */
+/**
+ * The routing table (computed here unless given), its inverted index and every round's gathered
+ * query tiles, all built on the GPU (histogram, prefix sums, scatter, tiles): nothing is read back.
+ */
 async function route(mem: Buffers, pl: Plan, q: GPUBuffer, k: GPUBuffer, given?: Int32Array): Promise<Routed> {
   const { tokens, qHeads, kvHeads, headDim } = pl.p;
   const gpu = mem.gpu;
-  const device = gpu.device;
   const params = routingParams(mem, pl);
   const cu = mem.storage(Uint32Array.from(pl.p.cuSeqlens), "cuSeqlens");
   const offsets = mem.storage(Uint32Array.from(pl.offsets), "block offsets");
-  const segments = pl.width * qHeads * pl.blocks;
-  let counts: Uint32Array;
+  const range = new Uint32Array(2 * pl.blocks);
+  for (let G = 0; G < pl.blocks; G++) [range[2 * G], range[2 * G + 1]] = [pl.blockStart[G], pl.blockEnd[G]];
+  const blockRange = mem.storage(range, "block ranges");
+  const roundSegments = qHeads * pl.blocks;
+  const segments = pl.width * roundSegments;
+  const encoder = gpu.device.createCommandEncoder();
+  let counts: GPUBuffer;
   let routing: GPUBuffer;
   if (given) {
     routing = mem.storage(given, "routing");
-    counts = new Uint32Array(segments);
-    const histogram = counts;
+    const histogram = new Uint32Array(segments);
     forEachRoute(pl.p, given, pl.offsets, (_t, h, r, G) => histogram[(r * qHeads + h) * pl.blocks + G]++);
+    counts = mem.storage(histogram, "segment counts");
   } else {
-    const range = new Uint32Array(2 * pl.blocks);
-    for (let G = 0; G < pl.blocks; G++) [range[2 * G], range[2 * G + 1]] = [pl.blockStart[G], pl.blockEnd[G]];
     const sums = mem.storage(pl.blocks * kvHeads * headDim * 4, "block sums");
     routing = mem.storage(tokens * qHeads * pl.width * 4, "routing");
     const scores = mem.storage(tokens * qHeads * pl.width * 4, "gate scores");
-    const countBuffer = mem.storage(segments * 4, "segment counts");
-    const encoder = device.createCommandEncoder();
-    dispatch(encoder, gpu, await pipeline(gpu, blockSums, null), [params, mem.storage(range, "block ranges"), k, sums], pl.blocks * kvHeads, "block sums");
-    dispatch(encoder, gpu, await pipeline(gpu, gate, null), [params, cu, offsets, q, sums, routing, scores, countBuffer], threadGroups(gate, tokens * qHeads), "gate");
-    device.queue.submit([encoder.finish()]);
-    [counts] = (await readBack(gpu, [{ buffer: countBuffer, bytes: segments * 4 }])).map((b) => new Uint32Array(b));
+    counts = mem.storage(segments * 4, "segment counts");
+    dispatch(encoder, gpu, await pipeline(gpu, blockSums, null), [params, blockRange, k, sums], pl.blocks * kvHeads, "block sums");
+    dispatch(encoder, gpu, await pipeline(gpu, gate, null), [params, cu, offsets, q, sums, routing, scores, counts], threadGroups(gate, tokens * qHeads), "gate");
   }
-  const segmentStart = new Uint32Array(segments + 1);
-  for (let s = 0; s < segments; s++) segmentStart[s + 1] = segmentStart[s] + counts[s];
-  const segmentBuffer = mem.storage(segmentStart, "segment starts");
-  const entries = mem.storage(segmentStart[segments] * 4, "inverted index");
-  const encoder = device.createCommandEncoder();
+  const TQ = queryRows(gpu, headDim);
+  // a round's tiles: at most one partial tile per segment beyond ⌈queries / TQ⌉; a multiple of 8 slots keeps each region 256-byte aligned
+  const bound = Math.ceil((Math.ceil((tokens * qHeads) / TQ) + roundSegments) / 8) * 8;
+  const segmentStart = mem.storage((segments + 1) * 4, "segment starts");
+  const tileOffset = mem.storage(segments * 4, "tile offsets");
+  const entries = mem.storage(tokens * qHeads * pl.width * 4, "inverted index");
+  const tiles = mem.storage(pl.width * bound * 32, "gathered tiles");
+  const scanPipeline = await pipeline(gpu, scan, null);
+  dispatch(encoder, gpu, scanPipeline, [mem.uniform([segments, 0, 1], "scan"), counts, segmentStart], 1, "segment starts");
+  dispatch(encoder, gpu, scanPipeline, [mem.uniform([roundSegments, TQ, 0], "scan tiles"), counts, tileOffset], pl.width, "tile offsets");
   dispatch(encoder, gpu, await pipeline(gpu, scatter, null),
-    [params, cu, offsets, routing, segmentBuffer, mem.storage(segments * 4, "cursors"), entries], threadGroups(scatter, tokens * qHeads), "scatter");
-  device.queue.submit([encoder.finish()]);
-  return { routing, entries, segmentStart };
+    [params, cu, offsets, routing, segmentStart, mem.storage(segments * 4, "cursors"), entries], threadGroups(scatter, tokens * qHeads), "scatter");
+  dispatch(encoder, gpu, await pipeline(gpu, gatheredTiles, null), [mem.uniform([segments, roundSegments, pl.blocks, TQ, bound], "tiles"), counts, segmentStart, tileOffset, blockRange, tiles],
+    threadGroups(gatheredTiles, segments), "gathered tiles");
+  gpu.device.queue.submit([encoder.finish()]);
+  return { routing, entries, segmentStart, tiles, bound };
 }
 
 function tileParams(mem: Buffers, pl: Plan, shape: TileShape, tiles: number, loadState: boolean, finalizeHere: boolean): GPUBuffer {
@@ -182,11 +189,15 @@ function tileParams(mem: Buffers, pl: Plan, shape: TileShape, tiles: number, loa
     headDim, shape.TQ, shape.TK, perThread(shape), 2 * tiles, tokens * kvHeads * headDim], "tile params");
 }
 
-/** Every round of tiles for the forward and dq: the own blocks (or full causal ranges), then each routed round. */
-function rounds(pl: Plan, routed: Routed | null, TQ: number): Tiles[] {
-  const list = [naturalTiles(pl, TQ)];
-  for (let r = 0; routed && r < pl.width; r++) list.push(roundTiles(pl, routed.segmentStart, r, TQ));
-  return list.filter((t, i) => i === 0 || t.count > 0);
+/**
+ * Every round of tiles for the forward and dq: the own blocks (or full causal ranges, built here),
+ * then each routed round (built on the GPU: `bound` slots, the unused ones empty).
+ */
+function rounds(mem: Buffers, pl: Plan, routed: Routed | null, TQ: number): { tiles: Binding; count: number }[] {
+  const natural = naturalTiles(pl, TQ);
+  const list: { tiles: Binding; count: number }[] = [{ tiles: mem.storage(Uint32Array.from(natural.words), "tiles"), count: natural.count }];
+  for (let r = 0; routed && r < pl.width; r++) list.push({ tiles: { buffer: routed.tiles, offset: r * routed.bound * 32, size: routed.bound * 32 }, count: routed.bound });
+  return list;
 }
 
 export interface GpuTensors {
@@ -213,9 +224,9 @@ export async function forwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTens
   const dummy = mem.storage(16, "unused");
   const entries = routed?.entries ?? dummy;
   const encoder = gpu.device.createCommandEncoder();
-  rounds(pl, routed, shape.TQ).forEach((tiles, r) => {
-    const params = tileParams(mem, pl, shape, tiles.count, r > 0, pl.all);
-    dispatch(encoder, gpu, forward, [params, mem.storage(Uint32Array.from(tiles.words), "tiles"), entries, t.q, t.k, t.v, out, ml, lse], tiles.count, `forward round ${r}`);
+  rounds(mem, pl, routed, shape.TQ).forEach(({ tiles, count }, r) => {
+    const params = tileParams(mem, pl, shape, count, r > 0, pl.all);
+    dispatch(encoder, gpu, forward, [params, tiles, entries, t.q, t.k, t.v, out, ml, lse], count, `forward round ${r}`);
   });
   if (!pl.all) {
     const params = mem.uniform([tokens * qHeads, headDim, 0, 0], "finalize params");
@@ -249,14 +260,16 @@ export async function backwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTen
   const [deltaPipeline, dqPipeline, dkdvPipeline] = await Promise.all([pipeline(gpu, deltaKernel, null), pipeline(gpu, dqKernel, qShape), pipeline(gpu, dkdvKernel, kShape)]);
   const encoder = gpu.device.createCommandEncoder();
   dispatch(encoder, gpu, deltaPipeline, [mem.uniform([tokens * qHeads, headDim, 0, 0], "delta params"), out, dout, lse, rowStats], threadGroups(deltaKernel, tokens * qHeads), "delta");
-  rounds(pl, routed, qShape.TQ).forEach((tiles, r) => {
-    dispatch(encoder, gpu, dqPipeline, [tileParams(mem, pl, qShape, tiles.count, r > 0, false), mem.storage(Uint32Array.from(tiles.words), "tiles"), entries, t.q, t.k, t.v, dout, rowStats, dq], tiles.count, `dq round ${r}`);
+  rounds(mem, pl, routed, qShape.TQ).forEach(({ tiles, count }, r) => {
+    dispatch(encoder, gpu, dqPipeline, [tileParams(mem, pl, qShape, count, r > 0, false), tiles, entries, t.q, t.k, t.v, dout, rowStats, dq], count, `dq round ${r}`);
   });
+  // the key tiles, then (copied on the GPU) the segment starts the dk/dv kernel reads after them
   const keys = keyTiles(pl, kShape.TK);
-  const segmentStarts = routed ? [...routed.segmentStart] : [];
-  const words = [...keys.words, ...segmentStarts, ...new Array((4 - (segmentStarts.length % 4)) % 4).fill(0)];
-  dispatch(encoder, gpu, dkdvPipeline, [tileParams(mem, pl, kShape, keys.count, false, false), mem.storage(Uint32Array.from(words), "key tiles and segment starts"),
-    entries, t.q, t.k, t.v, dout, rowStats, dkdv], keys.count, "dk dv");
+  const segmentWords = routed ? pl.width * qHeads * pl.blocks + 1 : 0;
+  const words = mem.storage((keys.words.length + Math.ceil(segmentWords / 4) * 4) * 4, "key tiles and segment starts");
+  gpu.device.queue.writeBuffer(words, 0, Uint32Array.from(keys.words));
+  if (routed) encoder.copyBufferToBuffer(routed.segmentStart, 0, words, keys.words.length * 4, segmentWords * 4);
+  dispatch(encoder, gpu, dkdvPipeline, [tileParams(mem, pl, kShape, keys.count, false, false), words, entries, t.q, t.k, t.v, dout, rowStats, dkdv], keys.count, "dk dv");
   gpu.device.queue.submit([encoder.finish()]);
   return { dq, dkdv };
 }

@@ -1,4 +1,6 @@
-// WGSL of MoBA routing: block key sums, gate + top-k + histogram, scatter into the inverted index.
+// WGSL of MoBA routing: block key sums, gate + top-k + histogram, prefix sums, scatter into the
+// inverted index, and the gathered query tiles of every round — all on the GPU, so the forward
+// never waits for the host between routing and attention.
 // Scores rank blocks by q · sum(keys) (float32): past blocks are complete, so dividing by
 // blockSize changes no order and the sum keeps more exact bits than the mean.
 
@@ -114,6 +116,74 @@ ${ROUTING_COMMON}
   for (var r = 0u; r < n; r++) {
     let segment = (r * P.qHeads + h) * P.globalBlocks + blockOffsets[b] + routing[index * P.width + r];
     entries[segmentStart[segment] + atomicAdd(&cursor[segment], 1u)] = t;
+  }
+}
+`;
+
+/**
+ * Exclusive prefix sums, one 256-thread workgroup per range of `len` counts: out[i] = Σ f(counts[j])
+ * over the earlier j of i's range, f(c) = c (tq = 0) or the tiles of c queries, ⌈c / tq⌉. With
+ * writeTotal, out[len] receives the whole sum (a CSR end). Each thread sums a contiguous run, the
+ * workgroup scans the 256 run totals, then each thread writes its run.
+ */
+export const SCAN = /* wgsl */ `
+struct S { len: u32, tq: u32, writeTotal: u32 }
+@group(0) @binding(0) var<uniform> s: S;
+@group(0) @binding(1) var<storage, read> counts: array<u32>;
+@group(0) @binding(2) var<storage, read_write> out: array<u32>;
+var<workgroup> runs: array<u32, 256>;
+
+fn f(c: u32) -> u32 { return select(c, (c + s.tq - 1u) / max(s.tq, 1u), s.tq > 0u); }
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let base = wid.x * s.len;
+  let per = (s.len + 255u) / 256u;
+  let first = min(lid * per, s.len);
+  let last = min(first + per, s.len);
+  var total = 0u;
+  for (var i = first; i < last; i++) { total += f(counts[base + i]); }
+  runs[lid] = total;
+  workgroupBarrier();
+  for (var stride = 1u; stride < 256u; stride *= 2u) { // inclusive scan (Hillis-Steele)
+    var add = 0u;
+    if (lid >= stride) { add = runs[lid - stride]; }
+    workgroupBarrier();
+    runs[lid] += add;
+    workgroupBarrier();
+  }
+  var running = runs[lid] - total;
+  for (var i = first; i < last; i++) { out[base + i] = running; running += f(counts[base + i]); }
+  if (lid == 255u && s.writeTotal == 1u) { out[base + s.len] = runs[255]; }
+}
+`;
+
+/**
+ * One thread per segment (round r, head h, block G): its queries, in tiles of TQ, written as tile
+ * descriptors into round r's region of `bound` slots at the segment's tile offset. Slots no
+ * segment fills stay zero: tiles of no queries and no keys, which the attention kernels skip.
+ */
+export const GATHERED_TILES = /* wgsl */ `
+struct T { segments: u32, roundSegments: u32, globalBlocks: u32, tq: u32, bound: u32 }
+@group(0) @binding(0) var<uniform> p: T;
+@group(0) @binding(1) var<storage, read> counts: array<u32>;          // [segments]
+@group(0) @binding(2) var<storage, read> segmentStart: array<u32>;    // [segments + 1]
+@group(0) @binding(3) var<storage, read> tileOffset: array<u32>;      // [segments] within the round
+@group(0) @binding(4) var<storage, read> blockRange: array<vec2<u32>>; // [globalBlocks] first, end token
+@group(0) @binding(5) var<storage, read_write> tiles: array<vec4<u32>>; // [rounds * bound * 2]
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let segment = (wid.x + wid.y * nwg.x) * 64u + lid;
+  if (segment >= p.segments) { return; }
+  let r = segment / p.roundSegments;
+  let h = (segment % p.roundSegments) / p.globalBlocks;
+  let range = blockRange[segment % p.globalBlocks];
+  let c = counts[segment];
+  for (var j = 0u; j * p.tq < c; j++) {
+    let slot = r * p.bound + tileOffset[segment] + j;
+    tiles[2u * slot] = vec4<u32>(segmentStart[segment] + j * p.tq, min(p.tq, c - j * p.tq), range.x, range.y);
+    tiles[2u * slot + 1u] = vec4<u32>(h, 1u, 0u, 0u);
   }
 }
 `;
