@@ -1,6 +1,6 @@
 // `moba bench --backend webgpu`: MoBA against full attention on the GPU. Inputs stay on the GPU;
 // each measurement is the wall time from the first command recorded to the queue being idle
-// (onSubmittedWorkDone), so it includes the routing read-back and the CPU-side tile lists:
+// (onSubmittedWorkDone), so it includes the routing kernels and the host's work between dispatches:
 // what a user waits for. Median of several runs after a warm-up.
 import { attendedKeys, type AttentionProblem, fullProblem, mobaProblem } from "../attention/problem.js";
 import { checked, getDevice, type MobaDevice } from "../webgpu/device.js";
