@@ -195,8 +195,9 @@ Options:
     summary: "run one of the experiments in experiments/ end to end (resumable) and report it",
     usage: `moba experiment NAME [options]
 
-NAME is a config in experiments/ (parity, trailing, granularity, passkey). Runs are trained one after
-another (or only those named), each resumable; finished runs are not repeated.
+NAME is a config in experiments/ (parity, trailing, granularity, passkey: the small CPU set) or a
+path to a .json config (experiments/h100/*.json: the H100 set). Runs are trained one after another
+(or only those named), each resumable; finished runs are not repeated.
 
 Options:
   --run LIST      only these runs (comma-separated), e.g. to spread runs over processes
