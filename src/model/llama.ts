@@ -77,6 +77,8 @@ interface Resident<B extends Sized> {
   backend: ModelBackend<B>;
   data: B[];
   grad: B[];
+  /** Index into data / grad by parameter name. */
+  index: Map<string, number>;
 }
 
 const residents = new WeakMap<Model, Resident<Sized>>();
@@ -90,7 +92,10 @@ async function resident<B extends Sized>(model: Model, backend: ModelBackend<B>)
   const held = residents.get(model);
   if (held?.backend === backend) return held as unknown as Resident<B>;
   if (held) await release(model);
-  const r: Resident<B> = { backend, data: model.params.map((p) => backend.upload(p.data, true)), grad: model.params.map((p) => backend.upload(p.grad, true)) };
+  const r: Resident<B> = {
+    backend, data: model.params.map((p) => backend.upload(p.data, true)), grad: model.params.map((p) => backend.upload(p.grad, true)),
+    index: new Map(model.params.map((p, j) => [p.name, j])),
+  };
   residents.set(model, r as unknown as Resident<Sized>);
   return r;
 }
@@ -116,10 +121,9 @@ export async function release(model: Model): Promise<void> {
 }
 
 /** The resident weights and gradients by parameter name. */
-function lookup<B extends Sized>(model: Model, r: Resident<B>): (name: string) => { data: B; grad: B } {
-  const index = new Map(model.params.map((p, j) => [p.name, j]));
+function lookup<B extends Sized>(r: Resident<B>): (name: string) => { data: B; grad: B } {
   return (name) => {
-    const j = index.get(name);
+    const j = r.index.get(name);
     if (j === undefined) throw new MobaError(`model: missing parameter ${name}`);
     return { data: r.data[j], grad: r.grad[j] };
   };
@@ -185,7 +189,7 @@ export async function forward<B extends Sized>(model: Model, batch: Batch, backe
   const c = model.config;
   const T = batch.tokens.length, H = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
   const nH = c.num_attention_heads, nKV = c.num_key_value_heads, D = headDim(c);
-  const weights = lookup(model, await resident(model, backend));
+  const weights = lookup(await resident(model, backend));
   const rot = rotary(positionsOf(batch.cuSeqlens), D, c.rope_theta);
   const cos = backend.upload(rot.cos), sin = backend.upload(rot.sin);
   let x = backend.empty(T * H);
@@ -232,7 +236,7 @@ export async function backward<B extends Sized>(model: Model, trace: Trace<B>, b
   const { batch, cos, sin } = trace;
   const T = batch.tokens.length, H = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
   const nH = c.num_attention_heads, nKV = c.num_key_value_heads, D = headDim(c);
-  const weights = lookup(model, await resident(model, backend));
+  const weights = lookup(await resident(model, backend));
   const dLogits = backend.empty(T * V);
   await backend.crossEntropyBackward(dLogits, trace.logits, trace.lse, batch.targets, batch.weights, V, lossScale);
   const head = weights(headName(model));

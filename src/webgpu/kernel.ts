@@ -59,13 +59,18 @@ export function threadGroups<C>(kernel: Kernel<C>, items: number): number {
   return Math.ceil(items / kernel.workgroupSize);
 }
 
-/** A storage buffer holding `data`, or of `data` bytes zero-filled; the caller destroys it. */
-export function storageBuffer(gpu: MobaDevice, data: ArrayBufferView | number, label: string): GPUBuffer {
-  const size = typeof data === "number" ? data : data.byteLength;
+/** The bytes a storage buffer of `size` bytes takes (16-byte multiples, at least 16), checked against one binding. */
+function storageBytes(gpu: MobaDevice, size: number, label: string): number {
   const bytes = Math.max(16, Math.ceil(size / 16) * 16);
   if (bytes > gpu.maxStorageBinding) {
     throw new MobaError(`webgpu: ${label} needs ${bytes} bytes, more than one storage binding allows (${gpu.maxStorageBinding})`);
   }
+  return bytes;
+}
+
+/** A storage buffer holding `data`, or of `data` bytes zero-filled; the caller destroys it. */
+export function storageBuffer(gpu: MobaDevice, data: ArrayBufferView | number, label: string): GPUBuffer {
+  const bytes = storageBytes(gpu, typeof data === "number" ? data : data.byteLength, label);
   const buffer = gpu.device.createBuffer({
     label, size: bytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, mappedAtCreation: typeof data !== "number",
   });
@@ -136,10 +141,7 @@ export class Buffers {
 
   /** A storage buffer holding `data`, or of `data` bytes zero-filled. */
   storage(data: ArrayBufferView | number, label: string): GPUBuffer {
-    const bytes = Math.max(16, Math.ceil((typeof data === "number" ? data : data.byteLength) / 16) * 16);
-    if (bytes > this.gpu.maxStorageBinding) {
-      throw new MobaError(`webgpu: ${label} needs ${bytes} bytes, more than one storage binding allows (${this.gpu.maxStorageBinding})`);
-    }
+    const bytes = storageBytes(this.gpu, typeof data === "number" ? data : data.byteLength, label);
     const { buffer, fresh } = this.take(bytes, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, label);
     if (typeof data !== "number") this.gpu.device.queue.writeBuffer(buffer, 0, data.buffer, data.byteOffset, data.byteLength);
     else if (!fresh) this.submit((encoder) => encoder.clearBuffer(buffer));
@@ -151,11 +153,8 @@ export class Buffers {
    * recorded into `encoder` when given (it must run before the kernels recorded after it), else submitted now.
    */
   poisoned(elements: number, label: string, encoder?: GPUCommandEncoder): GPUBuffer {
-    const bytes = Math.max(16, Math.ceil((elements * 4) / 16) * 16);
-    if (bytes > this.gpu.maxStorageBinding) {
-      throw new MobaError(`webgpu: ${label} needs ${bytes} bytes, more than one storage binding allows (${this.gpu.maxStorageBinding})`);
-    }
-    const { buffer } = this.take(bytes, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, label);
+    const { buffer } = this.take(storageBytes(this.gpu, elements * 4, label), GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, label);
+    // compiled synchronously here (poisoned() is synchronous; pipeline() is async): a one-line shader
     this.pool.fill ??= this.gpu.device.createComputePipeline({ label: "fill", layout: "auto", compute: { module: this.gpu.device.createShaderModule({ code: FILL_WGSL }), entryPoint: "main" } });
     const record = (e: GPUCommandEncoder) => dispatch(e, this.gpu, this.pool.fill!, [this.uniform([elements, 0x7fc00000], "fill"), buffer], Math.ceil(elements / 256), `poison ${label}`);
     if (encoder) record(encoder);
@@ -190,8 +189,11 @@ export class Buffers {
     }
     this.bytes = 0;
     for (const [key, list] of this.pool.free) {
-      const keep = list.filter((e) => e.generation > generation - POOL_GENERATIONS);
-      for (const e of list) if (!keep.includes(e)) e.buffer.destroy();
+      const keep = [];
+      for (const e of list) {
+        if (e.generation > generation - POOL_GENERATIONS) keep.push(e);
+        else e.buffer.destroy();
+      }
       if (keep.length > 0) this.pool.free.set(key, keep);
       else this.pool.free.delete(key);
     }

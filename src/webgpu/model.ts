@@ -1,7 +1,7 @@
 // The model backend on WebGPU: every tensor is a GPU buffer, every op a WGSL kernel recorded into
 // one command encoder (submitted before an attention call, which submits its own work, before a
-// read-back, and at the end of a scope). Weights, gradients and AdamW moments stay on the GPU across steps; a training
-// step reads back only the loss and the gradient norm.
+// read-back, and at the end of a scope). Weights, gradients and AdamW moments stay on the GPU
+// across steps; a training step reads back only the loss and the gradient norm.
 import { type AttentionProblem, FULL_ATTENTION_TILE } from "../attention/problem.js";
 import type { AdamWScalars, AttentionCall, AttentionSaved, ModelBackend } from "../backend.js";
 import { MobaError } from "../tensor.js";
