@@ -1,4 +1,6 @@
 // Shared test helpers: a seeded generator, random attention problems, the reference comparison.
+import { roundToF16 } from "../src/io/half.js";
+import type { Precision } from "../src/attention/problem.js";
 import { type Backend, type Gradients, type Tensor32i, mobaAttention, mobaAttentionBackward, flashAttention, flashAttentionBackward, type Tensor } from "../src/index.js";
 import { relativeError, seeded, uniformTensor } from "../src/run/util.js";
 import { getDevice } from "../src/webgpu/device.js";
@@ -66,9 +68,9 @@ export function referenceProblem(c: Case): ReferenceProblem {
 }
 
 /** Runs an implementation forward and backward on the case. */
-export async function runImplementation(c: Case, threads?: number, backend: Backend = "cpu"): Promise<{ out: Tensor; lse: Tensor; routing: Tensor32i } & Gradients> {
+export async function runImplementation(c: Case, threads?: number, backend: Backend = "cpu", precision: Precision = "f32"): Promise<{ out: Tensor; lse: Tensor; routing: Tensor32i } & Gradients> {
   const inputs = { q: c.q, k: c.k, v: c.v, cuSeqlens: c.cuSeqlens };
-  const options = { blockSize: c.blockSize, topK: c.topK, scale: c.scale, threads, backend };
+  const options = { blockSize: c.blockSize, topK: c.topK, scale: c.scale, threads, backend, precision };
   const full = c.topK === Infinity;
   const fwd = full ? await flashAttention(inputs, options) : await mobaAttention(inputs, options);
   const bwdInputs = { ...inputs, out: fwd.out, lse: fwd.lse, dout: c.dout, routing: fwd.routing };
@@ -78,16 +80,24 @@ export async function runImplementation(c: Case, threads?: number, backend: Back
 
 export const F32_TOLERANCE = 1e-5;
 export const F32_RMS_FLOOR = 2e-6;
+/**
+ * The f16 path against float64 on the same f16-rounded inputs. Its one rounding beyond float32 is
+ * P (the softmax numerators) to f16 before P·V on tensor cores: each term off by at most 2^-11
+ * relative, about 3e-4 norm-wise on out, carried into the gradients through delta = rowsum(dout · out).
+ */
+export const F16_TOLERANCE = 2e-3;
 
 /**
  * Compares an implementation with the float64 reference on one case: shapes, out, lse, dq, dk, dv.
  * Returns the list of failures (empty when everything is within tolerance).
  */
 /** float32Gate: the implementation gates and computes in float32 (the WebGPU backend); see replayRouting. */
-export async function compareWithReference(c: Case, threads?: number, implementation = runImplementation, float32Gate = false): Promise<string[]> {
-  const tolerance = F32_TOLERANCE;
+/** errors, when given, receives each tensor's norm-wise relative error. */
+export async function compareWithReference(c: Case, threads?: number, implementation = runImplementation, float32Gate = false, precision: Precision = "f32", errors?: Record<string, number>): Promise<string[]> {
+  const tolerance = precision === "f16" ? F16_TOLERANCE : F32_TOLERANCE;
   const got = await implementation(c, threads);
   const p = referenceProblem(c);
+  if (precision === "f16") c = { ...c, q: rounded(c.q), k: rounded(c.k), v: rounded(c.v) };
   const failures: string[] = [];
   // a float32 gate may break near-ties differently: check its choice is a top-k, then replay it
   const select = float32Gate && c.topK !== Infinity ? replayRouting(c, got.routing, failures) : referenceSelection;
@@ -106,6 +116,7 @@ export async function compareWithReference(c: Case, threads?: number, implementa
   ];
   for (const [name, a, b] of pairs) {
     const error = relativeError(a, b);
+    if (errors) errors[name] = error;
     // Gradients that cancel to nearly zero (e.g. dq of a short sequence, Σ p (dp − delta) k, which
     // is exactly zero for one token) keep the rounding of the float32 out, lse and arithmetic at the
     // size of the terms, so they also pass within an RMS floor of 2e-6 per element (inputs are O(1)).
@@ -113,6 +124,10 @@ export async function compareWithReference(c: Case, threads?: number, implementa
     if (!(error <= tolerance) && !(rms <= F32_RMS_FLOOR)) failures.push(`${name} relative error ${error.toExponential(2)} > ${tolerance} (rms ${rms.toExponential(2)})`);
   }
   return failures.map((f) => `${describe(c)}: ${f}`);
+}
+
+function rounded(t: Tensor): Tensor {
+  return { data: roundToF16(t.data), shape: t.shape };
 }
 
 /** Relative slack for a float32 gate: scores within it of the k-th best may be swapped. */

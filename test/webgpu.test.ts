@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { flashAttention, mobaAttention, MobaError } from "../src/index.js";
 import { getDevice } from "../src/webgpu/device.js";
-import { compareWithReference, makeCase, randomCase, relativeError, runImplementation, type Case, webgpuSkip } from "./helpers.js";
+import { compareWithReference, F16_TOLERANCE, makeCase, randomCase, relativeError, runImplementation, type Case, webgpuSkip } from "./helpers.js";
 
 const adapter = await getDevice().then((d) => d.adapterInfo, (error: Error) => error);
 const skip = webgpuSkip;
@@ -41,6 +41,15 @@ for (const [name, shape] of edges) {
     assert.deepEqual(await compareWithReference(makeCase(41, shape), undefined, gpu, true), []);
   });
 }
+
+const F16_CASES = 30;
+test(`the f16 path (${adapter instanceof Error ? "" : "tensor cores where present"}) equals the reference on f16-rounded inputs within ${F16_TOLERANCE} on ${F16_CASES} random configurations (MOBA_SEED=${runSeed})`, { skip }, async () => {
+  const half = (c: Case, threads?: number) => runImplementation(c, threads, "webgpu", "f16");
+  const failures: string[] = [];
+  for (let i = 0; i < F16_CASES; i++) failures.push(...(await compareWithReference(randomCase(runSeed + 1000 + i, GPU_BUDGET, 1500), undefined, half, true, "f16")));
+  for (const [, shape] of edges) failures.push(...(await compareWithReference(makeCase(42, shape), undefined, half, true, "f16")));
+  assert.deepEqual(failures.slice(0, 5), [], `${failures.length} failures; replay with MOBA_SEED=${runSeed}`);
+});
 
 test("WebGPU rejects a head dimension beyond its kernels with a clear error", { skip }, async () => {
   const c = makeCase(43, { cuSeqlens: [0, 4], qHeads: 1, kvHeads: 1, headDim: 257, blockSize: 2, topK: 1 });

@@ -1,5 +1,6 @@
 // The public attention API: input checks, then the chosen backend.
 import { cpuBackward, cpuForward } from "../cpu/index.js";
+import { roundToF16 } from "../io/half.js";
 import { MobaError, type Tensor } from "../tensor.js";
 import { gpuBackward, gpuForward } from "../webgpu/attention/index.js";
 import {
@@ -44,12 +45,17 @@ function checkThreads(threads: number | undefined): void {
   }
 }
 
+/** q, k, v as the kernels see them: rounded to f16 values in the f16 path (every backend, so they agree). */
+function stored(p: AttentionProblem, inputs: AttentionInputs): [Float32Array, Float32Array, Float32Array] {
+  const round = (x: Float32Array) => (p.precision === "f16" ? roundToF16(x) : x);
+  return [round(inputs.q.data), round(inputs.k.data), round(inputs.v.data)];
+}
+
 async function forward(p: AttentionProblem, inputs: AttentionInputs, options: FullOptions): Promise<AttentionOutput> {
   checkBackend(options.backend);
   checkThreads(options.threads);
-  const r = options.backend === "webgpu"
-    ? await gpuForward(p, inputs.q.data, inputs.k.data, inputs.v.data)
-    : await cpuForward(p, inputs.q.data, inputs.k.data, inputs.v.data, options.threads);
+  const [q, k, v] = stored(p, inputs);
+  const r = options.backend === "webgpu" ? await gpuForward(p, q, k, v) : await cpuForward(p, q, k, v, options.threads);
   return {
     out: { data: r.out, shape: [p.tokens, p.qHeads, p.headDim] },
     lse: { data: r.lse, shape: [p.tokens, p.qHeads] },
@@ -70,10 +76,11 @@ async function backward(p: AttentionProblem, inputs: BackwardInputs, options: Fu
     }
     past = inputs.routing.data;
   }
-  const { q, k, v, out, lse, dout } = inputs;
+  const { out, lse, dout } = inputs;
+  const [q, k, v] = stored(p, inputs);
   const g = options.backend === "webgpu"
-    ? await gpuBackward(p, q.data, k.data, v.data, out.data, lse.data, dout.data, past)
-    : await cpuBackward(p, q.data, k.data, v.data, out.data, lse.data, dout.data, past, options.threads);
+    ? await gpuBackward(p, q, k, v, out.data, lse.data, dout.data, past)
+    : await cpuBackward(p, q, k, v, out.data, lse.data, dout.data, past, options.threads);
   return {
     dq: { data: g.dq, shape: [p.tokens, p.qHeads, p.headDim] },
     dk: { data: g.dk, shape: [p.tokens, p.kvHeads, p.headDim] },

@@ -4,6 +4,13 @@ import { MobaError, type Tensor } from "../tensor.js";
 
 export type Backend = "cpu" | "webgpu";
 
+/**
+ * "f32": float32 inputs and arithmetic. "f16": q, k and v are rounded to f16 (storage), arithmetic
+ * accumulates in float32; on WebGPU the forward runs on tensor cores (subgroup matrices) where the
+ * device has them, P = softmax numerators also rounded to f16 there. The CPU rounds the inputs only.
+ */
+export type Precision = "f32" | "f16";
+
 export interface AttentionInputs {
   q: Tensor; // [tokens, qHeads, headDim]
   k: Tensor; // [tokens, kvHeads, headDim]
@@ -20,6 +27,8 @@ export interface MobaOptions {
   backend?: Backend;
   /** CPU worker threads; default: all cores for large inputs, the calling thread for small ones. */
   threads?: number;
+  /** Default "f32". */
+  precision?: Precision;
 }
 
 export type FullOptions = Omit<MobaOptions, "blockSize" | "topK">;
@@ -36,6 +45,8 @@ export interface AttentionProblem {
   /** Blocks per query including its own; Infinity = every past block (full attention). */
   topK: number;
   cuSeqlens: Int32Array; // [batch + 1]
+  /** Default "f32"; with "f16" the inputs given to the kernels are already rounded to f16 values. */
+  precision?: Precision;
 }
 
 /** Full causal attention runs the MoBA kernels with every past block selected, in tiles of this many keys. */
@@ -86,8 +97,24 @@ export function checkCuSeqlens(cuSeqlens: ArrayLike<number> | undefined, tokens:
   return out;
 }
 
+/** The largest finite f16. */
+const F16_MAX = 65504;
+
+function checkPrecision(precision: Precision | undefined): Precision {
+  if (precision === undefined) return "f32";
+  if (precision !== "f32" && precision !== "f16") fail(`precision: expected "f32" or "f16", got ${JSON.stringify(precision)}`);
+  return precision;
+}
+
+/** Checks that every element fits f16 (the f16 path would turn it into an infinity). */
+export function checkF16Range(name: string, data: ArrayLike<number>): void {
+  for (let i = 0; i < data.length; i++) {
+    if (Math.abs(data[i]) > F16_MAX) fail(`${name}: expected |values| <= ${F16_MAX} for precision "f16", got ${data[i]} at element ${i}`);
+  }
+}
+
 /** Checks q, k, v, cuSeqlens and the MoBA options; topK = Infinity asks for full attention. */
-export function checkProblem(inputs: AttentionInputs, blockSize: number, topK: number, scale: number | undefined): AttentionProblem {
+export function checkProblem(inputs: AttentionInputs, blockSize: number, topK: number, scale: number | undefined, precision?: Precision): AttentionProblem {
   const { q, k, v } = inputs;
   checkShape("q", q, null);
   const [tokens, qHeads, headDim] = q.shape;
@@ -107,16 +134,18 @@ export function checkProblem(inputs: AttentionInputs, blockSize: number, topK: n
   checkFinite("q", q.data);
   checkFinite("k", k.data);
   checkFinite("v", v.data);
-  return { tokens, qHeads, kvHeads, headDim, scale: s, blockSize, topK, cuSeqlens: cu };
+  const checkedPrecision = checkPrecision(precision);
+  if (checkedPrecision === "f16") for (const [name, t] of [["q", q], ["k", k], ["v", v]] as const) checkF16Range(name, t.data);
+  return { tokens, qHeads, kvHeads, headDim, scale: s, blockSize, topK, cuSeqlens: cu, precision: checkedPrecision };
 }
 
 export function mobaProblem(inputs: AttentionInputs, options: MobaOptions): AttentionProblem {
   if (!options || typeof options !== "object") fail(`options: expected { blockSize, topK }, got ${String(options)}`);
-  return checkProblem(inputs, options.blockSize, options.topK, options.scale);
+  return checkProblem(inputs, options.blockSize, options.topK, options.scale, options.precision);
 }
 
 export function fullProblem(inputs: AttentionInputs, options: FullOptions = {}): AttentionProblem {
-  return checkProblem(inputs, FULL_ATTENTION_TILE, Infinity, options.scale);
+  return checkProblem(inputs, FULL_ATTENTION_TILE, Infinity, options.scale, options.precision);
 }
 
 /** Checks the tensors the backward receives besides q, k, v. */

@@ -1,6 +1,6 @@
 // What every command shares: its shape, and argument parsing that fails with one clear line.
 import type { ParseArgsConfig } from "node:util";
-import type { Backend } from "../attention/problem.js";
+import type { Backend, Precision } from "../attention/problem.js";
 import { MobaError } from "../tensor.js";
 
 export type Options = NonNullable<ParseArgsConfig["options"]>;
@@ -33,6 +33,17 @@ export function integers(name: string, text: string | boolean | undefined, fallb
 export function backend(text: string | boolean | undefined): Backend {
   if (text === undefined || text === "cpu" || text === "webgpu") return text ?? "cpu";
   return usageError(`--backend: expected "cpu" or "webgpu", got "${String(text)}"`);
+}
+
+export function precision(text: string | boolean | undefined): Precision {
+  if (text === undefined || text === "f32" || text === "f16") return text ?? "f32";
+  return usageError(`--precision: expected "f32" or "f16", got "${String(text)}"`);
+}
+
+/** A comma-separated list of precisions, default f32. */
+export function precisions(text: string | boolean | undefined): Precision[] {
+  if (text === undefined) return ["f32"];
+  return String(text).split(",").map((part) => precision(part));
 }
 
 export function decimal(name: string, text: string | boolean | undefined, fallback: number, min = -Infinity, max = Infinity): number {

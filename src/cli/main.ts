@@ -12,7 +12,7 @@ const GPU_LENGTHS = [4096, 8192, 32768, 131072, 262144, 524288, 1048576];
 /** The official MoBA's forward speedup over FlashAttention-2 on an H100 (MoBA paper), by tokens. */
 const OFFICIAL_MOBA_SPEEDUP: Record<number, number> = { 32768: 0.68, 131072: 1.13, 262144: 2.17, 524288: 4.11, 1048576: 6.88 };
 import { MobaError } from "../tensor.js";
-import { backend, type Command, integer, integers, usageError } from "./args.js";
+import { backend, type Command, integer, integers, precision, precisions, usageError } from "./args.js";
 import { modelCommands } from "./model.js";
 
 const print = (line: string) => console.log(line);
@@ -34,10 +34,11 @@ Options:
   --top-k N           blocks per query, its own included (default 3)
   --full              full causal attention instead of MoBA
   --scale X           softmax scale (default 1/sqrt(headDim))
-  --backend NAME      cpu or webgpu (default cpu)`,
+  --backend NAME      cpu or webgpu (default cpu)
+  --precision P       f32, or f16: inputs rounded to f16, tensor cores on WebGPU where present (default f32)`,
     options: {
       input: { type: "string" }, output: { type: "string" }, "block-size": { type: "string" }, "top-k": { type: "string" },
-      full: { type: "boolean" }, scale: { type: "string" }, backend: { type: "string" },
+      full: { type: "boolean" }, scale: { type: "string" }, backend: { type: "string" }, precision: { type: "string" },
     },
     async run(v) {
       if (typeof v.input !== "string") usageError("--input: expected a safetensors file path, got nothing");
@@ -49,7 +50,7 @@ Options:
       }
       const { written } = await attentionFile({
         input: v.input, output: v.output, blockSize: integer("block-size", v["block-size"], 512), topK: integer("top-k", v["top-k"], 3),
-        full: v.full === true, scale, backend: backend(v.backend),
+        full: v.full === true, scale, backend: backend(v.backend), precision: precision(v.precision),
       });
       print(`wrote ${written.join(", ")} to ${v.output}`);
       return 0;
@@ -98,22 +99,23 @@ Options:
   --runs N          timed runs per measurement, after one warm-up (default ${BENCH_DEFAULTS.runs})
   --svg FILE        also write a plot of the speedups
   --max-seconds N   webgpu: stop a measurement after this long (at least 3 runs; default 60)
-  --full-up-to N    webgpu: time full attention only up to N tokens (default: always)`,
+  --full-up-to N    webgpu: time full attention only up to N tokens (default: always)
+  --precision LIST  webgpu: f32, f16 or both (f32,f16): each length is timed in each (default f32)`,
     options: {
       backend: { type: "string" }, lengths: { type: "string" }, heads: { type: "string" }, "kv-heads": { type: "string" },
       "head-dim": { type: "string" }, "block-size": { type: "string" }, "top-k": { type: "string" }, runs: { type: "string" },
-      svg: { type: "string" }, "max-seconds": { type: "string" }, "full-up-to": { type: "string" },
+      svg: { type: "string" }, "max-seconds": { type: "string" }, "full-up-to": { type: "string" }, precision: { type: "string" },
     },
     async run(v) {
       const d = BENCH_DEFAULTS;
       if (backend(v.backend) === "webgpu") {
         const headDim = integer("head-dim", v["head-dim"], 128);
         const heads = integer("heads", v.heads, 1);
-        const cases = integers("lengths", v.lengths, GPU_LENGTHS).map((tokens) => ({
-          tokens, heads, headDim,
+        const cases = integers("lengths", v.lengths, GPU_LENGTHS).flatMap((tokens) => precisions(v.precision).map((precision) => ({
+          tokens, heads, headDim, precision,
           blockSize: integer("block-size", v["block-size"], tokens <= 32768 ? 512 : 4096),
           topK: integer("top-k", v["top-k"], tokens <= 32768 ? 3 : 12),
-        }));
+        })));
         const fullUpTo = v["full-up-to"] === undefined ? Infinity : integer("full-up-to", v["full-up-to"], 0);
         const rows = await benchGpu(cases, integer("runs", v.runs, 10), print, integer("max-seconds", v["max-seconds"], 60), fullUpTo);
         if (typeof v.svg === "string") {

@@ -49,3 +49,8 @@ export function floatToBf16(x: number): number {
   if ((bits & 0x7f800000) === 0x7f800000 && bits & 0x7fffff) return (bits >>> 16) | 0x40; // NaN stays NaN
   return ((bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16) & 0xffff;
 }
+
+/** Each element rounded to the nearest f16 value (kept as float32: every f16 is exact there). */
+export function roundToF16(x: Float32Array): Float32Array {
+  return x.map((value) => f16ToFloat(floatToF16(value)));
+}

@@ -1,6 +1,6 @@
 // `moba attention`: attention on tensors from a safetensors file, results to another.
 import { flashAttention, flashAttentionBackward, mobaAttention, mobaAttentionBackward } from "../attention/api.js";
-import type { Backend } from "../attention/problem.js";
+import type { Backend, Precision } from "../attention/problem.js";
 import { readSafetensors, serializeSafetensors, type TensorToWrite, toFloat32, toIntegers } from "../io/safetensors.js";
 import { writeFileAtomic } from "../io/files.js";
 import { MobaError, type Tensor } from "../tensor.js";
@@ -13,6 +13,7 @@ export interface AttentionFileOptions {
   full: boolean;
   scale?: number;
   backend: Backend;
+  precision?: Precision;
 }
 
 export async function attentionFile(o: AttentionFileOptions): Promise<{ written: string[] }> {
@@ -24,7 +25,7 @@ export async function attentionFile(o: AttentionFileOptions): Promise<{ written:
   };
   const cu = file.tensors.get("cu_seqlens");
   const inputs = { q: load("q"), k: load("k"), v: load("v"), cuSeqlens: cu && toIntegers(cu, "cu_seqlens") };
-  const options = { blockSize: o.blockSize, topK: o.topK, scale: o.scale, backend: o.backend };
+  const options = { blockSize: o.blockSize, topK: o.topK, scale: o.scale, backend: o.backend, precision: o.precision };
   const fwd = o.full ? await flashAttention(inputs, options) : await mobaAttention(inputs, options);
   const f32 = (t: Tensor): TensorToWrite => ({ dtype: "F32", shape: t.shape, data: t.data });
   const tensors: Record<string, TensorToWrite> = { out: f32(fwd.out), lse: f32(fwd.lse) };
@@ -38,6 +39,7 @@ export async function attentionFile(o: AttentionFileOptions): Promise<{ written:
     ...(o.full ? {} : { block_size: String(o.blockSize), top_k: String(o.topK) }),
     scale: String(o.scale ?? 1 / Math.sqrt(inputs.q.shape[2])),
     backend: o.backend,
+    precision: o.precision ?? "f32",
   };
   await writeFileAtomic(o.output, serializeSafetensors(tensors, metadata));
   return { written: Object.keys(tensors) };

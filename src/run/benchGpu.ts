@@ -2,7 +2,7 @@
 // each measurement is the wall time from the first command recorded to the queue being idle
 // (onSubmittedWorkDone), so it includes the routing kernels and the host's work between dispatches:
 // what a user waits for. Median of several runs after a warm-up.
-import { attendedKeys, type AttentionProblem, fullProblem, mobaProblem } from "../attention/problem.js";
+import { attendedKeys, type AttentionProblem, fullProblem, mobaProblem, type Precision } from "../attention/problem.js";
 import { checked, getDevice, type MobaDevice } from "../webgpu/device.js";
 import { Buffers } from "../webgpu/kernel.js";
 import { backwardOnGpu, forwardOnGpu, type GpuTensors } from "../webgpu/attention/index.js";
@@ -21,6 +21,7 @@ export interface GpuBenchCase {
   headDim: number;
   blockSize: number;
   topK: number;
+  precision: Precision;
 }
 
 export interface GpuBenchRow extends GpuBenchCase {
@@ -67,7 +68,9 @@ async function measure(gpu: MobaDevice, p: AttentionProblem, t: GpuTensors, dout
 /** fullUpTo: longer inputs time MoBA only (full attention in float32 would take minutes per run there). */
 export async function benchGpu(cases: GpuBenchCase[], runs: number, print: (line: string) => void, maxSeconds = 60, fullUpTo = Infinity): Promise<GpuBenchRow[]> {
   const gpu = await getDevice();
-  print(`moba bench --backend webgpu on ${gpu.adapterInfo} (shader-f16 ${gpu.f16}, subgroup matrix ${gpu.subgroupMatrix}); f32 kernels; median of up to ${runs} runs`);
+  const precisions = [...new Set(cases.map((c) => c.precision))].join(", ");
+  print(`moba bench --backend webgpu on ${gpu.adapterInfo} (shader-f16 ${gpu.f16}, subgroup matrices ${gpu.subgroupMatrixConfigs.join(", ") || "none"}); ` +
+    `precision ${precisions}; median of up to ${runs} runs`);
   const rows: GpuBenchRow[] = [];
   for (const c of cases) {
     const random = seeded(c.tokens + c.heads);
@@ -78,7 +81,7 @@ export async function benchGpu(cases: GpuBenchCase[], runs: number, print: (line
       const t = { q: mem.storage(q.data, "q"), k: mem.storage(k.data, "k"), v: mem.storage(v.data, "v") };
       const g = mem.storage(dout.data, "dout");
       const moba = mobaProblem({ q, k, v }, c);
-      const full = fullProblem({ q, k, v });
+      const full = fullProblem({ q, k, v }, { precision: c.precision });
       const m = await measure(gpu, moba, t, g, runs, maxSeconds);
       const f = c.tokens <= fullUpTo ? await measure(gpu, full, t, g, runs, maxSeconds) : { forward: NaN, train: NaN, runs: Infinity };
       const fullKeys = attendedKeys([0, c.tokens], c.blockSize, Infinity); // no block choice: the block size does not matter
@@ -89,16 +92,16 @@ export async function benchGpu(cases: GpuBenchCase[], runs: number, print: (line
       };
     });
     rows.push(row);
-    print(`  ${c.tokens} tokens x ${c.heads} heads, block ${c.blockSize} / top-${c.topK}: MoBA ${row.mobaForwardMs.toFixed(2)} / ${row.mobaTrainMs.toFixed(2)} ms, full ${row.fullForwardMs.toFixed(2)} / ${row.fullTrainMs.toFixed(2)} ms (fwd / fwd+bwd, ${row.runs} runs)`);
+    print(`  ${c.precision} ${c.tokens} tokens x ${c.heads} heads, block ${c.blockSize} / top-${c.topK}: MoBA ${row.mobaForwardMs.toFixed(2)} / ${row.mobaTrainMs.toFixed(2)} ms, full ${row.fullForwardMs.toFixed(2)} / ${row.fullTrainMs.toFixed(2)} ms (fwd / fwd+bwd, ${row.runs} runs)`);
     await appendResult(row);
   }
   print("");
   const ms = (x: number) => (Number.isNaN(x) ? "-" : x.toFixed(2));
   const ratio = (a: number, b: number) => (Number.isNaN(a) ? "-" : `${(a / b).toFixed(2)}x`);
   print(table(
-    ["tokens", "heads", "block/top-k", "MoBA fwd ms", "full fwd ms", "fwd speedup", "MoBA fwd+bwd ms", "full fwd+bwd ms", "fwd+bwd speedup", "ideal", "full fwd TFLOP/s", "runs"],
+    ["precision", "tokens", "heads", "block/top-k", "MoBA fwd ms", "full fwd ms", "fwd speedup", "MoBA fwd+bwd ms", "full fwd+bwd ms", "fwd+bwd speedup", "ideal", "full fwd TFLOP/s", "runs"],
     rows.map((r) => [
-      String(r.tokens), String(r.heads), `${r.blockSize}/${r.topK}`, ms(r.mobaForwardMs), ms(r.fullForwardMs), ratio(r.fullForwardMs, r.mobaForwardMs),
+      r.precision, String(r.tokens), String(r.heads), `${r.blockSize}/${r.topK}`, ms(r.mobaForwardMs), ms(r.fullForwardMs), ratio(r.fullForwardMs, r.mobaForwardMs),
       ms(r.mobaTrainMs), ms(r.fullTrainMs), ratio(r.fullTrainMs, r.mobaTrainMs), `${r.idealRatio.toFixed(2)}x`, ms(r.fullForwardTflops), String(r.runs),
     ]),
   ));

@@ -8,6 +8,10 @@ export interface MobaDevice {
   adapterInfo: string;
   f16: boolean; // shader-f16
   subgroupMatrix: boolean; // chromium-experimental-subgroup-matrix
+  /** Subgroup matrix shapes "f16->f32 16x16x16" (component->result MxNxK); empty without the feature. */
+  subgroupMatrixConfigs: string[];
+  /** f16 operands, f32 result, 16x16x16: what the tensor-core attention forward uses. */
+  mma16: boolean;
   timestamps: boolean; // timestamp-query
   software: boolean; // a CPU implementation (lavapipe, SwiftShader)
   maxStorageBinding: number; // bytes one storage binding may span
@@ -65,6 +69,7 @@ async function open(): Promise<MobaDevice> {
     },
   });
   const info = adapter.info;
+  const configs = subgroupMatrixConfigs(info, features.includes("chromium-experimental-subgroup-matrix" as GPUFeatureName));
   const adapterInfo = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" ") || "unknown adapter";
   const moba: MobaDevice = {
     device,
@@ -72,6 +77,8 @@ async function open(): Promise<MobaDevice> {
     software: (info as { isFallbackAdapter?: boolean }).isFallbackAdapter === true || /llvmpipe|lavapipe|swiftshader/i.test(adapterInfo),
     f16: features.includes("shader-f16"),
     subgroupMatrix: features.includes("chromium-experimental-subgroup-matrix" as GPUFeatureName),
+    subgroupMatrixConfigs: configs,
+    mma16: features.includes("shader-f16") && configs.includes("f16->f32 16x16x16"),
     timestamps: features.includes("timestamp-query"),
     maxStorageBinding: device.limits.maxStorageBufferBindingSize,
     maxBuffer: device.limits.maxBufferSize,
@@ -83,6 +90,25 @@ async function open(): Promise<MobaDevice> {
     pending = null; // the next call opens a fresh device
   });
   return moba;
+}
+
+interface SubgroupMatrixConfig {
+  componentType: string;
+  resultComponentType: string;
+  M: number;
+  N: number;
+  K: number;
+}
+
+/**
+ * The adapter's subgroup matrix shapes. Dawn lists them in adapterInfo.subgroupMatrixConfigs; an
+ * adapter with the feature but no list is taken to have the shape every Dawn NVIDIA/Vulkan adapter has.
+ */
+function subgroupMatrixConfigs(info: GPUAdapterInfo, feature: boolean): string[] {
+  if (!feature) return [];
+  const listed = (info as { subgroupMatrixConfigs?: readonly SubgroupMatrixConfig[] }).subgroupMatrixConfigs;
+  if (!listed) return ["f16->f32 16x16x16"];
+  return [...listed].map((c) => `${c.componentType}->${c.resultComponentType} ${c.M}x${c.N}x${c.K}`);
 }
 
 /** The process's device, opened on first use. */

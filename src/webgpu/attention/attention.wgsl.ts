@@ -11,6 +11,8 @@ export interface TileShape {
   TK: number; // keys per chunk
   /** headDim as a compile-time constant (loops unrolled: fast on GPUs, minutes of LLVM time on lavapipe). */
   unroll: boolean;
+  /** Element type of q, k, v (the forward reads f16 in the f16 path; arithmetic stays f32). */
+  input: "f32" | "f16";
 }
 
 const THREADS = 64;
@@ -29,7 +31,7 @@ function header(c: TileShape): string {
   const constants = c.unroll
     ? values.map(([name, value]) => `const ${name} = ${value}u;`).join("\n")
     : values.map(([name]) => `var<private> ${name}: u32;`).join("\n");
-  return /* wgsl */ `
+  return /* wgsl */ `${c.input === "f16" ? "enable f16;" : ""}
 ${constants}
 // STRIDE = D + 1: padded shared rows, so threads reading different rows hit different banks
 const MASKED = ${MASKED};
@@ -85,8 +87,8 @@ function loadKeys(c: TileShape, k0: string, end: string): string {
       kStage[i] = 0.0;
       vStage[i] = 0.0;
       if (e < TK * D && key < ${end}) {
-        kStage[i] = k[(key * P.kvHeads + g) * D + e % D];
-        vStage[i] = v[(key * P.kvHeads + g) * D + e % D];
+        kStage[i] = f32(k[(key * P.kvHeads + g) * D + e % D]);
+        vStage[i] = f32(v[(key * P.kvHeads + g) * D + e % D]);
       }
     }
     for (var i = 0u; i < ${loads}u; i++) {
@@ -149,7 +151,7 @@ function loadQueryRows(c: TileShape, rows: [string, string][], state: string): s
     acc[i] = 0.0;
     if (e < TQ * D && r < count) {
       let at = (rowToken[r] * P.qHeads + h) * D + e % D;
-      ${rows.map(([global, local]) => `${local}[r * STRIDE + e % D] = ${global}[at];`).join("\n      ")}
+      ${rows.map(([global, local]) => `${local}[r * STRIDE + e % D] = f32(${global}[at]);`).join("\n      ")}
       if (P.loadState == 1u) { acc[i] = ${state}[at]; }
     } else if (e < TQ * D) {
       ${rows.map(([, local]) => `${local}[r * STRIDE + e % D] = 0.0;`).join("\n      ")}
@@ -160,9 +162,9 @@ function loadQueryRows(c: TileShape, rows: [string, string][], state: string): s
 /** Forward: online softmax over the tile's key range; state (acc, m, l) in global memory between rounds. */
 export function forwardWgsl(c: TileShape): string {
   return /* wgsl */ `${header(c)}
-@group(0) @binding(3) var<storage, read> q: array<f32>;          // [tokens, qHeads, D]
-@group(0) @binding(4) var<storage, read> k: array<f32>;          // [tokens, kvHeads, D]
-@group(0) @binding(5) var<storage, read> v: array<f32>;          // [tokens, kvHeads, D]
+@group(0) @binding(3) var<storage, read> q: array<${c.input}>;          // [tokens, qHeads, D]
+@group(0) @binding(4) var<storage, read> k: array<${c.input}>;          // [tokens, kvHeads, D]
+@group(0) @binding(5) var<storage, read> v: array<${c.input}>;          // [tokens, kvHeads, D]
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;  // [tokens, qHeads, D] acc, or out when finalizing
 @group(0) @binding(7) var<storage, read_write> ml: array<vec2<f32>>; // [tokens, qHeads] running (max, sum)
 @group(0) @binding(8) var<storage, read_write> lse: array<f32>;  // [tokens, qHeads] when finalizing

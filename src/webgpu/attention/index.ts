@@ -6,6 +6,7 @@ import { MobaError } from "../../tensor.js";
 import { checked, getDevice, type MobaDevice } from "../device.js";
 import { type Binding, Buffers, dispatch, type Kernel, pipeline, readBack, threadGroups } from "../kernel.js";
 import { DELTA, dkdvWgsl, dqWgsl, FINALIZE, forwardWgsl, perThread, type TileShape } from "./attention.wgsl.js";
+import { forwardMmaWgsl, MMA_THREADS, mmaSharedBytes, type MmaShape, TO_F16 } from "./mma.wgsl.js";
 import { BLOCK_SUMS, GATE, GATHERED_TILES, SCAN, SCATTER } from "./routing.wgsl.js";
 
 const MAX_HEAD_DIM = 256;
@@ -21,28 +22,43 @@ const scan: Kernel<null> = { name: "scan", workgroupSize: 256, key: () => "", wg
 const gatheredTiles = fixed("gatheredTiles", GATHERED_TILES);
 const finalize = fixed("finalize", FINALIZE);
 const deltaKernel = fixed("delta", DELTA);
+const toF16 = fixed("toF16", TO_F16);
 const tiled = (name: string, wgsl: (c: TileShape) => string): Kernel<TileShape> => ({
-  name, workgroupSize: THREADS, key: (c) => `${c.headDim}/${c.TQ}/${c.TK}/${c.unroll}`, wgsl,
+  name, workgroupSize: THREADS, key: (c) => `${c.headDim}/${c.TQ}/${c.TK}/${c.unroll}/${c.input}`, wgsl,
 });
+const mmaForwardKernel: Kernel<MmaShape> = { name: "forwardMma", workgroupSize: MMA_THREADS, key: (c) => `${c.headDim}/${c.TQ}/${c.TK}`, wgsl: forwardMmaWgsl };
 const forwardKernel = tiled("forward", forwardWgsl);
 const dqKernel = tiled("dq", dqWgsl);
 const dkdvKernel = tiled("dkdv", dkdvWgsl);
 
 /** A tile of 16 (8 for headDim > 128) rows of `kind`, the other side as large as workgroup memory allows. */
-function tileShape(gpu: MobaDevice, headDim: number, cost: (TQ: number, TK: number) => number, kind: "queries" | "keys"): TileShape {
+function tileShape(gpu: MobaDevice, headDim: number, cost: (TQ: number, TK: number) => number, kind: "queries" | "keys", input: "f32" | "f16" = "f32"): TileShape {
   const budget = gpu.software ? Math.min(gpu.maxWorkgroupStorage, SOFTWARE_SHARED_BUDGET) : gpu.maxWorkgroupStorage;
   const fixedSide = headDim <= 128 ? 16 : 8;
   for (const other of [32, 16, 8, 4, 2, 1]) {
     const [TQ, TK] = kind === "queries" ? [fixedSide, other] : [other, fixedSide];
-    if (cost(TQ, TK) <= budget) return { headDim, TQ, TK, unroll: !gpu.software };
+    if (cost(TQ, TK) <= budget) return { headDim, TQ, TK, unroll: !gpu.software, input };
   }
   throw new MobaError(`webgpu: headDim ${headDim} needs more workgroup memory than ${budget} bytes`);
 }
 
 const row = (D: number) => (D + 1) * 4;
-const forwardShape = (gpu: MobaDevice, D: number) => tileShape(gpu, D, (TQ, TK) => (TQ + 2 * TK) * row(D) + TQ * TK * 4 + 64, "queries");
+const forwardShape = (gpu: MobaDevice, D: number, input: "f32" | "f16" = "f32") => tileShape(gpu, D, (TQ, TK) => (TQ + 2 * TK) * row(D) + TQ * TK * 4 + 64, "queries", input);
 const dqShape = (gpu: MobaDevice, D: number) => tileShape(gpu, D, (TQ, TK) => (2 * TQ + 2 * TK) * row(D) + TQ * TK * 4 + 64, "queries");
 const dkdvShape = (gpu: MobaDevice, D: number) => tileShape(gpu, D, (TQ, TK) => (2 * TQ + 2 * TK) * row(D) + 2 * TQ * TK * 4 + 64, "keys");
+
+/**
+ * The tensor-core forward's tile for headDim, or null where it cannot run (no f16 16x16x16 subgroup
+ * matrices, headDim not a multiple of 16): the most queries, then keys, that fit workgroup memory.
+ */
+function mmaShape(gpu: MobaDevice, headDim: number): MmaShape | null {
+  if (!gpu.mma16 || headDim % 16 !== 0) return null;
+  for (const [TQ, TK] of [[64, 64], [64, 32], [32, 64], [32, 32], [16, 32], [16, 16]]) {
+    const shape = { headDim, TQ, TK };
+    if (mmaSharedBytes(shape) <= gpu.maxWorkgroupStorage) return shape;
+  }
+  return null;
+}
 
 /** Sequence and block geometry shared by every pass. */
 interface Plan {
@@ -85,10 +101,16 @@ class Tiles {
   }
 }
 
-/** Query tiles of TQ consecutive tokens per (block, head); keys from the block start (MoBA) or the sequence start (full). */
+/**
+ * Query tiles of TQ consecutive tokens per (block, head); keys from the block start (MoBA) or the
+ * sequence start (full). Full attention lists the last blocks (the longest key ranges) first: the
+ * GPU starts workgroups roughly in order, so the short tiles fill in at the end instead of one long
+ * tile finishing alone.
+ */
 function naturalTiles(pl: Plan, TQ: number): Tiles {
   const tiles = new Tiles();
-  for (let G = 0; G < pl.blocks; G++) {
+  for (let i = 0; i < pl.blocks; i++) {
+    const G = pl.all ? pl.blocks - 1 - i : i;
     for (let h = 0; h < pl.p.qHeads; h++) {
       for (let t = pl.blockStart[G]; t < pl.blockEnd[G]; t += TQ) {
         const count = Math.min(TQ, pl.blockEnd[G] - t);
@@ -115,17 +137,11 @@ function keyTiles(pl: Plan, TK: number): Tiles {
 interface Routed {
   routing: GPUBuffer; // [tokens, qHeads, width] u32
   entries: GPUBuffer; // gathered queries, by (round, head, block)
+  counts: GPUBuffer; // [width * qHeads * blocks] queries of each (round, head, block)
   segmentStart: GPUBuffer; // [width * qHeads * blocks + 1] where each (round, head, block)'s queries start in entries
-  /** Round r's gathered query tiles: slots [r · bound, (r + 1) · bound) of 8 words, unused ones zero. */
-  tiles: GPUBuffer;
-  bound: number;
-}
-
-/** Query rows per tile of the forward and dq kernels (they must agree: the gathered tiles serve both). */
-function queryRows(gpu: MobaDevice, headDim: number): number {
-  const TQ = forwardShape(gpu, headDim).TQ;
-  if (dqShape(gpu, headDim).TQ !== TQ) throw new MobaError(`webgpu: forward and dq tiles differ for headDim ${headDim}`);
-  return TQ;
+  blockRange: GPUBuffer; // [blocks] (first, end) token
+  /** By queries per tile: round r's gathered query tiles are slots [r · bound, (r + 1) · bound) of 8 words, unused ones zero. */
+  tiles: Map<number, { buffer: GPUBuffer; bound: number }>;
 }
 
 function routingParams(mem: Buffers, pl: Plan): GPUBuffer {
@@ -134,8 +150,8 @@ function routingParams(mem: Buffers, pl: Plan): GPUBuffer {
 }
 
 /**
- * The routing table (computed here unless given), its inverted index and every round's gathered
- * query tiles, all built on the GPU (histogram, prefix sums, scatter, tiles): nothing is read back.
+ * The routing table (computed here unless given) and its inverted index, built on the GPU
+ * (histogram, prefix sums, scatter): nothing is read back.
  */
 async function route(mem: Buffers, pl: Plan, q: GPUBuffer, k: GPUBuffer, given?: Int32Array): Promise<Routed> {
   const { tokens, qHeads, kvHeads, headDim } = pl.p;
@@ -164,22 +180,37 @@ async function route(mem: Buffers, pl: Plan, q: GPUBuffer, k: GPUBuffer, given?:
     dispatch(encoder, gpu, await pipeline(gpu, blockSums, null), [params, blockRange, k, sums], pl.blocks * kvHeads, "block sums");
     dispatch(encoder, gpu, await pipeline(gpu, gate, null), [params, cu, offsets, q, sums, routing, scores, counts], threadGroups(gate, tokens * qHeads), "gate");
   }
-  const TQ = queryRows(gpu, headDim);
-  // a round's tiles: at most one partial tile per segment beyond ⌈queries / TQ⌉; a multiple of 8 slots keeps each region 256-byte aligned
-  const bound = Math.ceil((Math.ceil((tokens * qHeads) / TQ) + roundSegments) / 8) * 8;
   const segmentStart = mem.storage((segments + 1) * 4, "segment starts");
-  const tileOffset = mem.storage(segments * 4, "tile offsets");
   const entries = mem.storage(tokens * qHeads * pl.width * 4, "inverted index");
-  const tiles = mem.storage(pl.width * bound * 32, "gathered tiles");
-  const scanPipeline = await pipeline(gpu, scan, null);
-  dispatch(encoder, gpu, scanPipeline, [mem.uniform([segments, 0, 1], "scan"), counts, segmentStart], 1, "segment starts");
-  dispatch(encoder, gpu, scanPipeline, [mem.uniform([roundSegments, TQ, 0], "scan tiles"), counts, tileOffset], pl.width, "tile offsets");
+  dispatch(encoder, gpu, await pipeline(gpu, scan, null), [mem.uniform([segments, 0, 1], "scan"), counts, segmentStart], 1, "segment starts");
   dispatch(encoder, gpu, await pipeline(gpu, scatter, null),
     [params, cu, offsets, routing, segmentStart, mem.storage(segments * 4, "cursors"), entries], threadGroups(scatter, tokens * qHeads), "scatter");
-  dispatch(encoder, gpu, await pipeline(gpu, gatheredTiles, null), [mem.uniform([segments, roundSegments, pl.blocks, TQ, bound], "tiles"), counts, segmentStart, tileOffset, blockRange, tiles],
+  gpu.device.queue.submit([encoder.finish()]);
+  return { routing, entries, counts, segmentStart, blockRange, tiles: new Map() };
+}
+
+/**
+ * Every round's gathered query tiles of TQ queries, built on the GPU once per TQ (the forward and
+ * dq kernels may tile differently): tile offsets by prefix sums of ⌈count / TQ⌉, then one thread per segment.
+ */
+async function queryTileRounds(mem: Buffers, pl: Plan, routed: Routed, TQ: number): Promise<{ buffer: GPUBuffer; bound: number }> {
+  const built = routed.tiles.get(TQ);
+  if (built) return built;
+  const gpu = mem.gpu;
+  const roundSegments = pl.p.qHeads * pl.blocks;
+  const segments = pl.width * roundSegments;
+  // a round's tiles: at most one partial tile per segment beyond ⌈queries / TQ⌉; a multiple of 8 slots keeps each region 256-byte aligned
+  const bound = Math.ceil((Math.ceil((pl.p.tokens * pl.p.qHeads) / TQ) + roundSegments) / 8) * 8;
+  const tileOffset = mem.storage(segments * 4, "tile offsets");
+  const tiles = { buffer: mem.storage(pl.width * bound * 32, "gathered tiles"), bound };
+  const encoder = gpu.device.createCommandEncoder();
+  dispatch(encoder, gpu, await pipeline(gpu, scan, null), [mem.uniform([roundSegments, TQ, 0], "scan tiles"), routed.counts, tileOffset], pl.width, "tile offsets");
+  dispatch(encoder, gpu, await pipeline(gpu, gatheredTiles, null),
+    [mem.uniform([segments, roundSegments, pl.blocks, TQ, bound], "tiles"), routed.counts, routed.segmentStart, tileOffset, routed.blockRange, tiles.buffer],
     threadGroups(gatheredTiles, segments), "gathered tiles");
   gpu.device.queue.submit([encoder.finish()]);
-  return { routing, entries, segmentStart, tiles, bound };
+  routed.tiles.set(TQ, tiles);
+  return tiles;
 }
 
 function tileParams(mem: Buffers, pl: Plan, shape: TileShape, tiles: number, loadState: boolean, finalizeHere: boolean): GPUBuffer {
@@ -193,10 +224,12 @@ function tileParams(mem: Buffers, pl: Plan, shape: TileShape, tiles: number, loa
  * Every round of tiles for the forward and dq: the own blocks (or full causal ranges, built here),
  * then each routed round (built on the GPU: `bound` slots, the unused ones empty).
  */
-function rounds(mem: Buffers, pl: Plan, routed: Routed | null, TQ: number): { tiles: Binding; count: number }[] {
+async function rounds(mem: Buffers, pl: Plan, routed: Routed | null, TQ: number): Promise<{ tiles: Binding; count: number }[]> {
   const natural = naturalTiles(pl, TQ);
   const list: { tiles: Binding; count: number }[] = [{ tiles: mem.storage(Uint32Array.from(natural.words), "tiles"), count: natural.count }];
-  for (let r = 0; routed && r < pl.width; r++) list.push({ tiles: { buffer: routed.tiles, offset: r * routed.bound * 32, size: routed.bound * 32 }, count: routed.bound });
+  if (!routed) return list;
+  const { buffer, bound } = await queryTileRounds(mem, pl, routed, TQ);
+  for (let r = 0; r < pl.width; r++) list.push({ tiles: { buffer, offset: r * bound * 32, size: bound * 32 }, count: bound });
   return list;
 }
 
@@ -210,23 +243,51 @@ export interface GpuForwardResult {
   routed: Routed | null;
 }
 
+/** f16 copies of q, k and v (the f16 path's storage; the routing still reads the f32 inputs). */
+async function halfInputs(mem: Buffers, p: AttentionProblem, t: GpuTensors): Promise<GpuTensors> {
+  const gpu = mem.gpu;
+  if (!gpu.f16) throw new MobaError(`precision: "f16" needs a device with shader-f16, and ${gpu.adapterInfo} has none`);
+  const convert = await pipeline(gpu, toF16, null);
+  const encoder = gpu.device.createCommandEncoder();
+  const half = (x: GPUBuffer, heads: number, label: string) => {
+    const n = p.tokens * heads * p.headDim;
+    const y = mem.storage(n * 2, label);
+    dispatch(encoder, gpu, convert, [mem.uniform([n, 0, 0, 0], "f16 params"), x, y], threadGroups(toF16, Math.ceil(n / 2)), label);
+    return y;
+  };
+  const result = { q: half(t.q, p.qHeads, "q f16"), k: half(t.k, p.kvHeads, "k f16"), v: half(t.v, p.kvHeads, "v f16") };
+  gpu.device.queue.submit([encoder.finish()]);
+  return result;
+}
+
+/**
+ * The forward kernel of a problem: f32 arithmetic on f32 inputs; in the f16 path the tensor-core
+ * kernel where the device has f16 subgroup matrices and headDim allows, else f32 arithmetic on f16 inputs.
+ */
+async function forwardPipeline(gpu: MobaDevice, p: AttentionProblem): Promise<{ pipeline: GPUComputePipeline; TQ: number; shape: TileShape }> {
+  const mma = p.precision === "f16" ? mmaShape(gpu, p.headDim) : null;
+  const shape = forwardShape(gpu, p.headDim, p.precision ?? "f32");
+  if (mma) return { pipeline: await pipeline(gpu, mmaForwardKernel, mma), TQ: mma.TQ, shape: { ...shape, TQ: mma.TQ, TK: mma.TK } };
+  return { pipeline: await pipeline(gpu, forwardKernel, shape), TQ: shape.TQ, shape };
+}
+
 /** Records and submits the forward; results stay on the GPU. */
 export async function forwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTensors, given?: Int32Array): Promise<GpuForwardResult> {
   const gpu = mem.gpu;
   const pl = plan(p);
   const { tokens, qHeads, headDim } = p;
   const routed = pl.all ? null : await route(mem, pl, t.q, t.k, given);
-  const shape = forwardShape(gpu, headDim);
-  const forward = await pipeline(gpu, forwardKernel, shape);
+  const { pipeline: forward, shape } = await forwardPipeline(gpu, p);
+  const inputs = p.precision === "f16" ? await halfInputs(mem, p, t) : t;
   const out = mem.poisoned(tokens * qHeads * headDim, "out");
   const lse = mem.poisoned(tokens * qHeads, "lse");
   const ml = mem.storage(Math.max(1, pl.all ? 0 : tokens * qHeads) * 8, "softmax state");
   const dummy = mem.storage(16, "unused");
   const entries = routed?.entries ?? dummy;
   const encoder = gpu.device.createCommandEncoder();
-  rounds(mem, pl, routed, shape.TQ).forEach(({ tiles, count }, r) => {
+  (await rounds(mem, pl, routed, shape.TQ)).forEach(({ tiles, count }, r) => {
     const params = tileParams(mem, pl, shape, count, r > 0, pl.all);
-    dispatch(encoder, gpu, forward, [params, tiles, entries, t.q, t.k, t.v, out, ml, lse], count, `forward round ${r}`);
+    dispatch(encoder, gpu, forward, [params, tiles, entries, inputs.q, inputs.k, inputs.v, out, ml, lse], count, `forward round ${r}`);
   });
   if (!pl.all) {
     const params = mem.uniform([tokens * qHeads, headDim, 0, 0], "finalize params");
@@ -260,7 +321,7 @@ export async function backwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTen
   const [deltaPipeline, dqPipeline, dkdvPipeline] = await Promise.all([pipeline(gpu, deltaKernel, null), pipeline(gpu, dqKernel, qShape), pipeline(gpu, dkdvKernel, kShape)]);
   const encoder = gpu.device.createCommandEncoder();
   dispatch(encoder, gpu, deltaPipeline, [mem.uniform([tokens * qHeads, headDim, 0, 0], "delta params"), out, dout, lse, rowStats], threadGroups(deltaKernel, tokens * qHeads), "delta");
-  rounds(mem, pl, routed, qShape.TQ).forEach(({ tiles, count }, r) => {
+  (await rounds(mem, pl, routed, qShape.TQ)).forEach(({ tiles, count }, r) => {
     dispatch(encoder, gpu, dqPipeline, [tileParams(mem, pl, qShape, count, r > 0, false), tiles, entries, t.q, t.k, t.v, dout, rowStats, dq], count, `dq round ${r}`);
   });
   // the key tiles, then (copied on the GPU) the segment starts the dk/dv kernel reads after them
