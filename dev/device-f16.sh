@@ -6,7 +6,9 @@ set -uo pipefail
 out=${OUT:-/tmp}
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,memory.used,memory.total --format=csv
 timeout 240 node --import tsx dev/f16-check.mts "${CHECK_CASES:-6}" 2>&1 | grep -v '^Warning' > "$out/f16-check.log"
+status=${PIPESTATUS[0]}
 grep -E 'adapter|FAIL|pass$|error|Error' "$out/f16-check.log" | head -30
+if [ "$status" != 0 ]; then tail -c 6000 "$out/f16-check.log"; exit 1; fi
 if [ "${1:-}" != quick ]; then
   CI=true timeout 200 node --import tsx --test test/webgpu.test.ts 2>&1 | grep -v '^Warning' > "$out/tests.log"
   grep -E '^# (pass|fail)|^not ok' "$out/tests.log" | head

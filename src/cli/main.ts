@@ -100,11 +100,12 @@ Options:
   --svg FILE        also write a plot of the speedups
   --max-seconds N   webgpu: stop a measurement after this long (at least 3 runs; default 60)
   --full-up-to N    webgpu: time full attention only up to N tokens (default: always)
-  --precision LIST  webgpu: f32, f16 or both (f32,f16): each length is timed in each (default f32)`,
+  --precision LIST  webgpu: f32, f16 or both (f32,f16): each length is timed in each (default f32)
+  --forward-only    webgpu: time the forward only`,
     options: {
       backend: { type: "string" }, lengths: { type: "string" }, heads: { type: "string" }, "kv-heads": { type: "string" },
       "head-dim": { type: "string" }, "block-size": { type: "string" }, "top-k": { type: "string" }, runs: { type: "string" },
-      svg: { type: "string" }, "max-seconds": { type: "string" }, "full-up-to": { type: "string" }, precision: { type: "string" },
+      svg: { type: "string" }, "max-seconds": { type: "string" }, "full-up-to": { type: "string" }, precision: { type: "string" }, "forward-only": { type: "boolean" },
     },
     async run(v) {
       const d = BENCH_DEFAULTS;
@@ -117,7 +118,7 @@ Options:
           topK: integer("top-k", v["top-k"], tokens <= 32768 ? 3 : 12),
         })));
         const fullUpTo = v["full-up-to"] === undefined ? Infinity : integer("full-up-to", v["full-up-to"], 0);
-        const rows = await benchGpu(cases, integer("runs", v.runs, 10), print, integer("max-seconds", v["max-seconds"], 60), fullUpTo);
+        const rows = await benchGpu(cases, integer("runs", v.runs, 10), print, integer("max-seconds", v["max-seconds"], 60), fullUpTo, v["forward-only"] === true);
         if (typeof v.svg === "string") {
           await writeFileAtomic(v.svg, new TextEncoder().encode(gpuBenchPlot(rows, OFFICIAL_MOBA_SPEEDUP)));
           print(`wrote ${v.svg}`);

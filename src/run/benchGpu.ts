@@ -43,7 +43,7 @@ async function time(gpu: MobaDevice, run: () => Promise<unknown>): Promise<numbe
 }
 
 /** Times forward and forward+backward of one problem; buffers of each run are freed after it. */
-async function measure(gpu: MobaDevice, p: AttentionProblem, t: GpuTensors, dout: GPUBuffer, runs: number, maxSeconds: number): Promise<{ forward: number; train: number; runs: number }> {
+async function measure(gpu: MobaDevice, p: AttentionProblem, t: GpuTensors, dout: GPUBuffer, runs: number, maxSeconds: number, forwardOnly: boolean): Promise<{ forward: number; train: number; runs: number }> {
   const forwards: number[] = [];
   const trains: number[] = [];
   const started = performance.now();
@@ -52,7 +52,7 @@ async function measure(gpu: MobaDevice, p: AttentionProblem, t: GpuTensors, dout
     try {
       let result!: Awaited<ReturnType<typeof forwardOnGpu>>;
       const forward = await time(gpu, async () => { result = await forwardOnGpu(mem, p, t); });
-      const backward = await time(gpu, () => backwardOnGpu(mem, p, t, result.out, result.lse, dout, result.routed));
+      const backward = forwardOnly ? NaN : await time(gpu, () => backwardOnGpu(mem, p, t, result.out, result.lse, dout, result.routed));
       if (run >= 0) {
         forwards.push(forward);
         trains.push(forward + backward);
@@ -65,8 +65,11 @@ async function measure(gpu: MobaDevice, p: AttentionProblem, t: GpuTensors, dout
   return { forward: median(forwards), train: median(trains), runs: forwards.length };
 }
 
-/** fullUpTo: longer inputs time MoBA only (full attention in float32 would take minutes per run there). */
-export async function benchGpu(cases: GpuBenchCase[], runs: number, print: (line: string) => void, maxSeconds = 60, fullUpTo = Infinity): Promise<GpuBenchRow[]> {
+/**
+ * fullUpTo: longer inputs time MoBA only (full attention in float32 would take minutes per run there);
+ * forwardOnly: no backward (the f16 path's backward runs the f32 kernels).
+ */
+export async function benchGpu(cases: GpuBenchCase[], runs: number, print: (line: string) => void, maxSeconds = 60, fullUpTo = Infinity, forwardOnly = false): Promise<GpuBenchRow[]> {
   const gpu = await getDevice();
   const precisions = [...new Set(cases.map((c) => c.precision))].join(", ");
   print(`moba bench --backend webgpu on ${gpu.adapterInfo} (shader-f16 ${gpu.f16}, subgroup matrices ${gpu.subgroupMatrixConfigs.join(", ") || "none"}); ` +
@@ -82,8 +85,8 @@ export async function benchGpu(cases: GpuBenchCase[], runs: number, print: (line
       const g = mem.storage(dout.data, "dout");
       const moba = mobaProblem({ q, k, v }, c);
       const full = fullProblem({ q, k, v }, { precision: c.precision });
-      const m = await measure(gpu, moba, t, g, runs, maxSeconds);
-      const f = c.tokens <= fullUpTo ? await measure(gpu, full, t, g, runs, maxSeconds) : { forward: NaN, train: NaN, runs: Infinity };
+      const m = await measure(gpu, moba, t, g, runs, maxSeconds, forwardOnly);
+      const f = c.tokens <= fullUpTo ? await measure(gpu, full, t, g, runs, maxSeconds, forwardOnly) : { forward: NaN, train: NaN, runs: Infinity };
       const fullKeys = attendedKeys([0, c.tokens], c.blockSize, Infinity); // no block choice: the block size does not matter
       return {
         ...c, mobaForwardMs: m.forward, fullForwardMs: f.forward, mobaTrainMs: m.train, fullTrainMs: f.train,

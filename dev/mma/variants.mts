@@ -1,0 +1,268 @@
+// Variants of the tensor-core forward (src/webgpu/attention/mma.wgsl.ts), timed on one full causal
+// problem in one run: which part costs what (a phase left out), and candidate changes (padding,
+// K and V read as matrices straight from storage, Q held in registers, longer key chunks).
+// Each complete variant is checked against the first; the table lists ms, TFLOP/s and that error.
+// Usage: node --import tsx dev/mma/variants.mts [TOKENS] [HEADS]
+import { getDevice } from "../../src/webgpu/device.ts";
+import { dispatch } from "../../src/webgpu/kernel.ts";
+import { floatToF16 } from "../../src/io/half.ts";
+import { relativeError, seeded, table } from "../../src/run/util.ts";
+
+interface Variant {
+  name: string;
+  TQ: number;
+  TK: number;
+  pad: boolean;
+  direct: boolean; // K and V as subgroup matrices loaded from storage
+  qRegs: boolean; // each subgroup's Q fragments loaded once (one S tile per subgroup)
+  skip?: "qk" | "softmax" | "pv";
+}
+
+const D = 128;
+const THREADS = 128;
+
+function wgsl(v: Variant): string {
+  const p = v.pad ? 1 : 0;
+  const QS = D + 8 * p, SS = v.TK + 4 * p, PS = v.TK + 8 * p, OS = D + 4 * p;
+  const sTiles = (v.TQ / 16) * (v.TK / 16);
+  const qRegs = v.qRegs && sTiles === 4;
+  const kRight = (j: string, d: string) => v.direct
+    ? `subgroupMatrixLoad<Right>(&kh, ((k0 + ${j} * 16u) * P.kvHeads + g) * D + ${d}, true, P.kvHeads * D)`
+    : `subgroupMatrixLoad<Right>(&KVs, ${j} * 16u * QS + ${d}, true, QS)`;
+  const vRight = (kk: string, j: string) => v.direct
+    ? `subgroupMatrixLoad<Right>(&vh, ((k0 + ${kk}) * P.kvHeads + g) * D + ${j} * 16u, false, P.kvHeads * D)`
+    : `subgroupMatrixLoad<Right>(&KVs, ${kk} * QS + ${j} * 16u, false, QS)`;
+  const stage = (src: string) => v.direct ? "" : `
+    for (var e = lid; e < TK * D4; e += THREADS) {
+      let key = k0 + e / D4;
+      var x = vec4<f16>(0.0);
+      if (key < a.w) { x = ${src}[(key * P.kvHeads + g) * D4 + e % D4]; }
+      let at = (e / D4) * QS + (e % D4) * 4u;
+      KVs[at] = x.x; KVs[at + 1u] = x.y; KVs[at + 2u] = x.z; KVs[at + 3u] = x.w;
+    }
+    workgroupBarrier();`;
+  const qk = v.skip === "qk" ? "" : qRegs ? `{
+      let i = sg / (TK / 16u);
+      let j = sg % (TK / 16u);
+      var s = Result();
+      ${Array.from({ length: D / 16 }, (_, d) => `s = subgroupMatrixMultiplyAccumulate(qf${d}, ${kRight("j", `${d * 16}u`)}, s);`).join("\n      ")}
+      subgroupMatrixStore(&Ss, i * 16u * SS + j * 16u, s, false, SS);
+    }` : `
+    for (var t = sg; t < (TQ / 16u) * (TK / 16u); t += subgroups) {
+      let i = t / (TK / 16u);
+      let j = t % (TK / 16u);
+      var s = Result();
+      for (var d = 0u; d < D; d += 16u) {
+        let ql = subgroupMatrixLoad<Left>(&Qs, i * 16u * QS + d, false, QS);
+        s = subgroupMatrixMultiplyAccumulate(ql, ${kRight("j", "d")}, s);
+      }
+      subgroupMatrixStore(&Ss, i * 16u * SS + j * 16u, s, false, SS);
+    }`;
+  const softmax = v.skip === "softmax" ? `for (var e = lid; e < TQ * TK; e += THREADS) { Ps[(e / TK) * PS + e % TK] = f16(Ss[(e / TK) * SS + e % TK] * 0.001); }` : `
+    for (var r = sg; r < TQ; r += subgroups) {
+      let token = rowToken[r];
+      var localMax = MASKED;
+      for (var col = lane; col < TK; col += sgSize) {
+        let key = k0 + col;
+        var x = MASKED;
+        if (r < count && key < a.w && key <= token) { x = P.scale * Ss[r * SS + col]; }
+        Ss[r * SS + col] = x;
+        localMax = max(localMax, x);
+      }
+      let mOld = rowM[r];
+      let mNew = max(mOld, subgroupMax(localMax));
+      var localSum = 0.0;
+      for (var col = lane; col < TK; col += sgSize) {
+        let x = Ss[r * SS + col];
+        var p = 0.0;
+        if (x > VISIBLE) { p = exp(x - mNew); }
+        Ps[r * PS + col] = f16(p);
+        localSum += p;
+      }
+      let alpha = exp(mOld - mNew);
+      let sum = subgroupAdd(localSum);
+      if (lane == 0u) { rowM[r] = mNew; rowL[r] = rowL[r] * alpha + sum; }
+      for (var col = lane; col < D; col += sgSize) { Os[r * OS + col] *= alpha; }
+    }`;
+  const pv = v.skip === "pv" ? "" : `
+    for (var t = sg; t < (TQ / 16u) * (D / 16u); t += subgroups) {
+      let i = t / (D / 16u);
+      let j = t % (D / 16u);
+      var o = subgroupMatrixLoad<Result>(&Os, i * 16u * OS + j * 16u, false, OS);
+      for (var kk = 0u; kk < TK; kk += 16u) {
+        let pl = subgroupMatrixLoad<Left>(&Ps, i * 16u * PS + kk, false, PS);
+        o = subgroupMatrixMultiplyAccumulate(pl, ${vRight("kk", "j")}, o);
+      }
+      subgroupMatrixStore(&Os, i * 16u * OS + j * 16u, o, false, OS);
+    }`;
+  return `enable f16;
+enable subgroups;
+enable chromium_experimental_subgroup_matrix;
+diagnostic(off, chromium.subgroup_matrix_uniformity);
+diagnostic(off, subgroup_uniformity);
+const D = ${D}u; const D4 = ${D / 4}u; const TQ = ${v.TQ}u; const TK = ${v.TK}u; const THREADS = ${THREADS}u;
+const QS = ${QS}u; const SS = ${SS}u; const PS = ${PS}u; const OS = ${OS}u;
+const MASKED = -3.0e38; const VISIBLE = -1.0e38;
+struct Params { qHeads: u32, kvHeads: u32, tiles: u32, scale: f32 }
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> tiles: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> q: array<vec4<f16>>;
+@group(0) @binding(3) var<storage, read> k: array<vec4<f16>>;
+@group(0) @binding(4) var<storage, read> v: array<vec4<f16>>;
+@group(0) @binding(5) var<storage, read> kh: array<f16>;
+@group(0) @binding(6) var<storage, read> vh: array<f16>;
+@group(0) @binding(7) var<storage, read_write> out: array<vec4<f32>>;
+var<workgroup> Qs: array<f16, ${v.TQ * QS}>;
+${v.direct ? "" : `var<workgroup> KVs: array<f16, ${v.TK * QS}>;`}
+var<workgroup> Ss: array<f32, ${v.TQ * SS}>;
+var<workgroup> Ps: array<f16, ${v.TQ * PS}>;
+var<workgroup> Os: array<f32, ${v.TQ * OS}>;
+var<workgroup> rowToken: array<u32, ${v.TQ}>;
+var<workgroup> rowM: array<f32, ${v.TQ}>;
+var<workgroup> rowL: array<f32, ${v.TQ}>;
+alias Left = subgroup_matrix_left<f16, 16, 16>;
+alias Right = subgroup_matrix_right<f16, 16, 16>;
+alias Result = subgroup_matrix_result<f32, 16, 16>;
+@compute @workgroup_size(${THREADS})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+        @builtin(subgroup_id) sg: u32, @builtin(subgroup_size) sgSize: u32, @builtin(subgroup_invocation_id) lane: u32) {
+  let tile = wid.x + wid.y * nwg.x;
+  if (tile >= P.tiles) { return; }
+  let a = tiles[2u * tile];
+  let b = tiles[2u * tile + 1u];
+  let count = a.y;
+  let h = b.x;
+  let g = h / (P.qHeads / P.kvHeads);
+  let subgroups = THREADS / sgSize;
+  if (lid < TQ) { rowToken[lid] = a.x + lid; rowM[lid] = MASKED; rowL[lid] = 0.0; }
+  for (var e = lid; e < TQ * D4; e += THREADS) {
+    let r = e / D4;
+    var x = vec4<f16>(0.0);
+    if (r < count) { x = q[((a.x + r) * P.qHeads + h) * D4 + e % D4]; }
+    let at = r * QS + (e % D4) * 4u;
+    Qs[at] = x.x; Qs[at + 1u] = x.y; Qs[at + 2u] = x.z; Qs[at + 3u] = x.w;
+    let ot = r * OS + (e % D4) * 4u;
+    Os[ot] = 0.0; Os[ot + 1u] = 0.0; Os[ot + 2u] = 0.0; Os[ot + 3u] = 0.0;
+  }
+  workgroupBarrier();
+  ${qRegs ? Array.from({ length: D / 16 }, (_, d) => `let qf${d} = subgroupMatrixLoad<Left>(&Qs, (sg / (TK / 16u)) * 16u * QS + ${d * 16}u, false, QS);`).join("\n  ") : ""}
+  for (var k0 = a.z; k0 < a.w; k0 += TK) {
+    ${stage("k")}
+    ${qk}
+    workgroupBarrier();
+    ${softmax}
+    workgroupBarrier();
+    ${stage("v")}
+    ${pv}
+    workgroupBarrier();
+  }
+  for (var e = lid; e < TQ * D4; e += THREADS) {
+    let r = e / D4;
+    if (r < count) {
+      let ot = r * OS + (e % D4) * 4u;
+      out[((a.x + r) * P.qHeads + h) * D4 + e % D4] = vec4<f32>(Os[ot], Os[ot + 1u], Os[ot + 2u], Os[ot + 3u]) / rowL[r];
+    }
+  }
+}`;
+}
+
+const tokens = Number(process.argv[2] ?? 32768);
+const heads = Number(process.argv[3] ?? 8);
+const gpu = await getDevice();
+const device = gpu.device;
+const random = seeded(7);
+const maxTK = 64;
+// f16 inputs with maxTK zero rows past the end, so matrices read straight from storage stay in bounds
+const half = (rows: number, spread: number) => {
+  const x = new Uint16Array((rows + maxTK) * heads * D);
+  for (let i = 0; i < rows * heads * D; i++) x[i] = floatToF16((random() * 2 - 1) * spread);
+  return x;
+};
+const buffer = (data: ArrayBufferView, usage = GPUBufferUsage.STORAGE) => {
+  const b = device.createBuffer({ size: Math.ceil(data.byteLength / 16) * 16, usage: usage | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
+  device.queue.writeBuffer(b, 0, data.buffer, data.byteOffset, data.byteLength);
+  return b;
+};
+const [qData, kData, vData] = [half(tokens, 2), half(tokens, 2), half(tokens, 1)];
+const q = buffer(qData), k = buffer(kData), v = buffer(vData);
+const out = device.createBuffer({ size: tokens * heads * D * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+const flops = 4 * D * heads * (tokens * (tokens + 1)) / 2;
+
+async function run(variant: Variant): Promise<{ ms: number; out: Float32Array | null }> {
+  const words: number[] = [];
+  for (let t = Math.ceil(tokens / variant.TQ) - 1; t >= 0; t--) {
+    for (let h = 0; h < heads; h++) {
+      const start = t * variant.TQ, count = Math.min(variant.TQ, tokens - start);
+      words.push(start, count, 0, start + count, h, 0, 0, 0);
+    }
+  }
+  const tiles = buffer(Uint32Array.from(words));
+  const params = new ArrayBuffer(16);
+  new Uint32Array(params).set([heads, heads, words.length / 8]);
+  new Float32Array(params)[3] = 1 / Math.sqrt(D);
+  const uniform = buffer(new Uint8Array(params), GPUBufferUsage.UNIFORM);
+  device.pushErrorScope("validation");
+  const module = device.createShaderModule({ code: wgsl(variant) });
+  const info = await module.getCompilationInfo();
+  const errors = info.messages.filter((m) => m.type === "error");
+  if (errors.length) throw new Error(`line ${errors[0].lineNum}: ${errors[0].message}`);
+  const pipe = device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "main" } });
+  const error = await device.popErrorScope();
+  if (error) throw new Error(error.message);
+  const once = () => {
+    const encoder = device.createCommandEncoder();
+    dispatch(encoder, gpu, pipe, [uniform, tiles, q, k, v, k, v, out], words.length / 8, variant.name);
+    device.queue.submit([encoder.finish()]);
+    return device.queue.onSubmittedWorkDone();
+  };
+  await once();
+  const times: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const t0 = performance.now();
+    await once();
+    times.push(performance.now() - t0);
+  }
+  times.sort((x, y) => x - y);
+  let result: Float32Array | null = null;
+  if (!variant.skip) {
+    const staging = device.createBuffer({ size: out.size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const encoder = device.createCommandEncoder();
+    encoder.copyBufferToBuffer(out, 0, staging, 0, out.size);
+    device.queue.submit([encoder.finish()]);
+    await staging.mapAsync(GPUMapMode.READ);
+    result = new Float32Array(staging.getMappedRange().slice(0));
+    staging.destroy();
+  }
+  return { ms: times[2], out: result };
+}
+
+const base: Variant = { name: "src (padded, K/V staged)", TQ: 32, TK: 32, pad: true, direct: false, qRegs: false };
+const variants: Variant[] = [
+  base,
+  { ...base, name: "no QK", skip: "qk" },
+  { ...base, name: "no softmax", skip: "softmax" },
+  { ...base, name: "no PV", skip: "pv" },
+  { ...base, name: "unpadded", pad: false },
+  { ...base, name: "Q in registers", qRegs: true },
+  { ...base, name: "K/V from storage", direct: true },
+  { ...base, name: "K/V from storage, Q regs", direct: true, qRegs: true },
+  { ...base, name: "K/V from storage, TK 64", direct: true, TK: 64 },
+  { ...base, name: "K/V from storage, Q regs, TQ 16 TK 64", direct: true, qRegs: true, TQ: 16, TK: 64 },
+  { ...base, name: "K/V from storage, unpadded", direct: true, pad: false },
+];
+let reference: Float32Array | null = null;
+const rows: string[][] = [];
+for (const variant of variants) {
+  try {
+    const r = await run(variant);
+    reference ??= r.out;
+    const error = r.out && reference ? relativeError(r.out, reference).toExponential(1) : "-";
+    rows.push([variant.name, `${variant.TQ}/${variant.TK}`, r.ms.toFixed(2), (flops / (r.ms / 1000) / 1e12).toFixed(1), error]);
+  } catch (e) {
+    rows.push([variant.name, `${variant.TQ}/${variant.TK}`, "failed", String((e as Error).message).slice(0, 80), ""]);
+  }
+  console.log(rows[rows.length - 1].join("  "));
+}
+console.log(`\nfull causal f16 forward, ${tokens} tokens x ${heads} heads, headDim ${D}, one dispatch, median of 5 (wall clock to idle queue) on ${gpu.adapterInfo}`);
+console.log(table(["variant", "TQ/TK", "ms", "TFLOP/s", "error vs first"], rows));
+process.exit(0);
