@@ -284,7 +284,6 @@ const variants: Variant[] = [
   { ...best, name: "... parallel rows, 16/128", parallelRows: true, TK: 128 },
   { ...best, name: "... parallel rows, 32/64", parallelRows: true, TQ: 32 },
   { ...best, name: "... parallel rows, K/V staged", parallelRows: true, direct: false },
-  { ...best, name: "... parallel rows, K/V staged 16/128", parallelRows: true, direct: false, TK: 128 },
 ];
 let reference: Float32Array | null = null;
 const rows: string[][] = [];
