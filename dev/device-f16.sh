@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
 # The f16 / tensor-core path on the device machine: the f16 pass/fail table against float64, the
-# WebGPU test file (CI=true), then `moba bench --backend webgpu` in f32 and f16 from 4K to 1M tokens.
-# Usage (device tool): source .device/setup.sh && bash dev/device-f16.sh [quick]
+# WebGPU test file (CI=true), `moba bench --backend webgpu` in f32 and f16 from 4K to 1M tokens,
+# then the kernel variants of dev/mma/variants.mts.
+# Usage (device tool): source .device/setup.sh && bash dev/device-f16.sh
 set -uo pipefail
 out=${OUT:-/tmp}
+quiet() { grep -v -E '^Warning|deprecated|\^\^\^|subgroupMatrix|^$|Compilation log|warning\(s\) generated|^warning:$'; }
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,memory.used,memory.total --format=csv
-timeout 240 node --import tsx dev/f16-check.mts "${CHECK_CASES:-6}" 2>&1 | grep -v '^Warning' > "$out/f16-check.log"
+timeout 240 node --import tsx dev/f16-check.mts "${CHECK_CASES:-6}" 2>&1 | quiet > "$out/f16-check.log"
 status=${PIPESTATUS[0]}
 grep -E 'adapter|FAIL|pass$|error|Error' "$out/f16-check.log" | head -30
 if [ "$status" != 0 ]; then tail -c 6000 "$out/f16-check.log"; exit 1; fi
-if [ "${1:-}" != quick ]; then
-  CI=true timeout 200 node --import tsx --test test/webgpu.test.ts 2>&1 | grep -v '^Warning' > "$out/tests.log"
-  grep -E '^# (pass|fail)|^not ok' "$out/tests.log" | head
-fi
-bench() { MOBA_BENCH_JSONL="$out/bench.jsonl" timeout "$1" node dist/cli/main.js bench --backend webgpu "${@:2}" 2>&1 | grep -v '^Warning' | tee -a "$out/bench.log" | tail -"${TAIL:-8}"; }
+CI=true timeout 200 node --import tsx --test test/webgpu.test.ts 2>&1 | quiet > "$out/tests.log"
+grep -E '^# (pass|fail)|^not ok' "$out/tests.log" | head
+bench() { MOBA_BENCH_JSONL="$out/bench.jsonl" timeout "$1" node dist/cli/main.js bench --backend webgpu "${@:2}" 2>&1 | quiet | tee -a "$out/bench.log" | tail -"${TAIL:-8}"; }
 bench 200 --lengths 4096,8192,32768 --heads 1 --precision f32,f16 --runs 10 --max-seconds 6
-bench 150 --lengths 32768 --heads 8 --precision f16,f32 --runs 10 --max-seconds 6
-bench 150 --lengths 131072,262144 --heads 1 --precision f16 --runs 5 --max-seconds 6
-TAIL=4 bench 150 --lengths 1048576 --heads 1 --precision f16 --runs 2 --max-seconds 1
-cd "$out" && tar czf logs.tgz *.log *.jsonl 2>/dev/null; ls "$out"
+TAIL=5 bench 150 --lengths 32768 --heads 8 --precision f16,f32 --runs 10 --max-seconds 6
+TAIL=6 bench 250 --lengths 131072,262144,1048576 --heads 1 --precision f16 --runs 3 --max-seconds 1 --forward-only
+timeout 200 node --import tsx dev/mma/variants.mts 32768 8 2>&1 | quiet | grep -v -E '^ -|^validation|Expected|In entries' > "$out/variants.log"
+tail -14 "$out/variants.log"

@@ -6,7 +6,7 @@ import { MobaError } from "../../tensor.js";
 import { checked, getDevice, type MobaDevice } from "../device.js";
 import { type Binding, Buffers, dispatch, type Kernel, pipeline, readBack, threadGroups } from "../kernel.js";
 import { DELTA, dkdvWgsl, dqWgsl, FINALIZE, forwardWgsl, perThread, type TileShape } from "./attention.wgsl.js";
-import { forwardMmaWgsl, MMA_THREADS, mmaSharedBytes, type MmaShape, TO_F16 } from "./mma.wgsl.js";
+import { forwardMmaWgsl, MMA_QUERIES, MMA_THREADS, mmaSharedBytes, type MmaShape, TO_F16 } from "./mma.wgsl.js";
 import { BLOCK_SUMS, GATE, GATHERED_TILES, SCAN, SCATTER } from "./routing.wgsl.js";
 
 const MAX_HEAD_DIM = 256;
@@ -26,7 +26,7 @@ const toF16 = fixed("toF16", TO_F16);
 const tiled = (name: string, wgsl: (c: TileShape) => string): Kernel<TileShape> => ({
   name, workgroupSize: THREADS, key: (c) => `${c.headDim}/${c.TQ}/${c.TK}/${c.unroll}/${c.input}`, wgsl,
 });
-const mmaForwardKernel: Kernel<MmaShape> = { name: "forwardMma", workgroupSize: MMA_THREADS, key: (c) => `${c.headDim}/${c.TQ}/${c.TK}`, wgsl: forwardMmaWgsl };
+const mmaForwardKernel: Kernel<MmaShape> = { name: "forwardMma", workgroupSize: MMA_THREADS, key: (c) => `${c.headDim}/${c.TK}`, wgsl: forwardMmaWgsl };
 const forwardKernel = tiled("forward", forwardWgsl);
 const dqKernel = tiled("dq", dqWgsl);
 const dkdvKernel = tiled("dkdv", dkdvWgsl);
@@ -48,14 +48,14 @@ const dqShape = (gpu: MobaDevice, D: number) => tileShape(gpu, D, (TQ, TK) => (2
 const dkdvShape = (gpu: MobaDevice, D: number) => tileShape(gpu, D, (TQ, TK) => (2 * TQ + 2 * TK) * row(D) + 2 * TQ * TK * 4 + 64, "keys");
 
 /**
- * The tensor-core forward's tile for headDim, or null where it cannot run (no f16 16x16x16 subgroup
- * matrices, headDim not a multiple of 16): the most queries, then keys, that fit workgroup memory.
+ * The tensor-core forward's chunk for headDim, or null where it cannot run (no f16 16x16x16 subgroup
+ * matrices, headDim not a multiple of 16): 64 keys (measured best, dev/mma/variants.mts) or fewer
+ * where workgroup memory is short.
  */
 function mmaShape(gpu: MobaDevice, headDim: number): MmaShape | null {
   if (!gpu.mma16 || headDim % 16 !== 0) return null;
-  for (const [TQ, TK] of [[64, 64], [64, 32], [32, 64], [32, 32], [16, 32], [16, 16]]) {
-    const shape = { headDim, TQ, TK };
-    if (mmaSharedBytes(shape) <= gpu.maxWorkgroupStorage) return shape;
+  for (const TK of [64, 32, 16]) {
+    if (mmaSharedBytes({ headDim, TK }) <= gpu.maxWorkgroupStorage) return { headDim, TK };
   }
   return null;
 }
@@ -243,19 +243,22 @@ export interface GpuForwardResult {
   routed: Routed | null;
 }
 
-/** f16 copies of q, k and v (the f16 path's storage; the routing still reads the f32 inputs). */
-async function halfInputs(mem: Buffers, p: AttentionProblem, t: GpuTensors): Promise<GpuTensors> {
+/**
+ * f16 copies of q, k and v (the f16 path's storage; the routing still reads the f32 inputs), k and
+ * v with `padRows` zero tokens at the end (the tensor-core kernel reads whole chunks of keys).
+ */
+async function halfInputs(mem: Buffers, p: AttentionProblem, t: GpuTensors, padRows: number): Promise<GpuTensors> {
   const gpu = mem.gpu;
   if (!gpu.f16) throw new MobaError(`precision: "f16" needs a device with shader-f16, and ${gpu.adapterInfo} has none`);
   const convert = await pipeline(gpu, toF16, null);
   const encoder = gpu.device.createCommandEncoder();
-  const half = (x: GPUBuffer, heads: number, label: string) => {
+  const half = (x: GPUBuffer, heads: number, label: string, pad = 0) => {
     const n = p.tokens * heads * p.headDim;
-    const y = mem.storage(n * 2, label);
+    const y = mem.storage((n + pad * heads * p.headDim) * 2, label);
     dispatch(encoder, gpu, convert, [mem.uniform([n, 0, 0, 0], "f16 params"), x, y], threadGroups(toF16, Math.ceil(n / 2)), label);
     return y;
   };
-  const result = { q: half(t.q, p.qHeads, "q f16"), k: half(t.k, p.kvHeads, "k f16"), v: half(t.v, p.kvHeads, "v f16") };
+  const result = { q: half(t.q, p.qHeads, "q f16"), k: half(t.k, p.kvHeads, "k f16", padRows), v: half(t.v, p.kvHeads, "v f16", padRows) };
   gpu.device.queue.submit([encoder.finish()]);
   return result;
 }
@@ -264,11 +267,11 @@ async function halfInputs(mem: Buffers, p: AttentionProblem, t: GpuTensors): Pro
  * The forward kernel of a problem: f32 arithmetic on f32 inputs; in the f16 path the tensor-core
  * kernel where the device has f16 subgroup matrices and headDim allows, else f32 arithmetic on f16 inputs.
  */
-async function forwardPipeline(gpu: MobaDevice, p: AttentionProblem): Promise<{ pipeline: GPUComputePipeline; TQ: number; shape: TileShape }> {
+async function forwardPipeline(gpu: MobaDevice, p: AttentionProblem): Promise<{ pipeline: GPUComputePipeline; shape: TileShape; padRows: number }> {
   const mma = p.precision === "f16" ? mmaShape(gpu, p.headDim) : null;
   const shape = forwardShape(gpu, p.headDim, p.precision ?? "f32");
-  if (mma) return { pipeline: await pipeline(gpu, mmaForwardKernel, mma), TQ: mma.TQ, shape: { ...shape, TQ: mma.TQ, TK: mma.TK } };
-  return { pipeline: await pipeline(gpu, forwardKernel, shape), TQ: shape.TQ, shape };
+  if (mma) return { pipeline: await pipeline(gpu, mmaForwardKernel, mma), shape: { ...shape, TQ: MMA_QUERIES, TK: mma.TK }, padRows: mma.TK };
+  return { pipeline: await pipeline(gpu, forwardKernel, shape), shape, padRows: 0 };
 }
 
 /** Records and submits the forward; results stay on the GPU. */
@@ -277,8 +280,8 @@ export async function forwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTens
   const pl = plan(p);
   const { tokens, qHeads, headDim } = p;
   const routed = pl.all ? null : await route(mem, pl, t.q, t.k, given);
-  const { pipeline: forward, shape } = await forwardPipeline(gpu, p);
-  const inputs = p.precision === "f16" ? await halfInputs(mem, p, t) : t;
+  const { pipeline: forward, shape, padRows } = await forwardPipeline(gpu, p);
+  const inputs = p.precision === "f16" ? await halfInputs(mem, p, t, padRows) : t;
   const out = mem.poisoned(tokens * qHeads * headDim, "out");
   const lse = mem.poisoned(tokens * qHeads, "lse");
   const ml = mem.storage(Math.max(1, pl.all ? 0 : tokens * qHeads) * 8, "softmax state");
