@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The f16 / tensor-core path on the device machine: the f16 pass/fail table against float64, the
-# WebGPU test file (CI=true), `moba bench --backend webgpu` in f32 and f16 from 4K to 1M tokens,
-# then the kernel variants of dev/mma/variants.mts.
+# WebGPU test file (CI=true), then `moba bench --backend webgpu` in f32 and f16 from 4K to 1M tokens.
+# With a previous build carried as dist-old/, the two builds' f16 forwards are timed side by side first.
 # Usage (device tool): source .device/setup.sh && bash dev/device-f16.sh
 set -uo pipefail
 out=${OUT:-/tmp}
@@ -11,11 +11,14 @@ timeout 240 node --import tsx dev/f16-check.mts "${CHECK_CASES:-6}" 2>&1 | quiet
 status=${PIPESTATUS[0]}
 grep -E 'adapter|FAIL|pass$|error|Error' "$out/f16-check.log" | head -30
 if [ "$status" != 0 ]; then tail -c 6000 "$out/f16-check.log"; exit 1; fi
+if [ -d dist-old ]; then
+  for build in dist-old dist dist-old dist; do
+    echo "$build: $(timeout 100 node $build/cli/main.js bench --backend webgpu --lengths 32768 --heads 8 --precision f16 --runs 5 --max-seconds 3 --forward-only 2>&1 | quiet | grep -E '^f16' | awk '{print $6, $7, $12}')"
+  done
+fi
 CI=true timeout 200 node --import tsx --test test/webgpu.test.ts 2>&1 | quiet > "$out/tests.log"
 grep -E '^# (pass|fail)|^not ok' "$out/tests.log" | head
 bench() { MOBA_BENCH_JSONL="$out/bench.jsonl" timeout "$1" node dist/cli/main.js bench --backend webgpu "${@:2}" 2>&1 | quiet | tee -a "$out/bench.log" | tail -"${TAIL:-8}"; }
 bench 200 --lengths 4096,8192,32768 --heads 1 --precision f32,f16 --runs 10 --max-seconds 6
-TAIL=5 bench 150 --lengths 32768 --heads 8 --precision f16,f32 --runs 10 --max-seconds 6
-TAIL=6 bench 250 --lengths 131072,262144,1048576 --heads 1 --precision f16 --runs 3 --max-seconds 1 --forward-only
-timeout 200 node --import tsx dev/mma/variants.mts 32768 8 2>&1 | quiet | grep -v -E '^ -|^validation|Expected|In entries' > "$out/variants.log"
-tail -14 "$out/variants.log"
+TAIL=3 bench 150 --lengths 32768 --heads 8 --precision f16 --runs 10 --max-seconds 6
+TAIL=7 bench 250 --lengths 131072,262144,524288,1048576 --heads 1 --precision f16 --runs 3 --max-seconds 1 --forward-only

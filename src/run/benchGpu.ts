@@ -31,6 +31,9 @@ export interface GpuBenchRow extends GpuBenchCase {
   fullTrainMs: number;
   idealRatio: number;
   fullForwardTflops: number;
+  /** GPU memory of the forward: the inputs plus every buffer the call takes (our own count), MiB. */
+  mobaForwardMiB: number;
+  fullForwardMiB: number;
   runs: number;
 }
 
@@ -43,8 +46,9 @@ async function time(gpu: MobaDevice, run: () => Promise<unknown>): Promise<numbe
 }
 
 /** Times forward and forward+backward of one problem; buffers of each run are freed after it. */
-async function measure(gpu: MobaDevice, p: AttentionProblem, t: GpuTensors, dout: GPUBuffer, runs: number, maxSeconds: number, forwardOnly: boolean): Promise<{ forward: number; train: number; runs: number }> {
+async function measure(gpu: MobaDevice, p: AttentionProblem, t: GpuTensors, dout: GPUBuffer, runs: number, maxSeconds: number, forwardOnly: boolean): Promise<{ forward: number; train: number; runs: number; bytes: number }> {
   const forwards: number[] = [];
+  let bytes = 0;
   const trains: number[] = [];
   const started = performance.now();
   for (let run = -1; run < runs; run++) {
@@ -52,6 +56,7 @@ async function measure(gpu: MobaDevice, p: AttentionProblem, t: GpuTensors, dout
     try {
       let result!: Awaited<ReturnType<typeof forwardOnGpu>>;
       const forward = await time(gpu, async () => { result = await forwardOnGpu(mem, p, t); });
+      bytes = mem.bytes;
       const backward = forwardOnly ? NaN : await time(gpu, () => backwardOnGpu(mem, p, t, result.out, result.lse, dout, result.routed));
       if (run >= 0) {
         forwards.push(forward);
@@ -62,7 +67,7 @@ async function measure(gpu: MobaDevice, p: AttentionProblem, t: GpuTensors, dout
     }
     if (run >= 2 && (performance.now() - started) / 1000 > maxSeconds) break; // long rows: fewer runs, said in the table
   }
-  return { forward: median(forwards), train: median(trains), runs: forwards.length };
+  return { forward: median(forwards), train: median(trains), runs: forwards.length, bytes };
 }
 
 /**
@@ -86,12 +91,14 @@ export async function benchGpu(cases: GpuBenchCase[], runs: number, print: (line
       const moba = mobaProblem({ q, k, v }, c);
       const full = fullProblem({ q, k, v }, { precision: c.precision });
       const m = await measure(gpu, moba, t, g, runs, maxSeconds, forwardOnly);
-      const f = c.tokens <= fullUpTo ? await measure(gpu, full, t, g, runs, maxSeconds, forwardOnly) : { forward: NaN, train: NaN, runs: Infinity };
+      const f = c.tokens <= fullUpTo ? await measure(gpu, full, t, g, runs, maxSeconds, forwardOnly) : { forward: NaN, train: NaN, runs: Infinity, bytes: NaN };
+      const inputBytes = 3 * q.data.byteLength;
       const fullKeys = attendedKeys([0, c.tokens], c.blockSize, Infinity); // no block choice: the block size does not matter
       return {
         ...c, mobaForwardMs: m.forward, fullForwardMs: f.forward, mobaTrainMs: m.train, fullTrainMs: f.train,
         idealRatio: fullKeys / attendedKeys([0, c.tokens], c.blockSize, c.topK),
         fullForwardTflops: (4 * c.headDim * c.heads * fullKeys) / (f.forward / 1000) / 1e12, runs: Math.min(m.runs, f.runs),
+        mobaForwardMiB: (inputBytes + m.bytes) / 2 ** 20, fullForwardMiB: (inputBytes + f.bytes) / 2 ** 20,
       };
     });
     rows.push(row);
@@ -102,10 +109,10 @@ export async function benchGpu(cases: GpuBenchCase[], runs: number, print: (line
   const ms = (x: number) => (Number.isNaN(x) ? "-" : x.toFixed(2));
   const ratio = (a: number, b: number) => (Number.isNaN(a) ? "-" : `${(a / b).toFixed(2)}x`);
   print(table(
-    ["precision", "tokens", "heads", "block/top-k", "MoBA fwd ms", "full fwd ms", "fwd speedup", "MoBA fwd+bwd ms", "full fwd+bwd ms", "fwd+bwd speedup", "ideal", "full fwd TFLOP/s", "runs"],
+    ["precision", "tokens", "heads", "block/top-k", "MoBA fwd ms", "full fwd ms", "fwd speedup", "MoBA fwd+bwd ms", "full fwd+bwd ms", "fwd+bwd speedup", "ideal", "full fwd TFLOP/s", "MoBA fwd MiB", "full fwd MiB", "runs"],
     rows.map((r) => [
       r.precision, String(r.tokens), String(r.heads), `${r.blockSize}/${r.topK}`, ms(r.mobaForwardMs), ms(r.fullForwardMs), ratio(r.fullForwardMs, r.mobaForwardMs),
-      ms(r.mobaTrainMs), ms(r.fullTrainMs), ratio(r.fullTrainMs, r.mobaTrainMs), `${r.idealRatio.toFixed(2)}x`, ms(r.fullForwardTflops), String(r.runs),
+      ms(r.mobaTrainMs), ms(r.fullTrainMs), ratio(r.fullTrainMs, r.mobaTrainMs), `${r.idealRatio.toFixed(2)}x`, ms(r.fullForwardTflops), r.mobaForwardMiB.toFixed(0), Number.isNaN(r.fullForwardMiB) ? "-" : r.fullForwardMiB.toFixed(0), String(r.runs),
     ]),
   ));
   return rows;

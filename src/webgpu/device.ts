@@ -10,7 +10,7 @@ export interface MobaDevice {
   subgroupMatrix: boolean; // chromium-experimental-subgroup-matrix
   /** Subgroup matrix shapes "f16->f32 16x16x16" (component->result MxNxK); empty without the feature. */
   subgroupMatrixConfigs: string[];
-  /** f16 operands, f32 result, 16x16x16: what the tensor-core attention forward uses. */
+  /** f16 operands, f32 result, 16x16x16, subgroups of 32: what the tensor-core attention forward needs. */
   mma16: boolean;
   timestamps: boolean; // timestamp-query
   software: boolean; // a CPU implementation (lavapipe, SwiftShader)
@@ -78,7 +78,8 @@ async function open(): Promise<MobaDevice> {
     f16: features.includes("shader-f16"),
     subgroupMatrix: features.includes("chromium-experimental-subgroup-matrix" as GPUFeatureName),
     subgroupMatrixConfigs: configs,
-    mma16: features.includes("shader-f16") && configs.includes("f16->f32 16x16x16"),
+    // the tensor-core kernel lays out its subgroups at compile time for 32 lanes (NVIDIA's warps)
+    mma16: features.includes("shader-f16") && configs.includes("f16->f32 16x16x16") && (info.subgroupMinSize ?? 32) === 32 && (info.subgroupMaxSize ?? 32) === 32,
     timestamps: features.includes("timestamp-query"),
     maxStorageBinding: device.limits.maxStorageBufferBindingSize,
     maxBuffer: device.limits.maxBufferSize,
