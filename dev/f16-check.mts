@@ -27,11 +27,18 @@ let failed = 0;
 for (const c of cases) {
   const path = c.headDim % 16 === 0 && gpu.mma16 ? "tensor cores" : "f32 on f16 inputs";
   const errors: Record<string, number> = {};
-  const failures = await compareWithReference(c, undefined, (x: Case) => runImplementation(x, undefined, "webgpu", "f16"), true, "f16", errors);
   const f32Errors: Record<string, number> = {};
-  await compareWithReference(c, undefined, (x: Case) => runImplementation(x, undefined, "webgpu", "f32"), true, "f32", f32Errors);
+  let failures: string[];
+  try {
+    failures = await compareWithReference(c, undefined, (x: Case) => runImplementation(x, undefined, "webgpu", "f16"), true, "f16", errors);
+    await compareWithReference(c, undefined, (x: Case) => runImplementation(x, undefined, "webgpu", "f32"), true, "f32", f32Errors);
+  } catch (error) {
+    failed++;
+    rows.push([describe(c), path, (error as Error).message.slice(0, 70), "", "", "", "", "", "ERROR"]);
+    continue;
+  }
   if (failures.length > 0) failed++;
-  const e = (r: Record<string, number>, n: string) => r[n].toExponential(1);
+  const e = (r: Record<string, number>, n: string) => r[n]?.toExponential(1) ?? "-";
   rows.push([describe(c), path, ...["out", "lse", "dq", "dk", "dv"].map((n) => e(errors, n)), e(f32Errors, "out"), failures.length === 0 ? "pass" : "FAIL"]);
   if (failures.length > 0) console.log(failures.join("\n"));
 }

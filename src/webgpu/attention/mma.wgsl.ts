@@ -54,10 +54,14 @@ function rowReduce(name: string, op: (a: string, b: string) => string): string {
 export function forwardMmaWgsl(c: MmaShape): string {
   const D = c.headDim;
   const fragments = D / M;
-  // subgroup sg owns O tiles sg + SUBGROUPS * slot (those below D / 16)
+  // subgroup sg owns O tiles sg + SUBGROUPS * slot (those below D / 16). Every subgroup runs every
+  // slot, past the last tile on a copy of it (j clamped), so no matrix variable is assigned under a
+  // condition; only the final store is conditional.
   const slots = Math.ceil(fragments / SUBGROUPS);
-  const eachSlot = (body: (o: string, j: string) => string) => Array.from({ length: slots }, (_, slot) =>
-    `if (sg + ${slot * SUBGROUPS}u < ${fragments}u) { ${body(`o${slot}`, `(sg + ${slot * SUBGROUPS}u)`)} }`).join("\n    ");
+  const tileOf = (slot: number) => `min(sg + ${slot * SUBGROUPS}u, ${fragments - 1}u)`;
+  const eachSlot = (body: (o: string, j: string) => string) => Array.from({ length: slots }, (_, slot) => body(`o${slot}`, tileOf(slot))).join("\n    ");
+  const storeSlots = Array.from({ length: slots }, (_, slot) =>
+    `if (sg + ${slot * SUBGROUPS}u < ${fragments}u) { subgroupMatrixStore(&Os, ${tileOf(slot)} * ${M}u, o${slot}, false, OS); }`).join("\n    ");
   return /* wgsl */ `enable f16;
 enable subgroups;
 enable chromium_experimental_subgroup_matrix;
@@ -154,8 +158,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   }
   workgroupBarrier();
   ${Array.from({ length: fragments }, (_, d) => `let q${d} = subgroupMatrixLoad<Left>(&Qs, ${d * M}u, false, QS);`).join("\n  ")}
-  ${Array.from({ length: slots }, (_, slot) => `var o${slot} = Result();`).join("\n  ")}
-  ${eachSlot((o, j) => `${o} = subgroupMatrixLoad<Result>(&Os, ${j} * ${M}u, false, OS);`)}
+  ${eachSlot((o, j) => `var ${o} = subgroupMatrixLoad<Result>(&Os, ${j} * ${M}u, false, OS);`)}
   // the softmax thread's row and its first column
   let r = lid / R;
   let part = lid % R;
@@ -204,7 +207,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       }
     }
     if (workgroupUniformLoad(&rescale) == 1u) {
-      ${eachSlot((o, j) => `subgroupMatrixStore(&Os, ${j} * ${M}u, ${o}, false, OS);`)}
+      ${storeSlots}
       workgroupBarrier();
       for (var i = 0u; i < D / R; i++) { Os[r * OS + part + i * R] *= rowAlpha[r]; }
       workgroupBarrier();
@@ -218,8 +221,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       ${eachSlot((o, j) => `${o} = subgroupMatrixMultiplyAccumulate(pl, subgroupMatrixLoad<Right>(&v, vAt + ${j} * ${M}u, false, keyRow), ${o});`)}
     }
   }
-  workgroupBarrier(); // the last chunk's P V has read Os's rescale (if any) and Ps
-  ${eachSlot((o, j) => `subgroupMatrixStore(&Os, ${j} * ${M}u, ${o}, false, OS);`)}
+  workgroupBarrier(); // the last rescale (if any) has been read back from Os
+  ${storeSlots}
   workgroupBarrier();
   for (var e = lid; e < TQ * D4; e += THREADS) {
     let row = e / D4;
