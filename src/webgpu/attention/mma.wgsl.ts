@@ -4,24 +4,20 @@
 // [keyStart, keyEnd) in chunks of TK keys, causal mask always on, (acc, m, l) kept in global memory
 // between rounds.
 //
-// Per chunk, with 4 subgroups of 32 lanes:
+// Per chunk, with 4 subgroups of 32 (NVIDIA):
 //   1. S = Q Kᵀ: subgroup s computes S tiles s, s + 4, ... from its Q fragments (loaded into
 //      registers once per tile) and K read as column-major matrices straight from storage;
 //   2. online softmax with 8 threads per row, all rows at once: mask, row max and sum by shuffles,
-//      P = exp(S − m) rounded to f16;
-//   3. O += P V, V read from storage; subgroup s owns O's 16-column tiles s, s + 4, ... in registers
-//      for the whole key range.
-// WGSL cannot scale a subgroup matrix row by row, so a row's reference max m moves only when the
-// chunk's max exceeds it by more than RESCALE (then p <= e^RESCALE until it moves again; l and the
-// f32 accumulators take that easily, and out = acc / l does not depend on m). When any row's m
-// moves, the O tiles go through workgroup memory once to be scaled: after the first chunk this is rare.
+//      P = exp(S − m) rounded to f16, O rows × alpha only where a row's max moved;
+//   3. O += P V, O loaded from and stored to workgroup memory as f32, V read from storage.
+// WGSL cannot scale a subgroup matrix row by row, so O lives in workgroup memory between steps 2 and 3.
 // Reading K and V from storage past the key range is why the f16 copies carry TK zero rows at the end.
 // The only rounding beyond float32 is P to f16 (q, k, v are f16 already): out's error is about
 // f16's unit roundoff (2^-11) relative, lse stays at float32 accuracy.
 //
 // dev/mma/variants.mts times the alternatives (H200, 32K tokens x 8 heads, full causal): one row
 // per subgroup at a time in the softmax 212.7 ms; K and V staged in workgroup memory 168.2 ms;
-// TQ 32 105.4 ms; TK 128 113.0 ms; O in workgroup memory between chunks 77.1 ms.
+// TQ 32 105.4 ms; TK 128 113.0 ms; this kernel 77.1 ms (73.3 with the softmax left out).
 
 export interface MmaShape {
   headDim: number; // a multiple of 16
@@ -31,9 +27,6 @@ export interface MmaShape {
 /** Queries per tile: one row of 16x16 tiles, so every subgroup keeps the same Q fragments. */
 export const MMA_QUERIES = 16;
 export const MMA_THREADS = 128;
-/** Lanes per subgroup the kernel is written for (the O tiles of each subgroup are fixed at compile time). */
-export const MMA_SUBGROUP_SIZE = 32;
-const SUBGROUPS = MMA_THREADS / MMA_SUBGROUP_SIZE;
 const M = 16; // the subgroup matrix side
 const TQ = MMA_QUERIES;
 const ROW_THREADS = MMA_THREADS / TQ; // threads per row in the softmax
@@ -41,7 +34,7 @@ const ROW_THREADS = MMA_THREADS / TQ; // threads per row in the softmax
 /** Workgroup bytes of a shape: Q (f16), S (f32) and P (f16), O (f32), rows padded by 16 bytes, row state. */
 export function mmaSharedBytes(c: MmaShape): number {
   const D = c.headDim;
-  return TQ * (D + 8) * 2 + TQ * (c.TK + 4) * 4 + TQ * (c.TK + 8) * 2 + TQ * (D + 4) * 4 + TQ * 16 + 4;
+  return TQ * (D + 8) * 2 + TQ * (c.TK + 4) * 4 + TQ * (c.TK + 8) * 2 + TQ * (D + 4) * 4 + TQ * 12;
 }
 
 /** Butterfly reduction of `name` over the ROW_THREADS consecutive lanes of a row. */
@@ -54,19 +47,11 @@ function rowReduce(name: string, op: (a: string, b: string) => string): string {
 export function forwardMmaWgsl(c: MmaShape): string {
   const D = c.headDim;
   const fragments = D / M;
-  // subgroup sg owns O tiles sg + SUBGROUPS * slot (those below D / 16). Every subgroup runs every
-  // slot, past the last tile on a copy of it (j clamped), so no matrix variable is assigned under a
-  // condition; only the final store is conditional.
-  const slots = Math.ceil(fragments / SUBGROUPS);
-  const tileOf = (slot: number) => `min(sg + ${slot * SUBGROUPS}u, ${fragments - 1}u)`;
-  const eachSlot = (body: (o: string, j: string) => string) => Array.from({ length: slots }, (_, slot) => body(`o${slot}`, tileOf(slot))).join("\n    ");
-  const storeSlots = Array.from({ length: slots }, (_, slot) =>
-    `if (sg + ${slot * SUBGROUPS}u < ${fragments}u) { subgroupMatrixStore(&Os, ${tileOf(slot)} * ${M}u, o${slot}, false, OS); }`).join("\n    ");
   return /* wgsl */ `enable f16;
 enable subgroups;
 enable chromium_experimental_subgroup_matrix;
-// every subgroup-matrix call below runs in subgroup-uniform control flow (conditions and loops on
-// subgroup_id), which WGSL's analysis, working at workgroup scope, cannot see
+// every subgroup-matrix call below runs in subgroup-uniform control flow (loops start at subgroup_id
+// and step by the subgroup count), which WGSL's analysis, working at workgroup scope, cannot see
 diagnostic(off, chromium.subgroup_matrix_uniformity);
 diagnostic(off, subgroup_uniformity);
 
@@ -75,9 +60,7 @@ const D4 = ${D / 4}u;
 const TQ = ${TQ}u;
 const TK = ${c.TK}u;
 const THREADS = ${MMA_THREADS}u;
-const SUBGROUPS = ${SUBGROUPS}u;
 const R = ${ROW_THREADS}u; // softmax threads per row
-const RESCALE = 8.0; // a row's reference max moves when the chunk's max exceeds it by more
 // padded row strides (elements): consecutive rows start 16 bytes apart in the banks
 const QS = ${D + 8}u;  // Qs, f16
 const SS = ${c.TK + 4}u;  // Ss, f32
@@ -105,12 +88,10 @@ struct Params {
 var<workgroup> Qs: array<f16, ${TQ * (D + 8)}>;
 var<workgroup> Ss: array<f32, ${TQ * (c.TK + 4)}>;
 var<workgroup> Ps: array<f16, ${TQ * (c.TK + 8)}>;
-var<workgroup> Os: array<f32, ${TQ * (D + 4)}>; // O on entry, on exit and when rows are rescaled
+var<workgroup> Os: array<f32, ${TQ * (D + 4)}>;
 var<workgroup> rowToken: array<u32, ${TQ}>;
 var<workgroup> rowM: array<f32, ${TQ}>;
 var<workgroup> rowL: array<f32, ${TQ}>;
-var<workgroup> rowAlpha: array<f32, ${TQ}>;
-var<workgroup> rescale: u32; // some row's m moved in this chunk
 
 alias Left = subgroup_matrix_left<f16, ${M}, ${M}>;
 alias Right = subgroup_matrix_right<f16, ${M}, ${M}>;
@@ -118,7 +99,7 @@ alias Result = subgroup_matrix_result<f32, ${M}, ${M}>;
 
 @compute @workgroup_size(${MMA_THREADS})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32,
-        @builtin(subgroup_id) sg: u32) {
+        @builtin(subgroup_id) sg: u32, @builtin(subgroup_size) sgSize: u32) {
   let tile = wid.x + wid.y * nwg.x;
   if (tile >= P.tiles) { return; }
   let a = tiles[2u * tile];
@@ -126,6 +107,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let count = a.y;
   let h = b.x;
   let g = h / (P.qHeads / P.kvHeads);
+  let subgroups = THREADS / sgSize;
   let keyRow = P.kvHeads * D; // elements from one token's keys to the next
   if (lid < TQ) {
     var token = 0u;
@@ -158,13 +140,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   }
   workgroupBarrier();
   ${Array.from({ length: fragments }, (_, d) => `let q${d} = subgroupMatrixLoad<Left>(&Qs, ${d * M}u, false, QS);`).join("\n  ")}
-  ${eachSlot((o, j) => `var ${o} = subgroupMatrixLoad<Result>(&Os, ${j} * ${M}u, false, OS);`)}
   // the softmax thread's row and its first column
   let r = lid / R;
   let part = lid % R;
   for (var k0 = a.z; k0 < a.w; k0 += TK) {
     // 1. S = Q Kᵀ
-    for (var j = sg; j < TK / ${M}u; j += SUBGROUPS) {
+    for (var j = sg; j < TK / ${M}u; j += subgroups) {
       let kAt = ((k0 + j * ${M}u) * P.kvHeads + g) * D;
       var s = Result();
       ${Array.from({ length: fragments }, (_, d) => `s = subgroupMatrixMultiplyAccumulate(q${d}, subgroupMatrixLoad<Right>(&k, kAt + ${d * M}u, true, keyRow), s);`).join("\n      ")}
@@ -186,7 +167,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         rowMax = max(rowMax, x);
       }
       ${rowReduce("rowMax", (x, y) => `max(${x}, ${y})`)}
-      let mNew = select(mOld, rowMax, rowMax > mOld + RESCALE);
+      let mNew = max(mOld, rowMax);
       var rowSum = 0.0;
       for (var i = 0u; i < TK / R; i++) {
         let col = part + i * R;
@@ -198,32 +179,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       }
       ${rowReduce("rowSum", (x, y) => `${x} + ${y}`)}
       let alpha = exp(mOld - mNew);
+      if (alpha != 1.0) { for (var i = 0u; i < D / R; i++) { Os[r * OS + part + i * R] *= alpha; } }
       if (part == 0u) {
         rowM[r] = mNew;
         rowL[r] = lOld * alpha + rowSum;
-        rowAlpha[r] = alpha;
-        // a row with l = 0 has O = 0: nothing to scale
-        if (alpha != 1.0 && lOld > 0.0) { rescale = 1u; }
       }
     }
-    if (workgroupUniformLoad(&rescale) == 1u) {
-      ${storeSlots}
-      workgroupBarrier();
-      for (var i = 0u; i < D / R; i++) { Os[r * OS + part + i * R] *= rowAlpha[r]; }
-      workgroupBarrier();
-      ${eachSlot((o, j) => `${o} = subgroupMatrixLoad<Result>(&Os, ${j} * ${M}u, false, OS);`)}
-      if (lid == 0u) { rescale = 0u; }
-    }
+    workgroupBarrier();
     // 3. O += P V
-    for (var kk = 0u; kk < TK; kk += ${M}u) {
-      let pl = subgroupMatrixLoad<Left>(&Ps, kk, false, PS);
-      let vAt = ((k0 + kk) * P.kvHeads + g) * D;
-      ${eachSlot((o, j) => `${o} = subgroupMatrixMultiplyAccumulate(pl, subgroupMatrixLoad<Right>(&v, vAt + ${j} * ${M}u, false, keyRow), ${o});`)}
+    for (var j = sg; j < D / ${M}u; j += subgroups) {
+      var o = subgroupMatrixLoad<Result>(&Os, j * ${M}u, false, OS);
+      for (var kk = 0u; kk < TK; kk += ${M}u) {
+        let pl = subgroupMatrixLoad<Left>(&Ps, kk, false, PS);
+        let vr = subgroupMatrixLoad<Right>(&v, ((k0 + kk) * P.kvHeads + g) * D + j * ${M}u, false, keyRow);
+        o = subgroupMatrixMultiplyAccumulate(pl, vr, o);
+      }
+      subgroupMatrixStore(&Os, j * ${M}u, o, false, OS);
     }
+    workgroupBarrier();
   }
-  workgroupBarrier(); // the last rescale (if any) has been read back from Os
-  ${storeSlots}
-  workgroupBarrier();
   for (var e = lid; e < TQ * D4; e += THREADS) {
     let row = e / D4;
     if (row < count) {
