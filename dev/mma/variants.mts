@@ -16,7 +16,10 @@ interface Variant {
   direct: boolean; // K and V as subgroup matrices loaded from storage
   qRegs: boolean; // Q fragments loaded once into registers (one row of S tiles: TQ = 16, or one S tile per subgroup)
   threads?: number; // default 128
-  parallelRows?: boolean; // softmax: THREADS / TQ threads per row, all rows at once, O rescaled only where the max moved
+  parallelRows?: boolean;
+  /** O in registers for the whole key range (needs parallelRows, direct, 16 queries): rows rescaled through Os when m moves ("flag"), or every chunk ("always"). */
+  oRegs?: "flag" | "always";
+  threshold?: boolean; // with oRegs: a row's m moves only when the chunk's max exceeds it by more than 8 // softmax: THREADS / TQ threads per row, all rows at once, O rescaled only where the max moved
   skip?: "qk" | "softmax" | "pv";
 }
 
@@ -78,7 +81,7 @@ function wgsl(v: Variant): string {
         localMax = max(localMax, x);
       }
       ${Array.from({ length: Math.log2(R) }, (_, i) => `localMax = max(localMax, subgroupShuffleXor(localMax, ${2 ** i}u));`).join("\n      ")}
-      let mNew = max(mOld, localMax);
+      let mNew = ${v.threshold ? "select(mOld, localMax, localMax > mOld + 8.0)" : "max(mOld, localMax)"};
       var localSum = 0.0;
       for (var i = 0u; i < TK / ${R}u; i++) {
         let col = part + i * ${R}u;
@@ -90,7 +93,7 @@ function wgsl(v: Variant): string {
       }
       ${Array.from({ length: Math.log2(R) }, (_, i) => `localSum += subgroupShuffleXor(localSum, ${2 ** i}u);`).join("\n      ")}
       let alpha = exp(mOld - mNew);
-      if (alpha != 1.0) { for (var i = 0u; i < D / ${R}u; i++) { Os[r * OS + part + i * ${R}u] *= alpha; } }
+      ${v.oRegs ? `if (part == 0u) { rowAlpha[r] = alpha; if (alpha != 1.0 && lOld > 0.0) { rescale = 1u; } }` : `if (alpha != 1.0) { for (var i = 0u; i < D / ${R}u; i++) { Os[r * OS + part + i * ${R}u] *= alpha; } }`}
       if (part == 0u) { rowM[r] = mNew; rowL[r] = lOld * alpha + localSum; }
     }` : `
     for (var r = sg; r < TQ; r += subgroups) {
@@ -118,7 +121,27 @@ function wgsl(v: Variant): string {
       if (lane == 0u) { rowM[r] = mNew; rowL[r] = rowL[r] * alpha + sum; }
       for (var col = lane; col < D; col += sgSize) { Os[r * OS + col] *= alpha; }
     }`;
-  const pv = v.skip === "pv" ? "" : `
+  // O in registers: subgroup sg holds O tiles sg and sg + 4 (D = 128, 16 queries)
+  const slots = [0, 1];
+  const rescaleO = `{
+      ${slots.map((n) => `subgroupMatrixStore(&Os, (sg + ${4 * n}u) * 16u, o${n}, false, OS);`).join(" ")}
+      workgroupBarrier();
+      let r = lid / ${R}u;
+      let part = lid % ${R}u;
+      for (var i = 0u; i < D / ${R}u; i++) { Os[r * OS + part + i * ${R}u] *= rowAlpha[r]; }
+      workgroupBarrier();
+      ${slots.map((n) => `o${n} = subgroupMatrixLoad<Result>(&Os, (sg + ${4 * n}u) * 16u, false, OS);`).join(" ")}
+    }`;
+  const afterSoftmax = !v.oRegs ? "workgroupBarrier();" : v.oRegs === "always" ? `workgroupBarrier();
+    ${rescaleO}` : `if (workgroupUniformLoad(&rescale) == 1u) {
+      ${rescaleO}
+      if (lid == 0u) { rescale = 0u; }
+    }`;
+  const pv = v.skip === "pv" ? "" : v.oRegs ? `
+    for (var kk = 0u; kk < TK; kk += 16u) {
+      let pl = subgroupMatrixLoad<Left>(&Ps, kk, false, PS);
+      ${slots.map((n) => `o${n} = subgroupMatrixMultiplyAccumulate(pl, ${vRight("kk", `(sg + ${4 * n}u)`)}, o${n});`).join("\n      ")}
+    }` : `
     for (var t = sg; t < (TQ / 16u) * (D / 16u); t += subgroups) {
       let i = t / (D / 16u);
       let j = t % (D / 16u);
@@ -154,6 +177,8 @@ var<workgroup> Os: array<f32, ${v.TQ * OS}>;
 var<workgroup> rowToken: array<u32, ${v.TQ}>;
 var<workgroup> rowM: array<f32, ${v.TQ}>;
 var<workgroup> rowL: array<f32, ${v.TQ}>;
+var<workgroup> rowAlpha: array<f32, ${v.TQ}>;
+var<workgroup> rescale: u32;
 alias Left = subgroup_matrix_left<f16, 16, 16>;
 alias Right = subgroup_matrix_right<f16, 16, 16>;
 alias Result = subgroup_matrix_result<f32, 16, 16>;
@@ -181,16 +206,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   }
   workgroupBarrier();
   ${qRegs ? Array.from({ length: D / 16 }, (_, d) => `let qf${d} = subgroupMatrixLoad<Left>(&Qs, (sg / (TK / 16u)) * 16u * QS + ${d * 16}u, false, QS);`).join("\n  ") : ""}
+  ${v.oRegs ? slots.map((n) => `var o${n} = subgroupMatrixLoad<Result>(&Os, (sg + ${4 * n}u) * 16u, false, OS);`).join("\n  ") : ""}
   for (var k0 = a.z; k0 < a.w; k0 += TK) {
     ${stage("k")}
     ${qk}
     workgroupBarrier();
     ${softmax}
-    workgroupBarrier();
+    ${afterSoftmax}
     ${stage("v")}
     ${pv}
     workgroupBarrier();
   }
+  ${v.oRegs ? slots.map((n) => `subgroupMatrixStore(&Os, (sg + ${4 * n}u) * 16u, o${n}, false, OS);`).join("\n  ") + "\n  workgroupBarrier();" : ""}
   for (var e = lid; e < TQ * D4; e += THREADS) {
     let r = e / D4;
     if (r < count) {
@@ -279,8 +306,15 @@ async function run(variant: Variant): Promise<{ ms: number; out: Float32Array | 
 // with Q in registers at TQ 16 / TK 64 105.0 ms. The softmax (one row per subgroup at a time) costs half.
 const base: Variant = { name: "src (padded, K/V staged)", TQ: 32, TK: 32, pad: true, direct: false, qRegs: false };
 const best: Variant = { ...base, name: "K/V from storage, Q regs, 16/64", direct: true, qRegs: true, TQ: 16, TK: 64 };
+const fast: Variant = { ...best, name: "16/64, parallel rows (src/)", parallelRows: true };
 const variants: Variant[] = [
   base,
+  fast,
+  { ...fast, name: "... O in registers, rescale every chunk", oRegs: "always" },
+  { ...fast, name: "... O in registers, rescale when m moves", oRegs: "flag" },
+  { ...fast, name: "... O in registers, m moves beyond e^8", oRegs: "flag", threshold: true },
+];
+const earlier: Variant[] = [
   { ...base, name: "parallel rows", parallelRows: true },
   best,
   { ...best, name: "... + parallel rows", parallelRows: true },
@@ -294,7 +328,8 @@ const variants: Variant[] = [
 ];
 let reference: Float32Array | null = null;
 const rows: string[][] = [];
-for (const variant of variants) {
+// MOBA_ALL_VARIANTS=1 also runs the earlier ones
+for (const variant of process.env.MOBA_ALL_VARIANTS ? [...variants, ...earlier] : variants) {
   try {
     const r = await run(variant);
     reference ??= r.out;
