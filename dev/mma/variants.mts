@@ -19,7 +19,9 @@ interface Variant {
   parallelRows?: boolean;
   /** O in registers for the whole key range (needs parallelRows, direct, 16 queries): rows rescaled through Os when m moves ("flag"), or every chunk ("always"). */
   oRegs?: "flag" | "always";
-  threshold?: boolean; // with oRegs: a row's m moves only when the chunk's max exceeds it by more than 8 // softmax: THREADS / TQ threads per row, all rows at once, O rescaled only where the max moved
+  threshold?: boolean;
+  /** 16 queries, 128 threads: each subgroup's S tiles (TK / 64 of them) and O tiles (2) as independent, interleaved MMA chains. */
+  interleave?: boolean; // with oRegs: a row's m moves only when the chunk's max exceeds it by more than 8 // softmax: THREADS / TQ threads per row, all rows at once, O rescaled only where the max moved
   skip?: "qk" | "softmax" | "pv";
 }
 
@@ -47,7 +49,22 @@ function wgsl(v: Variant): string {
       KVs[at] = x.x; KVs[at + 1u] = x.y; KVs[at + 2u] = x.z; KVs[at + 3u] = x.w;
     }
     workgroupBarrier();`;
-  const qk = v.skip === "qk" ? "" : qRegs ? `
+  const sChains = Array.from({ length: v.TK / 64 }, (_, n) => n);
+  const oChains = [0, 1];
+  const interleavedQk = `{
+      ${sChains.map((n) => `var s${n} = Result();`).join(" ")}
+      ${Array.from({ length: D / 16 }, (_, d) => sChains.map((n) => `s${n} = subgroupMatrixMultiplyAccumulate(qf${d}, ${kRight(`(sg + ${4 * n}u)`, `${d * 16}u`)}, s${n});`).join(" ")).join("\n      ")}
+      ${sChains.map((n) => `subgroupMatrixStore(&Ss, (sg + ${4 * n}u) * 16u, s${n}, false, SS);`).join(" ")}
+    }`;
+  const interleavedPv = `{
+      ${oChains.map((n) => `var o${n} = subgroupMatrixLoad<Result>(&Os, (sg + ${4 * n}u) * 16u, false, OS);`).join(" ")}
+      for (var kk = 0u; kk < TK; kk += 16u) {
+        let pl = subgroupMatrixLoad<Left>(&Ps, kk, false, PS);
+        ${oChains.map((n) => `o${n} = subgroupMatrixMultiplyAccumulate(pl, ${vRight("kk", `(sg + ${4 * n}u)`)}, o${n});`).join(" ")}
+      }
+      ${oChains.map((n) => `subgroupMatrixStore(&Os, (sg + ${4 * n}u) * 16u, o${n}, false, OS);`).join(" ")}
+    }`;
+  const qk = v.skip === "qk" ? "" : v.interleave ? interleavedQk : qRegs ? `
     for (var t = sg; t < (TQ / 16u) * (TK / 16u); t += subgroups) {
       let i = t / (TK / 16u);
       let j = t % (TK / 16u);
@@ -137,7 +154,7 @@ function wgsl(v: Variant): string {
       ${rescaleO}
       if (lid == 0u) { rescale = 0u; }
     }`;
-  const pv = v.skip === "pv" ? "" : v.oRegs ? `
+  const pv = v.skip === "pv" ? "" : v.interleave ? interleavedPv : v.oRegs ? `
     for (var kk = 0u; kk < TK; kk += 16u) {
       let pl = subgroupMatrixLoad<Left>(&Ps, kk, false, PS);
       ${slots.map((n) => `o${n} = subgroupMatrixMultiplyAccumulate(pl, ${vRight("kk", `(sg + ${4 * n}u)`)}, o${n});`).join("\n      ")}
@@ -310,15 +327,21 @@ const fast: Variant = { ...best, name: "16/64, parallel rows (src/)", parallelRo
 // Third run: O in registers across the key range is wrong on this driver (relative error 1.4 in all
 // three forms, even rescaling through Os every chunk, which only moves where O lives between chunks)
 // and no faster (87.2 / 77.7 / 73.3 ms against 76.8): left here, not in src/.
+// Fourth run: without QK 39.5 ms, without PV 44.0 (of 76.8): each matrix phase runs at about 30
+// TFLOP/s, one chain of dependent MMAs per subgroup (8 deep in QK, 4 deep twice in PV). 256 threads:
+// 78.1 (16/64), 89.7 (16/128).
 const variants: Variant[] = [
   base,
   fast,
+  { ...fast, name: "... interleaved chains, 16/64", interleave: true },
+  { ...fast, name: "... interleaved chains, 16/128", interleave: true, TK: 128 },
+  { ...fast, name: "... interleaved chains, 16/256", interleave: true, TK: 256 },
+];
+const earlier: Variant[] = [
   { ...fast, name: "... no QK", skip: "qk" },
   { ...fast, name: "... no PV", skip: "pv" },
   { ...fast, name: "... 256 threads, 16/64", threads: 256 },
   { ...fast, name: "... 256 threads, 16/128", threads: 256, TK: 128 },
-];
-const earlier: Variant[] = [
   { ...fast, name: "... O in registers, rescale every chunk", oRegs: "always" },
   { ...fast, name: "... O in registers, rescale when m moves", oRegs: "flag" },
   { ...fast, name: "... O in registers, m moves beyond e^8", oRegs: "flag", threshold: true },
