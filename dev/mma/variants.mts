@@ -21,7 +21,9 @@ interface Variant {
   oRegs?: "flag" | "always";
   threshold?: boolean;
   /** 16 queries, 128 threads: each subgroup's S tiles (TK / 64 of them) and O tiles (2) as independent, interleaved MMA chains. */
-  interleave?: boolean; // with oRegs: a row's m moves only when the chunk's max exceeds it by more than 8 // softmax: THREADS / TQ threads per row, all rows at once, O rescaled only where the max moved
+  interleave?: boolean;
+  /** 32 queries, 128 threads, K/V from storage: Q fragments of both row tiles in registers, each K and V fragment used for both rows. */
+  rows2?: boolean; // with oRegs: a row's m moves only when the chunk's max exceeds it by more than 8 // softmax: THREADS / TQ threads per row, all rows at once, O rescaled only where the max moved
   skip?: "qk" | "softmax" | "pv";
 }
 
@@ -64,7 +66,26 @@ function wgsl(v: Variant): string {
       }
       ${oChains.map((n) => `subgroupMatrixStore(&Os, (sg + ${4 * n}u) * 16u, o${n}, false, OS);`).join(" ")}
     }`;
-  const qk = v.skip === "qk" ? "" : v.interleave ? interleavedQk : qRegs ? `
+  const both = [0, 1];
+  const rows2Qk = `
+    for (var j = sg; j < TK / 16u; j += subgroups) {
+      ${both.map((i) => `var s${i} = Result();`).join(" ")}
+      ${Array.from({ length: D / 16 }, (_, d) => `{ let kf = ${kRight("j", `${d * 16}u`)}; ${both.map((i) => `s${i} = subgroupMatrixMultiplyAccumulate(qr${i}_${d}, kf, s${i});`).join(" ")} }`).join("\n      ")}
+      ${both.map((i) => `subgroupMatrixStore(&Ss, ${i * 16}u * SS + j * 16u, s${i}, false, SS);`).join(" ")}
+    }`;
+  const rows2Pv = `
+    for (var j = sg; j < D / 16u; j += 2u * subgroups) {
+      let j1 = j + subgroups;
+      ${both.map((i) => `var o${i}a = subgroupMatrixLoad<Result>(&Os, ${i * 16}u * OS + j * 16u, false, OS); var o${i}b = subgroupMatrixLoad<Result>(&Os, ${i * 16}u * OS + j1 * 16u, false, OS);`).join("\n      ")}
+      for (var kk = 0u; kk < TK; kk += 16u) {
+        ${both.map((i) => `let p${i} = subgroupMatrixLoad<Left>(&Ps, ${i * 16}u * PS + kk, false, PS);`).join(" ")}
+        let va = ${vRight("kk", "j")};
+        let vb = ${vRight("kk", "j1")};
+        ${both.map((i) => `o${i}a = subgroupMatrixMultiplyAccumulate(p${i}, va, o${i}a); o${i}b = subgroupMatrixMultiplyAccumulate(p${i}, vb, o${i}b);`).join("\n        ")}
+      }
+      ${both.map((i) => `subgroupMatrixStore(&Os, ${i * 16}u * OS + j * 16u, o${i}a, false, OS); subgroupMatrixStore(&Os, ${i * 16}u * OS + j1 * 16u, o${i}b, false, OS);`).join("\n      ")}
+    }`;
+  const qk = v.skip === "qk" ? "" : v.rows2 ? rows2Qk : v.interleave ? interleavedQk : qRegs ? `
     for (var t = sg; t < (TQ / 16u) * (TK / 16u); t += subgroups) {
       let i = t / (TK / 16u);
       let j = t % (TK / 16u);
@@ -154,7 +175,7 @@ function wgsl(v: Variant): string {
       ${rescaleO}
       if (lid == 0u) { rescale = 0u; }
     }`;
-  const pv = v.skip === "pv" ? "" : v.interleave ? interleavedPv : v.oRegs ? `
+  const pv = v.skip === "pv" ? "" : v.rows2 ? rows2Pv : v.interleave ? interleavedPv : v.oRegs ? `
     for (var kk = 0u; kk < TK; kk += 16u) {
       let pl = subgroupMatrixLoad<Left>(&Ps, kk, false, PS);
       ${slots.map((n) => `o${n} = subgroupMatrixMultiplyAccumulate(pl, ${vRight("kk", `(sg + ${4 * n}u)`)}, o${n});`).join("\n      ")}
@@ -222,7 +243,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     Os[ot] = 0.0; Os[ot + 1u] = 0.0; Os[ot + 2u] = 0.0; Os[ot + 3u] = 0.0;
   }
   workgroupBarrier();
-  ${qRegs ? Array.from({ length: D / 16 }, (_, d) => `let qf${d} = subgroupMatrixLoad<Left>(&Qs, (sg / (TK / 16u)) * 16u * QS + ${d * 16}u, false, QS);`).join("\n  ") : ""}
+  ${v.rows2 ? [0, 1].flatMap((i) => Array.from({ length: D / 16 }, (_, d) => `let qr${i}_${d} = subgroupMatrixLoad<Left>(&Qs, ${i * 16}u * QS + ${d * 16}u, false, QS);`)).join("\n  ") : ""}
+  ${qRegs && !v.rows2 ? Array.from({ length: D / 16 }, (_, d) => `let qf${d} = subgroupMatrixLoad<Left>(&Qs, (sg / (TK / 16u)) * 16u * QS + ${d * 16}u, false, QS);`).join("\n  ") : ""}
   ${v.oRegs ? slots.map((n) => `var o${n} = subgroupMatrixLoad<Result>(&Os, (sg + ${4 * n}u) * 16u, false, OS);`).join("\n  ") : ""}
   for (var k0 = a.z; k0 < a.w; k0 += TK) {
     ${stage("k")}
@@ -330,14 +352,18 @@ const fast: Variant = { ...best, name: "16/64, parallel rows (src/)", parallelRo
 // Fourth run: without QK 39.5 ms, without PV 44.0 (of 76.8): each matrix phase runs at about 30
 // TFLOP/s, one chain of dependent MMAs per subgroup (8 deep in QK, 4 deep twice in PV). 256 threads:
 // 78.1 (16/64), 89.7 (16/128).
+// Fifth run: interleaving independent MMA chains does not help (74.2 ms at 16/64; 98.0 at 16/128,
+// 94.5 at 16/256): not latency-bound on one chain. Next guess: K and V traffic, each fragment serving 16 queries.
 const variants: Variant[] = [
   base,
   fast,
+  { ...fast, name: "... 32 queries, K/V fragments shared by 2 rows", TQ: 32, qRegs: false, rows2: true },
+  { ...fast, name: "... 32 queries, shared fragments, 32/32", TQ: 32, TK: 32, qRegs: false, rows2: true },
+];
+const earlier: Variant[] = [
   { ...fast, name: "... interleaved chains, 16/64", interleave: true },
   { ...fast, name: "... interleaved chains, 16/128", interleave: true, TK: 128 },
   { ...fast, name: "... interleaved chains, 16/256", interleave: true, TK: 256 },
-];
-const earlier: Variant[] = [
   { ...fast, name: "... no QK", skip: "qk" },
   { ...fast, name: "... no PV", skip: "pv" },
   { ...fast, name: "... 256 threads, 16/64", threads: 256 },
