@@ -15,9 +15,12 @@
 // The only rounding beyond float32 is P to f16 (q, k, v are f16 already): out's error is about
 // f16's unit roundoff (2^-11) relative, lse stays at float32 accuracy.
 //
-// dev/mma/variants.mts times the alternatives (H200, 32K tokens x 8 heads, full causal): one row
-// per subgroup at a time in the softmax 212.7 ms; K and V staged in workgroup memory 168.2 ms;
-// TQ 32 105.4 ms; TK 128 113.0 ms; this kernel 77.1 ms (73.3 with the softmax left out).
+// dev/mma/variants.mts times the alternatives (H200, 32K tokens x 8 heads, full causal, one
+// dispatch): this kernel 76.8 ms (28.7 TFLOP/s); without QK 39.5, without P V 44.0, without the
+// softmax 73.3. Slower: one row per subgroup at a time in the softmax 212.7; K and V staged in
+// workgroup memory 168.2; TK 128 113.0; 256 threads 78.1. No better: independent MMA chains
+// interleaved 74.2; 32 queries sharing each K and V fragment 70.5 (+9%, not taken). O kept in
+// registers across chunks was no faster (73.3) and wrong on this driver (relative error 1.4).
 
 export interface MmaShape {
   headDim: number; // a multiple of 16
@@ -96,6 +99,8 @@ var<workgroup> rowL: array<f32, ${TQ}>;
 alias Left = subgroup_matrix_left<f16, ${M}, ${M}>;
 alias Right = subgroup_matrix_right<f16, ${M}, ${M}>;
 alias Result = subgroup_matrix_result<f32, ${M}, ${M}>;
+// (subgroupMatrixLoad<T, layout>(pointer, offset, stride): element [row, col] at offset + row * stride + col
+// for row_major, offset + col * stride + row for col_major)
 
 @compute @workgroup_size(${MMA_THREADS})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32,
@@ -139,7 +144,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     Os[ot] = o.x; Os[ot + 1u] = o.y; Os[ot + 2u] = o.z; Os[ot + 3u] = o.w;
   }
   workgroupBarrier();
-  ${Array.from({ length: fragments }, (_, d) => `let q${d} = subgroupMatrixLoad<Left>(&Qs, ${d * M}u, false, QS);`).join("\n  ")}
+  ${Array.from({ length: fragments }, (_, d) => `let q${d} = subgroupMatrixLoad<Left, row_major>(&Qs, ${d * M}u, QS);`).join("\n  ")}
   // the softmax thread's row and its first column
   let r = lid / R;
   let part = lid % R;
@@ -148,8 +153,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var j = sg; j < TK / ${M}u; j += subgroups) {
       let kAt = ((k0 + j * ${M}u) * P.kvHeads + g) * D;
       var s = Result();
-      ${Array.from({ length: fragments }, (_, d) => `s = subgroupMatrixMultiplyAccumulate(q${d}, subgroupMatrixLoad<Right>(&k, kAt + ${d * M}u, true, keyRow), s);`).join("\n      ")}
-      subgroupMatrixStore(&Ss, j * ${M}u, s, false, SS);
+      ${Array.from({ length: fragments }, (_, d) => `s = subgroupMatrixMultiplyAccumulate(q${d}, subgroupMatrixLoad<Right, col_major>(&k, kAt + ${d * M}u, keyRow), s);`).join("\n      ")}
+      subgroupMatrixStore<row_major>(&Ss, j * ${M}u, s, SS);
     }
     workgroupBarrier();
     // 2. online softmax, R threads per row
@@ -188,13 +193,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     workgroupBarrier();
     // 3. O += P V
     for (var j = sg; j < D / ${M}u; j += subgroups) {
-      var o = subgroupMatrixLoad<Result>(&Os, j * ${M}u, false, OS);
+      var o = subgroupMatrixLoad<Result, row_major>(&Os, j * ${M}u, OS);
       for (var kk = 0u; kk < TK; kk += ${M}u) {
-        let pl = subgroupMatrixLoad<Left>(&Ps, kk, false, PS);
-        let vr = subgroupMatrixLoad<Right>(&v, ((k0 + kk) * P.kvHeads + g) * D + j * ${M}u, false, keyRow);
+        let pl = subgroupMatrixLoad<Left, row_major>(&Ps, kk, PS);
+        let vr = subgroupMatrixLoad<Right, row_major>(&v, ((k0 + kk) * P.kvHeads + g) * D + j * ${M}u, keyRow);
         o = subgroupMatrixMultiplyAccumulate(pl, vr, o);
       }
-      subgroupMatrixStore(&Os, j * ${M}u, o, false, OS);
+      subgroupMatrixStore<row_major>(&Os, j * ${M}u, o, OS);
     }
     workgroupBarrier();
   }
