@@ -22,3 +22,4 @@ bench() { MOBA_BENCH_JSONL="$out/bench.jsonl" timeout "$1" node dist/cli/main.js
 bench 200 --lengths 4096,8192,32768 --heads 1 --precision f32,f16 --runs 10 --max-seconds 6
 TAIL=3 bench 150 --lengths 32768 --heads 8 --precision f16 --runs 10 --max-seconds 6
 TAIL=7 bench 250 --lengths 131072,262144,524288,1048576 --heads 1 --precision f16 --runs 3 --max-seconds 1 --forward-only
+TAIL=5 bench 200 --lengths 131072,262144 --heads 1 --precision f32 --runs 3 --max-seconds 1 --forward-only

@@ -122,8 +122,8 @@ export async function benchGpu(cases: GpuBenchCase[], runs: number, print: (line
 export function gpuBenchPlot(rows: GpuBenchRow[], official: Record<number, number>): string {
   const measured = rows.filter((r) => Number.isFinite(r.fullForwardMs));
   return barChart(
-    "MoBA forward speedup over full attention, WebGPU on H100 (headDim 128, 1 head)",
-    measured.map((r) => `${r.tokens / 1024}K ${r.blockSize}/${r.topK}`),
+    `MoBA forward speedup over full attention, WebGPU (headDim 128, ${[...new Set(measured.map((r) => r.heads))].join(" or ")} head(s))`,
+    measured.map((r) => `${r.tokens / 1024}K ${r.blockSize}/${r.topK} ${r.precision}${r.heads > 1 ? ` ${r.heads}h` : ""}`),
     [
       { name: "ours (measured)", color: "#4c78a8", values: measured.map((r) => r.fullForwardMs / r.mobaForwardMs) },
       { name: "official MoBA (paper)", color: "#f58518", values: measured.map((r) => official[r.tokens] ?? NaN) },
