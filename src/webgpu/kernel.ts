@@ -203,13 +203,53 @@ export class Buffers {
 /** A whole buffer, or a range of one (offset a multiple of 256 bytes). */
 export type Binding = GPUBuffer | { buffer: GPUBuffer; offset: number; size: number };
 
+/** GPU time of each dispatch recorded between startProfile and stopProfile (timestamp queries). */
+interface Profile {
+  gpu: MobaDevice;
+  querySet: GPUQuerySet;
+  labels: string[];
+  capacity: number;
+}
+
+let profile: Profile | null = null;
+
+/** Starts timing every dispatch (up to `capacity`) on the GPU; needs the timestamp-query feature. */
+export function startProfile(gpu: MobaDevice, capacity = 2048): void { // WebGPU allows 4096 queries per set
+  if (!gpu.timestamps) throw new MobaError(`webgpu: profiling needs timestamp-query, which ${gpu.adapterInfo} lacks`);
+  profile = { gpu, querySet: gpu.device.createQuerySet({ type: "timestamp", count: 2 * capacity }), labels: [], capacity };
+}
+
+/** Stops profiling; the GPU milliseconds of each dispatch since startProfile, in recording order. */
+export async function stopProfile(): Promise<{ label: string; ms: number }[]> {
+  const p = profile;
+  if (!p) throw new MobaError("webgpu: stopProfile without startProfile");
+  profile = null;
+  const count = 2 * p.labels.length;
+  if (count === 0) return [];
+  const device = p.gpu.device;
+  const resolved = device.createBuffer({ size: count * 8, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+  const encoder = device.createCommandEncoder();
+  encoder.resolveQuerySet(p.querySet, 0, count, resolved, 0);
+  device.queue.submit([encoder.finish()]);
+  const [data] = await readBack(p.gpu, [{ buffer: resolved, bytes: count * 8 }]);
+  const ns = new BigUint64Array(data);
+  resolved.destroy();
+  p.querySet.destroy();
+  return p.labels.map((label, i) => ({ label, ms: Number(ns[2 * i + 1] - ns[2 * i]) / 1e6 }));
+}
+
 /** Records one dispatch: binding i of group 0 is buffers[i]. */
 export function dispatch(encoder: GPUCommandEncoder, gpu: MobaDevice, p: GPUComputePipeline, buffers: Binding[], workgroups: number, label: string): void {
   if (workgroups === 0) return;
   const bindGroup = gpu.device.createBindGroup({
     label, layout: p.getBindGroupLayout(0), entries: buffers.map((b, binding) => ({ binding, resource: "offset" in b ? b : { buffer: b } })),
   });
-  const pass = encoder.beginComputePass({ label });
+  let timestampWrites: GPUComputePassTimestampWrites | undefined;
+  if (profile && profile.gpu === gpu && profile.labels.length < profile.capacity) {
+    const index = profile.labels.push(label) - 1;
+    timestampWrites = { querySet: profile.querySet, beginningOfPassWriteIndex: 2 * index, endOfPassWriteIndex: 2 * index + 1 };
+  }
+  const pass = encoder.beginComputePass({ label, timestampWrites });
   pass.setPipeline(p);
   pass.setBindGroup(0, bindGroup);
   const [x, y] = grid(gpu, workgroups);
