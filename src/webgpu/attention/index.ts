@@ -7,9 +7,10 @@ import { checked, getDevice, type MobaDevice } from "../device.js";
 import { type Binding, Buffers, dispatch, type Kernel, pipeline, readBack, threadGroups } from "../kernel.js";
 import { DELTA, dkdvWgsl, dqWgsl, FINALIZE, forwardWgsl, perThread, type TileShape } from "./attention.wgsl.js";
 import { forwardMmaWgsl, MMA_QUERIES, MMA_THREADS, mmaSharedBytes, type MmaShape, TO_F16 } from "./mma.wgsl.js";
-import { BLOCK_SUMS, GATE, GATHERED_TILES, SCAN, SCATTER } from "./routing.wgsl.js";
+import { BLOCK_SUMS, GATE, GATE_MAX_HEAD_DIM, GATHERED_TILES, SCAN, SCATTER } from "./routing.wgsl.js";
 
-const MAX_HEAD_DIM = 256;
+/** The largest headDim: the gate stages key sums of this width, the tile shapes are checked against it. */
+const MAX_HEAD_DIM = GATE_MAX_HEAD_DIM;
 const THREADS = 64;
 /** Workgroup memory per tile on software adapters; GPUs get what the device allows (48 KiB on the H100). */
 const SOFTWARE_SHARED_BUDGET = 32768;
@@ -178,7 +179,7 @@ async function route(mem: Buffers, pl: Plan, q: GPUBuffer, k: GPUBuffer, given?:
     const scores = mem.storage(tokens * qHeads * pl.width * 4, "gate scores");
     counts = mem.storage(segments * 4, "segment counts");
     dispatch(encoder, gpu, await pipeline(gpu, blockSums, null), [params, blockRange, k, sums], pl.blocks * kvHeads, "block sums");
-    dispatch(encoder, gpu, await pipeline(gpu, gate, null), [params, cu, offsets, q, sums, routing, scores, counts], threadGroups(gate, tokens * qHeads), "gate");
+    dispatch(encoder, gpu, await pipeline(gpu, gate, null), [params, cu, offsets, q, sums, routing, scores, counts], qHeads * Math.ceil(tokens / 64), "gate");
   }
   const segmentStart = mem.storage((segments + 1) * 4, "segment starts");
   const entries = mem.storage(tokens * qHeads * pl.width * 4, "inverted index");

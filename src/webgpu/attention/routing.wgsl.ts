@@ -12,10 +12,8 @@ struct Params {
 @group(0) @binding(0) var<uniform> P: Params;
 `;
 
-/** Parameters, sequenceOf, and an entry point with one thread per (token t, query head h) at `index`. */
-const ROUTING_COMMON = /* wgsl */ `${PARAMS}
-// the sequence b holding token t: the largest b with cu[b] <= t (empty sequences are skipped)
-fn sequenceOf(t: u32) -> u32 {
+/** The sequence b holding token t: the largest b with cu[b] <= t (empty sequences are skipped). */
+const SEQUENCE_OF = /* wgsl */ `fn sequenceOf(t: u32) -> u32 {
   var lo = 0u;
   var hi = P.batch;
   while (hi - lo > 1u) {
@@ -23,7 +21,11 @@ fn sequenceOf(t: u32) -> u32 {
     if (cu[mid] <= t) { lo = mid; } else { hi = mid; }
   }
   return lo;
-}
+}`;
+
+/** Parameters, sequenceOf, and an entry point with one thread per (token t, query head h) at `index`. */
+const ROUTING_COMMON = /* wgsl */ `${PARAMS}
+${SEQUENCE_OF}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -52,8 +54,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 }
 `;
 
-/** One thread per (token, query head): gate scores, top-(topK - 1) by insertion, ascending sort, histogram. */
-export const GATE = /* wgsl */ `
+/** Blocks whose key sums a gate workgroup stages in workgroup memory at a time. */
+const GATE_CHUNK = 16;
+/** The gate's workgroup memory holds GATE_CHUNK blocks of this many dimensions (the backend's largest headDim). */
+export const GATE_MAX_HEAD_DIM = 256;
+
+/**
+ * Gate scores, top-(topK - 1) by insertion, ascending sort, histogram. A workgroup takes 64
+ * consecutive tokens of one query head: they share the kv head and (mostly) the sequence, so it
+ * stages the key sums of GATE_CHUNK blocks at a time in workgroup memory, over the union of its
+ * tokens' past blocks, and each thread scores its own token against them, q read once per chunk.
+ * Each score sums over d in order, as a plain loop would; ties go to the lower block.
+ */
+export const GATE = /* wgsl */ `${PARAMS}
 @group(0) @binding(1) var<storage, read> cu: array<u32>;              // [batch + 1]
 @group(0) @binding(2) var<storage, read> blockOffsets: array<u32>;    // [batch + 1]
 @group(0) @binding(3) var<storage, read> q: array<f32>;               // [tokens, qHeads, headDim]
@@ -61,40 +74,93 @@ export const GATE = /* wgsl */ `
 @group(0) @binding(5) var<storage, read_write> routing: array<u32>;   // [tokens, qHeads, width]
 @group(0) @binding(6) var<storage, read_write> scores: array<f32>;    // [tokens, qHeads, width] scratch
 @group(0) @binding(7) var<storage, read_write> counts: array<atomic<u32>>; // [width, qHeads, globalBlocks]
-${ROUTING_COMMON}
+
+const CHUNK = ${GATE_CHUNK}u;
+var<workgroup> staged: array<f32, ${GATE_CHUNK * GATE_MAX_HEAD_DIM}>; // [CHUNK, headDim] key sums
+var<workgroup> lowest: atomic<u32>;  // first global block any token of the workgroup scores
+var<workgroup> highest: atomic<u32>; // one past the last
+var<workgroup> range: vec2<u32>;     // (lowest, highest), read uniformly
+
+${SEQUENCE_OF}
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let tilesPerHead = (P.tokens + 63u) / 64u;
+  let item = wid.x + wid.y * nwg.x;
+  if (item >= tilesPerHead * P.qHeads) { return; }
+  let h = item / tilesPerHead;
+  let t = (item % tilesPerHead) * 64u + lid;
   let g = h / (P.qHeads / P.kvHeads);
-  let b = sequenceOf(t);
-  let i = (t - cu[b]) / P.blockSize;
-  let first = blockOffsets[b];
-  let row = index * P.width;
-  let n = min(i, P.width);
-  if (i <= P.width) {
-    for (var j = 0u; j < i; j++) { routing[row + j] = j; }
-  } else if (P.width > 0u) { // topK = 1 keeps the own block only
-    var count = 0u;
-    for (var j = 0u; j < i; j++) {
-      var score = 0.0;
-      let m = ((first + j) * P.kvHeads + g) * P.headDim;
-      for (var d = 0u; d < P.headDim; d++) { score += q[index * P.headDim + d] * sums[m + d]; }
-      // a later block never passes an equal score: ties go to the lower index
-      if (count == P.width && !(score > scores[row + count - 1u])) { continue; }
-      var at = count;
-      if (count < P.width) { count++; } else { at = count - 1u; }
-      while (at > 0u && score > scores[row + at - 1u]) {
-        scores[row + at] = scores[row + at - 1u];
-        routing[row + at] = routing[row + at - 1u];
-        at--;
+  if (lid == 0u) {
+    atomicStore(&lowest, 0xffffffffu);
+    atomicStore(&highest, 0u);
+  }
+  workgroupBarrier();
+  var i = 0u;     // the token's block in its sequence
+  var first = 0u; // global index of its sequence's first block
+  var row = 0u;
+  var scoring = false;
+  if (t < P.tokens) {
+    let b = sequenceOf(t);
+    i = (t - cu[b]) / P.blockSize;
+    first = blockOffsets[b];
+    row = (t * P.qHeads + h) * P.width;
+    if (i <= P.width) {
+      for (var j = 0u; j < i; j++) { routing[row + j] = j; }
+    } else if (P.width > 0u) { // topK = 1 keeps the own block only
+      scoring = true;
+      atomicMin(&lowest, first);
+      atomicMax(&highest, first + i);
+    }
+  }
+  workgroupBarrier();
+  if (lid == 0u) { range = vec2<u32>(atomicLoad(&lowest), atomicLoad(&highest)); }
+  let blocks = workgroupUniformLoad(&range);
+  var count = 0u;
+  for (var G0 = blocks.x; G0 < blocks.y; G0 += CHUNK) {
+    for (var e = lid; e < CHUNK * P.headDim; e += 64u) {
+      let G = G0 + e / P.headDim;
+      var x = 0.0;
+      if (G < blocks.y) { x = sums[(G * P.kvHeads + g) * P.headDim + e % P.headDim]; }
+      staged[e] = x;
+    }
+    workgroupBarrier();
+    if (scoring && G0 < first + i && G0 + CHUNK > first) {
+      // zeroed explicitly: a var declared in a loop kept its last value on lavapipe
+      var acc: array<f32, ${GATE_CHUNK}>;
+      for (var j = 0u; j < CHUNK; j++) { acc[j] = 0.0; }
+      let at = (t * P.qHeads + h) * P.headDim;
+      for (var d = 0u; d < P.headDim; d++) {
+        let x = q[at + d];
+        for (var j = 0u; j < CHUNK; j++) { acc[j] += x * staged[j * P.headDim + d]; }
       }
-      scores[row + at] = score;
-      routing[row + at] = j;
+      for (var j = 0u; j < CHUNK; j++) {
+        let G = G0 + j;
+        if (G < first || G >= first + i) { continue; }
+        let score = acc[j];
+        // a later block never passes an equal score: ties go to the lower index
+        if (count == P.width && !(score > scores[row + count - 1u])) { continue; }
+        var slot = count;
+        if (count < P.width) { count++; } else { slot = count - 1u; }
+        while (slot > 0u && score > scores[row + slot - 1u]) {
+          scores[row + slot] = scores[row + slot - 1u];
+          routing[row + slot] = routing[row + slot - 1u];
+          slot--;
+        }
+        scores[row + slot] = score;
+        routing[row + slot] = G - first;
+      }
     }
-    // ascending block order
-    for (var a = 1u; a < n; a++) {
-      let x = routing[row + a];
-      var c = a;
-      while (c > 0u && routing[row + c - 1u] > x) { routing[row + c] = routing[row + c - 1u]; c--; }
-      routing[row + c] = x;
-    }
+    workgroupBarrier();
+  }
+  if (t >= P.tokens) { return; }
+  let n = min(i, P.width);
+  // ascending block order
+  for (var a = 1u; a < n; a++) {
+    let x = routing[row + a];
+    var c = a;
+    while (c > 0u && routing[row + c - 1u] > x) { routing[row + c] = routing[row + c - 1u]; c--; }
+    routing[row + c] = x;
   }
   for (var r = 0u; r < n; r++) {
     atomicAdd(&counts[(r * P.qHeads + h) * P.globalBlocks + first + routing[row + r]], 1u);
