@@ -93,13 +93,23 @@ function plan(p: AttentionProblem): Plan {
 
 /** Tile descriptors, 8 words each: (queryStart, count, keyStart, keyEnd), (head, gathered, naturalEnd, block). */
 class Tiles {
-  words: number[] = [];
+  readonly words: Uint32Array;
+  count = 0;
+  constructor(capacity: number) {
+    this.words = new Uint32Array(8 * capacity);
+  }
   add(queryStart: number, count: number, keyStart: number, keyEnd: number, head: number, gathered: number, naturalEnd = 0, block = 0): void {
-    this.words.push(queryStart, count, keyStart, keyEnd, head, gathered, naturalEnd, block);
+    const w = this.words;
+    const at = 8 * this.count++;
+    [w[at], w[at + 1], w[at + 2], w[at + 3], w[at + 4], w[at + 5], w[at + 6], w[at + 7]] = [queryStart, count, keyStart, keyEnd, head, gathered, naturalEnd, block];
   }
-  get count(): number {
-    return this.words.length / 8;
-  }
+}
+
+/** Tiles of `size` tokens over every block, times `heads`. */
+function tilesPerBlock(pl: Plan, size: number, heads: number): number {
+  let n = 0;
+  for (let G = 0; G < pl.blocks; G++) n += Math.ceil((pl.blockEnd[G] - pl.blockStart[G]) / size);
+  return n * heads;
 }
 
 /**
@@ -109,7 +119,7 @@ class Tiles {
  * tile finishing alone.
  */
 function naturalTiles(pl: Plan, TQ: number): Tiles {
-  const tiles = new Tiles();
+  const tiles = new Tiles(tilesPerBlock(pl, TQ, pl.p.qHeads));
   for (let i = 0; i < pl.blocks; i++) {
     const G = pl.all ? pl.blocks - 1 - i : i;
     for (let h = 0; h < pl.p.qHeads; h++) {
@@ -124,7 +134,7 @@ function naturalTiles(pl: Plan, TQ: number): Tiles {
 
 /** Key tiles for dk/dv: TK keys of one block and kv head, with the end of its natural queries. */
 function keyTiles(pl: Plan, TK: number): Tiles {
-  const tiles = new Tiles();
+  const tiles = new Tiles(tilesPerBlock(pl, TK, pl.p.kvHeads));
   for (let G = 0; G < pl.blocks; G++) {
     for (let g = 0; g < pl.p.kvHeads; g++) {
       for (let t = pl.blockStart[G]; t < pl.blockEnd[G]; t += TK) {
@@ -151,10 +161,10 @@ function routingParams(mem: Buffers, pl: Plan): GPUBuffer {
 }
 
 /**
- * The routing table (computed here unless given) and its inverted index, built on the GPU
+ * Records the routing table (computed here unless given) and its inverted index, built on the GPU
  * (histogram, prefix sums, scatter): nothing is read back.
  */
-async function route(mem: Buffers, pl: Plan, q: GPUBuffer, k: GPUBuffer, given?: Int32Array): Promise<Routed> {
+async function route(mem: Buffers, encoder: GPUCommandEncoder, pl: Plan, q: GPUBuffer, k: GPUBuffer, given?: Int32Array): Promise<Routed> {
   const { tokens, qHeads, kvHeads, headDim } = pl.p;
   const gpu = mem.gpu;
   const params = routingParams(mem, pl);
@@ -165,7 +175,6 @@ async function route(mem: Buffers, pl: Plan, q: GPUBuffer, k: GPUBuffer, given?:
   const blockRange = mem.storage(range, "block ranges");
   const roundSegments = qHeads * pl.blocks;
   const segments = pl.width * roundSegments;
-  const encoder = gpu.device.createCommandEncoder();
   let counts: GPUBuffer;
   let routing: GPUBuffer;
   if (given) {
@@ -186,15 +195,14 @@ async function route(mem: Buffers, pl: Plan, q: GPUBuffer, k: GPUBuffer, given?:
   dispatch(encoder, gpu, await pipeline(gpu, scan, null), [mem.uniform([segments, 0, 1], "scan"), counts, segmentStart], 1, "segment starts");
   dispatch(encoder, gpu, await pipeline(gpu, scatter, null),
     [params, cu, offsets, routing, segmentStart, mem.storage(segments * 4, "cursors"), entries], threadGroups(scatter, tokens * qHeads), "scatter");
-  gpu.device.queue.submit([encoder.finish()]);
   return { routing, entries, counts, segmentStart, blockRange, tiles: new Map() };
 }
 
 /**
- * Every round's gathered query tiles of TQ queries, built on the GPU once per TQ (the forward and
- * dq kernels may tile differently): tile offsets by prefix sums of ⌈count / TQ⌉, then one thread per segment.
+ * Records every round's gathered query tiles of TQ queries, built on the GPU once per TQ (the forward
+ * and dq kernels may tile differently): tile offsets by prefix sums of ⌈count / TQ⌉, then one thread per segment.
  */
-async function queryTileRounds(mem: Buffers, pl: Plan, routed: Routed, TQ: number): Promise<{ buffer: GPUBuffer; bound: number }> {
+async function queryTileRounds(mem: Buffers, encoder: GPUCommandEncoder, pl: Plan, routed: Routed, TQ: number): Promise<{ buffer: GPUBuffer; bound: number }> {
   const built = routed.tiles.get(TQ);
   if (built) return built;
   const gpu = mem.gpu;
@@ -204,12 +212,10 @@ async function queryTileRounds(mem: Buffers, pl: Plan, routed: Routed, TQ: numbe
   const bound = Math.ceil((Math.ceil((pl.p.tokens * pl.p.qHeads) / TQ) + roundSegments) / 8) * 8;
   const tileOffset = mem.storage(segments * 4, "tile offsets");
   const tiles = { buffer: mem.storage(pl.width * bound * 32, "gathered tiles"), bound };
-  const encoder = gpu.device.createCommandEncoder();
   dispatch(encoder, gpu, await pipeline(gpu, scan, null), [mem.uniform([roundSegments, TQ, 0], "scan tiles"), routed.counts, tileOffset], pl.width, "tile offsets");
   dispatch(encoder, gpu, await pipeline(gpu, gatheredTiles, null),
     [mem.uniform([segments, roundSegments, pl.blocks, TQ, bound], "tiles"), routed.counts, routed.segmentStart, tileOffset, routed.blockRange, tiles.buffer],
     threadGroups(gatheredTiles, segments), "gathered tiles");
-  gpu.device.queue.submit([encoder.finish()]);
   routed.tiles.set(TQ, tiles);
   return tiles;
 }
@@ -225,11 +231,11 @@ function tileParams(mem: Buffers, pl: Plan, shape: TileShape, tiles: number, loa
  * Every round of tiles for the forward and dq: the own blocks (or full causal ranges, built here),
  * then each routed round (built on the GPU: `bound` slots, the unused ones empty).
  */
-async function rounds(mem: Buffers, pl: Plan, routed: Routed | null, TQ: number): Promise<{ tiles: Binding; count: number }[]> {
+async function rounds(mem: Buffers, encoder: GPUCommandEncoder, pl: Plan, routed: Routed | null, TQ: number): Promise<{ tiles: Binding; count: number }[]> {
   const natural = naturalTiles(pl, TQ);
-  const list: { tiles: Binding; count: number }[] = [{ tiles: mem.storage(Uint32Array.from(natural.words), "tiles"), count: natural.count }];
+  const list: { tiles: Binding; count: number }[] = [{ tiles: mem.storage(natural.words, "tiles"), count: natural.count }];
   if (!routed) return list;
-  const { buffer, bound } = await queryTileRounds(mem, pl, routed, TQ);
+  const { buffer, bound } = await queryTileRounds(mem, encoder, pl, routed, TQ);
   for (let r = 0; r < pl.width; r++) list.push({ tiles: { buffer, offset: r * bound * 32, size: bound * 32 }, count: bound });
   return list;
 }
@@ -248,20 +254,17 @@ export interface GpuForwardResult {
  * f16 copies of q, k and v (the f16 path's storage; the routing still reads the f32 inputs), k and
  * v with `padRows` zero tokens at the end (the tensor-core kernel reads whole chunks of keys).
  */
-async function halfInputs(mem: Buffers, p: AttentionProblem, t: GpuTensors, padRows: number): Promise<GpuTensors> {
+async function halfInputs(mem: Buffers, encoder: GPUCommandEncoder, p: AttentionProblem, t: GpuTensors, padRows: number): Promise<GpuTensors> {
   const gpu = mem.gpu;
   if (!gpu.f16) throw new MobaError(`precision: "f16" needs a device with shader-f16, and ${gpu.adapterInfo} has none`);
   const convert = await pipeline(gpu, toF16, null);
-  const encoder = gpu.device.createCommandEncoder();
   const half = (x: GPUBuffer, heads: number, label: string, pad = 0) => {
     const n = p.tokens * heads * p.headDim;
     const y = mem.storage((n + pad * heads * p.headDim) * 2, label);
     dispatch(encoder, gpu, convert, [mem.uniform([n, 0, 0, 0], "f16 params"), x, y], threadGroups(toF16, Math.ceil(n / 2)), label);
     return y;
   };
-  const result = { q: half(t.q, p.qHeads, "q f16"), k: half(t.k, p.kvHeads, "k f16", padRows), v: half(t.v, p.kvHeads, "v f16", padRows) };
-  gpu.device.queue.submit([encoder.finish()]);
-  return result;
+  return { q: half(t.q, p.qHeads, "q f16"), k: half(t.k, p.kvHeads, "k f16", padRows), v: half(t.v, p.kvHeads, "v f16", padRows) };
 }
 
 /**
@@ -275,21 +278,21 @@ async function forwardPipeline(gpu: MobaDevice, p: AttentionProblem): Promise<{ 
   return { pipeline: await pipeline(gpu, forwardKernel, shape), shape, padRows: 0 };
 }
 
-/** Records and submits the forward; results stay on the GPU. */
+/** Records and submits the forward (one command buffer); results stay on the GPU. */
 export async function forwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTensors, given?: Int32Array): Promise<GpuForwardResult> {
   const gpu = mem.gpu;
   const pl = plan(p);
   const { tokens, qHeads, headDim } = p;
-  const routed = pl.all ? null : await route(mem, pl, t.q, t.k, given);
+  const encoder = gpu.device.createCommandEncoder();
+  const routed = pl.all ? null : await route(mem, encoder, pl, t.q, t.k, given);
   const { pipeline: forward, shape, padRows } = await forwardPipeline(gpu, p);
-  const inputs = p.precision === "f16" ? await halfInputs(mem, p, t, padRows) : t;
-  const out = mem.poisoned(tokens * qHeads * headDim, "out");
-  const lse = mem.poisoned(tokens * qHeads, "lse");
+  const inputs = p.precision === "f16" ? await halfInputs(mem, encoder, p, t, padRows) : t;
+  const out = mem.poisoned(tokens * qHeads * headDim, "out", encoder);
+  const lse = mem.poisoned(tokens * qHeads, "lse", encoder);
   const ml = mem.storage(Math.max(1, pl.all ? 0 : tokens * qHeads) * 8, "softmax state");
   const dummy = mem.storage(16, "unused");
   const entries = routed?.entries ?? dummy;
-  const encoder = gpu.device.createCommandEncoder();
-  (await rounds(mem, pl, routed, shape.TQ)).forEach(({ tiles, count }, r) => {
+  (await rounds(mem, encoder, pl, routed, shape.TQ)).forEach(({ tiles, count }, r) => {
     const params = tileParams(mem, pl, shape, count, r > 0, pl.all);
     dispatch(encoder, gpu, forward, [params, tiles, entries, inputs.q, inputs.k, inputs.v, out, ml, lse], count, `forward round ${r}`);
   });
@@ -307,32 +310,32 @@ export interface GpuGradients {
 }
 
 /**
- * Records and submits the backward, given the forward's out and lse on the GPU and its routing:
+ * Records and submits the backward (one command buffer), given the forward's out and lse on the GPU and its routing:
  * `routed` as the forward left it on the GPU, else the table `given`, else routed again here.
  */
 export async function backwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTensors, out: GPUBuffer, lse: GPUBuffer, dout: GPUBuffer, routed: Routed | null, given?: Int32Array): Promise<GpuGradients> {
   const gpu = mem.gpu;
   const pl = plan(p);
   const { tokens, qHeads, kvHeads, headDim } = p;
-  if (!pl.all && !routed) routed = await route(mem, pl, t.q, t.k, given);
+  const encoder = gpu.device.createCommandEncoder();
+  if (!pl.all && !routed) routed = await route(mem, encoder, pl, t.q, t.k, given);
   const dummy = mem.storage(16, "unused");
   const entries = routed?.entries ?? dummy;
   const rowStats = mem.storage(tokens * qHeads * 8, "lse and delta");
-  const dq = mem.poisoned(tokens * qHeads * headDim, "dq");
-  const dkdv = mem.poisoned(2 * tokens * kvHeads * headDim, "dk and dv");
+  const dq = mem.poisoned(tokens * qHeads * headDim, "dq", encoder);
+  const dkdv = mem.poisoned(2 * tokens * kvHeads * headDim, "dk and dv", encoder);
   const qShape = dqShape(gpu, headDim);
   const kShape = dkdvShape(gpu, headDim);
   const [deltaPipeline, dqPipeline, dkdvPipeline] = await Promise.all([pipeline(gpu, deltaKernel, null), pipeline(gpu, dqKernel, qShape), pipeline(gpu, dkdvKernel, kShape)]);
-  const encoder = gpu.device.createCommandEncoder();
   dispatch(encoder, gpu, deltaPipeline, [mem.uniform([tokens * qHeads, headDim, 0, 0], "delta params"), out, dout, lse, rowStats], threadGroups(deltaKernel, tokens * qHeads), "delta");
-  (await rounds(mem, pl, routed, qShape.TQ)).forEach(({ tiles, count }, r) => {
+  (await rounds(mem, encoder, pl, routed, qShape.TQ)).forEach(({ tiles, count }, r) => {
     dispatch(encoder, gpu, dqPipeline, [tileParams(mem, pl, qShape, count, r > 0, false), tiles, entries, t.q, t.k, t.v, dout, rowStats, dq], count, `dq round ${r}`);
   });
   // the key tiles, then (copied on the GPU) the segment starts the dk/dv kernel reads after them
   const keys = keyTiles(pl, kShape.TK);
   const segmentWords = routed ? pl.width * qHeads * pl.blocks + 1 : 0;
   const words = mem.storage((keys.words.length + Math.ceil(segmentWords / 4) * 4) * 4, "key tiles and segment starts");
-  gpu.device.queue.writeBuffer(words, 0, Uint32Array.from(keys.words));
+  gpu.device.queue.writeBuffer(words, 0, keys.words);
   if (routed) encoder.copyBufferToBuffer(routed.segmentStart, 0, words, keys.words.length * 4, segmentWords * 4);
   dispatch(encoder, gpu, dkdvPipeline, [tileParams(mem, pl, kShape, keys.count, false, false), words, entries, t.q, t.k, t.v, dout, rowStats, dkdv], keys.count, "dk dv");
   gpu.device.queue.submit([encoder.finish()]);
