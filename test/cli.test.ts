@@ -142,6 +142,7 @@ withInput("block size not an integer", good, ["--block-size", "2.5"], /--block-s
 withInput("top-k negative", good, ["--top-k=-1"], /--top-k: expected a positive integer, got "-1"/);
 withInput("scale not a number", good, ["--scale", "abc"], /--scale: expected a finite number, got "abc"/);
 withInput("unknown backend", good, ["--backend", "tpu"], /--backend: expected "cpu" or "webgpu", got "tpu"/);
+withInput("unknown precision", good, ["--precision", "f8"], /--precision: expected "f32" or "f16", got "f8"/);
 expectError("unknown option", ["attention", "--bogus"], /Unknown option '--bogus'/);
 expectError("missing --input", ["attention", "--output", "x"], /--input: expected a safetensors file path, got nothing/);
 expectError("input file missing", (o) => ["attention", "--input", join(dir, "nope.safetensors"), "--output", o], /nope\.safetensors: cannot read \(ENOENT\)/);

@@ -20,6 +20,9 @@ const cases: [string, () => Promise<unknown>, RegExp][] = [
   ["data length", () => flashAttention({ ...inputs, q: { data: new Float32Array(3), shape: [20, 2, 4] } }), /^q: expected 160 elements for shape \[20, 2, 4\], got 3$/],
   ["routing shape", () => mobaAttentionBackward({ ...inputs, out: c.dout, lse: { data: new Float32Array(40), shape: [20, 2] }, dout: c.dout, routing: { data: new Int32Array(3), shape: [3, 1, 1] } }, { blockSize: 4, topK: 2 }),
     /^routing: expected shape \[20, 2, topK - 1\] from the forward, got \[3, 1, 1\]$/],
+  ["precision", () => flashAttention(inputs, { precision: "bf16" as "f16" }), /^precision: expected "f32" or "f16", got "bf16"$/],
+  ["f16 range", () => flashAttention({ ...inputs, k: { data: c.k.data.map((x, i) => (i === 7 ? 70000 : x)), shape: c.k.shape } }, { precision: "f16" }),
+    /^k: expected \|values\| <= 65504 for precision "f16", got 70000 at element 7$/],
   ["lse shape", () => mobaAttentionBackward({ ...inputs, out: c.dout, lse: { data: new Float32Array(20), shape: [20] }, dout: c.dout }, { blockSize: 4, topK: 2 }), /^lse: expected shape \[20, 2\], got \[20\]$/],
 ];
 

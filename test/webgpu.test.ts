@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { flashAttention, mobaAttention, MobaError } from "../src/index.js";
 import { getDevice } from "../src/webgpu/device.js";
+import { startProfile, stopProfile } from "../src/webgpu/kernel.js";
 import { compareWithReference, F16_TOLERANCE, makeCase, randomCase, relativeError, runImplementation, type Case, webgpuSkip } from "./helpers.js";
 
 const adapter = await getDevice().then((d) => d.adapterInfo, (error: Error) => error);
@@ -43,7 +44,7 @@ for (const [name, shape] of edges) {
 }
 
 const F16_CASES = 30;
-test(`the f16 path (${adapter instanceof Error ? "" : "tensor cores where present"}) equals the reference on f16-rounded inputs within ${F16_TOLERANCE} on ${F16_CASES} random configurations (MOBA_SEED=${runSeed})`, { skip }, async () => {
+test(`the f16 path (tensor cores where the device has them, else f32 arithmetic on f16 inputs) equals the reference on f16-rounded inputs within ${F16_TOLERANCE} on ${F16_CASES} random configurations (MOBA_SEED=${runSeed})`, { skip }, async () => {
   const half = (c: Case, threads?: number) => runImplementation(c, threads, "webgpu", "f16");
   const failures: string[] = [];
   for (let i = 0; i < F16_CASES; i++) failures.push(...(await compareWithReference(randomCase(runSeed + 1000 + i, GPU_BUDGET, 1500), undefined, half, true, "f16")));
@@ -73,4 +74,20 @@ test("inputs larger than one storage binding run in head groups, with the same r
   } finally {
     device.maxStorageBinding = limit;
   }
+});
+
+test("the profiler times every dispatch of a call on the GPU (or says the device cannot)", { skip }, async () => {
+  const device = await getDevice();
+  if (!device.timestamps) {
+    assert.throws(() => startProfile(device), (e: unknown) => e instanceof MobaError && /profiling needs timestamp-query/.test(e.message));
+    return;
+  }
+  const c = makeCase(45, { cuSeqlens: [0, 100], qHeads: 2, kvHeads: 1, headDim: 16, blockSize: 16, topK: 3 });
+  startProfile(device);
+  await mobaAttention(c, { blockSize: 16, topK: 3, backend: "webgpu" });
+  const times = await stopProfile();
+  const labels = times.map((t) => t.label);
+  for (const label of ["block sums", "gate", "scatter", "gathered tiles", "forward round 0", "forward round 2", "finalize"]) assert.ok(labels.includes(label), `${label} in ${labels}`);
+  assert.ok(times.every((t) => Number.isFinite(t.ms) && t.ms >= 0), JSON.stringify(times));
+  await assert.rejects(stopProfile(), MobaError);
 });
