@@ -354,6 +354,8 @@ const fast: Variant = { ...best, name: "16/64, parallel rows (src/)", parallelRo
 // 78.1 (16/64), 89.7 (16/128).
 // Fifth run: interleaving independent MMA chains does not help (74.2 ms at 16/64; 98.0 at 16/128,
 // 94.5 at 16/256): not latency-bound on one chain. Next guess: K and V traffic, each fragment serving 16 queries.
+// Sixth run: 32 queries sharing each K and V fragment between two row tiles 70.5 ms (+9%, predicted
+// 2x if K/V traffic bound: it is not); at 32/32 88.8.
 const variants: Variant[] = [
   base,
   fast,
