@@ -91,3 +91,15 @@ test("the profiler times every dispatch of a call on the GPU (or says the device
   assert.ok(times.every((t) => Number.isFinite(t.ms) && t.ms >= 0), JSON.stringify(times));
   await assert.rejects(stopProfile(), MobaError);
 });
+
+test('precision "f16" on a device without shader-f16 is a clear error', { skip }, async () => {
+  const device = await getDevice();
+  const [f16, mma16] = [device.f16, device.mma16];
+  try {
+    [device.f16, device.mma16] = [false, false];
+    const c = makeCase(46, { cuSeqlens: [0, 40], qHeads: 1, kvHeads: 1, headDim: 16, blockSize: 8, topK: 2 });
+    await assert.rejects(flashAttention(c, { backend: "webgpu", precision: "f16" }), (e: unknown) => e instanceof MobaError && /precision: "f16" needs a device with shader-f16/.test(e.message));
+  } finally {
+    [device.f16, device.mma16] = [f16, mma16];
+  }
+});

@@ -63,8 +63,8 @@ export const GATE_MAX_HEAD_DIM = 256;
  * Gate scores, top-(topK - 1) by insertion, ascending sort, histogram. A workgroup takes 64
  * consecutive tokens of one query head: they share the kv head and (mostly) the sequence, so it
  * stages the key sums of GATE_CHUNK blocks at a time in workgroup memory, over the union of its
- * tokens' past blocks, and each thread scores its own token against them, q read once per chunk.
- * Each score sums over d in order, as a plain loop would; ties go to the lower block.
+ * tokens' past blocks, and each thread scores its own token against them, q read once per chunk,
+ * four dimensions per workgroup-memory read. Ties go to the lower block.
  */
 export const GATE = /* wgsl */ `${PARAMS}
 @group(0) @binding(1) var<storage, read> cu: array<u32>;              // [batch + 1]
@@ -76,12 +76,19 @@ export const GATE = /* wgsl */ `${PARAMS}
 @group(0) @binding(7) var<storage, read_write> counts: array<atomic<u32>>; // [width, qHeads, globalBlocks]
 
 const CHUNK = ${GATE_CHUNK}u;
-var<workgroup> staged: array<f32, ${GATE_CHUNK * GATE_MAX_HEAD_DIM}>; // [CHUNK, headDim] key sums
+var<workgroup> staged: array<vec4<f32>, ${(GATE_CHUNK * GATE_MAX_HEAD_DIM) / 4}>; // [CHUNK, ⌈headDim / 4⌉] key sums, zero-padded
 var<workgroup> lowest: atomic<u32>;  // first global block any token of the workgroup scores
 var<workgroup> highest: atomic<u32>; // one past the last
 var<workgroup> range: vec2<u32>;     // (lowest, highest), read uniformly
 
 ${SEQUENCE_OF}
+
+// elements d..d+3 of the row at \`row\` (zeros past headDim)
+fn load4(array: ptr<storage, array<f32>, read>, row: u32, d: u32) -> vec4<f32> {
+  var x = vec4<f32>(0.0);
+  for (var i = 0u; i < 4u; i++) { if (d + i < P.headDim) { x[i] = (*array)[row + d + i]; } }
+  return x;
+}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -116,12 +123,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   workgroupBarrier();
   if (lid == 0u) { range = vec2<u32>(atomicLoad(&lowest), atomicLoad(&highest)); }
   let blocks = workgroupUniformLoad(&range);
+  let D4 = (P.headDim + 3u) / 4u;
   var count = 0u;
   for (var G0 = blocks.x; G0 < blocks.y; G0 += CHUNK) {
-    for (var e = lid; e < CHUNK * P.headDim; e += 64u) {
-      let G = G0 + e / P.headDim;
-      var x = 0.0;
-      if (G < blocks.y) { x = sums[(G * P.kvHeads + g) * P.headDim + e % P.headDim]; }
+    for (var e = lid; e < CHUNK * D4; e += 64u) {
+      let G = G0 + e / D4;
+      var x = vec4<f32>(0.0);
+      if (G < blocks.y) { x = load4(&sums, (G * P.kvHeads + g) * P.headDim, 4u * (e % D4)); }
       staged[e] = x;
     }
     workgroupBarrier();
@@ -130,9 +138,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       var acc: array<f32, ${GATE_CHUNK}>;
       for (var j = 0u; j < CHUNK; j++) { acc[j] = 0.0; }
       let at = (t * P.qHeads + h) * P.headDim;
-      for (var d = 0u; d < P.headDim; d++) {
-        let x = q[at + d];
-        for (var j = 0u; j < CHUNK; j++) { acc[j] += x * staged[j * P.headDim + d]; }
+      for (var c = 0u; c < D4; c++) {
+        let x = load4(&q, at, 4u * c);
+        for (var j = 0u; j < CHUNK; j++) { acc[j] += dot(x, staged[j * D4 + c]); }
       }
       for (var j = 0u; j < CHUNK; j++) {
         let G = G0 + j;
