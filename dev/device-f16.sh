@@ -2,7 +2,7 @@
 # The f16 / tensor-core path on the device machine: the f16 pass/fail table against float64, the
 # WebGPU test file (CI=true), then `moba bench --backend webgpu` in f32 and f16 from 4K to 1M tokens.
 # With a previous build carried as dist-old/, the two builds' f16 forwards are timed side by side first.
-# Usage (device tool): source .device/setup.sh && bash dev/device-f16.sh
+# Usage (device tool): source .device/setup.sh && [SHORT=1] [CHECK_CASES=N] bash dev/device-f16.sh
 set -uo pipefail
 out=${OUT:-/tmp}
 quiet() { grep -v -E '^Warning|deprecated|\^\^\^|subgroupMatrix|^$|Compilation log|warning\(s\) generated|^warning:$'; }
@@ -21,5 +21,7 @@ grep -E '^# (pass|fail)|^not ok' "$out/tests.log" | head
 bench() { MOBA_BENCH_JSONL="$out/bench.jsonl" timeout "$1" node dist/cli/main.js bench --backend webgpu "${@:2}" 2>&1 | quiet | tee -a "$out/bench.log" | tail -"${TAIL:-8}"; }
 bench 200 --lengths 4096,8192,32768 --heads 1 --precision f32,f16 --runs 10 --max-seconds 6
 TAIL=3 bench 150 --lengths 32768 --heads 8 --precision f16 --runs 10 --max-seconds 6
-TAIL=7 bench 250 --lengths 131072,262144,524288,1048576 --heads 1 --precision f16 --runs 3 --max-seconds 1 --forward-only
-TAIL=5 bench 200 --lengths 131072,262144 --heads 1 --precision f32 --runs 3 --max-seconds 1 --forward-only
+if [ -z "${SHORT:-}" ]; then # SHORT=1: up to 32K only
+  TAIL=7 bench 250 --lengths 131072,262144,524288,1048576 --heads 1 --precision f16 --runs 3 --max-seconds 1 --forward-only
+  TAIL=5 bench 200 --lengths 131072,262144 --heads 1 --precision f32 --runs 3 --max-seconds 1 --forward-only
+fi
