@@ -22,19 +22,20 @@ const g = inputs.storage(dout.data, "dout");
 
 const rows: string[][] = [];
 for (const [name, p] of [["MoBA", mobaProblem({ q, k, v }, { blockSize, topK, precision })], ["full", fullProblem({ q, k, v }, { precision })]] as const) {
-  // the first runs compile, fill the buffer pool and bring the GPU's clock up from idle (the H100
-  // idles at 345 MHz: a single short run right after idle measured up to 5x slow); the last is timed
-  const RUNS = 4;
-  for (let run = 0; run < RUNS; run++) {
+  // runs for half a second first: compiling, filling the buffer pool and bringing the GPU's clock up
+  // from idle (the H100 idles at 345 MHz: a short run right after idle measured up to 5x slow)
+  const warmUp = performance.now();
+  for (;;) {
+    const last = performance.now() - warmUp > 500;
     const mem = new Buffers(gpu);
-    if (run === RUNS - 1) startProfile(gpu);
+    if (last) startProfile(gpu);
     const wall = performance.now();
     const r = await forwardOnGpu(mem, p, t);
     if (withBackward) await backwardOnGpu(mem, p, t, r.out, r.lse, g, r.routed);
     await gpu.device.queue.onSubmittedWorkDone();
     const wallMs = performance.now() - wall;
     mem.destroy();
-    if (run < RUNS - 1) continue;
+    if (!last) continue;
     const times = await stopProfile();
     const byKind = new Map<string, { count: number; ms: number }>();
     for (const { label, ms } of times) {
@@ -45,6 +46,7 @@ for (const [name, p] of [["MoBA", mobaProblem({ q, k, v }, { blockSize, topK, pr
     const gpuMs = times.reduce((a, x) => a + x.ms, 0);
     for (const [kind, e] of byKind) rows.push([name, kind, String(e.count), e.ms.toFixed(3), `${((100 * e.ms) / gpuMs).toFixed(1)}%`]);
     rows.push([name, "sum of kernels", "", gpuMs.toFixed(3), ""], [name, "wall clock", "", wallMs.toFixed(3), ""]);
+    break;
   }
 }
 console.log(`${tokens} tokens x ${heads} heads, headDim ${headDim}, ${precision}, block ${blockSize} / top-${topK}${withBackward ? ", forward + backward" : ""} on ${gpu.adapterInfo}`);
