@@ -20,7 +20,7 @@ CI=true timeout 200 node --import tsx --test test/webgpu.test.ts 2>&1 | quiet > 
 grep -E '^# (pass|fail)|^not ok' "$out/tests.log" | head
 bench() { MOBA_BENCH_JSONL="$out/bench.jsonl" timeout "$1" node dist/cli/main.js bench --backend webgpu "${@:2}" 2>&1 | quiet | tee -a "$out/bench.log" | tail -"${TAIL:-8}"; }
 bench 200 --lengths 4096,8192,32768 --heads 1 --precision f32,f16 --runs 10 --max-seconds 6
-TAIL=3 bench 150 --lengths 32768 --heads 8 --precision f16 --runs 10 --max-seconds 6
+TAIL=4 bench 200 --lengths 32768 --heads 8 --precision f16,f32 --runs 10 --max-seconds 6
 if [ -z "${SHORT:-}" ]; then # SHORT=1: up to 32K only
   TAIL=7 bench 250 --lengths 131072,262144,524288,1048576 --heads 1 --precision f16 --runs 3 --max-seconds 1 --forward-only
   TAIL=5 bench 200 --lengths 131072,262144 --heads 1 --precision f32 --runs 3 --max-seconds 1 --forward-only

@@ -198,3 +198,19 @@ test("moba attention --backend webgpu writes what the CPU backend writes", { ski
     assert.ok(error <= 1e-5, `${name}: ${error}`);
   }
 });
+
+test("moba bench --backend webgpu prints a row per length and precision, with the ideal ratio and memory, and writes the plot", { skip: webgpuSkip }, () => {
+  const svg = join(dir, "bench-webgpu.svg");
+  const r = moba("bench", "--backend", "webgpu", "--lengths", "200,300", "--head-dim", "16", "--block-size", "32", "--top-k", "2",
+    "--runs", "1", "--precision", "f32,f16", "--forward-only", "--svg", svg);
+  assert.equal(r.status, 0, r.stderr);
+  const rows = r.stdout.split("\n").filter((line) => /^f(32|16) +[23]00 /.test(line));
+  assert.equal(rows.length, 4, r.stdout);
+  for (const row of rows) {
+    const cells = row.trim().split(/ {2,}/);
+    assert.deepEqual(cells.slice(7, 10), ["-", "-", "-"], `no backward in ${row}`);
+    assert.match(cells[10], /^\d+\.\d\dx$/, `ideal ratio in ${row}`);
+    assert.match(cells[12], /^\d+\.\d$/, `MoBA MiB in ${row}`);
+  }
+  assert.match(readFileSync(svg, "utf8"), /^<svg/);
+});

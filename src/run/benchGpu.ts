@@ -123,7 +123,7 @@ export async function benchGpu(cases: GpuBenchCase[], runs: number, print: (line
     ["precision", "tokens", "heads", "block/top-k", "MoBA fwd ms", "full fwd ms", "fwd speedup", "MoBA fwd+bwd ms", "full fwd+bwd ms", "fwd+bwd speedup", "ideal", "full fwd TFLOP/s", "MoBA fwd MiB", "full fwd MiB", "runs"],
     rows.map((r) => [
       r.precision, String(r.tokens), String(r.heads), `${r.blockSize}/${r.topK}`, ms(r.mobaForwardMs), ms(r.fullForwardMs), ratio(r.fullForwardMs, r.mobaForwardMs),
-      ms(r.mobaTrainMs), ms(r.fullTrainMs), ratio(r.fullTrainMs, r.mobaTrainMs), `${r.idealRatio.toFixed(2)}x`, ms(r.fullForwardTflops), r.mobaForwardMiB.toFixed(0), Number.isNaN(r.fullForwardMiB) ? "-" : r.fullForwardMiB.toFixed(0), String(r.runs),
+      ms(r.mobaTrainMs), ms(r.fullTrainMs), ratio(r.fullTrainMs, r.mobaTrainMs), `${r.idealRatio.toFixed(2)}x`, ms(r.fullForwardTflops), r.mobaForwardMiB.toFixed(1), Number.isNaN(r.fullForwardMiB) ? "-" : r.fullForwardMiB.toFixed(1), String(r.runs),
     ]),
   ));
   return rows;
