@@ -23,7 +23,9 @@ interface Variant {
   /** 16 queries, 128 threads: each subgroup's S tiles (TK / 64 of them) and O tiles (2) as independent, interleaved MMA chains. */
   interleave?: boolean;
   /** 32 queries, 128 threads, K/V from storage: Q fragments of both row tiles in registers, each K and V fragment used for both rows. */
-  rows2?: boolean; // with oRegs: a row's m moves only when the chunk's max exceeds it by more than 8 // softmax: THREADS / TQ threads per row, all rows at once, O rescaled only where the max moved
+  rows2?: boolean;
+  /** 16 queries, TK 64, K from storage: the next chunk's K fragments are loaded while this chunk's softmax and P V run. */
+  prefetchK?: boolean; // with oRegs: a row's m moves only when the chunk's max exceeds it by more than 8 // softmax: THREADS / TQ threads per row, all rows at once, O rescaled only where the max moved
   skip?: "qk" | "softmax" | "pv";
 }
 
@@ -85,7 +87,15 @@ function wgsl(v: Variant): string {
       }
       ${both.map((i) => `subgroupMatrixStore(&Os, ${i * 16}u * OS + j * 16u, o${i}a, false, OS); subgroupMatrixStore(&Os, ${i * 16}u * OS + j1 * 16u, o${i}b, false, OS);`).join("\n      ")}
     }`;
-  const qk = v.skip === "qk" ? "" : v.rows2 ? rows2Qk : v.interleave ? interleavedQk : qRegs ? `
+  const dims = Array.from({ length: D / 16 }, (_, d) => d);
+  const prefetchQk = `{
+      var s = Result();
+      ${dims.map((d) => `s = subgroupMatrixMultiplyAccumulate(qf${d}, kf${d}, s);`).join("\n      ")}
+      subgroupMatrixStore(&Ss, sg * 16u, s, false, SS);
+      // the next chunk's K (rows past the range are the zero padding or masked keys)
+      ${dims.map((d) => `kf${d} = ${kRight("(sg + 4u)", `${d * 16}u`)};`).join("\n      ")}
+    }`;
+  const qk = v.skip === "qk" ? "" : v.prefetchK ? prefetchQk : v.rows2 ? rows2Qk : v.interleave ? interleavedQk : qRegs ? `
     for (var t = sg; t < (TQ / 16u) * (TK / 16u); t += subgroups) {
       let i = t / (TK / 16u);
       let j = t % (TK / 16u);
@@ -246,6 +256,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   ${v.rows2 ? [0, 1].flatMap((i) => Array.from({ length: D / 16 }, (_, d) => `let qr${i}_${d} = subgroupMatrixLoad<Left>(&Qs, ${i * 16}u * QS + ${d * 16}u, false, QS);`)).join("\n  ") : ""}
   ${qRegs && !v.rows2 ? Array.from({ length: D / 16 }, (_, d) => `let qf${d} = subgroupMatrixLoad<Left>(&Qs, (sg / (TK / 16u)) * 16u * QS + ${d * 16}u, false, QS);`).join("\n  ") : ""}
   ${v.oRegs ? slots.map((n) => `var o${n} = subgroupMatrixLoad<Result>(&Os, (sg + ${4 * n}u) * 16u, false, OS);`).join("\n  ") : ""}
+  ${v.prefetchK ? dims.map((d) => `var kf${d} = subgroupMatrixLoad<Right>(&kh, ((a.z + sg * 16u) * P.kvHeads + g) * D + ${d * 16}u, true, P.kvHeads * D);`).join("\n  ") : ""}
   for (var k0 = a.z; k0 < a.w; k0 += TK) {
     ${stage("k")}
     ${qk}
@@ -272,7 +283,7 @@ const heads = Number(process.argv[3] ?? 8);
 const gpu = await getDevice();
 const device = gpu.device;
 const random = seeded(7);
-const maxTK = 64;
+const maxTK = 128; // two chunks of 64: the prefetch reads one chunk ahead
 // f16 inputs with maxTK zero rows past the end, so matrices read straight from storage stay in bounds
 const half = (rows: number, spread: number) => {
   const x = new Uint16Array((rows + maxTK) * heads * D);
@@ -359,10 +370,11 @@ const fast: Variant = { ...best, name: "16/64, parallel rows (src/)", parallelRo
 const variants: Variant[] = [
   base,
   fast,
-  { ...fast, name: "... 32 queries, K/V fragments shared by 2 rows", TQ: 32, qRegs: false, rows2: true },
-  { ...fast, name: "... 32 queries, shared fragments, 32/32", TQ: 32, TK: 32, qRegs: false, rows2: true },
+  { ...fast, name: "... next chunk's K loaded during softmax and P V", prefetchK: true },
 ];
 const earlier: Variant[] = [
+  { ...fast, name: "... 32 queries, K/V fragments shared by 2 rows", TQ: 32, qRegs: false, rows2: true },
+  { ...fast, name: "... 32 queries, shared fragments, 32/32", TQ: 32, TK: 32, qRegs: false, rows2: true },
   { ...fast, name: "... interleaved chains, 16/64", interleave: true },
   { ...fast, name: "... interleaved chains, 16/128", interleave: true, TK: 128 },
   { ...fast, name: "... interleaved chains, 16/256", interleave: true, TK: 256 },
