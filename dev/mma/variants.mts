@@ -25,7 +25,9 @@ interface Variant {
   /** 32 queries, 128 threads, K/V from storage: Q fragments of both row tiles in registers, each K and V fragment used for both rows. */
   rows2?: boolean;
   /** 16 queries, TK 64, K from storage: the next chunk's K fragments are loaded while this chunk's softmax and P V run. */
-  prefetchK?: boolean; // with oRegs: a row's m moves only when the chunk's max exceeds it by more than 8 // softmax: THREADS / TQ threads per row, all rows at once, O rescaled only where the max moved
+  prefetchK?: boolean;
+  /** 16 queries, TK 64, V from storage: this chunk's V fragments are loaded before its QK and softmax. */
+  prefetchV?: boolean; // with oRegs: a row's m moves only when the chunk's max exceeds it by more than 8 // softmax: THREADS / TQ threads per row, all rows at once, O rescaled only where the max moved
   skip?: "qk" | "softmax" | "pv";
 }
 
@@ -94,6 +96,13 @@ function wgsl(v: Variant): string {
       subgroupMatrixStore(&Ss, sg * 16u, s, false, SS);
       // the next chunk's K (rows past the range are the zero padding or masked keys)
       ${dims.map((d) => `kf${d} = ${kRight("(sg + 4u)", `${d * 16}u`)};`).join("\n      ")}
+    }`;
+  const keySteps = [0, 1, 2, 3];
+  const vLoads = keySteps.flatMap((kk) => oChains.map((n) => `let vf${kk}_${n} = ${vRight(`${kk * 16}u`, `(sg + ${4 * n}u)`)};`)).join("\n    ");
+  const prefetchedPv = `{
+      ${oChains.map((n) => `var o${n} = subgroupMatrixLoad<Result>(&Os, (sg + ${4 * n}u) * 16u, false, OS);`).join(" ")}
+      ${keySteps.map((kk) => `{ let pl = subgroupMatrixLoad<Left>(&Ps, ${kk * 16}u, false, PS); ${oChains.map((n) => `o${n} = subgroupMatrixMultiplyAccumulate(pl, vf${kk}_${n}, o${n});`).join(" ")} }`).join("\n      ")}
+      ${oChains.map((n) => `subgroupMatrixStore(&Os, (sg + ${4 * n}u) * 16u, o${n}, false, OS);`).join(" ")}
     }`;
   const qk = v.skip === "qk" ? "" : v.prefetchK ? prefetchQk : v.rows2 ? rows2Qk : v.interleave ? interleavedQk : qRegs ? `
     for (var t = sg; t < (TQ / 16u) * (TK / 16u); t += subgroups) {
@@ -185,7 +194,7 @@ function wgsl(v: Variant): string {
       ${rescaleO}
       if (lid == 0u) { rescale = 0u; }
     }`;
-  const pv = v.skip === "pv" ? "" : v.rows2 ? rows2Pv : v.interleave ? interleavedPv : v.oRegs ? `
+  const pv = v.skip === "pv" ? "" : v.prefetchV ? prefetchedPv : v.rows2 ? rows2Pv : v.interleave ? interleavedPv : v.oRegs ? `
     for (var kk = 0u; kk < TK; kk += 16u) {
       let pl = subgroupMatrixLoad<Left>(&Ps, kk, false, PS);
       ${slots.map((n) => `o${n} = subgroupMatrixMultiplyAccumulate(pl, ${vRight("kk", `(sg + ${4 * n}u)`)}, o${n});`).join("\n      ")}
@@ -258,6 +267,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   ${v.oRegs ? slots.map((n) => `var o${n} = subgroupMatrixLoad<Result>(&Os, (sg + ${4 * n}u) * 16u, false, OS);`).join("\n  ") : ""}
   ${v.prefetchK ? dims.map((d) => `var kf${d} = subgroupMatrixLoad<Right>(&kh, ((a.z + sg * 16u) * P.kvHeads + g) * D + ${d * 16}u, true, P.kvHeads * D);`).join("\n  ") : ""}
   for (var k0 = a.z; k0 < a.w; k0 += TK) {
+    ${v.prefetchV ? vLoads : ""}
     ${stage("k")}
     ${qk}
     workgroupBarrier();
@@ -367,10 +377,14 @@ const fast: Variant = { ...best, name: "16/64, parallel rows (src/)", parallelRo
 // 94.5 at 16/256): not latency-bound on one chain. Next guess: K and V traffic, each fragment serving 16 queries.
 // Sixth run: 32 queries sharing each K and V fragment between two row tiles 70.5 ms (+9%, predicted
 // 2x if K/V traffic bound: it is not); at 32/32 88.8.
+// Seventh run (H100): K of the next chunk loaded during this chunk's softmax and P V: 74.7 -> 69.4 ms,
+// correct (loop-carried subgroup matrices work on this driver; O in registers failed for another reason).
 const variants: Variant[] = [
   base,
   fast,
   { ...fast, name: "... next chunk's K loaded during softmax and P V", prefetchK: true },
+  { ...fast, name: "... this chunk's V loaded before QK", prefetchV: true },
+  { ...fast, name: "... both", prefetchK: true, prefetchV: true },
 ];
 const earlier: Variant[] = [
   { ...fast, name: "... 32 queries, K/V fragments shared by 2 rows", TQ: 32, qRegs: false, rows2: true },
