@@ -6,7 +6,7 @@ import { MobaError } from "../../tensor.js";
 import { checked, getDevice, type MobaDevice } from "../device.js";
 import { type Binding, Buffers, dispatch, type Kernel, pipeline, readBack, threadGroups } from "../kernel.js";
 import { DELTA, dkdvWgsl, dqWgsl, FINALIZE, forwardWgsl, perThread, type TileShape } from "./attention.wgsl.js";
-import { forwardMmaWgsl, MMA_QUERIES, MMA_THREADS, mmaSharedBytes, type MmaShape, TO_F16 } from "./mma.wgsl.js";
+import { forwardMmaWgsl, MMA_PADDING_CHUNKS, MMA_QUERIES, MMA_THREADS, mmaSharedBytes, type MmaShape, TO_F16 } from "./mma.wgsl.js";
 import { BLOCK_SUMS, GATE, GATE_MAX_HEAD_DIM, GATHERED_TILES, SCAN, SCATTER } from "./routing.wgsl.js";
 
 /** The largest headDim: the gate stages key sums of this width, the tile shapes are checked against it. */
@@ -274,7 +274,7 @@ async function halfInputs(mem: Buffers, encoder: GPUCommandEncoder, p: Attention
 async function forwardPipeline(gpu: MobaDevice, p: AttentionProblem): Promise<{ pipeline: GPUComputePipeline; shape: TileShape; padRows: number }> {
   const mma = p.precision === "f16" ? mmaShape(gpu, p.headDim) : null;
   const shape = forwardShape(gpu, p.headDim, p.precision ?? "f32");
-  if (mma) return { pipeline: await pipeline(gpu, mmaForwardKernel, mma), shape: { ...shape, TQ: MMA_QUERIES, TK: mma.TK }, padRows: mma.TK };
+  if (mma) return { pipeline: await pipeline(gpu, mmaForwardKernel, mma), shape: { ...shape, TQ: MMA_QUERIES, TK: mma.TK }, padRows: MMA_PADDING_CHUNKS * mma.TK };
   return { pipeline: await pipeline(gpu, forwardKernel, shape), shape, padRows: 0 };
 }
 

@@ -5,19 +5,23 @@
 // between rounds.
 //
 // Per chunk, with 4 subgroups of 32 (NVIDIA):
-//   1. S = Q Kᵀ: subgroup s computes S tiles s, s + 4, ... from its Q fragments (loaded into
-//      registers once per tile) and K read as column-major matrices straight from storage;
+//   1. S = Q Kᵀ: subgroup s computes S tile s from its Q fragments (loaded into registers once per
+//      tile) and K read as column-major matrices straight from storage, one chunk ahead (the next
+//      chunk's K loads are in flight during this chunk's softmax and P V);
 //   2. online softmax with 8 threads per row, all rows at once: mask, row max and sum by shuffles,
 //      P = exp(S − m) rounded to f16, O rows × alpha only where a row's max moved;
-//   3. O += P V, O loaded from and stored to workgroup memory as f32, V read from storage.
+//   3. O += P V, O loaded from and stored to workgroup memory as f32, V read from storage (its
+//      loads issued at the start of the chunk, before QK, where the registers allow).
 // WGSL cannot scale a subgroup matrix row by row, so O lives in workgroup memory between steps 2 and 3.
-// Reading K and V from storage past the key range is why the f16 copies carry TK zero rows at the end.
+// Reading K and V from storage past the key range (and K one chunk ahead) is why the f16 copies
+// carry two chunks of zero rows at the end.
 // The only rounding beyond float32 is P to f16 (q, k, v are f16 already): out's error is about
 // f16's unit roundoff (2^-11) relative, lse stays at float32 accuracy.
 //
 // dev/mma/variants.mts times the alternatives (H200, 32K tokens x 8 heads, full causal, one
-// dispatch): this kernel 76.8 ms (28.7 TFLOP/s); without QK 39.5, without P V 44.0, without the
-// softmax 73.3. Slower: one row per subgroup at a time in the softmax 212.7; K and V staged in
+// dispatch): without prefetching 76.8 ms (28.7 TFLOP/s): without QK 39.5, without P V 44.0, without
+// the softmax 73.3 — each matrix phase waiting on its loads. On an H100, K one chunk ahead 75.5 ->
+// 68.9 ms, V before QK 72.2, both (this kernel) 66.5 (33.1 TFLOP/s). Slower: one row per subgroup at a time in the softmax 212.7; K and V staged in
 // workgroup memory 168.2; TK 128 113.0; 256 threads 78.1. No better: independent MMA chains
 // interleaved 74.2; 32 queries sharing each K and V fragment 70.5 (+9%, not taken). O kept in
 // registers across chunks was no faster (73.3) and wrong on this driver (relative error 1.4).
@@ -30,6 +34,8 @@ export interface MmaShape {
 /** Queries per tile: one row of 16x16 tiles, so every subgroup keeps the same Q fragments. */
 export const MMA_QUERIES = 16;
 export const MMA_THREADS = 128;
+/** Subgroups per workgroup: the kernel is laid out for subgroups of 32 lanes (device.ts checks the adapter has them). */
+const SUBGROUPS = MMA_THREADS / 32;
 const M = 16; // the subgroup matrix side
 const TQ = MMA_QUERIES;
 const ROW_THREADS = MMA_THREADS / TQ; // threads per row in the softmax
@@ -47,9 +53,20 @@ function rowReduce(name: string, op: (a: string, b: string) => string): string {
   return steps.join("\n    ");
 }
 
+/** Chunks of zero key rows the f16 copies of k and v carry: the chunk in progress and the one prefetched. */
+export const MMA_PADDING_CHUNKS = 2;
+
 export function forwardMmaWgsl(c: MmaShape): string {
   const D = c.headDim;
   const fragments = D / M;
+  const kTiles = c.TK / M; // S tiles per chunk, at most one per subgroup
+  if (kTiles > SUBGROUPS) throw new Error(`forwardMmaWgsl: TK ${c.TK} needs more than ${SUBGROUPS} subgroups`);
+  const slots = Math.ceil(fragments / SUBGROUPS); // O tiles per subgroup: sg, sg + SUBGROUPS, ...
+  // V fragments of the chunk loaded before its QK when they fit in registers (D <= 128 at TK 64)
+  const prefetchV = slots * kTiles <= 8;
+  const each = <T>(n: number, f: (i: number) => T) => Array.from({ length: n }, (_, i) => f(i));
+  const oTile = (slot: number) => `min(sg + ${slot * SUBGROUPS}u, ${fragments - 1}u)`; // clamped: an in-bounds address for a prefetch
+  const vAt = (kk: number, slot: number) => `subgroupMatrixLoad<Right, row_major>(&v, ((k0 + ${kk * M}u) * P.kvHeads + g) * D + ${oTile(slot)} * ${M}u, keyRow)`;
   return /* wgsl */ `enable f16;
 enable subgroups;
 enable chromium_experimental_subgroup_matrix;
@@ -63,6 +80,7 @@ const D4 = ${D / 4}u;
 const TQ = ${TQ}u;
 const TK = ${c.TK}u;
 const THREADS = ${MMA_THREADS}u;
+const SUBGROUPS = ${SUBGROUPS}u;
 const R = ${ROW_THREADS}u; // softmax threads per row
 // padded row strides (elements): consecutive rows start 16 bytes apart in the banks
 const QS = ${D + 8}u;  // Qs, f16
@@ -104,7 +122,7 @@ alias Result = subgroup_matrix_result<f32, ${M}, ${M}>;
 
 @compute @workgroup_size(${MMA_THREADS})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32,
-        @builtin(subgroup_id) sg: u32, @builtin(subgroup_size) sgSize: u32) {
+        @builtin(subgroup_id) sg: u32) {
   let tile = wid.x + wid.y * nwg.x;
   if (tile >= P.tiles) { return; }
   let a = tiles[2u * tile];
@@ -112,7 +130,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let count = a.y;
   let h = b.x;
   let g = h / (P.qHeads / P.kvHeads);
-  let subgroups = THREADS / sgSize;
   let keyRow = P.kvHeads * D; // elements from one token's keys to the next
   if (lid < TQ) {
     var token = 0u;
@@ -144,17 +161,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     Os[ot] = o.x; Os[ot + 1u] = o.y; Os[ot + 2u] = o.z; Os[ot + 3u] = o.w;
   }
   workgroupBarrier();
-  ${Array.from({ length: fragments }, (_, d) => `let q${d} = subgroupMatrixLoad<Left, row_major>(&Qs, ${d * M}u, QS);`).join("\n  ")}
+  ${each(fragments, (d) => `let q${d} = subgroupMatrixLoad<Left, row_major>(&Qs, ${d * M}u, QS);`).join("\n  ")}
+  // subgroup sg's S tile: keys [k0 + 16 kTile, +16) (past the chunk's tiles: a copy, not stored)
+  let kTile = min(sg, ${kTiles - 1}u);
+  ${each(fragments, (d) => `var k${d} = subgroupMatrixLoad<Right, col_major>(&k, ((a.z + kTile * ${M}u) * P.kvHeads + g) * D + ${d * M}u, keyRow);`).join("\n  ")}
   // the softmax thread's row and its first column
   let r = lid / R;
   let part = lid % R;
   for (var k0 = a.z; k0 < a.w; k0 += TK) {
-    // 1. S = Q Kᵀ
-    for (var j = sg; j < TK / ${M}u; j += subgroups) {
-      let kAt = ((k0 + j * ${M}u) * P.kvHeads + g) * D;
+    ${prefetchV ? `// this chunk's V, in flight during QK and the softmax
+    ${each(kTiles, (kk) => each(slots, (slot) => `let v${kk}_${slot} = ${vAt(kk, slot)};`).join(" ")).join("\n    ")}` : ""}
+    // 1. S = Q Kᵀ, then the next chunk's K fragments, in flight during the softmax and P V
+    {
       var s = Result();
-      ${Array.from({ length: fragments }, (_, d) => `s = subgroupMatrixMultiplyAccumulate(q${d}, subgroupMatrixLoad<Right, col_major>(&k, kAt + ${d * M}u, keyRow), s);`).join("\n      ")}
-      subgroupMatrixStore<row_major>(&Ss, j * ${M}u, s, SS);
+      ${each(fragments, (d) => `s = subgroupMatrixMultiplyAccumulate(q${d}, k${d}, s);`).join("\n      ")}
+      if (sg < ${kTiles}u) { subgroupMatrixStore<row_major>(&Ss, kTile * ${M}u, s, SS); }
+      ${each(fragments, (d) => `k${d} = subgroupMatrixLoad<Right, col_major>(&k, ((k0 + TK + kTile * ${M}u) * P.kvHeads + g) * D + ${d * M}u, keyRow);`).join("\n      ")}
     }
     workgroupBarrier();
     // 2. online softmax, R threads per row
@@ -191,16 +213,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       }
     }
     workgroupBarrier();
-    // 3. O += P V
-    for (var j = sg; j < D / ${M}u; j += subgroups) {
+    // 3. O += P V, subgroup sg's O tiles sg, sg + SUBGROUPS, ...
+    ${each(slots, (slot) => `if (sg + ${slot * SUBGROUPS}u < ${fragments}u) {
+      let j = sg + ${slot * SUBGROUPS}u;
       var o = subgroupMatrixLoad<Result, row_major>(&Os, j * ${M}u, OS);
-      for (var kk = 0u; kk < TK; kk += ${M}u) {
-        let pl = subgroupMatrixLoad<Left, row_major>(&Ps, kk, PS);
-        let vr = subgroupMatrixLoad<Right, row_major>(&v, ((k0 + kk) * P.kvHeads + g) * D + j * ${M}u, keyRow);
-        o = subgroupMatrixMultiplyAccumulate(pl, vr, o);
-      }
+      ${each(kTiles, (kk) => `o = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&Ps, ${kk * M}u, PS), ${prefetchV ? `v${kk}_${slot}` : vAt(kk, slot)}, o);`).join("\n      ")}
       subgroupMatrixStore<row_major>(&Os, j * ${M}u, o, OS);
-    }
+    }`).join("\n    ")}
     workgroupBarrier();
   }
   for (var e = lid; e < TQ * D4; e += THREADS) {
