@@ -164,19 +164,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   ${each(fragments, (d) => `let q${d} = subgroupMatrixLoad<Left, row_major>(&Qs, ${d * M}u, QS);`).join("\n  ")}
   // subgroup sg's S tile: keys [k0 + 16 kTile, +16) (past the chunk's tiles: a copy, not stored)
   let kTile = min(sg, ${kTiles - 1}u);
-  ${each(fragments, (d) => `var k${d} = subgroupMatrixLoad<Right, col_major>(&k, ((a.z + kTile * ${M}u) * P.kvHeads + g) * D + ${d * M}u, keyRow);`).join("\n  ")}
+  ${each(fragments, (d) => `var kf${d} = subgroupMatrixLoad<Right, col_major>(&k, ((a.z + kTile * ${M}u) * P.kvHeads + g) * D + ${d * M}u, keyRow);`).join("\n  ")}
   // the softmax thread's row and its first column
   let r = lid / R;
   let part = lid % R;
   for (var k0 = a.z; k0 < a.w; k0 += TK) {
     ${prefetchV ? `// this chunk's V, in flight during QK and the softmax
-    ${each(kTiles, (kk) => each(slots, (slot) => `let v${kk}_${slot} = ${vAt(kk, slot)};`).join(" ")).join("\n    ")}` : ""}
+    ${each(kTiles, (kk) => each(slots, (slot) => `let vf${kk}_${slot} = ${vAt(kk, slot)};`).join(" ")).join("\n    ")}` : ""}
     // 1. S = Q Kᵀ, then the next chunk's K fragments, in flight during the softmax and P V
     {
       var s = Result();
-      ${each(fragments, (d) => `s = subgroupMatrixMultiplyAccumulate(q${d}, k${d}, s);`).join("\n      ")}
+      ${each(fragments, (d) => `s = subgroupMatrixMultiplyAccumulate(q${d}, kf${d}, s);`).join("\n      ")}
       if (sg < ${kTiles}u) { subgroupMatrixStore<row_major>(&Ss, kTile * ${M}u, s, SS); }
-      ${each(fragments, (d) => `k${d} = subgroupMatrixLoad<Right, col_major>(&k, ((k0 + TK + kTile * ${M}u) * P.kvHeads + g) * D + ${d * M}u, keyRow);`).join("\n      ")}
+      ${each(fragments, (d) => `kf${d} = subgroupMatrixLoad<Right, col_major>(&k, ((k0 + TK + kTile * ${M}u) * P.kvHeads + g) * D + ${d * M}u, keyRow);`).join("\n      ")}
     }
     workgroupBarrier();
     // 2. online softmax, R threads per row
@@ -217,7 +217,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     ${each(slots, (slot) => `if (sg + ${slot * SUBGROUPS}u < ${fragments}u) {
       let j = sg + ${slot * SUBGROUPS}u;
       var o = subgroupMatrixLoad<Result, row_major>(&Os, j * ${M}u, OS);
-      ${each(kTiles, (kk) => `o = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&Ps, ${kk * M}u, PS), ${prefetchV ? `v${kk}_${slot}` : vAt(kk, slot)}, o);`).join("\n      ")}
+      ${each(kTiles, (kk) => `o = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&Ps, ${kk * M}u, PS), ${prefetchV ? `vf${kk}_${slot}` : vAt(kk, slot)}, o);`).join("\n      ")}
       subgroupMatrixStore<row_major>(&Os, j * ${M}u, o, OS);
     }`).join("\n    ")}
     workgroupBarrier();
