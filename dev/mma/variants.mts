@@ -379,6 +379,8 @@ const fast: Variant = { ...best, name: "16/64, parallel rows (src/)", parallelRo
 // 2x if K/V traffic bound: it is not); at 32/32 88.8.
 // Seventh run (H100): K of the next chunk loaded during this chunk's softmax and P V: 74.7 -> 69.4 ms,
 // correct (loop-carried subgroup matrices work on this driver; O in registers failed for another reason).
+// Eighth run (H100): this chunk's V loaded before QK 72.2 ms, both prefetches 66.5 against 75.5:
+// taken into src/ (the kernel there is now "both").
 const variants: Variant[] = [
   base,
   fast,
