@@ -214,3 +214,18 @@ test("moba bench --backend webgpu prints a row per length and precision, with th
   }
   assert.match(readFileSync(svg, "utf8"), /^<svg/);
 });
+
+test("moba attention --precision f16 computes on f16-rounded q, k, v and records the precision", () => {
+  const t = (x: Float32Array, shape: readonly number[]): TensorToWrite => ({ dtype: "F32", shape, data: x });
+  const input = write("f16-in.safetensors", { q: t(c.q.data, c.q.shape), k: t(c.k.data, c.k.shape), v: t(c.v.data, c.v.shape), cu_seqlens: { dtype: "I32", shape: [4], data: c.cuSeqlens } });
+  const output = join(dir, "f16-out.safetensors");
+  const r = moba("attention", "--input", input, "--output", output, "--block-size", "10", "--top-k", "3", "--precision", "f16");
+  assert.equal(r.status, 0, r.stderr);
+  const file = parseSafetensors(readFileSync(output));
+  assert.equal(file.metadata.precision, "f16");
+  const [q, k, v] = [c.q, c.k, c.v].map((x) => roundTo("F16", x.data));
+  const p = { tokens: c.tokens, qHeads: 4, kvHeads: 2, headDim: 8, cuSeqlens: c.cuSeqlens, blockSize: 10, topK: 3, scale: c.scale };
+  const out = toFloat32(file.tensors.get("out")!, "out");
+  assert.ok(relativeError(out, referenceForward(p, q, k, v).out) <= 1e-5, "the reference on rounded inputs");
+  assert.ok(relativeError(out, referenceForward(p, c.q.data, c.k.data, c.v.data).out) > 1e-5, "not the unrounded result");
+});
