@@ -19,12 +19,13 @@
 // f16's unit roundoff (2^-11) relative, lse stays at float32 accuracy.
 //
 // dev/mma/variants.mts times the alternatives (H200, 32K tokens x 8 heads, full causal, one
-// dispatch): without prefetching 76.8 ms (28.7 TFLOP/s): without QK 39.5, without P V 44.0, without
-// the softmax 73.3 — each matrix phase waiting on its loads. On an H100, K one chunk ahead 75.5 ->
-// 68.9 ms, V before QK 72.2, both (this kernel) 66.5 (33.1 TFLOP/s). Slower: one row per subgroup at a time in the softmax 212.7; K and V staged in
-// workgroup memory 168.2; TK 128 113.0; 256 threads 78.1. No better: independent MMA chains
-// interleaved 74.2; 32 queries sharing each K and V fragment 70.5 (+9%, not taken). O kept in
-// registers across chunks was no faster (73.3) and wrong on this driver (relative error 1.4).
+// dispatch): without prefetching 76.8 ms (28.7 TFLOP/s): without QK 39.5, without P V 44.0,
+// without the softmax 73.3 — each matrix phase waiting on its loads. On an H100, K one chunk
+// ahead 75.5 -> 68.9 ms, V before QK 72.2, both (this kernel) 66.5 (33.1 TFLOP/s). Slower: one
+// row per subgroup at a time in the softmax 212.7; K and V staged in workgroup memory 168.2;
+// TK 128 113.0; 256 threads 78.1. No better: independent MMA chains interleaved 74.2; 32 queries
+// sharing each K and V fragment 70.5 (+9%, not taken). O kept in registers across chunks was no
+// faster (73.3) and gave wrong results (relative error 1.4; cause not found).
 
 export interface MmaShape {
   headDim: number; // a multiple of 16
