@@ -17,8 +17,22 @@ export interface TileShape {
 
 const THREADS = 64;
 /** A masked score; every use is guarded by `> VISIBLE` rather than relying on infinities. */
-const MASKED = "-3.0e38";
-const VISIBLE = "-1.0e38";
+export const MASKED = "-3.0e38";
+export const VISIBLE = "-1.0e38";
+
+/**
+ * The tile parameters (one layout for every tile kernel, float32 and tensor-core) and bindings 0-2:
+ * the tile descriptors and the gathered query lists.
+ */
+export const TILE_BINDINGS = /* wgsl */ `struct Params {
+  qHeads: u32, kvHeads: u32, tiles: u32, loadState: u32,
+  finalize: u32, width: u32, globalBlocks: u32, scale: f32,
+  headDim: u32, tq: u32, tk: u32, perThread: u32,
+  segments: u32, dvOffset: u32,
+}
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> tiles: array<vec4<u32>>; // 2 per tile: (queryStart, count, keyStart, keyEnd), (head, gathered, naturalEnd, block)
+@group(0) @binding(2) var<storage, read> entries: array<u32>;    // gathered query lists`;
 
 /**
  * The tile constants. Unrolled (GPUs): WGSL constants, so loops over D, TQ and TK unroll. On
@@ -36,15 +50,7 @@ ${constants}
 // STRIDE = D + 1: padded shared rows, so threads reading different rows hit different banks
 const MASKED = ${MASKED};
 
-struct Params {
-  qHeads: u32, kvHeads: u32, tiles: u32, loadState: u32,
-  finalize: u32, width: u32, globalBlocks: u32, scale: f32,
-  headDim: u32, tq: u32, tk: u32, perThread: u32,
-  segments: u32, dvOffset: u32,
-}
-@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> tiles: array<vec4<u32>>; // 2 per tile: (queryStart, count, keyStart, keyEnd), (head, gathered, naturalEnd, block)
-@group(0) @binding(2) var<storage, read> entries: array<u32>;    // gathered query lists
+${TILE_BINDINGS}
 
 // the i-th query of a tile: consecutive tokens from start, or entries[start + i] when gathered
 fn tokenAt(start: u32, i: u32, gathered: bool) -> u32 {

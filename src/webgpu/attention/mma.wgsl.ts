@@ -27,6 +27,8 @@
 // sharing each K and V fragment 70.5 (+9%, not taken). O kept in registers across chunks was no
 // faster (73.3) and gave wrong results (relative error 1.4; cause not found).
 
+import { MASKED, TILE_BINDINGS, VISIBLE } from "./attention.wgsl.js";
+
 export interface MmaShape {
   headDim: number; // a multiple of 16
   TK: number; // keys per chunk, a multiple of 16
@@ -88,18 +90,10 @@ const QS = ${D + 8}u;  // Qs, f16
 const SS = ${c.TK + 4}u;  // Ss, f32
 const PS = ${c.TK + 8}u;  // Ps, f16
 const OS = ${D + 4}u;  // Os, f32
-const MASKED = -3.0e38;
-const VISIBLE = -1.0e38;
+const MASKED = ${MASKED};
+const VISIBLE = ${VISIBLE};
 
-struct Params {
-  qHeads: u32, kvHeads: u32, tiles: u32, loadState: u32,
-  finalize: u32, width: u32, globalBlocks: u32, scale: f32,
-  headDim: u32, tq: u32, tk: u32, perThread: u32,
-  segments: u32, dvOffset: u32,
-}
-@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> tiles: array<vec4<u32>>; // 2 per tile: (queryStart, count, keyStart, keyEnd), (head, gathered, -, -)
-@group(0) @binding(2) var<storage, read> entries: array<u32>;    // gathered query lists
+${TILE_BINDINGS}
 @group(0) @binding(3) var<storage, read> q: array<vec4<f16>>;    // [tokens, qHeads, D/4]
 @group(0) @binding(4) var<storage, read> k: array<f16>;          // [tokens + TK, kvHeads, D], zeros past tokens
 @group(0) @binding(5) var<storage, read> v: array<f16>;          // [tokens + TK, kvHeads, D], zeros past tokens
