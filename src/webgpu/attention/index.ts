@@ -101,7 +101,14 @@ class Tiles {
   add(queryStart: number, count: number, keyStart: number, keyEnd: number, head: number, gathered: number, naturalEnd = 0, block = 0): void {
     const w = this.words;
     const at = 8 * this.count++;
-    [w[at], w[at + 1], w[at + 2], w[at + 3], w[at + 4], w[at + 5], w[at + 6], w[at + 7]] = [queryStart, count, keyStart, keyEnd, head, gathered, naturalEnd, block];
+    w[at] = queryStart;
+    w[at + 1] = count;
+    w[at + 2] = keyStart;
+    w[at + 3] = keyEnd;
+    w[at + 4] = head;
+    w[at + 5] = gathered;
+    w[at + 6] = naturalEnd;
+    w[at + 7] = block;
   }
 }
 
