@@ -49,33 +49,31 @@ async function time(gpu: MobaDevice, run: () => Promise<unknown>): Promise<numbe
 
 /** Times forward and forward+backward of one problem; buffers of each run are freed after it. */
 async function measure(gpu: MobaDevice, p: AttentionProblem, t: GpuTensors, dout: GPUBuffer, runs: number, maxSeconds: number, forwardOnly: boolean): Promise<{ forward: number; train: number; runs: number; bytes: number }> {
-  const forwards: number[] = [];
   let bytes = 0;
-  const trains: number[] = [];
-  // Warm-up runs for at least WARM_UP_MS (one run at least): compiling, filling the buffer pool and
-  // bringing the GPU's clock up from idle. The H100 idles at 345 MHz, and MoBA's ~10 ms runs at 32K
-  // measured up to 1.8x slower right after idle than after a few hundred milliseconds of load.
-  const warmUp = performance.now();
-  let started = warmUp;
-  for (let run = -1; run < runs; run++) {
+  const once = async (): Promise<{ forward: number; train: number }> => {
     const mem = new Buffers(gpu);
     try {
       let result!: Awaited<ReturnType<typeof forwardOnGpu>>;
       const forward = await time(gpu, async () => { result = await forwardOnGpu(mem, p, t); });
       bytes = mem.bytes;
       const backward = forwardOnly ? NaN : await time(gpu, () => backwardOnGpu(mem, p, t, result.out, result.lse, dout, result.routed));
-      if (run >= 0) {
-        forwards.push(forward);
-        trains.push(forward + backward);
-      }
+      return { forward, train: forward + backward };
     } finally {
       mem.destroy();
     }
-    if (run === -1 && performance.now() - warmUp < WARM_UP_MS) {
-      run--; // warm up again
-      continue;
-    }
-    if (run === -1) started = performance.now();
+  };
+  // Warm-up runs for at least WARM_UP_MS (one run at least): compiling, filling the buffer pool and
+  // bringing the GPU's clock up from idle. The H100 idles at 345 MHz, and MoBA's ~10 ms runs at 32K
+  // measured up to 1.8x slower right after idle than after a few hundred milliseconds of load.
+  const warmUp = performance.now();
+  do await once(); while (performance.now() - warmUp < WARM_UP_MS);
+  const forwards: number[] = [];
+  const trains: number[] = [];
+  const started = performance.now();
+  for (let run = 0; run < runs; run++) {
+    const { forward, train } = await once();
+    forwards.push(forward);
+    trains.push(train);
     if (run >= 2 && (performance.now() - started) / 1000 > maxSeconds) break; // long rows: fewer runs, said in the table
   }
   return { forward: median(forwards), train: median(trains), runs: forwards.length, bytes };
