@@ -7,9 +7,9 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { type Dtype, parseSafetensors, serializeSafetensors, type TensorToWrite, toFloat32 } from "../src/io/safetensors.js";
-import { bf16ToFloat, f16ToFloat, floatToBf16, floatToF16 } from "../src/io/half.js";
+import { bf16ToFloat, f16ToFloat, floatToBf16, floatToF16, roundToF16 } from "../src/io/half.js";
 import { referenceBackward, referenceForward } from "../src/reference/attention.js";
-import { makeCase, relativeError, webgpuSkip } from "./helpers.js";
+import { makeCase, relativeError, rng, webgpuSkip } from "./helpers.js";
 
 const main = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), "moba-cli-"));
@@ -81,6 +81,17 @@ test("f16 and bf16 conversions round to nearest even and keep special values", (
   assert.equal(floatToBf16(1 + 2 ** -8), 0x3f80); // tie to even
   assert.equal(bf16ToFloat(floatToBf16(-3.5)), -3.5);
   for (let h = 0; h < 0x7c00; h += 7) assert.equal(floatToF16(f16ToFloat(h)), h);
+});
+
+test("roundToF16 gives what a round trip through f16 bits gives, at every magnitude, ties and range edges included", () => {
+  const random = rng(5);
+  const values: number[] = [0, -0, 1, -1, 65504, -65504, 65519, 32767.99, 32768, 2 ** -14, 2 ** -14 * (1 - 2 ** -12), 2 ** -24, 2 ** -25, 1e-30,
+    1 + 2 ** -11, 1 + 3 * 2 ** -11, -(1 + 2 ** -11), 2 ** 15 - 2 ** -9, Infinity, -Infinity, NaN];
+  for (let e = -30; e <= 17; e++) for (let i = 0; i < 200; i++) values.push((random() * 2 - 1) * 2 ** e);
+  for (let h = 0; h < 0x7c00; h += 3) values.push(f16ToFloat(h) * (1 + 2 ** -11), f16ToFloat(h) + 2 ** -25); // near ties
+  const x = Float32Array.from(values);
+  const got = roundToF16(x);
+  x.forEach((value, i) => assert.ok(Object.is(got[i], Math.fround(f16ToFloat(floatToF16(value)))), `${value}: ${got[i]}`));
 });
 
 // ---- bad input: exit code 2, one line naming what is wrong, no output file left behind ----

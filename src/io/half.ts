@@ -50,7 +50,21 @@ export function floatToBf16(x: number): number {
   return ((bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16) & 0xffff;
 }
 
-/** Each element rounded to the nearest f16 value (kept as float32: every f16 is exact there). */
+/**
+ * Each element rounded to the nearest f16 value (kept as float32: every f16 is exact there). In
+ * f16's normal range below 2^15 the rounding is done on the float32 bits — drop 13 mantissa bits,
+ * ties to even — which is ~10x faster than a round trip through f16 bits and gives the same values
+ * (1M tokens x 8 heads x 128 dims is 1G elements per tensor); the rest takes the round trip.
+ */
 export function roundToF16(x: Float32Array): Float32Array {
-  return x.map((value) => f16ToFloat(floatToF16(value)));
+  const out = new Float32Array(x.length);
+  const bits = new Uint32Array(x.buffer, x.byteOffset, x.length);
+  const rounded = new Uint32Array(out.buffer);
+  for (let i = 0; i < x.length; i++) {
+    const b = bits[i];
+    const exponent = (b >>> 23) & 0xff;
+    if (exponent >= 113 && exponent <= 141) rounded[i] = (b + 0xfff + ((b >>> 13) & 1)) & 0xffffe000; // 2^-14 <= |x| < 2^15
+    else out[i] = f16ToFloat(floatToF16(x[i]));
+  }
+  return out;
 }
