@@ -6,7 +6,9 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { flashAttention, mobaAttention, MobaError } from "../src/index.js";
 import { getDevice } from "../src/webgpu/device.js";
-import { startProfile, stopProfile } from "../src/webgpu/kernel.js";
+import { halfTransposed } from "../src/webgpu/attention/index.js";
+import { Buffers, readBack, startProfile, stopProfile } from "../src/webgpu/kernel.js";
+import { floatToF16 } from "../src/io/half.js";
 import { compareWithReference, F16_TOLERANCE, makeCase, randomCase, relativeError, runImplementation, type Case, webgpuSkip } from "./helpers.js";
 
 const adapter = await getDevice().then((d) => d.adapterInfo, (error: Error) => error);
@@ -102,4 +104,28 @@ test('precision "f16" on a device without shader-f16 is a clear error', { skip }
   } finally {
     [device.f16, device.mma16] = [f16, mma16];
   }
+});
+
+test("the tensor-core kernel's transposed f16 copy of k holds every element, rounded to f16, and zeros past the tokens", { skip }, async (t) => {
+  const device = await getDevice();
+  if (!device.f16) return t.skip("no shader-f16 on this adapter");
+  const [tokens, heads, headDim, keys] = [70, 3, 45, 79]; // tokens and headDim not multiples of the 32 x 32 tile
+  const x = new Float32Array(tokens * heads * headDim).map((_, i) => Math.sin(i * 1.7) * 3);
+  const mem = new Buffers(device);
+  const encoder = device.device.createCommandEncoder();
+  const y = await halfTransposed(mem, encoder, mem.storage(x, "x"), tokens, heads, headDim, keys, "x f16 transposed");
+  device.device.queue.submit([encoder.finish()]);
+  const [bytes] = await readBack(device, [{ buffer: y, bytes: heads * headDim * keys * 2 }]);
+  mem.destroy();
+  const got = new Uint16Array(bytes);
+  let wrong = 0;
+  for (let h = 0; h < heads; h++) {
+    for (let d = 0; d < headDim; d++) {
+      for (let k = 0; k < keys; k++) {
+        const want = k < tokens ? floatToF16(x[(k * heads + h) * headDim + d]) : 0;
+        if (got[(h * headDim + d) * keys + k] !== want) wrong++;
+      }
+    }
+  }
+  assert.equal(wrong, 0, `${wrong} of ${got.length} elements differ`);
 });

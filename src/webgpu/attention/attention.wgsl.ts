@@ -28,7 +28,7 @@ export const TILE_BINDINGS = /* wgsl */ `struct Params {
   qHeads: u32, kvHeads: u32, tiles: u32, loadState: u32,
   finalize: u32, width: u32, globalBlocks: u32, scale: f32,
   headDim: u32, tq: u32, tk: u32, perThread: u32,
-  segments: u32, dvOffset: u32,
+  segments: u32, dvOffset: u32, tokens: u32,
 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> tiles: array<vec4<u32>>; // 2 per tile: (queryStart, count, keyStart, keyEnd), (head, gathered, naturalEnd, block)

@@ -6,7 +6,7 @@ import { MobaError } from "../../tensor.js";
 import { checked, getDevice, type MobaDevice } from "../device.js";
 import { type Binding, Buffers, dispatch, type Kernel, pipeline, readBack, threadGroups } from "../kernel.js";
 import { DELTA, dkdvWgsl, dqWgsl, FINALIZE, forwardWgsl, perThread, type TileShape } from "./attention.wgsl.js";
-import { forwardMmaWgsl, MMA_PADDING_CHUNKS, MMA_QUERIES, MMA_THREADS, mmaSharedBytes, type MmaShape, TO_F16 } from "./mma.wgsl.js";
+import { forwardMmaWgsl, MMA_PADDING_CHUNKS, MMA_QUERIES, MMA_THREADS, mmaSharedBytes, type MmaShape, TO_F16, TO_F16_ELEMENTS, TO_F16_TRANSPOSED, TRANSPOSE_TILE } from "./mma.wgsl.js";
 import { BLOCK_SUMS, GATE, GATE_MAX_HEAD_DIM, GATHERED_TILES, SCAN, SCATTER } from "./routing.wgsl.js";
 
 /** The largest headDim: the gate stages key sums of this width, the tile shapes are checked against it. */
@@ -23,7 +23,8 @@ const scan: Kernel<null> = { name: "scan", workgroupSize: 256, key: () => "", wg
 const gatheredTiles = fixed("gatheredTiles", GATHERED_TILES);
 const finalize = fixed("finalize", FINALIZE);
 const deltaKernel = fixed("delta", DELTA);
-const toF16 = fixed("toF16", TO_F16);
+const toF16: Kernel<null> = { name: "toF16", workgroupSize: 256, key: () => "", wgsl: () => TO_F16 };
+const toF16Transposed: Kernel<null> = { name: "toF16Transposed", workgroupSize: 256, key: () => "", wgsl: () => TO_F16_TRANSPOSED };
 const tiled = (name: string, wgsl: (c: TileShape) => string): Kernel<TileShape> => ({
   name, workgroupSize: THREADS, key: (c) => `${c.headDim}/${c.TQ}/${c.TK}/${c.unroll}/${c.input}`, wgsl,
 });
@@ -231,7 +232,7 @@ function tileParams(mem: Buffers, pl: Plan, shape: TileShape, tiles: number, loa
   const { qHeads, kvHeads, scale, headDim, tokens } = pl.p;
   // segment starts follow the 2 vec4 of each tile (dk/dv); dv follows dk in their shared buffer
   return mem.uniform([qHeads, kvHeads, tiles, loadState ? 1 : 0, finalizeHere ? 1 : 0, pl.width, pl.blocks, { f32: scale },
-    headDim, shape.TQ, shape.TK, perThread(shape), 2 * tiles, tokens * kvHeads * headDim], "tile params");
+    headDim, shape.TQ, shape.TK, perThread(shape), 2 * tiles, tokens * kvHeads * headDim, tokens], "tile params");
 }
 
 /**
@@ -257,32 +258,46 @@ export interface GpuForwardResult {
   routed: Routed | null;
 }
 
+/** Records x [tokens, heads, headDim] (f32) -> [heads, headDim, keys] (f16) into a new buffer; columns past tokens are zero. */
+export async function halfTransposed(mem: Buffers, encoder: GPUCommandEncoder, x: GPUBuffer, tokens: number, heads: number, headDim: number, keys: number, label: string): Promise<GPUBuffer> {
+  const y = mem.storage(heads * headDim * keys * 2, label);
+  const workgroups = Math.ceil(tokens / TRANSPOSE_TILE) * heads * Math.ceil(headDim / TRANSPOSE_TILE);
+  dispatch(encoder, mem.gpu, await pipeline(mem.gpu, toF16Transposed, null), [mem.uniform([tokens, heads, headDim, keys], "f16 transpose params"), x, y], workgroups, label);
+  return y;
+}
+
 /**
  * f16 copies of q, k and v (the f16 path's storage; the routing still reads the f32 inputs), k and
- * v with `padRows` zero tokens at the end (the tensor-core kernel reads whole chunks of keys).
+ * v with `padRows` zero tokens at the end (the tensor-core kernel reads whole chunks of keys); k
+ * transposed to [kvHeads, headDim, tokens + padRows] for the tensor-core kernel (`transposeK`).
  */
-async function halfInputs(mem: Buffers, encoder: GPUCommandEncoder, p: AttentionProblem, t: GpuTensors, padRows: number): Promise<GpuTensors> {
+async function halfInputs(mem: Buffers, encoder: GPUCommandEncoder, p: AttentionProblem, t: GpuTensors, padRows: number, transposeK: boolean): Promise<GpuTensors> {
   const gpu = mem.gpu;
   if (!gpu.f16) throw new MobaError(`precision: "f16" needs a device with shader-f16, and ${gpu.adapterInfo} has none`);
   const convert = await pipeline(gpu, toF16, null);
+  const { tokens, headDim } = p;
   const half = (x: GPUBuffer, heads: number, label: string, pad = 0) => {
-    const n = p.tokens * heads * p.headDim;
-    const y = mem.storage((n + pad * heads * p.headDim) * 2, label);
-    dispatch(encoder, gpu, convert, [mem.uniform([n, 0, 0, 0], "f16 params"), x, y], threadGroups(toF16, Math.ceil(n / 2)), label);
+    const n = tokens * heads * headDim;
+    const y = mem.storage((n + pad * heads * headDim) * 2, label);
+    dispatch(encoder, gpu, convert, [mem.uniform([n, 0, 0, 0], "f16 params"), x, y], Math.ceil(n / TO_F16_ELEMENTS), label);
     return y;
   };
-  return { q: half(t.q, p.qHeads, "q f16"), k: half(t.k, p.kvHeads, "k f16", padRows), v: half(t.v, p.kvHeads, "v f16", padRows) };
+  return {
+    q: half(t.q, p.qHeads, "q f16"),
+    k: transposeK ? await halfTransposed(mem, encoder, t.k, tokens, p.kvHeads, headDim, tokens + padRows, "k f16 transposed") : half(t.k, p.kvHeads, "k f16", padRows),
+    v: half(t.v, p.kvHeads, "v f16", padRows),
+  };
 }
 
 /**
  * The forward kernel of a problem: f32 arithmetic on f32 inputs; in the f16 path the tensor-core
  * kernel where the device has f16 subgroup matrices and headDim allows, else f32 arithmetic on f16 inputs.
  */
-async function forwardPipeline(gpu: MobaDevice, p: AttentionProblem): Promise<{ pipeline: GPUComputePipeline; shape: TileShape; padRows: number }> {
+async function forwardPipeline(gpu: MobaDevice, p: AttentionProblem): Promise<{ pipeline: GPUComputePipeline; shape: TileShape; padRows: number; tensorCores: boolean }> {
   const mma = p.precision === "f16" ? mmaShape(gpu, p.headDim) : null;
   const shape = forwardShape(gpu, p.headDim, p.precision ?? "f32");
-  if (mma) return { pipeline: await pipeline(gpu, mmaForwardKernel, mma), shape: { ...shape, TQ: MMA_QUERIES, TK: mma.TK }, padRows: MMA_PADDING_CHUNKS * mma.TK };
-  return { pipeline: await pipeline(gpu, forwardKernel, shape), shape, padRows: 0 };
+  if (mma) return { pipeline: await pipeline(gpu, mmaForwardKernel, mma), shape: { ...shape, TQ: MMA_QUERIES, TK: mma.TK }, padRows: MMA_PADDING_CHUNKS * mma.TK, tensorCores: true };
+  return { pipeline: await pipeline(gpu, forwardKernel, shape), shape, padRows: 0, tensorCores: false };
 }
 
 /** Records and submits the forward (one command buffer); results stay on the GPU. */
@@ -292,8 +307,8 @@ export async function forwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTens
   const { tokens, qHeads, headDim } = p;
   const encoder = gpu.device.createCommandEncoder();
   const routed = pl.all ? null : await route(mem, encoder, pl, t.q, t.k, given);
-  const { pipeline: forward, shape, padRows } = await forwardPipeline(gpu, p);
-  const inputs = p.precision === "f16" ? await halfInputs(mem, encoder, p, t, padRows) : t;
+  const { pipeline: forward, shape, padRows, tensorCores } = await forwardPipeline(gpu, p);
+  const inputs = p.precision === "f16" ? await halfInputs(mem, encoder, p, t, padRows, tensorCores) : t;
   const out = mem.poisoned(tokens * qHeads * headDim, "out", encoder);
   const lse = mem.poisoned(tokens * qHeads, "lse", encoder);
   const ml = mem.storage(Math.max(1, pl.all ? 0 : tokens * qHeads) * 8, "softmax state");

@@ -6,26 +6,31 @@
 //
 // Per chunk, with 4 subgroups of 32 (NVIDIA):
 //   1. S = Q Kᵀ: subgroup s computes S tile s from its Q fragments (loaded into registers once per
-//      tile) and K read as column-major matrices straight from storage, one chunk ahead (the next
+//      tile) and Kᵀ read as row-major matrices straight from storage, one chunk ahead (the next
 //      chunk's K loads are in flight during this chunk's softmax and P V);
 //   2. online softmax with 8 threads per row, all rows at once: mask, row max and sum by shuffles,
 //      P = exp(S − m) rounded to f16, O rows × alpha only where a row's max moved;
 //   3. O += P V, O loaded from and stored to workgroup memory as f32, V read from storage (its
 //      loads issued at the start of the chunk, before QK, where the registers allow).
 // WGSL cannot scale a subgroup matrix row by row, so O lives in workgroup memory between steps 2 and 3.
-// Reading K and V from storage past the key range (and K one chunk ahead) is why the f16 copies
-// carry two chunks of zero rows at the end.
+// Every matrix read from storage is row-major: K comes as a transposed f16 copy, Kᵀ per kv head
+// ([kvHeads, D, keys]), because column-major loads from storage are the slow ones on this driver.
+// Reading K and V past the key range (and K one chunk ahead) is why the f16 copies carry two
+// chunks of zero keys at the end.
 // The only rounding beyond float32 is P to f16 (q, k, v are f16 already): out's error is about
 // f16's unit roundoff (2^-11) relative, lse stays at float32 accuracy.
 //
-// dev/mma/variants.mts times the alternatives (H200, 32K tokens x 8 heads, full causal, one
-// dispatch): without prefetching 76.8 ms (28.7 TFLOP/s): without QK 39.5, without P V 44.0,
-// without the softmax 73.3 — each matrix phase waiting on its loads. On an H100, K one chunk
-// ahead 75.5 -> 68.9 ms, V before QK 72.2, both (this kernel) 66.5 (33.1 TFLOP/s). Slower: one
-// row per subgroup at a time in the softmax 212.7; K and V staged in workgroup memory 168.2;
-// TK 128 113.0; 256 threads 78.1. No better: independent MMA chains interleaved 74.2; 32 queries
-// sharing each K and V fragment 70.5 (+9%, not taken). O kept in registers across chunks was no
-// faster (73.3) and gave wrong results (relative error 1.4; cause not found).
+// dev/mma/variants.mts times the alternatives (32K tokens x 8 heads, full causal, one dispatch).
+// H200: without prefetching 76.8 ms (28.7 TFLOP/s): without QK 39.5, without P V 44.0, without the
+// softmax 73.3 — each matrix phase waiting on its loads. H100: K one chunk ahead 75.5 -> 68.9 ms, V
+// before QK 72.2, both 66.5 (33.1 TFLOP/s); then Kᵀ row-major instead of K column-major 69.5 -> 52.7
+// (41.7 TFLOP/s; 48.8-58.1 across runs of one machine), while V transposed for column-major loads
+// went 66.6 -> 83.9. Slower: one row per subgroup at a time in the softmax 212.7; K and V staged in
+// workgroup memory 168.2; TK 128 113.0 (56.5 with Kᵀ and 256 threads); 256 threads 78.1; 64 threads
+// at TK 32 61.0, 32 threads at TK 16 73.7 (against 58.1 in that run); FlashAttention-2's layout
+// (each subgroup owning 16 rows and all their tiles) 107.9-162.4. No better: independent MMA chains
+// interleaved 74.2; 32 queries sharing each K and V fragment 70.5 (+9%, not taken; 65.6 with Kᵀ). O
+// kept in registers across chunks gave wrong results (relative error 1.4, still with Kᵀ; cause not found).
 
 import { MASKED, TILE_BINDINGS, VISIBLE } from "./attention.wgsl.js";
 
@@ -95,8 +100,8 @@ const VISIBLE = ${VISIBLE};
 
 ${TILE_BINDINGS}
 @group(0) @binding(3) var<storage, read> q: array<vec4<f16>>;    // [tokens, qHeads, D/4]
-@group(0) @binding(4) var<storage, read> k: array<f16>;          // [tokens + TK, kvHeads, D], zeros past tokens
-@group(0) @binding(5) var<storage, read> v: array<f16>;          // [tokens + TK, kvHeads, D], zeros past tokens
+@group(0) @binding(4) var<storage, read> k: array<f16>;          // [kvHeads, D, tokens + 2 TK]: Kᵀ, zeros past tokens
+@group(0) @binding(5) var<storage, read> v: array<f16>;          // [tokens + 2 TK, kvHeads, D], zeros past tokens
 @group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>; // [tokens, qHeads, D/4] acc, or out when finalizing
 @group(0) @binding(7) var<storage, read_write> ml: array<vec2<f32>>;  // [tokens, qHeads] running (max, sum)
 @group(0) @binding(8) var<storage, read_write> lse: array<f32>;       // [tokens, qHeads] when finalizing
@@ -125,7 +130,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let count = a.y;
   let h = b.x;
   let g = h / (P.qHeads / P.kvHeads);
-  let keyRow = P.kvHeads * D; // elements from one token's keys to the next
+  let keyRow = P.kvHeads * D; // elements from one token's values to the next
+  let keys = P.tokens + ${MMA_PADDING_CHUNKS}u * TK; // elements from one row of Kᵀ to the next
   if (lid < TQ) {
     var token = 0u;
     if (lid < count) {
@@ -159,7 +165,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   ${each(fragments, (d) => `let q${d} = subgroupMatrixLoad<Left, row_major>(&Qs, ${d * M}u, QS);`).join("\n  ")}
   // subgroup sg's S tile: keys [k0 + 16 kTile, +16) (past the chunk's tiles: a copy, not stored)
   let kTile = min(sg, ${kTiles - 1}u);
-  ${each(fragments, (d) => `var kf${d} = subgroupMatrixLoad<Right, col_major>(&k, ((a.z + kTile * ${M}u) * P.kvHeads + g) * D + ${d * M}u, keyRow);`).join("\n  ")}
+  ${each(fragments, (d) => `var kf${d} = subgroupMatrixLoad<Right, row_major>(&k, (g * D + ${d * M}u) * keys + a.z + kTile * ${M}u, keys);`).join("\n  ")}
   // the softmax thread's row and its first column
   let r = lid / R;
   let part = lid % R;
@@ -171,7 +177,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       var s = Result();
       ${each(fragments, (d) => `s = subgroupMatrixMultiplyAccumulate(q${d}, kf${d}, s);`).join("\n      ")}
       if (sg < ${kTiles}u) { subgroupMatrixStore<row_major>(&Ss, kTile * ${M}u, s, SS); }
-      ${each(fragments, (d) => `kf${d} = subgroupMatrixLoad<Right, col_major>(&k, ((k0 + TK + kTile * ${M}u) * P.kvHeads + g) * D + ${d * M}u, keyRow);`).join("\n      ")}
+      ${each(fragments, (d) => `kf${d} = subgroupMatrixLoad<Right, row_major>(&k, (g * D + ${d * M}u) * keys + k0 + TK + kTile * ${M}u, keys);`).join("\n      ")}
     }
     workgroupBarrier();
     // 2. online softmax, R threads per row
@@ -233,19 +239,66 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 `;
 }
 
-/** f32 -> f16, two elements per thread (the last pair padded with zero). */
+/** Elements each workgroup of TO_F16 converts: 256 threads, 4 pairs each (fewer, larger workgroups run nearer the copy bandwidth). */
+export const TO_F16_ELEMENTS = 2048;
+
+/** f32 -> f16 in pairs, each thread 4 pairs 256 apart (coalesced); an odd last element is paired with zero. */
 export const TO_F16 = /* wgsl */ `enable f16;
 struct Params { n: u32, pad0: u32, pad1: u32, pad2: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<vec2<f16>>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.x + wid.y * nwg.x) * 64u + lid;
-  if (2u * i >= P.n) { return; }
-  var second = 0.0;
-  if (2u * i + 1u < P.n) { second = x[2u * i + 1u]; }
-  y[i] = vec2<f16>(f16(x[2u * i]), f16(second));
+  let first = (wid.x + wid.y * nwg.x) * 1024u + lid;
+  for (var j = 0u; j < 4u; j++) {
+    let i = first + j * 256u;
+    if (2u * i >= P.n) { return; }
+    var second = 0.0;
+    if (2u * i + 1u < P.n) { second = x[2u * i + 1u]; }
+    y[i] = vec2<f16>(f16(x[2u * i]), f16(second));
+  }
+}
+`;
+
+/** Tokens and columns of one TO_F16_TRANSPOSED workgroup's tile. */
+export const TRANSPOSE_TILE = 32;
+
+/**
+ * f32 [tokens, heads, D] -> f16 [heads, D, keys] (keys ≥ tokens; the columns past tokens are left as
+ * they are): 32 tokens x 32 columns of one head per workgroup, read along D and written along tokens
+ * through workgroup memory, so both sides are coalesced.
+ */
+export const TO_F16_TRANSPOSED = /* wgsl */ `enable f16;
+struct Params { tokens: u32, heads: u32, D: u32, keys: u32 }
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f16>;
+var<workgroup> tile: array<array<f32, 33>, 32>; // [token][column], padded against bank conflicts
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let columnTiles = (P.D + 31u) / 32u;
+  let index = wid.x + wid.y * nwg.x;
+  let d0 = (index % columnTiles) * 32u;
+  let h = (index / columnTiles) % P.heads;
+  let t0 = (index / (columnTiles * P.heads)) * 32u;
+  if (t0 >= P.tokens) { return; }
+  let lane = lid % 32u;
+  let row = lid / 32u;
+  for (var i = row; i < 32u; i += 8u) {
+    let t = t0 + i;
+    let d = d0 + lane;
+    var value = 0.0;
+    if (t < P.tokens && d < P.D) { value = x[(t * P.heads + h) * P.D + d]; }
+    tile[i][lane] = value;
+  }
+  workgroupBarrier();
+  for (var i = row; i < 32u; i += 8u) {
+    let d = d0 + i;
+    let t = t0 + lane;
+    if (t < P.tokens && d < P.D) { y[(h * P.D + d) * P.keys + t] = f16(tile[lane][i]); }
+  }
 }
 `;
