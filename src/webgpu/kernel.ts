@@ -100,14 +100,18 @@ function sizeClass(bytes: number): number {
   return Math.ceil(bytes / step) * step;
 }
 
+/** u32 words each fill workgroup writes: 256 threads, 4 each, 256 apart (coalesced). */
+const FILL_WORDS = 1024;
 const FILL_WGSL = `
 struct P { n: u32, bits: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read_write> out: array<u32>;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) groups: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let i = (wg.x + wg.y * groups.x) * 256u + lid;
-  if (i < p.n) { out[i] = p.bits; }
+  let first = (wg.x + wg.y * groups.x) * 1024u + lid;
+  for (var j = 0u; j < 4u; j++) {
+    if (first + j * 256u < p.n) { out[first + j * 256u] = p.bits; }
+  }
 }`;
 
 /**
@@ -156,7 +160,7 @@ export class Buffers {
     const { buffer } = this.take(storageBytes(this.gpu, elements * 4, label), GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, label);
     // compiled synchronously here (poisoned() is synchronous; pipeline() is async): a one-line shader
     this.pool.fill ??= this.gpu.device.createComputePipeline({ label: "fill", layout: "auto", compute: { module: this.gpu.device.createShaderModule({ code: FILL_WGSL }), entryPoint: "main" } });
-    const record = (e: GPUCommandEncoder) => dispatch(e, this.gpu, this.pool.fill!, [this.uniform([elements, 0x7fc00000], "fill"), buffer], Math.ceil(elements / 256), `poison ${label}`);
+    const record = (e: GPUCommandEncoder) => dispatch(e, this.gpu, this.pool.fill!, [this.uniform([elements, 0x7fc00000], "fill"), buffer], Math.ceil(elements / FILL_WORDS), `poison ${label}`);
     if (encoder) record(encoder);
     else this.submit(record);
     return buffer;

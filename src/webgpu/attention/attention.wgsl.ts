@@ -255,6 +255,10 @@ ${queryTileEntry(c)}
 }
 
 /** out = acc / l and lse = m + log l, one thread per (token, head, element). */
+/** Elements each FINALIZE workgroup divides: 256 threads, 4 each (fewer, larger workgroups run nearer the memory bandwidth). */
+export const FINALIZE_ELEMENTS = 1024;
+
+/** out = acc / l and lse = m + log(l) for every row, each thread 4 elements 256 apart (coalesced). */
 export const FINALIZE = /* wgsl */ `
 struct Params { rows: u32, headDim: u32, pad0: u32, pad1: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
@@ -262,13 +266,17 @@ struct Params { rows: u32, headDim: u32, pad0: u32, pad1: u32 }
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;  // [tokens, qHeads, D]
 @group(0) @binding(3) var<storage, read_write> lse: array<f32>;  // [tokens, qHeads]
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let index = (wid.x + wid.y * nwg.x) * 64u + lid;
-  if (index >= P.rows * P.headDim) { return; }
-  let row = index / P.headDim;
-  out[index] = out[index] / ml[row].y;
-  if (index % P.headDim == 0u) { lse[row] = ml[row].x + log(ml[row].y); }
+  let first = (wid.x + wid.y * nwg.x) * 1024u + lid;
+  for (var j = 0u; j < 4u; j++) {
+    let index = first + j * 256u;
+    if (index >= P.rows * P.headDim) { return; }
+    let row = index / P.headDim;
+    let state = ml[row];
+    out[index] = out[index] / state.y;
+    if (index % P.headDim == 0u) { lse[row] = state.x + log(state.y); }
+  }
 }
 `;
 

@@ -5,9 +5,9 @@ import { blockOffsets, forEachRoute, pastPerQuery, selectsAll } from "../../cpu/
 import { MobaError } from "../../tensor.js";
 import { checked, getDevice, type MobaDevice } from "../device.js";
 import { type Binding, Buffers, dispatch, type Kernel, pipeline, readBack, threadGroups } from "../kernel.js";
-import { DELTA, dkdvWgsl, dqWgsl, FINALIZE, forwardWgsl, perThread, type TileShape } from "./attention.wgsl.js";
+import { DELTA, dkdvWgsl, dqWgsl, FINALIZE, FINALIZE_ELEMENTS, forwardWgsl, perThread, type TileShape } from "./attention.wgsl.js";
 import { forwardMmaWgsl, MMA_PADDING_CHUNKS, MMA_QUERIES, MMA_THREADS, mmaSharedBytes, type MmaShape, TO_F16, TO_F16_ELEMENTS, TO_F16_TRANSPOSED, TRANSPOSE_TILE } from "./mma.wgsl.js";
-import { BLOCK_SUMS, GATE, GATE_MAX_HEAD_DIM, GATHERED_TILES, SCAN, SCATTER } from "./routing.wgsl.js";
+import { BLOCK_SUMS, GATE_MAX_HEAD_DIM, GATHERED_TILES, type GateShape, gateWgsl, SCAN, SCATTER } from "./routing.wgsl.js";
 
 /** The largest headDim: the gate stages key sums of this width, the tile shapes are checked against it. */
 const MAX_HEAD_DIM = GATE_MAX_HEAD_DIM;
@@ -17,11 +17,11 @@ const SOFTWARE_SHARED_BUDGET = 32768;
 
 const fixed = (name: string, code: string): Kernel<null> => ({ name, workgroupSize: THREADS, key: () => "", wgsl: () => code });
 const blockSums = fixed("blockSums", BLOCK_SUMS);
-const gate = fixed("gate", GATE);
+const gate: Kernel<GateShape> = { name: "gate", workgroupSize: 64, key: (c) => `${c.width}/${c.vec4Rows}`, wgsl: gateWgsl };
 const scatter = fixed("scatter", SCATTER);
 const scan: Kernel<null> = { name: "scan", workgroupSize: 256, key: () => "", wgsl: () => SCAN };
 const gatheredTiles = fixed("gatheredTiles", GATHERED_TILES);
-const finalize = fixed("finalize", FINALIZE);
+const finalize: Kernel<null> = { name: "finalize", workgroupSize: 256, key: () => "", wgsl: () => FINALIZE };
 const deltaKernel = fixed("delta", DELTA);
 const toF16: Kernel<null> = { name: "toF16", workgroupSize: 256, key: () => "", wgsl: () => TO_F16 };
 const toF16Transposed: Kernel<null> = { name: "toF16Transposed", workgroupSize: 256, key: () => "", wgsl: () => TO_F16_TRANSPOSED };
@@ -193,10 +193,10 @@ async function route(mem: Buffers, encoder: GPUCommandEncoder, pl: Plan, q: GPUB
   } else {
     const sums = mem.storage(pl.blocks * kvHeads * headDim * 4, "block sums");
     routing = mem.storage(tokens * qHeads * pl.width * 4, "routing");
-    const scores = mem.storage(tokens * qHeads * pl.width * 4, "gate scores");
     counts = mem.storage(segments * 4, "segment counts");
     dispatch(encoder, gpu, await pipeline(gpu, blockSums, null), [params, blockRange, k, sums], pl.blocks * kvHeads, "block sums");
-    dispatch(encoder, gpu, await pipeline(gpu, gate, null), [params, cu, offsets, q, sums, routing, scores, counts], qHeads * Math.ceil(tokens / 64), "gate");
+    const gateShape = { width: pl.width, vec4Rows: headDim % 4 === 0 };
+    dispatch(encoder, gpu, await pipeline(gpu, gate, gateShape), [params, cu, offsets, q, sums, routing, counts], qHeads * Math.ceil(tokens / 64), "gate");
   }
   const segmentStart = mem.storage((segments + 1) * 4, "segment starts");
   const entries = mem.storage(tokens * qHeads * pl.width * 4, "inverted index");
@@ -320,7 +320,7 @@ export async function forwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTens
   });
   if (!pl.all) {
     const params = mem.uniform([tokens * qHeads, headDim, 0, 0], "finalize params");
-    dispatch(encoder, gpu, await pipeline(gpu, finalize, null), [params, ml, out, lse], threadGroups(finalize, tokens * qHeads * headDim), "finalize");
+    dispatch(encoder, gpu, await pipeline(gpu, finalize, null), [params, ml, out, lse], Math.ceil((tokens * qHeads * headDim) / FINALIZE_ELEMENTS), "finalize");
   }
   gpu.device.queue.submit([encoder.finish()]);
   return { out, lse, routed };

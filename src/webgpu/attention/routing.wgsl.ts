@@ -59,23 +59,32 @@ const GATE_CHUNK = 16;
 /** The gate's workgroup memory holds GATE_CHUNK blocks of this many dimensions (the backend's largest headDim). */
 export const GATE_MAX_HEAD_DIM = 256;
 
+/** The gate's compile-time shape: routed blocks per query, and whether q rows are read as vec4 (headDim a multiple of 4). */
+export interface GateShape {
+  width: number;
+  vec4Rows: boolean;
+}
+
 /**
  * Gate scores, top-(topK - 1) by insertion, ascending sort, histogram. A workgroup takes 64
  * consecutive tokens of one query head: they share the kv head and (mostly) the sequence, so it
  * stages the key sums of GATE_CHUNK blocks at a time in workgroup memory, over the union of its
  * tokens' past blocks, and each thread scores its own token against them, q read once per chunk,
- * four dimensions per workgroup-memory read. Ties go to the lower block.
+ * four dimensions per workgroup-memory read. Each thread keeps its top-k in its own arrays (the
+ * width is compiled in), so routing is written once per token. Ties go to the lower block.
  */
-export const GATE = /* wgsl */ `${PARAMS}
+export function gateWgsl(c: GateShape): string {
+  const W = Math.max(1, c.width); // WGSL has no zero-length arrays; width 0 never scores
+  return /* wgsl */ `${PARAMS}
 @group(0) @binding(1) var<storage, read> cu: array<u32>;              // [batch + 1]
 @group(0) @binding(2) var<storage, read> blockOffsets: array<u32>;    // [batch + 1]
-@group(0) @binding(3) var<storage, read> q: array<f32>;               // [tokens, qHeads, headDim]
+@group(0) @binding(3) var<storage, read> q: array<${c.vec4Rows ? "vec4<f32>" : "f32"}>; // [tokens, qHeads, headDim]
 @group(0) @binding(4) var<storage, read> sums: array<f32>;            // [globalBlocks, kvHeads, headDim]
 @group(0) @binding(5) var<storage, read_write> routing: array<u32>;   // [tokens, qHeads, width]
-@group(0) @binding(6) var<storage, read_write> scores: array<f32>;    // [tokens, qHeads, width] scratch
-@group(0) @binding(7) var<storage, read_write> counts: array<atomic<u32>>; // [width, qHeads, globalBlocks]
+@group(0) @binding(6) var<storage, read_write> counts: array<atomic<u32>>; // [width, qHeads, globalBlocks]
 
 const CHUNK = ${GATE_CHUNK}u;
+const WIDTH = ${W}u;
 var<workgroup> staged: array<vec4<f32>, ${(GATE_CHUNK * GATE_MAX_HEAD_DIM) / 4}>; // [CHUNK, ⌈headDim / 4⌉] key sums, zero-padded
 var<workgroup> lowest: atomic<u32>;  // first global block any token of the workgroup scores
 var<workgroup> highest: atomic<u32>; // one past the last
@@ -83,11 +92,18 @@ var<workgroup> range: vec2<u32>;     // (lowest, highest), read uniformly
 
 ${SEQUENCE_OF}
 
-// elements d..d+3 of the row at \`row\` (zeros past headDim)
-fn load4(array: ptr<storage, array<f32>, read>, row: u32, d: u32) -> vec4<f32> {
+// elements d..d+3 of the sums row at \`row\` (zeros past headDim)
+fn sums4(row: u32, d: u32) -> vec4<f32> {
   var x = vec4<f32>(0.0);
-  for (var i = 0u; i < 4u; i++) { if (d + i < P.headDim) { x[i] = (*array)[row + d + i]; } }
+  for (var i = 0u; i < 4u; i++) { if (d + i < P.headDim) { x[i] = sums[row + d + i]; } }
   return x;
+}
+
+// elements 4c..4c+3 of q's row starting at element \`row\` (zeros past headDim)
+fn q4(row: u32, c: u32) -> vec4<f32> {
+  ${c.vec4Rows ? "return q[row / 4u + c];" : `var x = vec4<f32>(0.0);
+  for (var i = 0u; i < 4u; i++) { if (4u * c + i < P.headDim) { x[i] = q[row + 4u * c + i]; } }
+  return x;`}
 }
 
 @compute @workgroup_size(64)
@@ -124,22 +140,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   if (lid == 0u) { range = vec2<u32>(atomicLoad(&lowest), atomicLoad(&highest)); }
   let blocks = workgroupUniformLoad(&range);
   let D4 = (P.headDim + 3u) / 4u;
+  // the token's best blocks so far, best first
+  var best: array<f32, WIDTH>;
+  var chosen: array<u32, WIDTH>;
   var count = 0u;
+  var acc: array<f32, CHUNK>;
   for (var G0 = blocks.x; G0 < blocks.y; G0 += CHUNK) {
     for (var e = lid; e < CHUNK * D4; e += 64u) {
       let G = G0 + e / D4;
       var x = vec4<f32>(0.0);
-      if (G < blocks.y) { x = load4(&sums, (G * P.kvHeads + g) * P.headDim, 4u * (e % D4)); }
+      if (G < blocks.y) { x = sums4((G * P.kvHeads + g) * P.headDim, 4u * (e % D4)); }
       staged[e] = x;
     }
     workgroupBarrier();
     if (scoring && G0 < first + i && G0 + CHUNK > first) {
-      // zeroed explicitly: a var declared in a loop kept its last value on lavapipe
-      var acc: array<f32, ${GATE_CHUNK}>;
+      // zeroed here, every chunk: a var declared in a loop kept its last value on lavapipe
       for (var j = 0u; j < CHUNK; j++) { acc[j] = 0.0; }
       let at = (t * P.qHeads + h) * P.headDim;
       for (var c = 0u; c < D4; c++) {
-        let x = load4(&q, at, 4u * c);
+        let x = q4(at, c);
         for (var j = 0u; j < CHUNK; j++) { acc[j] += dot(x, staged[j * D4 + c]); }
       }
       for (var j = 0u; j < CHUNK; j++) {
@@ -147,34 +166,40 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if (G < first || G >= first + i) { continue; }
         let score = acc[j];
         // a later block never passes an equal score: ties go to the lower index
-        if (count == P.width && !(score > scores[row + count - 1u])) { continue; }
+        if (count == P.width && !(score > best[count - 1u])) { continue; }
         var slot = count;
         if (count < P.width) { count++; } else { slot = count - 1u; }
-        while (slot > 0u && score > scores[row + slot - 1u]) {
-          scores[row + slot] = scores[row + slot - 1u];
-          routing[row + slot] = routing[row + slot - 1u];
+        while (slot > 0u && score > best[slot - 1u]) {
+          best[slot] = best[slot - 1u];
+          chosen[slot] = chosen[slot - 1u];
           slot--;
         }
-        scores[row + slot] = score;
-        routing[row + slot] = G - first;
+        best[slot] = score;
+        chosen[slot] = G - first;
       }
     }
     workgroupBarrier();
   }
   if (t >= P.tokens) { return; }
-  let n = min(i, P.width);
-  // ascending block order
-  for (var a = 1u; a < n; a++) {
-    let x = routing[row + a];
-    var c = a;
-    while (c > 0u && routing[row + c - 1u] > x) { routing[row + c] = routing[row + c - 1u]; c--; }
-    routing[row + c] = x;
+  let n = min(i, P.width); // a scoring token has chosen exactly n = width blocks
+  if (scoring) {
+    // ascending block order
+    for (var a = 1u; a < n; a++) {
+      let x = chosen[a];
+      var c = a;
+      while (c > 0u && chosen[c - 1u] > x) { chosen[c] = chosen[c - 1u]; c--; }
+      chosen[c] = x;
+    }
+    for (var r = 0u; r < n; r++) { routing[row + r] = chosen[r]; }
   }
   for (var r = 0u; r < n; r++) {
-    atomicAdd(&counts[(r * P.qHeads + h) * P.globalBlocks + first + routing[row + r]], 1u);
+    var block = r;
+    if (scoring) { block = chosen[r]; }
+    atomicAdd(&counts[(r * P.qHeads + h) * P.globalBlocks + first + block], 1u);
   }
 }
 `;
+}
 
 /** One thread per (token, query head): each routed block's query list gets the token (CSR by round, head, block). */
 export const SCATTER = /* wgsl */ `
