@@ -1,5 +1,6 @@
 // The CLI on safetensors files: round trips in every dtype, and one clear error per bad input.
 import assert from "node:assert/strict";
+import { getDevice } from "../src/webgpu/device.js";
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -210,7 +211,8 @@ test("moba attention --backend webgpu writes what the CPU backend writes", { ski
   }
 });
 
-test("moba bench --backend webgpu prints a row per length and precision, with the ideal ratio and memory, and writes the plot", { skip: webgpuSkip }, () => {
+test("moba bench --backend webgpu prints a row per length and precision, with GPU times, the ideal ratio and memory, and writes the plot", { skip: webgpuSkip }, async () => {
+  const timed = (await getDevice()).timestamps;
   const svg = join(dir, "bench-webgpu.svg");
   const r = moba("bench", "--backend", "webgpu", "--lengths", "200,300", "--head-dim", "16", "--block-size", "32", "--top-k", "2",
     "--runs", "1", "--precision", "f32,f16", "--forward-only", "--svg", svg);
@@ -219,9 +221,13 @@ test("moba bench --backend webgpu prints a row per length and precision, with th
   assert.equal(rows.length, 4, r.stdout);
   for (const row of rows) {
     const cells = row.trim().split(/ {2,}/);
-    assert.deepEqual(cells.slice(7, 10), ["-", "-", "-"], `no backward in ${row}`);
-    assert.match(cells[10], /^\d+\.\d\dx$/, `ideal ratio in ${row}`);
-    assert.match(cells[12], /^\d+\.\d$/, `MoBA MiB in ${row}`);
+    const gpuTime = timed ? /^\d+\.\d\d$/ : /^-$/;
+    assert.match(cells[7], gpuTime, `MoBA GPU ms in ${row}`);
+    assert.match(cells[8], gpuTime, `full GPU ms in ${row}`);
+    assert.match(cells[9], timed ? /^\d+\.\d\dx$/ : /^-$/, `GPU speedup in ${row}`);
+    assert.deepEqual(cells.slice(10, 14), ["-", "-", "-", "-"], `no backward in ${row}`);
+    assert.match(cells[14], /^\d+\.\d\dx$/, `ideal ratio in ${row}`);
+    assert.match(cells[16], /^\d+\.\d$/, `MoBA MiB in ${row}`);
   }
   assert.match(readFileSync(svg, "utf8"), /^<svg/);
 });

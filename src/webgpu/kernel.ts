@@ -223,8 +223,11 @@ export function startProfile(gpu: MobaDevice, capacity = 2048): void { // WebGPU
   profile = { gpu, querySet: gpu.device.createQuerySet({ type: "timestamp", count: 2 * capacity }), labels: [], capacity };
 }
 
-/** Stops profiling; the GPU milliseconds of each dispatch since startProfile, in recording order. */
-export async function stopProfile(): Promise<{ label: string; ms: number }[]> {
+/**
+ * Stops profiling; each dispatch since startProfile in recording order: its GPU milliseconds, and
+ * when it started, in milliseconds after the first dispatch started.
+ */
+export async function stopProfile(): Promise<{ label: string; ms: number; start: number }[]> {
   const p = profile;
   if (!p) throw new MobaError("webgpu: stopProfile without startProfile");
   profile = null;
@@ -239,7 +242,7 @@ export async function stopProfile(): Promise<{ label: string; ms: number }[]> {
   const ns = new BigUint64Array(data);
   resolved.destroy();
   p.querySet.destroy();
-  return p.labels.map((label, i) => ({ label, ms: Number(ns[2 * i + 1] - ns[2 * i]) / 1e6 }));
+  return p.labels.map((label, i) => ({ label, ms: Number(ns[2 * i + 1] - ns[2 * i]) / 1e6, start: Number(ns[2 * i] - ns[0]) / 1e6 }));
 }
 
 /** Records one dispatch: binding i of group 0 is buffers[i]. */
