@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The f16 / tensor-core path on the device machine: the f16 pass/fail table against float64, the
-# WebGPU test file (CI=true), then `moba bench --backend webgpu` in f32 and f16 from 4K to 1M tokens.
+# WebGPU test file (CI=true), then `moba bench --backend webgpu` in f32 and f16 from 4K to 1M tokens
+# (forward only, then forward + backward up to 32K).
 # With a previous build carried as dist-old/, the two builds' f16 forwards are timed side by side first.
 # Usage (device tool): source .device/setup.sh && [SHORT=1] [CHECK_CASES=N] bash dev/device-f16.sh
 set -uo pipefail
@@ -19,6 +20,9 @@ fi
 CI=true timeout 200 node --import tsx --test test/webgpu.test.ts 2>&1 | quiet > "$out/tests.log"
 grep -E '^# (pass|fail)|^not ok' "$out/tests.log" | head
 bench() { MOBA_BENCH_JSONL="$out/bench.jsonl" timeout "$1" node dist/cli/main.js bench --backend webgpu "${@:2}" 2>&1 | quiet | tee -a "$out/bench.log" | tail -"${TAIL:-8}"; }
+# forward only first (the issue's comparison), then forward + backward
+TAIL=9 bench 200 --lengths 4096,8192,32768 --heads 1 --precision f16,f32 --runs 10 --max-seconds 4 --forward-only
+TAIL=4 bench 200 --lengths 32768 --heads 8 --precision f16,f32 --runs 10 --max-seconds 6 --forward-only
 bench 200 --lengths 4096,8192,32768 --heads 1 --precision f32,f16 --runs 10 --max-seconds 6
 TAIL=4 bench 200 --lengths 32768 --heads 8 --precision f16,f32 --runs 10 --max-seconds 6
 if [ -z "${SHORT:-}" ]; then # SHORT=1: up to 32K only

@@ -33,6 +33,10 @@ interface Variant {
   vT?: boolean;
   /** K read from a transposed f16 copy [heads, D, tokens + pad] as row-major matrices (Kᵀ's rows are keys, contiguous). */
   kT?: boolean;
+  /** With prefetchK: Q fragments loaded from workgroup memory at each use instead of held in registers (32 fewer registers per lane). */
+  qShared?: boolean;
+  /** No barrier after P V: the next chunk's QK overlaps other subgroups' P V. */
+  noPvBarrier?: boolean;
   /** FlashAttention-2 layout: `split` subgroups per workgroup, each owning 16 query rows (all their S and O tiles), K and V read from storage by each (shared through L1). */
   split?: number;
 }
@@ -103,7 +107,7 @@ function wgsl(v: Variant): string {
   const dims = Array.from({ length: D / 16 }, (_, d) => d);
   const prefetchQk = `{
       var s = Result();
-      ${dims.map((d) => `s = subgroupMatrixMultiplyAccumulate(qf${d}, kf${d}, s);`).join("\n      ")}
+      ${dims.map((d) => `s = subgroupMatrixMultiplyAccumulate(${v.qShared ? `subgroupMatrixLoad<Left>(&Qs, ${d * 16}u, false, QS)` : `qf${d}`}, kf${d}, s);`).join("\n      ")}
       subgroupMatrixStore(&Ss, sg * 16u, s, false, SS);
       // the next chunk's K (rows past the range are the zero padding or masked keys)
       ${dims.map((d) => `kf${d} = ${kRight(`(sg + ${v.TK / 16}u)`, `${d * 16}u`)};`).join("\n      ")}
@@ -277,7 +281,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   }
   workgroupBarrier();
   ${v.rows2 ? [0, 1].flatMap((i) => Array.from({ length: D / 16 }, (_, d) => `let qr${i}_${d} = subgroupMatrixLoad<Left>(&Qs, ${i * 16}u * QS + ${d * 16}u, false, QS);`)).join("\n  ") : ""}
-  ${qRegs && !v.rows2 ? Array.from({ length: D / 16 }, (_, d) => `let qf${d} = subgroupMatrixLoad<Left>(&Qs, (sg / (TK / 16u)) * 16u * QS + ${d * 16}u, false, QS);`).join("\n  ") : ""}
+  ${qRegs && !v.rows2 && !v.qShared ? Array.from({ length: D / 16 }, (_, d) => `let qf${d} = subgroupMatrixLoad<Left>(&Qs, (sg / (TK / 16u)) * 16u * QS + ${d * 16}u, false, QS);`).join("\n  ") : ""}
   ${v.oRegs ? slots.map((n) => `var o${n} = subgroupMatrixLoad<Result>(&Os, (sg + ${4 * n}u) * 16u, false, OS);`).join("\n  ") : ""}
   ${v.prefetchK ? dims.map((d) => `var kf${d} = ${kRight("sg", `${d * 16}u`).replace("k0", "a.z")};`).join("\n  ") : ""}
   for (var k0 = a.z; k0 < a.w; k0 += TK) {
@@ -289,8 +293,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     ${afterSoftmax}
     ${stage("v")}
     ${pv}
-    workgroupBarrier();
+    ${v.noPvBarrier ? "// no barrier: the next chunk's QK writes only Ss, which every subgroup finished reading before the barrier above; the barrier after QK orders this P V before the next softmax" : "workgroupBarrier();"}
   }
+  ${v.noPvBarrier ? "workgroupBarrier();" : ""}
   ${v.oRegs ? slots.map((n) => `subgroupMatrixStore(&Os, (sg + ${4 * n}u) * 16u, o${n}, false, OS);`).join("\n  ") + "\n  workgroupBarrier();" : ""}
   for (var e = lid; e < TQ * D4; e += THREADS) {
     let r = e / D4;
@@ -478,9 +483,15 @@ const kTsrc: Variant = { ...src, name: "src/ (Kᵀ row-major)", kT: true };
 // V prefetch only 69.2.
 // Thirteenth run: 64 threads at 16/32 61.0 ms, 32 threads at 16/16 73.7, against 58.1 for src/ with
 // Kᵀ in that run (the first variant ran cold: runs since warm up first). Kᵀ taken into src/.
+// Fourteenth run: the barrier after P V dropped (the barrier after QK already orders each chunk's
+// P V before the next softmax), and 64 threads again, warm.
+// Result: 48.3 ms; without the barrier 49.2; 64 threads 60.6, without the barrier 61.9.
+// Fifteenth run: Q fragments from workgroup memory at each use (fewer registers, maybe more
+// workgroups per SM).
 const variants: Variant[] = [
   kTsrc,
-  src,
+  { ...kTsrc, name: "... Q fragments from workgroup memory", qShared: true },
+  { ...kTsrc, name: "... Q from workgroup memory, no V prefetch", qShared: true, prefetchV: false },
 ];
 const earlier: Variant[] = [
   { ...kTsrc, name: "... 256 threads, 16/128", threads: 256, TK: 128 },
