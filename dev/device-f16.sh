@@ -14,7 +14,7 @@ grep -E 'adapter|FAIL|pass$|error|Error' "$out/f16-check.log" | head -30
 if [ "$status" != 0 ]; then tail -c 6000 "$out/f16-check.log"; exit 1; fi
 if [ -d dist-old ]; then
   for build in dist-old dist dist-old dist; do
-    echo "$build: $(timeout 100 node $build/cli/main.js bench --backend webgpu --lengths 32768 --heads 8 --precision f16 --runs 5 --max-seconds 3 --forward-only 2>&1 | quiet | grep -E '^f16' | awk '{print $5, $6, $12}')"
+    echo "$build: $(timeout 100 node $build/cli/main.js bench --backend webgpu --lengths 32768 --heads 8 --precision f16 --runs 5 --max-seconds 3 --forward-only 2>&1 | quiet | grep -E '^f16' | tr -s ' ')"
   done
 fi
 CI=true timeout 200 node --import tsx --test test/webgpu.test.ts 2>&1 | quiet > "$out/tests.log"
