@@ -7,7 +7,7 @@ import { getDevice } from "../src/webgpu/device.ts";
 import { table } from "../src/run/util.ts";
 
 const gpu = await getDevice();
-console.log(`adapter: ${gpu.adapterInfo}; shader-f16 ${gpu.f16}; subgroup matrices: ${gpu.subgroupMatrixConfigs.join(", ") || "none"}; tensor-core forward: ${gpu.mma16}`);
+console.log(`adapter: ${gpu.adapterInfo}; shader-f16 ${gpu.f16}; subgroup matrices: ${gpu.subgroupMatrixConfigs.join(", ") || "none"}; tensor-core forward: ${gpu.mma16}; tensor-core dq: ${gpu.mma16 && gpu.storageBuffersPerStage >= 9}`);
 
 const cases: Case[] = [
   makeCase(1, { cuSeqlens: [0, 2048], qHeads: 2, kvHeads: 2, headDim: 128, blockSize: 128, topK: 3 }),

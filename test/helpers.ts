@@ -97,7 +97,7 @@ export async function compareWithReference(c: Case, threads?: number, implementa
   const tolerance = precision === "f16" ? F16_TOLERANCE : F32_TOLERANCE;
   const got = await implementation(c, threads);
   const p = referenceProblem(c);
-  if (precision === "f16") c = { ...c, q: rounded(c.q), k: rounded(c.k), v: rounded(c.v) };
+  if (precision === "f16") c = { ...c, q: rounded(c.q), k: rounded(c.k), v: rounded(c.v), dout: rounded(c.dout) };
   const failures: string[] = [];
   // a float32 gate may break near-ties differently: check its choice is a top-k, then replay it
   const select = float32Gate && c.topK !== Infinity ? replayRouting(c, got.routing, failures) : referenceSelection;

@@ -45,7 +45,7 @@ function checkThreads(threads: number | undefined): void {
   }
 }
 
-/** q, k, v as the kernels see them: rounded to f16 values in the f16 path (every backend, so they agree). */
+/** q, k, v as the kernels see them: rounded to f16 values in the f16 path (every backend, so they agree; dout too, in the backward). */
 function stored(p: AttentionProblem, inputs: AttentionInputs): [Float32Array, Float32Array, Float32Array] {
   const round = (x: Float32Array) => (p.precision === "f16" ? roundToF16(x) : x);
   return [round(inputs.q.data), round(inputs.k.data), round(inputs.v.data)];
@@ -76,11 +76,14 @@ async function backward(p: AttentionProblem, inputs: BackwardInputs, options: Fu
     }
     past = inputs.routing.data;
   }
-  const { out, lse, dout } = inputs;
+  const { out, lse } = inputs;
   const [q, k, v] = stored(p, inputs);
+  // dout is stored as f16 too: the tensor-core dq reads it as f16, and delta = rowsum(dout · out)
+  // must see the same values, or the terms that cancel (exactly, for a one-token sequence) do not
+  const dout = p.precision === "f16" ? roundToF16(inputs.dout.data) : inputs.dout.data;
   const g = options.backend === "webgpu"
-    ? await gpuBackward(p, q, k, v, out.data, lse.data, dout.data, past)
-    : await cpuBackward(p, q, k, v, out.data, lse.data, dout.data, past, options.threads);
+    ? await gpuBackward(p, q, k, v, out.data, lse.data, dout, past)
+    : await cpuBackward(p, q, k, v, out.data, lse.data, dout, past, options.threads);
   return {
     dq: { data: g.dq, shape: [p.tokens, p.qHeads, p.headDim] },
     dk: { data: g.dk, shape: [p.tokens, p.kvHeads, p.headDim] },

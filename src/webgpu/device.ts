@@ -17,6 +17,7 @@ export interface MobaDevice {
   maxStorageBinding: number; // bytes one storage binding may span
   maxBuffer: number;
   maxWorkgroupStorage: number;
+  storageBuffersPerStage: number; // maxStorageBuffersPerShaderStage
   /** Set once the device is lost; every later call fails with it. */
   lost: string | null;
 }
@@ -56,7 +57,7 @@ async function open(): Promise<MobaDevice> {
   const wanted = ["shader-f16", "timestamp-query", "subgroups", "chromium-experimental-subgroup-matrix"] as GPUFeatureName[];
   const features = wanted.filter((f) => adapter.features.has(f));
   const limits = adapter.limits;
-  // maxStorageBuffersPerShaderStage stays at WebGPU's default 8: every kernel fits it, so any device runs them
+  // storage buffers per stage: WebGPU's default 8 fits every kernel but the tensor-core dq (9), which runs only where the adapter allows more
   const device = await adapter.requestDevice({
     requiredFeatures: features,
     requiredLimits: {
@@ -66,6 +67,7 @@ async function open(): Promise<MobaDevice> {
       maxComputeInvocationsPerWorkgroup: limits.maxComputeInvocationsPerWorkgroup,
       maxComputeWorkgroupSizeX: limits.maxComputeWorkgroupSizeX,
       maxComputeWorkgroupsPerDimension: limits.maxComputeWorkgroupsPerDimension,
+      maxStorageBuffersPerShaderStage: Math.min(limits.maxStorageBuffersPerShaderStage, 10),
     },
   });
   const info = adapter.info;
@@ -84,6 +86,7 @@ async function open(): Promise<MobaDevice> {
     maxStorageBinding: device.limits.maxStorageBufferBindingSize,
     maxBuffer: device.limits.maxBufferSize,
     maxWorkgroupStorage: device.limits.maxComputeWorkgroupStorageSize,
+    storageBuffersPerStage: device.limits.maxStorageBuffersPerShaderStage,
     lost: null,
   };
   device.lost.then((reason) => {

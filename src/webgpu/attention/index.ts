@@ -6,7 +6,7 @@ import { MobaError } from "../../tensor.js";
 import { checked, getDevice, type MobaDevice } from "../device.js";
 import { type Binding, Buffers, dispatch, type Kernel, pipeline, readBack, threadGroups } from "../kernel.js";
 import { DELTA, dkdvWgsl, dqWgsl, FINALIZE, FINALIZE_ELEMENTS, forwardWgsl, perThread, type TileShape } from "./attention.wgsl.js";
-import { forwardMmaWgsl, MMA_PADDING_CHUNKS, MMA_QUERIES, MMA_THREADS, mmaSharedBytes, type MmaShape, TO_F16, TO_F16_ELEMENTS, TO_F16_TRANSPOSED, TRANSPOSE_TILE } from "./mma.wgsl.js";
+import { dqMmaSharedBytes, dqMmaWgsl, forwardMmaWgsl, MMA_PADDING_CHUNKS, MMA_QUERIES, MMA_THREADS, mmaSharedBytes, type MmaShape, TO_F16, TO_F16_ELEMENTS, TO_F16_TRANSPOSED, TRANSPOSE_TILE } from "./mma.wgsl.js";
 import { BLOCK_SUMS, GATE_MAX_HEAD_DIM, GATHERED_TILES, type GateShape, gateWgsl, SCAN, SCATTER } from "./routing.wgsl.js";
 
 /** The largest headDim: the gate stages key sums of this width, the tile shapes are checked against it. */
@@ -29,6 +29,7 @@ const tiled = (name: string, wgsl: (c: TileShape) => string): Kernel<TileShape> 
   name, workgroupSize: THREADS, key: (c) => `${c.headDim}/${c.TQ}/${c.TK}/${c.unroll}/${c.input}`, wgsl,
 });
 const mmaForwardKernel: Kernel<MmaShape> = { name: "forwardMma", workgroupSize: MMA_THREADS, key: (c) => `${c.headDim}/${c.TK}`, wgsl: forwardMmaWgsl };
+const mmaDqKernel: Kernel<MmaShape> = { name: "dqMma", workgroupSize: MMA_THREADS, key: (c) => `${c.headDim}/${c.TK}`, wgsl: dqMmaWgsl };
 const forwardKernel = tiled("forward", forwardWgsl);
 const dqKernel = tiled("dq", dqWgsl);
 const dkdvKernel = tiled("dkdv", dkdvWgsl);
@@ -54,10 +55,10 @@ const dkdvShape = (gpu: MobaDevice, D: number) => tileShape(gpu, D, (TQ, TK) => 
  * matrices, headDim not a multiple of 16): 64 keys (measured best, dev/mma/variants.mts) or fewer
  * where workgroup memory is short.
  */
-function mmaShape(gpu: MobaDevice, headDim: number): MmaShape | null {
+function mmaShape(gpu: MobaDevice, headDim: number, sharedBytes = mmaSharedBytes): MmaShape | null {
   if (!gpu.mma16 || headDim % 16 !== 0) return null;
   for (const TK of [64, 32, 16]) {
-    if (mmaSharedBytes({ headDim, TK }) <= gpu.maxWorkgroupStorage) return { headDim, TK };
+    if (sharedBytes({ headDim, TK }) <= gpu.maxWorkgroupStorage) return { headDim, TK };
   }
   return null;
 }
@@ -272,20 +273,25 @@ export async function halfTransposed(mem: Buffers, encoder: GPUCommandEncoder, x
  * transposed to [kvHeads, headDim, tokens + padRows] for the tensor-core kernel (`transposeK`).
  */
 async function halfInputs(mem: Buffers, encoder: GPUCommandEncoder, p: AttentionProblem, t: GpuTensors, padRows: number, transposeK: boolean): Promise<GpuTensors> {
-  const gpu = mem.gpu;
-  if (!gpu.f16) throw new MobaError(`precision: "f16" needs a device with shader-f16, and ${gpu.adapterInfo} has none`);
-  const convert = await pipeline(gpu, toF16, null);
+  const half = await halfCopier(mem, encoder, p);
   const { tokens, headDim } = p;
-  const half = (x: GPUBuffer, heads: number, label: string, pad = 0) => {
-    const n = tokens * heads * headDim;
-    const y = mem.storage((n + pad * heads * headDim) * 2, label);
-    dispatch(encoder, gpu, convert, [mem.uniform([n, 0, 0, 0], "f16 params"), x, y], Math.ceil(n / TO_F16_ELEMENTS), label);
-    return y;
-  };
   return {
     q: half(t.q, p.qHeads, "q f16"),
     k: transposeK ? await halfTransposed(mem, encoder, t.k, tokens, p.kvHeads, headDim, tokens + padRows, "k f16 transposed") : half(t.k, p.kvHeads, "k f16", padRows),
     v: half(t.v, p.kvHeads, "v f16", padRows),
+  };
+}
+
+/** Records f16 copies of [tokens, heads, headDim] f32 buffers, with `pad` zero tokens at the end. */
+async function halfCopier(mem: Buffers, encoder: GPUCommandEncoder, p: AttentionProblem): Promise<(x: GPUBuffer, heads: number, label: string, pad?: number) => GPUBuffer> {
+  const gpu = mem.gpu;
+  if (!gpu.f16) throw new MobaError(`precision: "f16" needs a device with shader-f16, and ${gpu.adapterInfo} has none`);
+  const convert = await pipeline(gpu, toF16, null);
+  return (x, heads, label, pad = 0) => {
+    const n = p.tokens * heads * p.headDim;
+    const y = mem.storage((n + pad * heads * p.headDim) * 2, label);
+    dispatch(encoder, gpu, convert, [mem.uniform([n, 0, 0, 0], "f16 params"), x, y], Math.ceil(n / TO_F16_ELEMENTS), label);
+    return y;
   };
 }
 
@@ -334,6 +340,8 @@ export interface GpuGradients {
 /**
  * Records and submits the backward (one command buffer), given the forward's out and lse on the GPU and its routing:
  * `routed` as the forward left it on the GPU, else the table `given`, else routed again here.
+ * In the f16 path dout should hold f16 values: the tensor-core dq reads an f16 copy of it, delta the
+ * buffer as given (api.ts rounds it).
  */
 export async function backwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTensors, out: GPUBuffer, lse: GPUBuffer, dout: GPUBuffer, routed: Routed | null, given?: Int32Array): Promise<GpuGradients> {
   const gpu = mem.gpu;
@@ -350,8 +358,25 @@ export async function backwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTen
   const kShape = dkdvShape(gpu, headDim);
   const [deltaPipeline, dqPipeline, dkdvPipeline] = await Promise.all([pipeline(gpu, deltaKernel, null), pipeline(gpu, dqKernel, qShape), pipeline(gpu, dkdvKernel, kShape)]);
   dispatch(encoder, gpu, deltaPipeline, [mem.uniform([tokens * qHeads, headDim, 0, 0], "delta params"), out, dout, lse, rowStats], threadGroups(deltaKernel, tokens * qHeads), "delta");
-  (await rounds(mem, encoder, pl, routed, qShape.TQ)).forEach(({ tiles, count }, r) => {
-    dispatch(encoder, gpu, dqPipeline, [tileParams(mem, pl, qShape, count, r > 0, false), tiles, entries, t.q, t.k, t.v, dout, rowStats, dq], count, `dq round ${r}`);
+  // dq: on tensor cores in the f16 path where the device has them (f16 copies of q, dout, k, and k and v transposed)
+  const mma = p.precision === "f16" && gpu.storageBuffersPerStage >= 9 ? mmaShape(gpu, headDim, dqMmaSharedBytes) : null;
+  let dqRun: { pipeline: GPUComputePipeline; shape: TileShape; inputs: GPUBuffer[] } = { pipeline: dqPipeline, shape: qShape, inputs: [t.q, t.k, t.v, dout] };
+  if (mma) {
+    const half = await halfCopier(mem, encoder, p);
+    const keys = tokens + MMA_PADDING_CHUNKS * mma.TK;
+    dqRun = {
+      pipeline: await pipeline(gpu, mmaDqKernel, mma), shape: { ...qShape, TQ: MMA_QUERIES, TK: mma.TK },
+      inputs: [
+        half(t.q, qHeads, "q f16"),
+        await halfTransposed(mem, encoder, t.k, tokens, kvHeads, headDim, keys, "k f16 transposed"),
+        await halfTransposed(mem, encoder, t.v, tokens, kvHeads, headDim, keys, "v f16 transposed"),
+        half(t.k, kvHeads, "k f16", MMA_PADDING_CHUNKS * mma.TK),
+        half(dout, qHeads, "dout f16"),
+      ],
+    };
+  }
+  (await rounds(mem, encoder, pl, routed, dqRun.shape.TQ)).forEach(({ tiles, count }, r) => {
+    dispatch(encoder, gpu, dqRun.pipeline, [tileParams(mem, pl, dqRun.shape, count, r > 0, false), tiles, entries, ...dqRun.inputs, rowStats, dq], count, `dq round ${r}`);
   });
   // the key tiles, then (copied on the GPU) the segment starts the dk/dv kernel reads after them
   const keys = keyTiles(pl, kShape.TK);

@@ -1,4 +1,5 @@
-// WGSL of the tensor-core forward (f16 operands, f32 accumulation, subgroup matrices of 16x16x16).
+// WGSL of the tensor-core kernels (f16 operands, f32 accumulation, subgroup matrices of 16x16x16):
+// the forward, and dq of the backward (dqMmaWgsl, below; same tiles and layout).
 // Same tiles, bindings and round protocol as the float32 forward in attention.wgsl.ts: a workgroup
 // takes TQ = 16 queries of one head (consecutive or gathered) against the key range
 // [keyStart, keyEnd) in chunks of TK keys, causal mask always on, (acc, m, l) kept in global memory
@@ -64,17 +65,14 @@ function rowReduce(name: string, op: (a: string, b: string) => string): string {
 /** Chunks of zero key rows the f16 copies of k and v carry: the chunk in progress and the one prefetched. */
 export const MMA_PADDING_CHUNKS = 2;
 
-export function forwardMmaWgsl(c: MmaShape): string {
+const each = <T>(n: number, f: (i: number) => T) => Array.from({ length: n }, (_, i) => f(i));
+
+/**
+ * What both tensor-core kernels start with: extensions, tile constants (padded row strides), the
+ * tile parameters and bindings 0-2, the matrix types.
+ */
+function mmaHeader(c: MmaShape): string {
   const D = c.headDim;
-  const fragments = D / M;
-  const kTiles = c.TK / M; // S tiles per chunk, at most one per subgroup
-  if (kTiles > SUBGROUPS) throw new Error(`forwardMmaWgsl: TK ${c.TK} needs more than ${SUBGROUPS} subgroups`);
-  const slots = Math.ceil(fragments / SUBGROUPS); // O tiles per subgroup: sg, sg + SUBGROUPS, ...
-  // V fragments of the chunk loaded before its QK when they fit in registers (D <= 128 at TK 64)
-  const prefetchV = slots * kTiles <= 8;
-  const each = <T>(n: number, f: (i: number) => T) => Array.from({ length: n }, (_, i) => f(i));
-  const oTile = (slot: number) => `min(sg + ${slot * SUBGROUPS}u, ${fragments - 1}u)`; // clamped: an in-bounds address for a prefetch
-  const vAt = (kk: number, slot: number) => `subgroupMatrixLoad<Right, row_major>(&v, ((k0 + ${kk * M}u) * P.kvHeads + g) * D + ${oTile(slot)} * ${M}u, keyRow)`;
   return /* wgsl */ `enable f16;
 enable subgroups;
 enable chromium_experimental_subgroup_matrix;
@@ -91,14 +89,88 @@ const THREADS = ${MMA_THREADS}u;
 const SUBGROUPS = ${SUBGROUPS}u;
 const R = ${ROW_THREADS}u; // softmax threads per row
 // padded row strides (elements): consecutive rows start 16 bytes apart in the banks
-const QS = ${D + 8}u;  // Qs, f16
-const SS = ${c.TK + 4}u;  // Ss, f32
-const PS = ${c.TK + 8}u;  // Ps, f16
-const OS = ${D + 4}u;  // Os, f32
+const QS = ${D + 8}u;  // query rows, f16
+const SS = ${c.TK + 4}u;  // scores, f32
+const PS = ${c.TK + 8}u;  // probabilities, f16
+const OS = ${D + 4}u;  // accumulators, f32
 const MASKED = ${MASKED};
 const VISIBLE = ${VISIBLE};
 
 ${TILE_BINDINGS}
+
+alias Left = subgroup_matrix_left<f16, ${M}, ${M}>;
+alias Right = subgroup_matrix_right<f16, ${M}, ${M}>;
+alias Result = subgroup_matrix_result<f32, ${M}, ${M}>;
+// (subgroupMatrixLoad<T, layout>(pointer, offset, stride): element [row, col] at offset + row * stride + col
+// for row_major, offset + col * stride + row for col_major)
+`;
+}
+
+/** The start of both kernels' entry point: the tile (a, b), its query count, query head h, kv head g, row lengths. */
+const TILE_ENTRY = /* wgsl */ `@compute @workgroup_size(${MMA_THREADS})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+        @builtin(subgroup_id) sg: u32) {
+  let tile = wid.x + wid.y * nwg.x;
+  if (tile >= P.tiles) { return; }
+  let a = tiles[2u * tile];
+  let b = tiles[2u * tile + 1u];
+  let count = a.y;
+  let h = b.x;
+  let g = h / (P.qHeads / P.kvHeads);
+  let keyRow = P.kvHeads * D; // elements from one token's keys (or values) to the next
+  let keys = P.tokens + ${MMA_PADDING_CHUNKS}u * TK; // elements from one row of Kᵀ (or Vᵀ) to the next`;
+
+/** The tile's lid-th query token, in `token` (0 past count): consecutive, or from the gathered list. */
+const TOKEN_OF_LID = /* wgsl */ `var token = 0u;
+    if (lid < count) {
+      token = a.x + lid;
+      if (b.y == 1u) { token = entries[a.x + lid]; }
+    }`;
+
+/**
+ * Stages the tile's rows of vec4<f16> arrays into padded f16 workgroup arrays ([global, local]
+ * pairs), and the f32 accumulator Os from `acc` when P.loadState is set (a later round), else zero.
+ */
+function stageQueryRows(rows: [string, string][], acc: string): string {
+  return `for (var e = lid; e < TQ * D4; e += THREADS) {
+    let r = e / D4;
+    let col = (e % D4) * 4u;
+    let at = r * QS + col;
+    let ot = r * OS + col;
+    var o = vec4<f32>(0.0);
+    ${rows.map(([, local]) => `var ${local}x = vec4<f16>(0.0);`).join(" ")}
+    if (r < count) {
+      let row = rowToken[r] * P.qHeads + h;
+      ${rows.map(([global, local]) => `${local}x = ${global}[row * D4 + e % D4];`).join(" ")}
+      if (P.loadState == 1u) { o = ${acc}[row * D4 + e % D4]; }
+    }
+    ${rows.map(([, local]) => `${local}[at] = ${local}x.x; ${local}[at + 1u] = ${local}x.y; ${local}[at + 2u] = ${local}x.z; ${local}[at + 3u] = ${local}x.w;`).join("\n    ")}
+    Os[ot] = o.x; Os[ot + 1u] = o.y; Os[ot + 2u] = o.z; Os[ot + 3u] = o.w;
+  }`;
+}
+
+/** Subgroup sg's accumulator tiles sg, sg + SUBGROUPS, ... of Os, each += Σ_kk left(kk) · right(kk, slot). */
+function accumulate(c: MmaShape, left: (kk: number) => string, right: (kk: number, slot: number) => string): string {
+  const fragments = c.headDim / M;
+  return each(Math.ceil(fragments / SUBGROUPS), (slot) => `if (sg + ${slot * SUBGROUPS}u < ${fragments}u) {
+      let j = sg + ${slot * SUBGROUPS}u;
+      var o = subgroupMatrixLoad<Result, row_major>(&Os, j * ${M}u, OS);
+      ${each(c.TK / M, (kk) => `o = subgroupMatrixMultiplyAccumulate(${left(kk)}, ${right(kk, slot)}, o);`).join("\n      ")}
+      subgroupMatrixStore<row_major>(&Os, j * ${M}u, o, OS);
+    }`).join("\n    ");
+}
+
+export function forwardMmaWgsl(c: MmaShape): string {
+  const D = c.headDim;
+  const fragments = D / M;
+  const kTiles = c.TK / M; // S tiles per chunk, at most one per subgroup
+  if (kTiles > SUBGROUPS) throw new Error(`forwardMmaWgsl: TK ${c.TK} needs more than ${SUBGROUPS} subgroups`);
+  const slots = Math.ceil(fragments / SUBGROUPS); // O tiles per subgroup: sg, sg + SUBGROUPS, ...
+  // V fragments of the chunk loaded before its QK when they fit in registers (D <= 128 at TK 64)
+  const prefetchV = slots * kTiles <= 8;
+  const oTile = (slot: number) => `min(sg + ${slot * SUBGROUPS}u, ${fragments - 1}u)`; // clamped: an in-bounds address for a prefetch
+  const vAt = (kk: number, slot: number) => `subgroupMatrixLoad<Right, row_major>(&v, ((k0 + ${kk * M}u) * P.kvHeads + g) * D + ${oTile(slot)} * ${M}u, keyRow)`;
+  return /* wgsl */ `${mmaHeader(c)}
 @group(0) @binding(3) var<storage, read> q: array<vec4<f16>>;    // [tokens, qHeads, D/4]
 @group(0) @binding(4) var<storage, read> k: array<f16>;          // [kvHeads, D, tokens + 2 TK]: Kᵀ, zeros past tokens
 @group(0) @binding(5) var<storage, read> v: array<f16>;          // [tokens + 2 TK, kvHeads, D], zeros past tokens
@@ -114,30 +186,9 @@ var<workgroup> rowToken: array<u32, ${TQ}>;
 var<workgroup> rowM: array<f32, ${TQ}>;
 var<workgroup> rowL: array<f32, ${TQ}>;
 
-alias Left = subgroup_matrix_left<f16, ${M}, ${M}>;
-alias Right = subgroup_matrix_right<f16, ${M}, ${M}>;
-alias Result = subgroup_matrix_result<f32, ${M}, ${M}>;
-// (subgroupMatrixLoad<T, layout>(pointer, offset, stride): element [row, col] at offset + row * stride + col
-// for row_major, offset + col * stride + row for col_major)
-
-@compute @workgroup_size(${MMA_THREADS})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32,
-        @builtin(subgroup_id) sg: u32) {
-  let tile = wid.x + wid.y * nwg.x;
-  if (tile >= P.tiles) { return; }
-  let a = tiles[2u * tile];
-  let b = tiles[2u * tile + 1u];
-  let count = a.y;
-  let h = b.x;
-  let g = h / (P.qHeads / P.kvHeads);
-  let keyRow = P.kvHeads * D; // elements from one token's values to the next
-  let keys = P.tokens + ${MMA_PADDING_CHUNKS}u * TK; // elements from one row of Kᵀ to the next
+${TILE_ENTRY}
   if (lid < TQ) {
-    var token = 0u;
-    if (lid < count) {
-      token = a.x + lid;
-      if (b.y == 1u) { token = entries[a.x + lid]; }
-    }
+    ${TOKEN_OF_LID}
     rowToken[lid] = token;
     var state = vec2<f32>(MASKED, 0.0);
     if (P.loadState == 1u && lid < count) { state = ml[token * P.qHeads + h]; }
@@ -146,21 +197,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   }
   workgroupBarrier();
   // query rows as f16; the accumulator from the previous round (or zero) as f32
-  for (var e = lid; e < TQ * D4; e += THREADS) {
-    let r = e / D4;
-    let col = (e % D4) * 4u;
-    var x = vec4<f16>(0.0);
-    var o = vec4<f32>(0.0);
-    if (r < count) {
-      let row = rowToken[r] * P.qHeads + h;
-      x = q[row * D4 + e % D4];
-      if (P.loadState == 1u) { o = out[row * D4 + e % D4]; }
-    }
-    let at = r * QS + col;
-    Qs[at] = x.x; Qs[at + 1u] = x.y; Qs[at + 2u] = x.z; Qs[at + 3u] = x.w;
-    let ot = r * OS + col;
-    Os[ot] = o.x; Os[ot + 1u] = o.y; Os[ot + 2u] = o.z; Os[ot + 3u] = o.w;
-  }
+  ${stageQueryRows([["q", "Qs"]], "out")}
   workgroupBarrier();
   ${each(fragments, (d) => `let q${d} = subgroupMatrixLoad<Left, row_major>(&Qs, ${d * M}u, QS);`).join("\n  ")}
   // subgroup sg's S tile: keys [k0 + 16 kTile, +16) (past the chunk's tiles: a copy, not stored)
@@ -215,12 +252,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     workgroupBarrier();
     // 3. O += P V, subgroup sg's O tiles sg, sg + SUBGROUPS, ...
-    ${each(slots, (slot) => `if (sg + ${slot * SUBGROUPS}u < ${fragments}u) {
-      let j = sg + ${slot * SUBGROUPS}u;
-      var o = subgroupMatrixLoad<Result, row_major>(&Os, j * ${M}u, OS);
-      ${each(kTiles, (kk) => `o = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&Ps, ${kk * M}u, PS), ${prefetchV ? `vf${kk}_${slot}` : vAt(kk, slot)}, o);`).join("\n      ")}
-      subgroupMatrixStore<row_major>(&Os, j * ${M}u, o, OS);
-    }`).join("\n    ")}
+    ${accumulate(c, (kk) => `subgroupMatrixLoad<Left, row_major>(&Ps, ${kk * M}u, PS)`, (kk, slot) => (prefetchV ? `vf${kk}_${slot}` : vAt(kk, slot)))}
     workgroupBarrier();
   }
   for (var e = lid; e < TQ * D4; e += THREADS) {
@@ -234,6 +266,104 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   if (lid < count) {
     let row = rowToken[lid] * P.qHeads + h;
     if (P.finalize == 1u) { lse[row] = rowM[lid] + log(rowL[lid]); } else { ml[row] = vec2<f32>(rowM[lid], rowL[lid]); }
+  }
+}
+`;
+}
+
+/** Workgroup bytes of the dq kernel: Q and dO (f16), S and dP (f32), dS (f16), dq (f32), row statistics. */
+export function dqMmaSharedBytes(c: MmaShape): number {
+  const D = c.headDim;
+  return 2 * TQ * (D + 8) * 2 + 2 * TQ * (c.TK + 4) * 4 + TQ * (c.TK + 8) * 2 + TQ * (D + 4) * 4 + TQ * 12;
+}
+
+/**
+ * dq on tensor cores, query-major with the forward's tiles and rounds (f16 q, k, v, dout; f32
+ * accumulation): per chunk of keys S = Q Kᵀ and dP = dO Vᵀ (Q and dO fragments in registers, Kᵀ
+ * and Vᵀ row-major from the transposed copies), then dS = scale · P ∘ (dP − delta) with
+ * P = exp(scale · S − lse), rounded to f16, and dq += dS K (K row-major from its natural copy; dq
+ * tiles in workgroup memory, f32). Besides the inputs, the only rounding is dS to f16 (relative
+ * 2^-11 per term); delta must come from the same f16-rounded dout, or terms that cancel exactly
+ * (a one-token sequence's dq) no longer do.
+ */
+export function dqMmaWgsl(c: MmaShape): string {
+  const D = c.headDim;
+  const fragments = D / M;
+  const kTiles = c.TK / M;
+  if (kTiles > SUBGROUPS) throw new Error(`dqMmaWgsl: TK ${c.TK} needs more than ${SUBGROUPS} subgroups`);
+  const transposed = (array: string, d: number) => `subgroupMatrixLoad<Right, row_major>(&${array}, (g * D + ${d * M}u) * keys + k0 + kTile * ${M}u, keys)`;
+  return /* wgsl */ `${mmaHeader(c)}
+@group(0) @binding(3) var<storage, read> q: array<vec4<f16>>;     // [tokens, qHeads, D/4]
+@group(0) @binding(4) var<storage, read> kT: array<f16>;          // [kvHeads, D, tokens + 2 TK]: Kᵀ, zeros past tokens
+@group(0) @binding(5) var<storage, read> vT: array<f16>;          // [kvHeads, D, tokens + 2 TK]: Vᵀ, zeros past tokens
+@group(0) @binding(6) var<storage, read> k: array<f16>;           // [tokens + 2 TK, kvHeads, D], zeros past tokens
+@group(0) @binding(7) var<storage, read> dout: array<vec4<f16>>;  // [tokens, qHeads, D/4]
+@group(0) @binding(8) var<storage, read> rowStats: array<vec2<f32>>; // [tokens, qHeads] (lse, delta)
+@group(0) @binding(9) var<storage, read_write> dq: array<vec4<f32>>;  // [tokens, qHeads, D/4]
+
+var<workgroup> Qs: array<f16, ${TQ * (D + 8)}>;
+var<workgroup> dOs: array<f16, ${TQ * (D + 8)}>;
+var<workgroup> Ss: array<f32, ${TQ * (c.TK + 4)}>;
+var<workgroup> dPs: array<f32, ${TQ * (c.TK + 4)}>;
+var<workgroup> dSs: array<f16, ${TQ * (c.TK + 8)}>;
+var<workgroup> Os: array<f32, ${TQ * (D + 4)}>; // dq
+var<workgroup> rowToken: array<u32, ${TQ}>;
+var<workgroup> rowLse: array<f32, ${TQ}>;
+var<workgroup> rowDelta: array<f32, ${TQ}>;
+
+${TILE_ENTRY}
+  if (lid < TQ) {
+    ${TOKEN_OF_LID}
+    rowToken[lid] = token;
+    let stats = rowStats[token * P.qHeads + h];
+    rowLse[lid] = stats.x;
+    rowDelta[lid] = stats.y;
+  }
+  workgroupBarrier();
+  ${stageQueryRows([["q", "Qs"], ["dout", "dOs"]], "dq")}
+  workgroupBarrier();
+  ${each(fragments, (d) => `let q${d} = subgroupMatrixLoad<Left, row_major>(&Qs, ${d * M}u, QS);`).join("\n  ")}
+  ${each(fragments, (d) => `let do${d} = subgroupMatrixLoad<Left, row_major>(&dOs, ${d * M}u, QS);`).join("\n  ")}
+  let kTile = min(sg, ${kTiles - 1}u); // past the chunk's tiles: a copy, not stored
+  let r = lid / R;
+  let part = lid % R;
+  for (var k0 = a.z; k0 < a.w; k0 += TK) {
+    // 1. S = Q Kᵀ and dP = dO Vᵀ, one 16-key tile per subgroup
+    {
+      var s = Result();
+      var dp = Result();
+      ${each(fragments, (d) => `s = subgroupMatrixMultiplyAccumulate(q${d}, ${transposed("kT", d)}, s); dp = subgroupMatrixMultiplyAccumulate(do${d}, ${transposed("vT", d)}, dp);`).join("\n      ")}
+      if (sg < ${kTiles}u) {
+        subgroupMatrixStore<row_major>(&Ss, kTile * ${M}u, s, SS);
+        subgroupMatrixStore<row_major>(&dPs, kTile * ${M}u, dp, SS);
+      }
+    }
+    workgroupBarrier();
+    // 2. dS = scale · P ∘ (dP − delta), R threads per row
+    {
+      let token = rowToken[r];
+      for (var i = 0u; i < TK / R; i++) {
+        let col = part + i * R;
+        let key = k0 + col;
+        var ds = 0.0;
+        if (r < count && key < a.w && key <= token) {
+          let p = exp(P.scale * Ss[r * SS + col] - rowLse[r]);
+          ds = P.scale * p * (dPs[r * SS + col] - rowDelta[r]);
+        }
+        dSs[r * PS + col] = f16(ds);
+      }
+    }
+    workgroupBarrier();
+    // 3. dq += dS K, subgroup sg's dq tiles sg, sg + SUBGROUPS, ...
+    ${accumulate(c, (kk) => `subgroupMatrixLoad<Left, row_major>(&dSs, ${kk * M}u, PS)`, (kk) => `subgroupMatrixLoad<Right, row_major>(&k, ((k0 + ${kk * M}u) * P.kvHeads + g) * D + j * ${M}u, keyRow)`)}
+    workgroupBarrier();
+  }
+  for (var e = lid; e < TQ * D4; e += THREADS) {
+    let row = e / D4;
+    if (row < count) {
+      let ot = row * OS + (e % D4) * 4u;
+      dq[(rowToken[row] * P.qHeads + h) * D4 + e % D4] = vec4<f32>(Os[ot], Os[ot + 1u], Os[ot + 2u], Os[ot + 3u]);
+    }
   }
 }
 `;
