@@ -143,12 +143,17 @@ export class Buffers {
     return { buffer, fresh: !reused };
   }
 
-  /** A storage buffer holding `data`, or of `data` bytes zero-filled. */
-  storage(data: ArrayBufferView | number, label: string): GPUBuffer {
+  /**
+   * A storage buffer holding `data`, or of `data` bytes zero-filled: a reused buffer's clear is
+   * recorded into `encoder` when given (one submit fewer per buffer; the clear then runs after any
+   * queue.writeBuffer to it, so give no encoder for a buffer that is written that way), else submitted now.
+   */
+  storage(data: ArrayBufferView | number, label: string, encoder?: GPUCommandEncoder): GPUBuffer {
     const bytes = storageBytes(this.gpu, typeof data === "number" ? data : data.byteLength, label);
     const { buffer, fresh } = this.take(bytes, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, label);
     if (typeof data !== "number") this.gpu.device.queue.writeBuffer(buffer, 0, data.buffer, data.byteOffset, data.byteLength);
-    else if (!fresh) this.submit((encoder) => encoder.clearBuffer(buffer));
+    else if (!fresh && encoder) encoder.clearBuffer(buffer);
+    else if (!fresh) this.submit((e) => e.clearBuffer(buffer));
     return buffer;
   }
 

@@ -192,18 +192,18 @@ async function route(mem: Buffers, encoder: GPUCommandEncoder, pl: Plan, q: GPUB
     forEachRoute(pl.p, given, pl.offsets, (_t, h, r, G) => histogram[(r * qHeads + h) * pl.blocks + G]++);
     counts = mem.storage(histogram, "segment counts");
   } else {
-    const sums = mem.storage(pl.blocks * kvHeads * headDim * 4, "block sums");
-    routing = mem.storage(tokens * qHeads * pl.width * 4, "routing");
-    counts = mem.storage(segments * 4, "segment counts");
+    const sums = mem.storage(pl.blocks * kvHeads * headDim * 4, "block sums", encoder);
+    routing = mem.storage(tokens * qHeads * pl.width * 4, "routing", encoder);
+    counts = mem.storage(segments * 4, "segment counts", encoder);
     dispatch(encoder, gpu, await pipeline(gpu, blockSums, null), [params, blockRange, k, sums], pl.blocks * kvHeads, "block sums");
     const gateShape = { width: pl.width, vec4Rows: headDim % 4 === 0 };
     dispatch(encoder, gpu, await pipeline(gpu, gate, gateShape), [params, cu, offsets, q, sums, routing, counts], qHeads * Math.ceil(tokens / 64), "gate");
   }
-  const segmentStart = mem.storage((segments + 1) * 4, "segment starts");
-  const entries = mem.storage(tokens * qHeads * pl.width * 4, "inverted index");
+  const segmentStart = mem.storage((segments + 1) * 4, "segment starts", encoder);
+  const entries = mem.storage(tokens * qHeads * pl.width * 4, "inverted index", encoder);
   dispatch(encoder, gpu, await pipeline(gpu, scan, null), [mem.uniform([segments, 0, 1], "scan"), counts, segmentStart], 1, "segment starts");
   dispatch(encoder, gpu, await pipeline(gpu, scatter, null),
-    [params, cu, offsets, routing, segmentStart, mem.storage(segments * 4, "cursors"), entries], threadGroups(scatter, tokens * qHeads), "scatter");
+    [params, cu, offsets, routing, segmentStart, mem.storage(segments * 4, "cursors", encoder), entries], threadGroups(scatter, tokens * qHeads), "scatter");
   return { routing, entries, counts, segmentStart, blockRange, tiles: new Map() };
 }
 
@@ -219,8 +219,8 @@ async function queryTileRounds(mem: Buffers, encoder: GPUCommandEncoder, pl: Pla
   const segments = pl.width * roundSegments;
   // a round's tiles: at most one partial tile per segment beyond ⌈queries / TQ⌉; a multiple of 8 slots keeps each region 256-byte aligned
   const bound = Math.ceil((Math.ceil((pl.p.tokens * pl.p.qHeads) / TQ) + roundSegments) / 8) * 8;
-  const tileOffset = mem.storage(segments * 4, "tile offsets");
-  const tiles = { buffer: mem.storage(pl.width * bound * 32, "gathered tiles"), bound };
+  const tileOffset = mem.storage(segments * 4, "tile offsets", encoder);
+  const tiles = { buffer: mem.storage(pl.width * bound * 32, "gathered tiles", encoder), bound };
   dispatch(encoder, gpu, await pipeline(gpu, scan, null), [mem.uniform([roundSegments, TQ, 0], "scan tiles"), routed.counts, tileOffset], pl.width, "tile offsets");
   dispatch(encoder, gpu, await pipeline(gpu, gatheredTiles, null),
     [mem.uniform([segments, roundSegments, pl.blocks, TQ, bound], "tiles"), routed.counts, routed.segmentStart, tileOffset, routed.blockRange, tiles.buffer],
@@ -261,7 +261,7 @@ export interface GpuForwardResult {
 
 /** Records x [tokens, heads, headDim] (f32) -> [heads, headDim, keys] (f16) into a new buffer; columns past tokens are zero. */
 export async function halfTransposed(mem: Buffers, encoder: GPUCommandEncoder, x: GPUBuffer, tokens: number, heads: number, headDim: number, keys: number, label: string): Promise<GPUBuffer> {
-  const y = mem.storage(heads * headDim * keys * 2, label);
+  const y = mem.storage(heads * headDim * keys * 2, label, encoder);
   const workgroups = Math.ceil(tokens / TRANSPOSE_TILE) * heads * Math.ceil(headDim / TRANSPOSE_TILE);
   dispatch(encoder, mem.gpu, await pipeline(mem.gpu, toF16Transposed, null), [mem.uniform([tokens, heads, headDim, keys], "f16 transpose params"), x, y], workgroups, label);
   return y;
@@ -289,7 +289,7 @@ async function halfCopier(mem: Buffers, encoder: GPUCommandEncoder, p: Attention
   const convert = await pipeline(gpu, toF16, null);
   return (x, heads, label, pad = 0) => {
     const n = p.tokens * heads * p.headDim;
-    const y = mem.storage((n + pad * heads * p.headDim) * 2, label);
+    const y = mem.storage((n + pad * heads * p.headDim) * 2, label, encoder);
     dispatch(encoder, gpu, convert, [mem.uniform([n, 0, 0, 0], "f16 params"), x, y], Math.ceil(n / TO_F16_ELEMENTS), label);
     return y;
   };
@@ -317,8 +317,8 @@ export async function forwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTens
   const inputs = p.precision === "f16" ? await halfInputs(mem, encoder, p, t, padRows, tensorCores) : t;
   const out = mem.poisoned(tokens * qHeads * headDim, "out", encoder);
   const lse = mem.poisoned(tokens * qHeads, "lse", encoder);
-  const ml = mem.storage(Math.max(1, pl.all ? 0 : tokens * qHeads) * 8, "softmax state");
-  const dummy = mem.storage(16, "unused");
+  const ml = mem.storage(Math.max(1, pl.all ? 0 : tokens * qHeads) * 8, "softmax state", encoder);
+  const dummy = mem.storage(16, "unused", encoder);
   const entries = routed?.entries ?? dummy;
   (await rounds(mem, encoder, pl, routed, shape.TQ)).forEach(({ tiles, count }, r) => {
     const params = tileParams(mem, pl, shape, count, r > 0, pl.all);
@@ -349,9 +349,9 @@ export async function backwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTen
   const { tokens, qHeads, kvHeads, headDim } = p;
   const encoder = gpu.device.createCommandEncoder();
   if (!pl.all && !routed) routed = await route(mem, encoder, pl, t.q, t.k, given);
-  const dummy = mem.storage(16, "unused");
+  const dummy = mem.storage(16, "unused", encoder);
   const entries = routed?.entries ?? dummy;
-  const rowStats = mem.storage(tokens * qHeads * 8, "lse and delta");
+  const rowStats = mem.storage(tokens * qHeads * 8, "lse and delta", encoder);
   const dq = mem.poisoned(tokens * qHeads * headDim, "dq", encoder);
   const dkdv = mem.poisoned(2 * tokens * kvHeads * headDim, "dk and dv", encoder);
   const qShape = dqShape(gpu, headDim);
