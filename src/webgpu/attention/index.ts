@@ -6,7 +6,7 @@ import { MobaError } from "../../tensor.js";
 import { checked, getDevice, type MobaDevice } from "../device.js";
 import { type Binding, Buffers, dispatch, type Kernel, pipeline, readBack, threadGroups } from "../kernel.js";
 import { DELTA, dkdvWgsl, dqWgsl, FINALIZE, FINALIZE_ELEMENTS, forwardWgsl, perThread, type TileShape } from "./attention.wgsl.js";
-import { dqMmaSharedBytes, dqMmaWgsl, forwardMmaWgsl, MMA_PADDING_CHUNKS, MMA_QUERIES, MMA_THREADS, mmaSharedBytes, type MmaShape, TO_F16, TO_F16_ELEMENTS, TO_F16_TRANSPOSED, TRANSPOSE_TILE } from "./mma.wgsl.js";
+import { dkdvMmaSharedBytes, dkdvMmaWgsl, dqMmaSharedBytes, dqMmaWgsl, forwardMmaWgsl, MMA_DKDV_KEYS, MMA_PADDING_CHUNKS, MMA_QUERIES, MMA_THREADS, mmaSharedBytes, type MmaShape, TO_F16, TO_F16_ELEMENTS, TO_F16_TRANSPOSED, TRANSPOSE_TILE } from "./mma.wgsl.js";
 import { BLOCK_SUMS, GATE_MAX_HEAD_DIM, GATHERED_TILES, type GateShape, gateWgsl, SCAN, SCATTER } from "./routing.wgsl.js";
 
 /** The largest headDim: the gate stages key sums of this width, the tile shapes are checked against it. */
@@ -30,6 +30,7 @@ const tiled = (name: string, wgsl: (c: TileShape) => string): Kernel<TileShape> 
 });
 const mmaForwardKernel: Kernel<MmaShape> = { name: "forwardMma", workgroupSize: MMA_THREADS, key: (c) => `${c.headDim}/${c.TK}`, wgsl: forwardMmaWgsl };
 const mmaDqKernel: Kernel<MmaShape> = { name: "dqMma", workgroupSize: MMA_THREADS, key: (c) => `${c.headDim}/${c.TK}`, wgsl: dqMmaWgsl };
+const mmaDkdvKernel: Kernel<{ headDim: number }> = { name: "dkdvMma", workgroupSize: MMA_THREADS, key: (c) => `${c.headDim}`, wgsl: dkdvMmaWgsl };
 const forwardKernel = tiled("forward", forwardWgsl);
 const dqKernel = tiled("dq", dqWgsl);
 const dkdvKernel = tiled("dkdv", dkdvWgsl);
@@ -358,20 +359,26 @@ export async function backwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTen
   const kShape = dkdvShape(gpu, headDim);
   const [deltaPipeline, dqPipeline, dkdvPipeline] = await Promise.all([pipeline(gpu, deltaKernel, null), pipeline(gpu, dqKernel, qShape), pipeline(gpu, dkdvKernel, kShape)]);
   dispatch(encoder, gpu, deltaPipeline, [mem.uniform([tokens * qHeads, headDim, 0, 0], "delta params"), out, dout, lse, rowStats], threadGroups(deltaKernel, tokens * qHeads), "delta");
-  // dq: on tensor cores in the f16 path where the device has them (f16 copies of q, dout, k, and k and v transposed)
-  const mma = p.precision === "f16" && gpu.storageBuffersPerStage >= 9 ? mmaShape(gpu, headDim, dqMmaSharedBytes) : null;
-  let dqRun: { pipeline: GPUComputePipeline; shape: TileShape; inputs: GPUBuffer[] } = { pipeline: dqPipeline, shape: qShape, inputs: [t.q, t.k, t.v, dout] };
-  if (mma) {
+  // the f16 path on tensor cores where the device has them: dq (9 storage buffers) and dk/dv, on f16 copies
+  const dqMma = p.precision === "f16" && gpu.storageBuffersPerStage >= 9 ? mmaShape(gpu, headDim, dqMmaSharedBytes) : null;
+  const dkdvMma = p.precision === "f16" && gpu.mma16 && headDim % 16 === 0 && dkdvMmaSharedBytes(headDim) <= gpu.maxWorkgroupStorage;
+  let half16: GpuTensors & { dout: GPUBuffer } | null = null;
+  if (dqMma || dkdvMma) {
     const half = await halfCopier(mem, encoder, p);
-    const keys = tokens + MMA_PADDING_CHUNKS * mma.TK;
+    const pad = MMA_PADDING_CHUNKS * 64; // rows past tokens: two of the dq kernel's largest chunks, also whole 16-key tiles for dk/dv
+    half16 = { q: half(t.q, qHeads, "q f16"), k: half(t.k, kvHeads, "k f16", pad), v: half(t.v, kvHeads, "v f16", pad), dout: half(dout, qHeads, "dout f16") };
+  }
+  let dqRun: { pipeline: GPUComputePipeline; shape: TileShape; inputs: GPUBuffer[] } = { pipeline: dqPipeline, shape: qShape, inputs: [t.q, t.k, t.v, dout] };
+  if (dqMma && half16) {
+    const keys = tokens + MMA_PADDING_CHUNKS * dqMma.TK;
     dqRun = {
-      pipeline: await pipeline(gpu, mmaDqKernel, mma), shape: { ...qShape, TQ: MMA_QUERIES, TK: mma.TK },
+      pipeline: await pipeline(gpu, mmaDqKernel, dqMma), shape: { ...qShape, TQ: MMA_QUERIES, TK: dqMma.TK },
       inputs: [
-        half(t.q, qHeads, "q f16"),
+        half16.q,
         await halfTransposed(mem, encoder, t.k, tokens, kvHeads, headDim, keys, "k f16 transposed"),
         await halfTransposed(mem, encoder, t.v, tokens, kvHeads, headDim, keys, "v f16 transposed"),
-        half(t.k, kvHeads, "k f16", MMA_PADDING_CHUNKS * mma.TK),
-        half(dout, qHeads, "dout f16"),
+        half16.k,
+        half16.dout,
       ],
     };
   }
@@ -379,12 +386,16 @@ export async function backwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTen
     dispatch(encoder, gpu, dqRun.pipeline, [tileParams(mem, pl, dqRun.shape, count, r > 0, false), tiles, entries, ...dqRun.inputs, rowStats, dq], count, `dq round ${r}`);
   });
   // the key tiles, then (copied on the GPU) the segment starts the dk/dv kernel reads after them
-  const keys = keyTiles(pl, kShape.TK);
+  const keyShape = dkdvMma ? { ...kShape, TK: MMA_DKDV_KEYS } : kShape;
+  const keys = keyTiles(pl, keyShape.TK);
   const segmentWords = routed ? pl.width * qHeads * pl.blocks + 1 : 0;
   const words = mem.storage((keys.words.length + Math.ceil(segmentWords / 4) * 4) * 4, "key tiles and segment starts");
   gpu.device.queue.writeBuffer(words, 0, keys.words);
   if (routed) encoder.copyBufferToBuffer(routed.segmentStart, 0, words, keys.words.length * 4, segmentWords * 4);
-  dispatch(encoder, gpu, dkdvPipeline, [tileParams(mem, pl, kShape, keys.count, false, false), words, entries, t.q, t.k, t.v, dout, rowStats, dkdv], keys.count, "dk dv");
+  const [dkdvRun, inputs] = dkdvMma && half16
+    ? [await pipeline(gpu, mmaDkdvKernel, { headDim }), [half16.q, half16.k, half16.v, half16.dout]]
+    : [dkdvPipeline, [t.q, t.k, t.v, dout]];
+  dispatch(encoder, gpu, dkdvRun, [tileParams(mem, pl, keyShape, keys.count, false, false), words, entries, ...inputs, rowStats, dkdv], keys.count, "dk dv");
   gpu.device.queue.submit([encoder.finish()]);
   return { dq, dkdv };
 }

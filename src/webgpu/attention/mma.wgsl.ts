@@ -369,6 +369,163 @@ ${TILE_ENTRY}
 `;
 }
 
+/** Keys per dk/dv tile and queries per chunk of the tensor-core dk/dv kernel. */
+export const MMA_DKDV_KEYS = 16;
+const DKDV_QUERIES = 32;
+
+/** Workgroup bytes of the dk/dv kernel: Q and dO rows (f16), Sᵀ and dPᵀ (f32), Pᵀ and dSᵀ (f16), dK and dV (f32), row statistics. */
+export function dkdvMmaSharedBytes(headDim: number): number {
+  const [KT, QC] = [MMA_DKDV_KEYS, DKDV_QUERIES];
+  return 2 * QC * (headDim + 8) * 2 + 2 * KT * (QC + 4) * 4 + 2 * KT * (QC + 8) * 2 + 2 * KT * (headDim + 4) * 4 + QC * 12;
+}
+
+/**
+ * dk and dv on tensor cores, key-tile-major like the float32 kernel (16 keys of one kv head per
+ * workgroup; their own block's queries, then every round's gathered queries that chose the block,
+ * for each query head of the group), in chunks of 32 queries: Sᵀ = K Qᵀ (subgroups 0-1) and
+ * dPᵀ = V dOᵀ (subgroups 2-3) with the tile's K or V fragments in registers and Qᵀ, dOᵀ read
+ * column-major from workgroup memory; Pᵀ = exp(scale · Sᵀ − lse) and dSᵀ = scale · Pᵀ ∘ (dPᵀ −
+ * delta), both rounded to f16; dV += Pᵀ dO and dK += dSᵀ Q (f32 tiles in workgroup memory).
+ * Besides the inputs, the roundings are P and dS to f16 (relative 2^-11 per term).
+ */
+export function dkdvMmaWgsl(c: { headDim: number }): string {
+  const D = c.headDim;
+  const fragments = D / M;
+  const queryTiles = DKDV_QUERIES / M; // 2: Sᵀ tiles on subgroups 0-1, dPᵀ tiles on 2-3
+  const header = mmaHeader({ headDim: D, TK: DKDV_QUERIES }).replace(/const TQ = \d+u;/, `const TQ = ${DKDV_QUERIES}u; // queries per chunk`);
+  const update = (acc: string, left: string, right: string, slot: number) => `if (sg + ${slot * SUBGROUPS}u < ${fragments}u) {
+        let j = sg + ${slot * SUBGROUPS}u;
+        var o = subgroupMatrixLoad<Result, row_major>(&${acc}, j * ${M}u, OS);
+        ${each(queryTiles, (t) => `o = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&${left}, ${t * M}u, PS), subgroupMatrixLoad<Right, row_major>(&${right}, ${t * M}u * QS + j * ${M}u, QS), o);`).join("\n        ")}
+        subgroupMatrixStore<row_major>(&${acc}, j * ${M}u, o, OS);
+      }`;
+  return /* wgsl */ `${header}
+@group(0) @binding(3) var<storage, read> q: array<vec4<f16>>;     // [tokens, qHeads, D/4]
+@group(0) @binding(4) var<storage, read> k: array<f16>;           // [tokens + padding, kvHeads, D], zeros past tokens
+@group(0) @binding(5) var<storage, read> v: array<f16>;           // [tokens + padding, kvHeads, D], zeros past tokens
+@group(0) @binding(6) var<storage, read> dout: array<vec4<f16>>;  // [tokens, qHeads, D/4]
+@group(0) @binding(7) var<storage, read> rowStats: array<vec2<f32>>; // [tokens, qHeads] (lse, delta)
+@group(0) @binding(8) var<storage, read_write> dkdv: array<f32>;  // [2, tokens, kvHeads, D]: dk, then dv
+
+// Segment starts ([width * qHeads * globalBlocks + 1]) follow the tile words in tiles, from vec4 P.segments.
+fn segmentStart(i: u32) -> u32 { return tiles[P.segments + i / 4u][i % 4u]; }
+
+var<workgroup> Qs: array<f16, ${DKDV_QUERIES * (D + 8)}>;  // [query, d]
+var<workgroup> dOs: array<f16, ${DKDV_QUERIES * (D + 8)}>; // [query, d]
+var<workgroup> Ss: array<f32, ${MMA_DKDV_KEYS * (DKDV_QUERIES + 4)}>;  // Sᵀ [key, query]
+var<workgroup> dPs: array<f32, ${MMA_DKDV_KEYS * (DKDV_QUERIES + 4)}>; // dPᵀ [key, query]
+var<workgroup> Ps: array<f16, ${MMA_DKDV_KEYS * (DKDV_QUERIES + 8)}>;  // Pᵀ [key, query]
+var<workgroup> dSs: array<f16, ${MMA_DKDV_KEYS * (DKDV_QUERIES + 8)}>; // dSᵀ [key, query]
+var<workgroup> dKs: array<f32, ${MMA_DKDV_KEYS * (D + 4)}>; // [key, d]
+var<workgroup> dVs: array<f32, ${MMA_DKDV_KEYS * (D + 4)}>; // [key, d]
+var<workgroup> rowToken: array<u32, ${DKDV_QUERIES}>;
+var<workgroup> rowLse: array<f32, ${DKDV_QUERIES}>;
+var<workgroup> rowDelta: array<f32, ${DKDV_QUERIES}>;
+
+@compute @workgroup_size(${MMA_THREADS})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+        @builtin(subgroup_id) sg: u32) {
+  let tile = wid.x + wid.y * nwg.x;
+  if (tile >= P.tiles) { return; }
+  let a = tiles[2u * tile];
+  let b = tiles[2u * tile + 1u];
+  let g = b.x;
+  let keyStart = a.z;
+  let keyEnd = a.w;
+  let keyRow = P.kvHeads * D;
+  // subgroups 0-1: K's fragments (Sᵀ = K Qᵀ); 2-3: V's (dPᵀ = V dOᵀ); rows past keyEnd are masked below
+  ${each(fragments, (d) => `var kv${d} = Left();`).join(" ")}
+  if (sg < ${queryTiles}u) {
+    ${each(fragments, (d) => `kv${d} = subgroupMatrixLoad<Left, row_major>(&k, (keyStart * P.kvHeads + g) * D + ${d * M}u, keyRow);`).join("\n    ")}
+  } else {
+    ${each(fragments, (d) => `kv${d} = subgroupMatrixLoad<Left, row_major>(&v, (keyStart * P.kvHeads + g) * D + ${d * M}u, keyRow);`).join("\n    ")}
+  }
+  for (var e = lid; e < ${MMA_DKDV_KEYS}u * OS; e += THREADS) { dKs[e] = 0.0; dVs[e] = 0.0; }
+  let group = P.qHeads / P.kvHeads;
+  for (var h = g * group; h < (g + 1u) * group; h++) {
+    // part 0: the block's own queries (all later queries of the sequence for full attention); part r + 1: round r's queries that chose the block
+    for (var part = 0u; part <= P.width; part++) {
+      var begin = keyStart;
+      var end = b.z;
+      if (part > 0u) {
+        let segment = ((part - 1u) * P.qHeads + h) * P.globalBlocks + b.w;
+        begin = segmentStart(segment);
+        end = segmentStart(segment + 1u);
+      }
+      for (var start = begin; start < end; start += TQ) {
+        let count = min(TQ, end - start);
+        workgroupBarrier(); // the previous chunk is done with the rows and tiles below
+        if (lid < TQ) {
+          var token = 0u;
+          if (lid < count) {
+            token = start + lid;
+            if (part > 0u) { token = entries[start + lid]; }
+          }
+          rowToken[lid] = token;
+          let stats = rowStats[token * P.qHeads + h];
+          rowLse[lid] = stats.x;
+          rowDelta[lid] = stats.y;
+        }
+        workgroupBarrier();
+        for (var e = lid; e < TQ * D4; e += THREADS) {
+          let r = e / D4;
+          let at = r * QS + (e % D4) * 4u;
+          var qx = vec4<f16>(0.0);
+          var dx = vec4<f16>(0.0);
+          if (r < count) {
+            let row = rowToken[r] * P.qHeads + h;
+            qx = q[row * D4 + e % D4];
+            dx = dout[row * D4 + e % D4];
+          }
+          Qs[at] = qx.x; Qs[at + 1u] = qx.y; Qs[at + 2u] = qx.z; Qs[at + 3u] = qx.w;
+          dOs[at] = dx.x; dOs[at + 1u] = dx.y; dOs[at + 2u] = dx.z; dOs[at + 3u] = dx.w;
+        }
+        workgroupBarrier();
+        // 1. Sᵀ (subgroups 0-1) and dPᵀ (2-3), one 16-query tile each; Qᵀ and dOᵀ are the row arrays read column-major
+        {
+          var acc = Result();
+          if (sg < ${queryTiles}u) {
+            ${each(fragments, (d) => `acc = subgroupMatrixMultiplyAccumulate(kv${d}, subgroupMatrixLoad<Right, col_major>(&Qs, sg * ${M}u * QS + ${d * M}u, QS), acc);`).join("\n            ")}
+            subgroupMatrixStore<row_major>(&Ss, sg * ${M}u, acc, SS);
+          } else {
+            ${each(fragments, (d) => `acc = subgroupMatrixMultiplyAccumulate(kv${d}, subgroupMatrixLoad<Right, col_major>(&dOs, (sg - ${queryTiles}u) * ${M}u * QS + ${d * M}u, QS), acc);`).join("\n            ")}
+            subgroupMatrixStore<row_major>(&dPs, (sg - ${queryTiles}u) * ${M}u, acc, SS);
+          }
+        }
+        workgroupBarrier();
+        // 2. Pᵀ and dSᵀ, masked: the query exists, the key is in the tile and not after the query
+        for (var e = lid; e < ${MMA_DKDV_KEYS}u * TQ; e += THREADS) {
+          let key = e / TQ;
+          let col = e % TQ;
+          var p = 0.0;
+          var ds = 0.0;
+          if (col < count && keyStart + key < keyEnd && keyStart + key <= rowToken[col]) {
+            p = exp(P.scale * Ss[key * SS + col] - rowLse[col]);
+            ds = P.scale * p * (dPs[key * SS + col] - rowDelta[col]);
+          }
+          Ps[key * PS + col] = f16(p);
+          dSs[key * PS + col] = f16(ds);
+        }
+        workgroupBarrier();
+        // 3. dV += Pᵀ dO and dK += dSᵀ Q, subgroup sg's tiles sg, sg + SUBGROUPS, ...
+        ${each(Math.ceil(fragments / SUBGROUPS), (slot) => `${update("dVs", "Ps", "dOs", slot)}
+        ${update("dKs", "dSs", "Qs", slot)}`).join("\n        ")}
+      }
+    }
+  }
+  workgroupBarrier();
+  for (var e = lid; e < ${MMA_DKDV_KEYS}u * D; e += THREADS) {
+    let key = keyStart + e / D;
+    if (key < keyEnd) {
+      let at = (e / D) * OS + e % D;
+      dkdv[(key * P.kvHeads + g) * D + e % D] = dKs[at];
+      dkdv[P.dvOffset + (key * P.kvHeads + g) * D + e % D] = dVs[at];
+    }
+  }
+}
+`;
+}
+
 /** Elements each workgroup of TO_F16 converts: 256 threads, 4 pairs each (fewer, larger workgroups run nearer the copy bandwidth). */
 export const TO_F16_ELEMENTS = 2048;
 
