@@ -6,7 +6,7 @@ export type Backend = "cpu" | "webgpu";
 
 /**
  * "f32": float32 inputs and arithmetic. "f16": q, k and v (and dout in the backward) are rounded to f16 (storage), arithmetic
- * accumulates in float32; on WebGPU the forward and dq run on tensor cores (subgroup matrices) where the
+ * accumulates in float32; on WebGPU the forward and backward run on tensor cores (subgroup matrices) where the
  * device has them, P = softmax numerators also rounded to f16 there. The CPU rounds the inputs only.
  */
 export type Precision = "f32" | "f16";
