@@ -6,7 +6,7 @@ import { MobaError } from "../../tensor.js";
 import { checked, getDevice, type MobaDevice } from "../device.js";
 import { type Binding, Buffers, dispatch, type Kernel, pipeline, readBack, threadGroups } from "../kernel.js";
 import { DELTA, dkdvWgsl, dqWgsl, FINALIZE, FINALIZE_ELEMENTS, forwardWgsl, perThread, type TileShape } from "./attention.wgsl.js";
-import { dkdvMmaSharedBytes, dkdvMmaWgsl, dqMmaSharedBytes, dqMmaWgsl, forwardMmaWgsl, MMA_DKDV_KEYS, MMA_PADDING_CHUNKS, MMA_QUERIES, MMA_THREADS, mmaSharedBytes, type MmaShape, TO_F16, TO_F16_ELEMENTS, TO_F16_TRANSPOSED, TRANSPOSE_TILE } from "./mma.wgsl.js";
+import { dkdvMmaSharedBytes, dkdvMmaWgsl, dqMmaSharedBytes, dqMmaWgsl, forwardMmaWgsl, MMA_DKDV_KEYS, MMA_PADDING_KEYS, MMA_QUERIES, MMA_THREADS, mmaSharedBytes, type MmaShape, TO_F16, TO_F16_ELEMENTS, TO_F16_TRANSPOSED, TRANSPOSE_TILE } from "./mma.wgsl.js";
 import { BLOCK_SUMS, GATE_MAX_HEAD_DIM, GATHERED_TILES, type GateShape, gateWgsl, SCAN, SCATTER } from "./routing.wgsl.js";
 
 /** The largest headDim: the gate stages key sums of this width, the tile shapes are checked against it. */
@@ -303,7 +303,7 @@ async function halfCopier(mem: Buffers, encoder: GPUCommandEncoder, p: Attention
 async function forwardPipeline(gpu: MobaDevice, p: AttentionProblem): Promise<{ pipeline: GPUComputePipeline; shape: TileShape; padRows: number; tensorCores: boolean }> {
   const mma = p.precision === "f16" ? mmaShape(gpu, p.headDim) : null;
   const shape = forwardShape(gpu, p.headDim, p.precision ?? "f32");
-  if (mma) return { pipeline: await pipeline(gpu, mmaForwardKernel, mma), shape: { ...shape, TQ: MMA_QUERIES, TK: mma.TK }, padRows: MMA_PADDING_CHUNKS * mma.TK, tensorCores: true };
+  if (mma) return { pipeline: await pipeline(gpu, mmaForwardKernel, mma), shape: { ...shape, TQ: MMA_QUERIES, TK: mma.TK }, padRows: MMA_PADDING_KEYS, tensorCores: true };
   return { pipeline: await pipeline(gpu, forwardKernel, shape), shape, padRows: 0, tensorCores: false };
 }
 
@@ -362,24 +362,23 @@ export async function backwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTen
   // the f16 path on tensor cores where the device has them: dq (9 storage buffers) and dk/dv, on f16 copies
   const dqMma = p.precision === "f16" && gpu.storageBuffersPerStage >= 9 ? mmaShape(gpu, headDim, dqMmaSharedBytes) : null;
   const dkdvMma = p.precision === "f16" && gpu.mma16 && headDim % 16 === 0 && dkdvMmaSharedBytes(headDim) <= gpu.maxWorkgroupStorage;
-  let half16: GpuTensors & { dout: GPUBuffer } | null = null;
-  if (dqMma || dkdvMma) {
-    const half = await halfCopier(mem, encoder, p);
-    const pad = MMA_PADDING_CHUNKS * 64; // rows past tokens: two of the dq kernel's largest chunks, also whole 16-key tiles for dk/dv
-    half16 = { q: half(t.q, qHeads, "q f16"), k: half(t.k, kvHeads, "k f16", pad), v: half(t.v, kvHeads, "v f16", pad), dout: half(dout, qHeads, "dout f16") };
+  // f16 copies: q and dout, Kᵀ and Vᵀ for both kernels; k as it is for dq's dS K
+  let half16: { q: GPUBuffer; dout: GPUBuffer; kT: GPUBuffer; vT: GPUBuffer } | null = null;
+  const half = dqMma || dkdvMma ? await halfCopier(mem, encoder, p) : null;
+  if (half) {
+    const keys = tokens + MMA_PADDING_KEYS;
+    half16 = {
+      q: half(t.q, qHeads, "q f16"),
+      dout: half(dout, qHeads, "dout f16"),
+      kT: await halfTransposed(mem, encoder, t.k, tokens, kvHeads, headDim, keys, "k f16 transposed"),
+      vT: await halfTransposed(mem, encoder, t.v, tokens, kvHeads, headDim, keys, "v f16 transposed"),
+    };
   }
   let dqRun: { pipeline: GPUComputePipeline; shape: TileShape; inputs: GPUBuffer[] } = { pipeline: dqPipeline, shape: qShape, inputs: [t.q, t.k, t.v, dout] };
-  if (dqMma && half16) {
-    const keys = tokens + MMA_PADDING_CHUNKS * dqMma.TK;
+  if (dqMma && half && half16) {
     dqRun = {
       pipeline: await pipeline(gpu, mmaDqKernel, dqMma), shape: { ...qShape, TQ: MMA_QUERIES, TK: dqMma.TK },
-      inputs: [
-        half16.q,
-        await halfTransposed(mem, encoder, t.k, tokens, kvHeads, headDim, keys, "k f16 transposed"),
-        await halfTransposed(mem, encoder, t.v, tokens, kvHeads, headDim, keys, "v f16 transposed"),
-        half16.k,
-        half16.dout,
-      ],
+      inputs: [half16.q, half16.kT, half16.vT, half(t.k, kvHeads, "k f16", MMA_PADDING_KEYS), half16.dout],
     };
   }
   (await rounds(mem, encoder, pl, routed, dqRun.shape.TQ)).forEach(({ tiles, count }, r) => {
@@ -393,7 +392,7 @@ export async function backwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTen
   gpu.device.queue.writeBuffer(words, 0, keys.words);
   if (routed) encoder.copyBufferToBuffer(routed.segmentStart, 0, words, keys.words.length * 4, segmentWords * 4);
   const [dkdvRun, inputs] = dkdvMma && half16
-    ? [await pipeline(gpu, mmaDkdvKernel, { headDim }), [half16.q, half16.k, half16.v, half16.dout]]
+    ? [await pipeline(gpu, mmaDkdvKernel, { headDim }), [half16.q, half16.kT, half16.vT, half16.dout]]
     : [dkdvPipeline, [t.q, t.k, t.v, dout]];
   dispatch(encoder, gpu, dkdvRun, [tileParams(mem, pl, keyShape, keys.count, false, false), words, entries, ...inputs, rowStats, dkdv], keys.count, "dk dv");
   gpu.device.queue.submit([encoder.finish()]);

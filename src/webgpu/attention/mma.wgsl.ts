@@ -62,8 +62,11 @@ function rowReduce(name: string, op: (a: string, b: string) => string): string {
   return steps.join("\n    ");
 }
 
-/** Chunks of zero key rows the f16 copies of k and v carry: the chunk in progress and the one prefetched. */
-export const MMA_PADDING_CHUNKS = 2;
+/**
+ * Zero keys the f16 copies of k and v carry past the tokens: two of the largest chunk (64 keys),
+ * the chunk in progress and the one prefetched, whatever chunk a kernel uses.
+ */
+export const MMA_PADDING_KEYS = 128;
 
 const each = <T>(n: number, f: (i: number) => T) => Array.from({ length: n }, (_, i) => f(i));
 
@@ -118,7 +121,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let h = b.x;
   let g = h / (P.qHeads / P.kvHeads);
   let keyRow = P.kvHeads * D; // elements from one token's keys (or values) to the next
-  let keys = P.tokens + ${MMA_PADDING_CHUNKS}u * TK; // elements from one row of Kᵀ (or Vᵀ) to the next`;
+  let keys = P.tokens + ${MMA_PADDING_KEYS}u; // elements from one row of Kᵀ (or Vᵀ) to the next`;
 
 /** The tile's lid-th query token, in `token` (0 past count): consecutive, or from the gathered list. */
 const TOKEN_OF_LID = /* wgsl */ `var token = 0u;
@@ -172,8 +175,8 @@ export function forwardMmaWgsl(c: MmaShape): string {
   const vAt = (kk: number, slot: number) => `subgroupMatrixLoad<Right, row_major>(&v, ((k0 + ${kk * M}u) * P.kvHeads + g) * D + ${oTile(slot)} * ${M}u, keyRow)`;
   return /* wgsl */ `${mmaHeader(c)}
 @group(0) @binding(3) var<storage, read> q: array<vec4<f16>>;    // [tokens, qHeads, D/4]
-@group(0) @binding(4) var<storage, read> k: array<f16>;          // [kvHeads, D, tokens + 2 TK]: Kᵀ, zeros past tokens
-@group(0) @binding(5) var<storage, read> v: array<f16>;          // [tokens + 2 TK, kvHeads, D], zeros past tokens
+@group(0) @binding(4) var<storage, read> k: array<f16>;          // [kvHeads, D, tokens + padding]: Kᵀ, zeros past tokens
+@group(0) @binding(5) var<storage, read> v: array<f16>;          // [tokens + padding, kvHeads, D], zeros past tokens
 @group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>; // [tokens, qHeads, D/4] acc, or out when finalizing
 @group(0) @binding(7) var<storage, read_write> ml: array<vec2<f32>>;  // [tokens, qHeads] running (max, sum)
 @group(0) @binding(8) var<storage, read_write> lse: array<f32>;       // [tokens, qHeads] when finalizing
@@ -294,9 +297,9 @@ export function dqMmaWgsl(c: MmaShape): string {
   const transposed = (array: string, d: number) => `subgroupMatrixLoad<Right, row_major>(&${array}, (g * D + ${d * M}u) * keys + k0 + kTile * ${M}u, keys)`;
   return /* wgsl */ `${mmaHeader(c)}
 @group(0) @binding(3) var<storage, read> q: array<vec4<f16>>;     // [tokens, qHeads, D/4]
-@group(0) @binding(4) var<storage, read> kT: array<f16>;          // [kvHeads, D, tokens + 2 TK]: Kᵀ, zeros past tokens
-@group(0) @binding(5) var<storage, read> vT: array<f16>;          // [kvHeads, D, tokens + 2 TK]: Vᵀ, zeros past tokens
-@group(0) @binding(6) var<storage, read> k: array<f16>;           // [tokens + 2 TK, kvHeads, D], zeros past tokens
+@group(0) @binding(4) var<storage, read> kT: array<f16>;          // [kvHeads, D, tokens + padding]: Kᵀ, zeros past tokens
+@group(0) @binding(5) var<storage, read> vT: array<f16>;          // [kvHeads, D, tokens + padding]: Vᵀ, zeros past tokens
+@group(0) @binding(6) var<storage, read> k: array<f16>;           // [tokens + padding, kvHeads, D], zeros past tokens
 @group(0) @binding(7) var<storage, read> dout: array<vec4<f16>>;  // [tokens, qHeads, D/4]
 @group(0) @binding(8) var<storage, read> rowStats: array<vec2<f32>>; // [tokens, qHeads] (lse, delta)
 @group(0) @binding(9) var<storage, read_write> dq: array<vec4<f32>>;  // [tokens, qHeads, D/4]
@@ -373,25 +376,26 @@ ${TILE_ENTRY}
 export const MMA_DKDV_KEYS = 16;
 const DKDV_QUERIES = 32;
 
-/** Workgroup bytes of the dk/dv kernel: Q and dO rows (f16), Sᵀ and dPᵀ (f32), Pᵀ and dSᵀ (f16), dK and dV (f32), row statistics. */
+/** Workgroup bytes of the dk/dv kernel: Q and dO rows (f16), S and dP (f32), Pᵀ and dSᵀ (f16), dK and dV (f32), row statistics. */
 export function dkdvMmaSharedBytes(headDim: number): number {
   const [KT, QC] = [MMA_DKDV_KEYS, DKDV_QUERIES];
-  return 2 * QC * (headDim + 8) * 2 + 2 * KT * (QC + 4) * 4 + 2 * KT * (QC + 8) * 2 + 2 * KT * (headDim + 4) * 4 + QC * 12;
+  return 2 * QC * (headDim + 8) * 2 + 2 * QC * (KT + 4) * 4 + 2 * KT * (QC + 8) * 2 + 2 * KT * (headDim + 4) * 4 + QC * 12;
 }
 
 /**
  * dk and dv on tensor cores, key-tile-major like the float32 kernel (16 keys of one kv head per
  * workgroup; their own block's queries, then every round's gathered queries that chose the block,
- * for each query head of the group), in chunks of 32 queries: Sᵀ = K Qᵀ (subgroups 0-1) and
- * dPᵀ = V dOᵀ (subgroups 2-3) with the tile's K or V fragments in registers and Qᵀ, dOᵀ read
- * column-major from workgroup memory; Pᵀ = exp(scale · Sᵀ − lse) and dSᵀ = scale · Pᵀ ∘ (dPᵀ −
- * delta), both rounded to f16; dV += Pᵀ dO and dK += dSᵀ Q (f32 tiles in workgroup memory).
- * Besides the inputs, the roundings are P and dS to f16 (relative 2^-11 per term).
+ * for each query head of the group), in chunks of 32 queries: S = Q Kᵀ (subgroups 0-1) and
+ * dP = dO Vᵀ (subgroups 2-3) with the tile's Kᵀ or Vᵀ fragments in registers (row-major from the
+ * transposed copies); Pᵀ = exp(scale · S − lse) and dSᵀ = scale · Pᵀ ∘ (dPᵀ − delta), both rounded
+ * to f16 and written transposed; dV += Pᵀ dO and dK += dSᵀ Q (f32 tiles in workgroup memory).
+ * Every matrix is read row-major (column-major reads of Qᵀ and dOᵀ from workgroup memory were
+ * 2.4x slower per FLOP than dq). Besides the inputs, the roundings are P and dS to f16.
  */
 export function dkdvMmaWgsl(c: { headDim: number }): string {
   const D = c.headDim;
   const fragments = D / M;
-  const queryTiles = DKDV_QUERIES / M; // 2: Sᵀ tiles on subgroups 0-1, dPᵀ tiles on 2-3
+  const queryTiles = DKDV_QUERIES / M; // 2: S tiles on subgroups 0-1, dP tiles on 2-3
   const header = mmaHeader({ headDim: D, TK: DKDV_QUERIES }).replace(/const TQ = \d+u;/, `const TQ = ${DKDV_QUERIES}u; // queries per chunk`);
   const update = (acc: string, left: string, right: string, slot: number) => `if (sg + ${slot * SUBGROUPS}u < ${fragments}u) {
         let j = sg + ${slot * SUBGROUPS}u;
@@ -401,8 +405,8 @@ export function dkdvMmaWgsl(c: { headDim: number }): string {
       }`;
   return /* wgsl */ `${header}
 @group(0) @binding(3) var<storage, read> q: array<vec4<f16>>;     // [tokens, qHeads, D/4]
-@group(0) @binding(4) var<storage, read> k: array<f16>;           // [tokens + padding, kvHeads, D], zeros past tokens
-@group(0) @binding(5) var<storage, read> v: array<f16>;           // [tokens + padding, kvHeads, D], zeros past tokens
+@group(0) @binding(4) var<storage, read> kT: array<f16>;          // [kvHeads, D, tokens + padding]: Kᵀ, zeros past tokens
+@group(0) @binding(5) var<storage, read> vT: array<f16>;          // [kvHeads, D, tokens + padding]: Vᵀ, zeros past tokens
 @group(0) @binding(6) var<storage, read> dout: array<vec4<f16>>;  // [tokens, qHeads, D/4]
 @group(0) @binding(7) var<storage, read> rowStats: array<vec2<f32>>; // [tokens, qHeads] (lse, delta)
 @group(0) @binding(8) var<storage, read_write> dkdv: array<f32>;  // [2, tokens, kvHeads, D]: dk, then dv
@@ -412,8 +416,9 @@ fn segmentStart(i: u32) -> u32 { return tiles[P.segments + i / 4u][i % 4u]; }
 
 var<workgroup> Qs: array<f16, ${DKDV_QUERIES * (D + 8)}>;  // [query, d]
 var<workgroup> dOs: array<f16, ${DKDV_QUERIES * (D + 8)}>; // [query, d]
-var<workgroup> Ss: array<f32, ${MMA_DKDV_KEYS * (DKDV_QUERIES + 4)}>;  // Sᵀ [key, query]
-var<workgroup> dPs: array<f32, ${MMA_DKDV_KEYS * (DKDV_QUERIES + 4)}>; // dPᵀ [key, query]
+const ST = ${MMA_DKDV_KEYS + 4}u; // S and dP row stride
+var<workgroup> Ss: array<f32, ${DKDV_QUERIES * (MMA_DKDV_KEYS + 4)}>;  // S [query, key]
+var<workgroup> dPs: array<f32, ${DKDV_QUERIES * (MMA_DKDV_KEYS + 4)}>; // dP [query, key]
 var<workgroup> Ps: array<f16, ${MMA_DKDV_KEYS * (DKDV_QUERIES + 8)}>;  // Pᵀ [key, query]
 var<workgroup> dSs: array<f16, ${MMA_DKDV_KEYS * (DKDV_QUERIES + 8)}>; // dSᵀ [key, query]
 var<workgroup> dKs: array<f32, ${MMA_DKDV_KEYS * (D + 4)}>; // [key, d]
@@ -432,13 +437,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let g = b.x;
   let keyStart = a.z;
   let keyEnd = a.w;
-  let keyRow = P.kvHeads * D;
-  // subgroups 0-1: K's fragments (Sᵀ = K Qᵀ); 2-3: V's (dPᵀ = V dOᵀ); rows past keyEnd are masked below
-  ${each(fragments, (d) => `var kv${d} = Left();`).join(" ")}
+  let keys = P.tokens + ${MMA_PADDING_KEYS}u; // elements from one row of Kᵀ (or Vᵀ) to the next
+  // subgroups 0-1: Kᵀ's fragments (S = Q Kᵀ); 2-3: Vᵀ's (dP = dO Vᵀ); keys past keyEnd are masked below
+  ${each(fragments, (d) => `var kv${d} = Right();`).join(" ")}
   if (sg < ${queryTiles}u) {
-    ${each(fragments, (d) => `kv${d} = subgroupMatrixLoad<Left, row_major>(&k, (keyStart * P.kvHeads + g) * D + ${d * M}u, keyRow);`).join("\n    ")}
+    ${each(fragments, (d) => `kv${d} = subgroupMatrixLoad<Right, row_major>(&kT, (g * D + ${d * M}u) * keys + keyStart, keys);`).join("\n    ")}
   } else {
-    ${each(fragments, (d) => `kv${d} = subgroupMatrixLoad<Left, row_major>(&v, (keyStart * P.kvHeads + g) * D + ${d * M}u, keyRow);`).join("\n    ")}
+    ${each(fragments, (d) => `kv${d} = subgroupMatrixLoad<Right, row_major>(&vT, (g * D + ${d * M}u) * keys + keyStart, keys);`).join("\n    ")}
   }
   for (var e = lid; e < ${MMA_DKDV_KEYS}u * OS; e += THREADS) { dKs[e] = 0.0; dVs[e] = 0.0; }
   let group = P.qHeads / P.kvHeads;
@@ -481,27 +486,27 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
           dOs[at] = dx.x; dOs[at + 1u] = dx.y; dOs[at + 2u] = dx.z; dOs[at + 3u] = dx.w;
         }
         workgroupBarrier();
-        // 1. Sᵀ (subgroups 0-1) and dPᵀ (2-3), one 16-query tile each; Qᵀ and dOᵀ are the row arrays read column-major
+        // 1. S (subgroups 0-1) and dP (2-3), one 16-query tile each
         {
           var acc = Result();
           if (sg < ${queryTiles}u) {
-            ${each(fragments, (d) => `acc = subgroupMatrixMultiplyAccumulate(kv${d}, subgroupMatrixLoad<Right, col_major>(&Qs, sg * ${M}u * QS + ${d * M}u, QS), acc);`).join("\n            ")}
-            subgroupMatrixStore<row_major>(&Ss, sg * ${M}u, acc, SS);
+            ${each(fragments, (d) => `acc = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&Qs, sg * ${M}u * QS + ${d * M}u, QS), kv${d}, acc);`).join("\n            ")}
+            subgroupMatrixStore<row_major>(&Ss, sg * ${M}u * ST, acc, ST);
           } else {
-            ${each(fragments, (d) => `acc = subgroupMatrixMultiplyAccumulate(kv${d}, subgroupMatrixLoad<Right, col_major>(&dOs, (sg - ${queryTiles}u) * ${M}u * QS + ${d * M}u, QS), acc);`).join("\n            ")}
-            subgroupMatrixStore<row_major>(&dPs, (sg - ${queryTiles}u) * ${M}u, acc, SS);
+            ${each(fragments, (d) => `acc = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&dOs, (sg - ${queryTiles}u) * ${M}u * QS + ${d * M}u, QS), kv${d}, acc);`).join("\n            ")}
+            subgroupMatrixStore<row_major>(&dPs, (sg - ${queryTiles}u) * ${M}u * ST, acc, ST);
           }
         }
         workgroupBarrier();
-        // 2. Pᵀ and dSᵀ, masked: the query exists, the key is in the tile and not after the query
+        // 2. Pᵀ and dSᵀ, masked (the query exists, the key is in the tile and not after the query), written transposed
         for (var e = lid; e < ${MMA_DKDV_KEYS}u * TQ; e += THREADS) {
           let key = e / TQ;
           let col = e % TQ;
           var p = 0.0;
           var ds = 0.0;
           if (col < count && keyStart + key < keyEnd && keyStart + key <= rowToken[col]) {
-            p = exp(P.scale * Ss[key * SS + col] - rowLse[col]);
-            ds = P.scale * p * (dPs[key * SS + col] - rowDelta[col]);
+            p = exp(P.scale * Ss[col * ST + key] - rowLse[col]);
+            ds = P.scale * p * (dPs[col * ST + key] - rowDelta[col]);
           }
           Ps[key * PS + col] = f16(p);
           dSs[key * PS + col] = f16(ds);
