@@ -35,6 +35,8 @@ interface Variant {
   kT?: boolean;
   /** With prefetchK: Q fragments loaded from workgroup memory at each use instead of held in registers (32 fewer registers per lane). */
   qShared?: boolean;
+  /** With prefetchK: QK as this many independent MMA chains over the head dimension (summed in the softmax), instead of one chain 8 deep. */
+  qkChains?: number;
   /** No barrier after P V: the next chunk's QK overlaps other subgroups' P V. */
   noPvBarrier?: boolean;
   /** FlashAttention-2 layout: `split` subgroups per workgroup, each owning 16 query rows (all their S and O tiles), K and V read from storage by each (shared through L1). */
@@ -105,10 +107,12 @@ function wgsl(v: Variant): string {
       ${both.map((i) => `subgroupMatrixStore(&Os, ${i * 16}u * OS + j * 16u, o${i}a, false, OS); subgroupMatrixStore(&Os, ${i * 16}u * OS + j1 * 16u, o${i}b, false, OS);`).join("\n      ")}
     }`;
   const dims = Array.from({ length: D / 16 }, (_, d) => d);
+  const chains = Array.from({ length: v.qkChains ?? 1 }, (_, c) => c);
+  const sArray = (c: number) => (c === 0 ? "Ss" : `Ss${c}`);
   const prefetchQk = `{
-      var s = Result();
-      ${dims.map((d) => `s = subgroupMatrixMultiplyAccumulate(${v.qShared ? `subgroupMatrixLoad<Left>(&Qs, ${d * 16}u, false, QS)` : `qf${d}`}, kf${d}, s);`).join("\n      ")}
-      subgroupMatrixStore(&Ss, sg * 16u, s, false, SS);
+      ${chains.map((c) => `var s${c} = Result();`).join(" ")}
+      ${dims.map((d) => `s${d % chains.length} = subgroupMatrixMultiplyAccumulate(${v.qShared ? `subgroupMatrixLoad<Left>(&Qs, ${d * 16}u, false, QS)` : `qf${d}`}, kf${d}, s${d % chains.length});`).join("\n      ")}
+      ${chains.map((c) => `subgroupMatrixStore(&${sArray(c)}, sg * 16u, s${c}, false, SS);`).join(" ")}
       // the next chunk's K (rows past the range are the zero padding or masked keys)
       ${dims.map((d) => `kf${d} = ${kRight(`(sg + ${v.TK / 16}u)`, `${d * 16}u`)};`).join("\n      ")}
     }`;
@@ -151,7 +155,7 @@ function wgsl(v: Variant): string {
         let col = part + i * ${R}u;
         let key = k0 + col;
         var x = MASKED;
-        if (r < count && key < a.w && key <= token) { x = P.scale * Ss[r * SS + col]; }
+        if (r < count && key < a.w && key <= token) { x = P.scale * (${chains.map((c) => `${sArray(c)}[r * SS + col]`).join(" + ")}); }
         Ss[r * SS + col] = x;
         localMax = max(localMax, x);
       }
@@ -247,6 +251,7 @@ struct Params { qHeads: u32, kvHeads: u32, tiles: u32, scale: f32 }
 var<workgroup> Qs: array<f16, ${v.TQ * QS}>;
 ${v.direct ? "" : `var<workgroup> KVs: array<f16, ${v.TK * QS}>;`}
 var<workgroup> Ss: array<f32, ${v.TQ * SS}>;
+${(v.qkChains ?? 1) > 1 ? Array.from({ length: (v.qkChains ?? 1) - 1 }, (_, c) => `var<workgroup> Ss${c + 1}: array<f32, ${v.TQ * SS}>;`).join("\n") : ""}
 var<workgroup> Ps: array<f16, ${v.TQ * PS}>;
 var<workgroup> Os: array<f32, ${v.TQ * OS}>;
 var<workgroup> rowToken: array<u32, ${v.TQ}>;
@@ -488,10 +493,15 @@ const kTsrc: Variant = { ...src, name: "src/ (Kᵀ row-major)", kT: true };
 // Result: 48.3 ms; without the barrier 49.2; 64 threads 60.6, without the barrier 61.9.
 // Fifteenth run: Q fragments from workgroup memory at each use (fewer registers, maybe more
 // workgroups per SM).
+// Result: Q from workgroup memory 51.6 ms (54.1 without V prefetch) against 48.1.
+// Sixteenth run: QK as 2 or 4 independent MMA chains (the loads are fast since Kᵀ; maybe the MMA
+// chain's latency shows now): 54.4 and 87.4 ms against 47.9 (with no barrier after P V 51.5): not
+// latency-bound on the chain, as before.
 const variants: Variant[] = [
   kTsrc,
-  { ...kTsrc, name: "... Q fragments from workgroup memory", qShared: true },
-  { ...kTsrc, name: "... Q from workgroup memory, no V prefetch", qShared: true, prefetchV: false },
+  { ...kTsrc, name: "... QK as 2 chains", qkChains: 2 },
+  { ...kTsrc, name: "... QK as 4 chains", qkChains: 4 },
+  { ...kTsrc, name: "... QK as 2 chains, no barrier after P V", qkChains: 2, noPvBarrier: true },
 ];
 const earlier: Variant[] = [
   { ...kTsrc, name: "... 256 threads, 16/128", threads: 256, TK: 128 },

@@ -30,8 +30,10 @@
 // workgroup memory 168.2; TK 128 113.0 (56.5 with Kᵀ and 256 threads); 256 threads 78.1; 64 threads
 // at TK 32 61.0, 32 threads at TK 16 73.7 (against 58.1 in that run); FlashAttention-2's layout
 // (each subgroup owning 16 rows and all their tiles) 107.9-162.4. No better: independent MMA chains
-// interleaved 74.2; 32 queries sharing each K and V fragment 70.5 (+9%, not taken; 65.6 with Kᵀ). O
-// kept in registers across chunks gave wrong results (relative error 1.4, still with Kᵀ; cause not found).
+// interleaved 74.2 (QK split into 2 / 4 chains with Kᵀ: 54.4 / 87.4 against 47.9); 32 queries sharing
+// each K and V fragment 70.5 (+9%, not taken; 65.6 with Kᵀ); no barrier after P V 49.2 against 48.3;
+// Q fragments read from workgroup memory at each use 51.6 against 48.1. O kept in registers across
+// chunks gave wrong results (relative error 1.4, still with Kᵀ; cause not found).
 
 import { MASKED, TILE_BINDINGS, VISIBLE } from "./attention.wgsl.js";
 
