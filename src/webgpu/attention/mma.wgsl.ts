@@ -76,7 +76,7 @@ const each = <T>(n: number, f: (i: number) => T) => Array.from({ length: n }, (_
  * What both tensor-core kernels start with: extensions, tile constants (padded row strides), the
  * tile parameters and bindings 0-2, the matrix types.
  */
-function mmaHeader(c: MmaShape): string {
+function mmaHeader(c: MmaShape, queries = TQ): string {
   const D = c.headDim;
   return /* wgsl */ `enable f16;
 enable subgroups;
@@ -88,7 +88,7 @@ diagnostic(off, subgroup_uniformity);
 
 const D = ${D}u;
 const D4 = ${D / 4}u;
-const TQ = ${TQ}u;
+const TQ = ${queries}u;
 const TK = ${c.TK}u;
 const THREADS = ${MMA_THREADS}u;
 const SUBGROUPS = ${SUBGROUPS}u;
@@ -401,7 +401,8 @@ export function dkdvMmaWgsl(c: { headDim: number }): string {
   const D = c.headDim;
   const fragments = D / M;
   const queryTiles = DKDV_QUERIES / M; // 2: S tiles on subgroups 0-1, dP tiles on 2-3
-  const header = mmaHeader({ headDim: D, TK: DKDV_QUERIES }).replace(/const TQ = \d+u;/, `const TQ = ${DKDV_QUERIES}u; // queries per chunk`);
+  // TQ: queries per chunk; TK sizes the probability rows' stride PS (keys are 16, MMA_DKDV_KEYS)
+  const header = mmaHeader({ headDim: D, TK: DKDV_QUERIES }, DKDV_QUERIES);
   const update = (acc: string, left: string, right: string, slot: number) => `if (sg + ${slot * SUBGROUPS}u < ${fragments}u) {
         let j = sg + ${slot * SUBGROUPS}u;
         var o = subgroupMatrixLoad<Result, row_major>(&${acc}, j * ${M}u, OS);
