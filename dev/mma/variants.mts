@@ -45,6 +45,26 @@ interface Variant {
 
 const D = 128;
 
+/** Every variant's extensions, the given constants, and the same parameters and bindings (one bind group serves all). */
+function prologue(constants: string): string {
+  return `enable f16;
+enable subgroups;
+enable chromium_experimental_subgroup_matrix;
+diagnostic(off, chromium.subgroup_matrix_uniformity);
+diagnostic(off, subgroup_uniformity);
+${constants}
+const MASKED = -3.0e38; const VISIBLE = -1.0e38;
+struct Params { qHeads: u32, kvHeads: u32, tiles: u32, scale: f32 }
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> tiles: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> q: array<vec4<f16>>;
+@group(0) @binding(3) var<storage, read> k: array<vec4<f16>>;
+@group(0) @binding(4) var<storage, read> v: array<vec4<f16>>;
+@group(0) @binding(5) var<storage, read> kh: array<f16>;
+@group(0) @binding(6) var<storage, read> vh: array<f16>;
+@group(0) @binding(7) var<storage, read_write> out: array<vec4<f32>>;`;
+}
+
 function wgsl(v: Variant): string {
   if (v.split) return splitWgsl(v);
   const p = v.pad ? 1 : 0;
@@ -231,23 +251,8 @@ function wgsl(v: Variant): string {
       }
       subgroupMatrixStore(&Os, i * 16u * OS + j * 16u, o, false, OS);
     }`;
-  return `enable f16;
-enable subgroups;
-enable chromium_experimental_subgroup_matrix;
-diagnostic(off, chromium.subgroup_matrix_uniformity);
-diagnostic(off, subgroup_uniformity);
-const D = ${D}u; const D4 = ${D / 4}u; const TQ = ${v.TQ}u; const TK = ${v.TK}u; const THREADS = ${THREADS}u;
-const QS = ${QS}u; const SS = ${SS}u; const PS = ${PS}u; const OS = ${OS}u; const TP = ${tokensPadded}u;
-const MASKED = -3.0e38; const VISIBLE = -1.0e38;
-struct Params { qHeads: u32, kvHeads: u32, tiles: u32, scale: f32 }
-@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> tiles: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> q: array<vec4<f16>>;
-@group(0) @binding(3) var<storage, read> k: array<vec4<f16>>;
-@group(0) @binding(4) var<storage, read> v: array<vec4<f16>>;
-@group(0) @binding(5) var<storage, read> kh: array<f16>;
-@group(0) @binding(6) var<storage, read> vh: array<f16>;
-@group(0) @binding(7) var<storage, read_write> out: array<vec4<f32>>;
+  return `${prologue(`const D = ${D}u; const D4 = ${D / 4}u; const TQ = ${v.TQ}u; const TK = ${v.TK}u; const THREADS = ${THREADS}u;
+const QS = ${QS}u; const SS = ${SS}u; const PS = ${PS}u; const OS = ${OS}u; const TP = ${tokensPadded}u;`)}
 var<workgroup> Qs: array<f16, ${v.TQ * QS}>;
 ${v.direct ? "" : `var<workgroup> KVs: array<f16, ${v.TK * QS}>;`}
 var<workgroup> Ss: array<f32, ${v.TQ * SS}>;
@@ -326,23 +331,8 @@ function splitWgsl(v: Variant): string {
     : `subgroupMatrixLoad<Right>(&vh, ((k0 + ${kk * 16}u) * P.kvHeads + g) * D + ${j * 16}u, false, P.kvHeads * D)`;
   const shuffle = (x: string, op: (a: string, b: string) => string) =>
     Array.from({ length: Math.log2(R) }, (_, i) => `${x} = ${op(x, `subgroupShuffleXor(${x}, ${2 ** i}u)`)};`).join(" ");
-  return `enable f16;
-enable subgroups;
-enable chromium_experimental_subgroup_matrix;
-diagnostic(off, chromium.subgroup_matrix_uniformity);
-diagnostic(off, subgroup_uniformity);
-const D = ${D}u; const D4 = ${D / 4}u; const TQ = ${TQ}u; const TK = ${v.TK}u; const THREADS = ${THREADS}u; const R = ${R}u;
-const QS = ${QS}u; const SS = ${SS}u; const PS = ${PS}u; const OS = ${OS}u; const TP = ${tokensPadded}u;
-const MASKED = -3.0e38; const VISIBLE = -1.0e38;
-struct Params { qHeads: u32, kvHeads: u32, tiles: u32, scale: f32 }
-@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> tiles: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> q: array<vec4<f16>>;
-@group(0) @binding(3) var<storage, read> k: array<vec4<f16>>;
-@group(0) @binding(4) var<storage, read> v: array<vec4<f16>>;
-@group(0) @binding(5) var<storage, read> kh: array<f16>;
-@group(0) @binding(6) var<storage, read> vh: array<f16>;
-@group(0) @binding(7) var<storage, read_write> out: array<vec4<f32>>;
+  return `${prologue(`const D = ${D}u; const D4 = ${D / 4}u; const TQ = ${TQ}u; const TK = ${v.TK}u; const THREADS = ${THREADS}u; const R = ${R}u;
+const QS = ${QS}u; const SS = ${SS}u; const PS = ${PS}u; const OS = ${OS}u; const TP = ${tokensPadded}u;`)}
 var<workgroup> Qs: array<f16, ${TQ * QS}>;
 var<workgroup> Ss: array<f32, ${TQ * SS}>;
 var<workgroup> Ps: array<f16, ${TQ * PS}>;

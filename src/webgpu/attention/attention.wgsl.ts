@@ -32,7 +32,38 @@ export const TILE_BINDINGS = /* wgsl */ `struct Params {
 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> tiles: array<vec4<u32>>; // 2 per tile: (queryStart, count, keyStart, keyEnd), (head, gathered, naturalEnd, block)
-@group(0) @binding(2) var<storage, read> entries: array<u32>;    // gathered query lists`;
+@group(0) @binding(2) var<storage, read> entries: array<u32>;    // gathered query lists
+
+// the i-th query of a tile: consecutive tokens from start, or entries[start + i] when gathered
+fn tokenAt(start: u32, i: u32, gathered: bool) -> u32 {
+  if (gathered) { return entries[start + i]; }
+  return start + i;
+}`;
+
+/**
+ * Each of the tile's first TQ threads records its row's token (0 past count) and the row's inputs:
+ * the forward's running softmax state (m, l) from ml when P.loadState is set, else (MASKED, 0); or
+ * the backward's (lse, delta) from rowStats. Rows start at `start`, gathered when `gathered`.
+ */
+export function loadRowInputs(start: string, gathered: string, inputs: "state" | "stats"): string {
+  const load = inputs === "state"
+    ? `var state = vec2<f32>(MASKED, 0.0);
+    if (P.loadState == 1u && lid < count) { state = ml[token * P.qHeads + h]; }
+    rowM[lid] = state.x;
+    rowL[lid] = state.y;`
+    : `let stats = rowStats[token * P.qHeads + h];
+    rowLse[lid] = stats.x;
+    rowDelta[lid] = stats.y;`;
+  return `if (lid < TQ) {
+    var token = 0u;
+    if (lid < count) { token = tokenAt(${start}, lid, ${gathered}); }
+    rowToken[lid] = token;
+    ${load}
+  }`;
+}
+
+/** The dk/dv kernels' segment starts ([width * qHeads * globalBlocks + 1]), which follow the tile words in tiles from vec4 P.segments. */
+export const SEGMENT_START = /* wgsl */ `fn segmentStart(i: u32) -> u32 { return tiles[P.segments + i / 4u][i % 4u]; }`;
 
 /**
  * The tile constants. Unrolled (GPUs): WGSL constants, so loops over D, TQ and TK unroll. On
@@ -51,12 +82,6 @@ ${constants}
 const MASKED = ${MASKED};
 
 ${TILE_BINDINGS}
-
-// the i-th query of a tile: consecutive tokens from start, or entries[start + i] when gathered
-fn tokenAt(start: u32, i: u32, gathered: bool) -> u32 {
-  if (gathered) { return entries[start + i]; }
-  return start + i;
-}
 `;
 }
 
@@ -182,15 +207,7 @@ var<workgroup> rowL: array<f32, ${c.TQ}>;
 var<workgroup> rowAlpha: array<f32, ${c.TQ}>;
 
 ${queryTileEntry(c)}
-  if (lid < TQ) {
-    var token = 0u;
-    if (lid < count) { token = tokenAt(a.x, lid, b.y == 1u); }
-    rowToken[lid] = token;
-    var state = vec2<f32>(MASKED, 0.0);
-    if (P.loadState == 1u && lid < count) { state = ml[token * P.qHeads + h]; }
-    rowM[lid] = state.x;
-    rowL[lid] = state.y;
-  }
+  ${loadRowInputs("a.x", "b.y == 1u", "state")}
   workgroupBarrier();
   ${loadQueryRows(c, [["q", "Qs"]], "out")}
   for (var k0 = a.z; k0 < a.w; k0 += ${uniformConstant(c, "TK")}) {
@@ -316,14 +333,7 @@ var<workgroup> rowLse: array<f32, ${c.TQ}>;
 var<workgroup> rowDelta: array<f32, ${c.TQ}>;
 
 ${queryTileEntry(c)}
-  if (lid < TQ) {
-    var token = 0u;
-    if (lid < count) { token = tokenAt(a.x, lid, b.y == 1u); }
-    rowToken[lid] = token;
-    let stats = rowStats[token * P.qHeads + h];
-    rowLse[lid] = stats.x;
-    rowDelta[lid] = stats.y;
-  }
+  ${loadRowInputs("a.x", "b.y == 1u", "stats")}
   workgroupBarrier();
   ${loadQueryRows(c, [["q", "Qs"], ["dout", "dOs"]], "dq")}
   for (var k0 = a.z; k0 < a.w; k0 += ${uniformConstant(c, "TK")}) {
@@ -378,9 +388,8 @@ export function dkdvWgsl(c: TileShape): string {
 @group(0) @binding(7) var<storage, read> rowStats: array<vec2<f32>>; // [tokens, qHeads] (lse, delta)
 @group(0) @binding(8) var<storage, read_write> dkdv: array<f32>;   // [2, tokens, kvHeads, D]: dk, then dv
 
-// Segment starts ([width * qHeads * globalBlocks + 1]) follow the tile words in tiles, from vec4 P.segments:
-// 8 bindings at most, WebGPU's default per-stage limit.
-fn segmentStart(i: u32) -> u32 { return tiles[P.segments + i / 4u][i % 4u]; }
+// (segment starts ride in the tiles buffer: 8 bindings at most, WebGPU's default per-stage limit)
+${SEGMENT_START}
 
 
 ${tileMemory(c)}
@@ -394,14 +403,7 @@ var<private> dvAcc: array<f32, ${perThread(c)}>;
 
 // one chunk of up to TQ queries: tokens start.. (gathered: entries[start..]) against the tile's keys
 fn chunk(lid: u32, h: u32, g: u32, start: u32, count: u32, gathered: bool, keyStart: u32, keyEnd: u32) {
-  if (lid < TQ) {
-    var token = 0u;
-    if (lid < count) { token = tokenAt(start, lid, gathered); }
-    rowToken[lid] = token;
-    let stats = rowStats[token * P.qHeads + h];
-    rowLse[lid] = stats.x;
-    rowDelta[lid] = stats.y;
-  }
+  ${loadRowInputs("start", "gathered", "stats")}
   workgroupBarrier();
   for (var e = lid; e < TQ * D; e += ${THREADS}u) {
     let r = e / D;

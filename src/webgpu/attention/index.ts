@@ -269,17 +269,18 @@ export async function halfTransposed(mem: Buffers, encoder: GPUCommandEncoder, x
 }
 
 /**
- * f16 copies of q, k and v (the f16 path's storage; the routing still reads the f32 inputs), k and
- * v with `padRows` zero tokens at the end (the tensor-core kernel reads whole chunks of keys); k
- * transposed to [kvHeads, headDim, tokens + padRows] for the tensor-core kernel (`transposeK`).
+ * f16 copies of q, k and v (the f16 path's storage; the routing still reads the f32 inputs). For the
+ * tensor-core kernel, which reads whole chunks of keys, k and v carry MMA_PADDING_KEYS zero tokens
+ * at the end and k is transposed to [kvHeads, headDim, tokens + MMA_PADDING_KEYS].
  */
-async function halfInputs(mem: Buffers, encoder: GPUCommandEncoder, p: AttentionProblem, t: GpuTensors, padRows: number, transposeK: boolean): Promise<GpuTensors> {
+async function halfInputs(mem: Buffers, encoder: GPUCommandEncoder, p: AttentionProblem, t: GpuTensors, tensorCores: boolean): Promise<GpuTensors> {
   const half = await halfCopier(mem, encoder, p);
   const { tokens, headDim } = p;
+  const pad = tensorCores ? MMA_PADDING_KEYS : 0;
   return {
     q: half(t.q, p.qHeads, "q f16"),
-    k: transposeK ? await halfTransposed(mem, encoder, t.k, tokens, p.kvHeads, headDim, tokens + padRows, "k f16 transposed") : half(t.k, p.kvHeads, "k f16", padRows),
-    v: half(t.v, p.kvHeads, "v f16", padRows),
+    k: tensorCores ? await halfTransposed(mem, encoder, t.k, tokens, p.kvHeads, headDim, tokens + pad, "k f16 transposed") : half(t.k, p.kvHeads, "k f16"),
+    v: half(t.v, p.kvHeads, "v f16", pad),
   };
 }
 
@@ -300,11 +301,11 @@ async function halfCopier(mem: Buffers, encoder: GPUCommandEncoder, p: Attention
  * The forward kernel of a problem: f32 arithmetic on f32 inputs; in the f16 path the tensor-core
  * kernel where the device has f16 subgroup matrices and headDim allows, else f32 arithmetic on f16 inputs.
  */
-async function forwardPipeline(gpu: MobaDevice, p: AttentionProblem): Promise<{ pipeline: GPUComputePipeline; shape: TileShape; padRows: number; tensorCores: boolean }> {
+async function forwardPipeline(gpu: MobaDevice, p: AttentionProblem): Promise<{ pipeline: GPUComputePipeline; shape: TileShape; tensorCores: boolean }> {
   const mma = p.precision === "f16" ? mmaShape(gpu, p.headDim) : null;
   const shape = forwardShape(gpu, p.headDim, p.precision ?? "f32");
-  if (mma) return { pipeline: await pipeline(gpu, mmaForwardKernel, mma), shape: { ...shape, TQ: MMA_QUERIES, TK: mma.TK }, padRows: MMA_PADDING_KEYS, tensorCores: true };
-  return { pipeline: await pipeline(gpu, forwardKernel, shape), shape, padRows: 0, tensorCores: false };
+  if (mma) return { pipeline: await pipeline(gpu, mmaForwardKernel, mma), shape: { ...shape, TQ: MMA_QUERIES, TK: mma.TK }, tensorCores: true };
+  return { pipeline: await pipeline(gpu, forwardKernel, shape), shape, tensorCores: false };
 }
 
 /** Records and submits the forward (one command buffer); results stay on the GPU. */
@@ -314,8 +315,8 @@ export async function forwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTens
   const { tokens, qHeads, headDim } = p;
   const encoder = gpu.device.createCommandEncoder();
   const routed = pl.all ? null : await route(mem, encoder, pl, t.q, t.k, given);
-  const { pipeline: forward, shape, padRows, tensorCores } = await forwardPipeline(gpu, p);
-  const inputs = p.precision === "f16" ? await halfInputs(mem, encoder, p, t, padRows, tensorCores) : t;
+  const { pipeline: forward, shape, tensorCores } = await forwardPipeline(gpu, p);
+  const inputs = p.precision === "f16" ? await halfInputs(mem, encoder, p, t, tensorCores) : t;
   const out = mem.poisoned(tokens * qHeads * headDim, "out", encoder);
   const lse = mem.poisoned(tokens * qHeads, "lse", encoder);
   const ml = mem.storage(Math.max(1, pl.all ? 0 : tokens * qHeads) * 8, "softmax state", encoder);

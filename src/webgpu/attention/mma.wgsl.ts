@@ -35,7 +35,7 @@
 // Q fragments read from workgroup memory at each use 51.6 against 48.1. O kept in registers across
 // chunks gave wrong results (relative error 1.4, still with Kᵀ; cause not found).
 
-import { MASKED, TILE_BINDINGS, VISIBLE } from "./attention.wgsl.js";
+import { loadRowInputs, MASKED, SEGMENT_START, TILE_BINDINGS, VISIBLE } from "./attention.wgsl.js";
 
 export interface MmaShape {
   headDim: number; // a multiple of 16
@@ -111,26 +111,22 @@ alias Result = subgroup_matrix_result<f32, ${M}, ${M}>;
 `;
 }
 
-/** The start of both kernels' entry point: the tile (a, b), its query count, query head h, kv head g, row lengths. */
-const TILE_ENTRY = /* wgsl */ `@compute @workgroup_size(${MMA_THREADS})
+/** The start of every tensor-core kernel's entry point: the tile's descriptor words a and b. */
+const TILE_START = /* wgsl */ `@compute @workgroup_size(${MMA_THREADS})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32,
         @builtin(subgroup_id) sg: u32) {
   let tile = wid.x + wid.y * nwg.x;
   if (tile >= P.tiles) { return; }
   let a = tiles[2u * tile];
-  let b = tiles[2u * tile + 1u];
+  let b = tiles[2u * tile + 1u];`;
+
+/** The entry of a query tile (forward, dq): its query count, query head h, kv head g, row lengths. */
+const QUERY_TILE_ENTRY = /* wgsl */ `${TILE_START}
   let count = a.y;
   let h = b.x;
   let g = h / (P.qHeads / P.kvHeads);
   let keyRow = P.kvHeads * D; // elements from one token's keys (or values) to the next
   let keys = P.tokens + ${MMA_PADDING_KEYS}u; // elements from one row of Kᵀ (or Vᵀ) to the next`;
-
-/** The tile's lid-th query token, in `token` (0 past count): consecutive, or from the gathered list. */
-const TOKEN_OF_LID = /* wgsl */ `var token = 0u;
-    if (lid < count) {
-      token = a.x + lid;
-      if (b.y == 1u) { token = entries[a.x + lid]; }
-    }`;
 
 /**
  * Stages the tile's rows of vec4<f16> arrays into padded f16 workgroup arrays ([global, local]
@@ -191,15 +187,8 @@ var<workgroup> rowToken: array<u32, ${TQ}>;
 var<workgroup> rowM: array<f32, ${TQ}>;
 var<workgroup> rowL: array<f32, ${TQ}>;
 
-${TILE_ENTRY}
-  if (lid < TQ) {
-    ${TOKEN_OF_LID}
-    rowToken[lid] = token;
-    var state = vec2<f32>(MASKED, 0.0);
-    if (P.loadState == 1u && lid < count) { state = ml[token * P.qHeads + h]; }
-    rowM[lid] = state.x;
-    rowL[lid] = state.y;
-  }
+${QUERY_TILE_ENTRY}
+  ${loadRowInputs("a.x", "b.y == 1u", "state")}
   workgroupBarrier();
   // query rows as f16; the accumulator from the previous round (or zero) as f32
   ${stageQueryRows([["q", "Qs"]], "out")}
@@ -316,14 +305,8 @@ var<workgroup> rowToken: array<u32, ${TQ}>;
 var<workgroup> rowLse: array<f32, ${TQ}>;
 var<workgroup> rowDelta: array<f32, ${TQ}>;
 
-${TILE_ENTRY}
-  if (lid < TQ) {
-    ${TOKEN_OF_LID}
-    rowToken[lid] = token;
-    let stats = rowStats[token * P.qHeads + h];
-    rowLse[lid] = stats.x;
-    rowDelta[lid] = stats.y;
-  }
+${QUERY_TILE_ENTRY}
+  ${loadRowInputs("a.x", "b.y == 1u", "stats")}
   workgroupBarrier();
   ${stageQueryRows([["q", "Qs"], ["dout", "dOs"]], "dq")}
   workgroupBarrier();
@@ -417,8 +400,7 @@ export function dkdvMmaWgsl(c: { headDim: number }): string {
 @group(0) @binding(7) var<storage, read> rowStats: array<vec2<f32>>; // [tokens, qHeads] (lse, delta)
 @group(0) @binding(8) var<storage, read_write> dkdv: array<f32>;  // [2, tokens, kvHeads, D]: dk, then dv
 
-// Segment starts ([width * qHeads * globalBlocks + 1]) follow the tile words in tiles, from vec4 P.segments.
-fn segmentStart(i: u32) -> u32 { return tiles[P.segments + i / 4u][i % 4u]; }
+${SEGMENT_START}
 
 var<workgroup> Qs: array<f16, ${DKDV_QUERIES * (D + 8)}>;  // [query, d]
 var<workgroup> dOs: array<f16, ${DKDV_QUERIES * (D + 8)}>; // [query, d]
@@ -433,13 +415,7 @@ var<workgroup> rowToken: array<u32, ${DKDV_QUERIES}>;
 var<workgroup> rowLse: array<f32, ${DKDV_QUERIES}>;
 var<workgroup> rowDelta: array<f32, ${DKDV_QUERIES}>;
 
-@compute @workgroup_size(${MMA_THREADS})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32,
-        @builtin(subgroup_id) sg: u32) {
-  let tile = wid.x + wid.y * nwg.x;
-  if (tile >= P.tiles) { return; }
-  let a = tiles[2u * tile];
-  let b = tiles[2u * tile + 1u];
+${TILE_START}
   let g = b.x;
   let keyStart = a.z;
   let keyEnd = a.w;
@@ -466,17 +442,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       for (var start = begin; start < end; start += TQ) {
         let count = min(TQ, end - start);
         workgroupBarrier(); // the previous chunk is done with the rows and tiles below
-        if (lid < TQ) {
-          var token = 0u;
-          if (lid < count) {
-            token = start + lid;
-            if (part > 0u) { token = entries[start + lid]; }
-          }
-          rowToken[lid] = token;
-          let stats = rowStats[token * P.qHeads + h];
-          rowLse[lid] = stats.x;
-          rowDelta[lid] = stats.y;
-        }
+        ${loadRowInputs("start", "part > 0u", "stats")}
         workgroupBarrier();
         for (var e = lid; e < TQ * D4; e += THREADS) {
           let r = e / D4;
