@@ -297,7 +297,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 }
 `;
 
-/** rowStats = (lse, delta = rowsum(dout * out)), one thread per (token, head): the backward's per-row inputs in one buffer. */
+/** Rows of one DELTA workgroup (32 threads each). */
+export const DELTA_ROWS = 8;
+
+/**
+ * rowStats = (lse, delta = rowsum(dout * out)), 32 threads per (token, head) row reading it along
+ * headDim (coalesced; one thread per row read 32 rows 512 bytes apart at once: 0.47 ms at 32K tokens
+ * x 8 heads), the 32 partial sums added in a fixed order: the backward's per-row inputs in one buffer.
+ */
 export const DELTA = /* wgsl */ `
 struct Params { rows: u32, headDim: u32, pad0: u32, pad1: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
@@ -305,14 +312,23 @@ struct Params { rows: u32, headDim: u32, pad0: u32, pad1: u32 }
 @group(0) @binding(2) var<storage, read> dout: array<f32>;
 @group(0) @binding(3) var<storage, read> lse: array<f32>;
 @group(0) @binding(4) var<storage, read_write> rowStats: array<vec2<f32>>;
+var<workgroup> partial: array<f32, ${DELTA_ROWS * 32}>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(${DELTA_ROWS * 32})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let row = (wid.x + wid.y * nwg.x) * 64u + lid;
-  if (row >= P.rows) { return; }
+  let row = (wid.x + wid.y * nwg.x) * ${DELTA_ROWS}u + lid / 32u;
+  let lane = lid % 32u;
   var s = 0.0;
-  for (var d = 0u; d < P.headDim; d++) { s += out[row * P.headDim + d] * dout[row * P.headDim + d]; }
-  rowStats[row] = vec2<f32>(lse[row], s);
+  if (row < P.rows) {
+    for (var d = lane; d < P.headDim; d += 32u) { s += out[row * P.headDim + d] * dout[row * P.headDim + d]; }
+  }
+  partial[lid] = s;
+  workgroupBarrier();
+  if (lane == 0u && row < P.rows) {
+    var total = 0.0;
+    for (var i = 0u; i < 32u; i++) { total += partial[lid + i]; }
+    rowStats[row] = vec2<f32>(lse[row], total);
+  }
 }
 `;
 

@@ -5,9 +5,9 @@ import { blockOffsets, forEachRoute, pastPerQuery, selectsAll } from "../../cpu/
 import { MobaError } from "../../tensor.js";
 import { checked, getDevice, type MobaDevice } from "../device.js";
 import { type Binding, Buffers, dispatch, type Kernel, pipeline, readBack, threadGroups } from "../kernel.js";
-import { DELTA, dkdvWgsl, dqWgsl, FINALIZE, FINALIZE_ELEMENTS, forwardWgsl, perThread, type TileShape } from "./attention.wgsl.js";
+import { DELTA, DELTA_ROWS, dkdvWgsl, dqWgsl, FINALIZE, FINALIZE_ELEMENTS, forwardWgsl, perThread, type TileShape } from "./attention.wgsl.js";
 import { dkdvMmaSharedBytes, dkdvMmaWgsl, dqMmaSharedBytes, dqMmaWgsl, forwardMmaWgsl, MMA_DKDV_KEYS, MMA_PADDING_KEYS, MMA_QUERIES, MMA_THREADS, mmaSharedBytes, type MmaShape, TO_F16, TO_F16_ELEMENTS, TO_F16_TRANSPOSED, TRANSPOSE_TILE } from "./mma.wgsl.js";
-import { BLOCK_SUMS, GATE_MAX_HEAD_DIM, GATHERED_TILES, type GateShape, gateWgsl, SCAN, SCATTER } from "./routing.wgsl.js";
+import { BLOCK_SUM_THREADS, BLOCK_SUMS, GATE_MAX_HEAD_DIM, GATHERED_TILES, type GateShape, gateWgsl, SCAN, SCATTER } from "./routing.wgsl.js";
 
 /** The largest headDim: the gate stages key sums of this width, the tile shapes are checked against it. */
 const MAX_HEAD_DIM = GATE_MAX_HEAD_DIM;
@@ -16,13 +16,13 @@ const THREADS = 64;
 const SOFTWARE_SHARED_BUDGET = 32768;
 
 const fixed = (name: string, code: string): Kernel<null> => ({ name, workgroupSize: THREADS, key: () => "", wgsl: () => code });
-const blockSums = fixed("blockSums", BLOCK_SUMS);
-const gate: Kernel<GateShape> = { name: "gate", workgroupSize: 64, key: (c) => `${c.width}/${c.vec4Rows}`, wgsl: gateWgsl };
+const blockSums: Kernel<null> = { name: "blockSums", workgroupSize: BLOCK_SUM_THREADS, key: () => "", wgsl: () => BLOCK_SUMS };
+const gate: Kernel<GateShape> = { name: "gate", workgroupSize: 64, key: (c) => `${c.width}/${c.headDim}/${c.vec4Rows}`, wgsl: gateWgsl };
 const scatter = fixed("scatter", SCATTER);
 const scan: Kernel<null> = { name: "scan", workgroupSize: 256, key: () => "", wgsl: () => SCAN };
 const gatheredTiles = fixed("gatheredTiles", GATHERED_TILES);
 const finalize: Kernel<null> = { name: "finalize", workgroupSize: 256, key: () => "", wgsl: () => FINALIZE };
-const deltaKernel = fixed("delta", DELTA);
+const deltaKernel: Kernel<null> = { name: "delta", workgroupSize: DELTA_ROWS * 32, key: () => "", wgsl: () => DELTA };
 const toF16: Kernel<null> = { name: "toF16", workgroupSize: 256, key: () => "", wgsl: () => TO_F16 };
 const toF16Transposed: Kernel<null> = { name: "toF16Transposed", workgroupSize: 256, key: () => "", wgsl: () => TO_F16_TRANSPOSED };
 const tiled = (name: string, wgsl: (c: TileShape) => string): Kernel<TileShape> => ({
@@ -197,7 +197,7 @@ async function route(mem: Buffers, encoder: GPUCommandEncoder, pl: Plan, q: GPUB
     routing = mem.storage(tokens * qHeads * pl.width * 4, "routing", encoder);
     counts = mem.storage(segments * 4, "segment counts", encoder);
     dispatch(encoder, gpu, await pipeline(gpu, blockSums, null), [params, blockRange, k, sums], pl.blocks * kvHeads, "block sums");
-    const gateShape = { width: pl.width, vec4Rows: headDim % 4 === 0 };
+    const gateShape = { width: pl.width, headDim, vec4Rows: headDim % 4 === 0 };
     dispatch(encoder, gpu, await pipeline(gpu, gate, gateShape), [params, cu, offsets, q, sums, routing, counts], qHeads * Math.ceil(tokens / 64), "gate");
   }
   const segmentStart = mem.storage((segments + 1) * 4, "segment starts", encoder);
@@ -359,7 +359,7 @@ export async function backwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTen
   const qShape = dqShape(gpu, headDim);
   const kShape = dkdvShape(gpu, headDim);
   const [deltaPipeline, dqPipeline, dkdvPipeline] = await Promise.all([pipeline(gpu, deltaKernel, null), pipeline(gpu, dqKernel, qShape), pipeline(gpu, dkdvKernel, kShape)]);
-  dispatch(encoder, gpu, deltaPipeline, [mem.uniform([tokens * qHeads, headDim, 0, 0], "delta params"), out, dout, lse, rowStats], threadGroups(deltaKernel, tokens * qHeads), "delta");
+  dispatch(encoder, gpu, deltaPipeline, [mem.uniform([tokens * qHeads, headDim, 0, 0], "delta params"), out, dout, lse, rowStats], Math.ceil((tokens * qHeads) / DELTA_ROWS), "delta");
   // the f16 path on tensor cores where the device has them: dq (9 storage buffers) and dk/dv, on f16 copies
   const dqMma = p.precision === "f16" && gpu.storageBuffersPerStage >= 9 ? mmaShape(gpu, headDim, dqMmaSharedBytes) : null;
   const dkdvMma = p.precision === "f16" && gpu.mma16 && headDim % 16 === 0 && dkdvMmaSharedBytes(headDim) <= gpu.maxWorkgroupStorage;

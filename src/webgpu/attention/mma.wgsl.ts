@@ -361,10 +361,10 @@ ${QUERY_TILE_ENTRY}
 export const MMA_DKDV_KEYS = 16;
 const DKDV_QUERIES = 32;
 
-/** Workgroup bytes of the dk/dv kernel: Q and dO rows (f16), S and dP (f32), Pᵀ and dSᵀ (f16), dK and dV (f32), row statistics. */
+/** Workgroup bytes of the dk/dv kernel: Q and dO rows (f16), S and dP (f32), Pᵀ and dSᵀ (f16), dK or dV on its way out (f32), row statistics. */
 export function dkdvMmaSharedBytes(headDim: number): number {
   const [KT, QC] = [MMA_DKDV_KEYS, DKDV_QUERIES];
-  return 2 * QC * (headDim + 8) * 2 + 2 * QC * (KT + 4) * 4 + 2 * KT * (QC + 8) * 2 + 2 * KT * (headDim + 4) * 4 + QC * 12;
+  return 2 * QC * (headDim + 8) * 2 + 2 * QC * (KT + 4) * 4 + 2 * KT * (QC + 8) * 2 + KT * (headDim + 4) * 4 + QC * 12;
 }
 
 /**
@@ -386,12 +386,20 @@ export function dkdvMmaWgsl(c: { headDim: number }): string {
   const queryTiles = DKDV_QUERIES / M; // 2: S tiles on subgroups 0-1, dP tiles on 2-3
   // TQ: queries per chunk; TK sizes the probability rows' stride PS (keys are 16, MMA_DKDV_KEYS)
   const header = mmaHeader({ headDim: D, TK: DKDV_QUERIES }, DKDV_QUERIES);
-  const update = (acc: string, left: string, right: string, slot: number) => `if (sg + ${slot * SUBGROUPS}u < ${fragments}u) {
+  const slots = Math.ceil(fragments / SUBGROUPS); // dK and dV tiles per subgroup: sg, sg + SUBGROUPS, ...
+  const owns = (slot: number) => `sg + ${slot * SUBGROUPS}u < ${fragments}u`;
+  const update = (acc: string, left: string, right: string, slot: number) => `if (${owns(slot)}) {
         let j = sg + ${slot * SUBGROUPS}u;
-        var o = subgroupMatrixLoad<Result, row_major>(&${acc}, j * ${M}u, OS);
-        ${each(queryTiles, (t) => `o = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&${left}, ${t * M}u, PS), subgroupMatrixLoad<Right, row_major>(&${right}, ${t * M}u * QS + j * ${M}u, QS), o);`).join("\n        ")}
-        subgroupMatrixStore<row_major>(&${acc}, j * ${M}u, o, OS);
+        ${each(queryTiles, (t) => `${acc}${slot} = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&${left}, ${t * M}u, PS), subgroupMatrixLoad<Right, row_major>(&${right}, ${t * M}u * QS + j * ${M}u, QS), ${acc}${slot});`).join("\n        ")}
       }`;
+  // the tile's dK or dV, from registers through workgroup memory to the rows of keys the tile has
+  const write = (acc: string, offset: string) => `${each(slots, (slot) => `if (${owns(slot)}) { subgroupMatrixStore<row_major>(&Outs, (sg + ${slot * SUBGROUPS}u) * ${M}u, ${acc}${slot}, OS); }`).join("\n  ")}
+  workgroupBarrier();
+  for (var e = lid; e < ${MMA_DKDV_KEYS}u * D; e += THREADS) {
+    let key = keyStart + e / D;
+    if (key < keyEnd) { dkdv[${offset}(key * P.kvHeads + g) * D + e % D] = Outs[(e / D) * OS + e % D]; }
+  }
+  workgroupBarrier();`;
   return /* wgsl */ `${header}
 @group(0) @binding(3) var<storage, read> q: array<vec4<f16>>;     // [tokens, qHeads, D/4]
 @group(0) @binding(4) var<storage, read> kT: array<f16>;          // [kvHeads, D, tokens + padding]: Kᵀ, zeros past tokens
@@ -409,8 +417,7 @@ var<workgroup> Ss: array<f32, ${DKDV_QUERIES * (MMA_DKDV_KEYS + 4)}>;  // S [que
 var<workgroup> dPs: array<f32, ${DKDV_QUERIES * (MMA_DKDV_KEYS + 4)}>; // dP [query, key]
 var<workgroup> Ps: array<f16, ${MMA_DKDV_KEYS * (DKDV_QUERIES + 8)}>;  // Pᵀ [key, query]
 var<workgroup> dSs: array<f16, ${MMA_DKDV_KEYS * (DKDV_QUERIES + 8)}>; // dSᵀ [key, query]
-var<workgroup> dKs: array<f32, ${MMA_DKDV_KEYS * (D + 4)}>; // [key, d]
-var<workgroup> dVs: array<f32, ${MMA_DKDV_KEYS * (D + 4)}>; // [key, d]
+var<workgroup> Outs: array<f32, ${MMA_DKDV_KEYS * (D + 4)}>; // [key, d]: dK, then dV, on their way out
 var<workgroup> rowToken: array<u32, ${DKDV_QUERIES}>;
 var<workgroup> rowLse: array<f32, ${DKDV_QUERIES}>;
 var<workgroup> rowDelta: array<f32, ${DKDV_QUERIES}>;
@@ -427,7 +434,8 @@ ${TILE_START}
   } else {
     ${each(fragments, (d) => `kv${d} = subgroupMatrixLoad<Right, row_major>(&vT, (g * D + ${d * M}u) * keys + keyStart, keys);`).join("\n    ")}
   }
-  for (var e = lid; e < ${MMA_DKDV_KEYS}u * OS; e += THREADS) { dKs[e] = 0.0; dVs[e] = 0.0; }
+  // subgroup sg's tiles of dK and dV (columns 16 j, j = sg, sg + SUBGROUPS, ...), in registers throughout
+  ${each(slots, (slot) => `var dk${slot} = Result(); var dv${slot} = Result();`).join(" ")}
   let group = P.qHeads / P.kvHeads;
   for (var h = g * group; h < (g + 1u) * group; h++) {
     // part 0: the block's own queries (all later queries of the sequence for full attention); part r + 1: round r's queries that chose the block
@@ -485,20 +493,13 @@ ${TILE_START}
         }
         workgroupBarrier();
         // 3. dV += Pᵀ dO and dK += dSᵀ Q, subgroup sg's tiles sg, sg + SUBGROUPS, ...
-        ${each(Math.ceil(fragments / SUBGROUPS), (slot) => `${update("dVs", "Ps", "dOs", slot)}
-        ${update("dKs", "dSs", "Qs", slot)}`).join("\n        ")}
+        ${each(slots, (slot) => `${update("dv", "Ps", "dOs", slot)}
+        ${update("dk", "dSs", "Qs", slot)}`).join("\n        ")}
       }
     }
   }
-  workgroupBarrier();
-  for (var e = lid; e < ${MMA_DKDV_KEYS}u * D; e += THREADS) {
-    let key = keyStart + e / D;
-    if (key < keyEnd) {
-      let at = (e / D) * OS + e % D;
-      dkdv[(key * P.kvHeads + g) * D + e % D] = dKs[at];
-      dkdv[P.dvOffset + (key * P.kvHeads + g) * D + e % D] = dVs[at];
-    }
-  }
+  ${write("dk", "")}
+  ${write("dv", "P.dvOffset + ")}
 }
 `;
 }

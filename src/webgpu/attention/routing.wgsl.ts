@@ -34,21 +34,42 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let t = index / P.qHeads;
   let h = index % P.qHeads;`;
 
-/** One workgroup per (global block, kv head): the sum of the block's keys. */
+/** The largest headDim routing serves: the gate's and the block sums' workgroup memory hold rows of this many dimensions. */
+export const GATE_MAX_HEAD_DIM = 256;
+
+/** Threads of a BLOCK_SUMS workgroup: 32 lanes along headDim (coalesced rows) times BLOCK_SUM_PARTS token strides. */
+export const BLOCK_SUM_THREADS = 256;
+const BLOCK_SUM_PARTS = BLOCK_SUM_THREADS / 32;
+
+/**
+ * One workgroup per (global block, kv head): the sum of the block's keys. Part p of the workgroup
+ * sums the tokens p, p + PARTS, ... of the block (lane l the dimensions l, l + 32, ...), then each
+ * dimension adds its PARTS partial sums in a fixed order: a block's 512 keys are read by 256
+ * threads at once instead of 64 in sequence (0.12 ms at 32K tokens and one head before).
+ */
 export const BLOCK_SUMS = /* wgsl */ `${PARAMS}@group(0) @binding(1) var<storage, read> blockRange: array<vec2<u32>>; // [globalBlocks] first, end token
 @group(0) @binding(2) var<storage, read> k: array<f32>;               // [tokens, kvHeads, headDim]
 @group(0) @binding(3) var<storage, read_write> sums: array<f32>;      // [globalBlocks, kvHeads, headDim]
+const PARTS = ${BLOCK_SUM_PARTS}u;
+var<workgroup> partial: array<f32, ${BLOCK_SUM_PARTS * GATE_MAX_HEAD_DIM}>; // [PARTS, headDim]
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(${BLOCK_SUM_THREADS})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let item = wid.x + wid.y * nwg.x;
   if (item >= P.globalBlocks * P.kvHeads) { return; }
   let G = item / P.kvHeads;
   let g = item % P.kvHeads;
   let range = blockRange[G];
-  for (var d = lid; d < P.headDim; d += 64u) {
+  let part = lid / 32u;
+  for (var d = lid % 32u; d < P.headDim; d += 32u) {
     var s = 0.0;
-    for (var t = range.x; t < range.y; t++) { s += k[(t * P.kvHeads + g) * P.headDim + d]; }
+    for (var t = range.x + part; t < range.y; t += PARTS) { s += k[(t * P.kvHeads + g) * P.headDim + d]; }
+    partial[part * P.headDim + d] = s;
+  }
+  workgroupBarrier();
+  for (var d = lid; d < P.headDim; d += ${BLOCK_SUM_THREADS}u) {
+    var s = 0.0;
+    for (var i = 0u; i < PARTS; i++) { s += partial[i * P.headDim + d]; }
     sums[item * P.headDim + d] = s;
   }
 }
@@ -56,12 +77,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
 /** Blocks whose key sums a gate workgroup stages in workgroup memory at a time. */
 const GATE_CHUNK = 16;
-/** The gate's workgroup memory holds GATE_CHUNK blocks of this many dimensions (the backend's largest headDim). */
-export const GATE_MAX_HEAD_DIM = 256;
 
-/** The gate's compile-time shape: routed blocks per query, and whether q rows are read as vec4 (headDim a multiple of 4). */
+/** The gate's compile-time shape: routed blocks per query, the head dimension (it sizes the staged sums), whether q rows are read as vec4 (headDim a multiple of 4). */
 export interface GateShape {
   width: number;
+  headDim: number;
   vec4Rows: boolean;
 }
 
@@ -85,7 +105,7 @@ export function gateWgsl(c: GateShape): string {
 
 const CHUNK = ${GATE_CHUNK}u;
 const WIDTH = ${W}u;
-var<workgroup> staged: array<vec4<f32>, ${(GATE_CHUNK * GATE_MAX_HEAD_DIM) / 4}>; // [CHUNK, ⌈headDim / 4⌉] key sums, zero-padded
+var<workgroup> staged: array<vec4<f32>, ${GATE_CHUNK * Math.ceil(c.headDim / 4)}>; // [CHUNK, ⌈headDim / 4⌉] key sums, zero-padded (sized to headDim: more workgroups fit)
 var<workgroup> lowest: atomic<u32>;  // first global block any token of the workgroup scores
 var<workgroup> highest: atomic<u32>; // one past the last
 var<workgroup> range: vec2<u32>;     // (lowest, highest), read uniformly
