@@ -76,7 +76,7 @@ const each = <T>(n: number, f: (i: number) => T) => Array.from({ length: n }, (_
  * What both tensor-core kernels start with: extensions, tile constants (padded row strides), the
  * tile parameters and bindings 0-2, the matrix types.
  */
-function mmaHeader(c: MmaShape, queries = TQ): string {
+function mmaHeader(c: MmaShape, queries = TQ, threads = MMA_THREADS): string {
   const D = c.headDim;
   return /* wgsl */ `enable f16;
 enable subgroups;
@@ -90,9 +90,9 @@ const D = ${D}u;
 const D4 = ${D / 4}u;
 const TQ = ${queries}u;
 const TK = ${c.TK}u;
-const THREADS = ${MMA_THREADS}u;
-const SUBGROUPS = ${SUBGROUPS}u;
-const R = ${ROW_THREADS}u; // softmax threads per row
+const THREADS = ${threads}u;
+const SUBGROUPS = ${threads / 32}u;
+const R = ${threads / queries}u; // softmax threads per row
 // padded row strides (elements): consecutive rows start 16 bytes apart in the banks
 const QS = ${D + 8}u;  // query rows, f16
 const SS = ${c.TK + 4}u;  // scores, f32
@@ -112,7 +112,7 @@ alias Result = subgroup_matrix_result<f32, ${M}, ${M}>;
 }
 
 /** The start of every tensor-core kernel's entry point: the tile's descriptor words a and b. */
-const TILE_START = /* wgsl */ `@compute @workgroup_size(${MMA_THREADS})
+const tileStart = (threads = MMA_THREADS) => /* wgsl */ `@compute @workgroup_size(${threads})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32,
         @builtin(subgroup_id) sg: u32) {
   let tile = wid.x + wid.y * nwg.x;
@@ -121,7 +121,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let b = tiles[2u * tile + 1u];`;
 
 /** The entry of a query tile (forward, dq): its query count, query head h, kv head g, row lengths. */
-const QUERY_TILE_ENTRY = /* wgsl */ `${TILE_START}
+const QUERY_TILE_ENTRY = /* wgsl */ `${tileStart()}
   let count = a.y;
   let h = b.x;
   let g = h / (P.qHeads / P.kvHeads);
@@ -357,49 +357,57 @@ ${QUERY_TILE_ENTRY}
 `;
 }
 
-/** Keys per dk/dv tile and queries per chunk of the tensor-core dk/dv kernel. */
-export const MMA_DKDV_KEYS = 16;
+/** Keys per dk/dv tile, queries per chunk and threads of the tensor-core dk/dv kernel. */
+export const MMA_DKDV_KEYS = 32;
 const DKDV_QUERIES = 32;
+export const MMA_DKDV_THREADS = 256;
 
-/** Workgroup bytes of the dk/dv kernel: Q and dO rows (f16), S and dP (f32), Pᵀ and dSᵀ (f16), dK or dV on its way out (f32), row statistics. */
+/** Workgroup bytes of the dk/dv kernel: Q and dO rows (f16), S and dP (f32), Pᵀ and dSᵀ (f16), 16 rows of dK or dV on their way out (f32), row statistics. */
 export function dkdvMmaSharedBytes(headDim: number): number {
   const [KT, QC] = [MMA_DKDV_KEYS, DKDV_QUERIES];
-  return 2 * QC * (headDim + 8) * 2 + 2 * QC * (KT + 4) * 4 + 2 * KT * (QC + 8) * 2 + KT * (headDim + 4) * 4 + QC * 12;
+  return 2 * QC * (headDim + 8) * 2 + 2 * QC * (KT + 4) * 4 + 2 * KT * (QC + 8) * 2 + M * (headDim + 4) * 4 + QC * 12;
 }
 
 /**
- * dk and dv on tensor cores, key-tile-major like the float32 kernel (16 keys of one kv head per
+ * dk and dv on tensor cores, key-tile-major like the float32 kernel (32 keys of one kv head per
  * workgroup; their own block's queries, then every round's gathered queries that chose the block,
- * for each query head of the group), in chunks of 32 queries: S = Q Kᵀ (subgroups 0-1) and
- * dP = dO Vᵀ (subgroups 2-3) with the tile's Kᵀ or Vᵀ fragments in registers (row-major from the
- * transposed copies); Pᵀ = exp(scale · S − lse) and dSᵀ = scale · Pᵀ ∘ (dPᵀ − delta), both rounded
- * to f16 and written transposed; dV += Pᵀ dO and dK += dSᵀ Q (f32 tiles in workgroup memory).
- * Every matrix is read row-major. Measured on the H100 (32K tokens x 8 heads, full attention): 284
- * ms, about 16 TFLOP/s against dq's 29 — the same as an earlier form that read Qᵀ and dOᵀ
- * column-major from workgroup memory (279 ms), so the cost is elsewhere; likely each 16-key tile
- * staging every chunk of queries anew (larger key tiles would need more registers or K and V from
- * storage per chunk). Besides the inputs, the roundings are P and dS to f16.
+ * for each query head of the group), in chunks of 32 queries staged in workgroup memory, 8 subgroups:
+ *   1. S = Q Kᵀ (subgroups 0-3) and dP = dO Vᵀ (4-7), one 16x16 tile (query tile, key tile) each,
+ *      the key tile's Kᵀ or Vᵀ fragments in registers (row-major from the transposed copies);
+ *   2. Pᵀ = exp(scale · S − lse) and dSᵀ = scale · Pᵀ ∘ (dPᵀ − delta), rounded to f16, transposed;
+ *   3. dV += Pᵀ dO and dK += dSᵀ Q: subgroup sg owns key tile sg / 4 and column tiles sg % 4, + 4,
+ *      ..., of both, in registers (f32) for the whole tile.
+ * Every matrix is read row-major. Each staged chunk serves 32 keys: measured on the H100 (32K tokens
+ * x 8 heads, full attention) 16 keys with dK and dV in workgroup memory took 284 ms, in registers
+ * 260. Besides the inputs, the roundings are P and dS to f16.
  */
 export function dkdvMmaWgsl(c: { headDim: number }): string {
   const D = c.headDim;
   const fragments = D / M;
-  const queryTiles = DKDV_QUERIES / M; // 2: S tiles on subgroups 0-1, dP tiles on 2-3
-  // TQ: queries per chunk; TK sizes the probability rows' stride PS (keys are 16, MMA_DKDV_KEYS)
-  const header = mmaHeader({ headDim: D, TK: DKDV_QUERIES }, DKDV_QUERIES);
-  const slots = Math.ceil(fragments / SUBGROUPS); // dK and dV tiles per subgroup: sg, sg + SUBGROUPS, ...
-  const owns = (slot: number) => `sg + ${slot * SUBGROUPS}u < ${fragments}u`;
+  const keyTiles = MMA_DKDV_KEYS / M; // 2
+  const queryTiles = DKDV_QUERIES / M; // 2
+  const subgroups = MMA_DKDV_THREADS / 32; // 8: S tiles on 0-3, dP tiles on 4-7; dK, dV of key tile sg / 4
+  const columnGroups = subgroups / keyTiles; // subgroups sharing one key tile's dK, dV columns
+  if (keyTiles * queryTiles * 2 !== subgroups) throw new Error("dkdvMmaWgsl: one S or dP tile per subgroup");
+  // TQ: queries per chunk; TK sizes the probability rows' stride PS
+  const header = mmaHeader({ headDim: D, TK: DKDV_QUERIES }, DKDV_QUERIES, MMA_DKDV_THREADS);
+  const slots = Math.ceil(fragments / columnGroups); // dK and dV tiles per subgroup
+  const column = (slot: number) => `sg % ${columnGroups}u + ${slot * columnGroups}u`;
+  const owns = (slot: number) => `${column(slot)} < ${fragments}u`;
   const update = (acc: string, left: string, right: string, slot: number) => `if (${owns(slot)}) {
-        let j = sg + ${slot * SUBGROUPS}u;
-        ${each(queryTiles, (t) => `${acc}${slot} = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&${left}, ${t * M}u, PS), subgroupMatrixLoad<Right, row_major>(&${right}, ${t * M}u * QS + j * ${M}u, QS), ${acc}${slot});`).join("\n        ")}
-      }`;
-  // the tile's dK or dV, from registers through workgroup memory to the rows of keys the tile has
-  const write = (acc: string, offset: string) => `${each(slots, (slot) => `if (${owns(slot)}) { subgroupMatrixStore<row_major>(&Outs, (sg + ${slot * SUBGROUPS}u) * ${M}u, ${acc}${slot}, OS); }`).join("\n  ")}
+          let j = ${column(slot)};
+          ${each(queryTiles, (t) => `${acc}${slot} = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&${left}, ownKeys * ${M}u * PS + ${t * M}u, PS), subgroupMatrixLoad<Right, row_major>(&${right}, ${t * M}u * QS + j * ${M}u, QS), ${acc}${slot});`).join("\n          ")}
+        }`;
+  // the tile's dK or dV, from registers through workgroup memory (16 keys at a time) to the keys the tile has
+  const write = (acc: string, offset: string) => each(keyTiles, (half) => `if (ownKeys == ${half}u) {
+    ${each(slots, (slot) => `if (${owns(slot)}) { subgroupMatrixStore<row_major>(&Outs, (${column(slot)}) * ${M}u, ${acc}${slot}, OS); }`).join("\n    ")}
+  }
   workgroupBarrier();
-  for (var e = lid; e < ${MMA_DKDV_KEYS}u * D; e += THREADS) {
-    let key = keyStart + e / D;
+  for (var e = lid; e < ${M}u * D; e += THREADS) {
+    let key = keyStart + ${half * M}u + e / D;
     if (key < keyEnd) { dkdv[${offset}(key * P.kvHeads + g) * D + e % D] = Outs[(e / D) * OS + e % D]; }
   }
-  workgroupBarrier();`;
+  workgroupBarrier();`).join("\n  ");
   return /* wgsl */ `${header}
 @group(0) @binding(3) var<storage, read> q: array<vec4<f16>>;     // [tokens, qHeads, D/4]
 @group(0) @binding(4) var<storage, read> kT: array<f16>;          // [kvHeads, D, tokens + padding]: Kᵀ, zeros past tokens
@@ -410,31 +418,36 @@ export function dkdvMmaWgsl(c: { headDim: number }): string {
 
 ${SEGMENT_START}
 
+const KEYS = ${MMA_DKDV_KEYS}u;
+const ST = ${MMA_DKDV_KEYS + 4}u; // S and dP row stride
 var<workgroup> Qs: array<f16, ${DKDV_QUERIES * (D + 8)}>;  // [query, d]
 var<workgroup> dOs: array<f16, ${DKDV_QUERIES * (D + 8)}>; // [query, d]
-const ST = ${MMA_DKDV_KEYS + 4}u; // S and dP row stride
 var<workgroup> Ss: array<f32, ${DKDV_QUERIES * (MMA_DKDV_KEYS + 4)}>;  // S [query, key]
 var<workgroup> dPs: array<f32, ${DKDV_QUERIES * (MMA_DKDV_KEYS + 4)}>; // dP [query, key]
 var<workgroup> Ps: array<f16, ${MMA_DKDV_KEYS * (DKDV_QUERIES + 8)}>;  // Pᵀ [key, query]
 var<workgroup> dSs: array<f16, ${MMA_DKDV_KEYS * (DKDV_QUERIES + 8)}>; // dSᵀ [key, query]
-var<workgroup> Outs: array<f32, ${MMA_DKDV_KEYS * (D + 4)}>; // [key, d]: dK, then dV, on their way out
+var<workgroup> Outs: array<f32, ${M * (D + 4)}>; // [key, d]: 16 keys of dK or dV on their way out
 var<workgroup> rowToken: array<u32, ${DKDV_QUERIES}>;
 var<workgroup> rowLse: array<f32, ${DKDV_QUERIES}>;
 var<workgroup> rowDelta: array<f32, ${DKDV_QUERIES}>;
 
-${TILE_START}
+${tileStart(MMA_DKDV_THREADS)}
   let g = b.x;
   let keyStart = a.z;
   let keyEnd = a.w;
   let keys = P.tokens + ${MMA_PADDING_KEYS}u; // elements from one row of Kᵀ (or Vᵀ) to the next
-  // subgroups 0-1: Kᵀ's fragments (S = Q Kᵀ); 2-3: Vᵀ's (dP = dO Vᵀ); keys past keyEnd are masked below
+  // step 1's tile: S (sg < 4) or dP, query tile queryTile, key tile keyTile; keys past keyEnd are masked below
+  let queryTile = sg % ${queryTiles}u;
+  let keyTile = (sg / ${queryTiles}u) % ${keyTiles}u;
+  let kvAt = keyStart + keyTile * ${M}u;
   ${each(fragments, (d) => `var kv${d} = Right();`).join(" ")}
-  if (sg < ${queryTiles}u) {
-    ${each(fragments, (d) => `kv${d} = subgroupMatrixLoad<Right, row_major>(&kT, (g * D + ${d * M}u) * keys + keyStart, keys);`).join("\n    ")}
+  if (sg < ${subgroups / 2}u) {
+    ${each(fragments, (d) => `kv${d} = subgroupMatrixLoad<Right, row_major>(&kT, (g * D + ${d * M}u) * keys + kvAt, keys);`).join("\n    ")}
   } else {
-    ${each(fragments, (d) => `kv${d} = subgroupMatrixLoad<Right, row_major>(&vT, (g * D + ${d * M}u) * keys + keyStart, keys);`).join("\n    ")}
+    ${each(fragments, (d) => `kv${d} = subgroupMatrixLoad<Right, row_major>(&vT, (g * D + ${d * M}u) * keys + kvAt, keys);`).join("\n    ")}
   }
-  // subgroup sg's tiles of dK and dV (columns 16 j, j = sg, sg + SUBGROUPS, ...), in registers throughout
+  // step 3's tiles: dK and dV of the keys of key tile sg / 4, columns 16 j for j = sg % 4, + 4, ...
+  let ownKeys = sg / ${columnGroups}u;
   ${each(slots, (slot) => `var dk${slot} = Result(); var dv${slot} = Result();`).join(" ")}
   let group = P.qHeads / P.kvHeads;
   for (var h = g * group; h < (g + 1u) * group; h++) {
@@ -466,20 +479,20 @@ ${TILE_START}
           dOs[at] = dx.x; dOs[at + 1u] = dx.y; dOs[at + 2u] = dx.z; dOs[at + 3u] = dx.w;
         }
         workgroupBarrier();
-        // 1. S (subgroups 0-1) and dP (2-3), one 16-query tile each
+        // 1. S (subgroups 0-3) and dP (4-7), one (query tile, key tile) each
         {
           var acc = Result();
-          if (sg < ${queryTiles}u) {
-            ${each(fragments, (d) => `acc = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&Qs, sg * ${M}u * QS + ${d * M}u, QS), kv${d}, acc);`).join("\n            ")}
-            subgroupMatrixStore<row_major>(&Ss, sg * ${M}u * ST, acc, ST);
+          if (sg < ${subgroups / 2}u) {
+            ${each(fragments, (d) => `acc = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&Qs, queryTile * ${M}u * QS + ${d * M}u, QS), kv${d}, acc);`).join("\n            ")}
+            subgroupMatrixStore<row_major>(&Ss, queryTile * ${M}u * ST + keyTile * ${M}u, acc, ST);
           } else {
-            ${each(fragments, (d) => `acc = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&dOs, (sg - ${queryTiles}u) * ${M}u * QS + ${d * M}u, QS), kv${d}, acc);`).join("\n            ")}
-            subgroupMatrixStore<row_major>(&dPs, (sg - ${queryTiles}u) * ${M}u * ST, acc, ST);
+            ${each(fragments, (d) => `acc = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&dOs, queryTile * ${M}u * QS + ${d * M}u, QS), kv${d}, acc);`).join("\n            ")}
+            subgroupMatrixStore<row_major>(&dPs, queryTile * ${M}u * ST + keyTile * ${M}u, acc, ST);
           }
         }
         workgroupBarrier();
         // 2. Pᵀ and dSᵀ, masked (the query exists, the key is in the tile and not after the query), written transposed
-        for (var e = lid; e < ${MMA_DKDV_KEYS}u * TQ; e += THREADS) {
+        for (var e = lid; e < KEYS * TQ; e += THREADS) {
           let key = e / TQ;
           let col = e % TQ;
           var p = 0.0;
@@ -492,7 +505,7 @@ ${TILE_START}
           dSs[key * PS + col] = f16(ds);
         }
         workgroupBarrier();
-        // 3. dV += Pᵀ dO and dK += dSᵀ Q, subgroup sg's tiles sg, sg + SUBGROUPS, ...
+        // 3. dV += Pᵀ dO and dK += dSᵀ Q over the chunk's query tiles
         ${each(slots, (slot) => `${update("dv", "Ps", "dOs", slot)}
         ${update("dk", "dSs", "Qs", slot)}`).join("\n        ")}
       }
