@@ -6,7 +6,7 @@ import { MobaError } from "../../tensor.js";
 import { checked, getDevice, type MobaDevice } from "../device.js";
 import { type Binding, Buffers, dispatch, type Kernel, pipeline, readBack, threadGroups } from "../kernel.js";
 import { DELTA, DELTA_ROWS, dkdvWgsl, dqWgsl, FINALIZE, FINALIZE_ELEMENTS, forwardWgsl, perThread, type TileShape } from "./attention.wgsl.js";
-import { dkdvMmaSharedBytes, dkdvMmaWgsl, dqMmaSharedBytes, dqMmaWgsl, forwardMmaWgsl, MMA_DKDV_KEYS, MMA_DKDV_THREADS, MMA_PADDING_KEYS, MMA_QUERIES, MMA_THREADS, mmaSharedBytes, type MmaShape, TO_F16, TO_F16_ELEMENTS, TO_F16_TRANSPOSED, TRANSPOSE_TILE } from "./mma.wgsl.js";
+import { dkdvMmaSharedBytes, dkdvMmaWgsl, dqMmaSharedBytes, dqMmaWgsl, forwardMmaWgsl, MMA_DKDV_KEYS, MMA_DKDV_THREADS, MMA_DQ_THREADS, MMA_PADDING_KEYS, MMA_QUERIES, MMA_THREADS, mmaSharedBytes, type MmaShape, TO_F16, TO_F16_ELEMENTS, TO_F16_TRANSPOSED, TRANSPOSE_TILE } from "./mma.wgsl.js";
 import { BLOCK_SUM_THREADS, BLOCK_SUMS, GATE_MAX_HEAD_DIM, GATHERED_TILES, type GateShape, gateWgsl, SCAN, SCATTER } from "./routing.wgsl.js";
 
 /** The largest headDim: the gate stages key sums of this width, the tile shapes are checked against it. */
@@ -29,7 +29,7 @@ const tiled = (name: string, wgsl: (c: TileShape) => string): Kernel<TileShape> 
   name, workgroupSize: THREADS, key: (c) => `${c.headDim}/${c.TQ}/${c.TK}/${c.unroll}/${c.input}`, wgsl,
 });
 const mmaForwardKernel: Kernel<MmaShape> = { name: "forwardMma", workgroupSize: MMA_THREADS, key: (c) => `${c.headDim}/${c.TK}`, wgsl: forwardMmaWgsl };
-const mmaDqKernel: Kernel<MmaShape> = { name: "dqMma", workgroupSize: MMA_THREADS, key: (c) => `${c.headDim}/${c.TK}`, wgsl: dqMmaWgsl };
+const mmaDqKernel: Kernel<MmaShape> = { name: "dqMma", workgroupSize: MMA_DQ_THREADS, key: (c) => `${c.headDim}/${c.TK}`, wgsl: dqMmaWgsl };
 const mmaDkdvKernel: Kernel<{ headDim: number }> = { name: "dkdvMma", workgroupSize: MMA_DKDV_THREADS, key: (c) => `${c.headDim}`, wgsl: dkdvMmaWgsl };
 const forwardKernel = tiled("forward", forwardWgsl);
 const dqKernel = tiled("dq", dqWgsl);

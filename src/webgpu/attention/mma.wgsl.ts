@@ -121,7 +121,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let b = tiles[2u * tile + 1u];`;
 
 /** The entry of a query tile (forward, dq): its query count, query head h, kv head g, row lengths. */
-const QUERY_TILE_ENTRY = /* wgsl */ `${tileStart()}
+const queryTileEntry = (threads = MMA_THREADS) => /* wgsl */ `${tileStart(threads)}
   let count = a.y;
   let h = b.x;
   let g = h / (P.qHeads / P.kvHeads);
@@ -187,7 +187,7 @@ var<workgroup> rowToken: array<u32, ${TQ}>;
 var<workgroup> rowM: array<f32, ${TQ}>;
 var<workgroup> rowL: array<f32, ${TQ}>;
 
-${QUERY_TILE_ENTRY}
+${queryTileEntry()}
   ${loadRowInputs("a.x", "b.y == 1u", "state")}
   workgroupBarrier();
   // query rows as f16; the accumulator from the previous round (or zero) as f32
@@ -271,22 +271,29 @@ export function dqMmaSharedBytes(c: MmaShape): number {
   return 2 * TQ * (D + 8) * 2 + 2 * TQ * (c.TK + 4) * 4 + TQ * (c.TK + 8) * 2 + TQ * (D + 4) * 4 + TQ * 12;
 }
 
+/** Threads of the tensor-core dq kernel: 8 subgroups, one S or dP tile each per chunk of 64 keys. */
+export const MMA_DQ_THREADS = 256;
+
 /**
  * dq on tensor cores, query-major with the forward's tiles and rounds (f16 q, k, v, dout; f32
- * accumulation): per chunk of keys S = Q Kᵀ and dP = dO Vᵀ (Q and dO fragments in registers, Kᵀ
- * and Vᵀ row-major from the transposed copies), then dS = scale · P ∘ (dP − delta) with
- * P = exp(scale · S − lse), rounded to f16, and dq += dS K (K row-major from its natural copy; dq
- * tiles in workgroup memory, f32). Besides the inputs, the only rounding is dS to f16 (relative
- * 2^-11 per term); delta must come from the same f16-rounded dout, or terms that cancel exactly
- * (a one-token sequence's dq) no longer do.
+ * accumulation), 8 subgroups: per chunk of keys S = Q Kᵀ (subgroups 0-3, Q fragments in registers)
+ * and dP = dO Vᵀ (4-7, dO fragments), one 16-key tile each, Kᵀ and Vᵀ row-major from the transposed
+ * copies; then dS = scale · P ∘ (dP − delta) with P = exp(scale · S − lse), rounded to f16; and
+ * dq += dS K (K row-major from its natural copy), subgroup sg's dq tiles in registers from the
+ * tile's start to its end. Besides the inputs, the only rounding is dS to f16 (relative 2^-11 per
+ * term); delta must come from the same f16-rounded dout, or terms that cancel exactly (a one-token
+ * sequence's dq) no longer do.
  */
 export function dqMmaWgsl(c: MmaShape): string {
   const D = c.headDim;
   const fragments = D / M;
   const kTiles = c.TK / M;
-  if (kTiles > SUBGROUPS) throw new Error(`dqMmaWgsl: TK ${c.TK} needs more than ${SUBGROUPS} subgroups`);
+  const subgroups = MMA_DQ_THREADS / 32;
+  if (2 * kTiles > subgroups) throw new Error(`dqMmaWgsl: TK ${c.TK} needs more than ${subgroups} subgroups`);
+  const slots = Math.ceil(fragments / subgroups); // dq tiles per subgroup: sg, sg + 8, ...
+  const owns = (slot: number) => `sg + ${slot * subgroups}u < ${fragments}u`;
   const transposed = (array: string, d: number) => `subgroupMatrixLoad<Right, row_major>(&${array}, (g * D + ${d * M}u) * keys + k0 + kTile * ${M}u, keys)`;
-  return /* wgsl */ `${mmaHeader(c)}
+  return /* wgsl */ `${mmaHeader(c, TQ, MMA_DQ_THREADS)}
 @group(0) @binding(3) var<storage, read> q: array<vec4<f16>>;     // [tokens, qHeads, D/4]
 @group(0) @binding(4) var<storage, read> kT: array<f16>;          // [kvHeads, D, tokens + padding]: Kᵀ, zeros past tokens
 @group(0) @binding(5) var<storage, read> vT: array<f16>;          // [kvHeads, D, tokens + padding]: Vᵀ, zeros past tokens
@@ -300,30 +307,38 @@ var<workgroup> dOs: array<f16, ${TQ * (D + 8)}>;
 var<workgroup> Ss: array<f32, ${TQ * (c.TK + 4)}>;
 var<workgroup> dPs: array<f32, ${TQ * (c.TK + 4)}>;
 var<workgroup> dSs: array<f16, ${TQ * (c.TK + 8)}>;
-var<workgroup> Os: array<f32, ${TQ * (D + 4)}>; // dq
+var<workgroup> Os: array<f32, ${TQ * (D + 4)}>; // dq, at the tile's start and end
 var<workgroup> rowToken: array<u32, ${TQ}>;
 var<workgroup> rowLse: array<f32, ${TQ}>;
 var<workgroup> rowDelta: array<f32, ${TQ}>;
 
-${QUERY_TILE_ENTRY}
+${queryTileEntry(MMA_DQ_THREADS)}
   ${loadRowInputs("a.x", "b.y == 1u", "stats")}
   workgroupBarrier();
   ${stageQueryRows([["q", "Qs"], ["dout", "dOs"]], "dq")}
   workgroupBarrier();
-  ${each(fragments, (d) => `let q${d} = subgroupMatrixLoad<Left, row_major>(&Qs, ${d * M}u, QS);`).join("\n  ")}
-  ${each(fragments, (d) => `let do${d} = subgroupMatrixLoad<Left, row_major>(&dOs, ${d * M}u, QS);`).join("\n  ")}
-  let kTile = min(sg, ${kTiles - 1}u); // past the chunk's tiles: a copy, not stored
+  // subgroups 0-3: S tile sg from Q; 4-7: dP tile sg - 4 from dO (past the chunk's tiles: a copy, not stored)
+  let kTile = min(sg % ${subgroups / 2}u, ${kTiles - 1}u);
+  ${each(fragments, (d) => `var x${d} = Left();`).join(" ")}
+  if (sg < ${subgroups / 2}u) {
+    ${each(fragments, (d) => `x${d} = subgroupMatrixLoad<Left, row_major>(&Qs, ${d * M}u, QS);`).join("\n    ")}
+  } else {
+    ${each(fragments, (d) => `x${d} = subgroupMatrixLoad<Left, row_major>(&dOs, ${d * M}u, QS);`).join("\n    ")}
+  }
+  ${each(slots, (slot) => `var dq${slot} = Result();
+  if (${owns(slot)}) { dq${slot} = subgroupMatrixLoad<Result, row_major>(&Os, (sg + ${slot * subgroups}u) * ${M}u, OS); }`).join("\n  ")}
   let r = lid / R;
   let part = lid % R;
   for (var k0 = a.z; k0 < a.w; k0 += TK) {
-    // 1. S = Q Kᵀ and dP = dO Vᵀ, one 16-key tile per subgroup
+    // 1. S = Q Kᵀ (subgroups 0-3) and dP = dO Vᵀ (4-7), one 16-key tile each
     {
-      var s = Result();
-      var dp = Result();
-      ${each(fragments, (d) => `s = subgroupMatrixMultiplyAccumulate(q${d}, ${transposed("kT", d)}, s); dp = subgroupMatrixMultiplyAccumulate(do${d}, ${transposed("vT", d)}, dp);`).join("\n      ")}
-      if (sg < ${kTiles}u) {
-        subgroupMatrixStore<row_major>(&Ss, kTile * ${M}u, s, SS);
-        subgroupMatrixStore<row_major>(&dPs, kTile * ${M}u, dp, SS);
+      var acc = Result();
+      if (sg < ${subgroups / 2}u) {
+        ${each(fragments, (d) => `acc = subgroupMatrixMultiplyAccumulate(x${d}, ${transposed("kT", d)}, acc);`).join("\n        ")}
+        if (sg < ${kTiles}u) { subgroupMatrixStore<row_major>(&Ss, kTile * ${M}u, acc, SS); }
+      } else {
+        ${each(fragments, (d) => `acc = subgroupMatrixMultiplyAccumulate(x${d}, ${transposed("vT", d)}, acc);`).join("\n        ")}
+        if (sg - ${subgroups / 2}u < ${kTiles}u) { subgroupMatrixStore<row_major>(&dPs, kTile * ${M}u, acc, SS); }
       }
     }
     workgroupBarrier();
@@ -342,10 +357,15 @@ ${QUERY_TILE_ENTRY}
       }
     }
     workgroupBarrier();
-    // 3. dq += dS K, subgroup sg's dq tiles sg, sg + SUBGROUPS, ...
-    ${accumulate(c, (kk) => `subgroupMatrixLoad<Left, row_major>(&dSs, ${kk * M}u, PS)`, (kk) => `subgroupMatrixLoad<Right, row_major>(&k, ((k0 + ${kk * M}u) * P.kvHeads + g) * D + j * ${M}u, keyRow)`)}
-    workgroupBarrier();
+    // 3. dq += dS K, subgroup sg's dq tiles sg, sg + 8, ...
+    ${each(slots, (slot) => `if (${owns(slot)}) {
+      let j = sg + ${slot * subgroups}u;
+      ${each(kTiles, (kk) => `dq${slot} = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&dSs, ${kk * M}u, PS), subgroupMatrixLoad<Right, row_major>(&k, ((k0 + ${kk * M}u) * P.kvHeads + g) * D + j * ${M}u, keyRow), dq${slot});`).join("\n      ")}
+    }`).join("\n    ")}
+    // no barrier here: the next chunk's step 1 writes Ss and dPs only, and its barrier orders this step's dSs reads before step 2 rewrites dSs
   }
+  ${each(slots, (slot) => `if (${owns(slot)}) { subgroupMatrixStore<row_major>(&Os, (sg + ${slot * subgroups}u) * ${M}u, dq${slot}, OS); }`).join("\n  ")}
+  workgroupBarrier();
   for (var e = lid; e < TQ * D4; e += THREADS) {
     let row = e / D4;
     if (row < count) {
