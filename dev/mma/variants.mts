@@ -18,7 +18,7 @@ interface Variant {
   threads?: number; // default 128
   parallelRows?: boolean;
   /** O in registers for the whole key range (needs parallelRows, direct, 16 queries): rows rescaled through Os when m moves ("flag"), or every chunk ("always"). */
-  oRegs?: "flag" | "always";
+  oRegs?: "flag" | "always" | "never";
   threshold?: boolean;
   /** 16 queries, 128 threads: each subgroup's S tiles (TK / 64 of them) and O tiles (2) as independent, interleaved MMA chains. */
   interleave?: boolean;
@@ -37,8 +37,12 @@ interface Variant {
   qShared?: boolean;
   /** With prefetchK: QK as this many independent MMA chains over the head dimension (summed in the softmax), instead of one chain 8 deep. */
   qkChains?: number;
+  /** The softmax's row max and sum through workgroup memory instead of subgroup shuffles. */
+  sharedReduce?: boolean;
   /** No barrier after P V: the next chunk's QK overlaps other subgroups' P V. */
   noPvBarrier?: boolean;
+  /** With prefetchK, TQ 32, TK 64, 256 threads: a 2 x 4 grid of S tiles, one per subgroup (query tile sg / 4, key tile sg % 4), and O tiles (sg / 4, sg % 4 + 4 n). */
+  grid?: boolean;
   /** FlashAttention-2 layout: `split` subgroups per workgroup, each owning 16 query rows (all their S and O tiles), K and V read from storage by each (shared through L1). */
   split?: number;
 }
@@ -129,22 +133,25 @@ function wgsl(v: Variant): string {
   const dims = Array.from({ length: D / 16 }, (_, d) => d);
   const chains = Array.from({ length: v.qkChains ?? 1 }, (_, c) => c);
   const sArray = (c: number) => (c === 0 ? "Ss" : `Ss${c}`);
+  // the prefetching variants' S tile: key tile kTile of query tile qTile (grid), else key tile sg of the 16 queries
+  const [kTile, qTile] = v.grid ? ["(sg % 4u)", "(sg / 4u)"] : ["sg", "0u"];
   const prefetchQk = `{
       ${chains.map((c) => `var s${c} = Result();`).join(" ")}
       ${dims.map((d) => `s${d % chains.length} = subgroupMatrixMultiplyAccumulate(${v.qShared ? `subgroupMatrixLoad<Left>(&Qs, ${d * 16}u, false, QS)` : `qf${d}`}, kf${d}, s${d % chains.length});`).join("\n      ")}
-      ${chains.map((c) => `subgroupMatrixStore(&${sArray(c)}, sg * 16u, s${c}, false, SS);`).join(" ")}
+      ${chains.map((c) => `subgroupMatrixStore(&${sArray(c)}, ${qTile} * 16u * SS + ${kTile} * 16u, s${c}, false, SS);`).join(" ")}
       // the next chunk's K (rows past the range are the zero padding or masked keys)
-      ${dims.map((d) => `kf${d} = ${kRight(`(sg + ${v.TK / 16}u)`, `${d * 16}u`)};`).join("\n      ")}
+      ${dims.map((d) => `kf${d} = ${kRight(`(${kTile} + ${v.TK / 16}u)`, `${d * 16}u`)};`).join("\n      ")}
     }`;
   // the prefetching variants: one S tile per subgroup (TQ 16, TK = 16 x subgroups), O tiles sg, sg + subgroups, ...
   const SGc = THREADS / 32;
   const keySteps = Array.from({ length: v.TK / 16 }, (_, kk) => kk);
-  const pvChains = Array.from({ length: D / 16 / SGc }, (_, n) => n);
-  const vLoads = keySteps.flatMap((kk) => pvChains.map((n) => `let vf${kk}_${n} = ${vRight(`${kk * 16}u`, `(sg + ${SGc * n}u)`)};`)).join("\n    ");
+  const pvChains = Array.from({ length: v.grid ? 2 : D / 16 / SGc }, (_, n) => n);
+  const oColumn = (n: number) => (v.grid ? `(sg % 4u + ${4 * n}u)` : `(sg + ${SGc * n}u)`);
+  const vLoads = keySteps.flatMap((kk) => pvChains.map((n) => `let vf${kk}_${n} = ${vRight(`${kk * 16}u`, oColumn(n))};`)).join("\n    ");
   const prefetchedPv = `{
-      ${pvChains.map((n) => `var o${n} = subgroupMatrixLoad<Result>(&Os, (sg + ${SGc * n}u) * 16u, false, OS);`).join(" ")}
-      ${keySteps.map((kk) => `{ let pl = subgroupMatrixLoad<Left>(&Ps, ${kk * 16}u, false, PS); ${pvChains.map((n) => `o${n} = subgroupMatrixMultiplyAccumulate(pl, vf${kk}_${n}, o${n});`).join(" ")} }`).join("\n      ")}
-      ${pvChains.map((n) => `subgroupMatrixStore(&Os, (sg + ${SGc * n}u) * 16u, o${n}, false, OS);`).join(" ")}
+      ${pvChains.map((n) => `var o${n} = subgroupMatrixLoad<Result>(&Os, ${qTile} * 16u * OS + ${oColumn(n)} * 16u, false, OS);`).join(" ")}
+      ${keySteps.map((kk) => `{ let pl = subgroupMatrixLoad<Left>(&Ps, ${qTile} * 16u * PS + ${kk * 16}u, false, PS); ${pvChains.map((n) => `o${n} = subgroupMatrixMultiplyAccumulate(pl, vf${kk}_${n}, o${n});`).join(" ")} }`).join("\n      ")}
+      ${pvChains.map((n) => `subgroupMatrixStore(&Os, ${qTile} * 16u * OS + ${oColumn(n)} * 16u, o${n}, false, OS);`).join(" ")}
     }`;
   const qk = v.skip === "qk" ? "" : v.prefetchK ? prefetchQk : v.rows2 ? rows2Qk : v.interleave ? interleavedQk : qRegs ? `
     for (var t = sg; t < (TQ / 16u) * (TK / 16u); t += subgroups) {
@@ -179,8 +186,8 @@ function wgsl(v: Variant): string {
         Ss[r * SS + col] = x;
         localMax = max(localMax, x);
       }
-      ${Array.from({ length: Math.log2(R) }, (_, i) => `localMax = max(localMax, subgroupShuffleXor(localMax, ${2 ** i}u));`).join("\n      ")}
-      let mNew = ${v.threshold ? "select(mOld, localMax, localMax > mOld + 8.0)" : "max(mOld, localMax)"};
+      ${v.sharedReduce ? `red[lid] = localMax; workgroupBarrier(); for (var i = 0u; i < ${R}u; i++) { localMax = max(localMax, red[r * ${R}u + i]); } workgroupBarrier();` : Array.from({ length: Math.log2(R) }, (_, i) => `localMax = max(localMax, subgroupShuffleXor(localMax, ${2 ** i}u));`).join("\n      ")}
+      let mNew = ${v.oRegs === "never" ? "select(mOld, localMax, mOld == MASKED)" : v.threshold ? "select(mOld, localMax, localMax > mOld + 8.0)" : "max(mOld, localMax)"};
       var localSum = 0.0;
       for (var i = 0u; i < TK / ${R}u; i++) {
         let col = part + i * ${R}u;
@@ -190,7 +197,7 @@ function wgsl(v: Variant): string {
         Ps[r * PS + col] = f16(p);
         localSum += p;
       }
-      ${Array.from({ length: Math.log2(R) }, (_, i) => `localSum += subgroupShuffleXor(localSum, ${2 ** i}u);`).join("\n      ")}
+      ${v.sharedReduce ? `red[lid] = localSum; workgroupBarrier(); localSum = 0.0; for (var i = 0u; i < ${R}u; i++) { localSum += red[r * ${R}u + i]; }` : Array.from({ length: Math.log2(R) }, (_, i) => `localSum += subgroupShuffleXor(localSum, ${2 ** i}u);`).join("\n      ")}
       let alpha = exp(mOld - mNew);
       ${v.oRegs ? `if (part == 0u) { rowAlpha[r] = alpha; if (alpha != 1.0 && lOld > 0.0) { rescale = 1u; } }` : `if (alpha != 1.0) { for (var i = 0u; i < D / ${R}u; i++) { Os[r * OS + part + i * ${R}u] *= alpha; } }`}
       if (part == 0u) { rowM[r] = mNew; rowL[r] = lOld * alpha + localSum; }
@@ -231,12 +238,14 @@ function wgsl(v: Variant): string {
       workgroupBarrier();
       ${slots.map((n) => `o${n} = subgroupMatrixLoad<Result>(&Os, (sg + ${4 * n}u) * 16u, false, OS);`).join(" ")}
     }`;
-  const afterSoftmax = !v.oRegs ? "workgroupBarrier();" : v.oRegs === "always" ? `workgroupBarrier();
+  const afterSoftmax = !v.oRegs ? "workgroupBarrier();" : v.oRegs === "never" ? "workgroupBarrier();" : v.oRegs === "always" ? `workgroupBarrier();
     ${rescaleO}` : `if (workgroupUniformLoad(&rescale) == 1u) {
       ${rescaleO}
       if (lid == 0u) { rescale = 0u; }
     }`;
-  const pv = v.skip === "pv" ? "" : v.prefetchV ? prefetchedPv : v.rows2 ? rows2Pv : v.interleave ? interleavedPv : v.oRegs ? `
+  // O in registers, the key steps unrolled and V prefetched (the 17th run's form)
+  const unrolledRegsPv = keySteps.map((kk) => `{ let pl = subgroupMatrixLoad<Left>(&Ps, ${kk * 16}u, false, PS); ${slots.map((n) => `o${n} = subgroupMatrixMultiplyAccumulate(pl, vf${kk}_${n}, o${n});`).join(" ")} }`).join("\n    ");
+  const pv = v.skip === "pv" ? "" : v.oRegs && v.prefetchV ? unrolledRegsPv : v.prefetchV ? prefetchedPv : v.rows2 ? rows2Pv : v.interleave ? interleavedPv : v.oRegs ? `
     for (var kk = 0u; kk < TK; kk += 16u) {
       let pl = subgroupMatrixLoad<Left>(&Ps, kk, false, PS);
       ${slots.map((n) => `o${n} = subgroupMatrixMultiplyAccumulate(pl, ${vRight("kk", `(sg + ${4 * n}u)`)}, o${n});`).join("\n      ")}
@@ -264,6 +273,7 @@ var<workgroup> rowM: array<f32, ${v.TQ}>;
 var<workgroup> rowL: array<f32, ${v.TQ}>;
 var<workgroup> rowAlpha: array<f32, ${v.TQ}>;
 var<workgroup> rescale: u32;
+var<workgroup> red: array<f32, ${THREADS}>;
 alias Left = subgroup_matrix_left<f16, 16, 16>;
 alias Right = subgroup_matrix_right<f16, 16, 16>;
 alias Result = subgroup_matrix_result<f32, 16, 16>;
@@ -293,7 +303,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   ${v.rows2 ? [0, 1].flatMap((i) => Array.from({ length: D / 16 }, (_, d) => `let qr${i}_${d} = subgroupMatrixLoad<Left>(&Qs, ${i * 16}u * QS + ${d * 16}u, false, QS);`)).join("\n  ") : ""}
   ${qRegs && !v.rows2 && !v.qShared ? Array.from({ length: D / 16 }, (_, d) => `let qf${d} = subgroupMatrixLoad<Left>(&Qs, (sg / (TK / 16u)) * 16u * QS + ${d * 16}u, false, QS);`).join("\n  ") : ""}
   ${v.oRegs ? slots.map((n) => `var o${n} = subgroupMatrixLoad<Result>(&Os, (sg + ${4 * n}u) * 16u, false, OS);`).join("\n  ") : ""}
-  ${v.prefetchK ? dims.map((d) => `var kf${d} = ${kRight("sg", `${d * 16}u`).replace("k0", "a.z")};`).join("\n  ") : ""}
+  ${v.prefetchK ? dims.map((d) => `var kf${d} = ${kRight(kTile, `${d * 16}u`).replace("k0", "a.z")};`).join("\n  ") : ""}
   for (var k0 = a.z; k0 < a.w; k0 += TK) {
     ${v.prefetchV ? vLoads : ""}
     ${stage("k")}
@@ -487,13 +497,42 @@ const kTsrc: Variant = { ...src, name: "src/ (Kᵀ row-major)", kT: true };
 // Sixteenth run: QK as 2 or 4 independent MMA chains (the loads are fast since Kᵀ; maybe the MMA
 // chain's latency shows now): 54.4 and 87.4 ms against 47.9 (with no barrier after P V 51.5): not
 // latency-bound on the chain, as before.
+// Seventeenth run: the dk/dv kernel went from 4 subgroups to 8 (one S or dP tile each, a staged
+// chunk serving 32 keys) and ran 2.4x faster; the same here: 32 queries, 8 subgroups, each one S
+// tile of a 2 x 4 grid and two O tiles, K and V fragments prefetched as in src/.
+const grid: Variant = { ...kTsrc, name: "... 32 queries, 8 subgroups, S tile grid", TQ: 32, threads: 256, grid: true };
+// Result: 55.8 ms, 64.2 without V prefetch, 54.4 without the barrier after P V, against 48.4: slower.
+// Eighteenth run: O in registers again, now that the backward keeps dq, dK and dV in registers
+// across chunks correctly: P V unrolled over the key steps with V prefetched (the wrong forms ran a
+// loop over them), rescaled through Os every chunk, or only when a row's max moves by more than 8
+// (p ≤ e^8 fits f16). The output buffer is now poisoned before every variant.
+// Result (4096 x 1 and 32768 x 8 heads; MOBA_ERROR_MAP=1 at 256 tokens): every O-in-registers form
+// still wrong, error 1.4 ≈ √2 in every 16 x 16 block, so the values have the right size but are
+// not the right ones (uncorrelated with the reference), also with the rescale never run (m fixed by
+// the first chunk), without any prefetch, and with the row max and sum reduced through workgroup
+// memory instead of subgroup shuffles (that form alone is correct: 5.8e-8). Timings of the wrong
+// forms, for what O in registers might give: 45.0 ms (e^8) against 48.5. The same change in src/
+// (f16 check on the H100) failed 9 of 14 cases, NaN in several. Cause not found; dq, dK and dV
+// in registers are correct (they have no softmax state, no rescale, no P·V from prefetched V).
 const variants: Variant[] = [
   kTsrc,
+  { ...kTsrc, name: "... O in registers, unrolled, rescale every chunk", oRegs: "always" },
+  { ...kTsrc, name: "... O in registers, unrolled, m moves beyond e^8", oRegs: "flag", threshold: true },
+  { ...kTsrc, name: "... O in registers, unrolled, rescale when m moves", oRegs: "flag" },
+  { ...kTsrc, name: "... O in registers, never rescaled (diagnostic: m fixed by the first chunk)", oRegs: "never" },
+  { ...kTsrc, name: "... never rescaled, no V prefetch", oRegs: "never", prefetchV: false },
+  { ...kTsrc, name: "... never rescaled, no prefetch", oRegs: "never", prefetchV: false, prefetchK: false },
+  { ...kTsrc, name: "... row max and sum through workgroup memory", sharedReduce: true },
+  { ...kTsrc, name: "... O in registers, e^8, reductions through workgroup memory", oRegs: "flag", threshold: true, sharedReduce: true },
+  { ...kTsrc, name: "... O in registers, every chunk, reductions through workgroup memory", oRegs: "always", sharedReduce: true },
+];
+const earlier: Variant[] = [
+  grid,
+  { ...grid, name: "... grid, no V prefetch", prefetchV: false },
+  { ...grid, name: "... grid, no barrier after P V", noPvBarrier: true },
   { ...kTsrc, name: "... QK as 2 chains", qkChains: 2 },
   { ...kTsrc, name: "... QK as 4 chains", qkChains: 4 },
   { ...kTsrc, name: "... QK as 2 chains, no barrier after P V", qkChains: 2, noPvBarrier: true },
-];
-const earlier: Variant[] = [
   { ...kTsrc, name: "... 256 threads, 16/128", threads: 256, TK: 128 },
   { ...kTsrc, name: "... 16/128, no prefetch", TK: 128, prefetchK: false, prefetchV: false },
   { ...kTsrc, name: "... 256 threads, 16/128, V prefetch only", threads: 256, TK: 128, prefetchK: false },
@@ -568,7 +607,7 @@ const transposed = (x: Uint16Array) => {
   return buffer(y);
 };
 const kT = transposed(kData), vT = transposed(vData);
-const out = device.createBuffer({ size: tokens * heads * D * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+const out = device.createBuffer({ size: tokens * heads * D * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
 const flops = 4 * D * heads * (tokens * (tokens + 1)) / 2;
 
 async function run(variant: Variant): Promise<{ ms: number; out: Float32Array | null }> {
@@ -592,6 +631,8 @@ async function run(variant: Variant): Promise<{ ms: number; out: Float32Array | 
   const pipe = device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "main" } });
   const error = await device.popErrorScope();
   if (error) throw new Error(error.message);
+  // NaN in every element first: a variant that leaves an element unwritten shows as an error, not as the previous variant's value
+  device.queue.writeBuffer(out, 0, new Float32Array(out.size / 4).fill(Number.NaN));
   const once = () => {
     const encoder = device.createCommandEncoder();
     dispatch(encoder, gpu, pipe, [uniform, tiles, q, k, v, variant.kT ? kT : k, variant.vT ? vT : v, out], words.length / 8, variant.name);
@@ -619,6 +660,27 @@ async function run(variant: Variant): Promise<{ ms: number; out: Float32Array | 
   return { ms: times[2], out: result };
 }
 
+/** MOBA_ERROR_MAP=1: each variant's relative error by 16-token x 16-column block of the first head (rows of blocks: tokens), where an error has a pattern. */
+function errorMap(x: Float32Array, ref: Float32Array): string {
+  const lines: string[] = [];
+  for (let t0 = 0; t0 < Math.min(tokens, 256); t0 += 16) {
+    const cells: string[] = [];
+    for (let d0 = 0; d0 < D; d0 += 16) {
+      let [e, n] = [0, 0];
+      for (let t = t0; t < Math.min(t0 + 16, tokens); t++) {
+        for (let d = d0; d < d0 + 16; d++) {
+          const i = t * heads * D + d;
+          e += (x[i] - ref[i]) ** 2;
+          n += ref[i] ** 2;
+        }
+      }
+      cells.push(Math.sqrt(e / n).toExponential(0));
+    }
+    lines.push(`  tokens ${t0}: ${cells.join(" ")}`);
+  }
+  return lines.join("\n");
+}
+
 let reference: Float32Array | null = null;
 const rows: string[][] = [];
 // MOBA_ALL_VARIANTS=1 also runs the earlier ones
@@ -630,6 +692,7 @@ for (const variant of list) {
     const r = await run(variant);
     reference ??= r.out;
     const error = r.out && reference ? relativeError(r.out, reference).toExponential(1) : "-";
+    if (process.env.MOBA_ERROR_MAP && r.out && reference) console.log(errorMap(r.out, reference));
     rows.push([variant.name, `${variant.TQ}/${variant.TK}`, r.ms.toFixed(2), (flops / (r.ms / 1000) / 1e12).toFixed(1), error]);
   } catch (e) {
     rows.push([variant.name, `${variant.TQ}/${variant.TK}`, "failed", String((e as Error).message).slice(0, 80), ""]);
