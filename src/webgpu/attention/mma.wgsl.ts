@@ -32,8 +32,11 @@
 // (each subgroup owning 16 rows and all their tiles) 107.9-162.4. No better: independent MMA chains
 // interleaved 74.2 (QK split into 2 / 4 chains with Kᵀ: 54.4 / 87.4 against 47.9); 32 queries sharing
 // each K and V fragment 70.5 (+9%, not taken; 65.6 with Kᵀ); no barrier after P V 49.2 against 48.3;
-// Q fragments read from workgroup memory at each use 51.6 against 48.1. O kept in registers across
-// chunks gave wrong results (relative error 1.4, still with Kᵀ; cause not found).
+// Q fragments read from workgroup memory at each use 51.6 against 48.1; 32 queries on 8 subgroups
+// (a 2 x 4 grid of S tiles, the layout that made dk/dv 2.4x faster) 55.8 against 48.4. O kept in
+// registers across chunks gives wrong results on this driver (error ~√2 in every block, even with
+// the rescale never taken; the backward's register accumulators are right; cause not found), at
+// 45.0 against 48.5 ms.
 
 import { loadRowInputs, MASKED, SEGMENT_START, TILE_BINDINGS, VISIBLE } from "./attention.wgsl.js";
 
