@@ -190,8 +190,26 @@ function loadQueryRows(c: TileShape, rows: [string, string][], state: string): s
   }`;
 }
 
-/** Forward: online softmax over the tile's key range; state (acc, m, l) in global memory between rounds. */
+/** Column lanes of the forward's P·V step: thread lid owns columns lid % 16 + 16 c of rows lid / 16 + 4 i. */
+const PV_LANES = 16;
+const PV_ROW_GROUPS = THREADS / PV_LANES;
+
+/** The forward's register tiles: each thread's 2 x qkCols block of S, and rowsPerThread x colsPerThread block of O. */
+function forwardTiles(c: TileShape) {
+  const qkCols = Math.min(4, c.TK); // S columns per thread, TK / qkCols apart
+  return { qkCols, rowsPerThread: c.TQ / PV_ROW_GROUPS, colsPerThread: Math.ceil(c.headDim / PV_LANES) };
+}
+
+/**
+ * Forward: online softmax over the tile's key range; state (acc, m, l) in global memory between
+ * rounds. Register-tiled: for S = Q Kᵀ each thread computes a 2 x 4 block (6 workgroup-memory
+ * reads per 8 multiply-adds, against 2 per 1 when each thread computed one dot product), and for
+ * O += P V a 4 x 8 block (12 reads per 32), O staying in registers across the key range.
+ */
 export function forwardWgsl(c: TileShape): string {
+  const t = forwardTiles(c);
+  const acc = t.rowsPerThread * t.colsPerThread;
+  if (c.TQ % PV_ROW_GROUPS !== 0 || c.TQ % 2 !== 0) throw new Error(`forwardWgsl: TQ ${c.TQ} must be a multiple of ${PV_ROW_GROUPS}`);
   return /* wgsl */ `${header(c)}
 @group(0) @binding(3) var<storage, read> q: array<${c.input}>;          // [tokens, qHeads, D]
 @group(0) @binding(4) var<storage, read> k: array<${c.input}>;          // [tokens, kvHeads, D]
@@ -207,22 +225,58 @@ var<workgroup> rowL: array<f32, ${c.TQ}>;
 var<workgroup> rowAlpha: array<f32, ${c.TQ}>;
 
 ${queryTileEntry(c)}
+  let QK_COLS = min(4u, TK);     // S columns per thread
+  let QK_GROUPS = TK / QK_COLS;  // threads sharing a pair of S rows
+  let ROWS = TQ / ${PV_ROW_GROUPS}u;     // O rows per thread: pvRow, pvRow + ${PV_ROW_GROUPS}, ...
+  let COLS = (D + ${PV_LANES - 1}u) / ${PV_LANES}u;   // O columns per thread: pvLane, pvLane + ${PV_LANES}, ...
+  let pvRow = lid / ${PV_LANES}u;
+  let pvLane = lid % ${PV_LANES}u;
   ${loadRowInputs("a.x", "b.y == 1u", "state")}
   workgroupBarrier();
-  ${loadQueryRows(c, [["q", "Qs"]], "out")}
+  for (var e = lid; e < TQ * D; e += ${THREADS}u) {
+    let r = e / D;
+    var x = 0.0;
+    if (r < count) { x = f32(q[(rowToken[r] * P.qHeads + h) * D + e % D]); }
+    Qs[r * STRIDE + e % D] = x;
+  }
+  // the thread's O block, from the previous round's accumulator (or zero)
+  var acc: array<f32, ${acc}>;
+  for (var i = 0u; i < ROWS; i++) {
+    let r = pvRow + ${PV_ROW_GROUPS}u * i;
+    for (var j = 0u; j < COLS; j++) {
+      let col = pvLane + ${PV_LANES}u * j;
+      acc[i * COLS + j] = 0.0;
+      if (P.loadState == 1u && r < count && col < D) { acc[i * COLS + j] = out[(rowToken[r] * P.qHeads + h) * D + col]; }
+    }
+  }
   for (var k0 = a.z; k0 < a.w; k0 += ${uniformConstant(c, "TK")}) {
     ${loadKeys(c, "k0", "a.w")}
     workgroupBarrier();
-    for (var e = lid; e < TQ * TK; e += ${THREADS}u) {
-      let r = e / TK;
-      let col = e % TK;
-      let key = k0 + col;
-      var score = MASKED;
-      if (r < count && key < a.w && key <= rowToken[r]) {
-        ${dot("s", "Qs", "r", "Ks", "col")}
-        score = P.scale * s;
+    // S = scale Q Kᵀ, masked: thread m's rows 2 (m / QK_GROUPS) + {0, 1}, columns m % QK_GROUPS + QK_GROUPS j
+    for (var m = lid; m < (TQ / 2u) * QK_GROUPS; m += ${THREADS}u) {
+      let r0 = 2u * (m / QK_GROUPS);
+      let c0 = m % QK_GROUPS;
+      var s: array<f32, 8>; // [2, QK_COLS]
+      for (var i = 0u; i < 8u; i++) { s[i] = 0.0; }
+      for (var d = 0u; d < D; d++) {
+        let q0 = Qs[r0 * STRIDE + d];
+        let q1 = Qs[(r0 + 1u) * STRIDE + d];
+        for (var j = 0u; j < QK_COLS; j++) {
+          let kd = Ks[(c0 + QK_GROUPS * j) * STRIDE + d];
+          s[j] += q0 * kd;
+          s[4u + j] += q1 * kd;
+        }
       }
-      S[e] = score;
+      for (var i = 0u; i < 2u; i++) {
+        let r = r0 + i;
+        for (var j = 0u; j < QK_COLS; j++) {
+          let col = c0 + QK_GROUPS * j;
+          let key = k0 + col;
+          var score = MASKED;
+          if (r < count && key < a.w && key <= rowToken[r]) { score = P.scale * s[4u * i + j]; }
+          S[r * TK + col] = score;
+        }
+      }
     }
     workgroupBarrier();
     if (lid < TQ) {
@@ -243,24 +297,29 @@ ${queryTileEntry(c)}
       rowAlpha[lid] = alpha;
     }
     workgroupBarrier();
-    for (var i = 0u; i < PER_THREAD; i++) {
-      let e = lid + i * ${THREADS}u;
-      if (e < TQ * D) {
-        let r = e / D;
-        let col = e % D;
-        var x = acc[i] * rowAlpha[r];
-        for (var j = 0u; j < TK; j++) { x += S[r * TK + j] * Vs[j * STRIDE + col]; }
-        acc[i] = x;
+    // O = alpha O + P V on the thread's block
+    for (var i = 0u; i < ROWS; i++) {
+      let alpha = rowAlpha[pvRow + ${PV_ROW_GROUPS}u * i];
+      for (var j = 0u; j < COLS; j++) { acc[i * COLS + j] *= alpha; }
+    }
+    for (var key = 0u; key < TK; key++) {
+      var p: array<f32, ${t.rowsPerThread}>;
+      for (var i = 0u; i < ROWS; i++) { p[i] = S[(pvRow + ${PV_ROW_GROUPS}u * i) * TK + key]; }
+      for (var j = 0u; j < COLS; j++) {
+        let col = pvLane + ${PV_LANES}u * j;
+        let vd = select(0.0, Vs[key * STRIDE + col], col < D);
+        for (var i = 0u; i < ROWS; i++) { acc[i * COLS + j] += p[i] * vd; }
       }
     }
     workgroupBarrier();
   }
-  for (var i = 0u; i < PER_THREAD; i++) {
-    let e = lid + i * ${THREADS}u;
-    let r = e / D;
-    if (e < TQ * D && r < count) {
-      let at = (rowToken[r] * P.qHeads + h) * D + e % D;
-      out[at] = select(acc[i], acc[i] / rowL[r], P.finalize == 1u);
+  for (var i = 0u; i < ROWS; i++) {
+    let r = pvRow + ${PV_ROW_GROUPS}u * i;
+    for (var j = 0u; j < COLS; j++) {
+      let col = pvLane + ${PV_LANES}u * j;
+      if (r < count && col < D) {
+        out[(rowToken[r] * P.qHeads + h) * D + col] = select(acc[i * COLS + j], acc[i * COLS + j] / rowL[r], P.finalize == 1u);
+      }
     }
   }
   if (lid < count) {
