@@ -27,7 +27,7 @@ export const VISIBLE = "-1.0e38";
 export const TILE_BINDINGS = /* wgsl */ `struct Params {
   qHeads: u32, kvHeads: u32, tiles: u32, loadState: u32,
   finalize: u32, width: u32, globalBlocks: u32, scale: f32,
-  headDim: u32, tq: u32, tk: u32, perThread: u32,
+  headDim: u32, tq: u32, tk: u32,
   segments: u32, dvOffset: u32, tokens: u32,
 }
 @group(0) @binding(0) var<uniform> P: Params;
@@ -72,7 +72,7 @@ export const SEGMENT_START = /* wgsl */ `fn segmentStart(i: u32) -> u32 { return
  */
 function header(c: TileShape): string {
   const D = c.headDim;
-  const values: [string, number][] = [["D", D], ["STRIDE", D + 1], ["TQ", c.TQ], ["TK", c.TK], ["PER_THREAD", perThread(c)]];
+  const values: [string, number][] = [["D", D], ["STRIDE", D + 1], ["TQ", c.TQ], ["TK", c.TK]];
   const constants = c.unroll
     ? values.map(([name, value]) => `const ${name} = ${value}u;`).join("\n")
     : values.map(([name]) => `var<private> ${name}: u32;`).join("\n");
@@ -131,11 +131,6 @@ function loadKeys(c: TileShape, k0: string, end: string): string {
     }`;
 }
 
-/** Accumulator elements per thread: TQ rows of D for the query kernels, TK rows for dk/dv. */
-export function perThread(c: TileShape): number {
-  return Math.ceil((Math.max(c.TQ, c.TK) * c.headDim) / THREADS);
-}
-
 /** A tile constant in a loop that holds a barrier: it must be uniform, so read it from P when not unrolled. */
 function uniformConstant(c: TileShape, name: "TQ" | "TK"): string {
   return c.unroll ? name : name === "TQ" ? "P.tq" : "P.tk";
@@ -143,22 +138,7 @@ function uniformConstant(c: TileShape, name: "TQ" | "TK"): string {
 
 /** Without unrolling, the tile constants are set from the uniform at entry. */
 function setHeadDim(c: TileShape): string {
-  return c.unroll ? "" : "D = P.headDim;\n  STRIDE = D + 1u;\n  TQ = P.tq;\n  TK = P.tk;\n  PER_THREAD = P.perThread;";
-}
-
-/** `name` = a[aRow] · b[bRow] over D, with four partial sums so the multiply-adds do not wait on each other. */
-function dot(name: string, a: string, aRow: string, b: string, bRow: string): string {
-  const [acc, ai, bi, d] = [`${name}4`, `${name}A`, `${name}B`, `${name}D`];
-  return `var ${acc} = vec4<f32>(0.0);
-        let ${ai} = ${aRow} * STRIDE;
-        let ${bi} = ${bRow} * STRIDE;
-        var ${d} = 0u;
-        for (; ${d} + 3u < D; ${d} += 4u) {
-          ${acc} += vec4<f32>(${a}[${ai} + ${d}], ${a}[${ai} + ${d} + 1u], ${a}[${ai} + ${d} + 2u], ${a}[${ai} + ${d} + 3u])
-            * vec4<f32>(${b}[${bi} + ${d}], ${b}[${bi} + ${d} + 1u], ${b}[${bi} + ${d} + 2u], ${b}[${bi} + ${d} + 3u]);
-        }
-        for (; ${d} < D; ${d}++) { ${acc}.x += ${a}[${ai} + ${d}] * ${b}[${bi} + ${d}]; }
-        let ${name} = ${acc}.x + ${acc}.y + ${acc}.z + ${acc}.w;`;
+  return c.unroll ? "" : "D = P.headDim;\n  STRIDE = D + 1u;\n  TQ = P.tq;\n  TK = P.tk;";
 }
 
 /** Workgroup memory every tile kernel has: query rows (Qs), key and value chunks, the rows' tokens. */
@@ -169,47 +149,110 @@ var<workgroup> Vs: array<f32, ${c.TK * (c.headDim + 1)}>;
 var<workgroup> rowToken: array<u32, ${c.TQ}>;`;
 }
 
+/** Column lanes of the register tiles: thread lid owns accumulator columns lid % 16 + 16 j of rows lid / 16 + 4 i. */
+const TILE_LANES = 16;
+const TILE_ROW_GROUPS = THREADS / TILE_LANES;
+type Side = "TQ" | "TK";
+
 /**
- * Copies the tile's query rows from each global array into its workgroup array ([global, shared]
- * pairs; zeros past count) and starts each thread's accumulator `acc` from `state` when
- * P.loadState is set (a later round), else from zero.
+ * The float32 kernels' register tiles. Scores: a `rows` x `cols` grid (rows: the tile's queries,
+ * or its keys in dk/dv), each thread a 2 x QK_COLS block, its columns QK_GROUPS apart (6
+ * workgroup-memory reads per 8 multiply-adds, against 2 per 1 for a dot product per thread).
+ * Accumulators: `rows` x D, each thread ROWS x COLS (a 4 x 8 block: 12 reads per 32), in registers.
  */
-function loadQueryRows(c: TileShape, rows: [string, string][], state: string): string {
-  return `var acc: array<f32, ${perThread(c)}>;
-  for (var i = 0u; i < PER_THREAD; i++) {
-    let e = lid + i * ${THREADS}u;
-    let r = e / D;
-    acc[i] = 0.0;
-    if (e < TQ * D && r < count) {
-      let at = (rowToken[r] * P.qHeads + h) * D + e % D;
-      ${rows.map(([global, local]) => `${local}[r * STRIDE + e % D] = f32(${global}[at]);`).join("\n      ")}
-      if (P.loadState == 1u) { acc[i] = ${state}[at]; }
-    } else if (e < TQ * D) {
-      ${rows.map(([, local]) => `${local}[r * STRIDE + e % D] = 0.0;`).join("\n      ")}
+function registerTiles(rows: Side, cols: Side): string {
+  return `let QK_COLS = min(4u, ${cols}); // score columns per thread
+  let QK_GROUPS = ${cols} / QK_COLS;  // threads sharing a pair of score rows
+  let ROWS = ${rows} / ${TILE_ROW_GROUPS}u;         // accumulator rows per thread: tileRow, tileRow + ${TILE_ROW_GROUPS}, ...
+  let COLS = (D + ${TILE_LANES - 1}u) / ${TILE_LANES}u;  // accumulator columns per thread: tileLane, tileLane + ${TILE_LANES}, ...
+  let tileRow = lid / ${TILE_LANES}u;
+  let tileLane = lid % ${TILE_LANES}u;`;
+}
+
+/** Accumulator elements per thread (a compile-time array size). */
+function accumulators(c: TileShape, rows: Side): number {
+  return (c[rows] / TILE_ROW_GROUPS) * Math.ceil(c.headDim / TILE_LANES);
+}
+
+/** `body` for each of the thread's accumulators: its row, col and index at. */
+function eachAccumulator(body: string): string {
+  return `for (var i = 0u; i < ROWS; i++) {
+    let row = tileRow + ${TILE_ROW_GROUPS}u * i;
+    for (var j = 0u; j < COLS; j++) {
+      let col = tileLane + ${TILE_LANES}u * j;
+      let at = i * COLS + j;
+      ${body}
     }
   }`;
 }
 
-/** Column lanes of the forward's P·V step: thread lid owns columns lid % 16 + 16 c of rows lid / 16 + 4 i. */
-const PV_LANES = 16;
-const PV_ROW_GROUPS = THREADS / PV_LANES;
+/**
+ * The thread's score blocks: for each [name, left, right], name[4 i + j] = left[row] · right[col]
+ * over D; then `body` for each element (row, col, at).
+ */
+function scoreBlocks(rows: Side, products: [string, string, string][], body: string): string {
+  return `for (var m = lid; m < (${rows} / 2u) * QK_GROUPS; m += ${THREADS}u) {
+      let r0 = 2u * (m / QK_GROUPS);
+      let c0 = m % QK_GROUPS;
+      ${products.map(([name]) => `var ${name}: array<f32, 8>; // [2, QK_COLS]`).join("\n      ")}
+      for (var i = 0u; i < 8u; i++) { ${products.map(([name]) => `${name}[i] = 0.0;`).join(" ")} }
+      for (var d = 0u; d < D; d++) {
+        ${products.map(([name, left]) => `let ${name}0 = ${left}[r0 * STRIDE + d];
+        let ${name}1 = ${left}[(r0 + 1u) * STRIDE + d];`).join("\n        ")}
+        for (var j = 0u; j < QK_COLS; j++) {
+          ${products.map(([name, , right]) => `{
+            let x = ${right}[(c0 + QK_GROUPS * j) * STRIDE + d];
+            ${name}[j] += ${name}0 * x;
+            ${name}[4u + j] += ${name}1 * x;
+          }`).join("\n          ")}
+        }
+      }
+      for (var i = 0u; i < 2u; i++) {
+        for (var j = 0u; j < QK_COLS; j++) {
+          let row = r0 + i;
+          let col = c0 + QK_GROUPS * j;
+          let at = 4u * i + j;
+          ${body}
+        }
+      }
+    }`;
+}
 
-/** The forward's register tiles: each thread's 2 x qkCols block of S, and rowsPerThread x colsPerThread block of O. */
-function forwardTiles(c: TileShape) {
-  const qkCols = Math.min(4, c.TK); // S columns per thread, TK / qkCols apart
-  return { qkCols, rowsPerThread: c.TQ / PV_ROW_GROUPS, colsPerThread: Math.ceil(c.headDim / PV_LANES) };
+/** For each [acc, weights, values]: acc[row, col] += Σ_n weights[row, n] · values[n, col], n < inner (weights [rows, inner], values rows of STRIDE). */
+function accumulateBlocks(c: TileShape, rows: Side, inner: Side, terms: [string, string, string][]): string {
+  const perThread = c[rows] / TILE_ROW_GROUPS;
+  return `for (var n = 0u; n < ${inner}; n++) {
+      ${terms.map(([, weights], t) => `var w${t}: array<f32, ${perThread}>;
+      for (var i = 0u; i < ROWS; i++) { w${t}[i] = ${weights}[(tileRow + ${TILE_ROW_GROUPS}u * i) * ${inner} + n]; }`).join("\n      ")}
+      for (var j = 0u; j < COLS; j++) {
+        let col = tileLane + ${TILE_LANES}u * j;
+        ${terms.map(([acc, , values], t) => `{
+          let x = select(0.0, ${values}[n * STRIDE + col], col < D);
+          for (var i = 0u; i < ROWS; i++) { ${acc}[i * COLS + j] += w${t}[i] * x; }
+        }`).join("\n        ")}
+      }
+    }`;
+}
+
+/** Stages the tile's query rows of each [global, local] pair into workgroup memory (zeros past count). */
+function stageQueryRows(rows: [string, string][]): string {
+  return `for (var e = lid; e < TQ * D; e += ${THREADS}u) {
+    let r = e / D;
+    ${rows.map(([, local]) => `var ${local}x = 0.0;`).join(" ")}
+    if (r < count) {
+      let at = (rowToken[r] * P.qHeads + h) * D + e % D;
+      ${rows.map(([global, local]) => `${local}x = f32(${global}[at]);`).join(" ")}
+    }
+    ${rows.map(([, local]) => `${local}[r * STRIDE + e % D] = ${local}x;`).join(" ")}
+  }`;
 }
 
 /**
  * Forward: online softmax over the tile's key range; state (acc, m, l) in global memory between
- * rounds. Register-tiled: for S = Q Kᵀ each thread computes a 2 x 4 block (6 workgroup-memory
- * reads per 8 multiply-adds, against 2 per 1 when each thread computed one dot product), and for
- * O += P V a 4 x 8 block (12 reads per 32), O staying in registers across the key range.
+ * rounds. Register-tiled (registerTiles): S = Q Kᵀ in 2 x 4 blocks, O += P V in 4 x 8 blocks
+ * that stay in registers across the key range.
  */
 export function forwardWgsl(c: TileShape): string {
-  const t = forwardTiles(c);
-  const acc = t.rowsPerThread * t.colsPerThread;
-  if (c.TQ % PV_ROW_GROUPS !== 0 || c.TQ % 2 !== 0) throw new Error(`forwardWgsl: TQ ${c.TQ} must be a multiple of ${PV_ROW_GROUPS}`);
   return /* wgsl */ `${header(c)}
 @group(0) @binding(3) var<storage, read> q: array<${c.input}>;          // [tokens, qHeads, D]
 @group(0) @binding(4) var<storage, read> k: array<${c.input}>;          // [tokens, kvHeads, D]
@@ -225,59 +268,22 @@ var<workgroup> rowL: array<f32, ${c.TQ}>;
 var<workgroup> rowAlpha: array<f32, ${c.TQ}>;
 
 ${queryTileEntry(c)}
-  let QK_COLS = min(4u, TK);     // S columns per thread
-  let QK_GROUPS = TK / QK_COLS;  // threads sharing a pair of S rows
-  let ROWS = TQ / ${PV_ROW_GROUPS}u;     // O rows per thread: pvRow, pvRow + ${PV_ROW_GROUPS}, ...
-  let COLS = (D + ${PV_LANES - 1}u) / ${PV_LANES}u;   // O columns per thread: pvLane, pvLane + ${PV_LANES}, ...
-  let pvRow = lid / ${PV_LANES}u;
-  let pvLane = lid % ${PV_LANES}u;
+  ${registerTiles("TQ", "TK")}
   ${loadRowInputs("a.x", "b.y == 1u", "state")}
   workgroupBarrier();
-  for (var e = lid; e < TQ * D; e += ${THREADS}u) {
-    let r = e / D;
-    var x = 0.0;
-    if (r < count) { x = f32(q[(rowToken[r] * P.qHeads + h) * D + e % D]); }
-    Qs[r * STRIDE + e % D] = x;
-  }
-  // the thread's O block, from the previous round's accumulator (or zero)
-  var acc: array<f32, ${acc}>;
-  for (var i = 0u; i < ROWS; i++) {
-    let r = pvRow + ${PV_ROW_GROUPS}u * i;
-    for (var j = 0u; j < COLS; j++) {
-      let col = pvLane + ${PV_LANES}u * j;
-      acc[i * COLS + j] = 0.0;
-      if (P.loadState == 1u && r < count && col < D) { acc[i * COLS + j] = out[(rowToken[r] * P.qHeads + h) * D + col]; }
-    }
-  }
+  ${stageQueryRows([["q", "Qs"]])}
+  // the thread's block of O, from the previous round's accumulator (or zero)
+  var acc: array<f32, ${accumulators(c, "TQ")}>;
+  ${eachAccumulator(`acc[at] = 0.0;
+      if (P.loadState == 1u && row < count && col < D) { acc[at] = out[(rowToken[row] * P.qHeads + h) * D + col]; }`)}
   for (var k0 = a.z; k0 < a.w; k0 += ${uniformConstant(c, "TK")}) {
     ${loadKeys(c, "k0", "a.w")}
     workgroupBarrier();
-    // S = scale Q Kᵀ, masked: thread m's rows 2 (m / QK_GROUPS) + {0, 1}, columns m % QK_GROUPS + QK_GROUPS j
-    for (var m = lid; m < (TQ / 2u) * QK_GROUPS; m += ${THREADS}u) {
-      let r0 = 2u * (m / QK_GROUPS);
-      let c0 = m % QK_GROUPS;
-      var s: array<f32, 8>; // [2, QK_COLS]
-      for (var i = 0u; i < 8u; i++) { s[i] = 0.0; }
-      for (var d = 0u; d < D; d++) {
-        let q0 = Qs[r0 * STRIDE + d];
-        let q1 = Qs[(r0 + 1u) * STRIDE + d];
-        for (var j = 0u; j < QK_COLS; j++) {
-          let kd = Ks[(c0 + QK_GROUPS * j) * STRIDE + d];
-          s[j] += q0 * kd;
-          s[4u + j] += q1 * kd;
-        }
-      }
-      for (var i = 0u; i < 2u; i++) {
-        let r = r0 + i;
-        for (var j = 0u; j < QK_COLS; j++) {
-          let col = c0 + QK_GROUPS * j;
-          let key = k0 + col;
+    // S = scale Q Kᵀ, masked
+    ${scoreBlocks("TQ", [["s", "Qs", "Ks"]], `let key = k0 + col;
           var score = MASKED;
-          if (r < count && key < a.w && key <= rowToken[r]) { score = P.scale * s[4u * i + j]; }
-          S[r * TK + col] = score;
-        }
-      }
-    }
+          if (row < count && key < a.w && key <= rowToken[row]) { score = P.scale * s[at]; }
+          S[row * TK + col] = score;`)}
     workgroupBarrier();
     if (lid < TQ) {
       var chunkMax = MASKED;
@@ -297,31 +303,14 @@ ${queryTileEntry(c)}
       rowAlpha[lid] = alpha;
     }
     workgroupBarrier();
-    // O = alpha O + P V on the thread's block
-    for (var i = 0u; i < ROWS; i++) {
-      let alpha = rowAlpha[pvRow + ${PV_ROW_GROUPS}u * i];
-      for (var j = 0u; j < COLS; j++) { acc[i * COLS + j] *= alpha; }
-    }
-    for (var key = 0u; key < TK; key++) {
-      var p: array<f32, ${t.rowsPerThread}>;
-      for (var i = 0u; i < ROWS; i++) { p[i] = S[(pvRow + ${PV_ROW_GROUPS}u * i) * TK + key]; }
-      for (var j = 0u; j < COLS; j++) {
-        let col = pvLane + ${PV_LANES}u * j;
-        let vd = select(0.0, Vs[key * STRIDE + col], col < D);
-        for (var i = 0u; i < ROWS; i++) { acc[i * COLS + j] += p[i] * vd; }
-      }
-    }
+    // O = alpha O + P V
+    ${eachAccumulator("acc[at] *= rowAlpha[row];")}
+    ${accumulateBlocks(c, "TQ", "TK", [["acc", "S", "Vs"]])}
     workgroupBarrier();
   }
-  for (var i = 0u; i < ROWS; i++) {
-    let r = pvRow + ${PV_ROW_GROUPS}u * i;
-    for (var j = 0u; j < COLS; j++) {
-      let col = pvLane + ${PV_LANES}u * j;
-      if (r < count && col < D) {
-        out[(rowToken[r] * P.qHeads + h) * D + col] = select(acc[i * COLS + j], acc[i * COLS + j] / rowL[r], P.finalize == 1u);
-      }
-    }
-  }
+  ${eachAccumulator(`if (row < count && col < D) {
+        out[(rowToken[row] * P.qHeads + h) * D + col] = select(acc[at], acc[at] / rowL[row], P.finalize == 1u);
+      }`)}
   if (lid < count) {
     let row = rowToken[lid] * P.qHeads + h;
     if (P.finalize == 1u) { lse[row] = rowM[lid] + log(rowL[lid]); } else { ml[row] = vec2<f32>(rowM[lid], rowL[lid]); }
@@ -408,42 +397,31 @@ var<workgroup> rowLse: array<f32, ${c.TQ}>;
 var<workgroup> rowDelta: array<f32, ${c.TQ}>;
 
 ${queryTileEntry(c)}
+  ${registerTiles("TQ", "TK")}
   ${loadRowInputs("a.x", "b.y == 1u", "stats")}
   workgroupBarrier();
-  ${loadQueryRows(c, [["q", "Qs"], ["dout", "dOs"]], "dq")}
+  ${stageQueryRows([["q", "Qs"], ["dout", "dOs"]])}
+  // the thread's block of dq, from the previous round (or zero)
+  var acc: array<f32, ${accumulators(c, "TQ")}>;
+  ${eachAccumulator(`acc[at] = 0.0;
+      if (P.loadState == 1u && row < count && col < D) { acc[at] = dq[(rowToken[row] * P.qHeads + h) * D + col]; }`)}
   for (var k0 = a.z; k0 < a.w; k0 += ${uniformConstant(c, "TK")}) {
     ${loadKeys(c, "k0", "a.w")}
     workgroupBarrier();
-    for (var e = lid; e < TQ * TK; e += ${THREADS}u) {
-      let r = e / TK;
-      let col = e % TK;
-      let key = k0 + col;
-      var ds = 0.0;
-      if (r < count && key < a.w && key <= rowToken[r]) {
-        ${dot("s", "Qs", "r", "Ks", "col")}
-        let p = exp(P.scale * s - rowLse[r]);
-        ${dot("dp", "dOs", "r", "Vs", "col")}
-        ds = P.scale * p * (dp - rowDelta[r]);
-      }
-      dS[e] = ds;
-    }
+    // dS = scale P ∘ (dP − delta), P = exp(scale Q Kᵀ − lse), dP = dO Vᵀ
+    ${scoreBlocks("TQ", [["s", "Qs", "Ks"], ["dp", "dOs", "Vs"]], `let key = k0 + col;
+          var ds = 0.0;
+          if (row < count && key < a.w && key <= rowToken[row]) {
+            let p = exp(P.scale * s[at] - rowLse[row]);
+            ds = P.scale * p * (dp[at] - rowDelta[row]);
+          }
+          dS[row * TK + col] = ds;`)}
     workgroupBarrier();
-    for (var i = 0u; i < PER_THREAD; i++) {
-      let e = lid + i * ${THREADS}u;
-      if (e < TQ * D) {
-        let r = e / D;
-        var x = acc[i];
-        for (var j = 0u; j < TK; j++) { x += dS[r * TK + j] * Ks[j * STRIDE + e % D]; }
-        acc[i] = x;
-      }
-    }
+    // dq += dS K
+    ${accumulateBlocks(c, "TQ", "TK", [["acc", "dS", "Ks"]])}
     workgroupBarrier();
   }
-  for (var i = 0u; i < PER_THREAD; i++) {
-    let e = lid + i * ${THREADS}u;
-    let r = e / D;
-    if (e < TQ * D && r < count) { dq[(rowToken[r] * P.qHeads + h) * D + e % D] = acc[i]; }
-  }
+  ${eachAccumulator(`if (row < count && col < D) { dq[(rowToken[row] * P.qHeads + h) * D + col] = acc[at]; }`)}
 }
 `;
 }
@@ -473,56 +451,29 @@ var<workgroup> Pm: array<f32, ${c.TK * c.TQ}>;  // [key, query]
 var<workgroup> dS: array<f32, ${c.TK * c.TQ}>;  // [key, query]
 var<workgroup> rowLse: array<f32, ${c.TQ}>;
 var<workgroup> rowDelta: array<f32, ${c.TQ}>;
-var<private> dkAcc: array<f32, ${perThread(c)}>;
-var<private> dvAcc: array<f32, ${perThread(c)}>;
+// the thread's blocks of dk and dv (registerTiles with the keys as rows)
+var<private> dkAcc: array<f32, ${accumulators(c, "TK")}>;
+var<private> dvAcc: array<f32, ${accumulators(c, "TK")}>;
 
 // one chunk of up to TQ queries: tokens start.. (gathered: entries[start..]) against the tile's keys
 fn chunk(lid: u32, h: u32, g: u32, start: u32, count: u32, gathered: bool, keyStart: u32, keyEnd: u32) {
+  ${registerTiles("TK", "TQ")}
   ${loadRowInputs("start", "gathered", "stats")}
   workgroupBarrier();
-  for (var e = lid; e < TQ * D; e += ${THREADS}u) {
-    let r = e / D;
-    var qx = 0.0;
-    var dx = 0.0;
-    if (r < count) {
-      let at = (rowToken[r] * P.qHeads + h) * D + e % D;
-      qx = q[at];
-      dx = dout[at];
-    }
-    Qs[r * STRIDE + e % D] = qx;
-    dOs[r * STRIDE + e % D] = dx;
-  }
+  ${stageQueryRows([["q", "Qs"], ["dout", "dOs"]])}
   workgroupBarrier();
-  for (var e = lid; e < TK * TQ; e += ${THREADS}u) {
-    let key = e / TQ;
-    let r = e % TQ;
-    var p = 0.0;
-    var ds = 0.0;
-    if (r < count && keyStart + key < keyEnd && keyStart + key <= rowToken[r]) {
-      ${dot("s", "Ks", "key", "Qs", "r")}
-      p = exp(P.scale * s - rowLse[r]);
-      ${dot("dp", "Vs", "key", "dOs", "r")}
-      ds = P.scale * p * (dp - rowDelta[r]);
-    }
-    Pm[e] = p;
-    dS[e] = ds;
-  }
+  // Pᵀ and dSᵀ: rows are keys, columns queries
+  ${scoreBlocks("TK", [["s", "Ks", "Qs"], ["dp", "Vs", "dOs"]], `var p = 0.0;
+          var ds = 0.0;
+          if (col < count && keyStart + row < keyEnd && keyStart + row <= rowToken[col]) {
+            p = exp(P.scale * s[at] - rowLse[col]);
+            ds = P.scale * p * (dp[at] - rowDelta[col]);
+          }
+          Pm[row * TQ + col] = p;
+          dS[row * TQ + col] = ds;`)}
   workgroupBarrier();
-  for (var i = 0u; i < PER_THREAD; i++) {
-    let e = lid + i * ${THREADS}u;
-    if (e < TK * D) {
-      let key = e / D;
-      let col = e % D;
-      var x = dvAcc[i];
-      var y = dkAcc[i];
-      for (var r = 0u; r < TQ; r++) {
-        x += Pm[key * TQ + r] * dOs[r * STRIDE + col];
-        y += dS[key * TQ + r] * Qs[r * STRIDE + col];
-      }
-      dvAcc[i] = x;
-      dkAcc[i] = y;
-    }
-  }
+  // dV += Pᵀ dO, dK += dSᵀ Q
+  ${accumulateBlocks(c, "TK", "TQ", [["dvAcc", "Pm", "dOs"], ["dkAcc", "dS", "Qs"]])}
   workgroupBarrier();
 }
 
@@ -530,8 +481,9 @@ ${tileEntry(c)}
   let g = b.x;
   let keyStart = a.z;
   let keyEnd = a.w;
+  ${registerTiles("TK", "TQ")}
   ${loadKeys(c, "keyStart", "keyEnd")}
-  for (var i = 0u; i < PER_THREAD; i++) { dkAcc[i] = 0.0; dvAcc[i] = 0.0; }
+  ${eachAccumulator("dkAcc[at] = 0.0;\n      dvAcc[at] = 0.0;")}
   let group = P.qHeads / P.kvHeads;
   for (var h = g * group; h < (g + 1u) * group; h++) {
     // the block's own queries (all later queries of the sequence for full attention)
@@ -543,14 +495,11 @@ ${tileEntry(c)}
       for (var s = segmentStart(segment); s < end; s += ${uniformConstant(c, "TQ")}) { chunk(lid, h, g, s, min(TQ, end - s), true, keyStart, keyEnd); }
     }
   }
-  for (var i = 0u; i < PER_THREAD; i++) {
-    let e = lid + i * ${THREADS}u;
-    let key = keyStart + e / D;
-    if (e < TK * D && key < keyEnd) {
-      dkdv[(key * P.kvHeads + g) * D + e % D] = dkAcc[i];
-      dkdv[P.dvOffset + (key * P.kvHeads + g) * D + e % D] = dvAcc[i];
-    }
-  }
+  ${eachAccumulator(`let key = keyStart + row;
+      if (key < keyEnd && col < D) {
+        dkdv[(key * P.kvHeads + g) * D + col] = dkAcc[at];
+        dkdv[P.dvOffset + (key * P.kvHeads + g) * D + col] = dvAcc[at];
+      }`)}
 }
 `;
 }

@@ -5,7 +5,7 @@ import { blockOffsets, forEachRoute, pastPerQuery, selectsAll } from "../../cpu/
 import { MobaError } from "../../tensor.js";
 import { checked, getDevice, type MobaDevice } from "../device.js";
 import { type Binding, Buffers, dispatch, type Kernel, pipeline, readBack, threadGroups } from "../kernel.js";
-import { DELTA, DELTA_ROWS, dkdvWgsl, dqWgsl, FINALIZE, FINALIZE_ELEMENTS, forwardWgsl, perThread, type TileShape } from "./attention.wgsl.js";
+import { DELTA, DELTA_ROWS, dkdvWgsl, dqWgsl, FINALIZE, FINALIZE_ELEMENTS, forwardWgsl, type TileShape } from "./attention.wgsl.js";
 import { dkdvMmaSharedBytes, dkdvMmaWgsl, dqMmaSharedBytes, dqMmaWgsl, forwardMmaWgsl, MMA_DKDV_KEYS, MMA_DKDV_THREADS, MMA_DQ_THREADS, MMA_PADDING_KEYS, MMA_QUERIES, MMA_THREADS, mmaSharedBytes, type MmaShape, TO_F16, TO_F16_ELEMENTS, TO_F16_TRANSPOSED, TRANSPOSE_TILE } from "./mma.wgsl.js";
 import { BLOCK_SUM_THREADS, BLOCK_SUMS, GATE_MAX_HEAD_DIM, GATHERED_TILES, type GateShape, gateWgsl, SCAN, SCATTER } from "./routing.wgsl.js";
 
@@ -234,7 +234,7 @@ function tileParams(mem: Buffers, pl: Plan, shape: TileShape, tiles: number, loa
   const { qHeads, kvHeads, scale, headDim, tokens } = pl.p;
   // segment starts follow the 2 vec4 of each tile (dk/dv); dv follows dk in their shared buffer
   return mem.uniform([qHeads, kvHeads, tiles, loadState ? 1 : 0, finalizeHere ? 1 : 0, pl.width, pl.blocks, { f32: scale },
-    headDim, shape.TQ, shape.TK, perThread(shape), 2 * tiles, tokens * kvHeads * headDim, tokens], "tile params");
+    headDim, shape.TQ, shape.TK, 2 * tiles, tokens * kvHeads * headDim, tokens], "tile params");
 }
 
 /**
