@@ -161,7 +161,7 @@ type Side = "TQ" | "TK";
  * Accumulators: `rows` x D, each thread ROWS x COLS (a 4 x 8 block: 12 reads per 32), in registers.
  */
 function registerTiles(rows: Side, cols: Side): string {
-  return `let QK_COLS = min(4u, ${cols}); // score columns per thread
+  return `let QK_COLS = clamp((${rows} / 2u) * ${cols} / ${THREADS}u, 1u, min(4u, ${cols})); // score columns per thread: 4, fewer where the grid has fewer than 8 elements per thread
   let QK_GROUPS = ${cols} / QK_COLS;  // threads sharing a pair of score rows
   let ROWS = ${rows} / ${TILE_ROW_GROUPS}u;         // accumulator rows per thread: tileRow, tileRow + ${TILE_ROW_GROUPS}, ...
   let COLS = (D + ${TILE_LANES - 1}u) / ${TILE_LANES}u;  // accumulator columns per thread: tileLane, tileLane + ${TILE_LANES}, ...
@@ -266,9 +266,13 @@ var<workgroup> S: array<f32, ${c.TQ * c.TK}>;
 var<workgroup> rowM: array<f32, ${c.TQ}>;
 var<workgroup> rowL: array<f32, ${c.TQ}>;
 var<workgroup> rowAlpha: array<f32, ${c.TQ}>;
+var<workgroup> partial: array<f32, ${THREADS}>; // the softmax's per-thread maxima, then sums
 
 ${queryTileEntry(c)}
   ${registerTiles("TQ", "TK")}
+  let R = ${THREADS}u / TQ; // softmax threads per row
+  let softmaxRow = lid / R;
+  let part = lid % R;
   ${loadRowInputs("a.x", "b.y == 1u", "state")}
   workgroupBarrier();
   ${stageQueryRows([["q", "Qs"]])}
@@ -285,22 +289,31 @@ ${queryTileEntry(c)}
           if (row < count && key < a.w && key <= rowToken[row]) { score = P.scale * s[at]; }
           S[row * TK + col] = score;`)}
     workgroupBarrier();
-    if (lid < TQ) {
-      var chunkMax = MASKED;
-      for (var col = 0u; col < TK; col++) { chunkMax = max(chunkMax, S[lid * TK + col]); }
-      let mNew = max(rowM[lid], chunkMax);
-      let alpha = exp(rowM[lid] - mNew);
-      var sum = 0.0;
-      for (var col = 0u; col < TK; col++) {
-        let x = S[lid * TK + col];
-        var p = 0.0;
-        if (x > ${VISIBLE}) { p = exp(x - mNew); }
-        S[lid * TK + col] = p;
-        sum += p;
-      }
-      rowL[lid] = rowL[lid] * alpha + sum;
-      rowM[lid] = mNew;
-      rowAlpha[lid] = alpha;
+    // online softmax, R threads per row (columns part, part + R, ...), partial max and sum through workgroup memory
+    var rowMax = MASKED;
+    for (var col = part; col < TK; col += R) { rowMax = max(rowMax, S[softmaxRow * TK + col]); }
+    partial[lid] = rowMax;
+    workgroupBarrier();
+    for (var i = 0u; i < R; i++) { rowMax = max(rowMax, partial[softmaxRow * R + i]); }
+    let mOld = rowM[softmaxRow];
+    let mNew = max(mOld, rowMax);
+    var rowSum = 0.0;
+    for (var col = part; col < TK; col += R) {
+      let x = S[softmaxRow * TK + col];
+      var p = 0.0;
+      if (x > ${VISIBLE}) { p = exp(x - mNew); }
+      S[softmaxRow * TK + col] = p;
+      rowSum += p;
+    }
+    workgroupBarrier(); // every thread has read the maxima and rowM
+    partial[lid] = rowSum;
+    workgroupBarrier();
+    if (part == 0u) {
+      for (var i = 1u; i < R; i++) { rowSum += partial[softmaxRow * R + i]; }
+      let alpha = exp(mOld - mNew);
+      rowL[softmaxRow] = rowL[softmaxRow] * alpha + rowSum;
+      rowM[softmaxRow] = mNew;
+      rowAlpha[softmaxRow] = alpha;
     }
     workgroupBarrier();
     // O = alpha O + P V
