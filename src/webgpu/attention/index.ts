@@ -313,10 +313,13 @@ export async function forwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTens
   const gpu = mem.gpu;
   const pl = plan(p);
   const { tokens, qHeads, headDim } = p;
-  const encoder = gpu.device.createCommandEncoder();
-  const routed = pl.all ? null : await route(mem, encoder, pl, t.q, t.k, given);
+  const first = gpu.device.createCommandEncoder();
+  const routed = pl.all ? null : await route(mem, first, pl, t.q, t.k, given);
   const { pipeline: forward, shape, tensorCores } = await forwardPipeline(gpu, p);
-  const inputs = p.precision === "f16" ? await halfInputs(mem, encoder, p, t, tensorCores) : t;
+  const inputs = p.precision === "f16" ? await halfInputs(mem, first, p, t, tensorCores) : t;
+  // the GPU starts on the routing and the copies while the rounds are recorded
+  gpu.device.queue.submit([first.finish()]);
+  const encoder = gpu.device.createCommandEncoder();
   const out = mem.poisoned(tokens * qHeads * headDim, "out", encoder);
   const lse = mem.poisoned(tokens * qHeads, "lse", encoder);
   const ml = mem.storage(Math.max(1, pl.all ? 0 : tokens * qHeads) * 8, "softmax state", encoder);
