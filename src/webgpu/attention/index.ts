@@ -308,7 +308,7 @@ async function forwardPipeline(gpu: MobaDevice, p: AttentionProblem): Promise<{ 
   return { pipeline: await pipeline(gpu, forwardKernel, shape), shape, tensorCores: false };
 }
 
-/** Records and submits the forward (one command buffer); results stay on the GPU. */
+/** Records and submits the forward (two command buffers: routing and copies, then the rounds); results stay on the GPU. */
 export async function forwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTensors, given?: Int32Array): Promise<GpuForwardResult> {
   const gpu = mem.gpu;
   const pl = plan(p);
