@@ -69,6 +69,25 @@ struct Params { qHeads: u32, kvHeads: u32, tiles: u32, scale: f32 }
 @group(0) @binding(7) var<storage, read_write> out: array<vec4<f32>>;`;
 }
 
+/** Every variant's tile: its descriptor, rows, head and kv head; the rows' softmax state; Q rows staged as f16 and O zeroed in workgroup memory. */
+const TILE_PROLOGUE = `if (tile >= P.tiles) { return; }
+  let a = tiles[2u * tile];
+  let b = tiles[2u * tile + 1u];
+  let count = a.y;
+  let h = b.x;
+  let g = h / (P.qHeads / P.kvHeads);
+  if (lid < TQ) { rowToken[lid] = a.x + lid; rowM[lid] = MASKED; rowL[lid] = 0.0; }
+  for (var e = lid; e < TQ * D4; e += THREADS) {
+    let r = e / D4;
+    var x = vec4<f16>(0.0);
+    if (r < count) { x = q[((a.x + r) * P.qHeads + h) * D4 + e % D4]; }
+    let at = r * QS + (e % D4) * 4u;
+    Qs[at] = x.x; Qs[at + 1u] = x.y; Qs[at + 2u] = x.z; Qs[at + 3u] = x.w;
+    let ot = r * OS + (e % D4) * 4u;
+    Os[ot] = 0.0; Os[ot + 1u] = 0.0; Os[ot + 2u] = 0.0; Os[ot + 3u] = 0.0;
+  }
+  workgroupBarrier();`;
+
 function wgsl(v: Variant): string {
   if (v.split) return splitWgsl(v);
   const p = v.pad ? 1 : 0;
@@ -282,24 +301,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(subgroup_id) sg: u32, @builtin(subgroup_size) sgSize: u32, @builtin(subgroup_invocation_id) lane: u32) {
   let tile = wid.x + wid.y * nwg.x;
   _ = k[0]; _ = v[0]; _ = kh[0]; _ = vh[0]; // every variant has the same bindings ("auto" layouts drop unused ones)
-  if (tile >= P.tiles) { return; }
-  let a = tiles[2u * tile];
-  let b = tiles[2u * tile + 1u];
-  let count = a.y;
-  let h = b.x;
-  let g = h / (P.qHeads / P.kvHeads);
+  ${TILE_PROLOGUE}
   let subgroups = THREADS / sgSize;
-  if (lid < TQ) { rowToken[lid] = a.x + lid; rowM[lid] = MASKED; rowL[lid] = 0.0; }
-  for (var e = lid; e < TQ * D4; e += THREADS) {
-    let r = e / D4;
-    var x = vec4<f16>(0.0);
-    if (r < count) { x = q[((a.x + r) * P.qHeads + h) * D4 + e % D4]; }
-    let at = r * QS + (e % D4) * 4u;
-    Qs[at] = x.x; Qs[at + 1u] = x.y; Qs[at + 2u] = x.z; Qs[at + 3u] = x.w;
-    let ot = r * OS + (e % D4) * 4u;
-    Os[ot] = 0.0; Os[ot + 1u] = 0.0; Os[ot + 2u] = 0.0; Os[ot + 3u] = 0.0;
-  }
-  workgroupBarrier();
   ${v.rows2 ? [0, 1].flatMap((i) => Array.from({ length: D / 16 }, (_, d) => `let qr${i}_${d} = subgroupMatrixLoad<Left>(&Qs, ${i * 16}u * QS + ${d * 16}u, false, QS);`)).join("\n  ") : ""}
   ${qRegs && !v.rows2 && !v.qShared ? Array.from({ length: D / 16 }, (_, d) => `let qf${d} = subgroupMatrixLoad<Left>(&Qs, (sg / (TK / 16u)) * 16u * QS + ${d * 16}u, false, QS);`).join("\n  ") : ""}
   ${v.oRegs ? slots.map((n) => `var o${n} = subgroupMatrixLoad<Result>(&Os, (sg + ${4 * n}u) * 16u, false, OS);`).join("\n  ") : ""}
@@ -358,23 +361,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(subgroup_id) sg: u32) {
   let tile = wid.x + wid.y * nwg.x;
   _ = k[0]; _ = v[0]; _ = kh[0]; _ = vh[0];
-  if (tile >= P.tiles) { return; }
-  let a = tiles[2u * tile];
-  let b = tiles[2u * tile + 1u];
-  let count = a.y;
-  let h = b.x;
-  let g = h / (P.qHeads / P.kvHeads);
-  if (lid < TQ) { rowToken[lid] = a.x + lid; rowM[lid] = MASKED; rowL[lid] = 0.0; }
-  for (var e = lid; e < TQ * D4; e += THREADS) {
-    let r = e / D4;
-    var x = vec4<f16>(0.0);
-    if (r < count) { x = q[((a.x + r) * P.qHeads + h) * D4 + e % D4]; }
-    let at = r * QS + (e % D4) * 4u;
-    Qs[at] = x.x; Qs[at + 1u] = x.y; Qs[at + 2u] = x.z; Qs[at + 3u] = x.w;
-    let ot = r * OS + (e % D4) * 4u;
-    Os[ot] = 0.0; Os[ot + 1u] = 0.0; Os[ot + 2u] = 0.0; Os[ot + 3u] = 0.0;
-  }
-  workgroupBarrier();
+  ${TILE_PROLOGUE}
   let row0 = sg * 16u; // this subgroup's rows
   ${dims.map((d) => `let q${d} = subgroupMatrixLoad<Left>(&Qs, row0 * QS + ${d * 16}u, false, QS);`).join("\n  ")}
   let r = lid / R;

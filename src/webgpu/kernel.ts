@@ -252,6 +252,12 @@ export async function stopProfile(): Promise<{ label: string; ms: number; start:
 
 const bufferIds = new WeakMap<GPUBuffer, number>();
 let nextBufferId = 0;
+/** A number per buffer object, for bind-group cache keys. */
+function bufferId(b: GPUBuffer): number {
+  let n = bufferIds.get(b);
+  if (n === undefined) bufferIds.set(b, (n = nextBufferId++));
+  return n;
+}
 const bindGroups = new WeakMap<GPUComputePipeline, Map<string, GPUBindGroup>>();
 /** Bind groups kept per pipeline: pooled buffers come back in the same roles call after call. */
 const BIND_GROUPS_PER_PIPELINE = 64;
@@ -261,12 +267,7 @@ const BIND_GROUPS_PER_PIPELINE = 64;
  * one costs about 10 µs of host time in Dawn, a tenth of a small MoBA call's recording).
  */
 function bindGroup(gpu: MobaDevice, p: GPUComputePipeline, buffers: Binding[], label: string): GPUBindGroup {
-  const id = (b: GPUBuffer) => {
-    let n = bufferIds.get(b);
-    if (n === undefined) bufferIds.set(b, (n = nextBufferId++));
-    return n;
-  };
-  const key = buffers.map((b) => ("offset" in b ? `${id(b.buffer)}@${b.offset}+${b.size}` : `${id(b)}`)).join(",");
+  const key = buffers.map((b) => ("offset" in b ? `${bufferId(b.buffer)}@${b.offset}+${b.size}` : `${bufferId(b)}`)).join(",");
   let cache = bindGroups.get(p);
   if (!cache) bindGroups.set(p, (cache = new Map()));
   let group = cache.get(key);

@@ -174,6 +174,16 @@ function accumulators(c: TileShape, rows: Side): number {
   return (c[rows] / TILE_ROW_GROUPS) * Math.ceil(c.headDim / TILE_LANES);
 }
 
+/**
+ * The thread's accumulators `acc` ([rows, D] of the query tile), from `state` — the previous
+ * round's partial result for the same rows — when P.loadState is set, else zero.
+ */
+function accumulatorsFrom(c: TileShape, state: string): string {
+  return `var acc: array<f32, ${accumulators(c, "TQ")}>;
+  ${eachAccumulator(`acc[at] = 0.0;
+      if (P.loadState == 1u && row < count && col < D) { acc[at] = ${state}[(rowToken[row] * P.qHeads + h) * D + col]; }`)}`;
+}
+
 /** `body` for each of the thread's accumulators: its row, col and index at. */
 function eachAccumulator(body: string): string {
   return `for (var i = 0u; i < ROWS; i++) {
@@ -277,9 +287,7 @@ ${queryTileEntry(c)}
   workgroupBarrier();
   ${stageQueryRows([["q", "Qs"]])}
   // the thread's block of O, from the previous round's accumulator (or zero)
-  var acc: array<f32, ${accumulators(c, "TQ")}>;
-  ${eachAccumulator(`acc[at] = 0.0;
-      if (P.loadState == 1u && row < count && col < D) { acc[at] = out[(rowToken[row] * P.qHeads + h) * D + col]; }`)}
+  ${accumulatorsFrom(c, "out")}
   for (var k0 = a.z; k0 < a.w; k0 += ${uniformConstant(c, "TK")}) {
     ${loadKeys(c, "k0", "a.w")}
     workgroupBarrier();
@@ -332,7 +340,6 @@ ${queryTileEntry(c)}
 `;
 }
 
-/** out = acc / l and lse = m + log l, one thread per (token, head, element). */
 /** Elements each FINALIZE workgroup divides: 256 threads, 4 each (fewer, larger workgroups run nearer the memory bandwidth). */
 export const FINALIZE_ELEMENTS = 1024;
 
@@ -415,9 +422,7 @@ ${queryTileEntry(c)}
   workgroupBarrier();
   ${stageQueryRows([["q", "Qs"], ["dout", "dOs"]])}
   // the thread's block of dq, from the previous round (or zero)
-  var acc: array<f32, ${accumulators(c, "TQ")}>;
-  ${eachAccumulator(`acc[at] = 0.0;
-      if (P.loadState == 1u && row < count && col < D) { acc[at] = dq[(rowToken[row] * P.qHeads + h) * D + col]; }`)}
+  ${accumulatorsFrom(c, "dq")}
   for (var k0 = a.z; k0 < a.w; k0 += ${uniformConstant(c, "TK")}) {
     ${loadKeys(c, "k0", "a.w")}
     workgroupBarrier();

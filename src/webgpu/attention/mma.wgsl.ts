@@ -1,5 +1,5 @@
 // WGSL of the tensor-core kernels (f16 operands, f32 accumulation, subgroup matrices of 16x16x16):
-// the forward, and the backward's dq (dqMmaWgsl: same tiles and layout) and dk/dv (dkdvMmaWgsl), below.
+// the forward, and the backward's dq (dqMmaWgsl: the forward's tiles, 8 subgroups) and dk/dv (dkdvMmaWgsl), below.
 // Same tiles, bindings and round protocol as the float32 forward in attention.wgsl.ts: a workgroup
 // takes TQ = 16 queries of one head (consecutive or gathered) against the key range
 // [keyStart, keyEnd) in chunks of TK keys, causal mask always on, (acc, m, l) kept in global memory
