@@ -25,7 +25,7 @@ TAIL=9 bench 200 --lengths 4096,8192,32768 --heads 1 --precision f16,f32 --runs 
 TAIL=4 bench 200 --lengths 32768 --heads 8 --precision f16,f32 --runs 10 --max-seconds 6 --forward-only
 bench 200 --lengths 4096,8192,32768 --heads 1 --precision f32,f16 --runs 10 --max-seconds 6
 TAIL=4 bench 200 --lengths 32768 --heads 8 --precision f16,f32 --runs 10 --max-seconds 6
-if [ -z "${SHORT:-}" ]; then # SHORT=1: up to 32K only
+if [ -z "${SHORT:-}" ]; then # SHORT=1: up to 32K only; the long rows: bash dev/device-f16-long.sh
   TAIL=7 bench 250 --lengths 131072,262144,524288,1048576 --heads 1 --precision f16 --runs 3 --max-seconds 1 --forward-only
   TAIL=5 bench 200 --lengths 131072,262144 --heads 1 --precision f32 --runs 3 --max-seconds 1 --forward-only
 fi
