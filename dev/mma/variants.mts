@@ -5,7 +5,7 @@
 // Usage: node --import tsx dev/mma/variants.mts [TOKENS] [HEADS]
 import { getDevice } from "../../src/webgpu/device.ts";
 import { dispatch } from "../../src/webgpu/kernel.ts";
-import { floatToF16 } from "../../src/io/half.ts";
+import { f16ToFloat, floatToF16 } from "../../src/io/half.ts";
 import { relativeError, seeded, table } from "../../src/run/util.ts";
 
 interface Variant {
@@ -18,7 +18,7 @@ interface Variant {
   threads?: number; // default 128
   parallelRows?: boolean;
   /** O in registers for the whole key range (needs parallelRows, direct, 16 queries): rows rescaled through Os when m moves ("flag"), or every chunk ("always"). */
-  oRegs?: "flag" | "always" | "never";
+  oRegs?: "flag" | "always" | "never" | "single";
   threshold?: boolean;
   /** 16 queries, 128 threads: each subgroup's S tiles (TK / 64 of them) and O tiles (2) as independent, interleaved MMA chains. */
   interleave?: boolean;
@@ -37,6 +37,26 @@ interface Variant {
   qShared?: boolean;
   /** With prefetchK: QK as this many independent MMA chains over the head dimension (summed in the softmax), instead of one chain 8 deep. */
   qkChains?: number;
+  /** With oRegs: each P fragment loaded from workgroup memory for every MMA that uses it, instead of once per key step. */
+  freshLeft?: boolean;
+  /** With oRegs: every statement on an O tile in registers inside if (its column < 8) { ... }, and P V per tile (each P fragment loaded per MMA), as dq and dk/dv write theirs. */
+  guarded?: boolean;
+  /** With oRegs "never": the softmax of the correct kernel (rows of Os scaled where the max moved, which with the max fixed is only the zero O of the first chunk) instead of writing rowAlpha and the rescale flag. */
+  plainSoftmax?: boolean;
+  /** With oRegs "never": of the O-in-registers softmax's two writes, only rowAlpha[r] or only the rescale flag. */
+  softmaxWrites?: "alpha" | "flag";
+  /** The rescale flag as a vec4<u32> (16 bytes) instead of a u32: see the twenty-second run. */
+  flagVec4?: boolean;
+  /** With oRegs: the O tiles declared after the K fragments instead of before. */
+  declareLate?: boolean;
+  /** A row's max fixed by its first chunk (as oRegs "never"), O otherwise as in the correct kernel. */
+  fixedMax?: boolean;
+  /** With oRegs: the O tiles start as zero matrices (Result()) instead of loaded from the zeroed Os. */
+  zeroInit?: boolean;
+  /** With oRegs "never": the O tiles are function-scope variables but still loaded from and stored to Os around every P V. */
+  reloadEachChunk?: boolean;
+  /** With oRegs: only the first this many of a subgroup's O tiles in registers, the others loaded from and stored to Os every chunk. */
+  regSlots?: number;
   /** The softmax's row max and sum through workgroup memory instead of subgroup shuffles. */
   sharedReduce?: boolean;
   /** No barrier after P V: the next chunk's QK overlaps other subgroups' P V. */
@@ -96,6 +116,7 @@ function wgsl(v: Variant): string {
   const THREADS = v.threads ?? 128;
   const qRegs = v.qRegs && (sTiles === THREADS / 32 || v.TQ === 16);
   const R = THREADS / v.TQ; // threads per row in the parallel softmax
+  const flag = v.flagVec4 ? ".x" : ""; // the rescale flag's component
   const kRight = (j: string, d: string) => v.kT
     ? `subgroupMatrixLoad<Right>(&kh, (g * D + ${d}) * TP + k0 + ${j} * 16u, false, TP)`
     : v.direct
@@ -206,7 +227,7 @@ function wgsl(v: Variant): string {
         localMax = max(localMax, x);
       }
       ${v.sharedReduce ? `red[lid] = localMax; workgroupBarrier(); for (var i = 0u; i < ${R}u; i++) { localMax = max(localMax, red[r * ${R}u + i]); } workgroupBarrier();` : Array.from({ length: Math.log2(R) }, (_, i) => `localMax = max(localMax, subgroupShuffleXor(localMax, ${2 ** i}u));`).join("\n      ")}
-      let mNew = ${v.oRegs === "never" ? "select(mOld, localMax, mOld == MASKED)" : v.threshold ? "select(mOld, localMax, localMax > mOld + 8.0)" : "max(mOld, localMax)"};
+      let mNew = ${v.oRegs === "never" || v.fixedMax ? "select(mOld, localMax, mOld == MASKED)" : v.threshold ? "select(mOld, localMax, localMax > mOld + 8.0)" : "max(mOld, localMax)"};
       var localSum = 0.0;
       for (var i = 0u; i < TK / ${R}u; i++) {
         let col = part + i * ${R}u;
@@ -218,7 +239,7 @@ function wgsl(v: Variant): string {
       }
       ${v.sharedReduce ? `red[lid] = localSum; workgroupBarrier(); localSum = 0.0; for (var i = 0u; i < ${R}u; i++) { localSum += red[r * ${R}u + i]; }` : Array.from({ length: Math.log2(R) }, (_, i) => `localSum += subgroupShuffleXor(localSum, ${2 ** i}u);`).join("\n      ")}
       let alpha = exp(mOld - mNew);
-      ${v.oRegs ? `if (part == 0u) { rowAlpha[r] = alpha; if (alpha != 1.0 && lOld > 0.0) { rescale = 1u; } }` : `if (alpha != 1.0) { for (var i = 0u; i < D / ${R}u; i++) { Os[r * OS + part + i * ${R}u] *= alpha; } }`}
+      ${v.oRegs === "single" ? `if (part == 0u) { rowAlpha[r] = alpha; rowMoved[r] = u32(alpha != 1.0 && lOld > 0.0); }` : v.oRegs && v.softmaxWrites === "alpha" ? `if (part == 0u) { rowAlpha[r] = alpha; }` : v.oRegs && v.softmaxWrites === "flag" ? `if (part == 0u && alpha != 1.0 && lOld > 0.0) { rescale${flag} = 1u; }` : v.oRegs && !v.plainSoftmax ? `if (part == 0u) { rowAlpha[r] = alpha; if (alpha != 1.0 && lOld > 0.0) { rescale${flag} = 1u; } }` : `if (alpha != 1.0) { for (var i = 0u; i < D / ${R}u; i++) { Os[r * OS + part + i * ${R}u] *= alpha; } }`}
       if (part == 0u) { rowM[r] = mNew; rowL[r] = lOld * alpha + localSum; }
     }` : `
     for (var r = sg; r < TQ; r += subgroups) {
@@ -246,29 +267,57 @@ function wgsl(v: Variant): string {
       if (lane == 0u) { rowM[r] = mNew; rowL[r] = rowL[r] * alpha + sum; }
       for (var col = lane; col < D; col += sgSize) { Os[r * OS + col] *= alpha; }
     }`;
-  // O in registers: subgroup sg holds O tiles sg and sg + 4 (D = 128, 16 queries)
-  const slots = [0, 1];
+  // O in registers: subgroup sg holds its O tiles oColumn(n) (D = 128, 16 queries), the first regSlots of them
+  const slots = pvChains.slice(0, v.regSlots ?? pvChains.length);
+  const sharedSlots = pvChains.slice(slots.length);
+  const guard = (n: number, body: string) => (v.guarded ? `if (${oColumn(n)} < ${D / 16}u) { ${body} }` : body);
   const rescaleO = `{
-      ${slots.map((n) => `subgroupMatrixStore(&Os, (sg + ${4 * n}u) * 16u, o${n}, false, OS);`).join(" ")}
+      ${slots.map((n) => guard(n, `subgroupMatrixStore(&Os, ${oColumn(n)} * 16u, o${n}, false, OS);`)).join(" ")}
       workgroupBarrier();
       let r = lid / ${R}u;
       let part = lid % ${R}u;
       for (var i = 0u; i < D / ${R}u; i++) { Os[r * OS + part + i * ${R}u] *= rowAlpha[r]; }
       workgroupBarrier();
-      ${slots.map((n) => `o${n} = subgroupMatrixLoad<Result>(&Os, (sg + ${4 * n}u) * 16u, false, OS);`).join(" ")}
+      ${slots.map((n) => guard(n, `o${n} = subgroupMatrixLoad<Result>(&Os, ${oColumn(n)} * 16u, false, OS);`)).join(" ")}
     }`;
-  const afterSoftmax = !v.oRegs ? "workgroupBarrier();" : v.oRegs === "never" ? "workgroupBarrier();" : v.oRegs === "always" ? `workgroupBarrier();
-    ${rescaleO}` : `if (workgroupUniformLoad(&rescale) == 1u) {
+  const afterSoftmax = !v.oRegs ? "workgroupBarrier();" : v.oRegs === "single" ? `workgroupBarrier();
+    // one writer: the racy flag of the "flag" forms corrupted O on this driver
+    if (lid == 0u) {
+      var moved = 0u;
+      for (var i = 0u; i < TQ; i++) { moved |= rowMoved[i]; }
+      rescale${flag} = moved;
+    }
+    if (workgroupUniformLoad(&rescale)${flag} == 1u) {
       ${rescaleO}
-      if (lid == 0u) { rescale = 0u; }
+    }` : v.oRegs === "never" ? "workgroupBarrier();" : v.oRegs === "always" ? `workgroupBarrier();
+    ${rescaleO}` : `if (workgroupUniformLoad(&rescale)${flag} == 1u) {
+      ${rescaleO}
+      if (lid == 0u) { rescale${flag} = 0u; }
     }`;
   // O in registers, the key steps unrolled and V prefetched (the 17th run's form)
-  const unrolledRegsPv = keySteps.map((kk) => `{ let pl = subgroupMatrixLoad<Left>(&Ps, ${kk * 16}u, false, PS); ${slots.map((n) => `o${n} = subgroupMatrixMultiplyAccumulate(pl, vf${kk}_${n}, o${n});`).join(" ")} }`).join("\n    ");
-  const pv = v.skip === "pv" ? "" : v.oRegs && v.prefetchV ? unrolledRegsPv : v.prefetchV ? prefetchedPv : v.rows2 ? rows2Pv : v.interleave ? interleavedPv : v.oRegs ? `
+  const pLeft = (kk: string) => `subgroupMatrixLoad<Left>(&Ps, ${kk}, false, PS)`;
+  const pUse = (kk: string) => (v.freshLeft ? pLeft(kk) : "pl");
+  const pLet = (kk: string) => (v.freshLeft ? "" : `let pl = ${pLeft(kk)};`);
+  // the O tiles not in registers: loaded, accumulated and stored back every chunk
+  const sharedSlotsPv = (right: (kk: string, n: number) => string) => sharedSlots.map((n) => `{
+      var o = subgroupMatrixLoad<Result>(&Os, ${oColumn(n)} * 16u, false, OS);
+      ${keySteps.map((kk) => `o = subgroupMatrixMultiplyAccumulate(${pLeft(`${kk * 16}u`)}, ${right(`${kk * 16}u`, n)}, o);`).join(" ")}
+      subgroupMatrixStore(&Os, ${oColumn(n)} * 16u, o, false, OS);
+    }`).join("\n    ");
+  const unrolledRegsPv = (v.guarded
+    ? slots.map((n) => guard(n, keySteps.map((kk) => `o${n} = subgroupMatrixMultiplyAccumulate(${pLeft(`${kk * 16}u`)}, vf${kk}_${n}, o${n});`).join("\n      "))).join("\n    ")
+    : keySteps.map((kk) => `{ ${pLet(`${kk * 16}u`)} ${slots.map((n) => `o${n} = subgroupMatrixMultiplyAccumulate(${pUse(`${kk * 16}u`)}, vf${kk}_${n}, o${n});`).join(" ")} }`).join("\n    ")) +
+    sharedSlotsPv((kk, n) => `vf${Number(kk.slice(0, -1)) / 16}_${n}`);
+  const guardedPv = slots.map((n) => guard(n, keySteps.map((kk) => `o${n} = subgroupMatrixMultiplyAccumulate(${pLeft(`${kk * 16}u`)}, ${vRight(`${kk * 16}u`, oColumn(n))}, o${n});`).join("\n      "))).join("\n    ");
+  const reloadedPv = `${slots.map((n) => `o${n} = subgroupMatrixLoad<Result>(&Os, ${oColumn(n)} * 16u, false, OS);`).join(" ")}
+    ${unrolledRegsPv}
+    ${slots.map((n) => `subgroupMatrixStore(&Os, ${oColumn(n)} * 16u, o${n}, false, OS);`).join(" ")}`;
+  const pv = v.skip === "pv" ? "" : v.reloadEachChunk ? reloadedPv : v.oRegs && v.prefetchV ? unrolledRegsPv : v.oRegs && v.guarded ? guardedPv + sharedSlotsPv((kk, n) => vRight(kk, oColumn(n))) : v.prefetchV ? prefetchedPv : v.rows2 ? rows2Pv : v.interleave ? interleavedPv : v.oRegs ? `
     for (var kk = 0u; kk < TK; kk += 16u) {
-      let pl = subgroupMatrixLoad<Left>(&Ps, kk, false, PS);
-      ${slots.map((n) => `o${n} = subgroupMatrixMultiplyAccumulate(pl, ${vRight("kk", `(sg + ${4 * n}u)`)}, o${n});`).join("\n      ")}
-    }` : `
+      ${pLet("kk")}
+      ${slots.map((n) => `o${n} = subgroupMatrixMultiplyAccumulate(${pUse("kk")}, ${vRight("kk", oColumn(n))}, o${n});`).join("\n      ")}
+    }
+    ${sharedSlotsPv((kk, n) => vRight(kk, oColumn(n)))}` : `
     for (var t = sg; t < (TQ / 16u) * (D / 16u); t += subgroups) {
       let i = t / (D / 16u);
       let j = t % (D / 16u);
@@ -291,7 +340,8 @@ var<workgroup> rowToken: array<u32, ${v.TQ}>;
 var<workgroup> rowM: array<f32, ${v.TQ}>;
 var<workgroup> rowL: array<f32, ${v.TQ}>;
 var<workgroup> rowAlpha: array<f32, ${v.TQ}>;
-var<workgroup> rescale: u32;
+var<workgroup> rescale: ${v.flagVec4 ? "vec4<u32>" : "u32"};
+var<workgroup> rowMoved: array<u32, ${v.TQ}>;
 var<workgroup> red: array<f32, ${THREADS}>;
 alias Left = subgroup_matrix_left<f16, 16, 16>;
 alias Right = subgroup_matrix_right<f16, 16, 16>;
@@ -305,8 +355,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let subgroups = THREADS / sgSize;
   ${v.rows2 ? [0, 1].flatMap((i) => Array.from({ length: D / 16 }, (_, d) => `let qr${i}_${d} = subgroupMatrixLoad<Left>(&Qs, ${i * 16}u * QS + ${d * 16}u, false, QS);`)).join("\n  ") : ""}
   ${qRegs && !v.rows2 && !v.qShared ? Array.from({ length: D / 16 }, (_, d) => `let qf${d} = subgroupMatrixLoad<Left>(&Qs, (sg / (TK / 16u)) * 16u * QS + ${d * 16}u, false, QS);`).join("\n  ") : ""}
-  ${v.oRegs ? slots.map((n) => `var o${n} = subgroupMatrixLoad<Result>(&Os, (sg + ${4 * n}u) * 16u, false, OS);`).join("\n  ") : ""}
+  ${(v.oRegs || v.reloadEachChunk) && !v.declareLate ? slots.map((n) => v.zeroInit || v.reloadEachChunk ? `var o${n} = Result();` : v.guarded ? `var o${n} = Result(); ${guard(n, `o${n} = subgroupMatrixLoad<Result>(&Os, ${oColumn(n)} * 16u, false, OS);`)}` : `var o${n} = subgroupMatrixLoad<Result>(&Os, ${oColumn(n)} * 16u, false, OS);`).join("\n  ") : ""}
   ${v.prefetchK ? dims.map((d) => `var kf${d} = ${kRight(kTile, `${d * 16}u`).replace("k0", "a.z")};`).join("\n  ") : ""}
+  ${v.oRegs && v.declareLate ? slots.map((n) => v.zeroInit || v.reloadEachChunk ? `var o${n} = Result();` : v.guarded ? `var o${n} = Result(); ${guard(n, `o${n} = subgroupMatrixLoad<Result>(&Os, ${oColumn(n)} * 16u, false, OS);`)}` : `var o${n} = subgroupMatrixLoad<Result>(&Os, ${oColumn(n)} * 16u, false, OS);`).join("\n  ") : ""}
   for (var k0 = a.z; k0 < a.w; k0 += TK) {
     ${v.prefetchV ? vLoads : ""}
     ${stage("k")}
@@ -319,7 +370,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     ${v.noPvBarrier ? "// no barrier: the next chunk's QK writes only Ss, which every subgroup finished reading before the barrier above; the barrier after QK orders this P V before the next softmax" : "workgroupBarrier();"}
   }
   ${v.noPvBarrier ? "workgroupBarrier();" : ""}
-  ${v.oRegs ? slots.map((n) => `subgroupMatrixStore(&Os, (sg + ${4 * n}u) * 16u, o${n}, false, OS);`).join("\n  ") + "\n  workgroupBarrier();" : ""}
+  ${v.oRegs && !v.reloadEachChunk ? slots.map((n) => guard(n, `subgroupMatrixStore(&Os, ${oColumn(n)} * 16u, o${n}, false, OS);`)).join("\n  ") + "\n  workgroupBarrier();" : ""}
   for (var e = lid; e < TQ * D4; e += THREADS) {
     let r = e / D4;
     if (r < count) {
@@ -501,8 +552,66 @@ const grid: Variant = { ...kTsrc, name: "... 32 queries, 8 subgroups, S tile gri
 // forms, for what O in registers might give: 45.0 ms (e^8) against 48.5. The same change in src/
 // (f16 check on the H100) failed 9 of 14 cases, NaN in several. Cause not found; dq, dK and dV
 // in registers are correct (they have no softmax state, no rescale, no P·V from prefetched V).
-const variants: Variant[] = [
+// Nineteenth run: what the failing forms share and the backward's correct ones do not. dq keeps one
+// accumulator per subgroup on 8 subgroups, and every left fragment it multiplies is loaded for that
+// one MMA; the forward's O-in-registers forms keep two per subgroup on 4 subgroups and multiply each
+// P fragment into both. Diagnostics (m fixed by the first chunk, so no rescale is involved): each
+// P fragment loaded per MMA; only one of the two O tiles in registers; 8 subgroups with one O tile each
+// (TK 128: one S tile per subgroup); no barrier after P V.
+const never: Variant = { ...kTsrc, name: "... O in registers, never rescaled, no prefetch (the failing control)", oRegs: "never", prefetchV: false, prefetchK: false };
+// Result (H100): every form still wrong (1.4), 8 subgroups with one O tile each included; the wrong
+// forms with prefetch ran 44.6 ms against 49.0. dq and dk/dv differ in one more way: each statement
+// on an accumulator sits inside if (tile < count) { ... }, its initial load too.
+// Twentieth run: O in registers written that way (guarded).
+// Result: still wrong in every guarded form (1.4), 45.7 ms against 48.2.
+// Twenty-first run: is it the register-held O at all? O declared at function scope but loaded from
+// and stored to Os around every P V (the correct kernel's dataflow), O started as Result() instead of
+// loaded, and the error map (tokens 0-15 are one chunk: nothing is carried across chunks there).
+const twentyFirst: Variant[] = [
   kTsrc,
+  { ...kTsrc, name: "... the max fixed by the first chunk only", fixedMax: true },
+  { ...kTsrc, name: "... function-scope O reloaded every chunk, rescaled through Os", oRegs: "always", reloadEachChunk: true },
+  { ...kTsrc, name: "... max fixed, function-scope O reloaded every chunk, the correct kernel's softmax", fixedMax: true, reloadEachChunk: true },
+  { ...kTsrc, name: "... never, O in registers, the correct kernel's softmax", oRegs: "never", plainSoftmax: true },
+  { ...kTsrc, name: "... never, O in registers, softmax writes the flag only, flag a vec4", oRegs: "never", softmaxWrites: "flag", flagVec4: true },
+  { ...kTsrc, name: "... O in registers, e^8 flag, flag a vec4", oRegs: "flag", threshold: true, flagVec4: true },
+  { ...kTsrc, name: "... O in registers, one writer, flag a vec4", oRegs: "single", flagVec4: true },
+  { ...kTsrc, name: "... O in registers, one writer, e^8, flag a vec4", oRegs: "single", threshold: true, flagVec4: true },
+  { ...kTsrc, name: "... O in registers, one writer, e^8, flag a vec4, no barrier after P V", oRegs: "single", threshold: true, flagVec4: true, noPvBarrier: true },
+  { ...kTsrc, name: "... O in registers, one writer of the rescale flag", oRegs: "single" },
+  { ...kTsrc, name: "... O in registers, one writer, e^8", oRegs: "single", threshold: true },
+  { ...kTsrc, name: "... O in registers, one writer, e^8, no barrier after P V", oRegs: "single", threshold: true, noPvBarrier: true },
+  { ...kTsrc, name: "... never, O in registers, softmax writes rowAlpha only", oRegs: "never", softmaxWrites: "alpha" },
+  { ...kTsrc, name: "... never, O in registers, softmax writes the flag only", oRegs: "never", softmaxWrites: "flag" },
+  { ...kTsrc, name: "... never, O in registers, declared after the K fragments", oRegs: "never", declareLate: true },
+  { ...kTsrc, name: "... e^8 flag, O in registers, declared after the K fragments", oRegs: "flag", threshold: true, declareLate: true },
+  { ...kTsrc, name: "... never, function-scope O reloaded every chunk", oRegs: "never", reloadEachChunk: true },
+  { ...kTsrc, name: "... never, O from Result()", oRegs: "never", zeroInit: true },
+  { ...kTsrc, name: "... never, O loaded before the loop", oRegs: "never" },
+];
+const twentieth: Variant[] = [
+  kTsrc,
+  { ...never, name: "... never, no prefetch, guarded", guarded: true },
+  { ...kTsrc, name: "... never, prefetch, guarded", oRegs: "never", guarded: true },
+  { ...kTsrc, name: "... e^8 flag, prefetch, guarded", oRegs: "flag", threshold: true, guarded: true },
+  { ...kTsrc, name: "... rescale when m moves, prefetch, guarded", oRegs: "flag", guarded: true },
+  { ...kTsrc, name: "... 8 subgroups, TK 128, e^8 flag, guarded", oRegs: "flag", threshold: true, threads: 256, TK: 128, guarded: true },
+];
+const nineteenth: Variant[] = [
+  never,
+  { ...never, name: "... never, P loaded per MMA", freshLeft: true },
+  { ...never, name: "... never, one O tile in registers", regSlots: 1 },
+  { ...never, name: "... never, one O tile in registers, P per MMA", regSlots: 1, freshLeft: true },
+  { ...never, name: "... never, 8 subgroups, TK 128, one O tile each", threads: 256, TK: 128 },
+  { ...never, name: "... never, no barrier after P V", noPvBarrier: true },
+  { ...kTsrc, name: "... never, prefetch, P per MMA", oRegs: "never", freshLeft: true },
+  { ...kTsrc, name: "... never, prefetch, 8 subgroups, TK 128", oRegs: "never", threads: 256, TK: 128 },
+  { ...kTsrc, name: "... e^8 flag, prefetch, P per MMA", oRegs: "flag", threshold: true, freshLeft: true },
+  { ...kTsrc, name: "... e^8 flag, prefetch, 8 subgroups, TK 128", oRegs: "flag", threshold: true, threads: 256, TK: 128 },
+  { ...kTsrc, name: "... 8 subgroups, TK 128 (O through Os)", threads: 256, TK: 128 },
+];
+const variants = twentyFirst;
+const eighteenth: Variant[] = [
   { ...kTsrc, name: "... O in registers, unrolled, rescale every chunk", oRegs: "always" },
   { ...kTsrc, name: "... O in registers, unrolled, m moves beyond e^8", oRegs: "flag", threshold: true },
   { ...kTsrc, name: "... O in registers, unrolled, rescale when m moves", oRegs: "flag" },
@@ -514,6 +623,9 @@ const variants: Variant[] = [
   { ...kTsrc, name: "... O in registers, every chunk, reductions through workgroup memory", oRegs: "always", sharedReduce: true },
 ];
 const earlier: Variant[] = [
+  ...twentieth.slice(1),
+  ...nineteenth,
+  ...eighteenth,
   grid,
   { ...grid, name: "... grid, no V prefetch", prefetchV: false },
   { ...grid, name: "... grid, no barrier after P V", noPvBarrier: true },
@@ -668,6 +780,34 @@ function errorMap(x: Float32Array, ref: Float32Array): string {
   return lines.join("\n");
 }
 
+/** Causal attention in float64 on the f16 inputs (heads share nothing here: kv head = head), for runs of at most 4096 tokens. */
+function float64Reference(): Float32Array | null {
+  if (tokens > 4096) return null;
+  const y = new Float32Array(tokens * heads * D);
+  const at = (x: Uint16Array, t: number, h: number, d: number) => f16ToFloat(x[(t * heads + h) * D + d]);
+  const scores = new Float64Array(tokens);
+  for (let h = 0; h < heads; h++) {
+    for (let t = 0; t < tokens; t++) {
+      let max = -Infinity;
+      for (let s = 0; s <= t; s++) {
+        let dot = 0;
+        for (let d = 0; d < D; d++) dot += at(qData, t, h, d) * at(kData, s, h, d);
+        scores[s] = dot / Math.sqrt(D);
+        max = Math.max(max, scores[s]);
+      }
+      let sum = 0;
+      for (let s = 0; s <= t; s++) sum += (scores[s] = Math.exp(scores[s] - max));
+      for (let d = 0; d < D; d++) {
+        let o = 0;
+        for (let s = 0; s <= t; s++) o += scores[s] * at(vData, s, h, d);
+        y[(t * heads + h) * D + d] = o / sum;
+      }
+    }
+  }
+  return y;
+}
+const exact = float64Reference();
+
 let reference: Float32Array | null = null;
 const rows: string[][] = [];
 // MOBA_ALL_VARIANTS=1 also runs the earlier ones
@@ -679,13 +819,14 @@ for (const variant of list) {
     const r = await run(variant);
     reference ??= r.out;
     const error = r.out && reference ? relativeError(r.out, reference).toExponential(1) : "-";
-    if (process.env.MOBA_ERROR_MAP && r.out && reference) console.log(errorMap(r.out, reference));
-    rows.push([variant.name, `${variant.TQ}/${variant.TK}`, r.ms.toFixed(2), (flops / (r.ms / 1000) / 1e12).toFixed(1), error]);
+    if (process.env.MOBA_ERROR_MAP && r.out && reference) console.log(errorMap(r.out, exact ?? reference));
+    const exactError = r.out && exact ? relativeError(r.out, exact).toExponential(1) : "-";
+    rows.push([variant.name, `${variant.TQ}/${variant.TK}`, r.ms.toFixed(2), (flops / (r.ms / 1000) / 1e12).toFixed(1), error, exactError]);
   } catch (e) {
-    rows.push([variant.name, `${variant.TQ}/${variant.TK}`, "failed", String((e as Error).message).slice(0, 80), ""]);
+    rows.push([variant.name, `${variant.TQ}/${variant.TK}`, "failed", String((e as Error).message).slice(0, 80), "", ""]);
   }
   console.log(rows[rows.length - 1].join("  "));
 }
 console.log(`\nfull causal f16 forward, ${tokens} tokens x ${heads} heads, headDim ${D}, one dispatch, median of 5 (wall clock to idle queue) on ${gpu.adapterInfo}; workgroup storage limit ${gpu.maxWorkgroupStorage} bytes`);
-console.log(table(["variant", "TQ/TK", "ms", "TFLOP/s", "error vs first"], rows));
+console.log(table(["variant", "TQ/TK", "ms", "TFLOP/s", "error vs first", "error vs float64 (up to 4096 tokens)"], rows));
 process.exit(0);

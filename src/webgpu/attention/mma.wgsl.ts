@@ -153,17 +153,6 @@ function stageQueryRows(rows: [string, string][], acc: string): string {
   }`;
 }
 
-/** Subgroup sg's accumulator tiles sg, sg + SUBGROUPS, ... of Os, each += Σ_kk left(kk) · right(kk, slot). */
-function accumulate(c: MmaShape, left: (kk: number) => string, right: (kk: number, slot: number) => string): string {
-  const fragments = c.headDim / M;
-  return each(Math.ceil(fragments / SUBGROUPS), (slot) => `if (sg + ${slot * SUBGROUPS}u < ${fragments}u) {
-      let j = sg + ${slot * SUBGROUPS}u;
-      var o = subgroupMatrixLoad<Result, row_major>(&Os, j * ${M}u, OS);
-      ${each(c.TK / M, (kk) => `o = subgroupMatrixMultiplyAccumulate(${left(kk)}, ${right(kk, slot)}, o);`).join("\n      ")}
-      subgroupMatrixStore<row_major>(&Os, j * ${M}u, o, OS);
-    }`).join("\n    ");
-}
-
 export function forwardMmaWgsl(c: MmaShape): string {
   const D = c.headDim;
   const fragments = D / M;
@@ -173,6 +162,10 @@ export function forwardMmaWgsl(c: MmaShape): string {
   // V fragments of the chunk loaded before its QK when they fit in registers (D <= 128 at TK 64)
   const prefetchV = slots * kTiles <= 8;
   const oTile = (slot: number) => `min(sg + ${slot * SUBGROUPS}u, ${fragments - 1}u)`; // clamped: an in-bounds address for a prefetch
+  // subgroup sg's O tiles sg, sg + SUBGROUPS, ... (fewer where headDim < 128), in registers from the tile's start to its end
+  const owns = (slot: number) => `sg + ${slot * SUBGROUPS}u < ${fragments}u`;
+  const eachO = (body: (slot: number) => string) => each(slots, (slot) => `if (${owns(slot)}) { ${body(slot)} }`).join("\n    ");
+  const oAt = (slot: number) => `(sg + ${slot * SUBGROUPS}u) * ${M}u`;
   const vAt = (kk: number, slot: number) => `subgroupMatrixLoad<Right, row_major>(&v, ((k0 + ${kk * M}u) * P.kvHeads + g) * D + ${oTile(slot)} * ${M}u, keyRow)`;
   return /* wgsl */ `${mmaHeader(c)}
 @group(0) @binding(3) var<storage, read> q: array<vec4<f16>>;    // [tokens, qHeads, D/4]
@@ -189,6 +182,12 @@ var<workgroup> Os: array<f32, ${TQ * (D + 4)}>;
 var<workgroup> rowToken: array<u32, ${TQ}>;
 var<workgroup> rowM: array<f32, ${TQ}>;
 var<workgroup> rowL: array<f32, ${TQ}>;
+var<workgroup> rowAlpha: array<f32, ${TQ}>; // the factor O's row takes when its max moved, else 1
+var<workgroup> rowMoved: array<u32, ${TQ}>;
+// 1 when some row of the chunk must rescale O (in .x). A vec4, not a u32: with a 4-byte workgroup
+// variable in the shader, the tensor-core results came out wrong on the H100 (Dawn + driver 580;
+// dev/mma/variants.mts, 22nd run); with 16 bytes they are right.
+var<workgroup> rescale: vec4<u32>;
 
 ${queryTileEntry()}
   ${loadRowInputs("a.x", "b.y == 1u", "state")}
@@ -197,6 +196,8 @@ ${queryTileEntry()}
   ${stageQueryRows([["q", "Qs"]], "out")}
   workgroupBarrier();
   ${each(fragments, (d) => `let q${d} = subgroupMatrixLoad<Left, row_major>(&Qs, ${d * M}u, QS);`).join("\n  ")}
+  ${each(slots, (slot) => `var o${slot} = Result();`).join(" ")}
+  ${eachO((slot) => `o${slot} = subgroupMatrixLoad<Result, row_major>(&Os, ${oAt(slot)}, OS);`)}
   // subgroup sg's S tile: keys [k0 + 16 kTile, +16) (past the chunk's tiles: a copy, not stored)
   let kTile = min(sg, ${kTiles - 1}u);
   ${each(fragments, (d) => `var kf${d} = subgroupMatrixLoad<Right, row_major>(&k, (g * D + ${d * M}u) * keys + a.z + kTile * ${M}u, keys);`).join("\n  ")}
@@ -229,7 +230,9 @@ ${queryTileEntry()}
         rowMax = max(rowMax, x);
       }
       ${rowReduce("rowMax", (x, y) => `max(${x}, ${y})`)}
-      let mNew = max(mOld, rowMax);
+      // the row's max moves only when the chunk's exceeds it by more than 8 (p <= e^8 fits f16), so
+      // O, in registers, is rarely rescaled (through workgroup memory: WGSL cannot scale a row of a subgroup matrix)
+      let mNew = select(mOld, rowMax, rowMax > mOld + 8.0);
       var rowSum = 0.0;
       for (var i = 0u; i < TK / R; i++) {
         let col = part + i * R;
@@ -241,17 +244,32 @@ ${queryTileEntry()}
       }
       ${rowReduce("rowSum", (x, y) => `${x} + ${y}`)}
       let alpha = exp(mOld - mNew);
-      if (alpha != 1.0) { for (var i = 0u; i < D / R; i++) { Os[r * OS + part + i * R] *= alpha; } }
       if (part == 0u) {
         rowM[r] = mNew;
         rowL[r] = lOld * alpha + rowSum;
+        rowAlpha[r] = alpha;
+        rowMoved[r] = u32(alpha != 1.0 && lOld > 0.0); // a row with no visible key yet has O = 0
       }
     }
     workgroupBarrier();
-    // 3. O += P V, subgroup sg's O tiles sg, sg + SUBGROUPS, ...
-    ${accumulate(c, (kk) => `subgroupMatrixLoad<Left, row_major>(&Ps, ${kk * M}u, PS)`, (kk, slot) => (prefetchV ? `vf${kk}_${slot}` : vAt(kk, slot)))}
-    workgroupBarrier();
+    if (lid == 0u) {
+      var moved = 0u;
+      for (var i = 0u; i < TQ; i++) { moved |= rowMoved[i]; }
+      rescale.x = moved;
+    }
+    if (workgroupUniformLoad(&rescale).x == 1u) {
+      ${eachO((slot) => `subgroupMatrixStore<row_major>(&Os, ${oAt(slot)}, o${slot}, OS);`)}
+      workgroupBarrier();
+      for (var i = 0u; i < D / R; i++) { Os[r * OS + part + i * R] *= rowAlpha[r]; }
+      workgroupBarrier();
+      ${eachO((slot) => `o${slot} = subgroupMatrixLoad<Result, row_major>(&Os, ${oAt(slot)}, OS);`)}
+    }
+    // 3. O += P V, subgroup sg's O tiles
+    ${eachO((slot) => each(kTiles, (kk) => `o${slot} = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&Ps, ${kk * M}u, PS), ${prefetchV ? `vf${kk}_${slot}` : vAt(kk, slot)}, o${slot});`).join("\n      "))}
+    // no barrier here: the next chunk's QK writes only Ss, and its barrier orders this P V before the next softmax rewrites Ps
   }
+  ${eachO((slot) => `subgroupMatrixStore<row_major>(&Os, ${oAt(slot)}, o${slot}, OS);`)}
+  workgroupBarrier();
   for (var e = lid; e < TQ * D4; e += THREADS) {
     let row = e / D4;
     if (row < count) {
