@@ -10,10 +10,13 @@
 //      tile) and Kᵀ read as row-major matrices straight from storage, one chunk ahead (the next
 //      chunk's K loads are in flight during this chunk's softmax and P V);
 //   2. online softmax with 8 threads per row, all rows at once: mask, row max and sum by shuffles,
-//      P = exp(S − m) rounded to f16, O rows × alpha only where a row's max moved;
-//   3. O += P V, O loaded from and stored to workgroup memory as f32, V read from storage (its
-//      loads issued at the start of the chunk, before QK, where the registers allow).
-// WGSL cannot scale a subgroup matrix row by row, so O lives in workgroup memory between steps 2 and 3.
+//      P = exp(S − m) rounded to f16; a row's m moves only when the chunk's max exceeds it by more
+//      than 8 (then p ≤ e^8, which f16 holds at full relative precision);
+//   3. O += P V, subgroup sg's O tiles in registers (f32) from the tile's start to its end, V read
+//      from storage (its loads issued at the start of the chunk, before QK, where the registers allow).
+// WGSL cannot scale a subgroup matrix row by row: when some row's m moved (the first chunks of a
+// tile, rarely after), O goes through workgroup memory once to be scaled. With the lazy m that is
+// rare, which is what keeping O in registers buys (5-6% over a round trip every chunk).
 // Every matrix read from storage is row-major: K comes as a transposed f16 copy, Kᵀ per kv head
 // ([kvHeads, D, keys]), because column-major loads from storage are the slow ones on this driver.
 // Reading K and V past the key range (and K one chunk ahead) is why the f16 copies carry two
@@ -33,10 +36,12 @@
 // interleaved 74.2 (QK split into 2 / 4 chains with Kᵀ: 54.4 / 87.4 against 47.9); 32 queries sharing
 // each K and V fragment 70.5 (+9%, not taken; 65.6 with Kᵀ); no barrier after P V 49.2 against 48.3;
 // Q fragments read from workgroup memory at each use 51.6 against 48.1; 32 queries on 8 subgroups
-// (a 2 x 4 grid of S tiles, the layout that made dk/dv 2.4x faster) 55.8 against 48.4. O kept in
-// registers across chunks gives wrong results on this driver (error ~√2 in every block, even with
-// the rescale never taken; the backward's register accumulators are right; cause not found), at
-// 45.0 against 48.5 ms.
+// (a 2 x 4 grid of S tiles, the layout that made dk/dv 2.4x faster) 55.8 against 48.4. O in
+// registers: every form tried over three sessions gave wrong results until a float64 reference and
+// one change at a time showed why — a 4-byte workgroup variable (the rescale flag) in the shader;
+// as a vec4, or gone, the results are right (22nd run). In src/ (H100, A/B against the build
+// before): O in registers 51.6-51.9 -> 48.8-49.2 ms; the rows' flags read with workgroupUniformLoad
+// (one barrier) instead of one thread writing a flag (three) 48.9-49.4 -> 48.5-48.6.
 
 import { loadRowInputs, MASKED, SEGMENT_START, TILE_BINDINGS, VISIBLE } from "./attention.wgsl.js";
 
@@ -183,11 +188,9 @@ var<workgroup> rowToken: array<u32, ${TQ}>;
 var<workgroup> rowM: array<f32, ${TQ}>;
 var<workgroup> rowL: array<f32, ${TQ}>;
 var<workgroup> rowAlpha: array<f32, ${TQ}>; // the factor O's row takes when its max moved, else 1
-var<workgroup> rowMoved: array<u32, ${TQ}>;
-// 1 when some row of the chunk must rescale O (in .x). A vec4, not a u32: with a 4-byte workgroup
-// variable in the shader, the tensor-core results came out wrong on the H100 (Dawn + driver 580;
-// dev/mma/variants.mts, 22nd run); with 16 bytes they are right.
-var<workgroup> rescale: vec4<u32>;
+var<workgroup> rowMoved: array<u32, ${TQ}>; // 1 where O's row must be rescaled
+// (no 4-byte workgroup variable here: with one in the shader, the tensor-core results came out wrong
+// on the H100, Dawn + driver 580; dev/mma/variants.mts, 22nd run)
 
 ${queryTileEntry()}
   ${loadRowInputs("a.x", "b.y == 1u", "state")}
@@ -251,13 +254,11 @@ ${queryTileEntry()}
         rowMoved[r] = u32(alpha != 1.0 && lOld > 0.0); // a row with no visible key yet has O = 0
       }
     }
-    workgroupBarrier();
-    if (lid == 0u) {
-      var moved = 0u;
-      for (var i = 0u; i < TQ; i++) { moved |= rowMoved[i]; }
-      rescale.x = moved;
-    }
-    if (workgroupUniformLoad(&rescale).x == 1u) {
+    // the barrier after the softmax, and the rows' flags read uniformly: a rescale has barriers inside
+    let moved = workgroupUniformLoad(&rowMoved);
+    var rescale = 0u;
+    for (var i = 0u; i < TQ; i++) { rescale |= moved[i]; }
+    if (rescale == 1u) {
       ${eachO((slot) => `subgroupMatrixStore<row_major>(&Os, ${oAt(slot)}, o${slot}, OS);`)}
       workgroupBarrier();
       for (var i = 0u; i < D / R; i++) { Os[r * OS + part + i * R] *= rowAlpha[r]; }
