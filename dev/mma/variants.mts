@@ -567,6 +567,15 @@ const never: Variant = { ...kTsrc, name: "... O in registers, never rescaled, no
 // Twenty-first run: is it the register-held O at all? O declared at function scope but loaded from
 // and stored to Os around every P V (the correct kernel's dataflow), O started as Result() instead of
 // loaded, and the error map (tokens 0-15 are one chunk: nothing is carried across chunks there).
+// Result (256 tokens, against float64): all wrong, tokens 0-15 as well, the reloaded form too: the
+// fault is not in how O is kept. Twenty-second run: the differences left one at a time — the max
+// fixed alone (right), the O-in-registers softmax's two writes (rowAlpha[r]: right; the rescale
+// flag, a var<workgroup> u32: wrong), and the flag as a vec4<u32>: right in every form, one writer
+// or many. So a 4-byte workgroup variable in the shader corrupts the subgroup-matrix results on this
+// driver. 32K x 8 heads: src/ 48.5 ms; O in registers, m moving by more than 8, flag a vec4 45.3;
+// one writer 45.5 (45.2 without the barrier after P V); m never moving (diagnostic) 44.3. Taken into
+// src/ with the rows' flags read by workgroupUniformLoad and no flag variable (48.5 -> 45.3 here;
+// the bench's full forward 51.6-51.9 -> 48.5-48.6 ms). The list below is the 21st and 22nd runs.
 const twentyFirst: Variant[] = [
   kTsrc,
   { ...kTsrc, name: "... the max fixed by the first chunk only", fixedMax: true },
