@@ -45,6 +45,12 @@ interface Variant {
   plainSoftmax?: boolean;
   /** With oRegs "never": of the O-in-registers softmax's two writes, only rowAlpha[r] or only the rescale flag. */
   softmaxWrites?: "alpha" | "flag";
+  /** Each workgroup takes this many consecutive tiles one after another (fewer, longer-lived workgroups). */
+  tilesPerGroup?: number;
+  /** Tiles listed in a random order (the work is the same): do workgroups running side by side gain from reading the same K and V? */
+  shuffle?: boolean;
+  /** Each tile's key range cut into SEGMENT-key tiles, as MoBA's routed rounds have them (timing only: the output is not the attention), listed by query tile or by key segment. */
+  segments?: "by query" | "by block";
   /** The rescale flag as a vec4<u32> (16 bytes) instead of a u32: see the twenty-second run. */
   flagVec4?: boolean;
   /** With oRegs: the O tiles declared after the K fragments instead of before. */
@@ -116,6 +122,7 @@ function wgsl(v: Variant): string {
   const THREADS = v.threads ?? 128;
   const qRegs = v.qRegs && (sTiles === THREADS / 32 || v.TQ === 16);
   const R = THREADS / v.TQ; // threads per row in the parallel softmax
+  const T = v.tilesPerGroup ?? 1;
   const flag = v.flagVec4 ? ".x" : ""; // the rescale flag's component
   const kRight = (j: string, d: string) => v.kT
     ? `subgroupMatrixLoad<Right>(&kh, (g * D + ${d}) * TP + k0 + ${j} * 16u, false, TP)`
@@ -349,9 +356,10 @@ alias Result = subgroup_matrix_result<f32, 16, 16>;
 @compute @workgroup_size(${THREADS})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32,
         @builtin(subgroup_id) sg: u32, @builtin(subgroup_size) sgSize: u32, @builtin(subgroup_invocation_id) lane: u32) {
-  let tile = wid.x + wid.y * nwg.x;
+  ${T > 1 ? `for (var ti = 0u; ti < ${T}u; ti++) {
+  let tile = (wid.x + wid.y * nwg.x) * ${T}u + ti;` : "let tile = wid.x + wid.y * nwg.x;"}
   _ = k[0]; _ = v[0]; _ = kh[0]; _ = vh[0]; // every variant has the same bindings ("auto" layouts drop unused ones)
-  ${TILE_PROLOGUE}
+  ${T > 1 ? TILE_PROLOGUE.replace("{ return; }", "{ break; }") : TILE_PROLOGUE}
   let subgroups = THREADS / sgSize;
   ${v.rows2 ? [0, 1].flatMap((i) => Array.from({ length: D / 16 }, (_, d) => `let qr${i}_${d} = subgroupMatrixLoad<Left>(&Qs, ${i * 16}u * QS + ${d * 16}u, false, QS);`)).join("\n  ") : ""}
   ${qRegs && !v.rows2 && !v.qShared ? Array.from({ length: D / 16 }, (_, d) => `let qf${d} = subgroupMatrixLoad<Left>(&Qs, (sg / (TK / 16u)) * 16u * QS + ${d * 16}u, false, QS);`).join("\n  ") : ""}
@@ -378,6 +386,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       out[((a.x + r) * P.qHeads + h) * D4 + e % D4] = vec4<f32>(Os[ot], Os[ot + 1u], Os[ot + 2u], Os[ot + 3u]) / rowL[r];
     }
   }
+  ${T > 1 ? "workgroupBarrier(); // the next tile restages Qs and Os\n  }" : ""}
 }`;
 }
 
@@ -476,6 +485,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
 const tokens = Number(process.argv[2] ?? 32768);
 const heads = Number(process.argv[3] ?? 8);
+const SEGMENT = 512; // keys per tile of the "segments" variants: a MoBA block of the 32K benchmark
 const maxTK = 256; // two chunks of up to 128: the prefetch reads one chunk ahead
 const tokensPadded = tokens + maxTK;
 // Second run (same card and problem): the parallel-row softmax, 8 threads per row, O rescaled only where
@@ -619,7 +629,33 @@ const nineteenth: Variant[] = [
   { ...kTsrc, name: "... e^8 flag, prefetch, 8 subgroups, TK 128", oRegs: "flag", threshold: true, threads: 256, TK: 128 },
   { ...kTsrc, name: "... 8 subgroups, TK 128 (O through Os)", threads: 256, TK: 128 },
 ];
-const variants = twentyFirst;
+// Twenty-third run: why MoBA's rounds cost 1.3-1.5x full attention per query-key pair. A fit of
+// the profiles (own-block tiles of 4.6 chunks on average, routed ones of 8) gives ~2.5 us fixed per
+// tile but ~8.8 us per chunk per workgroup, against ~6.3 in full attention's long tiles: the chunks
+// themselves are slower. Guess: in full attention, workgroups running side by side on an SM read
+// the same K and V chunks at about the same time (every tile walks keys from 0), so L1 serves most
+// of them; a routed round's neighbours read different blocks. Full attention with its tiles
+// shuffled, and cut into 512-key tiles (as routed rounds are) listed by query tile, by key block,
+// or shuffled: timing only for the cut ones.
+const twentyThird: Variant[] = [
+  kTsrc,
+  { ...kTsrc, name: "... tiles shuffled", shuffle: true },
+  { ...kTsrc, name: "... 512-key tiles by query tile", segments: "by query" },
+  { ...kTsrc, name: "... 512-key tiles by key block", segments: "by block" },
+  { ...kTsrc, name: "... 512-key tiles shuffled", segments: "by block", shuffle: true },
+  { ...kTsrc, name: "... 4 tiles per workgroup", tilesPerGroup: 4 },
+  { ...kTsrc, name: "... 512-key tiles by key block, 4 per workgroup", segments: "by block", tilesPerGroup: 4 },
+  { ...kTsrc, name: "... 512-key tiles by key block, 16 per workgroup", segments: "by block", tilesPerGroup: 16 },
+];
+// Result (H100, ms, 1 head / 8 heads): src/ 6.65-6.89 / 48.6; shuffled 7.00-7.21 / 50.4-50.6 (+4-5%:
+// neighbours sharing K and V in L1 is worth a little); cut into 512-key tiles 7.2-8.0 / 60.4-63.5
+// (+8-17% / +24-30%, the same work: short tiles are what costs, about 14 us per tile at 8 heads,
+// with no softmax state to load or store here); 4 whole tiles per workgroup 6.62 / 49.5; 512-key
+// tiles 4 per workgroup 7.73 / 58.8, 16 per workgroup 14.0 / 56.6 (fewer launches win back 4-7% at
+// 8 heads, and lose where the tiles are too few to fill the GPU). Not taken: the rest of the cost
+// is each tile's own start (its rows staged, its first chunk loaded) and end, which only a tile
+// prefetching the next one's rows and first chunk would hide.
+const variants = twentyThird;
 const eighteenth: Variant[] = [
   { ...kTsrc, name: "... O in registers, unrolled, rescale every chunk", oRegs: "always" },
   { ...kTsrc, name: "... O in registers, unrolled, m moves beyond e^8", oRegs: "flag", threshold: true },
@@ -632,6 +668,7 @@ const eighteenth: Variant[] = [
   { ...kTsrc, name: "... O in registers, every chunk, reductions through workgroup memory", oRegs: "always", sharedReduce: true },
 ];
 const earlier: Variant[] = [
+  ...twentyFirst.slice(1),
   ...twentieth.slice(1),
   ...nineteenth,
   ...eighteenth,
@@ -719,13 +756,25 @@ const out = device.createBuffer({ size: tokens * heads * D * 4, usage: GPUBuffer
 const flops = 4 * D * heads * (tokens * (tokens + 1)) / 2;
 
 async function run(variant: Variant): Promise<{ ms: number; out: Float32Array | null }> {
-  const words: number[] = [];
+  let list: number[][] = [];
   for (let t = Math.ceil(tokens / variant.TQ) - 1; t >= 0; t--) {
     for (let h = 0; h < heads; h++) {
       const start = t * variant.TQ, count = Math.min(variant.TQ, tokens - start);
-      words.push(start, count, 0, start + count, h, 0, 0, 0);
+      if (!variant.segments) list.push([start, count, 0, start + count, h, 0, 0, 0]);
+      else for (let s = 0; s < start + count; s += SEGMENT) list.push([start, count, s, Math.min(s + SEGMENT, start + count), h, 0, 0, 0]);
     }
   }
+  // segments "by block": every tile of one key segment (and head) together, as a routed round lists them
+  if (variant.segments === "by block") list.sort((x, y) => x[2] - y[2] || x[4] - y[4] || x[0] - y[0]);
+  if (variant.shuffle) {
+    const random = seeded(11);
+    for (let i = list.length - 1; i > 0; i--) {
+      const j = Math.floor(random() * (i + 1));
+      [list[i], list[j]] = [list[j], list[i]];
+    }
+  }
+  const words = list.flat();
+  list = [];
   const tiles = buffer(Uint32Array.from(words));
   const params = new ArrayBuffer(16);
   new Uint32Array(params).set([heads, heads, words.length / 8]);
@@ -743,7 +792,7 @@ async function run(variant: Variant): Promise<{ ms: number; out: Float32Array | 
   device.queue.writeBuffer(out, 0, new Float32Array(out.size / 4).fill(Number.NaN));
   const once = () => {
     const encoder = device.createCommandEncoder();
-    dispatch(encoder, gpu, pipe, [uniform, tiles, q, k, v, variant.kT ? kT : k, variant.vT ? vT : v, out], words.length / 8, variant.name);
+    dispatch(encoder, gpu, pipe, [uniform, tiles, q, k, v, variant.kT ? kT : k, variant.vT ? vT : v, out], Math.ceil(words.length / 8 / (variant.tilesPerGroup ?? 1)), variant.name);
     device.queue.submit([encoder.finish()]);
     return device.queue.onSubmittedWorkDone();
   };
