@@ -45,6 +45,10 @@ interface Variant {
   plainSoftmax?: boolean;
   /** With oRegs "never": of the O-in-registers softmax's two writes, only rowAlpha[r] or only the rescale flag. */
   softmaxWrites?: "alpha" | "flag";
+  /** Q fragments loaded straight from storage (the tile's rows are consecutive tokens), without staging the rows in workgroup memory. */
+  qDirect?: boolean;
+  /** Diagnostic: the output is not written (what a tile's end costs). */
+  skipOut?: boolean;
   /** Each workgroup takes this many consecutive tiles one after another (fewer, longer-lived workgroups). */
   tilesPerGroup?: number;
   /** Tiles listed in a random order (the work is the same): do workgroups running side by side gain from reading the same K and V? */
@@ -92,7 +96,8 @@ struct Params { qHeads: u32, kvHeads: u32, tiles: u32, scale: f32 }
 @group(0) @binding(4) var<storage, read> v: array<vec4<f16>>;
 @group(0) @binding(5) var<storage, read> kh: array<f16>;
 @group(0) @binding(6) var<storage, read> vh: array<f16>;
-@group(0) @binding(7) var<storage, read_write> out: array<vec4<f32>>;`;
+@group(0) @binding(7) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read> qh: array<f16>;`;
 }
 
 /** Every variant's tile: its descriptor, rows, head and kv head; the rows' softmax state; Q rows staged as f16 and O zeroed in workgroup memory. */
@@ -358,11 +363,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(subgroup_id) sg: u32, @builtin(subgroup_size) sgSize: u32, @builtin(subgroup_invocation_id) lane: u32) {
   ${T > 1 ? `for (var ti = 0u; ti < ${T}u; ti++) {
   let tile = (wid.x + wid.y * nwg.x) * ${T}u + ti;` : "let tile = wid.x + wid.y * nwg.x;"}
-  _ = k[0]; _ = v[0]; _ = kh[0]; _ = vh[0]; // every variant has the same bindings ("auto" layouts drop unused ones)
-  ${T > 1 ? TILE_PROLOGUE.replace("{ return; }", "{ break; }") : TILE_PROLOGUE}
+  _ = q[0]; _ = k[0]; _ = v[0]; _ = kh[0]; _ = vh[0]; _ = qh[0]; _ = out[0]; // every variant has the same bindings ("auto" layouts drop unused ones)
+  ${(v.qDirect ? TILE_PROLOGUE.replace("if (r < count) { x = q[((a.x + r) * P.qHeads + h) * D4 + e % D4]; }", "") : TILE_PROLOGUE).replace("{ return; }", T > 1 ? "{ break; }" : "{ return; }")}
   let subgroups = THREADS / sgSize;
   ${v.rows2 ? [0, 1].flatMap((i) => Array.from({ length: D / 16 }, (_, d) => `let qr${i}_${d} = subgroupMatrixLoad<Left>(&Qs, ${i * 16}u * QS + ${d * 16}u, false, QS);`)).join("\n  ") : ""}
-  ${qRegs && !v.rows2 && !v.qShared ? Array.from({ length: D / 16 }, (_, d) => `let qf${d} = subgroupMatrixLoad<Left>(&Qs, (sg / (TK / 16u)) * 16u * QS + ${d * 16}u, false, QS);`).join("\n  ") : ""}
+  ${qRegs && !v.rows2 && !v.qShared ? Array.from({ length: D / 16 }, (_, d) => v.qDirect ? `let qf${d} = subgroupMatrixLoad<Left>(&qh, (a.x * P.qHeads + h) * D + ${d * 16}u, false, P.qHeads * D);` : `let qf${d} = subgroupMatrixLoad<Left>(&Qs, (sg / (TK / 16u)) * 16u * QS + ${d * 16}u, false, QS);`).join("\n  ") : ""}
   ${(v.oRegs || v.reloadEachChunk) && !v.declareLate ? slots.map((n) => v.zeroInit || v.reloadEachChunk ? `var o${n} = Result();` : v.guarded ? `var o${n} = Result(); ${guard(n, `o${n} = subgroupMatrixLoad<Result>(&Os, ${oColumn(n)} * 16u, false, OS);`)}` : `var o${n} = subgroupMatrixLoad<Result>(&Os, ${oColumn(n)} * 16u, false, OS);`).join("\n  ") : ""}
   ${v.prefetchK ? dims.map((d) => `var kf${d} = ${kRight(kTile, `${d * 16}u`).replace("k0", "a.z")};`).join("\n  ") : ""}
   ${v.oRegs && v.declareLate ? slots.map((n) => v.zeroInit || v.reloadEachChunk ? `var o${n} = Result();` : v.guarded ? `var o${n} = Result(); ${guard(n, `o${n} = subgroupMatrixLoad<Result>(&Os, ${oColumn(n)} * 16u, false, OS);`)}` : `var o${n} = subgroupMatrixLoad<Result>(&Os, ${oColumn(n)} * 16u, false, OS);`).join("\n  ") : ""}
@@ -383,7 +388,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let r = e / D4;
     if (r < count) {
       let ot = r * OS + (e % D4) * 4u;
-      out[((a.x + r) * P.qHeads + h) * D4 + e % D4] = vec4<f32>(Os[ot], Os[ot + 1u], Os[ot + 2u], Os[ot + 3u]) / rowL[r];
+      ${v.skipOut ? "// (diagnostic: out not written)" : "out[((a.x + r) * P.qHeads + h) * D4 + e % D4] = vec4<f32>(Os[ot], Os[ot + 1u], Os[ot + 2u], Os[ot + 3u]) / rowL[r];"}
     }
   }
   ${T > 1 ? "workgroupBarrier(); // the next tile restages Qs and Os\n  }" : ""}
@@ -420,7 +425,7 @@ alias Result = subgroup_matrix_result<f32, 16, 16>;
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32,
         @builtin(subgroup_id) sg: u32) {
   let tile = wid.x + wid.y * nwg.x;
-  _ = k[0]; _ = v[0]; _ = kh[0]; _ = vh[0];
+  _ = q[0]; _ = k[0]; _ = v[0]; _ = kh[0]; _ = vh[0]; _ = qh[0]; _ = out[0];
   ${TILE_PROLOGUE}
   let row0 = sg * 16u; // this subgroup's rows
   ${dims.map((d) => `let q${d} = subgroupMatrixLoad<Left>(&Qs, row0 * QS + ${d * 16}u, false, QS);`).join("\n  ")}
@@ -643,6 +648,10 @@ const twentyThird: Variant[] = [
   { ...kTsrc, name: "... 512-key tiles by query tile", segments: "by query" },
   { ...kTsrc, name: "... 512-key tiles by key block", segments: "by block" },
   { ...kTsrc, name: "... 512-key tiles shuffled", segments: "by block", shuffle: true },
+  { ...kTsrc, name: "... Q fragments from storage", qDirect: true },
+  { ...kTsrc, name: "... 512-key tiles by key block, Q fragments from storage", segments: "by block", qDirect: true },
+  { ...kTsrc, name: "... 512-key tiles by key block, out not written (diagnostic)", segments: "by block", skipOut: true },
+  { ...kTsrc, name: "... 512-key tiles by key block, Q from storage, 4 per workgroup", segments: "by block", qDirect: true, tilesPerGroup: 4 },
   { ...kTsrc, name: "... 4 tiles per workgroup", tilesPerGroup: 4 },
   { ...kTsrc, name: "... 512-key tiles by key block, 4 per workgroup", segments: "by block", tilesPerGroup: 4 },
   { ...kTsrc, name: "... 512-key tiles by key block, 16 per workgroup", segments: "by block", tilesPerGroup: 16 },
@@ -652,10 +661,13 @@ const twentyThird: Variant[] = [
 // (+8-17% / +24-30%, the same work: short tiles are what costs, about 14 us per tile at 8 heads,
 // with no softmax state to load or store here); 4 whole tiles per workgroup 6.62 / 49.5; 512-key
 // tiles 4 per workgroup 7.73 / 58.8, 16 per workgroup 14.0 / 56.6 (fewer launches win back 4-7% at
-// 8 heads, and lose where the tiles are too few to fill the GPU). Not taken: the rest of the cost
-// is each tile's own start (its rows staged, its first chunk loaded) and end, which only a tile
-// prefetching the next one's rows and first chunk would hide.
-const variants = twentyThird;
+// 8 heads, and lose where the tiles are too few to fill the GPU). Then, at 8 / 1 heads: Q fragments
+// read straight from storage instead of staged rows 64.2 / 8.35 against 61.2 / 7.86 (slower); out
+// not written (diagnostic) 60.1 / 7.64 (the tile's end costs ~2%). Not taken: what is left is the
+// first chunk of every tile, whose K and V loads nothing overlaps (a long tile prefetches each next
+// chunk during the current one); a workgroup that prefetches its next tile's first chunk while
+// finishing the current one would hide it (not built).
+const variants = process.env.MOBA_VARIANTS ? twentyThird.filter((_, i) => i === 0 || process.env.MOBA_VARIANTS!.split(",").includes(String(i))) : twentyThird;
 const eighteenth: Variant[] = [
   { ...kTsrc, name: "... O in registers, unrolled, rescale every chunk", oRegs: "always" },
   { ...kTsrc, name: "... O in registers, unrolled, m moves beyond e^8", oRegs: "flag", threshold: true },
@@ -792,7 +804,7 @@ async function run(variant: Variant): Promise<{ ms: number; out: Float32Array | 
   device.queue.writeBuffer(out, 0, new Float32Array(out.size / 4).fill(Number.NaN));
   const once = () => {
     const encoder = device.createCommandEncoder();
-    dispatch(encoder, gpu, pipe, [uniform, tiles, q, k, v, variant.kT ? kT : k, variant.vT ? vT : v, out], Math.ceil(words.length / 8 / (variant.tilesPerGroup ?? 1)), variant.name);
+    dispatch(encoder, gpu, pipe, [uniform, tiles, q, k, v, variant.kT ? kT : k, variant.vT ? vT : v, out, q], Math.ceil(words.length / 8 / (variant.tilesPerGroup ?? 1)), variant.name);
     device.queue.submit([encoder.finish()]);
     return device.queue.onSubmittedWorkDone();
   };
