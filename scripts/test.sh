@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: WebGPU without a GPU (Mesa's lavapipe), headless Chromium for the browser
-# test, build and type check, every test file on node's test runner. Under CI=true a missing WebGPU
-# adapter or browser fails.
+# test, Deno (npm's deno package, in .tools/) for the Deno test, build and type check, every test
+# file on node's test runner. Under CI=true a missing WebGPU adapter, browser or Deno fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! bash scripts/setup-lavapipe.sh; then
@@ -12,6 +12,10 @@ if ! bash scripts/setup-browser.sh; then
   if [ "${CI:-}" = true ]; then exit 1; fi
   echo "test.sh: no headless Chromium; the browser test is skipped" >&2
 fi
-npx tsc -p tsconfig.json # dist/, which the browser test loads
+if ! bash scripts/setup-deno.sh; then
+  if [ "${CI:-}" = true ]; then exit 1; fi
+  echo "test.sh: no Deno; the Deno test is skipped" >&2
+fi
+npx tsc -p tsconfig.json # dist/, which the browser and Deno tests load
 npx tsc -p tsconfig.check.json
 node --import tsx --test --test-concurrency=2 test/*.test.ts

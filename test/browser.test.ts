@@ -16,7 +16,7 @@ test("in headless Chromium, WebGPU MoBA and full attention equal the CPU backend
   assert.ok(existsSync(`${root}dist/index.js`), "dist/ is built (npm ci runs tsc)");
   const server = createServer((request, response) => {
     const path = request.url === "/" ? "test/browser/page.html" : (request.url ?? "").slice(1);
-    if (!/^(dist\/[\w/.-]+\.js|test\/browser\/page\.html)$/.test(path) || !existsSync(root + path)) {
+    if (!/^(dist\/[\w/.-]+\.js|test\/browser\/(page\.html|compare\.js))$/.test(path) || !existsSync(root + path)) {
       response.statusCode = 404;
       response.end();
       return;

@@ -14,7 +14,10 @@ export type Job =
 
 export type JobReply = { id: number; error?: string };
 
-const isNode = typeof process !== "undefined" && process.versions?.node !== undefined;
+// Deno also defines process.versions.node (its Node compatibility layer), but reading the
+// environment there needs a permission: Deno counts as "elsewhere", as the header says
+const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined";
+const isNode = !isDeno && typeof process !== "undefined" && process.versions?.node !== undefined;
 
 /**
  * Threads the CPU backend uses for large inputs: the machine's cores in Node (or MOBA_THREADS, e.g.
