@@ -1,7 +1,8 @@
 // WebGPU against the CPU backend on one small MoBA problem (forward, backward, full attention),
 // through the package's dist/: what the browser page (test/browser/page.html) and the Deno test
-// (test/deno/smoke.js) run. Returns each output's norm-wise relative error.
-export async function compareBackends({ mobaAttention, mobaAttentionBackward, flashAttention }) {
+// (test/deno/smoke.js) run, in precision "f32" or "f16" (then both backends round q, k, v and
+// dout to f16). Returns each output's norm-wise relative error.
+export async function compareBackends({ mobaAttention, mobaAttentionBackward, flashAttention }, precision = "f32") {
   const tokens = 300, qHeads = 4, kvHeads = 2, D = 16, blockSize = 24, topK = 3;
   let seed = 5;
   const random = () => ((seed = (seed * 1664525 + 1013904223) >>> 0) / 2 ** 32) * 2 - 1;
@@ -15,10 +16,10 @@ export async function compareBackends({ mobaAttention, mobaAttentionBackward, fl
   };
   const results = {};
   for (const backend of ["cpu", "webgpu"]) {
-    const options = { blockSize, topK, backend };
+    const options = { blockSize, topK, backend, precision };
     const f = await mobaAttention(inputs, options);
     const g = await mobaAttentionBackward({ ...inputs, ...f, dout }, options);
-    const full = await flashAttention(inputs, { backend });
+    const full = await flashAttention(inputs, { backend, precision });
     results[backend] = { out: f.out.data, lse: f.lse.data, dq: g.dq.data, dk: g.dk.data, dv: g.dv.data, full: full.out.data };
   }
   const errors = {};
