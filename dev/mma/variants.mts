@@ -45,6 +45,8 @@ interface Variant {
   plainSoftmax?: boolean;
   /** With oRegs "never": of the O-in-registers softmax's two writes, only rowAlpha[r] or only the rescale flag. */
   softmaxWrites?: "alpha" | "flag";
+  /** With tilesPerGroup, prefetchK, prefetchV, kT: the next tile's first K and V chunk loaded during this tile's last chunk (as the next chunk's are within a tile). */
+  crossTile?: boolean;
   /** Q fragments loaded straight from storage (the tile's rows are consecutive tokens), without staging the rows in workgroup memory. */
   qDirect?: boolean;
   /** Diagnostic: the output is not written (what a tile's end costs). */
@@ -187,12 +189,14 @@ function wgsl(v: Variant): string {
   const sArray = (c: number) => (c === 0 ? "Ss" : `Ss${c}`);
   // the prefetching variants' S tile: key tile kTile of query tile qTile (grid), else key tile sg of the 16 queries
   const [kTile, qTile] = v.grid ? ["(sg % 4u)", "(sg / 4u)"] : ["sg", "0u"];
+  // the cross-tile prefetch: K fragments of the chunk at key K0 of kv head G
+  const kAt = (G: string, K0: string, d: number) => `subgroupMatrixLoad<Right>(&kh, (${G} * D + ${d * 16}u) * TP + ${K0} + ${kTile} * 16u, false, TP)`;
   const prefetchQk = `{
       ${chains.map((c) => `var s${c} = Result();`).join(" ")}
       ${dims.map((d) => `s${d % chains.length} = subgroupMatrixMultiplyAccumulate(${v.qShared ? `subgroupMatrixLoad<Left>(&Qs, ${d * 16}u, false, QS)` : `qf${d}`}, kf${d}, s${d % chains.length});`).join("\n      ")}
       ${chains.map((c) => `subgroupMatrixStore(&${sArray(c)}, ${qTile} * 16u * SS + ${kTile} * 16u, s${c}, false, SS);`).join(" ")}
       // the next chunk's K (rows past the range are the zero padding or masked keys)
-      ${dims.map((d) => `kf${d} = ${kRight(`(${kTile} + ${v.TK / 16}u)`, `${d * 16}u`)};`).join("\n      ")}
+      ${v.crossTile ? dims.map((d) => `kf${d} = ${kAt("nextG", "nextK0", d)};`).join("\n      ") : dims.map((d) => `kf${d} = ${kRight(`(${kTile} + ${v.TK / 16}u)`, `${d * 16}u`)};`).join("\n      ")}
     }`;
   // the prefetching variants: one S tile per subgroup (TQ 16, TK = 16 x subgroups), O tiles sg, sg + subgroups, ...
   const SGc = THREADS / 32;
@@ -200,6 +204,12 @@ function wgsl(v: Variant): string {
   const pvChains = Array.from({ length: v.grid ? 2 : D / 16 / SGc }, (_, n) => n);
   const oColumn = (n: number) => (v.grid ? `(sg % 4u + ${4 * n}u)` : `(sg + ${SGc * n}u)`);
   const vLoads = keySteps.flatMap((kk) => pvChains.map((n) => `let vf${kk}_${n} = ${vRight(`${kk * 16}u`, oColumn(n))};`)).join("\n    ");
+  // the cross-tile prefetch: V fragments of the chunk at key K0 of kv head G (kAt, K's, above)
+  const vAt = (G: string, K0: string, kk: number, n: number) => `subgroupMatrixLoad<Right>(&vh, ((${K0} + ${kk * 16}u) * P.kvHeads + ${G}) * D + ${oColumn(n)} * 16u, false, P.kvHeads * D)`;
+  const crossLoads = (G: string, K0: string, keyword: string) => [
+    ...dims.map((d) => `${keyword}kf${d} = ${kAt(G, K0, d)};`),
+    ...keySteps.flatMap((kk) => pvChains.map((n) => `${keyword}vf${kk}_${n} = ${vAt(G, K0, kk, n)};`)),
+  ].join("\n  ");
   const prefetchedPv = `{
       ${pvChains.map((n) => `var o${n} = subgroupMatrixLoad<Result>(&Os, ${qTile} * 16u * OS + ${oColumn(n)} * 16u, false, OS);`).join(" ")}
       ${keySteps.map((kk) => `{ let pl = subgroupMatrixLoad<Left>(&Ps, ${qTile} * 16u * PS + ${kk * 16}u, false, PS); ${pvChains.map((n) => `o${n} = subgroupMatrixMultiplyAccumulate(pl, vf${kk}_${n}, o${n});`).join(" ")} }`).join("\n      ")}
@@ -361,6 +371,11 @@ alias Result = subgroup_matrix_result<f32, 16, 16>;
 @compute @workgroup_size(${THREADS})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32,
         @builtin(subgroup_id) sg: u32, @builtin(subgroup_size) sgSize: u32, @builtin(subgroup_invocation_id) lane: u32) {
+  ${v.crossTile ? `let firstTile = (wid.x + wid.y * nwg.x) * ${T}u;
+  if (firstTile >= P.tiles) { return; }
+  let firstA = tiles[2u * firstTile];
+  let firstG = tiles[2u * firstTile + 1u].x / (P.qHeads / P.kvHeads);
+  ${crossLoads("firstG", "firstA.z", "var ")}` : ""}
   ${T > 1 ? `for (var ti = 0u; ti < ${T}u; ti++) {
   let tile = (wid.x + wid.y * nwg.x) * ${T}u + ti;` : "let tile = wid.x + wid.y * nwg.x;"}
   _ = q[0]; _ = k[0]; _ = v[0]; _ = kh[0]; _ = vh[0]; _ = qh[0]; _ = out[0]; // every variant has the same bindings ("auto" layouts drop unused ones)
@@ -369,10 +384,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   ${v.rows2 ? [0, 1].flatMap((i) => Array.from({ length: D / 16 }, (_, d) => `let qr${i}_${d} = subgroupMatrixLoad<Left>(&Qs, ${i * 16}u * QS + ${d * 16}u, false, QS);`)).join("\n  ") : ""}
   ${qRegs && !v.rows2 && !v.qShared ? Array.from({ length: D / 16 }, (_, d) => v.qDirect ? `let qf${d} = subgroupMatrixLoad<Left>(&qh, (a.x * P.qHeads + h) * D + ${d * 16}u, false, P.qHeads * D);` : `let qf${d} = subgroupMatrixLoad<Left>(&Qs, (sg / (TK / 16u)) * 16u * QS + ${d * 16}u, false, QS);`).join("\n  ") : ""}
   ${(v.oRegs || v.reloadEachChunk) && !v.declareLate ? slots.map((n) => v.zeroInit || v.reloadEachChunk ? `var o${n} = Result();` : v.guarded ? `var o${n} = Result(); ${guard(n, `o${n} = subgroupMatrixLoad<Result>(&Os, ${oColumn(n)} * 16u, false, OS);`)}` : `var o${n} = subgroupMatrixLoad<Result>(&Os, ${oColumn(n)} * 16u, false, OS);`).join("\n  ") : ""}
-  ${v.prefetchK ? dims.map((d) => `var kf${d} = ${kRight(kTile, `${d * 16}u`).replace("k0", "a.z")};`).join("\n  ") : ""}
+  ${v.prefetchK && !v.crossTile ? dims.map((d) => `var kf${d} = ${kRight(kTile, `${d * 16}u`).replace("k0", "a.z")};`).join("\n  ") : ""}
+  ${v.crossTile ? `// the next tile's coordinates, for the prefetch in this tile's last chunk
+  var nextA = a;
+  var nextTileG = g;
+  if (ti + 1u < ${T}u && tile + 1u < P.tiles) { nextA = tiles[2u * tile + 2u]; nextTileG = tiles[2u * tile + 3u].x / (P.qHeads / P.kvHeads); }` : ""}
   ${v.oRegs && v.declareLate ? slots.map((n) => v.zeroInit || v.reloadEachChunk ? `var o${n} = Result();` : v.guarded ? `var o${n} = Result(); ${guard(n, `o${n} = subgroupMatrixLoad<Result>(&Os, ${oColumn(n)} * 16u, false, OS);`)}` : `var o${n} = subgroupMatrixLoad<Result>(&Os, ${oColumn(n)} * 16u, false, OS);`).join("\n  ") : ""}
   for (var k0 = a.z; k0 < a.w; k0 += TK) {
-    ${v.prefetchV ? vLoads : ""}
+    ${v.crossTile ? `let lastChunk = k0 + TK >= a.w;
+    let nextK0 = select(k0 + TK, nextA.z, lastChunk);
+    let nextG = select(g, nextTileG, lastChunk);` : v.prefetchV ? vLoads : ""}
     ${stage("k")}
     ${qk}
     workgroupBarrier();
@@ -380,6 +401,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     ${afterSoftmax}
     ${stage("v")}
     ${pv}
+    ${v.crossTile ? keySteps.flatMap((kk) => pvChains.map((n) => `vf${kk}_${n} = ${vAt("nextG", "nextK0", kk, n)};`)).join("\n    ") : ""}
     ${v.noPvBarrier ? "// no barrier: the next chunk's QK writes only Ss, which every subgroup finished reading before the barrier above; the barrier after QK orders this P V before the next softmax" : "workgroupBarrier();"}
   }
   ${v.noPvBarrier ? "workgroupBarrier();" : ""}
@@ -652,6 +674,9 @@ const twentyThird: Variant[] = [
   { ...kTsrc, name: "... 512-key tiles by key block, Q fragments from storage", segments: "by block", qDirect: true },
   { ...kTsrc, name: "... 512-key tiles by key block, out not written (diagnostic)", segments: "by block", skipOut: true },
   { ...kTsrc, name: "... 512-key tiles by key block, Q from storage, 4 per workgroup", segments: "by block", qDirect: true, tilesPerGroup: 4 },
+  { ...kTsrc, name: "... 512-key tiles by key block, 4 per workgroup, next tile's first chunk prefetched", segments: "by block", tilesPerGroup: 4, crossTile: true },
+  { ...kTsrc, name: "... 512-key tiles by key block, 16 per workgroup, next tile's first chunk prefetched", segments: "by block", tilesPerGroup: 16, crossTile: true },
+  { ...kTsrc, name: "... 4 tiles per workgroup, next tile's first chunk prefetched", tilesPerGroup: 4, crossTile: true },
   { ...kTsrc, name: "... 4 tiles per workgroup", tilesPerGroup: 4 },
   { ...kTsrc, name: "... 512-key tiles by key block, 4 per workgroup", segments: "by block", tilesPerGroup: 4 },
   { ...kTsrc, name: "... 512-key tiles by key block, 16 per workgroup", segments: "by block", tilesPerGroup: 16 },
@@ -665,8 +690,12 @@ const twentyThird: Variant[] = [
 // read straight from storage instead of staged rows 64.2 / 8.35 against 61.2 / 7.86 (slower); out
 // not written (diagnostic) 60.1 / 7.64 (the tile's end costs ~2%). Not taken: what is left is the
 // first chunk of every tile, whose K and V loads nothing overlaps (a long tile prefetches each next
-// chunk during the current one); a workgroup that prefetches its next tile's first chunk while
-// finishing the current one would hide it (not built).
+// chunk during the current one). Last, workgroups that prefetch their next tile's first K and V
+// chunk during the current tile's last one (crossTile): 512-key tiles, 16 per workgroup 54.9 / 7.30
+// against 56.2 / 7.61 without the prefetch and 60.4 / 7.87 one per workgroup (whole tiles: 49.6 /
+// 6.66); 4 per workgroup no gain (58.4 against 58.3). Half the short-tile cost comes back, but only
+// with 16 tiles per workgroup, and a routed round of the 32K x 8 benchmark has ~17K tiles: 1K
+// workgroups, two waves on 132 SMs. Not taken.
 const variants = process.env.MOBA_VARIANTS ? twentyThird.filter((_, i) => i === 0 || process.env.MOBA_VARIANTS!.split(",").includes(String(i))) : twentyThird;
 const eighteenth: Variant[] = [
   { ...kTsrc, name: "... O in registers, unrolled, rescale every chunk", oRegs: "always" },
