@@ -1,0 +1,41 @@
+// Properties of the generated WGSL that no adapter here can check. On the H100 (Dawn, driver 580)
+// a 4-byte workgroup variable in a shader with subgroup matrices made every matrix result wrong
+// (dev/mma/variants.mts, run 22): the tensor-core kernels must declare only workgroup variables
+// whose sizes are multiples of 16 bytes.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { dkdvMmaWgsl, dqMmaWgsl, forwardMmaWgsl } from "../src/webgpu/attention/mma.wgsl.js";
+
+const SCALAR_BYTES: Record<string, number> = { f16: 2, f32: 4, u32: 4, i32: 4 };
+
+/** Bytes of a WGSL type written as a scalar, vecN<scalar> or array<element, count>. */
+function bytes(type: string): number {
+  const array = /^array<(.+),\s*(\d+)>$/.exec(type);
+  if (array) return bytes(array[1].trim()) * Number(array[2]);
+  const vector = /^vec([234])<(\w+)>$/.exec(type);
+  if (vector) return Number(vector[1]) * SCALAR_BYTES[vector[2]];
+  const size = SCALAR_BYTES[type];
+  if (size === undefined) throw new Error(`unknown WGSL type ${type}`);
+  return size;
+}
+
+/** [name, type, bytes] of every var<workgroup> of a shader. */
+function workgroupVariables(wgsl: string): [string, string, number][] {
+  return [...wgsl.matchAll(/var<workgroup>\s+(\w+)\s*:\s*([^;]+);/g)].map((m) => [m[1], m[2].trim(), bytes(m[2].trim())]);
+}
+
+test("the tensor-core kernels declare only workgroup variables of a multiple of 16 bytes", () => {
+  assert.equal(bytes("array<vec4<f16>, 3>"), 24); // the parser itself
+  assert.deepEqual(workgroupVariables("var<workgroup> flag: u32;\nvar<workgroup> rows: array<f32, 16>;"), [["flag", "u32", 4], ["rows", "array<f32, 16>", 64]]);
+  for (const headDim of [16, 32, 48, 64, 128, 256]) {
+    for (const TK of [16, 32, 64]) {
+      const shaders: [string, string][] = [["forward", forwardMmaWgsl({ headDim, TK })], ["dkdv", dkdvMmaWgsl({ headDim })]];
+      if (2 * (TK / 16) <= 8) shaders.push(["dq", dqMmaWgsl({ headDim, TK })]);
+      for (const [kernel, wgsl] of shaders) {
+        const variables = workgroupVariables(wgsl);
+        assert.ok(variables.length > 0, `${kernel}: no workgroup variables found`);
+        for (const [name, type, size] of variables) assert.equal(size % 16, 0, `${kernel} (headDim ${headDim}, TK ${TK}): var<workgroup> ${name}: ${type} is ${size} bytes`);
+      }
+    }
+  }
+});
