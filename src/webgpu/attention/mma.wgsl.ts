@@ -81,6 +81,20 @@ export const MMA_PADDING_KEYS = 128;
 const each = <T>(n: number, f: (i: number) => T) => Array.from({ length: n }, (_, i) => f(i));
 
 /**
+ * Subgroup sg's accumulator tiles along headDim when `subgroups` share its `fragments` 16-column
+ * tiles (O in the forward, dq): tiles sg, sg + subgroups, ..., `slots` per subgroup, the last ones
+ * missing where fragments is not a multiple of subgroups. `owned` writes a body per slot under its
+ * guard; `column` is a slot's first column.
+ */
+function columnTiles(fragments: number, subgroups: number) {
+  const slots = Math.ceil(fragments / subgroups);
+  const column = (slot: number) => `(sg + ${slot * subgroups}u) * ${M}u`;
+  const owned = (body: (slot: number) => string, separator = "\n    ") =>
+    each(slots, (slot) => `if (sg + ${slot * subgroups}u < ${fragments}u) { ${body(slot)} }`).join(separator);
+  return { slots, column, owned };
+}
+
+/**
  * What both tensor-core kernels start with: extensions, tile constants (padded row strides), the
  * tile parameters and bindings 0-2, the matrix types.
  */
@@ -163,14 +177,11 @@ export function forwardMmaWgsl(c: MmaShape): string {
   const fragments = D / M;
   const kTiles = c.TK / M; // S tiles per chunk, at most one per subgroup
   if (kTiles > SUBGROUPS) throw new Error(`forwardMmaWgsl: TK ${c.TK} needs more than ${SUBGROUPS} subgroups`);
-  const slots = Math.ceil(fragments / SUBGROUPS); // O tiles per subgroup: sg, sg + SUBGROUPS, ...
+  // subgroup sg's O tiles sg, sg + SUBGROUPS, ..., in registers from the tile's start to its end
+  const { slots, column: oAt, owned: eachO } = columnTiles(fragments, SUBGROUPS);
   // V fragments of the chunk loaded before its QK when they fit in registers (D <= 128 at TK 64)
   const prefetchV = slots * kTiles <= 8;
   const oTile = (slot: number) => `min(sg + ${slot * SUBGROUPS}u, ${fragments - 1}u)`; // clamped: an in-bounds address for a prefetch
-  // subgroup sg's O tiles sg, sg + SUBGROUPS, ... (fewer where headDim < 128), in registers from the tile's start to its end
-  const owns = (slot: number) => `sg + ${slot * SUBGROUPS}u < ${fragments}u`;
-  const eachO = (body: (slot: number) => string) => each(slots, (slot) => `if (${owns(slot)}) { ${body(slot)} }`).join("\n    ");
-  const oAt = (slot: number) => `(sg + ${slot * SUBGROUPS}u) * ${M}u`;
   const vAt = (kk: number, slot: number) => `subgroupMatrixLoad<Right, row_major>(&v, ((k0 + ${kk * M}u) * P.kvHeads + g) * D + ${oTile(slot)} * ${M}u, keyRow)`;
   return /* wgsl */ `${mmaHeader(c)}
 @group(0) @binding(3) var<storage, read> q: array<vec4<f16>>;    // [tokens, qHeads, D/4]
@@ -312,8 +323,7 @@ export function dqMmaWgsl(c: MmaShape): string {
   const kTiles = c.TK / M;
   const subgroups = MMA_DQ_THREADS / 32;
   if (2 * kTiles > subgroups) throw new Error(`dqMmaWgsl: TK ${c.TK} needs more than ${subgroups} subgroups`);
-  const slots = Math.ceil(fragments / subgroups); // dq tiles per subgroup: sg, sg + 8, ...
-  const owns = (slot: number) => `sg + ${slot * subgroups}u < ${fragments}u`;
+  const { slots, column, owned } = columnTiles(fragments, subgroups); // dq tiles sg, sg + 8, ...
   const transposed = (array: string, d: number) => `subgroupMatrixLoad<Right, row_major>(&${array}, (g * D + ${d * M}u) * keys + k0 + kTile * ${M}u, keys)`;
   return /* wgsl */ `${mmaHeader(c, TQ, MMA_DQ_THREADS)}
 @group(0) @binding(3) var<storage, read> q: array<vec4<f16>>;     // [tokens, qHeads, D/4]
@@ -347,8 +357,8 @@ ${queryTileEntry(MMA_DQ_THREADS)}
   } else {
     ${each(fragments, (d) => `x${d} = subgroupMatrixLoad<Left, row_major>(&dOs, ${d * M}u, QS);`).join("\n    ")}
   }
-  ${each(slots, (slot) => `var dq${slot} = Result();
-  if (${owns(slot)}) { dq${slot} = subgroupMatrixLoad<Result, row_major>(&Os, (sg + ${slot * subgroups}u) * ${M}u, OS); }`).join("\n  ")}
+  ${each(slots, (slot) => `var dq${slot} = Result();`).join(" ")}
+  ${owned((slot) => `dq${slot} = subgroupMatrixLoad<Result, row_major>(&Os, ${column(slot)}, OS);`, "\n  ")}
   let r = lid / R;
   let part = lid % R;
   for (var k0 = a.z; k0 < a.w; k0 += TK) {
@@ -380,13 +390,10 @@ ${queryTileEntry(MMA_DQ_THREADS)}
     }
     workgroupBarrier();
     // 3. dq += dS K, subgroup sg's dq tiles sg, sg + 8, ...
-    ${each(slots, (slot) => `if (${owns(slot)}) {
-      let j = sg + ${slot * subgroups}u;
-      ${each(kTiles, (kk) => `dq${slot} = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&dSs, ${kk * M}u, PS), subgroupMatrixLoad<Right, row_major>(&k, ((k0 + ${kk * M}u) * P.kvHeads + g) * D + j * ${M}u, keyRow), dq${slot});`).join("\n      ")}
-    }`).join("\n    ")}
+    ${owned((slot) => each(kTiles, (kk) => `dq${slot} = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&dSs, ${kk * M}u, PS), subgroupMatrixLoad<Right, row_major>(&k, ((k0 + ${kk * M}u) * P.kvHeads + g) * D + ${column(slot)}, keyRow), dq${slot});`).join("\n      "))}
     // no barrier here: the next chunk's step 1 writes Ss and dPs only, and its barrier orders this step's dSs reads before step 2 rewrites dSs
   }
-  ${each(slots, (slot) => `if (${owns(slot)}) { subgroupMatrixStore<row_major>(&Os, (sg + ${slot * subgroups}u) * ${M}u, dq${slot}, OS); }`).join("\n  ")}
+  ${owned((slot) => `subgroupMatrixStore<row_major>(&Os, ${column(slot)}, dq${slot}, OS);`, "\n  ")}
   workgroupBarrier();
   for (var e = lid; e < TQ * D4; e += THREADS) {
     let row = e / D4;
