@@ -4,18 +4,16 @@
 # file on node's test runner. Under CI=true a missing WebGPU adapter, browser or Deno fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! bash scripts/setup-lavapipe.sh; then
-  if [ "${CI:-}" = true ]; then exit 1; fi
-  echo "test.sh: no lavapipe; the WebGPU tests run only if another adapter is present" >&2
-fi
-if ! bash scripts/setup-browser.sh; then
-  if [ "${CI:-}" = true ]; then exit 1; fi
-  echo "test.sh: no headless Chromium; the browser test is skipped" >&2
-fi
-if ! bash scripts/setup-deno.sh; then
-  if [ "${CI:-}" = true ]; then exit 1; fi
-  echo "test.sh: no Deno; the Deno test is skipped" >&2
-fi
+# setup NAME WHAT-HAPPENS-WITHOUT: runs scripts/setup-NAME.sh; a failure fails under CI=true, else is said
+setup() {
+  if ! bash "scripts/setup-$1.sh"; then
+    if [ "${CI:-}" = true ]; then exit 1; fi
+    echo "test.sh: $2" >&2
+  fi
+}
+setup lavapipe "no lavapipe; the WebGPU tests run only if another adapter is present"
+setup browser "no headless Chromium; the browser test is skipped"
+setup deno "no Deno; the Deno test is skipped"
 npx tsc -p tsconfig.json # dist/, which the browser and Deno tests load
 npx tsc -p tsconfig.check.json
 node --import tsx --test --test-concurrency=2 test/*.test.ts
