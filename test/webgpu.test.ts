@@ -6,7 +6,8 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { flashAttention, mobaAttention, MobaError } from "../src/index.js";
 import { getDevice } from "../src/webgpu/device.js";
-import { halfTransposed } from "../src/webgpu/attention/index.js";
+import { halfTiled } from "../src/webgpu/attention/index.js";
+import { mmaKeyTiles } from "../src/webgpu/attention/mma.wgsl.js";
 import { Buffers, readBack, startProfile, stopProfile } from "../src/webgpu/kernel.js";
 import { floatToF16 } from "../src/io/half.js";
 import { compareWithReference, F16_TOLERANCE, makeCase, randomCase, relativeError, runImplementation, type Case, webgpuSkip } from "./helpers.js";
@@ -106,26 +107,30 @@ test('precision "f16" on a device without shader-f16 is a clear error', { skip }
   }
 });
 
-test("the tensor-core kernel's transposed f16 copy of k holds every element, rounded to f16, and zeros past the tokens", { skip }, async (t) => {
+test("the tensor-core kernels' tiled f16 copies of k and v hold every element in its 16 x 16 tile, rounded to f16, and zeros past the tokens", { skip }, async (t) => {
   const device = await getDevice();
   if (!device.f16) return t.skip("no shader-f16 on this adapter");
-  const [tokens, heads, headDim, keys] = [70, 3, 45, 79]; // tokens and headDim not multiples of the 32 x 32 tile
+  const [tokens, heads, headDim] = [70, 3, 48]; // tokens not a multiple of the 16-key tile
   const x = new Float32Array(tokens * heads * headDim).map((_, i) => Math.sin(i * 1.7) * 3);
-  const mem = new Buffers(device);
-  const encoder = device.device.createCommandEncoder();
-  const y = await halfTransposed(mem, encoder, mem.storage(x, "x"), tokens, heads, headDim, keys, "x f16 transposed");
-  device.device.queue.submit([encoder.finish()]);
-  const [bytes] = await readBack(device, [{ buffer: y, bytes: heads * headDim * keys * 2 }]);
-  mem.destroy();
-  const got = new Uint16Array(bytes);
-  let wrong = 0;
-  for (let h = 0; h < heads; h++) {
-    for (let d = 0; d < headDim; d++) {
-      for (let k = 0; k < keys; k++) {
-        const want = k < tokens ? floatToF16(x[(k * heads + h) * headDim + d]) : 0;
-        if (got[(h * headDim + d) * keys + k] !== want) wrong++;
+  const keyTiles = mmaKeyTiles(tokens);
+  for (const transpose of [false, true]) {
+    const mem = new Buffers(device);
+    const encoder = device.device.createCommandEncoder();
+    const y = await halfTiled(mem, encoder, mem.storage(x, "x"), tokens, heads, headDim, transpose, "x f16 tiles");
+    device.device.queue.submit([encoder.finish()]);
+    const [bytes] = await readBack(device, [{ buffer: y, bytes: heads * keyTiles * 16 * headDim * 2 }]);
+    mem.destroy();
+    const got = new Uint16Array(bytes);
+    let wrong = 0;
+    for (let h = 0; h < heads; h++) {
+      for (let key = 0; key < keyTiles * 16; key++) {
+        for (let d = 0; d < headDim; d++) {
+          const want = key < tokens ? floatToF16(x[(key * heads + h) * headDim + d]) : 0;
+          const tile = ((h * keyTiles + Math.floor(key / 16)) * (headDim / 16) + Math.floor(d / 16)) * 256;
+          if (got[tile + (transpose ? (d % 16) * 16 + (key % 16) : (key % 16) * 16 + (d % 16))] !== want) wrong++;
+        }
       }
     }
+    assert.equal(wrong, 0, `transpose ${transpose}: ${wrong} of ${got.length} elements differ`);
   }
-  assert.equal(wrong, 0, `${wrong} of ${got.length} elements differ`);
 });

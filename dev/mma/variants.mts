@@ -75,6 +75,8 @@ interface Variant {
   noPvBarrier?: boolean;
   /** With prefetchK, TQ 32, TK 64, 256 threads: a 2 x 4 grid of S tiles, one per subgroup (query tile sg / 4, key tile sg % 4), and O tiles (sg / 4, sg % 4 + 4 n). */
   grid?: boolean;
+  /** K (as Kᵀ tiles) and/or V stored as contiguous 16 x 16 tiles, [heads, tokens / 16, D / 16, 16, 16]: a fragment is 512 consecutive bytes (4 cache lines) instead of 16 rows of 32 bytes in 16 lines. */
+  tiled?: "k" | "v" | "kv";
   /** FlashAttention-2 layout: `split` subgroups per workgroup, each owning 16 query rows (all their S and O tiles), K and V read from storage by each (shared through L1). */
   split?: number;
 }
@@ -131,12 +133,18 @@ function wgsl(v: Variant): string {
   const R = THREADS / v.TQ; // threads per row in the parallel softmax
   const T = v.tilesPerGroup ?? 1;
   const flag = v.flagVec4 ? ".x" : ""; // the rescale flag's component
-  const kRight = (j: string, d: string) => v.kT
+  // a tiled fragment: 16 x 16 tile (keyTile, dTile) of kv head g, 256 elements each
+  const tileAt = (keyTile: string, dTile: string) => `((g * ${tokensPadded / 16}u + ${keyTile}) * ${D / 16}u + ${dTile}) * 256u`;
+  const kRight = (j: string, d: string) => v.tiled?.includes("k")
+    ? `subgroupMatrixLoad<Right>(&kh, ${tileAt(`k0 / 16u + ${j}`, `(${d}) / 16u`)}, false, 16u)`
+    : v.kT
     ? `subgroupMatrixLoad<Right>(&kh, (g * D + ${d}) * TP + k0 + ${j} * 16u, false, TP)`
     : v.direct
     ? `subgroupMatrixLoad<Right>(&kh, ((k0 + ${j} * 16u) * P.kvHeads + g) * D + ${d}, true, P.kvHeads * D)`
     : `subgroupMatrixLoad<Right>(&KVs, ${j} * 16u * QS + ${d}, true, QS)`;
-  const vRight = (kk: string, j: string) => v.vT
+  const vRight = (kk: string, j: string) => v.tiled?.includes("v")
+    ? `subgroupMatrixLoad<Right>(&vh, ${tileAt(`(k0 + ${kk}) / 16u`, j)}, false, 16u)`
+    : v.vT
     ? `subgroupMatrixLoad<Right>(&vh, (g * D + ${j} * 16u) * TP + k0 + ${kk}, true, TP)`
     : v.direct
     ? `subgroupMatrixLoad<Right>(&vh, ((k0 + ${kk}) * P.kvHeads + g) * D + ${j} * 16u, false, P.kvHeads * D)`
@@ -696,7 +704,20 @@ const twentyThird: Variant[] = [
 // 6.66); 4 per workgroup no gain (58.4 against 58.3). Half the short-tile cost comes back, but only
 // with 16 tiles per workgroup, and a routed round of the 32K x 8 benchmark has ~17K tiles: 1K
 // workgroups, two waves on 132 SMs. Not taken.
-const variants = process.env.MOBA_VARIANTS ? twentyThird.filter((_, i) => i === 0 || process.env.MOBA_VARIANTS!.split(",").includes(String(i))) : twentyThird;
+// 24th run: K and V fragments as contiguous 16 x 16 tiles (512 bytes, 4 cache lines) instead of 16
+// rows of 32 bytes, each in its own line. Guess: the loads cost per cache line touched, not per byte.
+const oRegs: Variant = { ...kTsrc, name: "src/ (O in registers, e^8 flag as a vec4, no barrier after P V)", oRegs: "flag", threshold: true, flagVec4: true, noPvBarrier: true };
+const twentyFourth: Variant[] = [
+  oRegs,
+  { ...oRegs, name: "... K tiled", tiled: "k" },
+  { ...oRegs, name: "... V tiled", tiled: "v" },
+  { ...oRegs, name: "... K and V tiled", tiled: "kv" },
+  kTsrc,
+  { ...kTsrc, name: "... K and V tiled", tiled: "kv" },
+  { ...kTsrc, name: "... K and V tiled, 32 queries sharing K and V fragments", tiled: "kv", TQ: 32, rows2: true, prefetchK: false, prefetchV: false },
+  { ...kTsrc, name: "... 32 queries sharing K and V fragments", TQ: 32, rows2: true, prefetchK: false, prefetchV: false },
+];
+const variants = process.env.MOBA_VARIANTS ? twentyFourth.filter((_, i) => i === 0 || process.env.MOBA_VARIANTS!.split(",").includes(String(i))) : twentyFourth;
 const eighteenth: Variant[] = [
   { ...kTsrc, name: "... O in registers, unrolled, rescale every chunk", oRegs: "always" },
   { ...kTsrc, name: "... O in registers, unrolled, m moves beyond e^8", oRegs: "flag", threshold: true },
@@ -793,6 +814,21 @@ const transposed = (x: Uint16Array) => {
   return buffer(y);
 };
 const kT = transposed(kData), vT = transposed(vData);
+// the tiled layouts [heads, tokensPadded / 16, D / 16, 16, 16]: Kᵀ tiles (rows d, columns keys) and V tiles (rows keys, columns d)
+const tiledCopy = (x: Uint16Array, transpose: boolean) => {
+  const y = new Uint16Array(heads * D * tokensPadded);
+  const keyTiles = tokensPadded / 16;
+  for (let t = 0; t < tokens; t++) {
+    for (let h = 0; h < heads; h++) {
+      for (let d = 0; d < D; d++) {
+        const base = ((h * keyTiles + Math.floor(t / 16)) * (D / 16) + Math.floor(d / 16)) * 256;
+        y[base + (transpose ? (d % 16) * 16 + (t % 16) : (t % 16) * 16 + (d % 16))] = x[(t * heads + h) * D + d];
+      }
+    }
+  }
+  return buffer(y);
+};
+const kTiled = tiledCopy(kData, true), vTiled = tiledCopy(vData, false);
 const out = device.createBuffer({ size: tokens * heads * D * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
 const flops = 4 * D * heads * (tokens * (tokens + 1)) / 2;
 
@@ -833,7 +869,7 @@ async function run(variant: Variant): Promise<{ ms: number; out: Float32Array | 
   device.queue.writeBuffer(out, 0, new Float32Array(out.size / 4).fill(Number.NaN));
   const once = () => {
     const encoder = device.createCommandEncoder();
-    dispatch(encoder, gpu, pipe, [uniform, tiles, q, k, v, variant.kT ? kT : k, variant.vT ? vT : v, out, q], Math.ceil(words.length / 8 / (variant.tilesPerGroup ?? 1)), variant.name);
+    dispatch(encoder, gpu, pipe, [uniform, tiles, q, k, v, variant.tiled?.includes("k") ? kTiled : variant.kT ? kT : k, variant.tiled?.includes("v") ? vTiled : variant.vT ? vT : v, out, q], Math.ceil(words.length / 8 / (variant.tilesPerGroup ?? 1)), variant.name);
     device.queue.submit([encoder.finish()]);
     return device.queue.onSubmittedWorkDone();
   };

@@ -6,7 +6,7 @@ import { MobaError } from "../../tensor.js";
 import { checked, getDevice, type MobaDevice } from "../device.js";
 import { type Binding, Buffers, dispatch, type Kernel, pipeline, readBack, threadGroups } from "../kernel.js";
 import { DELTA, DELTA_ROWS, dkdvWgsl, dqWgsl, FINALIZE, FINALIZE_ELEMENTS, forwardWgsl, type TileShape } from "./attention.wgsl.js";
-import { dkdvMmaSharedBytes, dkdvMmaWgsl, dqMmaSharedBytes, dqMmaWgsl, forwardMmaWgsl, MMA_DKDV_KEYS, MMA_DKDV_THREADS, MMA_DQ_THREADS, MMA_PADDING_KEYS, MMA_QUERIES, MMA_THREADS, mmaSharedBytes, type MmaShape, TO_F16, TO_F16_ELEMENTS, TO_F16_TRANSPOSED, TRANSPOSE_TILE } from "./mma.wgsl.js";
+import { dkdvMmaSharedBytes, dkdvMmaWgsl, dqMmaSharedBytes, dqMmaWgsl, forwardMmaWgsl, MMA_DKDV_KEYS, MMA_DKDV_THREADS, MMA_DQ_THREADS, mmaKeyTiles, MMA_QUERIES, MMA_THREADS, mmaSharedBytes, type MmaShape, TO_F16, TO_F16_ELEMENTS, TO_F16_TILED } from "./mma.wgsl.js";
 import { BLOCK_SUM_THREADS, BLOCK_SUMS, GATE_MAX_HEAD_DIM, GATHERED_TILES, type GateShape, gateWgsl, SCAN, SCATTER } from "./routing.wgsl.js";
 
 /** The largest headDim: the gate stages key sums of this width, the tile shapes are checked against it. */
@@ -24,7 +24,7 @@ const gatheredTiles = fixed("gatheredTiles", GATHERED_TILES);
 const finalize: Kernel<null> = { name: "finalize", workgroupSize: 256, key: () => "", wgsl: () => FINALIZE };
 const deltaKernel: Kernel<null> = { name: "delta", workgroupSize: DELTA_ROWS * 32, key: () => "", wgsl: () => DELTA };
 const toF16: Kernel<null> = { name: "toF16", workgroupSize: 256, key: () => "", wgsl: () => TO_F16 };
-const toF16Transposed: Kernel<null> = { name: "toF16Transposed", workgroupSize: 256, key: () => "", wgsl: () => TO_F16_TRANSPOSED };
+const toF16Tiled: Kernel<null> = { name: "toF16Tiled", workgroupSize: 256, key: () => "", wgsl: () => TO_F16_TILED };
 const tiled = (name: string, wgsl: (c: TileShape) => string): Kernel<TileShape> => ({
   name, workgroupSize: THREADS, key: (c) => `${c.headDim}/${c.TQ}/${c.TK}/${c.unroll}/${c.input}`, wgsl,
 });
@@ -260,38 +260,42 @@ export interface GpuForwardResult {
   routed: Routed | null;
 }
 
-/** Records x [tokens, heads, headDim] (f32) -> [heads, headDim, keys] (f16) into a new buffer; columns past tokens are zero. */
-export async function halfTransposed(mem: Buffers, encoder: GPUCommandEncoder, x: GPUBuffer, tokens: number, heads: number, headDim: number, keys: number, label: string): Promise<GPUBuffer> {
-  const y = mem.storage(heads * headDim * keys * 2, label, encoder);
-  const workgroups = Math.ceil(tokens / TRANSPOSE_TILE) * heads * Math.ceil(headDim / TRANSPOSE_TILE);
-  dispatch(encoder, mem.gpu, await pipeline(mem.gpu, toF16Transposed, null), [mem.uniform([tokens, heads, headDim, keys], "f16 transpose params"), x, y], workgroups, label);
+/**
+ * Records x [tokens, heads, headDim] (f32) -> f16 tiles [heads, mmaKeyTiles(tokens), headDim / 16, 16, 16]
+ * (TO_F16_TILED: each tile [key][d], or [d][key] when `transpose`) into a new buffer, the layout the
+ * tensor-core kernels read k and v in.
+ */
+export async function halfTiled(mem: Buffers, encoder: GPUCommandEncoder, x: GPUBuffer, tokens: number, heads: number, headDim: number, transpose: boolean, label: string): Promise<GPUBuffer> {
+  if (headDim % 16 !== 0 || headDim > 256) throw new MobaError(`halfTiled: headDim must be a multiple of 16 up to 256, got ${headDim}`);
+  const keyTiles = mmaKeyTiles(tokens);
+  const y = mem.storage(heads * keyTiles * 16 * headDim * 2, label, encoder);
+  const params = mem.uniform([tokens, heads, headDim, transpose ? 1 : 0, keyTiles], "f16 tiles params");
+  dispatch(encoder, mem.gpu, await pipeline(mem.gpu, toF16Tiled, null), [params, x, y], keyTiles * heads, label);
   return y;
 }
 
 /**
- * f16 copies of q, k and v (the f16 path's storage; the routing still reads the f32 inputs). For the
- * tensor-core kernel, which reads whole chunks of keys, k and v carry MMA_PADDING_KEYS zero tokens
- * at the end and k is transposed to [kvHeads, headDim, tokens + MMA_PADDING_KEYS].
+ * f16 copies of q, k and v (the f16 path's storage; the routing still reads the f32 inputs); for the
+ * tensor-core kernel, k and v as tiles (halfTiled): Kᵀ's and V's.
  */
 async function halfInputs(mem: Buffers, encoder: GPUCommandEncoder, p: AttentionProblem, t: GpuTensors, tensorCores: boolean): Promise<GpuTensors> {
   const half = await halfCopier(mem, encoder, p);
-  const { tokens, headDim } = p;
-  const pad = tensorCores ? MMA_PADDING_KEYS : 0;
+  const { tokens, kvHeads, headDim } = p;
   return {
     q: half(t.q, p.qHeads, "q f16"),
-    k: tensorCores ? await halfTransposed(mem, encoder, t.k, tokens, p.kvHeads, headDim, tokens + pad, "k f16 transposed") : half(t.k, p.kvHeads, "k f16"),
-    v: half(t.v, p.kvHeads, "v f16", pad),
+    k: tensorCores ? await halfTiled(mem, encoder, t.k, tokens, kvHeads, headDim, true, "k f16 tiles, transposed") : half(t.k, kvHeads, "k f16"),
+    v: tensorCores ? await halfTiled(mem, encoder, t.v, tokens, kvHeads, headDim, false, "v f16 tiles") : half(t.v, kvHeads, "v f16"),
   };
 }
 
-/** Records f16 copies of [tokens, heads, headDim] f32 buffers, with `pad` zero tokens at the end. */
-async function halfCopier(mem: Buffers, encoder: GPUCommandEncoder, p: AttentionProblem): Promise<(x: GPUBuffer, heads: number, label: string, pad?: number) => GPUBuffer> {
+/** Records f16 copies of [tokens, heads, headDim] f32 buffers. */
+async function halfCopier(mem: Buffers, encoder: GPUCommandEncoder, p: AttentionProblem): Promise<(x: GPUBuffer, heads: number, label: string) => GPUBuffer> {
   const gpu = mem.gpu;
   if (!gpu.f16) throw new MobaError(`precision: "f16" needs a device with shader-f16, and ${gpu.adapterInfo} has none`);
   const convert = await pipeline(gpu, toF16, null);
-  return (x, heads, label, pad = 0) => {
+  return (x, heads, label) => {
     const n = p.tokens * heads * p.headDim;
-    const y = mem.storage((n + pad * heads * p.headDim) * 2, label, encoder);
+    const y = mem.storage(n * 2, label, encoder);
     dispatch(encoder, gpu, convert, [mem.uniform([n, 0, 0, 0], "f16 params"), x, y], Math.ceil(n / TO_F16_ELEMENTS), label);
     return y;
   };
@@ -366,23 +370,22 @@ export async function backwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTen
   // the f16 path on tensor cores where the device has them: dq (9 storage buffers) and dk/dv, on f16 copies
   const dqMma = p.precision === "f16" && gpu.storageBuffersPerStage >= 9 ? mmaShape(gpu, headDim, dqMmaSharedBytes) : null;
   const dkdvMma = p.precision === "f16" && gpu.mma16 && headDim % 16 === 0 && dkdvMmaSharedBytes(headDim) <= gpu.maxWorkgroupStorage;
-  // f16 copies: q and dout, Kᵀ and Vᵀ for both kernels; k as it is for dq's dS K
+  // f16 copies: q and dout, tiles of Kᵀ and Vᵀ for both kernels; tiles of K for dq's dS K
   let half16: { q: GPUBuffer; dout: GPUBuffer; kT: GPUBuffer; vT: GPUBuffer } | null = null;
   const half = dqMma || dkdvMma ? await halfCopier(mem, encoder, p) : null;
   if (half) {
-    const keys = tokens + MMA_PADDING_KEYS;
     half16 = {
       q: half(t.q, qHeads, "q f16"),
       dout: half(dout, qHeads, "dout f16"),
-      kT: await halfTransposed(mem, encoder, t.k, tokens, kvHeads, headDim, keys, "k f16 transposed"),
-      vT: await halfTransposed(mem, encoder, t.v, tokens, kvHeads, headDim, keys, "v f16 transposed"),
+      kT: await halfTiled(mem, encoder, t.k, tokens, kvHeads, headDim, true, "k f16 tiles, transposed"),
+      vT: await halfTiled(mem, encoder, t.v, tokens, kvHeads, headDim, true, "v f16 tiles, transposed"),
     };
   }
   let dqRun: { pipeline: GPUComputePipeline; shape: TileShape; inputs: GPUBuffer[] } = { pipeline: dqPipeline, shape: qShape, inputs: [t.q, t.k, t.v, dout] };
   if (dqMma && half && half16) {
     dqRun = {
       pipeline: await pipeline(gpu, mmaDqKernel, dqMma), shape: { ...qShape, TQ: MMA_QUERIES, TK: dqMma.TK },
-      inputs: [half16.q, half16.kT, half16.vT, half(t.k, kvHeads, "k f16", MMA_PADDING_KEYS), half16.dout],
+      inputs: [half16.q, half16.kT, half16.vT, await halfTiled(mem, encoder, t.k, tokens, kvHeads, headDim, false, "k f16 tiles"), half16.dout],
     };
   }
   (await rounds(mem, encoder, pl, routed, dqRun.shape.TQ)).forEach(({ tiles, count }, r) => {

@@ -73,10 +73,13 @@ function rowReduce(name: string, op: (a: string, b: string) => string): string {
 }
 
 /**
- * Zero keys the f16 copies of k and v carry past the tokens: two of the largest chunk (64 keys),
- * the chunk in progress and the one prefetched, whatever chunk a kernel uses.
+ * Tiles of 16 zero keys the tiled f16 copies of k and v carry past the tokens: two of the largest
+ * chunk (64 keys), the chunk in progress and the one prefetched, whatever chunk a kernel uses.
  */
-export const MMA_PADDING_KEYS = 128;
+const PADDING_TILES = 8;
+
+/** 16-key tiles per kv head of a tiled f16 copy (TO_F16_TILED) of `tokens` keys. */
+export const mmaKeyTiles = (tokens: number) => Math.ceil(tokens / 16) + PADDING_TILES;
 
 const each = <T>(n: number, f: (i: number) => T) => Array.from({ length: n }, (_, i) => f(i));
 
@@ -125,6 +128,15 @@ const VISIBLE = ${VISIBLE};
 
 ${TILE_BINDINGS}
 
+// The tensor-core kernels read k and v from tiled f16 copies (TO_F16_TILED): [kvHeads, key tiles,
+// D / 16, 16, 16], each 16 x 16 tile 512 consecutive bytes, so a fragment load touches 4 cache lines
+// instead of 16 (32K x 8 full forward, H100: 44.9 -> 31.7 ms). The first element of tile (key, d)
+// of kv head g (key and d multiples of 16):
+fn fragment(g: u32, key: u32, d: u32) -> u32 {
+  let keyTiles = (P.tokens + 15u) / 16u + ${PADDING_TILES}u;
+  return ((g * keyTiles + key / 16u) * ${D / M}u + d / 16u) * 256u;
+}
+
 alias Left = subgroup_matrix_left<f16, ${M}, ${M}>;
 alias Right = subgroup_matrix_right<f16, ${M}, ${M}>;
 alias Result = subgroup_matrix_result<f32, ${M}, ${M}>;
@@ -147,8 +159,8 @@ const queryTileEntry = (threads = MMA_THREADS) => /* wgsl */ `${tileStart(thread
   let count = a.y;
   let h = b.x;
   let g = h / (P.qHeads / P.kvHeads);
-  let keyRow = P.kvHeads * D; // elements from one token's keys (or values) to the next
-  let keys = P.tokens + ${MMA_PADDING_KEYS}u; // elements from one row of Kᵀ (or Vᵀ) to the next`;
+  // chunks start on a tile of 16 keys (the copies are tiled), the keys before a.z masked
+  let keyBegin = a.z - a.z % 16u;`;
 
 /**
  * Stages the tile's rows of vec4<f16> arrays into padded f16 workgroup arrays ([global, local]
@@ -182,11 +194,11 @@ export function forwardMmaWgsl(c: MmaShape): string {
   // V fragments of the chunk loaded before its QK when they fit in registers (D <= 128 at TK 64)
   const prefetchV = slots * kTiles <= 8;
   const oTile = (slot: number) => `min(sg + ${slot * SUBGROUPS}u, ${fragments - 1}u)`; // clamped: an in-bounds address for a prefetch
-  const vAt = (kk: number, slot: number) => `subgroupMatrixLoad<Right, row_major>(&v, ((k0 + ${kk * M}u) * P.kvHeads + g) * D + ${oTile(slot)} * ${M}u, keyRow)`;
+  const vAt = (kk: number, slot: number) => `subgroupMatrixLoad<Right, row_major>(&v, fragment(g, k0 + ${kk * M}u, ${oTile(slot)} * ${M}u), ${M}u)`;
   return /* wgsl */ `${mmaHeader(c)}
 @group(0) @binding(3) var<storage, read> q: array<vec4<f16>>;    // [tokens, qHeads, D/4]
-@group(0) @binding(4) var<storage, read> k: array<f16>;          // [kvHeads, D, tokens + padding]: Kᵀ, zeros past tokens
-@group(0) @binding(5) var<storage, read> v: array<f16>;          // [tokens + padding, kvHeads, D], zeros past tokens
+@group(0) @binding(4) var<storage, read> k: array<f16>;          // [kvHeads, key tiles, D/16, 16, 16]: tiles of Kᵀ, zeros past tokens
+@group(0) @binding(5) var<storage, read> v: array<f16>;          // [kvHeads, key tiles, D/16, 16, 16]: tiles of V, zeros past tokens
 @group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>; // [tokens, qHeads, D/4] acc, or out when finalizing
 @group(0) @binding(7) var<storage, read_write> ml: array<vec2<f32>>;  // [tokens, qHeads] running (max, sum)
 @group(0) @binding(8) var<storage, read_write> lse: array<f32>;       // [tokens, qHeads] when finalizing
@@ -214,11 +226,11 @@ ${queryTileEntry()}
   ${eachO((slot) => `o${slot} = subgroupMatrixLoad<Result, row_major>(&Os, ${oAt(slot)}, OS);`)}
   // subgroup sg's S tile: keys [k0 + 16 kTile, +16) (past the chunk's tiles: a copy, not stored)
   let kTile = min(sg, ${kTiles - 1}u);
-  ${each(fragments, (d) => `var kf${d} = subgroupMatrixLoad<Right, row_major>(&k, (g * D + ${d * M}u) * keys + a.z + kTile * ${M}u, keys);`).join("\n  ")}
+  ${each(fragments, (d) => `var kf${d} = subgroupMatrixLoad<Right, row_major>(&k, fragment(g, keyBegin + kTile * ${M}u, ${d * M}u), ${M}u);`).join("\n  ")}
   // the softmax thread's row and its first column
   let r = lid / R;
   let part = lid % R;
-  for (var k0 = a.z; k0 < a.w; k0 += TK) {
+  for (var k0 = keyBegin; k0 < a.w; k0 += TK) {
     ${prefetchV ? `// this chunk's V, in flight during QK and the softmax
     ${each(kTiles, (kk) => each(slots, (slot) => `let vf${kk}_${slot} = ${vAt(kk, slot)};`).join(" ")).join("\n    ")}` : ""}
     // 1. S = Q Kᵀ, then the next chunk's K fragments, in flight during the softmax and P V
@@ -226,7 +238,7 @@ ${queryTileEntry()}
       var s = Result();
       ${each(fragments, (d) => `s = subgroupMatrixMultiplyAccumulate(q${d}, kf${d}, s);`).join("\n      ")}
       if (sg < ${kTiles}u) { subgroupMatrixStore<row_major>(&Ss, kTile * ${M}u, s, SS); }
-      ${each(fragments, (d) => `kf${d} = subgroupMatrixLoad<Right, row_major>(&k, (g * D + ${d * M}u) * keys + k0 + TK + kTile * ${M}u, keys);`).join("\n      ")}
+      ${each(fragments, (d) => `kf${d} = subgroupMatrixLoad<Right, row_major>(&k, fragment(g, k0 + TK + kTile * ${M}u, ${d * M}u), ${M}u);`).join("\n      ")}
     }
     workgroupBarrier();
     // 2. online softmax, R threads per row
@@ -239,7 +251,7 @@ ${queryTileEntry()}
         let col = part + i * R;
         let key = k0 + col;
         var x = MASKED;
-        if (r < count && key < a.w && key <= token) { x = P.scale * Ss[r * SS + col]; }
+        if (r < count && key >= a.z && key < a.w && key <= token) { x = P.scale * Ss[r * SS + col]; }
         Ss[r * SS + col] = x;
         rowMax = max(rowMax, x);
       }
@@ -324,12 +336,12 @@ export function dqMmaWgsl(c: MmaShape): string {
   const subgroups = MMA_DQ_THREADS / 32;
   if (2 * kTiles > subgroups) throw new Error(`dqMmaWgsl: TK ${c.TK} needs more than ${subgroups} subgroups`);
   const { slots, column, owned } = columnTiles(fragments, subgroups); // dq tiles sg, sg + 8, ...
-  const transposed = (array: string, d: number) => `subgroupMatrixLoad<Right, row_major>(&${array}, (g * D + ${d * M}u) * keys + k0 + kTile * ${M}u, keys)`;
+  const transposed = (array: string, d: number) => `subgroupMatrixLoad<Right, row_major>(&${array}, fragment(g, k0 + kTile * ${M}u, ${d * M}u), ${M}u)`;
   return /* wgsl */ `${mmaHeader(c, TQ, MMA_DQ_THREADS)}
 @group(0) @binding(3) var<storage, read> q: array<vec4<f16>>;     // [tokens, qHeads, D/4]
-@group(0) @binding(4) var<storage, read> kT: array<f16>;          // [kvHeads, D, tokens + padding]: Kᵀ, zeros past tokens
-@group(0) @binding(5) var<storage, read> vT: array<f16>;          // [kvHeads, D, tokens + padding]: Vᵀ, zeros past tokens
-@group(0) @binding(6) var<storage, read> k: array<f16>;           // [tokens + padding, kvHeads, D], zeros past tokens
+@group(0) @binding(4) var<storage, read> kT: array<f16>;          // [kvHeads, key tiles, D/16, 16, 16]: tiles of Kᵀ, zeros past tokens
+@group(0) @binding(5) var<storage, read> vT: array<f16>;          // [kvHeads, key tiles, D/16, 16, 16]: tiles of Vᵀ, zeros past tokens
+@group(0) @binding(6) var<storage, read> k: array<f16>;           // [kvHeads, key tiles, D/16, 16, 16]: tiles of K, zeros past tokens
 @group(0) @binding(7) var<storage, read> dout: array<vec4<f16>>;  // [tokens, qHeads, D/4]
 @group(0) @binding(8) var<storage, read> rowStats: array<vec2<f32>>; // [tokens, qHeads] (lse, delta)
 @group(0) @binding(9) var<storage, read_write> dq: array<vec4<f32>>;  // [tokens, qHeads, D/4]
@@ -361,7 +373,7 @@ ${queryTileEntry(MMA_DQ_THREADS)}
   ${owned((slot) => `dq${slot} = subgroupMatrixLoad<Result, row_major>(&Os, ${column(slot)}, OS);`, "\n  ")}
   let r = lid / R;
   let part = lid % R;
-  for (var k0 = a.z; k0 < a.w; k0 += TK) {
+  for (var k0 = keyBegin; k0 < a.w; k0 += TK) {
     // 1. S = Q Kᵀ (subgroups 0-3) and dP = dO Vᵀ (4-7), one 16-key tile each
     {
       var acc = Result();
@@ -381,7 +393,7 @@ ${queryTileEntry(MMA_DQ_THREADS)}
         let col = part + i * R;
         let key = k0 + col;
         var ds = 0.0;
-        if (r < count && key < a.w && key <= token) {
+        if (r < count && key >= a.z && key < a.w && key <= token) {
           let p = exp(P.scale * Ss[r * SS + col] - rowLse[r]);
           ds = P.scale * p * (dPs[r * SS + col] - rowDelta[r]);
         }
@@ -390,7 +402,7 @@ ${queryTileEntry(MMA_DQ_THREADS)}
     }
     workgroupBarrier();
     // 3. dq += dS K, subgroup sg's dq tiles sg, sg + 8, ...
-    ${owned((slot) => each(kTiles, (kk) => `dq${slot} = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&dSs, ${kk * M}u, PS), subgroupMatrixLoad<Right, row_major>(&k, ((k0 + ${kk * M}u) * P.kvHeads + g) * D + ${column(slot)}, keyRow), dq${slot});`).join("\n      "))}
+    ${owned((slot) => each(kTiles, (kk) => `dq${slot} = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&dSs, ${kk * M}u, PS), subgroupMatrixLoad<Right, row_major>(&k, fragment(g, k0 + ${kk * M}u, ${column(slot)}), ${M}u), dq${slot});`).join("\n      "))}
     // no barrier here: the next chunk's step 1 writes Ss and dPs only, and its barrier orders this step's dSs reads before step 2 rewrites dSs
   }
   ${owned((slot) => `subgroupMatrixStore<row_major>(&Os, ${column(slot)}, dq${slot}, OS);`, "\n  ")}
@@ -422,7 +434,7 @@ export function dkdvMmaSharedBytes(headDim: number): number {
  * workgroup; their own block's queries, then every round's gathered queries that chose the block,
  * for each query head of the group), in chunks of 32 queries staged in workgroup memory, 8 subgroups:
  *   1. S = Q Kᵀ (subgroups 0-3) and dP = dO Vᵀ (4-7), one 16x16 tile (query tile, key tile) each,
- *      the key tile's Kᵀ or Vᵀ fragments in registers (row-major from the transposed copies);
+ *      the key tile's Kᵀ or Vᵀ fragments in registers (gathered from the tiled copies at the start);
  *   2. Pᵀ = exp(scale · S − lse) and dSᵀ = scale · Pᵀ ∘ (dPᵀ − delta), rounded to f16, transposed;
  *   3. dV += Pᵀ dO and dK += dSᵀ Q: subgroup sg owns key tile sg / 4 and column tiles sg % 4, + 4,
  *      ..., of both, in registers (f32) for the whole tile.
@@ -459,8 +471,8 @@ export function dkdvMmaWgsl(c: { headDim: number }): string {
   workgroupBarrier();`).join("\n  ");
   return /* wgsl */ `${header}
 @group(0) @binding(3) var<storage, read> q: array<vec4<f16>>;     // [tokens, qHeads, D/4]
-@group(0) @binding(4) var<storage, read> kT: array<f16>;          // [kvHeads, D, tokens + padding]: Kᵀ, zeros past tokens
-@group(0) @binding(5) var<storage, read> vT: array<f16>;          // [kvHeads, D, tokens + padding]: Vᵀ, zeros past tokens
+@group(0) @binding(4) var<storage, read> kT: array<f16>;          // [kvHeads, key tiles, D/16, 16, 16]: tiles of Kᵀ, zeros past tokens
+@group(0) @binding(5) var<storage, read> vT: array<f16>;          // [kvHeads, key tiles, D/16, 16, 16]: tiles of Vᵀ, zeros past tokens
 @group(0) @binding(6) var<storage, read> dout: array<vec4<f16>>;  // [tokens, qHeads, D/4]
 @group(0) @binding(7) var<storage, read> rowStats: array<vec2<f32>>; // [tokens, qHeads] (lse, delta)
 @group(0) @binding(8) var<storage, read_write> dkdv: array<f32>;  // [2, tokens, kvHeads, D]: dk, then dv
@@ -469,8 +481,8 @@ ${SEGMENT_START}
 
 const KEYS = ${MMA_DKDV_KEYS}u;
 const ST = ${MMA_DKDV_KEYS + 4}u; // S and dP row stride
-var<workgroup> Qs: array<f16, ${DKDV_QUERIES * (D + 8)}>;  // [query, d]
-var<workgroup> dOs: array<f16, ${DKDV_QUERIES * (D + 8)}>; // [query, d]
+var<workgroup> Qs: array<f16, ${DKDV_QUERIES * (D + 8)}>;  // [query, d] (at the start Kᵀ, [d, key])
+var<workgroup> dOs: array<f16, ${DKDV_QUERIES * (D + 8)}>; // [query, d] (at the start Vᵀ, [d, key])
 var<workgroup> Ss: array<f32, ${DKDV_QUERIES * (MMA_DKDV_KEYS + 4)}>;  // S [query, key]
 var<workgroup> dPs: array<f32, ${DKDV_QUERIES * (MMA_DKDV_KEYS + 4)}>; // dP [query, key]
 var<workgroup> Ps: array<f16, ${MMA_DKDV_KEYS * (DKDV_QUERIES + 8)}>;  // Pᵀ [key, query]
@@ -484,16 +496,24 @@ ${tileStart(MMA_DKDV_THREADS)}
   let g = b.x;
   let keyStart = a.z;
   let keyEnd = a.w;
-  let keys = P.tokens + ${MMA_PADDING_KEYS}u; // elements from one row of Kᵀ (or Vᵀ) to the next
   // step 1's tile: S (sg < 4) or dP, query tile queryTile, key tile keyTile; keys past keyEnd are masked below
   let queryTile = sg % ${queryTiles}u;
   let keyTile = (sg / ${queryTiles}u) % ${keyTiles}u;
-  let kvAt = keyStart + keyTile * ${M}u;
+  // the tile's keys of Kᵀ and Vᵀ, [d, key], gathered from the tiled copies into Qs and dOs (the
+  // tile need not start on a tile of the copies; once per workgroup), then as fragments into registers
+  for (var e = lid; e < D * KEYS; e += THREADS) {
+    let d = e / KEYS;
+    let key = keyStart + e % KEYS;
+    let at = fragment(g, key - key % 16u, d - d % 16u) + (d % 16u) * 16u + key % 16u;
+    Qs[e] = kT[at];
+    dOs[e] = vT[at];
+  }
+  workgroupBarrier();
   ${each(fragments, (d) => `var kv${d} = Right();`).join(" ")}
   if (sg < ${subgroups / 2}u) {
-    ${each(fragments, (d) => `kv${d} = subgroupMatrixLoad<Right, row_major>(&kT, (g * D + ${d * M}u) * keys + kvAt, keys);`).join("\n    ")}
+    ${each(fragments, (d) => `kv${d} = subgroupMatrixLoad<Right, row_major>(&Qs, ${d * M}u * KEYS + keyTile * ${M}u, KEYS);`).join("\n    ")}
   } else {
-    ${each(fragments, (d) => `kv${d} = subgroupMatrixLoad<Right, row_major>(&vT, (g * D + ${d * M}u) * keys + kvAt, keys);`).join("\n    ")}
+    ${each(fragments, (d) => `kv${d} = subgroupMatrixLoad<Right, row_major>(&dOs, ${d * M}u * KEYS + keyTile * ${M}u, KEYS);`).join("\n    ")}
   }
   // step 3's tiles: dK and dV of the keys of key tile sg / 4, columns 16 j for j = sg % 4, + 4, ...
   let ownKeys = sg / ${columnGroups}u;
@@ -511,7 +531,7 @@ ${tileStart(MMA_DKDV_THREADS)}
       }
       for (var start = begin; start < end; start += TQ) {
         let count = min(TQ, end - start);
-        workgroupBarrier(); // the previous chunk is done with the rows and tiles below
+        workgroupBarrier(); // the previous chunk (or the fragments' loads above) is done with the rows and tiles below
         ${loadRowInputs("start", "part > 0u", "stats")}
         workgroupBarrier();
         for (var e = lid; e < TQ * D4; e += THREADS) {
@@ -589,43 +609,48 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 }
 `;
 
-/** Tokens and columns of one TO_F16_TRANSPOSED workgroup's tile. */
-export const TRANSPOSE_TILE = 32;
-
 /**
- * f32 [tokens, heads, D] -> f16 [heads, D, keys] (keys ≥ tokens; the columns past tokens are left as
- * they are): 32 tokens x 32 columns of one head per workgroup, read along D and written along tokens
- * through workgroup memory, so both sides are coalesced.
+ * f32 [tokens, heads, D] -> f16 tiles [heads, mmaKeyTiles(tokens), D / 16, 16, 16], the layout the
+ * tensor-core kernels read k and v in: tile (key / 16, d / 16) holds its 16 keys x 16 columns row by
+ * row, as [key][d], or transposed, [d][key] (P.transpose = 1); keys past the tokens are zero. One
+ * workgroup per 16 keys of one head: 16 rows of D read along D, and the D / 16 tiles, which follow
+ * one another in the copy, written as one run of 16 D elements.
  */
-export const TO_F16_TRANSPOSED = /* wgsl */ `enable f16;
-struct Params { tokens: u32, heads: u32, D: u32, keys: u32 }
+export const TO_F16_TILED = /* wgsl */ `enable f16;
+struct Params { tokens: u32, heads: u32, D: u32, transpose: u32, keyTiles: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f16>;
-var<workgroup> tile: array<array<f32, 33>, 32>; // [token][column], padded against bank conflicts
+@group(0) @binding(2) var<storage, read_write> y: array<vec2<f16>>;
+// [key][d] of the 16 keys, rows D + 2 apart: a transposed read (16 keys, one column) hits 16 banks
+var<workgroup> rows: array<f16, ${16 * (256 + 2)}>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let columnTiles = (P.D + 31u) / 32u;
   let index = wid.x + wid.y * nwg.x;
-  let d0 = (index % columnTiles) * 32u;
-  let h = (index / columnTiles) % P.heads;
-  let t0 = (index / (columnTiles * P.heads)) * 32u;
-  if (t0 >= P.tokens) { return; }
-  let lane = lid % 32u;
-  let row = lid / 32u;
-  for (var i = row; i < 32u; i += 8u) {
-    let t = t0 + i;
-    let d = d0 + lane;
+  let h = index % P.heads;
+  let keyTile = index / P.heads;
+  if (keyTile >= P.keyTiles) { return; }
+  let stride = P.D + 2u;
+  for (var e = lid; e < 16u * P.D; e += 256u) {
+    let key = keyTile * 16u + e / P.D;
     var value = 0.0;
-    if (t < P.tokens && d < P.D) { value = x[(t * P.heads + h) * P.D + d]; }
-    tile[i][lane] = value;
+    if (key < P.tokens) { value = x[(key * P.heads + h) * P.D + e % P.D]; }
+    rows[(e / P.D) * stride + e % P.D] = f16(value);
   }
   workgroupBarrier();
-  for (var i = row; i < 32u; i += 8u) {
-    let d = d0 + i;
-    let t = t0 + lane;
-    if (t < P.tokens && d < P.D) { y[(h * P.D + d) * P.keys + t] = f16(tile[lane][i]); }
+  // pairs of the run: element e is (row e % 256 / 16, column e % 16) of tile e / 256
+  for (var pair = lid; pair < 8u * P.D; pair += 256u) {
+    let e = 2u * pair;
+    let column = (e / 256u) * 16u;
+    let row = (e % 256u) / 16u;
+    let col = e % 16u;
+    var value: vec2<f16>;
+    if (P.transpose == 1u) {
+      value = vec2<f16>(rows[col * stride + column + row], rows[(col + 1u) * stride + column + row]);
+    } else {
+      value = vec2<f16>(rows[row * stride + column + col], rows[row * stride + column + col + 1u]);
+    }
+    y[(h * P.keyTiles + keyTile) * 8u * P.D + pair] = value;
   }
 }
 `;
