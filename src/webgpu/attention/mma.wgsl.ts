@@ -469,6 +469,29 @@ export function dkdvMmaWgsl(c: { headDim: number }): string {
     if (key < keyEnd) { dkdv[${offset}(key * P.kvHeads + g) * D + e % D] = Outs[(e / D) * OS + e % D]; }
   }
   workgroupBarrier();`).join("\n  ");
+  // the next chunk's Q and dO rows (vec4s rowLoads per thread), and its row tokens and statistics, into registers
+  const rowLoads = Math.ceil((DKDV_QUERIES * D) / 4 / MMA_DKDV_THREADS);
+  const loadAhead = `{
+    let count = select(0u, min(TQ, next.end - next.start), next.h < headEnd);
+    let gathered = next.part > 0u;
+    ${each(rowLoads, (j) => `{
+      let e = lid + ${j}u * THREADS;
+      let r = e / D4;
+      qx${j} = vec4<f16>(0.0);
+      dx${j} = vec4<f16>(0.0);
+      if (e < TQ * D4 && r < count) {
+        let row = tokenAt(next.start, r, gathered) * P.qHeads + next.h;
+        qx${j} = q[row * D4 + e % D4];
+        dx${j} = dout[row * D4 + e % D4];
+      }
+    }`).join("\n    ")}
+    tokenAhead = 0u;
+    statsAhead = vec2<f32>(0.0);
+    if (lid < count) {
+      tokenAhead = tokenAt(next.start, lid, gathered);
+      statsAhead = rowStats[tokenAhead * P.qHeads + next.h];
+    }
+  }`;
   return /* wgsl */ `${header}
 @group(0) @binding(3) var<storage, read> q: array<vec4<f16>>;     // [tokens, qHeads, D/4]
 @group(0) @binding(4) var<storage, read> kT: array<f16>;          // [kvHeads, key tiles, D/16, 16, 16]: tiles of Kᵀ, zeros past tokens
@@ -478,6 +501,16 @@ export function dkdvMmaWgsl(c: { headDim: number }): string {
 @group(0) @binding(8) var<storage, read_write> dkdv: array<f32>;  // [2, tokens, kvHeads, D]: dk, then dv
 
 ${SEGMENT_START}
+
+// a chunk of up to TQ queries: query head h, part (0: the block's own queries, r + 1: round r's), queries [start, end) of the part
+struct Chunk { h: u32, part: u32, start: u32, end: u32 }
+
+// the queries of part \`part\` of head h for the key tile of block \`block\`: part 0 from the tile's first key to the block's natural end, part r + 1 round r's segment
+fn partQueries(h: u32, part: u32, keyStart: u32, naturalEnd: u32, block: u32) -> vec2<u32> {
+  if (part == 0u) { return vec2<u32>(keyStart, naturalEnd); }
+  let segment = ((part - 1u) * P.qHeads + h) * P.globalBlocks + block;
+  return vec2<u32>(segmentStart(segment), segmentStart(segment + 1u));
+}
 
 const KEYS = ${MMA_DKDV_KEYS}u;
 const ST = ${MMA_DKDV_KEYS + 4}u; // S and dP row stride
@@ -518,67 +551,70 @@ ${tileStart(MMA_DKDV_THREADS)}
   // step 3's tiles: dK and dV of the keys of key tile sg / 4, columns 16 j for j = sg % 4, + 4, ...
   let ownKeys = sg / ${columnGroups}u;
   ${each(slots, (slot) => `var dk${slot} = Result(); var dv${slot} = Result();`).join(" ")}
-  let group = P.qHeads / P.kvHeads;
-  for (var h = g * group; h < (g + 1u) * group; h++) {
-    // part 0: the block's own queries (all later queries of the sequence for full attention); part r + 1: round r's queries that chose the block
-    for (var part = 0u; part <= P.width; part++) {
-      var begin = keyStart;
-      var end = b.z;
-      if (part > 0u) {
-        let segment = ((part - 1u) * P.qHeads + h) * P.globalBlocks + b.w;
-        begin = segmentStart(segment);
-        end = segmentStart(segment + 1u);
+  // the chunks of TQ queries, in order: for each query head of the group, part 0 (the block's own
+  // queries: all later queries of the sequence for full attention), then part r + 1 (round r's
+  // queries that chose the block). The next chunk's rows are loaded into registers while this one computes.
+  let headEnd = (g + 1u) * (P.qHeads / P.kvHeads);
+  var chunk = Chunk(g * (P.qHeads / P.kvHeads), 0u, keyStart, b.z);
+  var next = chunk;
+  ${each(rowLoads, (j) => `var qx${j} = vec4<f16>(0.0); var dx${j} = vec4<f16>(0.0);`).join("\n  ")}
+  var tokenAhead = 0u;
+  var statsAhead = vec2<f32>(0.0);
+  ${loadAhead}
+  while (chunk.h < headEnd) {
+    let h = chunk.h;
+    let count = min(TQ, chunk.end - chunk.start);
+    workgroupBarrier(); // the previous chunk (or the fragments' loads above) is done with the rows and tiles below
+    if (lid < TQ) { rowToken[lid] = tokenAhead; rowLse[lid] = statsAhead.x; rowDelta[lid] = statsAhead.y; }
+    ${each(rowLoads, (j) => `{
+      let e = lid + ${j}u * THREADS;
+      let at = (e / D4) * QS + (e % D4) * 4u;
+      if (e < TQ * D4) {
+        Qs[at] = qx${j}.x; Qs[at + 1u] = qx${j}.y; Qs[at + 2u] = qx${j}.z; Qs[at + 3u] = qx${j}.w;
+        dOs[at] = dx${j}.x; dOs[at + 1u] = dx${j}.y; dOs[at + 2u] = dx${j}.z; dOs[at + 3u] = dx${j}.w;
       }
-      for (var start = begin; start < end; start += TQ) {
-        let count = min(TQ, end - start);
-        workgroupBarrier(); // the previous chunk (or the fragments' loads above) is done with the rows and tiles below
-        ${loadRowInputs("start", "part > 0u", "stats")}
-        workgroupBarrier();
-        for (var e = lid; e < TQ * D4; e += THREADS) {
-          let r = e / D4;
-          let at = r * QS + (e % D4) * 4u;
-          var qx = vec4<f16>(0.0);
-          var dx = vec4<f16>(0.0);
-          if (r < count) {
-            let row = rowToken[r] * P.qHeads + h;
-            qx = q[row * D4 + e % D4];
-            dx = dout[row * D4 + e % D4];
-          }
-          Qs[at] = qx.x; Qs[at + 1u] = qx.y; Qs[at + 2u] = qx.z; Qs[at + 3u] = qx.w;
-          dOs[at] = dx.x; dOs[at + 1u] = dx.y; dOs[at + 2u] = dx.z; dOs[at + 3u] = dx.w;
-        }
-        workgroupBarrier();
-        // 1. S (subgroups 0-3) and dP (4-7), one (query tile, key tile) each
-        {
-          var acc = Result();
-          if (sg < ${subgroups / 2}u) {
-            ${each(fragments, (d) => `acc = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&Qs, queryTile * ${M}u * QS + ${d * M}u, QS), kv${d}, acc);`).join("\n            ")}
-            subgroupMatrixStore<row_major>(&Ss, queryTile * ${M}u * ST + keyTile * ${M}u, acc, ST);
-          } else {
-            ${each(fragments, (d) => `acc = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&dOs, queryTile * ${M}u * QS + ${d * M}u, QS), kv${d}, acc);`).join("\n            ")}
-            subgroupMatrixStore<row_major>(&dPs, queryTile * ${M}u * ST + keyTile * ${M}u, acc, ST);
-          }
-        }
-        workgroupBarrier();
-        // 2. Pᵀ and dSᵀ, masked (the query exists, the key is in the tile and not after the query), written transposed
-        for (var e = lid; e < KEYS * TQ; e += THREADS) {
-          let key = e / TQ;
-          let col = e % TQ;
-          var p = 0.0;
-          var ds = 0.0;
-          if (col < count && keyStart + key < keyEnd && keyStart + key <= rowToken[col]) {
-            p = exp(P.scale * Ss[col * ST + key] - rowLse[col]);
-            ds = P.scale * p * (dPs[col * ST + key] - rowDelta[col]);
-          }
-          Ps[key * PS + col] = f16(p);
-          dSs[key * PS + col] = f16(ds);
-        }
-        workgroupBarrier();
-        // 3. dV += Pᵀ dO and dK += dSᵀ Q over the chunk's query tiles
-        ${each(slots, (slot) => `${update("dv", "Ps", "dOs", slot)}
-        ${update("dk", "dSs", "Qs", slot)}`).join("\n        ")}
+    }`).join("\n    ")}
+    // the chunk after: the part's next TQ queries, else the next part with any, else the next head's first
+    next.start += TQ;
+    while (next.start >= next.end && next.h < headEnd) {
+      next.part += 1u;
+      if (next.part > P.width) { next.part = 0u; next.h += 1u; }
+      let range = partQueries(next.h, next.part, keyStart, b.z, b.w);
+      next.start = range.x;
+      next.end = range.y;
+    }
+    ${loadAhead}
+    workgroupBarrier();
+    // 1. S (subgroups 0-3) and dP (4-7), one (query tile, key tile) each
+    {
+      var acc = Result();
+      if (sg < ${subgroups / 2}u) {
+        ${each(fragments, (d) => `acc = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&Qs, queryTile * ${M}u * QS + ${d * M}u, QS), kv${d}, acc);`).join("\n            ")}
+        subgroupMatrixStore<row_major>(&Ss, queryTile * ${M}u * ST + keyTile * ${M}u, acc, ST);
+      } else {
+        ${each(fragments, (d) => `acc = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&dOs, queryTile * ${M}u * QS + ${d * M}u, QS), kv${d}, acc);`).join("\n            ")}
+        subgroupMatrixStore<row_major>(&dPs, queryTile * ${M}u * ST + keyTile * ${M}u, acc, ST);
       }
     }
+    workgroupBarrier();
+    // 2. Pᵀ and dSᵀ, masked (the query exists, the key is in the tile and not after the query), written transposed
+    for (var e = lid; e < KEYS * TQ; e += THREADS) {
+      let key = e / TQ;
+      let col = e % TQ;
+      var p = 0.0;
+      var ds = 0.0;
+      if (col < count && keyStart + key < keyEnd && keyStart + key <= rowToken[col]) {
+        p = exp(P.scale * Ss[col * ST + key] - rowLse[col]);
+        ds = P.scale * p * (dPs[col * ST + key] - rowDelta[col]);
+      }
+      Ps[key * PS + col] = f16(p);
+      dSs[key * PS + col] = f16(ds);
+    }
+    workgroupBarrier();
+    // 3. dV += Pᵀ dO and dK += dSᵀ Q over the chunk's query tiles
+    ${each(slots, (slot) => `${update("dv", "Ps", "dOs", slot)}
+    ${update("dk", "dSs", "Qs", slot)}`).join("\n    ")}
+    chunk = next;
   }
   ${write("dk", "")}
   ${write("dv", "P.dvOffset + ")}
