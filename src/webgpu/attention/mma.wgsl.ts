@@ -336,6 +336,8 @@ export function dqMmaWgsl(c: MmaShape): string {
   const subgroups = MMA_DQ_THREADS / 32;
   if (2 * kTiles > subgroups) throw new Error(`dqMmaWgsl: TK ${c.TK} needs more than ${subgroups} subgroups`);
   const { slots, column, owned } = columnTiles(fragments, subgroups); // dq tiles sg, sg + 8, ...
+  // K fragment (key tile kk of the chunk, dq tile sg + 8 slot), the tile clamped: an in-bounds address where the subgroup has none
+  const kAt = (kk: number, slot: number) => `subgroupMatrixLoad<Right, row_major>(&k, fragment(g, k0 + ${kk * M}u, min(sg + ${slot * subgroups}u, ${fragments - 1}u) * ${M}u), ${M}u)`;
   const transposed = (array: string, d: number) => `subgroupMatrixLoad<Right, row_major>(&${array}, fragment(g, k0 + kTile * ${M}u, ${d * M}u), ${M}u)`;
   return /* wgsl */ `${mmaHeader(c, TQ, MMA_DQ_THREADS)}
 @group(0) @binding(3) var<storage, read> q: array<vec4<f16>>;     // [tokens, qHeads, D/4]
@@ -374,6 +376,8 @@ ${queryTileEntry(MMA_DQ_THREADS)}
   let r = lid / R;
   let part = lid % R;
   for (var k0 = keyBegin; k0 < a.w; k0 += TK) {
+    // this chunk's K fragments for step 3, in flight during steps 1 and 2
+    ${each(slots, (slot) => each(kTiles, (kk) => `let kf${slot}_${kk} = ${kAt(kk, slot)};`).join(" ")).join("\n    ")}
     // 1. S = Q Kᵀ (subgroups 0-3) and dP = dO Vᵀ (4-7), one 16-key tile each
     {
       var acc = Result();
@@ -402,7 +406,7 @@ ${queryTileEntry(MMA_DQ_THREADS)}
     }
     workgroupBarrier();
     // 3. dq += dS K, subgroup sg's dq tiles sg, sg + 8, ...
-    ${owned((slot) => each(kTiles, (kk) => `dq${slot} = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&dSs, ${kk * M}u, PS), subgroupMatrixLoad<Right, row_major>(&k, fragment(g, k0 + ${kk * M}u, ${column(slot)}), ${M}u), dq${slot});`).join("\n      "))}
+    ${owned((slot) => each(kTiles, (kk) => `dq${slot} = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&dSs, ${kk * M}u, PS), kf${slot}_${kk}, dq${slot});`).join("\n      "))}
     // no barrier here: the next chunk's step 1 writes Ss and dPs only, and its barrier orders this step's dSs reads before step 2 rewrites dSs
   }
   ${owned((slot) => `subgroupMatrixStore<row_major>(&Os, ${column(slot)}, dq${slot}, OS);`, "\n  ")}
