@@ -3,7 +3,8 @@
 # runs, 1 and 8 heads, forward and forward + backward), block 4096 / top-12. Two parts, each within
 # one device command (10 minutes): PART=1 f16, 1 head, 128K-1M (forward; forward + backward, full
 # attention's backward up to 256K); PART=2 8 heads at 128K-256K (f16) and float32 at 128K-256K.
-# Usage (device tool): source .device/setup.sh && PART=1 bash dev/device-f16-long.sh
+# PRECISIONS=f16 leaves PART=2's float32 rows out.
+# Usage (device tool): source .device/setup.sh && PART=1 [PRECISIONS=f16] bash dev/device-f16-long.sh
 set -uo pipefail
 out=${OUT:-/tmp}
 quiet() { grep -v -E '^Warning|deprecated|\^\^\^|subgroupMatrix|^$|Compilation log|warning\(s\) generated|^warning:$'; }
@@ -16,5 +17,5 @@ if [ "${PART:-1}" = 1 ]; then
 else
   TAIL=5 bench 150 --lengths 131072,262144 --heads 8 --precision f16 --forward-only
   TAIL=4 bench 100 --lengths 131072 --heads 8 --precision f16
-  TAIL=5 bench 150 --lengths 131072,262144 --heads 1 --precision f32 --forward-only
+  [[ ${PRECISIONS:-f32} == *f32* ]] && TAIL=5 bench 150 --lengths 131072,262144 --heads 1 --precision f32 --forward-only
 fi

@@ -5,15 +5,13 @@ import type { Backend } from "../attention/problem.js";
 import { attentionFile } from "../run/attentionFile.js";
 import { writeFileAtomic } from "../io/files.js";
 import { bench, BENCH_DEFAULTS, benchPlot } from "../run/bench.js";
-import { benchGpu, gpuBenchPlot } from "../run/benchGpu.js";
+import { benchGpu, gpuBenchPlot, OFFICIAL_MOBA_SPEEDUP } from "../run/benchGpu.js";
 import { demo, DEMO_DEFAULTS } from "../run/demo.js";
-
-const GPU_LENGTHS = [4096, 8192, 32768, 131072, 262144, 524288, 1048576];
-/** The official MoBA's forward speedup over FlashAttention-2 on an H100 (MoBA paper), by tokens. */
-const OFFICIAL_MOBA_SPEEDUP: Record<number, number> = { 32768: 0.68, 131072: 1.13, 262144: 2.17, 524288: 4.11, 1048576: 6.88 };
 import { MobaError } from "../tensor.js";
 import { backend, type Command, integer, integers, precision, precisions, usageError } from "./args.js";
 import { modelCommands } from "./model.js";
+
+const GPU_LENGTHS = [4096, 8192, 32768, 131072, 262144, 524288, 1048576];
 
 const print = (line: string) => console.log(line);
 

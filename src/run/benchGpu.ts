@@ -145,6 +145,9 @@ export async function benchGpu(cases: GpuBenchCase[], runs: number, print: (line
   return rows;
 }
 
+/** The official MoBA's forward speedup over FlashAttention-2 on an H100 (MoBA paper), by tokens. */
+export const OFFICIAL_MOBA_SPEEDUP: Record<number, number> = { 32768: 0.68, 131072: 1.13, 262144: 2.17, 524288: 4.11, 1048576: 6.88 };
+
 /** Measured MoBA/full speedups of the GPU rows beside the ideal ratio and the official MoBA figures. */
 export function gpuBenchPlot(rows: GpuBenchRow[], official: Record<number, number>): string {
   const measured = rows.filter((r) => Number.isFinite(r.fullForwardMs));
