@@ -6,7 +6,7 @@ import { MobaError } from "../../tensor.js";
 import { checked, getDevice, type MobaDevice } from "../device.js";
 import { type Binding, Buffers, dispatch, type Kernel, pipeline, readBack, threadGroups } from "../kernel.js";
 import { DELTA, DELTA_ROWS, dkdvWgsl, dqWgsl, FINALIZE, FINALIZE_ELEMENTS, forwardWgsl, type TileShape } from "./attention.wgsl.js";
-import { dkdvMmaSharedBytes, dkdvMmaWgsl, dqMmaSharedBytes, dqMmaWgsl, forwardMmaWgsl, MMA_DKDV_KEYS, MMA_DKDV_THREADS, MMA_DQ_THREADS, mmaKeyTiles, MMA_QUERIES, MMA_THREADS, mmaSharedBytes, type MmaShape, TO_F16, TO_F16_ELEMENTS, TO_F16_TILED } from "./mma.wgsl.js";
+import { dkdvMmaSharedBytes, dkdvMmaWgsl, dqMmaSharedBytes, dqMmaWgsl, forwardMmaWgsl, MMA_DKDV_KEYS, MMA_DKDV_THREADS, MMA_DQ_THREADS, mmaKeyTiles, MMA_QUERIES, MMA_THREADS, mmaSharedBytes, type MmaShape, TO_F16, TO_F16_ELEMENTS, toF16TiledWgsl } from "./mma.wgsl.js";
 import { BLOCK_SUM_THREADS, BLOCK_SUMS, GATE_MAX_HEAD_DIM, GATHERED_TILES, type GateShape, gateWgsl, SCAN, SCATTER } from "./routing.wgsl.js";
 
 /** The largest headDim: the gate stages key sums of this width, the tile shapes are checked against it. */
@@ -24,7 +24,7 @@ const gatheredTiles = fixed("gatheredTiles", GATHERED_TILES);
 const finalize: Kernel<null> = { name: "finalize", workgroupSize: 256, key: () => "", wgsl: () => FINALIZE };
 const deltaKernel: Kernel<null> = { name: "delta", workgroupSize: DELTA_ROWS * 32, key: () => "", wgsl: () => DELTA };
 const toF16: Kernel<null> = { name: "toF16", workgroupSize: 256, key: () => "", wgsl: () => TO_F16 };
-const toF16Tiled: Kernel<null> = { name: "toF16Tiled", workgroupSize: 256, key: () => "", wgsl: () => TO_F16_TILED };
+const toF16Tiled: Kernel<{ headDim: number }> = { name: "toF16Tiled", workgroupSize: 256, key: (c) => `${c.headDim}`, wgsl: (c) => toF16TiledWgsl(c.headDim) };
 const tiled = (name: string, wgsl: (c: TileShape) => string): Kernel<TileShape> => ({
   name, workgroupSize: THREADS, key: (c) => `${c.headDim}/${c.TQ}/${c.TK}/${c.unroll}/${c.input}`, wgsl,
 });
@@ -262,15 +262,15 @@ export interface GpuForwardResult {
 
 /**
  * Records x [tokens, heads, headDim] (f32) -> f16 tiles [heads, mmaKeyTiles(tokens), headDim / 16, 16, 16]
- * (TO_F16_TILED: each tile [key][d], or [d][key] when `transpose`) into a new buffer, the layout the
+ * (toF16TiledWgsl: each tile [key][d], or [d][key] when `transpose`) into a new buffer, the layout the
  * tensor-core kernels read k and v in.
  */
 export async function halfTiled(mem: Buffers, encoder: GPUCommandEncoder, x: GPUBuffer, tokens: number, heads: number, headDim: number, transpose: boolean, label: string): Promise<GPUBuffer> {
   if (headDim % 16 !== 0 || headDim > 256) throw new MobaError(`halfTiled: headDim must be a multiple of 16 up to 256, got ${headDim}`);
   const keyTiles = mmaKeyTiles(tokens);
   const y = mem.storage(heads * keyTiles * 16 * headDim * 2, label, encoder);
-  const params = mem.uniform([tokens, heads, headDim, transpose ? 1 : 0, keyTiles], "f16 tiles params");
-  dispatch(encoder, mem.gpu, await pipeline(mem.gpu, toF16Tiled, null), [params, x, y], keyTiles * heads, label);
+  const params = mem.uniform([tokens, heads, transpose ? 1 : 0, keyTiles], "f16 tiles params");
+  dispatch(encoder, mem.gpu, await pipeline(mem.gpu, toF16Tiled, { headDim }), [params, x, y], keyTiles * heads, label);
   return y;
 }
 

@@ -78,7 +78,7 @@ function rowReduce(name: string, op: (a: string, b: string) => string): string {
  */
 const PADDING_TILES = 8;
 
-/** 16-key tiles per kv head of a tiled f16 copy (TO_F16_TILED) of `tokens` keys. */
+/** 16-key tiles per kv head of a tiled f16 copy (toF16TiledWgsl) of `tokens` keys. */
 export const mmaKeyTiles = (tokens: number) => Math.ceil(tokens / 16) + PADDING_TILES;
 
 const each = <T>(n: number, f: (i: number) => T) => Array.from({ length: n }, (_, i) => f(i));
@@ -128,7 +128,7 @@ const VISIBLE = ${VISIBLE};
 
 ${TILE_BINDINGS}
 
-// The tensor-core kernels read k and v from tiled f16 copies (TO_F16_TILED): [kvHeads, key tiles,
+// The tensor-core kernels read k and v from tiled f16 copies (toF16TiledWgsl): [kvHeads, key tiles,
 // D / 16, 16, 16], each 16 x 16 tile 512 consecutive bytes, so a fragment load touches 4 cache lines
 // instead of 16 (32K x 8 full forward, H100: 44.9 -> 31.7 ms). The first element of tile (key, d)
 // of kv head g (key and d multiples of 16):
@@ -654,15 +654,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
  * tensor-core kernels read k and v in: tile (key / 16, d / 16) holds its 16 keys x 16 columns row by
  * row, as [key][d], or transposed, [d][key] (P.transpose = 1); keys past the tokens are zero. One
  * workgroup per 16 keys of one head: 16 rows of D read along D, and the D / 16 tiles, which follow
- * one another in the copy, written as one run of 16 D elements.
+ * one another in the copy, written as one run of 16 D elements. Both loops are unrolled here, so
+ * each thread's loads are all in flight at once (as a loop over a runtime D they ran one after
+ * another: 32K x 8 heads took 0.15 ms, under half the copy bandwidth).
  */
-export const TO_F16_TILED = /* wgsl */ `enable f16;
-struct Params { tokens: u32, heads: u32, D: u32, transpose: u32, keyTiles: u32 }
+export function toF16TiledWgsl(headDim: number): string {
+  const D = headDim;
+  const stride = D + 2; // rows D + 2 apart: a transposed read (16 keys, one column) hits 16 banks
+  return /* wgsl */ `enable f16;
+struct Params { tokens: u32, heads: u32, transpose: u32, keyTiles: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<vec2<f16>>;
-// [key][d] of the 16 keys, rows D + 2 apart: a transposed read (16 keys, one column) hits 16 banks
-var<workgroup> rows: array<f16, ${16 * (256 + 2)}>;
+const D = ${D}u;
+const STRIDE = ${stride}u;
+var<workgroup> rows: array<f16, ${16 * stride}>; // [key][d] of the 16 keys
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -670,27 +676,29 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let h = index % P.heads;
   let keyTile = index / P.heads;
   if (keyTile >= P.keyTiles) { return; }
-  let stride = P.D + 2u;
-  for (var e = lid; e < 16u * P.D; e += 256u) {
-    let key = keyTile * 16u + e / P.D;
+  ${each((16 * D) / 256, (i) => `{
+    let e = lid + ${i * 256}u;
+    let key = keyTile * 16u + e / D;
     var value = 0.0;
-    if (key < P.tokens) { value = x[(key * P.heads + h) * P.D + e % P.D]; }
-    rows[(e / P.D) * stride + e % P.D] = f16(value);
-  }
+    if (key < P.tokens) { value = x[(key * P.heads + h) * D + e % D]; }
+    rows[(e / D) * STRIDE + e % D] = f16(value);
+  }`).join("\n  ")}
   workgroupBarrier();
   // pairs of the run: element e is (row e % 256 / 16, column e % 16) of tile e / 256
-  for (var pair = lid; pair < 8u * P.D; pair += 256u) {
+  ${each(Math.ceil((8 * D) / 256), (i) => `{
+    let pair = lid + ${i * 256}u;
     let e = 2u * pair;
     let column = (e / 256u) * 16u;
     let row = (e % 256u) / 16u;
     let col = e % 16u;
     var value: vec2<f16>;
     if (P.transpose == 1u) {
-      value = vec2<f16>(rows[col * stride + column + row], rows[(col + 1u) * stride + column + row]);
+      value = vec2<f16>(rows[col * STRIDE + column + row], rows[(col + 1u) * STRIDE + column + row]);
     } else {
-      value = vec2<f16>(rows[row * stride + column + col], rows[row * stride + column + col + 1u]);
+      value = vec2<f16>(rows[row * STRIDE + column + col], rows[row * STRIDE + column + col + 1u]);
     }
-    y[(h * P.keyTiles + keyTile) * 8u * P.D + pair] = value;
-  }
+    if (pair < 8u * D) { y[(h * P.keyTiles + keyTile) * 8u * D + pair] = value; }
+  }`).join("\n  ")}
 }
 `;
+}
