@@ -31,7 +31,7 @@ export const TILE_BINDINGS = /* wgsl */ `struct Params {
   segments: u32, dvOffset: u32, tokens: u32,
 }
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> tiles: array<vec4<u32>>; // 2 per tile: (queryStart, count, keyStart, keyEnd), (head, gathered, naturalEnd, block)
+@group(0) @binding(1) var<storage, read> tiles: array<vec4<u32>>; // 2 per tile: (queryStart, count, keyStart, keyEnd), (head, gathered, naturalEnd or carried, block)
 @group(0) @binding(2) var<storage, read> entries: array<u32>;    // gathered query lists
 
 // the i-th query of a tile: consecutive tokens from start, or entries[start + i] when gathered
@@ -41,14 +41,21 @@ fn tokenAt(start: u32, i: u32, gathered: bool) -> u32 {
 }`;
 
 /**
+ * Whether a query tile's rows carry a partial result from earlier rounds (the forward's acc, m and l
+ * in out and ml, or dq): a later routed round (P.loadState), or, in the forward, an own-block tile
+ * whose queries had routed blocks (b.z = 1: the own blocks' round runs last and finalizes).
+ */
+export const CARRIED = "(P.loadState == 1u || b.z == 1u)";
+
+/**
  * Each of the tile's first TQ threads records its row's token (0 past count) and the row's inputs:
- * the forward's running softmax state (m, l) from ml when P.loadState is set, else (MASKED, 0); or
+ * the forward's running softmax state (m, l) from ml when the tile carries state (CARRIED), else (MASKED, 0); or
  * the backward's (lse, delta) from rowStats. Rows start at `start`, gathered when `gathered`.
  */
 export function loadRowInputs(start: string, gathered: string, inputs: "state" | "stats"): string {
   const load = inputs === "state"
     ? `var state = vec2<f32>(MASKED, 0.0);
-    if (P.loadState == 1u && lid < count) { state = ml[token * P.qHeads + h]; }
+    if (${CARRIED} && lid < count) { state = ml[token * P.qHeads + h]; }
     rowM[lid] = state.x;
     rowL[lid] = state.y;`
     : `let stats = rowStats[token * P.qHeads + h];
@@ -176,12 +183,12 @@ function accumulators(c: TileShape, rows: Side): number {
 
 /**
  * The thread's accumulators `acc` ([rows, D] of the query tile), from `state` — the previous
- * round's partial result for the same rows — when P.loadState is set, else zero.
+ * round's partial result for the same rows — when the tile carries state (CARRIED), else zero.
  */
 function accumulatorsFrom(c: TileShape, state: string): string {
   return `var acc: array<f32, ${accumulators(c, "TQ")}>;
   ${eachAccumulator(`acc[at] = 0.0;
-      if (P.loadState == 1u && row < count && col < D) { acc[at] = ${state}[(rowToken[row] * P.qHeads + h) * D + col]; }`)}`;
+      if (${CARRIED} && row < count && col < D) { acc[at] = ${state}[(rowToken[row] * P.qHeads + h) * D + col]; }`)}`;
 }
 
 /** `body` for each of the thread's accumulators: its row, col and index at. */
@@ -339,31 +346,6 @@ ${queryTileEntry(c)}
 }
 `;
 }
-
-/** Elements each FINALIZE workgroup divides: 256 threads, 4 each (fewer, larger workgroups run nearer the memory bandwidth). */
-export const FINALIZE_ELEMENTS = 1024;
-
-/** out = acc / l and lse = m + log(l) for every row, each thread 4 elements 256 apart (coalesced). */
-export const FINALIZE = /* wgsl */ `
-struct Params { rows: u32, headDim: u32, pad0: u32, pad1: u32 }
-@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> ml: array<vec2<f32>>;   // [tokens, qHeads]
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;  // [tokens, qHeads, D]
-@group(0) @binding(3) var<storage, read_write> lse: array<f32>;  // [tokens, qHeads]
-
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let first = (wid.x + wid.y * nwg.x) * 1024u + lid;
-  for (var j = 0u; j < 4u; j++) {
-    let index = first + j * 256u;
-    if (index >= P.rows * P.headDim) { return; }
-    let row = index / P.headDim;
-    let state = ml[row];
-    out[index] = out[index] / state.y;
-    if (index % P.headDim == 0u) { lse[row] = state.x + log(state.y); }
-  }
-}
-`;
 
 /** Rows of one DELTA workgroup (32 threads each). */
 export const DELTA_ROWS = 8;

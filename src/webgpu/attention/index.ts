@@ -5,7 +5,7 @@ import { blockOffsets, forEachRoute, pastPerQuery, selectsAll } from "../../cpu/
 import { MobaError } from "../../tensor.js";
 import { checked, getDevice, type MobaDevice } from "../device.js";
 import { type Binding, Buffers, dispatch, type Kernel, pipeline, readBack, threadGroups } from "../kernel.js";
-import { DELTA, DELTA_ROWS, dkdvWgsl, dqWgsl, FINALIZE, FINALIZE_ELEMENTS, forwardWgsl, type TileShape } from "./attention.wgsl.js";
+import { DELTA, DELTA_ROWS, dkdvWgsl, dqWgsl, forwardWgsl, type TileShape } from "./attention.wgsl.js";
 import { dkdvMmaSharedBytes, dkdvMmaWgsl, dqMmaSharedBytes, dqMmaWgsl, forwardMmaWgsl, MMA_DKDV_KEYS, MMA_DKDV_THREADS, MMA_DQ_THREADS, mmaKeyTiles, MMA_QUERIES, MMA_THREADS, mmaSharedBytes, type MmaShape, TO_F16, TO_F16_ELEMENTS, toF16TiledWgsl } from "./mma.wgsl.js";
 import { BLOCK_SUM_THREADS, BLOCK_SUMS, GATE_MAX_HEAD_DIM, GATHERED_TILES, type GateShape, gateWgsl, SCAN, SCATTER } from "./routing.wgsl.js";
 
@@ -21,7 +21,6 @@ const gate: Kernel<GateShape> = { name: "gate", workgroupSize: 64, key: (c) => `
 const scatter = fixed("scatter", SCATTER);
 const scan: Kernel<null> = { name: "scan", workgroupSize: 256, key: () => "", wgsl: () => SCAN };
 const gatheredTiles = fixed("gatheredTiles", GATHERED_TILES);
-const finalize: Kernel<null> = { name: "finalize", workgroupSize: 256, key: () => "", wgsl: () => FINALIZE };
 const deltaKernel: Kernel<null> = { name: "delta", workgroupSize: DELTA_ROWS * 32, key: () => "", wgsl: () => DELTA };
 const toF16: Kernel<null> = { name: "toF16", workgroupSize: 256, key: () => "", wgsl: () => TO_F16 };
 const toF16Tiled: Kernel<{ headDim: number }> = { name: "toF16Tiled", workgroupSize: 256, key: (c) => `${c.headDim}`, wgsl: (c) => toF16TiledWgsl(c.headDim) };
@@ -94,7 +93,7 @@ function plan(p: AttentionProblem): Plan {
   return { p, all: selectsAll(p), width: pastPerQuery(p), offsets, blocks, blockStart, blockEnd, seqStart, seqEnd };
 }
 
-/** Tile descriptors, 8 words each: (queryStart, count, keyStart, keyEnd), (head, gathered, naturalEnd, block). */
+/** Tile descriptors, 8 words each: (queryStart, count, keyStart, keyEnd), (head, gathered, naturalEnd or carried, block). */
 class Tiles {
   readonly words: Uint32Array;
   count = 0;
@@ -126,16 +125,18 @@ function tilesPerBlock(pl: Plan, size: number, heads: number): number {
  * Query tiles of TQ consecutive tokens per (block, head); keys from the block start (MoBA) or the
  * sequence start (full). Full attention lists the last blocks (the longest key ranges) first: the
  * GPU starts workgroups roughly in order, so the short tiles fill in at the end instead of one long
- * tile finishing alone.
+ * tile finishing alone. `ownLast`: the forward's own blocks run after the routed rounds, so a tile
+ * whose queries had routed blocks (every block but a sequence's first) carries their state (word 6).
  */
-function naturalTiles(pl: Plan, TQ: number): Tiles {
+function naturalTiles(pl: Plan, TQ: number, ownLast: boolean): Tiles {
   const tiles = new Tiles(tilesPerBlock(pl, TQ, pl.p.qHeads));
   for (let i = 0; i < pl.blocks; i++) {
     const G = pl.all ? pl.blocks - 1 - i : i;
     for (let h = 0; h < pl.p.qHeads; h++) {
       for (let t = pl.blockStart[G]; t < pl.blockEnd[G]; t += TQ) {
         const count = Math.min(TQ, pl.blockEnd[G] - t);
-        tiles.add(t, count, pl.all ? pl.seqStart[G] : pl.blockStart[G], t + count, h, 0);
+        const carried = ownLast && pl.width > 0 && pl.blockStart[G] > pl.seqStart[G];
+        tiles.add(t, count, pl.all ? pl.seqStart[G] : pl.blockStart[G], t + count, h, 0, carried ? 1 : 0);
       }
     }
   }
@@ -239,10 +240,11 @@ function tileParams(mem: Buffers, pl: Plan, shape: TileShape, tiles: number, loa
 
 /**
  * Every round of tiles for the forward and dq: the own blocks (or full causal ranges, built here),
- * then each routed round (built on the GPU: `bound` slots, the unused ones empty).
+ * then each routed round (built on the GPU: `bound` slots, the unused ones empty). `ownLast`: the
+ * own blocks' tiles flagged to carry the routed rounds' state (naturalTiles), for the forward.
  */
-async function rounds(mem: Buffers, encoder: GPUCommandEncoder, pl: Plan, routed: Routed | null, TQ: number): Promise<{ tiles: Binding; count: number }[]> {
-  const natural = naturalTiles(pl, TQ);
+async function rounds(mem: Buffers, encoder: GPUCommandEncoder, pl: Plan, routed: Routed | null, TQ: number, ownLast = false): Promise<{ tiles: Binding; count: number }[]> {
+  const natural = naturalTiles(pl, TQ, ownLast);
   const list: { tiles: Binding; count: number }[] = [{ tiles: mem.storage(natural.words, "tiles"), count: natural.count }];
   if (!routed) return list;
   const { buffer, bound } = await queryTileRounds(mem, encoder, pl, routed, TQ);
@@ -329,14 +331,13 @@ export async function forwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTens
   const ml = mem.storage(Math.max(1, pl.all ? 0 : tokens * qHeads) * 8, "softmax state", encoder);
   const dummy = mem.storage(16, "unused", encoder);
   const entries = routed?.entries ?? dummy;
-  (await rounds(mem, encoder, pl, routed, shape.TQ)).forEach(({ tiles, count }, r) => {
-    const params = tileParams(mem, pl, shape, count, r > 0, pl.all);
-    dispatch(encoder, gpu, forward, [params, tiles, entries, inputs.q, inputs.k, inputs.v, out, ml, lse], count, `forward round ${r}`);
+  // the routed rounds (round r + 1 carries round r's state), then the own blocks: every query has
+  // its own block, so that round finalizes (out = acc / l, lse) and no pass over out is needed after
+  const [own, ...routedRounds] = await rounds(mem, encoder, pl, routed, shape.TQ, true);
+  routedRounds.forEach(({ tiles, count }, r) => {
+    dispatch(encoder, gpu, forward, [tileParams(mem, pl, shape, count, r > 0, false), tiles, entries, inputs.q, inputs.k, inputs.v, out, ml, lse], count, `forward round ${r + 1}`);
   });
-  if (!pl.all) {
-    const params = mem.uniform([tokens * qHeads, headDim, 0, 0], "finalize params");
-    dispatch(encoder, gpu, await pipeline(gpu, finalize, null), [params, ml, out, lse], Math.ceil((tokens * qHeads * headDim) / FINALIZE_ELEMENTS), "finalize");
-  }
+  dispatch(encoder, gpu, forward, [tileParams(mem, pl, shape, own.count, false, true), own.tiles, entries, inputs.q, inputs.k, inputs.v, out, ml, lse], own.count, "forward round 0");
   gpu.device.queue.submit([encoder.finish()]);
   return { out, lse, routed };
 }

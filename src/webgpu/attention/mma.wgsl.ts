@@ -43,7 +43,7 @@
 // before): O in registers 51.6-51.9 -> 48.8-49.2 ms; the rows' flags read with workgroupUniformLoad
 // (one barrier) instead of one thread writing a flag (three) 48.9-49.4 -> 48.5-48.6.
 
-import { loadRowInputs, MASKED, SEGMENT_START, TILE_BINDINGS, VISIBLE } from "./attention.wgsl.js";
+import { CARRIED, loadRowInputs, MASKED, SEGMENT_START, TILE_BINDINGS, VISIBLE } from "./attention.wgsl.js";
 
 export interface MmaShape {
   headDim: number; // a multiple of 16
@@ -164,7 +164,7 @@ const queryTileEntry = (threads = MMA_THREADS) => /* wgsl */ `${tileStart(thread
 
 /**
  * Stages the tile's rows of vec4<f16> arrays into padded f16 workgroup arrays ([global, local]
- * pairs), and the f32 accumulator Os from `acc` when P.loadState is set (a later round), else zero.
+ * pairs), and the f32 accumulator Os from `acc` when the tile carries state (CARRIED), else zero.
  */
 function stageQueryRows(rows: [string, string][], acc: string): string {
   return `for (var e = lid; e < TQ * D4; e += THREADS) {
@@ -177,7 +177,7 @@ function stageQueryRows(rows: [string, string][], acc: string): string {
     if (r < count) {
       let row = rowToken[r] * P.qHeads + h;
       ${rows.map(([global, local]) => `${local}x = ${global}[row * D4 + e % D4];`).join(" ")}
-      if (P.loadState == 1u) { o = ${acc}[row * D4 + e % D4]; }
+      if (${CARRIED}) { o = ${acc}[row * D4 + e % D4]; }
     }
     ${rows.map(([, local]) => `${local}[at] = ${local}x.x; ${local}[at + 1u] = ${local}x.y; ${local}[at + 2u] = ${local}x.z; ${local}[at + 3u] = ${local}x.w;`).join("\n    ")}
     Os[ot] = o.x; Os[ot + 1u] = o.y; Os[ot + 2u] = o.z; Os[ot + 3u] = o.w;
