@@ -7,20 +7,21 @@
 //
 // Per chunk, with 4 subgroups of 32 (NVIDIA):
 //   1. S = Q Kᵀ: subgroup s computes S tile s from its Q fragments (loaded into registers once per
-//      tile) and Kᵀ read as row-major matrices straight from storage, one chunk ahead (the next
+//      tile) and Kᵀ's tiles read as matrices straight from storage, one chunk ahead (the next
 //      chunk's K loads are in flight during this chunk's softmax and P V);
 //   2. online softmax with 8 threads per row, all rows at once: mask, row max and sum by shuffles,
 //      P = exp(S − m) rounded to f16; a row's m moves only when the chunk's max exceeds it by more
 //      than 8 (then p ≤ e^8, which f16 holds at full relative precision);
-//   3. O += P V, subgroup sg's O tiles in registers (f32) from the tile's start to its end, V read
-//      from storage (its loads issued at the start of the chunk, before QK, where the registers allow).
+//   3. O += P V, subgroup sg's O tiles in registers (f32) from the tile's start to its end, V's tiles
+//      read from storage (their loads issued at the start of the chunk, before QK, where the registers allow).
 // WGSL cannot scale a subgroup matrix row by row: when some row's m moved (the first chunks of a
 // tile, rarely after), O goes through workgroup memory once to be scaled. With the lazy m that is
 // rare, which is what keeping O in registers buys (5-6% over a round trip every chunk).
-// Every matrix read from storage is row-major: K comes as a transposed f16 copy, Kᵀ per kv head
-// ([kvHeads, D, keys]), because column-major loads from storage are the slow ones on this driver.
-// Reading K and V past the key range (and K one chunk ahead) is why the f16 copies carry two
-// chunks of zero keys at the end.
+// Every matrix read from storage is row-major (column-major loads from storage are the slow ones on
+// this driver) and a contiguous 16 x 16 tile of a tiled f16 copy (toF16TiledWgsl, below; `fragment`
+// finds one): 512 bytes in 4 cache lines, where a fragment of a [tokens, heads, D] array is 16 rows
+// of 32 bytes in 16 lines. Chunks start on a 16-key tile; reading K and V past the key range (and K
+// one chunk ahead) is why the copies carry zero keys past the tokens.
 // The only rounding beyond float32 is P to f16 (q, k, v are f16 already): out's error is about
 // f16's unit roundoff (2^-11) relative, lse stays at float32 accuracy.
 //
@@ -41,7 +42,8 @@
 // one change at a time showed why — a 4-byte workgroup variable (the rescale flag) in the shader;
 // as a vec4, or gone, the results are right (22nd run). In src/ (H100, A/B against the build
 // before): O in registers 51.6-51.9 -> 48.8-49.2 ms; the rows' flags read with workgroupUniformLoad
-// (one barrier) instead of one thread writing a flag (three) 48.9-49.4 -> 48.5-48.6.
+// (one barrier) instead of one thread writing a flag (three) 48.9-49.4 -> 48.5-48.6. 24th run: K and
+// V as contiguous tiles 44.9 -> 31.7 ms (K alone 36.9, V alone 39.4); in src/ 48.0 -> 33.5 (65 TFLOP/s).
 
 import { CARRIED, loadRowInputs, MASKED, SEGMENT_START, TILE_BINDINGS, VISIBLE } from "./attention.wgsl.js";
 
