@@ -717,7 +717,25 @@ const twentyFourth: Variant[] = [
   { ...kTsrc, name: "... K and V tiled, 32 queries sharing K and V fragments", tiled: "kv", TQ: 32, rows2: true, prefetchK: false, prefetchV: false },
   { ...kTsrc, name: "... 32 queries sharing K and V fragments", TQ: 32, rows2: true, prefetchK: false, prefetchV: false },
 ];
-const variants = process.env.MOBA_VARIANTS ? twentyFourth.filter((_, i) => i === 0 || process.env.MOBA_VARIANTS!.split(",").includes(String(i))) : twentyFourth;
+// Result (H100, ms): src/'s form 44.85, K tiled 36.92, V tiled 39.37, both 31.73 (69.3 TFLOP/s,
+// identical output); the first session's src/ 48.73, tiled 34.74; 32 queries sharing K and V
+// fragments 61.50, tiled 50.10. Tiles taken into src/ (33.5 ms there).
+// 25th run: with loads this cheap, do the layouts that lost to load costs win now? Tiled: 8
+// subgroups at TK 128 (half the chunks, so half the barriers per key), 32 queries as a 2 x 4 grid on
+// 8 subgroups, and TK 32.
+const tiledSrc: Variant = { ...oRegs, name: "src/ (O in registers, K and V tiled)", tiled: "kv" };
+const twentyFifth: Variant[] = [
+  tiledSrc,
+  { ...tiledSrc, name: "... 8 subgroups, TK 128", threads: 256, TK: 128, guarded: true },
+  { ...kTsrc, name: "... 32 queries, 8 subgroups, S tile grid (O through workgroup memory)", TQ: 32, threads: 256, grid: true, tiled: "kv", flagVec4: true },
+  { ...kTsrc, name: "... 16 queries, O through workgroup memory (the grid's control)", tiled: "kv", flagVec4: true },
+  { ...tiledSrc, name: "... tiles shuffled (do neighbours still share K and V?)", shuffle: true },
+];
+// Result (H100, ms): tiled src/ 31.65; 8 subgroups at TK 128 42.91; the 32-query grid 40.23 against
+// 34.77 for its 16-query control (O through workgroup memory both); tiles shuffled 38.22 (+21%,
+// against +4-5% with strided loads: with cheap loads, neighbouring workgroups reading the same K and
+// V through L1/L2 matter much more). Nothing taken.
+const variants = process.env.MOBA_VARIANTS ? twentyFifth.filter((_, i) => i === 0 || process.env.MOBA_VARIANTS!.split(",").includes(String(i))) : twentyFifth;
 const eighteenth: Variant[] = [
   { ...kTsrc, name: "... O in registers, unrolled, rescale every chunk", oRegs: "always" },
   { ...kTsrc, name: "... O in registers, unrolled, m moves beyond e^8", oRegs: "flag", threshold: true },
