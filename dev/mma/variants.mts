@@ -735,7 +735,24 @@ const twentyFifth: Variant[] = [
 // 34.77 for its 16-query control (O through workgroup memory both); tiles shuffled 38.22 (+21%,
 // against +4-5% with strided loads: with cheap loads, neighbouring workgroups reading the same K and
 // V through L1/L2 matter much more). Nothing taken.
-const variants = process.env.MOBA_VARIANTS ? twentyFifth.filter((_, i) => i === 0 || process.env.MOBA_VARIANTS!.split(",").includes(String(i))) : twentyFifth;
+// 26th run: short tiles (full attention cut into 512-key tiles listed by key block, as MoBA's
+// routed rounds are) with fewer registers per thread, so more workgroups per SM hide each tile's
+// first chunk: V not prefetched (32 registers), Q fragments read from workgroup memory at each use (32).
+const shortTiles: Variant = { ...tiledSrc, name: "tiled src/, 512-key tiles by key block", segments: "by block" };
+const twentySixth: Variant[] = [
+  tiledSrc,
+  shortTiles,
+  { ...shortTiles, name: "... V not prefetched", prefetchV: false },
+  { ...shortTiles, name: "... Q fragments from workgroup memory", qShared: true },
+  { ...shortTiles, name: "... both", prefetchV: false, qShared: true },
+  { ...tiledSrc, name: "whole tiles, V not prefetched", prefetchV: false },
+  { ...tiledSrc, name: "whole tiles, Q fragments from workgroup memory", qShared: true },
+];
+// Result (H100, ms, 8 heads / 1 head): whole tiles 31.89 / 4.08; cut into 512-key tiles 37.25 / 4.76
+// (+17%, +24-30% with strided loads); V not prefetched 42.28 / 5.40; Q from workgroup memory 38.81 /
+// 4.86; both 41.65 / 5.37 (whole tiles: 37.57 / 4.45 and 32.12 / 4.18). Registers do not bound the
+// short tiles: nothing taken.
+const variants = process.env.MOBA_VARIANTS ? twentySixth.filter((_, i) => i === 0 || process.env.MOBA_VARIANTS!.split(",").includes(String(i))) : twentySixth;
 const eighteenth: Variant[] = [
   { ...kTsrc, name: "... O in registers, unrolled, rescale every chunk", oRegs: "always" },
   { ...kTsrc, name: "... O in registers, unrolled, m moves beyond e^8", oRegs: "flag", threshold: true },
