@@ -1,12 +1,24 @@
-// The WebGPU backend's failures become clear errors naming what failed: a shader that does not
-// compile, a GPU error inside a call, a lost device (and the next call gets a fresh device).
+// The WebGPU backend's failures become clear errors naming what failed: no adapter, a shader that
+// does not compile, a GPU error inside a call, a lost device (and the next call gets a fresh device).
 // A file of its own: it destroys the process's device on purpose.
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { test } from "node:test";
+import { promisify } from "node:util";
 import { MobaError } from "../src/index.js";
 import { checked, getDevice } from "../src/webgpu/device.js";
 import { type Kernel, pipeline } from "../src/webgpu/kernel.js";
 import { compareWithReference, makeCase, runImplementation, webgpuSkip as skip } from "./helpers.js";
+
+test("no adapter (a Vulkan loader that finds no driver) is a MobaError saying so, at once", async () => {
+  // a child process: this one's device is open already; the loader is pointed at a driver file that does not exist
+  const script = `import("./src/webgpu/device.ts").then((m) => m.getDevice()).then(
+    (d) => { console.log("adapter: " + d.adapterInfo); },
+    (e) => { console.log(e.constructor.name + ": " + e.message); })`;
+  const env = { ...process.env, VK_ICD_FILENAMES: "/nonexistent.json", VK_DRIVER_FILES: "/nonexistent.json" };
+  const { stdout } = await promisify(execFile)(process.execPath, ["--import", "tsx", "-e", script], { env, timeout: 60_000 });
+  assert.match(stdout, /^MobaError: webgpu: no adapter found \(no GPU driver; without a GPU install Mesa's lavapipe/m);
+});
 
 test("a shader that does not compile is an error naming the kernel and the line", { skip }, async () => {
   const gpu = await getDevice();
