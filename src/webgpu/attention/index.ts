@@ -333,11 +333,11 @@ export async function forwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTens
   const entries = routed?.entries ?? dummy;
   // the routed rounds (round r + 1 carries round r's state), then the own blocks: every query has
   // its own block, so that round finalizes (out = acc / l, lse) and no pass over out is needed after
+  const round = ({ tiles, count }: { tiles: Binding; count: number }, r: number, loadState: boolean, finalizeHere: boolean) =>
+    dispatch(encoder, gpu, forward, [tileParams(mem, pl, shape, count, loadState, finalizeHere), tiles, entries, inputs.q, inputs.k, inputs.v, out, ml, lse], count, `forward round ${r}`);
   const [own, ...routedRounds] = await rounds(mem, encoder, pl, routed, shape.TQ, true);
-  routedRounds.forEach(({ tiles, count }, r) => {
-    dispatch(encoder, gpu, forward, [tileParams(mem, pl, shape, count, r > 0, false), tiles, entries, inputs.q, inputs.k, inputs.v, out, ml, lse], count, `forward round ${r + 1}`);
-  });
-  dispatch(encoder, gpu, forward, [tileParams(mem, pl, shape, own.count, false, true), own.tiles, entries, inputs.q, inputs.k, inputs.v, out, ml, lse], own.count, "forward round 0");
+  routedRounds.forEach((tiles, r) => round(tiles, r + 1, r > 0, false));
+  round(own, 0, false, true);
   gpu.device.queue.submit([encoder.finish()]);
   return { out, lse, routed };
 }

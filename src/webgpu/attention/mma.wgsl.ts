@@ -89,14 +89,16 @@ const each = <T>(n: number, f: (i: number) => T) => Array.from({ length: n }, (_
  * Subgroup sg's accumulator tiles along headDim when `subgroups` share its `fragments` 16-column
  * tiles (O in the forward, dq): tiles sg, sg + subgroups, ..., `slots` per subgroup, the last ones
  * missing where fragments is not a multiple of subgroups. `owned` writes a body per slot under its
- * guard; `column` is a slot's first column.
+ * guard; `column` is a slot's first column; `clampedColumn` the same, clamped to the last tile, an
+ * in-bounds address for a load issued outside the guard (a prefetch).
  */
 function columnTiles(fragments: number, subgroups: number) {
   const slots = Math.ceil(fragments / subgroups);
   const column = (slot: number) => `(sg + ${slot * subgroups}u) * ${M}u`;
+  const clampedColumn = (slot: number) => `min(sg + ${slot * subgroups}u, ${fragments - 1}u) * ${M}u`;
   const owned = (body: (slot: number) => string, separator = "\n    ") =>
     each(slots, (slot) => `if (sg + ${slot * subgroups}u < ${fragments}u) { ${body(slot)} }`).join(separator);
-  return { slots, column, owned };
+  return { slots, column, clampedColumn, owned };
 }
 
 /**
@@ -192,11 +194,10 @@ export function forwardMmaWgsl(c: MmaShape): string {
   const kTiles = c.TK / M; // S tiles per chunk, at most one per subgroup
   if (kTiles > SUBGROUPS) throw new Error(`forwardMmaWgsl: TK ${c.TK} needs more than ${SUBGROUPS} subgroups`);
   // subgroup sg's O tiles sg, sg + SUBGROUPS, ..., in registers from the tile's start to its end
-  const { slots, column: oAt, owned: eachO } = columnTiles(fragments, SUBGROUPS);
+  const { slots, column: oAt, clampedColumn, owned: eachO } = columnTiles(fragments, SUBGROUPS);
   // V fragments of the chunk loaded before its QK when they fit in registers (D <= 128 at TK 64)
   const prefetchV = slots * kTiles <= 8;
-  const oTile = (slot: number) => `min(sg + ${slot * SUBGROUPS}u, ${fragments - 1}u)`; // clamped: an in-bounds address for a prefetch
-  const vAt = (kk: number, slot: number) => `subgroupMatrixLoad<Right, row_major>(&v, fragment(g, k0 + ${kk * M}u, ${oTile(slot)} * ${M}u), ${M}u)`;
+  const vAt = (kk: number, slot: number) => `subgroupMatrixLoad<Right, row_major>(&v, fragment(g, k0 + ${kk * M}u, ${clampedColumn(slot)}), ${M}u)`;
   return /* wgsl */ `${mmaHeader(c)}
 @group(0) @binding(3) var<storage, read> q: array<vec4<f16>>;    // [tokens, qHeads, D/4]
 @group(0) @binding(4) var<storage, read> k: array<f16>;          // [kvHeads, key tiles, D/16, 16, 16]: tiles of Kᵀ, zeros past tokens
@@ -337,9 +338,9 @@ export function dqMmaWgsl(c: MmaShape): string {
   const kTiles = c.TK / M;
   const subgroups = MMA_DQ_THREADS / 32;
   if (2 * kTiles > subgroups) throw new Error(`dqMmaWgsl: TK ${c.TK} needs more than ${subgroups} subgroups`);
-  const { slots, column, owned } = columnTiles(fragments, subgroups); // dq tiles sg, sg + 8, ...
-  // K fragment (key tile kk of the chunk, dq tile sg + 8 slot), the tile clamped: an in-bounds address where the subgroup has none
-  const kAt = (kk: number, slot: number) => `subgroupMatrixLoad<Right, row_major>(&k, fragment(g, k0 + ${kk * M}u, min(sg + ${slot * subgroups}u, ${fragments - 1}u) * ${M}u), ${M}u)`;
+  const { slots, column, clampedColumn, owned } = columnTiles(fragments, subgroups); // dq tiles sg, sg + 8, ...
+  // K fragment (key tile kk of the chunk, the slot's dq tile; loaded outside the guard, so clamped)
+  const kAt = (kk: number, slot: number) => `subgroupMatrixLoad<Right, row_major>(&k, fragment(g, k0 + ${kk * M}u, ${clampedColumn(slot)}), ${M}u)`;
   const transposed = (array: string, d: number) => `subgroupMatrixLoad<Right, row_major>(&${array}, fragment(g, k0 + kTile * ${M}u, ${d * M}u), ${M}u)`;
   return /* wgsl */ `${mmaHeader(c, TQ, MMA_DQ_THREADS)}
 @group(0) @binding(3) var<storage, read> q: array<vec4<f16>>;     // [tokens, qHeads, D/4]
