@@ -4,7 +4,6 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { gpuBenchPlot, type GpuBenchRow, OFFICIAL_MOBA_SPEEDUP } from "../src/run/benchGpu.ts";
 
-
 const read = (file: string): GpuBenchRow[] =>
   readFileSync(file, "utf8").split("\n").filter((line) => line.trim()).map((line) => {
     // JSON has no NaN: the bench writes a row's missing times as null
