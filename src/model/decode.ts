@@ -70,7 +70,7 @@ export function decodeStep(model: Model, cache: KvCache, token: number, kinds: A
   if (t >= cache.capacity) throw new MobaError(`decode: the cache is full (${cache.capacity} tokens)`);
   const H = c.hidden_size, nH = c.num_attention_heads, nKV = c.num_key_value_heads, D = headDim(c);
   const w = (name: string) => model.byName.get(name)!.data;
-  const rot = rotary(Int32Array.of(t), D, c.rope_theta);
+  const rot = rotary(Int32Array.of(t), D, c.rope_theta, c.rope_scaling);
   let x = new Float32Array(H);
   embeddingForward(x, w("model.embed_tokens.weight"), Int32Array.of(token), H);
   for (let l = 0; l < c.num_hidden_layers; l++) {

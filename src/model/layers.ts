@@ -3,6 +3,7 @@
 // (=) and accumulates parameter gradients (+=). Arrays are float32 in the model and float64 in
 // the finite-difference tests; shapes are in the comments, row-major.
 import type { Floats } from "../cpu/ops.js";
+import type { RopeScaling } from "./config.js";
 
 // ---- token embedding ----
 
@@ -78,14 +79,30 @@ export interface Rotary {
   sin: Floats; // [T, D / 2]
 }
 
-/** Angles pos · theta^(−2i / D) of each token's position within its sequence, computed in float64, kept as float32 (every backend reads the same table). */
-export function rotary(positions: Int32Array, D: number, theta: number): { cos: Float32Array; sin: Float32Array } {
+/** The frequency theta^(−2i / D) of each pair i, scaled as Hugging Face's rope_scaling says (its _compute_llama3_parameters for "llama3"). */
+export function rotaryFrequencies(D: number, theta: number, scaling?: RopeScaling): Float64Array {
+  const freq = Float64Array.from({ length: D / 2 }, (_, i) => theta ** ((-2 * i) / D));
+  if (scaling?.rope_type === "linear") return freq.map((f) => f / scaling.factor);
+  if (scaling?.rope_type !== "llama3") return freq;
+  const { factor, low_freq_factor: low, high_freq_factor: high, original_max_position_embeddings: context } = scaling;
+  return freq.map((f) => {
+    const wavelength = (2 * Math.PI) / f;
+    if (wavelength < context / high) return f; // high frequencies: kept
+    if (wavelength > context / low) return f / factor; // low frequencies: scaled
+    const smooth = (context / wavelength - low) / (high - low); // between: blended
+    return (1 - smooth) * (f / factor) + smooth * f;
+  });
+}
+
+/** Angles pos · frequency of each token's position within its sequence, computed in float64, kept as float32 (every backend reads the same table). */
+export function rotary(positions: Int32Array, D: number, theta: number, scaling?: RopeScaling): { cos: Float32Array; sin: Float32Array } {
   const half = D / 2;
+  const freq = rotaryFrequencies(D, theta, scaling);
   const cos = new Float32Array(positions.length * half);
   const sin = new Float32Array(positions.length * half);
   for (let t = 0; t < positions.length; t++) {
     for (let i = 0; i < half; i++) {
-      const angle = positions[t] * theta ** ((-2 * i) / D);
+      const angle = positions[t] * freq[i];
       cos[t * half + i] = Math.cos(angle);
       sin[t * half + i] = Math.sin(angle);
     }

@@ -190,7 +190,7 @@ export async function forward<B extends Sized>(model: Model, batch: Batch, backe
   const T = batch.tokens.length, H = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
   const nH = c.num_attention_heads, nKV = c.num_key_value_heads, D = headDim(c);
   const weights = lookup(await resident(model, backend));
-  const rot = rotary(positionsOf(batch.cuSeqlens), D, c.rope_theta);
+  const rot = rotary(positionsOf(batch.cuSeqlens), D, c.rope_theta, c.rope_scaling);
   const cos = backend.upload(rot.cos), sin = backend.upload(rot.sin);
   let x = backend.empty(T * H);
   await backend.embedding(x, weights("model.embed_tokens.weight").data, batch.tokens, H);

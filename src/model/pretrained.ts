@@ -1,0 +1,157 @@
+// A Hugging Face Llama directory in and out: config.json, model.safetensors (or
+// model.safetensors.index.json and its shards; F32, F16 or BF16, read as float32), tokenizer.json.
+// Nothing here touches node:fs: in Node a directory path is read through io/modelDir.ts (imported
+// only then), in a browser the files come as ArrayBuffers, or fetch Responses from a function.
+import { parseSafetensors, serializeSafetensors, type StoredTensor, type TensorToWrite, toFloat32 } from "../io/safetensors.js";
+import { MobaError } from "../tensor.js";
+import { checkConfig, kindsFromSpec, type LlamaConfig } from "./config.js";
+import { fromHfConfig, toHfConfig } from "./hfConfig.js";
+import { type Model, type Param, paramSpecs } from "./llama.js";
+import { byteTokenizer, loadTokenizer, type TextTokenizer } from "./tokenizer.js";
+
+/** One file's bytes: as read, or a fetch Response (a non-ok one counts as missing). */
+export type ModelFile = ArrayBuffer | Uint8Array | Response;
+
+/**
+ * Where a model's files come from: a directory (Node), the files by name, or a function that
+ * fetches one by name (browsers: `(name) => fetch(`${url}/${name}`)`), undefined when absent.
+ */
+export type ModelSource = string | Record<string, ModelFile> | ((name: string) => Promise<ModelFile | undefined>);
+
+export interface LoadModelOptions {
+  /** "moba", "full" or "hybrid-last-N" for every layer, overriding the config's per-layer kinds. */
+  attention?: string;
+  /** MoBA's block size and top-k, overriding moba_chunk_size / moba_topk. */
+  blockSize?: number;
+  topK?: number;
+}
+
+export interface Pretrained {
+  model: Model;
+  /** From tokenizer.json; undefined when the directory has none. */
+  tokenizer: TextTokenizer | undefined;
+  /** What the config left out or we ignored, one line each. */
+  notes: string[];
+}
+
+type Reader = (name: string) => Promise<Uint8Array | undefined>;
+
+async function reader(source: ModelSource): Promise<{ read: Reader; name: string }> {
+  if (typeof source === "string") return { read: (await import("../io/modelDir.js")).directoryReader(source), name: source };
+  const get = typeof source === "function" ? source : async (name: string) => source[name];
+  const read: Reader = async (name) => {
+    const file = await get(name);
+    if (file === undefined) return undefined;
+    if (file instanceof Uint8Array) return file;
+    if (file instanceof ArrayBuffer) return new Uint8Array(file);
+    return file.ok ? new Uint8Array(await file.arrayBuffer()) : undefined;
+  };
+  return { read, name: "model" };
+}
+
+/** Every tensor of model.safetensors, or of the shards model.safetensors.index.json lists. */
+async function readTensors(read: Reader, where: string): Promise<Map<string, StoredTensor>> {
+  const fail = (message: string): never => {
+    throw new MobaError(`${where}: ${message}`);
+  };
+  const index = await read("model.safetensors.index.json");
+  if (index === undefined) {
+    const file = (await read("model.safetensors")) ?? fail("no model.safetensors or model.safetensors.index.json");
+    return parseSafetensors(file, `${where}/model.safetensors`).tensors;
+  }
+  let weightMap: Record<string, string>;
+  try {
+    weightMap = (JSON.parse(new TextDecoder().decode(index)) as { weight_map: Record<string, string> }).weight_map;
+  } catch (error) {
+    return fail(`model.safetensors.index.json is not valid JSON (${(error as Error).message})`);
+  }
+  if (typeof weightMap !== "object" || weightMap === null) fail(`model.safetensors.index.json: expected a weight_map object, got ${JSON.stringify(weightMap)}`);
+  const tensors = new Map<string, StoredTensor>();
+  for (const shard of [...new Set(Object.values(weightMap))]) {
+    const file = (await read(shard)) ?? fail(`missing shard ${shard} (listed in model.safetensors.index.json)`);
+    for (const [name, t] of parseSafetensors(file, `${where}/${shard}`).tensors) tensors.set(name, t);
+  }
+  for (const [name, shard] of Object.entries(weightMap)) if (!tensors.has(name)) fail(`tensor ${name}: not in ${shard}, where model.safetensors.index.json puts it`);
+  return tensors;
+}
+
+/** The model's weights from the tensors, each checked against the shape the config implies. */
+function modelFromTensors(config: LlamaConfig, tensors: Map<string, StoredTensor>, where: string): Model {
+  const fail = (message: string): never => {
+    throw new MobaError(`${where}: ${message}`);
+  };
+  const specs = paramSpecs(config);
+  const expected = new Set(specs.map((s) => s.name));
+  for (const name of tensors.keys()) {
+    // tied checkpoints may still carry lm_head (transformers ties it anyway); old ones saved rotary tables
+    const harmless = (name === "lm_head.weight" && config.tie_word_embeddings) || name.endsWith("rotary_emb.inv_freq");
+    if (!expected.has(name) && !harmless) fail(`unexpected tensor ${name} (not a weight of LlamaForCausalLM with this config.json)`);
+  }
+  const params: Param[] = specs.map(({ name, shape, decay }) => {
+    const t = tensors.get(name) ?? fail(`missing tensor ${name}`);
+    if (t.shape.length !== shape.length || t.shape.some((s, i) => s !== shape[i])) fail(`tensor ${name}: shape [${t.shape}] does not match config.json (expected [${shape}])`);
+    const data = toFloat32(t, name);
+    return { name, shape, data, grad: new Float32Array(data.length), decay };
+  });
+  return { config, params, byName: new Map(params.map((p) => [p.name, p])) };
+}
+
+/** A Hugging Face Llama (or a directory written by exportModel) with its tokenizer. */
+export async function loadModel(source: ModelSource, options: LoadModelOptions = {}): Promise<Pretrained> {
+  const { read, name: where } = await reader(source);
+  const text = async (name: string) => {
+    const bytes = await read(name);
+    return bytes === undefined ? undefined : new TextDecoder().decode(bytes);
+  };
+  const configText = (await text("config.json")) ?? (() => {
+    throw new MobaError(`${where}: no config.json (expected a Hugging Face model directory)`);
+  })();
+  let json: unknown;
+  try {
+    json = JSON.parse(configText);
+  } catch (error) {
+    throw new MobaError(`${where}/config.json: not valid JSON (${(error as Error).message})`);
+  }
+  const { config: read0, notes } = fromHfConfig(json, `${where}/config.json`);
+  let config = read0;
+  const override: Partial<LlamaConfig> = {};
+  if (options.blockSize !== undefined) override.moba_chunk_size = options.blockSize;
+  if (options.topK !== undefined) override.moba_topk = options.topK;
+  if (options.attention !== undefined) override.layer_attention = kindsFromSpec(options.attention, config.num_hidden_layers);
+  if (Object.keys(override).length > 0) config = checkConfig({ ...config, ...override });
+  const model = modelFromTensors(config, await readTensors(read, where), where);
+  const tokenizerText = await text("tokenizer.json");
+  const tokenizerConfig = await text("tokenizer_config.json");
+  if (tokenizerText === undefined) notes.push(`${where}: no tokenizer.json`);
+  let tokenizer: TextTokenizer | undefined;
+  if (tokenizerText !== undefined) {
+    let extra: object = {};
+    try {
+      extra = tokenizerConfig === undefined ? {} : (JSON.parse(tokenizerConfig) as object);
+    } catch (error) {
+      throw new MobaError(`${where}/tokenizer_config.json: not valid JSON (${(error as Error).message})`);
+    }
+    tokenizer = await loadTokenizer(tokenizerText, `${where}/tokenizer.json`, extra);
+  }
+  return { model, tokenizer, notes };
+}
+
+/**
+ * The files of a directory LlamaForCausalLM.from_pretrained reads: config.json (with the MoBA
+ * fields), model.safetensors (float32 weights only, metadata format "pt"), generation_config.json,
+ * tokenizer.json and tokenizer_config.json (byte-level models: ids are the byte values).
+ */
+export function exportModel(model: Model, tokenizer: TextTokenizer = byteTokenizer): Record<string, Uint8Array> {
+  const c = model.config;
+  if (tokenizer === byteTokenizer && c.vocab_size < 256) throw new MobaError(`exportModel: a byte-level model needs vocab_size >= 256, got ${c.vocab_size}`);
+  const tensors: Record<string, TensorToWrite> = {};
+  for (const p of model.params) tensors[p.name] = { dtype: "F32", shape: p.shape, data: p.data };
+  const json = (x: unknown) => new TextEncoder().encode(JSON.stringify(x, null, 2) + "\n");
+  return {
+    "config.json": json(toHfConfig(c)),
+    "generation_config.json": json({ _from_model_config: true }),
+    "model.safetensors": serializeSafetensors(tensors, { format: "pt" }),
+    "tokenizer.json": new TextEncoder().encode(tokenizer.json),
+    "tokenizer_config.json": json({ tokenizer_class: "PreTrainedTokenizerFast", model_max_length: c.max_position_embeddings, clean_up_tokenization_spaces: false }),
+  };
+}
