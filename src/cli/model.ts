@@ -1,14 +1,16 @@
-// The model's commands: tour (npm start), train, generate, eval, experiment.
+// The model's commands: tour (npm start), train, generate, eval, export, experiment.
 import { readFileSync } from "node:fs";
 import { splitDocuments } from "../io/corpus.js";
 import { writeFileAtomic } from "../io/files.js";
 import { loadCheckpoint } from "../model/checkpoint.js";
 import { modelBackend } from "../run/backends.js";
-import { lossReport, passkeyGrid } from "../run/evaluate.js";
+import { lossReport, passkeyGrid, textLoss } from "../run/evaluate.js";
+import { exportCheckpoint } from "../run/export.js";
+import { loadModel } from "../model/pretrained.js";
 import { benchTrain } from "../run/benchTrain.js";
 import { experiment } from "../run/experiment.js";
-import { generateFromCheckpoint } from "../run/generate.js";
-import { SMALL_CONFIG } from "../model/config.js";
+import { generateFromCheckpoint, generateFromModel } from "../run/generate.js";
+import { layerKinds } from "../model/config.js";
 import { heatmap, lineChart } from "../run/plot.js";
 import { loadDocuments } from "../run/train.js";
 import { table } from "../run/util.js";
@@ -39,7 +41,7 @@ function readConfig(path: string | boolean | undefined): Partial<TrainOptions> {
 const trainFlags = {
   config: { type: "string" }, out: { type: "string" }, data: { type: "string" }, steps: { type: "string" }, "context-length": { type: "string" },
   "batch-rows": { type: "string" }, accumulation: { type: "string" }, lr: { type: "string" }, seed: { type: "string" }, backend: { type: "string" },
-  attention: { type: "string" }, "full-last": { type: "string" }, resume: { type: "boolean" },
+  attention: { type: "string" }, "full-last": { type: "string" }, resume: { type: "boolean" }, init: { type: "string" },
 } as const;
 
 const TRAIN_USAGE = `Options:
@@ -53,7 +55,9 @@ const TRAIN_USAGE = `Options:
   --accumulation N      micro-batches per step (default ${TRAIN_DEFAULTS.accumulation})
   --lr X                peak learning rate (default ${TRAIN_DEFAULTS.learningRate})
   --seed N              weights and data order (default ${TRAIN_DEFAULTS.seed})
-  --attention KIND      moba or full for every layer
+  --init DIR            start from a Hugging Face Llama directory (continual training): its config, weights and
+                        tokenizer (the text is tokenized with it); "model" fields of --config override the config
+  --attention KIND      moba, full, or hybrid-last-N (MoBA except the last N layers) for every layer
   --full-last N         MoBA layers except the last N (full attention)
   --backend NAME        auto, cpu or webgpu (default auto: WebGPU on a hardware adapter, else CPU)
   --resume              continue from out/checkpoint.safetensors if it exists`;
@@ -71,11 +75,8 @@ function trainOptions(v: Record<string, string | boolean | undefined>): Partial<
   if (v.lr !== undefined) o.learningRate = decimal("lr", v.lr, 0, 0);
   if (v.seed !== undefined) o.seed = integer("seed", v.seed, 0);
   if (v.backend !== undefined) o.backend = autoBackend(v.backend);
-  if (v.attention !== undefined) {
-    if (v.attention !== "moba" && v.attention !== "full") usageError(`--attention: expected "moba" or "full", got "${String(v.attention)}"`);
-    const layers = model.num_hidden_layers ?? SMALL_CONFIG.num_hidden_layers;
-    model.layer_attention = Array(layers).fill(v.attention);
-  }
+  if (v.init !== undefined) o.init = String(v.init);
+  if (v.attention !== undefined) o.attention = String(v.attention);
   if (v["full-last"] !== undefined) {
     delete model.layer_attention;
     model.full_attention_last_layers = Number(v["full-last"]);
@@ -111,41 +112,53 @@ export const modelCommands: Record<string, Command> = {
       } finally {
         progress.stop();
       }
-      print(`validation loss ${result.validationLoss?.toFixed(4)} nats/byte; wrote ${result.checkpoint}`);
+      print(`validation loss ${result.validationLoss?.toFixed(4)} nats/${v.init === undefined ? "byte" : "token"}; wrote ${result.checkpoint}`);
       return 0;
     },
   },
   generate: {
-    summary: "generate text from a checkpoint (KV cache, MoBA decoding)",
-    usage: `moba generate --checkpoint FILE [options]
+    summary: "generate text from a checkpoint or a Hugging Face model (KV cache, MoBA decoding)",
+    usage: `moba generate (--checkpoint FILE | --model DIR) [options]
 
 Options:
-  --checkpoint FILE   a checkpoint written by moba train (required)
+  --checkpoint FILE   a checkpoint written by moba train
+  --model DIR         or a Hugging Face Llama directory (config.json, safetensors, tokenizer.json)
+  --attention KIND    with --model: moba, full or hybrid-last-N for every layer (default: the config's; full for a plain HF model)
   --prompt TEXT       text to continue (default: "The ")
-  --tokens N          bytes to generate (default 400)
+  --tokens N          tokens to generate (bytes for a byte-level model; default 400)
   --temperature X     0 = greedy (default 0.8)
   --top-p X           nucleus sampling mass (default 0.95)
   --seed N            sampling seed (default 1)
   --backend NAME      auto, cpu or webgpu for the prompt (decoding runs on the CPU)`,
     options: {
       checkpoint: { type: "string" }, prompt: { type: "string" }, tokens: { type: "string" }, temperature: { type: "string" },
-      "top-p": { type: "string" }, seed: { type: "string" }, backend: { type: "string" },
+      "top-p": { type: "string" }, seed: { type: "string" }, backend: { type: "string" }, model: { type: "string" }, attention: { type: "string" },
     },
     async run(v) {
-      if (typeof v.checkpoint !== "string") usageError("--checkpoint: expected a checkpoint file, got nothing");
+      if (typeof v.checkpoint !== "string" && typeof v.model !== "string") usageError("--checkpoint or --model: expected a checkpoint file or a model directory, got nothing");
       const prompt = v.prompt === undefined ? "The " : String(v.prompt);
       write(prompt);
-      const { tokens, seconds } = await generateFromCheckpoint(v.checkpoint, {
+      const o = {
         prompt, tokens: integer("tokens", v.tokens, 400), temperature: decimal("temperature", v.temperature, 0.8, 0),
         topP: decimal("top-p", v["top-p"], 0.95, 0, 1), seed: integer("seed", v.seed, 1), backend: autoBackend(v.backend),
-      }, write);
-      print(`\n\n(${tokens} bytes in ${seconds.toFixed(2)} s)`);
+      };
+      const { tokens, seconds } = typeof v.model === "string"
+        ? await generateFromModel(v.model, { ...o, attention: v.attention === undefined ? undefined : String(v.attention) }, write)
+        : await generateFromCheckpoint(String(v.checkpoint), o, write);
+      print(`\n\n(${tokens} tokens in ${seconds.toFixed(2)} s)`);
       return 0;
     },
   },
   eval: {
     summary: "validation loss, loss by position, trailing loss and passkey retrieval of a checkpoint",
     usage: `moba eval --checkpoint FILE [options]
+       moba eval --model DIR --text FILE [--max-tokens N] [--context-length N] [--attention KIND] [--json]
+
+With --model (a Hugging Face Llama directory): tokenizes the text file with the model's tokenizer (no
+special tokens), keeps the first --max-tokens, scores them in windows of the context length
+(default max_position_embeddings) from position 0 and prints the mean loss in nats per predicted
+token; --json prints {"loss_nats_per_token", "tokens", "predicted", "windows", "attention"}.
+--attention there takes moba, full or hybrid-last-N.
 
 Options:
   --checkpoint FILE       a checkpoint written by moba train (required)
@@ -164,8 +177,10 @@ Options:
       checkpoint: { type: "string" }, data: { type: "string" }, "context-length": { type: "string" }, rows: { type: "string" }, buckets: { type: "string" },
       trailing: { type: "string" }, attention: { type: "string" }, "passkey-lengths": { type: "string" }, "passkey-depths": { type: "string" },
       "passkey-trials": { type: "string" }, svg: { type: "string" }, backend: { type: "string" },
+      model: { type: "string" }, text: { type: "string" }, "max-tokens": { type: "string" }, json: { type: "boolean" },
     },
     async run(v) {
+      if (typeof v.model === "string") return evalModel(v);
       if (typeof v.checkpoint !== "string") usageError("--checkpoint: expected a checkpoint file, got nothing");
       if (v.attention !== undefined && v.attention !== "moba" && v.attention !== "full") usageError(`--attention: expected "moba" or "full", got "${String(v.attention)}"`);
       const { model } = await loadCheckpoint(v.checkpoint);
@@ -188,6 +203,26 @@ Options:
         print(table(["length \\ depth %", ...depths.map(String)], lengths.map((l, i) => [String(l), ...grid[i].map((a) => a.toFixed(2))])));
         if (svg) await writeFileAtomic(`${svg}-passkey.svg`, new TextEncoder().encode(heatmap("passkey accuracy", lengths.map(String), depths.map(String), grid, "context length (bytes)", "depth of the key (%)")));
       }
+      return 0;
+    },
+  },
+  export: {
+    summary: "write a checkpoint as a Hugging Face model directory (LlamaForCausalLM.from_pretrained loads it)",
+    usage: `moba export --checkpoint FILE --out DIR
+
+Writes config.json (LlamaConfig plus moba_chunk_size, moba_topk, layer_attention), model.safetensors
+(float32 weights only, metadata format "pt"), generation_config.json, tokenizer.json (a byte-level
+model's: each byte's id is its value) and tokenizer_config.json into DIR, each atomically.
+
+Options:
+  --checkpoint FILE   a checkpoint written by moba train (required)
+  --out DIR           the folder to write (created)`,
+    options: { checkpoint: { type: "string" }, out: { type: "string" } },
+    async run(v) {
+      if (typeof v.checkpoint !== "string") usageError("--checkpoint: expected a checkpoint file, got nothing");
+      if (typeof v.out !== "string") usageError("--out: expected a folder to write, got nothing");
+      const files = await exportCheckpoint(v.checkpoint, v.out);
+      print(`wrote ${files.join(", ")} to ${v.out}`);
       return 0;
     },
   },
@@ -251,3 +286,28 @@ Options:
     },
   },
 };
+
+/** moba eval --model DIR --text FILE: the mean loss per token of a text under a Hugging Face model. */
+async function evalModel(v: Record<string, string | boolean | undefined>): Promise<number> {
+  if (typeof v.text !== "string") usageError("--text: expected a text file to score, got nothing");
+  const dir = String(v.model);
+  const { model, tokenizer, notes } = await loadModel(dir, { attention: v.attention === undefined ? undefined : String(v.attention) });
+  if (!tokenizer) throw new MobaError(`--model: ${dir} has no tokenizer.json (expected one to tokenize the text)`);
+  let text: string;
+  try {
+    text = readFileSync(v.text, "utf8");
+  } catch (error) {
+    throw new MobaError(`--text: cannot read "${v.text}" (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+  }
+  const all = tokenizer.encode(text);
+  const tokens = v["max-tokens"] === undefined ? all : all.subarray(0, integer("max-tokens", v["max-tokens"], 0));
+  const contextLength = integer("context-length", v["context-length"], model.config.max_position_embeddings);
+  const r = await textLoss(model, tokens, contextLength, await modelBackend(autoBackend(v.backend)));
+  const attention = layerKinds(model.config).join(", ");
+  if (v.json === true) print(JSON.stringify({ loss_nats_per_token: r.loss, tokens: tokens.length, predicted: r.predicted, windows: r.windows, context_length: contextLength, attention }));
+  else {
+    for (const note of notes) print(`note: ${note}`);
+    print(`loss ${r.loss.toFixed(4)} nats/token (perplexity ${Math.exp(r.loss).toFixed(3)}) over ${r.predicted} predicted tokens of ${v.text}, ${r.windows} window(s) of up to ${contextLength}; attention [${attention}]`);
+  }
+  return 0;
+}

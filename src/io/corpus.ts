@@ -7,7 +7,8 @@ import { MobaError } from "../tensor.js";
 
 export interface Document {
   name: string;
-  bytes: Uint8Array; // UTF-8: one token per byte
+  /** UTF-8, one token per byte; or, for a model with a tokenizer, its token ids. */
+  bytes: Uint8Array | Int32Array;
   /** 1 where the next-byte prediction counts in the loss; absent: every byte counts. */
   lossMask?: Uint8Array;
 }

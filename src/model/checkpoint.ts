@@ -1,6 +1,7 @@
 // Checkpoints in safetensors: the weights under their Hugging Face names, AdamW's moments under
 // optimizer.exp_avg.* / optimizer.exp_avg_sq.*, and in __metadata__ the config, the training
-// options, the step, the data position and the data RNG. Written atomically: a run killed while
+// options, the step, the data position and the data RNG, and for a model started from a Hugging Face
+// directory its tokenizer.json (so the checkpoint exports whole). Written atomically: a run killed while
 // saving leaves the previous checkpoint whole.
 import { writeFileAtomic } from "../io/files.js";
 import { readSafetensors, serializeSafetensors, type TensorToWrite, toFloat32 } from "../io/safetensors.js";
@@ -22,9 +23,11 @@ export interface Checkpoint {
   model: Model;
   moments: Moments | undefined;
   state: TrainingState | undefined;
+  /** The tokenizer.json text of a model with a tokenizer; undefined: byte-level. */
+  tokenizer: string | undefined;
 }
 
-export async function saveCheckpoint(path: string, model: Model, moments?: Moments, state?: TrainingState): Promise<void> {
+export async function saveCheckpoint(path: string, model: Model, moments?: Moments, state?: TrainingState, tokenizer?: string): Promise<void> {
   const tensors: Record<string, TensorToWrite> = {};
   model.params.forEach((p, j) => {
     tensors[p.name] = { dtype: "F32", shape: p.shape, data: p.data };
@@ -36,6 +39,7 @@ export async function saveCheckpoint(path: string, model: Model, moments?: Momen
   const metadata: Record<string, string> = { format: FORMAT, config: JSON.stringify(model.config) };
   if (moments) metadata.optimizer_step = String(moments.step);
   if (state) metadata.training_state = JSON.stringify(state);
+  if (tokenizer !== undefined) metadata.tokenizer = tokenizer;
   await writeFileAtomic(path, serializeSafetensors(tensors, metadata));
 }
 
@@ -67,5 +71,5 @@ export async function loadCheckpoint(path: string): Promise<Checkpoint> {
     };
   }
   const state = file.metadata.training_state === undefined ? undefined : (JSON.parse(file.metadata.training_state) as TrainingState);
-  return { model, moments, state };
+  return { model, moments, state, tokenizer: file.metadata.tokenizer };
 }

@@ -66,7 +66,7 @@ export function fromHfConfig(json: unknown, source = "config.json"): HfConfigRes
   else if (ropeType !== "default") fail(`rope type ${JSON.stringify(ropeType)} is not supported (expected "default", "linear" or "llama3")`);
 
   const kinds = j.layer_attention ?? (j.full_attention_last_layers === undefined ? undefined : layerKinds({ num_hidden_layers: j.num_hidden_layers, full_attention_last_layers: j.full_attention_last_layers } as LlamaConfig));
-  if (kinds === undefined) notes.push(`no per-layer attention in ${source}: every layer runs full attention (--attention moba|hybrid-last-N to change it)`);
+  if (kinds === undefined) notes.push(`no per-layer attention in ${source}: full attention on every layer unless --attention says otherwise`);
   if (j.moba_chunk_size === undefined || j.moba_topk === undefined) {
     notes.push(`no moba_chunk_size / moba_topk in ${source}: MoBA layers would use the official MoBA's ${MOBA_DEFAULTS.moba_chunk_size} / ${MOBA_DEFAULTS.moba_topk}`);
   }

@@ -106,7 +106,7 @@ export function concatBatches(batches: Batch[]): Batch {
 }
 
 /** A single-sequence batch of the bytes: every next byte predicted. */
-export function sequenceBatch(bytes: Uint8Array): Batch {
+export function sequenceBatch(bytes: Uint8Array | Int32Array): Batch {
   const T = bytes.length - 1;
   return { tokens: Int32Array.from(bytes.subarray(0, T)), targets: Int32Array.from(bytes.subarray(1)), weights: new Float32Array(T).fill(1), cuSeqlens: Int32Array.of(0, T) };
 }

@@ -14,8 +14,8 @@ import { MobaError } from "../tensor.js";
  * (consecutive windows of a document), up to `maxRows`: every row is one full-length sequence, so
  * loss by position and trailing loss measure long-range use.
  */
-export function evaluationWindows(docs: Document[], contextLength: number, maxRows: number): Uint8Array[] {
-  const rows: Uint8Array[] = [];
+export function evaluationWindows(docs: Document[], contextLength: number, maxRows: number): (Uint8Array | Int32Array)[] {
+  const rows: (Uint8Array | Int32Array)[] = [];
   // one window per document first, then second windows: rows spread over as many documents as possible
   for (let w = 0; rows.length < maxRows; w++) {
     let added = false;
@@ -33,7 +33,7 @@ export function evaluationWindows(docs: Document[], contextLength: number, maxRo
 }
 
 /** Negative log-likelihood of every position of one row [contextLength]. */
-export async function tokenLosses(model: Model, row: Uint8Array, backend: ModelBackend, kinds?: AttentionKind[]): Promise<Float64Array> {
+export async function tokenLosses(model: Model, row: Uint8Array | Int32Array, backend: ModelBackend, kinds?: AttentionKind[]): Promise<Float64Array> {
   const batch = sequenceBatch(row);
   const V = model.config.vocab_size;
   return backend.scope("evaluation", async () => {
@@ -41,6 +41,21 @@ export async function tokenLosses(model: Model, row: Uint8Array, backend: ModelB
     const [lse, logits] = [await backend.download(trace.lse), await backend.download(trace.logits)];
     return Float64Array.from({ length: batch.tokens.length }, (_, t) => lse[t] - logits[t * V + batch.targets[t]]);
   });
+}
+
+/**
+ * Mean loss in nats per predicted token of a tokenized text, scored in windows of `contextLength`
+ * predictions each starting at position 0 (window w reads tokens [w·C, (w+1)·C], so every token
+ * after the first is predicted once).
+ */
+export async function textLoss(model: Model, tokens: Int32Array, contextLength: number, backend: ModelBackend, kinds?: AttentionKind[]): Promise<{ loss: number; predicted: number; windows: number }> {
+  if (tokens.length < 2) throw new MobaError(`--text: expected at least 2 tokens, got ${tokens.length}`);
+  let sum = 0, windows = 0;
+  for (let start = 0; start + 1 < tokens.length; start += contextLength, windows++) {
+    const batch = sequenceBatch(tokens.subarray(start, Math.min(tokens.length, start + contextLength + 1)));
+    sum += await backend.scope("evaluation", async () => (await forward(model, batch, backend, kinds)).loss);
+  }
+  return { loss: sum / (tokens.length - 1), predicted: tokens.length - 1, windows };
 }
 
 export interface LossReport {

@@ -1,8 +1,11 @@
-// moba generate: text from a checkpoint, byte by byte, with the KV cache and MoBA decoding.
+// moba generate: text from a checkpoint or a Hugging Face model directory, token by token, with the
+// KV cache and MoBA decoding; the model's tokenizer (UTF-8 bytes for byte-level models) in and out.
 import type { Backend } from "../attention/problem.js";
 import { loadCheckpoint } from "../model/checkpoint.js";
 import { generate, type SampleOptions } from "../model/decode.js";
 import type { Model } from "../model/llama.js";
+import { type LoadModelOptions, loadModel } from "../model/pretrained.js";
+import { byteTokenizer, loadTokenizer, type TextTokenizer } from "../model/tokenizer.js";
 import { MobaError } from "../tensor.js";
 import { modelBackend } from "./backends.js";
 
@@ -13,26 +16,36 @@ export interface GenerateOptions extends SampleOptions {
   backend: Backend | "auto";
 }
 
-/** Generates `tokens` bytes after the prompt; `write` receives the text as it comes. */
-export async function generateText(model: Model, o: GenerateOptions, write: (text: string) => void): Promise<{ text: string; tokens: number; seconds: number }> {
-  const prompt = new TextEncoder().encode(o.prompt);
-  if (prompt.length === 0) throw new MobaError(`--prompt: expected at least one character, got ""`);
+/**
+ * Generates `tokens` tokens after the prompt; `write` receives the text as it comes (the decoded
+ * text's new end, held back while it ends inside a character that needs more tokens).
+ */
+export async function generateText(model: Model, o: GenerateOptions, write: (text: string) => void, tokenizer: TextTokenizer = byteTokenizer): Promise<{ text: string; tokens: number; seconds: number }> {
+  const prompt = tokenizer.encode(o.prompt);
+  if (prompt.length === 0) throw new MobaError(`--prompt: expected at least one token, got "${o.prompt}"`);
   const backend = await modelBackend(o.backend);
-  const decoder = new TextDecoder("utf-8", { fatal: false });
-  let text = "", tokens = 0;
+  const ids: number[] = [];
+  let text = "";
   const started = performance.now();
-  for await (const byte of generate(model, Int32Array.from(prompt), o.tokens, o, backend)) {
-    const piece = decoder.decode(Uint8Array.of(byte), { stream: true });
-    text += piece;
-    tokens++;
-    write(piece);
+  for await (const id of generate(model, prompt, o.tokens, o, backend)) {
+    ids.push(id);
+    const decoded = tokenizer.decode(ids);
+    if (decoded.endsWith("\uFFFD") || !decoded.startsWith(text)) continue;
+    write(decoded.slice(text.length));
+    text = decoded;
   }
-  const rest = decoder.decode();
-  write(rest);
-  return { text: text + rest, tokens, seconds: (performance.now() - started) / 1000 };
+  const decoded = tokenizer.decode(ids);
+  if (decoded.startsWith(text)) write(decoded.slice(text.length));
+  return { text: decoded, tokens: ids.length, seconds: (performance.now() - started) / 1000 };
 }
 
 export async function generateFromCheckpoint(path: string, o: GenerateOptions, write: (text: string) => void): Promise<{ text: string; tokens: number; seconds: number }> {
-  const { model } = await loadCheckpoint(path);
-  return generateText(model, o, write);
+  const { model, tokenizer } = await loadCheckpoint(path);
+  return generateText(model, o, write, tokenizer === undefined ? byteTokenizer : await loadTokenizer(tokenizer, `${path} (tokenizer)`));
+}
+
+export async function generateFromModel(dir: string, o: GenerateOptions & LoadModelOptions, write: (text: string) => void): Promise<{ text: string; tokens: number; seconds: number }> {
+  const { model, tokenizer } = await loadModel(dir, o);
+  if (!tokenizer) throw new MobaError(`--model: ${dir} has no tokenizer.json (expected one to encode the prompt)`);
+  return generateText(model, o, write, tokenizer);
 }

@@ -1,4 +1,4 @@
-// moba train: byte-level language-model training with AdamW, warmup + cosine, clipping,
+// moba train: language-model training (byte-level, or from a Hugging Face model with its tokenizer) with AdamW, warmup + cosine, clipping,
 // gradient accumulation, attention stages, atomic checkpoints that resume exactly, a JSONL log
 // of every step and an SVG loss curve.
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
@@ -9,7 +9,9 @@ import { type Document, loadSotu, loadTextFiles, splitDocuments } from "../io/co
 import { writeFileAtomic } from "../io/files.js";
 import { AdamW, learningRateAt, type Moments, zeroMoments } from "../model/adamw.js";
 import { loadCheckpoint, saveCheckpoint } from "../model/checkpoint.js";
-import { type AttentionKind, checkConfig, type LlamaConfig, layerKinds } from "../model/config.js";
+import { type AttentionKind, checkConfig, kindsFromSpec, type LlamaConfig, layerKinds } from "../model/config.js";
+import { loadModel } from "../model/pretrained.js";
+import { loadTokenizer, type TextTokenizer } from "../model/tokenizer.js";
 import { backward, type Batch, forward, initModel, type Model, parameterCount, release, syncToHost, zeroGradients } from "../model/llama.js";
 import { concatBatches, type DataPosition, Packer, sequenceBatch, startPosition } from "../model/packing.js";
 import { Rng } from "../model/rng.js";
@@ -29,6 +31,10 @@ export interface Stage {
 
 export interface TrainOptions {
   model: Partial<LlamaConfig>;
+  /** A Hugging Face model directory to start from (continual training): its config (model overrides fields), weights and tokenizer; null: random weights, bytes. */
+  init: string | null;
+  /** "moba", "full" or "hybrid-last-N" for every layer, after the config (null: the config's kinds). */
+  attention: string | null;
   /** "sotu" (bundled corpus) or a path to text files. */
   data: string;
   out: string;
@@ -60,6 +66,8 @@ export interface TrainOptions {
 
 export const TRAIN_DEFAULTS: TrainOptions = {
   model: {},
+  init: null,
+  attention: null,
   data: "sotu",
   out: "runs/tour",
   steps: 150,
@@ -99,11 +107,13 @@ function fail(message: string): never {
   throw new MobaError(message);
 }
 
-/** Fills defaults and checks every option; unknown keys are errors. All of it before any work starts. */
-export function checkTrainOptions(input: Partial<TrainOptions>): TrainOptions & { config: LlamaConfig } {
+/** Fills defaults and checks every option; unknown keys are errors. All of it before any work starts. `base`: the config of the init model. */
+export function checkTrainOptions(input: Partial<TrainOptions>, base?: LlamaConfig): TrainOptions & { config: LlamaConfig } {
   for (const key of Object.keys(input)) if (!(key in TRAIN_DEFAULTS)) fail(`train.${key}: unknown option (expected one of ${Object.keys(TRAIN_DEFAULTS).join(", ")})`);
   const o: TrainOptions = { ...TRAIN_DEFAULTS, ...input };
-  const config = checkConfig(o.model);
+  let config = checkConfig(base ? { ...base, ...o.model } : o.model);
+  if (o.attention !== null) config = checkConfig({ ...config, layer_attention: kindsFromSpec(o.attention, config.num_hidden_layers) });
+  if (o.init !== null && o.passkeyShare > 0) fail(`train.passkeyShare: expected 0 with init (passkey samples are bytes, not the model's tokens), got ${o.passkeyShare}`);
   for (const name of ["steps", "contextLength", "batchRows", "accumulation", "evalEvery", "evalRows", "checkpointEvery"] as const) {
     if (!Number.isInteger(o[name]) || o[name] < 1) fail(`train.${name}: expected a positive integer, got ${JSON.stringify(o[name])}`);
   }
@@ -162,6 +172,14 @@ export function loadDocuments(data: string): Document[] {
   return data === "sotu" ? loadSotu() : loadTextFiles(data);
 }
 
+/** The documents' text as the tokenizer's ids (a document's bytes decoded as UTF-8). */
+export function tokenizeDocuments(docs: Document[], tokenizer: TextTokenizer): Document[] {
+  return docs.map((d) => {
+    if (d.lossMask) fail(`train.data: ${d.name}: prompt/completion documents need a byte-level model (their loss mask is per byte), got a model with a tokenizer`);
+    return { name: d.name, bytes: tokenizer.encode(new TextDecoder().decode(d.bytes)) };
+  });
+}
+
 /** Σ loss and Σ weight of the validation rows (nats per predicted token = loss / count). */
 export async function evaluateLoss(model: Model, batches: Batch[], backend: ModelBackend, kinds: AttentionKind[]): Promise<{ loss: number; count: number }> {
   let loss = 0, count = 0;
@@ -199,17 +217,21 @@ export interface TrainIo {
 
 /** Trains (or resumes, when `resume` and out/checkpoint.safetensors exists) and returns the model. */
 export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = false): Promise<TrainResult> {
-  const o = checkTrainOptions(input);
+  const pretrained = input.init ? await loadModel(input.init) : undefined;
+  const o = checkTrainOptions(input, pretrained?.model.config);
+  if (pretrained && !pretrained.tokenizer) fail(`train.init: ${o.init} has no tokenizer.json (the text must be tokenized as the model was)`);
+  for (const note of pretrained?.notes ?? []) io.print(`note: ${note}`);
   const backend = await modelBackend(o.backend);
-  const docs = loadDocuments(o.data);
+  const checkpoint = join(o.out, "checkpoint.safetensors"), logPath = join(o.out, "log.jsonl");
+  const saved = resume && existsSync(checkpoint) ? await loadCheckpoint(checkpoint) : undefined;
+  const tokenizer = saved?.tokenizer !== undefined ? await loadTokenizer(saved.tokenizer, `${checkpoint} (tokenizer)`) : pretrained?.tokenizer;
+  const docs = tokenizer ? tokenizeDocuments(loadDocuments(o.data), tokenizer) : loadDocuments(o.data);
   const { train: trainDocs, validation } = splitDocuments(docs);
   mkdirSync(o.out, { recursive: true });
-  const checkpoint = join(o.out, "checkpoint.safetensors"), logPath = join(o.out, "log.jsonl");
 
   let model: Model, moments: Moments, step = 0, position = startPosition(o.seed), rng = new Rng(o.seed + 1);
   let log: StepLog[] = [];
-  if (resume && existsSync(checkpoint)) {
-    const saved = await loadCheckpoint(checkpoint);
+  if (saved) {
     const state = saved.state as SavedState | undefined;
     if (!saved.moments || !state) fail(`${checkpoint}: expected a training checkpoint (weights, moments and state), got weights only`);
     if (JSON.stringify(state.options) !== JSON.stringify(input)) io.print(`note: resuming with options that differ from the checkpoint's`);
@@ -221,7 +243,8 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
     if (existsSync(logPath)) log = readFileSync(logPath, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as StepLog).filter((l) => l.step < step);
     io.print(`resumed ${checkpoint} at step ${step}`);
   } else {
-    model = initModel(o.config, o.seed);
+    // the pretrained weights under the run's config (its attention kinds; the shapes are the same)
+    model = pretrained ? { ...pretrained.model, config: o.config } : initModel(o.config, o.seed);
     moments = zeroMoments(model);
   }
   const optimizer = new AdamW(model, backend, moments);
@@ -239,7 +262,7 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
     // the log first: a kill between the two leaves a log ahead of the checkpoint, which resuming trims
     await writeFileAtomic(logPath, new TextEncoder().encode(log.map((l) => JSON.stringify(l) + "\n").join("")));
     await syncToHost(model);
-    await saveCheckpoint(checkpoint, model, await optimizer.moments(), state);
+    await saveCheckpoint(checkpoint, model, await optimizer.moments(), state, tokenizer?.json);
     await writeFileAtomic(join(o.out, "loss.svg"), new TextEncoder().encode(lossPlot(log)));
   };
   for (; step < o.steps; ) {
