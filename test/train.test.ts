@@ -154,7 +154,7 @@ test("moba train killed by SIGKILL resumes from its last checkpoint to the same 
   // and generation runs from it
   const g = spawnSync(process.execPath, ["--import", "tsx", main, "generate", "--checkpoint", join(out, "checkpoint.safetensors"), "--tokens", "20", "--prompt", "The "], { encoding: "utf8" });
   assert.equal(g.status, 0, g.stderr);
-  assert.match(g.stdout, /\(20 bytes in/);
+  assert.match(g.stdout, /\(20 tokens in/);
   // and evaluation
   const e = spawnSync(process.execPath, ["--import", "tsx", main, "eval", "--checkpoint", join(out, "checkpoint.safetensors"), "--data", corpus, "--context-length", "64",
     "--rows", "3", "--buckets", "4", "--trailing", "16", "--passkey-lengths", "110,128", "--passkey-depths", "0,100", "--passkey-trials", "2", "--svg", join(dir, "eval"), "--backend", "cpu"], { encoding: "utf8" });
@@ -168,7 +168,7 @@ test("CLI: bad flags and missing files are one-line errors with exit code 2", ()
   const run = (...args: string[]) => spawnSync(process.execPath, ["--import", "tsx", main, ...args], { encoding: "utf8" });
   for (const [args, message] of [
     [["train", "--steps", "0"], /--steps: expected a positive integer, got "0"/],
-    [["train", "--attention", "sparse"], /--attention: expected "moba" or "full", got "sparse"/],
+    [["train", "--attention", "sparse"], /--attention: expected "moba", "full" or "hybrid-last-N" with N from 0 to 4, got "sparse"/],
     [["train", "--data", join(dir, "none")], /data: expected "sotu" or an existing file or folder/],
     [["train", "--config", join(dir, "none.json")], /--config: expected a JSON file/],
     [["generate"], /--checkpoint: expected a checkpoint file, got nothing/],
