@@ -80,7 +80,6 @@ test("moba generate --model continues a prompt with the model's tokenizer, greed
 
 test("the Hugging Face commands fail with one line naming the argument", () => {
   for (const [args, pattern] of [
-    [["generate", "--prompt", "x"], /--checkpoint or --model: expected a checkpoint file or a model directory, got nothing/],
     [["eval", "--model", join(FIXTURES, "gqa-untied-f32")], /--text: expected a text file to score, got nothing/],
     [["eval", "--model", join(FIXTURES, "gqa-untied-f32"), "--text", join(dir, "none.txt"), "--attention", "hybrid-last-9"], /--attention: expected "moba", "full" or "hybrid-last-N" with N from 0 to 2, got "hybrid-last-9"/],
     [["export", "--checkpoint", join(dir, "none.safetensors"), "--out", join(dir, "x")], /none\.safetensors: cannot read \(ENOENT\)/],

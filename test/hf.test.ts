@@ -16,17 +16,19 @@ import { forward, initModel, type Model } from "../src/model/llama.js";
 import { exportModel, loadModel } from "../src/model/pretrained.js";
 import { byteLevelTokenizerJson, loadTokenizer } from "../src/model/tokenizer.js";
 import { MobaError } from "../src/tensor.js";
-import { relativeError } from "./helpers.js";
+import { webgpuModelBackend } from "../src/webgpu/model.js";
+import type { ModelBackend } from "../src/backend.js";
+import { relativeError, webgpuSkip } from "./helpers.js";
 
 const FIXTURES = new URL("fixtures/hf/", import.meta.url).pathname;
 const MODELS = ["gqa-untied-f32", "tied-f16-v4", "llama3-bf16-sharded"];
 
 /** Our logits [T, V] of one sequence (full attention unless the model's config says otherwise). */
-async function logitsOf(model: Model, ids: Int32Array): Promise<Float32Array> {
+async function logitsOf(model: Model, ids: Int32Array, backend: ModelBackend = cpuBackend): Promise<Float32Array> {
   const T = ids.length;
-  return cpuBackend.scope("test", async () => {
-    const trace = await forward(model, { tokens: ids, targets: new Int32Array(T), weights: new Float32Array(T), cuSeqlens: Int32Array.of(0, T) }, cpuBackend);
-    return Float32Array.from(await cpuBackend.download(trace.logits));
+  return backend.scope("test", async () => {
+    const trace = await forward(model, { tokens: ids, targets: new Int32Array(T), weights: new Float32Array(T), cuSeqlens: Int32Array.of(0, T) }, backend);
+    return Float32Array.from(await backend.download(trace.logits));
   });
 }
 
@@ -46,6 +48,16 @@ for (const name of MODELS) {
     }
   });
 }
+
+test("on WebGPU too: Llama-3 rope scaling, head_dim != hidden / heads, BF16 shards within 1e-4 of transformers", { skip: webgpuSkip }, async () => {
+  const dir = join(FIXTURES, "llama3-bf16-sharded");
+  const { model } = await loadModel(dir);
+  const gpu = await webgpuModelBackend();
+  for (const { ids, logits } of expected(dir)) {
+    const error = relativeError(await logitsOf(model, ids, gpu), logits);
+    assert.ok(error <= 1e-4, `${ids.length} tokens: relative error ${error}`);
+  }
+});
 
 test("the tokenizer's ids of a multilingual text equal the tokenizers library's, and decode back to the text", async () => {
   const e = JSON.parse(readFileSync(join(FIXTURES, "tokenizer-expected.json"), "utf8")) as { text: string; ids: number[]; decoded: string };

@@ -171,7 +171,7 @@ test("CLI: bad flags and missing files are one-line errors with exit code 2", ()
     [["train", "--attention", "sparse"], /--attention: expected "moba", "full" or "hybrid-last-N" with N from 0 to 4, got "sparse"/],
     [["train", "--data", join(dir, "none")], /data: expected "sotu" or an existing file or folder/],
     [["train", "--config", join(dir, "none.json")], /--config: expected a JSON file/],
-    [["generate"], /--checkpoint: expected a checkpoint file, got nothing/],
+    [["generate"], /--checkpoint or --model: expected a checkpoint file or a model directory, got nothing/],
     [["generate", "--checkpoint", join(dir, "none.safetensors")], /none.safetensors/],
   ] as const) {
     const r = run(...args);
