@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { cpuBackend } from "../src/cpu/model.js";
+import { readWholeFile } from "../src/io/modelDir.js";
 import { parseSafetensors, toFloat32, toIntegers } from "../src/io/safetensors.js";
 import { checkConfig, kindsFromSpec } from "../src/model/config.js";
 import { fromHfConfig } from "../src/model/hfConfig.js";
@@ -127,11 +128,21 @@ test("an exported model loads back with the same logits; its byte-level tokenize
     const header = parseSafetensors(files["model.safetensors"]);
     assert.deepEqual(header.metadata, { format: "pt" });
     assert.equal(header.tensors.has("lm_head.weight"), !tie);
+    // above the shard size: shards and an index, which load back the same
+    const sharded = exportModel(model, undefined, 40_000);
+    const shards = Object.keys(sharded).filter((name) => /^model-\d{5}-of-\d{5}\.safetensors$/.test(name));
+    assert.ok(shards.length >= 3 && !("model.safetensors" in sharded), Object.keys(sharded).join(", "));
+    assert.deepEqual((await loadModel(sharded)).model.params.map((p) => p.data), model.params.map((p) => p.data));
   }
   const text = "Hello, wörld — привет 你好 🙂\n\ttabs";
   const bytes = await loadTokenizer(byteLevelTokenizerJson());
   assert.deepEqual(Array.from(bytes.encode(text)), Array.from(new TextEncoder().encode(text)));
   assert.equal(bytes.decode(bytes.encode(text)), text);
+});
+
+test("files are read whole in chunks (fs.readFile stops at 2 GiB)", async () => {
+  const path = join(FIXTURES, "tied-f16-v4", "model.safetensors");
+  assert.deepEqual(await readWholeFile(path, 4093), new Uint8Array(readFileSync(path)));
 });
 
 test("what cannot be loaded is a one-line MobaError naming it", async () => {

@@ -136,21 +136,37 @@ export async function loadModel(source: ModelSource, options: LoadModelOptions =
   return { model, tokenizer, notes };
 }
 
+/** The weights in files of at most maxShardBytes (a typed array holds at most 4 GiB): one model.safetensors, or shards and their index. */
+function weightFiles(model: Model, maxShardBytes: number): Record<string, Uint8Array> {
+  const shards: Param[][] = [[]];
+  let bytes = 0;
+  for (const p of model.params) {
+    if (bytes > 0 && bytes + 4 * p.data.length > maxShardBytes) shards.push([]), (bytes = 0);
+    shards.at(-1)!.push(p);
+    bytes += 4 * p.data.length;
+  }
+  const file = (params: Param[]) => serializeSafetensors(Object.fromEntries(params.map((p): [string, TensorToWrite] => [p.name, { dtype: "F32", shape: p.shape, data: p.data }])), { format: "pt" });
+  if (shards.length === 1) return { "model.safetensors": file(shards[0]) };
+  const n = shards.length, names = shards.map((_, i) => `model-${String(i + 1).padStart(5, "0")}-of-${String(n).padStart(5, "0")}.safetensors`);
+  const weightMap = Object.fromEntries(shards.flatMap((params, i) => params.map((p) => [p.name, names[i]])));
+  const index = { metadata: { total_size: model.params.reduce((t, p) => t + 4 * p.data.length, 0) }, weight_map: weightMap };
+  return { ...Object.fromEntries(shards.map((params, i) => [names[i], file(params)])), "model.safetensors.index.json": new TextEncoder().encode(JSON.stringify(index, null, 2) + "\n") };
+}
+
 /**
  * The files of a directory LlamaForCausalLM.from_pretrained reads: config.json (with the MoBA
- * fields), model.safetensors (float32 weights only, metadata format "pt"), generation_config.json,
- * tokenizer.json and tokenizer_config.json (byte-level models: ids are the byte values).
+ * fields), model.safetensors (float32 weights only, metadata format "pt"; above maxShardBytes,
+ * default 2 GiB, shards and model.safetensors.index.json), generation_config.json, tokenizer.json
+ * and tokenizer_config.json (byte-level models: ids are the byte values).
  */
-export function exportModel(model: Model, tokenizer: TextTokenizer = byteTokenizer): Record<string, Uint8Array> {
+export function exportModel(model: Model, tokenizer: TextTokenizer = byteTokenizer, maxShardBytes = 2 ** 31): Record<string, Uint8Array> {
   const c = model.config;
   if (tokenizer === byteTokenizer && c.vocab_size < 256) throw new MobaError(`exportModel: a byte-level model needs vocab_size >= 256, got ${c.vocab_size}`);
-  const tensors: Record<string, TensorToWrite> = {};
-  for (const p of model.params) tensors[p.name] = { dtype: "F32", shape: p.shape, data: p.data };
   const json = (x: unknown) => new TextEncoder().encode(JSON.stringify(x, null, 2) + "\n");
   return {
     "config.json": json(toHfConfig(c)),
     "generation_config.json": json({ _from_model_config: true }),
-    "model.safetensors": serializeSafetensors(tensors, { format: "pt" }),
+    ...weightFiles(model, maxShardBytes),
     "tokenizer.json": new TextEncoder().encode(tokenizer.json),
     "tokenizer_config.json": json({ tokenizer_class: "PreTrainedTokenizerFast", model_max_length: c.max_position_embeddings, clean_up_tokenization_spaces: false }),
   };
