@@ -59,6 +59,10 @@ test("moba train --init continues a Hugging Face model with its tokenizer and at
   // started from the pretrained weights (AdamW moved them a little), not from random ones
   const embed = saved.model.byName.get("model.embed_tokens.weight")!.data, before = start.model.byName.get("model.embed_tokens.weight")!.data;
   assert.ok(embed.some((x, i) => x !== before[i]) && embed.every((x, i) => Math.abs(x - before[i]) < 0.05));
+  // its checkpoint evaluates on tokens: the corpus tokenized with the tokenizer it keeps
+  const v = moba("eval", "--checkpoint", join(out, "checkpoint.safetensors"), "--data", data, "--context-length", "32", "--rows", "2", "--backend", "cpu");
+  assert.equal(v.status, 0, v.stderr);
+  assert.match(v.stdout, /nats\/token, perplexity [\d.]+ over 2 sequences of 32 tokens/);
   const e = moba("export", "--checkpoint", join(out, "checkpoint.safetensors"), "--out", join(dir, "exported"));
   assert.equal(e.status, 0, e.stderr);
   assert.equal(readFileSync(join(dir, "exported", "tokenizer.json"), "utf8"), readFileSync(join(FIXTURES, "tied-f16-v4", "tokenizer.json"), "utf8"));

@@ -12,7 +12,8 @@ import { experiment } from "../run/experiment.js";
 import { generateFromCheckpoint, generateFromModel } from "../run/generate.js";
 import { layerKinds } from "../model/config.js";
 import { heatmap, lineChart } from "../run/plot.js";
-import { loadDocuments } from "../run/train.js";
+import { loadDocuments, tokenizeDocuments } from "../run/train.js";
+import { loadTokenizer } from "../model/tokenizer.js";
 import { table } from "../run/util.js";
 import { tour } from "../run/tour.js";
 import { train, TRAIN_DEFAULTS, type TrainOptions } from "../run/train.js";
@@ -183,15 +184,19 @@ Options:
       if (typeof v.model === "string") return evalModel(v);
       if (typeof v.checkpoint !== "string") usageError("--checkpoint: expected a checkpoint file, got nothing");
       if (v.attention !== undefined && v.attention !== "moba" && v.attention !== "full") usageError(`--attention: expected "moba" or "full", got "${String(v.attention)}"`);
-      const { model } = await loadCheckpoint(v.checkpoint);
+      const { model, tokenizer } = await loadCheckpoint(v.checkpoint);
+      if (tokenizer !== undefined && v["passkey-lengths"] !== undefined) usageError("--passkey-lengths: expected a byte-level checkpoint (passkey samples are bytes), got one with a tokenizer");
       const kinds = v.attention === undefined ? undefined : Array(model.config.num_hidden_layers).fill(v.attention);
       const backend = await modelBackend(autoBackend(v.backend));
       const contextLength = integer("context-length", v["context-length"], 2048);
-      const docs = loadDocuments(typeof v.data === "string" ? v.data : "sotu");
+      const bytes = loadDocuments(typeof v.data === "string" ? v.data : "sotu");
+      // a run started from a Hugging Face model (train --init) reads its tokens, not bytes
+      const docs = tokenizer === undefined ? bytes : tokenizeDocuments(bytes, await loadTokenizer(tokenizer, `${v.checkpoint} (tokenizer)`));
       const r = await lossReport(model, v.data === undefined ? splitDocuments(docs).validation : docs, {
         contextLength, rows: integer("rows", v.rows, 8), buckets: integer("buckets", v.buckets, 8), trailing: integer("trailing", v.trailing, Math.max(1, Math.floor(contextLength / 4))),
       }, backend, kinds);
-      print(`loss ${r.loss.toFixed(4)} nats/byte, perplexity ${r.perplexity.toFixed(3)} over ${r.rows} sequences of ${r.contextLength} bytes; last ${r.trailingTokens}: ${r.trailing.toFixed(4)}`);
+      const unit = tokenizer === undefined ? "byte" : "token";
+      print(`loss ${r.loss.toFixed(4)} nats/${unit}, perplexity ${r.perplexity.toFixed(3)} over ${r.rows} sequences of ${r.contextLength} ${unit}s; last ${r.trailingTokens}: ${r.trailing.toFixed(4)}`);
       print(table(["positions", "loss"], r.byPosition.map((b) => [`${b.from}-${b.to - 1}`, b.loss.toFixed(4)])));
       const svg = typeof v.svg === "string" ? v.svg : undefined;
       if (svg) await writeFileAtomic(`${svg}-position.svg`, new TextEncoder().encode(lineChart("loss by position", [{ name: v.checkpoint, color: "#1f77b4", points: r.byPosition.map((b) => [(b.from + b.to) / 2, b.loss]) }], "position", "nats per byte")));
