@@ -6,7 +6,7 @@ import { loadCheckpoint } from "../model/checkpoint.js";
 import { modelBackend } from "../run/backends.js";
 import { lossReport, passkeyGrid, textLoss } from "../run/evaluate.js";
 import { exportCheckpoint } from "../run/export.js";
-import { loadModel } from "../model/pretrained.js";
+import { type LoadModelOptions, loadModel } from "../model/pretrained.js";
 import { benchTrain } from "../run/benchTrain.js";
 import { experiment } from "../run/experiment.js";
 import { generateFromCheckpoint, generateFromModel } from "../run/generate.js";
@@ -125,6 +125,8 @@ Options:
   --checkpoint FILE   a checkpoint written by moba train
   --model DIR         or a Hugging Face Llama directory (config.json, safetensors, tokenizer.json)
   --attention KIND    with --model: moba, full or hybrid-last-N for every layer (default: the config's; full for a plain HF model)
+  --block-size N      with --model: MoBA's block size (default: moba_chunk_size of config.json, else 4096)
+  --top-k N           with --model: MoBA's blocks per query (default: moba_topk of config.json, else 12)
   --prompt TEXT       text to continue (default: "The ")
   --tokens N          tokens to generate (bytes for a byte-level model; default 400)
   --temperature X     0 = greedy (default 0.8)
@@ -134,6 +136,7 @@ Options:
     options: {
       checkpoint: { type: "string" }, prompt: { type: "string" }, tokens: { type: "string" }, temperature: { type: "string" },
       "top-p": { type: "string" }, seed: { type: "string" }, backend: { type: "string" }, model: { type: "string" }, attention: { type: "string" },
+      "block-size": { type: "string" }, "top-k": { type: "string" },
     },
     async run(v) {
       if (typeof v.checkpoint !== "string" && typeof v.model !== "string") usageError("--checkpoint or --model: expected a checkpoint file or a model directory, got nothing");
@@ -144,7 +147,7 @@ Options:
         topP: decimal("top-p", v["top-p"], 0.95, 0, 1), seed: integer("seed", v.seed, 1), backend: autoBackend(v.backend),
       };
       const { tokens, seconds } = typeof v.model === "string"
-        ? await generateFromModel(v.model, { ...o, attention: v.attention === undefined ? undefined : String(v.attention) }, write)
+        ? await generateFromModel(v.model, { ...o, ...loadOptions(v) }, write)
         : await generateFromCheckpoint(String(v.checkpoint), o, write);
       print(`\n\n(${tokens} tokens in ${seconds.toFixed(2)} s)`);
       return 0;
@@ -158,8 +161,9 @@ Options:
 With --model (a Hugging Face Llama directory): tokenizes the text file with the model's tokenizer (no
 special tokens), keeps the first --max-tokens, scores them in windows of the context length
 (default max_position_embeddings) from position 0 and prints the mean loss in nats per predicted
-token; --json prints {"loss_nats_per_token", "tokens", "predicted", "windows", "attention"}.
---attention there takes moba, full or hybrid-last-N.
+token; --json prints {"loss_nats_per_token", "tokens", "predicted", "windows", "context_length", "attention", "block_size", "top_k"}.
+--attention there takes moba, full or hybrid-last-N; --block-size and --top-k set MoBA's
+(default: moba_chunk_size / moba_topk of config.json, else the official MoBA's 4096 / 12).
 
 Options:
   --checkpoint FILE       a checkpoint written by moba train (required)
@@ -179,6 +183,7 @@ Options:
       trailing: { type: "string" }, attention: { type: "string" }, "passkey-lengths": { type: "string" }, "passkey-depths": { type: "string" },
       "passkey-trials": { type: "string" }, svg: { type: "string" }, backend: { type: "string" },
       model: { type: "string" }, text: { type: "string" }, "max-tokens": { type: "string" }, json: { type: "boolean" },
+      "block-size": { type: "string" }, "top-k": { type: "string" },
     },
     async run(v) {
       if (typeof v.model === "string") return evalModel(v);
@@ -296,7 +301,7 @@ Options:
 async function evalModel(v: Record<string, string | boolean | undefined>): Promise<number> {
   if (typeof v.text !== "string") usageError("--text: expected a text file to score, got nothing");
   const dir = String(v.model);
-  const { model, tokenizer, notes } = await loadModel(dir, { attention: v.attention === undefined ? undefined : String(v.attention) });
+  const { model, tokenizer, notes } = await loadModel(dir, loadOptions(v));
   if (!tokenizer) throw new MobaError(`--model: ${dir} has no tokenizer.json (expected one to tokenize the text)`);
   let text: string;
   try {
@@ -309,10 +314,19 @@ async function evalModel(v: Record<string, string | boolean | undefined>): Promi
   const contextLength = integer("context-length", v["context-length"], model.config.max_position_embeddings);
   const r = await textLoss(model, tokens, contextLength, await modelBackend(autoBackend(v.backend)));
   const attention = layerKinds(model.config).join(", ");
-  if (v.json === true) print(JSON.stringify({ loss_nats_per_token: r.loss, tokens: tokens.length, predicted: r.predicted, windows: r.windows, context_length: contextLength, attention }));
+  if (v.json === true) print(JSON.stringify({ loss_nats_per_token: r.loss, tokens: tokens.length, predicted: r.predicted, windows: r.windows, context_length: contextLength, attention, block_size: model.config.moba_chunk_size, top_k: model.config.moba_topk }));
   else {
     for (const note of notes) print(`note: ${note}`);
     print(`loss ${r.loss.toFixed(4)} nats/token (perplexity ${Math.exp(r.loss).toFixed(3)}) over ${r.predicted} predicted tokens of ${v.text}, ${r.windows} window(s) of up to ${contextLength}; attention [${attention}]`);
   }
   return 0;
+}
+
+/** --attention, --block-size and --top-k of a command that loads a Hugging Face model. */
+function loadOptions(v: Record<string, string | boolean | undefined>): LoadModelOptions {
+  return {
+    attention: v.attention === undefined ? undefined : String(v.attention),
+    blockSize: v["block-size"] === undefined ? undefined : integer("block-size", v["block-size"], 0),
+    topK: v["top-k"] === undefined ? undefined : integer("top-k", v["top-k"], 0),
+  };
 }
