@@ -79,6 +79,7 @@ test("config.json of transformers 4.x and 5.x read to the same config; MoBA fiel
   const llama3 = JSON.parse(readFileSync(join(FIXTURES, "llama3-bf16-sharded/config.v4.json"), "utf8")) as { rope_scaling: Record<string, unknown> };
   const { rope_type, ...scaling } = llama3.rope_scaling;
   assert.deepEqual(fromHfConfig({ ...llama3, rope_scaling: { type: rope_type, ...scaling } }).config, read("llama3-bf16-sharded/config.json"));
+  assert.ok(fromHfConfig({ ...v5, quantization: "none" }).notes.includes("ignored in config.json: quantization"));
   const c = read("llama3-bf16-sharded/config.json");
   assert.equal(c.head_dim, 16);
   assert.deepEqual(c.rope_scaling, { rope_type: "llama3", factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 32 });
