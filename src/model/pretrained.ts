@@ -38,7 +38,7 @@ type Reader = (name: string) => Promise<Uint8Array | undefined>;
 
 async function reader(source: ModelSource): Promise<{ read: Reader; name: string }> {
   if (typeof source === "string") return { read: (await import("../io/modelDir.js")).directoryReader(source), name: source };
-  const get = typeof source === "function" ? source : async (name: string) => source[name];
+  const get = typeof source === "function" ? source : async (name: string) => (Object.hasOwn(source, name) ? source[name] : undefined);
   const read: Reader = async (name) => {
     const file = await get(name);
     if (file === undefined) return undefined;
