@@ -16,6 +16,8 @@ import { fromHfConfig } from "../src/model/hfConfig.js";
 import { forward, initModel, type Model } from "../src/model/llama.js";
 import { exportModel, loadModel } from "../src/model/pretrained.js";
 import { byteLevelTokenizerJson, loadTokenizer } from "../src/model/tokenizer.js";
+import { generateText } from "../src/run/generate.js";
+import { generate } from "../src/model/decode.js";
 import { MobaError } from "../src/tensor.js";
 import { webgpuModelBackend } from "../src/webgpu/model.js";
 import type { ModelBackend } from "../src/backend.js";
@@ -139,6 +141,18 @@ test("an exported model loads back with the same logits; its byte-level tokenize
   const bytes = await loadTokenizer(byteLevelTokenizerJson());
   assert.deepEqual(Array.from(bytes.encode(text)), Array.from(new TextEncoder().encode(text)));
   assert.equal(bytes.decode(bytes.encode(text)), text);
+});
+
+test("generation stops at the config's eos_token_id and does not print it", async () => {
+  const { model, tokenizer, eosTokenIds } = await loadModel(join(FIXTURES, "tied-f16-v4"));
+  assert.deepEqual(eosTokenIds, [1]);
+  const o = { prompt: "Liberté", tokens: 8, temperature: 0, topP: 1, seed: 1, backend: "cpu" as const };
+  const ids: number[] = [];
+  for await (const id of generate(model, tokenizer!.encode(o.prompt), o.tokens, o, cpuBackend)) ids.push(id);
+  const stop = ids[3]; // as if the fourth token were the end of the sequence
+  const stopped = await generateText(model, { ...o, stop: [stop] }, () => undefined, tokenizer);
+  assert.equal(stopped.tokens, ids.indexOf(stop));
+  assert.equal(stopped.text, tokenizer!.decode(ids.slice(0, ids.indexOf(stop))));
 });
 
 test("files are read whole in chunks (fs.readFile stops at 2 GiB)", async () => {

@@ -24,6 +24,8 @@ export interface HfConfigResult {
   config: LlamaConfig;
   /** What was ignored or assumed, one line each. */
   notes: string[];
+  /** eos_token_id (one id or several): where generation stops. */
+  eosTokenIds: number[];
 }
 
 /** Our LlamaConfig from a parsed config.json; refuses what the model cannot compute, by name. `source` names the file in errors. */
@@ -86,7 +88,8 @@ export function fromHfConfig(json: unknown, source = "config.json"): HfConfigRes
   if (j.head_dim !== undefined && j.head_dim !== null && j.head_dim !== (j.hidden_size as number) / (j.num_attention_heads as number)) input.head_dim = j.head_dim as number;
   if (rope_scaling) input.rope_scaling = rope_scaling;
   try {
-    return { config: checkConfig(input), notes };
+    const eos = j.eos_token_id ?? [];
+    return { config: checkConfig(input), notes, eosTokenIds: (Array.isArray(eos) ? eos : [eos]).filter((id): id is number => Number.isInteger(id)) };
   } catch (error) {
     return fail((error as Error).message);
   }

@@ -32,6 +32,8 @@ export interface Pretrained {
   tokenizer: TextTokenizer | undefined;
   /** What the config left out or we ignored, one line each. */
   notes: string[];
+  /** The config's eos_token_id(s): generation stops there. */
+  eosTokenIds: number[];
 }
 
 type Reader = (name: string) => Promise<Uint8Array | undefined>;
@@ -112,7 +114,7 @@ export async function loadModel(source: ModelSource, options: LoadModelOptions =
   } catch (error) {
     throw new MobaError(`${where}/config.json: not valid JSON (${(error as Error).message})`);
   }
-  const { config: read0, notes } = fromHfConfig(json, `${where}/config.json`);
+  const { config: read0, notes, eosTokenIds } = fromHfConfig(json, `${where}/config.json`);
   let config = read0;
   const override: Partial<LlamaConfig> = {};
   if (options.blockSize !== undefined) override.moba_chunk_size = options.blockSize;
@@ -133,7 +135,7 @@ export async function loadModel(source: ModelSource, options: LoadModelOptions =
     }
     tokenizer = await loadTokenizer(tokenizerText, `${where}/tokenizer.json`, extra);
   }
-  return { model, tokenizer, notes };
+  return { model, tokenizer, notes, eosTokenIds };
 }
 
 /** The weights in files of at most maxShardBytes (a typed array holds at most 4 GiB): one model.safetensors, or shards and their index. */

@@ -11,7 +11,10 @@ import { modelBackend } from "./backends.js";
 
 export interface GenerateOptions extends SampleOptions {
   prompt: string;
+  /** At most this many tokens: fewer when one of `stop` comes (it is not printed). */
   tokens: number;
+  /** End-of-sequence ids (a Hugging Face model's eos_token_id). */
+  stop?: number[];
   seed: number;
   backend: Backend | "auto";
 }
@@ -28,6 +31,7 @@ export async function generateText(model: Model, o: GenerateOptions, write: (tex
   let text = "";
   const started = performance.now();
   for await (const id of generate(model, prompt, o.tokens, o, backend)) {
+    if (o.stop?.includes(id)) break;
     ids.push(id);
     const decoded = tokenizer.decode(ids);
     if (decoded.endsWith("\uFFFD") || !decoded.startsWith(text)) continue;
@@ -45,7 +49,7 @@ export async function generateFromCheckpoint(path: string, o: GenerateOptions, w
 }
 
 export async function generateFromModel(dir: string, o: GenerateOptions & LoadModelOptions, write: (text: string) => void): Promise<{ text: string; tokens: number; seconds: number }> {
-  const { model, tokenizer } = await loadModel(dir, o);
+  const { model, tokenizer, eosTokenIds } = await loadModel(dir, o);
   if (!tokenizer) throw new MobaError(`--model: ${dir} has no tokenizer.json (expected one to encode the prompt)`);
-  return generateText(model, o, write, tokenizer);
+  return generateText(model, { ...o, stop: eosTokenIds }, write, tokenizer);
 }
