@@ -15,7 +15,7 @@ import { table } from "../run/util.js";
 import { tour } from "../run/tour.js";
 import { train, TRAIN_DEFAULTS, type TrainOptions } from "../run/train.js";
 import { MobaError } from "../tensor.js";
-import { autoBackend, type Command, decimal, integer, integers, usageError } from "./args.js";
+import { autoBackend, type Command, decimal, integer, integers, precision, usageError } from "./args.js";
 import { trainingProgress } from "./progress.js";
 
 const print = (line: string) => console.log(line);
@@ -232,10 +232,12 @@ Options:
   --top-k N             moba_topk (default 3)
   --steps N             timed steps per row, after one warm-up (default 3)
   --decode-context N    cached tokens for the decode timing (default 32768; 0 skips it)
+  --precision P         f32, or f16: GEMMs and attention on f16 operands (tensor cores on WebGPU where present)
   --backend NAME        auto, cpu or webgpu`,
     options: {
       lengths: { type: "string" }, hidden: { type: "string" }, layers: { type: "string" }, heads: { type: "string" }, "block-size": { type: "string" },
       "top-k": { type: "string" }, steps: { type: "string" }, "decode-context": { type: "string" }, backend: { type: "string" },
+      precision: { type: "string" },
     },
     async run(v) {
       const hidden = integer("hidden", v.hidden, 512), heads = integer("heads", v.heads, 8);
@@ -246,6 +248,7 @@ Options:
           num_attention_heads: heads, num_key_value_heads: Math.max(1, heads / 2), moba_chunk_size: integer("block-size", v["block-size"], 512), moba_topk: integer("top-k", v["top-k"], 3),
         },
         lengths: integers("lengths", v.lengths, [8192, 32768]), steps: integer("steps", v.steps, 3), backend: autoBackend(v.backend), decodeContext: decode,
+        precision: precision(v.precision),
       }, print);
       return 0;
     },

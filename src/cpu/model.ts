@@ -39,6 +39,7 @@ function attentionInputs(c: AttentionCall, q: Float32Array, k: Float32Array, v: 
 
 export const cpuBackend: ModelBackend<Float32Array> = {
   name: "cpu",
+  precision: "f32",
   scope: (_what, work) => work(),
   zeros: (n) => new Float32Array(n),
   empty: (n) => new Float32Array(n),

@@ -6,7 +6,7 @@ import { type AttentionKind, checkConfig, headDim, type LlamaConfig } from "../m
 import { decodeStep, KvCache } from "../model/decode.js";
 import { backward, type Batch, forward, initModel, parameterCount, release, zeroGradients } from "../model/llama.js";
 import { Rng } from "../model/rng.js";
-import type { Backend } from "../attention/problem.js";
+import type { Backend, Precision } from "../attention/problem.js";
 import { modelBackend } from "./backends.js";
 import { median, table } from "./util.js";
 
@@ -15,6 +15,7 @@ export interface TrainBenchOptions {
   lengths: number[];
   steps: number;
   backend: Backend | "auto";
+  precision: Precision;
   /** Cached tokens for the decode timing (0: skip it). */
   decodeContext: number;
 }
@@ -33,7 +34,7 @@ export async function benchTrain(o: TrainBenchOptions, print: (line: string) => 
   for (const T of o.lengths) {
     const seconds: Record<AttentionKind, number> = { moba: NaN, full: NaN };
     for (const kind of ["moba", "full"] as const) {
-      const backend = await modelBackend(o.backend); // a fresh one per row: its peak memory is this row's
+      const backend = await modelBackend(o.backend, o.precision, print); // a fresh one per row: its peak memory is this row's
       name = backend.name;
       const config = checkConfig({ ...o.model, max_position_embeddings: Math.max(T, o.model.max_position_embeddings ?? 0), layer_attention: undefined, full_attention_last_layers: kind === "full" ? o.model.num_hidden_layers ?? 4 : 0 });
       const model = initModel(config, 1);
@@ -55,7 +56,7 @@ export async function benchTrain(o: TrainBenchOptions, print: (line: string) => 
       await release(model);
       seconds[kind] = median(times);
       const f = stepFlops(config, T, kind);
-      rows.push([String(T), kind, (parameterCount(model) / 1e6).toFixed(1) + "M", (seconds[kind] * 1000).toFixed(0), (T / seconds[kind]).toFixed(0),
+      rows.push([String(T), kind, backend.precision, (parameterCount(model) / 1e6).toFixed(1) + "M", (seconds[kind] * 1000).toFixed(0), (T / seconds[kind]).toFixed(0),
         (f.gemm / 1e9).toFixed(1), (f.attention / 1e9).toFixed(1), ((f.gemm + f.attention) / seconds[kind] / 1e12).toFixed(3),
         backend.peakBytes === undefined ? "-" : (backend.peakBytes / 2 ** 30).toFixed(2),
         kind === "full" ? (seconds.full / seconds.moba).toFixed(2) + "x" : "", kind === "full" ? ((f.gemm + f.attention) / (f.gemm + stepFlops(config, T, "moba").attention)).toFixed(2) + "x" : ""]);
@@ -63,7 +64,7 @@ export async function benchTrain(o: TrainBenchOptions, print: (line: string) => 
     }
   }
   print(`\ntraining step on ${name}, ${o.steps} timed steps each (median), one sequence per step; GPU GiB: peak of the tensors held at once`);
-  print(table(["tokens", "attention", "params", "step ms", "tok/s", "GEMM GFLOP", "attn GFLOP", "TFLOP/s", "GPU GiB", "MoBA speedup", "ideal"], rows));
+  print(table(["tokens", "attention", "precision", "params", "step ms", "tok/s", "GEMM GFLOP", "attn GFLOP", "TFLOP/s", "GPU GiB", "MoBA speedup", "ideal"], rows));
   if (o.decodeContext > 0) await benchDecode(o, print);
 }
 

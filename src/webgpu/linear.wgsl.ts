@@ -11,13 +11,15 @@ export interface GemmConstants {
   bTransposed: boolean;
   /** y += A · B instead of y = A · B. */
   accumulate: boolean;
+  /** Round A and B to f16 as they are staged (the f16 path on devices without subgroup matrices). */
+  f16Operands: boolean;
 }
 
 export const TILE = 64;
 const DEPTH = 16;
 
 /** Reads of one operand tile into workgroup memory ([DEPTH][TILE], row index = depth), coalesced along whichever index is contiguous. */
-function stage(name: string, shared: string, rows: string, transposed: boolean): string {
+function stage(name: string, shared: string, rows: string, transposed: boolean, f16Operands: boolean): string {
   // stored [rows, K]: consecutive threads walk k; stored [K, rows]: consecutive threads walk the row index
   const split = transposed ? `let r = e % ${TILE}u; let d = e / ${TILE}u;` : `let d = e % ${DEPTH}u; let r = e / ${DEPTH}u;`;
   const index = transposed ? `(k0 + d) * shape.${rows} + ${name}0 + r` : `(${name}0 + r) * shape.K + k0 + d`;
@@ -27,15 +29,15 @@ function stage(name: string, shared: string, rows: string, transposed: boolean):
       ${split}
       var value = 0.0;
       if (${name}0 + r < shape.${rows} && k0 + d < shape.K) { value = ${name === "m" ? "a" : "b"}[${index}]; }
-      ${shared}[d * ${TILE}u + r] = value;
+      ${shared}[d * ${TILE}u + r] = ${f16Operands ? "f32(f16(value))" : "value"};
     }`;
 }
 
 export const GEMM: Kernel<GemmConstants> = {
   name: "gemm",
   workgroupSize: 256,
-  key: (c) => `${+c.aTransposed}${+c.bTransposed}${+c.accumulate}`,
-  wgsl: (c) => `
+  key: (c) => `${+c.aTransposed}${+c.bTransposed}${+c.accumulate}${c.f16Operands ? "h" : ""}`,
+  wgsl: (c) => `${c.f16Operands ? "enable f16;" : ""}
 struct Shape { M: u32, N: u32, K: u32, tilesN: u32 }
 @group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> b: array<f32>;
@@ -54,7 +56,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) groups: vec3u
   let tx = lid % 16u;
   let ty = lid / 16u;
   var acc: array<f32, 16>;
-  for (var k0 = 0u; k0 < shape.K; k0 += ${DEPTH}u) {${stage("m", "As", "M", c.aTransposed)}${stage("n", "Bs", "N", c.bTransposed)}
+  for (var k0 = 0u; k0 < shape.K; k0 += ${DEPTH}u) {${stage("m", "As", "M", c.aTransposed, c.f16Operands)}${stage("n", "Bs", "N", c.bTransposed, c.f16Operands)}
     workgroupBarrier();
     for (var d = 0u; d < ${DEPTH}u; d++) {
       var av: array<f32, 4>;

@@ -2,13 +2,13 @@
 // one command encoder (submitted before an attention call, which submits its own work, before a
 // read-back, and at the end of a scope). Weights, gradients and AdamW moments stay on the GPU
 // across steps; a training step reads back only the loss and the gradient norm.
-import { type AttentionProblem, FULL_ATTENTION_TILE } from "../attention/problem.js";
+import { type AttentionProblem, FULL_ATTENTION_TILE, type Precision } from "../attention/problem.js";
 import type { AdamWScalars, AttentionCall, AttentionSaved, ModelBackend } from "../backend.js";
 import { MobaError } from "../tensor.js";
 import { backwardOnGpu, forwardOnGpu, headGroups } from "./attention/index.js";
 import { checked, getDevice, type MobaDevice } from "./device.js";
+import { type GemmCall, recordGemm } from "./gemm/index.js";
 import { Buffers, dispatch, type Kernel, pipeline, readBack, storageBuffer } from "./kernel.js";
-import { GEMM, type GemmConstants, TILE } from "./linear.wgsl.js";
 import * as K from "./model.wgsl.js";
 
 /** A GPU buffer and how many float32 (or int32) elements it holds. */
@@ -32,7 +32,8 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
   peakBytes = 0;
   private encoder: GPUCommandEncoder | null = null;
 
-  constructor(private readonly gpu: MobaDevice) {}
+  /** "f16": every GEMM and the attention on f16 operands with float32 accumulation (tensor cores where the device has them). */
+  constructor(private readonly gpu: MobaDevice, readonly precision: Precision) {}
 
   // ---- memory ----
 
@@ -116,11 +117,8 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
     return this;
   }
 
-  private async gemm(c: GemmConstants, a: GpuTensor, b: GpuTensor, y: GpuTensor, M: number, N: number, K: number): Promise<void> {
-    const tilesN = Math.ceil(N / TILE);
-    const p = await pipeline(this.gpu, GEMM, c); // before taking the encoder: an await may let a flush finish it
-    dispatch(this.record(), this.gpu, p, [a.buffer, b.buffer, y.buffer, this.scoped().uniform([M, N, K, tilesN], "gemm shape")],
-      Math.ceil(M / TILE) * tilesN, "gemm");
+  private async gemm(c: GemmCall, a: GpuTensor, b: GpuTensor, y: GpuTensor): Promise<void> {
+    await recordGemm(this.gpu, this.scoped(), () => this.record(), a.buffer, b.buffer, y.buffer, c, this.precision);
   }
 
   // ---- layers ----
@@ -170,14 +168,14 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
   }
 
   async linear(y: GpuTensor, x: GpuTensor, w: GpuTensor, M: number, K_: number, N: number): Promise<void> {
-    await this.gemm({ aTransposed: false, bTransposed: false, accumulate: false }, x, w, y, M, N, K_);
+    await this.gemm({ aTransposed: false, bTransposed: false, accumulate: false, M, N, K: K_ }, x, w, y);
   }
 
   async linearBackward(dx: GpuTensor, dw: GpuTensor, dy: GpuTensor, x: GpuTensor, w: GpuTensor, M: number, K_: number, N: number, accumulate: boolean): Promise<void> {
     // dx[M, K] (+)= dy[M, N] · w[N, K]: B = w stored [K' = N, N' = K]
-    await this.gemm({ aTransposed: false, bTransposed: true, accumulate }, dy, w, dx, M, K_, N);
+    await this.gemm({ aTransposed: false, bTransposed: true, accumulate, M, N: K_, K: N }, dy, w, dx);
     // dw[N, K] += dyᵀ · x: A = dy stored [K' = M, M' = N], B = x stored [K' = M, N' = K]
-    await this.gemm({ aTransposed: true, bTransposed: true, accumulate: true }, dy, x, dw, N, K_, M);
+    await this.gemm({ aTransposed: true, bTransposed: true, accumulate: true, M: N, N: K_, K: M }, dy, x, dw);
   }
 
   async crossEntropy(lse: GpuTensor, logits: GpuTensor, targets: Int32Array, weights: Float32Array, V: number): Promise<number> {
@@ -197,6 +195,7 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
     const p = {
       tokens: c.tokens, qHeads: c.qHeads, kvHeads: c.kvHeads, headDim: c.headDim, scale: 1 / Math.sqrt(c.headDim),
       blockSize: c.kind === "moba" ? c.blockSize : FULL_ATTENTION_TILE, topK: c.kind === "moba" ? c.topK : Infinity, cuSeqlens: c.cuSeqlens,
+      precision: this.precision,
     };
     if (headGroups(this.gpu, p) !== 1) throw new MobaError(`webgpu: ${c.tokens} tokens × ${c.qHeads} heads × headDim ${c.headDim} exceed one storage binding; train with a shorter context`);
     return p;
@@ -239,7 +238,12 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
   }
 }
 
-/** The WebGPU model backend on the process's device (kernels compiled). */
-export async function webgpuModelBackend(): Promise<ModelBackend<GpuTensor>> {
-  return new WebGpuModel(await getDevice()).prepare();
+/**
+ * The WebGPU model backend on the process's device (kernels compiled). precision "f16" needs
+ * shader-f16: check `webgpuF16` first to fall back to float32 with a note.
+ */
+export async function webgpuModelBackend(precision: Precision = "f32"): Promise<ModelBackend<GpuTensor>> {
+  const gpu = await getDevice();
+  if (precision === "f16" && !gpu.f16) throw new MobaError(`precision: "f16" needs a device with shader-f16, and ${gpu.adapterInfo} has none`);
+  return new WebGpuModel(gpu, precision).prepare();
 }
