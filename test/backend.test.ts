@@ -10,6 +10,7 @@ import { cpuBackend } from "../src/cpu/model.js";
 import {
   crossEntropyBackward, crossEntropyForward, embeddingBackward, embeddingForward, rmsNormBackward, rmsNormForward, rope, rotary, swigluBackward, swigluForward,
 } from "../src/model/layers.js";
+import { roundToF16 } from "../src/io/half.js";
 import { webgpuModelBackend } from "../src/webgpu/model.js";
 import { relativeError, rng, webgpuSkip } from "./helpers.js";
 
@@ -37,8 +38,11 @@ function close(name: string, got: Float32Array, want: Float64Array, where: strin
 const backends: [string, () => Promise<ModelBackend>, string | false][] = [["cpu", async () => cpuBackend, false], ["webgpu", webgpuModelBackend, webgpuSkip]];
 
 for (const [name, make, skip] of backends) {
-  test(`${name} backend: GEMMs (forward, dx written or accumulated, dw accumulated) match float64 loops`, { skip }, async () => {
-    const backend = await make();
+  // precision f16 (WebGPU): the reference rounds every operand to f16 (the sums stay float32, so the same 1e-5 holds);
+  // lavapipe runs the plain f16-operand kernel, a GPU with subgroup matrices the tensor-core one
+  for (const precision of name === "webgpu" ? (["f32", "f16"] as const) : (["f32"] as const)) test(`${name} backend: GEMMs (forward, dx written or accumulated, dw accumulated) match float64 loops, precision ${precision}`, { skip }, async () => {
+    const backend = precision === "f16" ? await webgpuModelBackend("f16") : await make();
+    const round = (x: Float32Array) => (precision === "f16" ? roundToF16(x) : x);
     const random = rng(6);
     for (const [M, K, N] of [[1, 1, 1], [5, 3, 7], [9, 17, 6], [67, 65, 130], [300, 64, 131]]) {
       for (const accumulate of [false, true]) {
@@ -49,7 +53,7 @@ for (const [name, make, skip] of backends) {
           await backend.linearBackward(t.dx, t.dw, t.dy, t.x, t.w, M, K, N, accumulate);
         }, ["y", "dx", "dw"]);
         const y = new Float64Array(M * N), dx = accumulate ? Float64Array.from(f32(dx0)) : new Float64Array(M * K), dw = Float64Array.from(f32(dw0));
-        const [xs, ws, dys] = [f32(x), f32(w), f32(dy)];
+        const [xs, ws, dys] = [round(f32(x)), round(f32(w)), round(f32(dy))];
         for (let i = 0; i < M; i++) for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) {
           y[i * N + n] += xs[i * K + k] * ws[n * K + k];
           dx[i * K + k] += dys[i * N + n] * ws[n * K + k];

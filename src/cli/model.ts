@@ -39,7 +39,7 @@ function readConfig(path: string | boolean | undefined): Partial<TrainOptions> {
 const trainFlags = {
   config: { type: "string" }, out: { type: "string" }, data: { type: "string" }, steps: { type: "string" }, "context-length": { type: "string" },
   "batch-rows": { type: "string" }, accumulation: { type: "string" }, lr: { type: "string" }, seed: { type: "string" }, backend: { type: "string" },
-  attention: { type: "string" }, "full-last": { type: "string" }, resume: { type: "boolean" },
+  attention: { type: "string" }, "full-last": { type: "string" }, resume: { type: "boolean" }, precision: { type: "string" },
 } as const;
 
 const TRAIN_USAGE = `Options:
@@ -56,6 +56,8 @@ const TRAIN_USAGE = `Options:
   --attention KIND      moba or full for every layer
   --full-last N         MoBA layers except the last N (full attention)
   --backend NAME        auto, cpu or webgpu (default auto: WebGPU on a hardware adapter, else CPU)
+  --precision P         f32, or f16: GEMMs and attention on f16 operands with float32 weights, gradients
+                        and AdamW, dynamic loss scaling (WebGPU with shader-f16; elsewhere float32, said once)
   --resume              continue from out/checkpoint.safetensors if it exists`;
 
 /** Training options from --config and the flags. */
@@ -71,6 +73,7 @@ function trainOptions(v: Record<string, string | boolean | undefined>): Partial<
   if (v.lr !== undefined) o.learningRate = decimal("lr", v.lr, 0, 0);
   if (v.seed !== undefined) o.seed = integer("seed", v.seed, 0);
   if (v.backend !== undefined) o.backend = autoBackend(v.backend);
+  if (v.precision !== undefined) o.precision = precision(v.precision);
   if (v.attention !== undefined) {
     if (v.attention !== "moba" && v.attention !== "full") usageError(`--attention: expected "moba" or "full", got "${String(v.attention)}"`);
     const layers = model.num_hidden_layers ?? SMALL_CONFIG.num_hidden_layers;
@@ -203,8 +206,9 @@ Options:
   --run LIST      only these runs (comma-separated), e.g. to spread runs over processes
   --report        only collect finished runs into results.jsonl, a table and SVG plots
   --out DIR       output folder (default runs/experiments/NAME)
-  --backend NAME  auto, cpu or webgpu (default: the config's)`,
-    options: { run: { type: "string" }, report: { type: "boolean" }, out: { type: "string" }, backend: { type: "string" } },
+  --backend NAME  auto, cpu or webgpu (default: the config's)
+  --precision P   f32 or f16 (default: the config's)`,
+    options: { run: { type: "string" }, report: { type: "boolean" }, out: { type: "string" }, backend: { type: "string" }, precision: { type: "string" } },
     positionals: true,
     async run(v, positionals) {
       const [name] = positionals ?? [];
@@ -212,6 +216,7 @@ Options:
       await experiment(name, {
         runs: typeof v.run === "string" ? v.run.split(",") : undefined, reportOnly: v.report === true,
         out: typeof v.out === "string" ? v.out : undefined, backend: v.backend === undefined ? undefined : autoBackend(v.backend),
+        precision: v.precision === undefined ? undefined : precision(v.precision),
       }, print);
       return 0;
     },

@@ -58,10 +58,14 @@ function runOptions(config: ExperimentConfig, name: string, out: string): Partia
   return { ...config.base, ...run.train, model: { ...config.base.model, ...run.train.model }, out: join(out, name) };
 }
 
+/** What the command line may override in every run of an experiment. */
+export type RunOverrides = Partial<Pick<TrainOptions, "backend" | "precision">>;
+
 /** Trains (or finishes) one run and evaluates its checkpoint. */
-export async function runOne(config: ExperimentConfig, name: string, out: string, print: (line: string) => void, backendName?: TrainOptions["backend"]): Promise<RunResult> {
+export async function runOne(config: ExperimentConfig, name: string, out: string, print: (line: string) => void, overrides: RunOverrides = {}): Promise<RunResult> {
   const options = runOptions(config, name, out);
-  if (backendName) options.backend = backendName;
+  if (overrides.backend) options.backend = overrides.backend;
+  if (overrides.precision) options.precision = overrides.precision;
   const done = join(out, name, "result.json");
   if (existsSync(done)) {
     print(`[${name}] finished earlier (${done})`);
@@ -115,7 +119,7 @@ export async function report(config: ExperimentConfig, name: string, out: string
 }
 
 /** `name`: a config in experiments/ (e.g. "parity") or a path to a .json config. */
-export async function experiment(name: string, o: { runs?: string[]; reportOnly: boolean; out?: string; backend?: TrainOptions["backend"] }, print: (line: string) => void): Promise<RunResult[]> {
+export async function experiment(name: string, o: { runs?: string[]; reportOnly: boolean; out?: string } & RunOverrides, print: (line: string) => void): Promise<RunResult[]> {
   const bundled = new URL(`../../experiments/${name}.json`, import.meta.url);
   const path = name.endsWith(".json") ? name : /^[a-z0-9-]+$/.test(name) && existsSync(bundled) ? fileURLToPath(bundled) : null;
   if (path === null || !existsSync(path)) throw new MobaError(`experiment: expected the name of a config in experiments/ (parity, trailing, granularity, passkey) or a .json file, got "${name}"`);
@@ -125,7 +129,7 @@ export async function experiment(name: string, o: { runs?: string[]; reportOnly:
   mkdirSync(out, { recursive: true });
   if (!o.reportOnly) {
     print(`experiment ${label}: ${config.description}`);
-    for (const run of o.runs ?? config.runs.map((r) => r.name)) await runOne(config, run, out, print, o.backend);
+    for (const run of o.runs ?? config.runs.map((r) => r.name)) await runOne(config, run, out, print, { backend: o.backend, precision: o.precision });
   }
   return report(config, label, out, print);
 }

@@ -3,11 +3,11 @@
 // of every step and an SVG loss curve.
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import type { Backend } from "../attention/problem.js";
+import type { Backend, Precision } from "../attention/problem.js";
 import type { ModelBackend } from "../backend.js";
 import { type Document, loadSotu, loadTextFiles, splitDocuments } from "../io/corpus.js";
 import { writeFileAtomic } from "../io/files.js";
-import { AdamW, learningRateAt, type Moments, zeroMoments } from "../model/adamw.js";
+import { AdamW, learningRateAt, LossScale, type LossScaleState, type Moments, zeroMoments } from "../model/adamw.js";
 import { loadCheckpoint, saveCheckpoint } from "../model/checkpoint.js";
 import { type AttentionKind, checkConfig, type LlamaConfig, layerKinds } from "../model/config.js";
 import { backward, type Batch, forward, initModel, type Model, parameterCount, release, syncToHost, zeroGradients } from "../model/llama.js";
@@ -53,6 +53,8 @@ export interface TrainOptions {
   evalRows: number;
   checkpointEvery: number;
   backend: Backend | "auto";
+  /** "f16": GEMMs and attention on f16 operands (WebGPU), float32 weights, gradients and AdamW, dynamic loss scaling. */
+  precision: Precision;
   stages: Stage[];
   /** Share of rows replaced by passkey-retrieval samples (random key and depth), so a small model can learn the task. */
   passkeyShare: number;
@@ -79,6 +81,7 @@ export const TRAIN_DEFAULTS: TrainOptions = {
   evalRows: 8,
   checkpointEvery: 50,
   backend: "auto",
+  precision: "f32",
   stages: [],
   passkeyShare: 0,
 };
@@ -93,6 +96,9 @@ export interface StepLog {
   tokensPerSecond: number;
   attention: string;
   validationLoss?: number;
+  /** f16 runs: the loss scale the step used, and whether its gradients overflowed (the step was skipped). */
+  lossScale?: number;
+  skipped?: boolean;
 }
 
 function fail(message: string): never {
@@ -119,6 +125,7 @@ export function checkTrainOptions(input: Partial<TrainOptions>): TrainOptions & 
   if (!(o.weightDecay >= 0)) fail(`train.weightDecay: expected a number >= 0, got ${JSON.stringify(o.weightDecay)}`);
   if (!Number.isInteger(o.warmupSteps) || o.warmupSteps < 0) fail(`train.warmupSteps: expected an integer >= 0, got ${JSON.stringify(o.warmupSteps)}`);
   if (!Number.isInteger(o.seed)) fail(`train.seed: expected an integer, got ${JSON.stringify(o.seed)}`);
+  if (o.precision !== "f32" && o.precision !== "f16") fail(`train.precision: expected "f32" or "f16", got ${JSON.stringify(o.precision)}`);
   if (o.backend !== "auto" && o.backend !== "cpu" && o.backend !== "webgpu") fail(`train.backend: expected "auto", "cpu" or "webgpu", got ${JSON.stringify(o.backend)}`);
   if (o.contextLength > config.max_position_embeddings) {
     fail(`train.contextLength: expected at most max_position_embeddings ${config.max_position_embeddings}, got ${o.contextLength}`);
@@ -178,6 +185,8 @@ interface SavedState {
   /** The passkey mixer's RNG. */
   rng: number[];
   options: TrainOptions;
+  /** f16 runs: the loss scale, so a resumed run continues with it. */
+  lossScale?: LossScaleState;
   [key: string]: unknown;
 }
 
@@ -200,13 +209,14 @@ export interface TrainIo {
 /** Trains (or resumes, when `resume` and out/checkpoint.safetensors exists) and returns the model. */
 export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = false): Promise<TrainResult> {
   const o = checkTrainOptions(input);
-  const backend = await modelBackend(o.backend);
+  const backend = await modelBackend(o.backend, o.precision, io.print);
   const docs = loadDocuments(o.data);
   const { train: trainDocs, validation } = splitDocuments(docs);
   mkdirSync(o.out, { recursive: true });
   const checkpoint = join(o.out, "checkpoint.safetensors"), logPath = join(o.out, "log.jsonl");
 
   let model: Model, moments: Moments, step = 0, position = startPosition(o.seed), rng = new Rng(o.seed + 1);
+  let lossScale: LossScale | null = backend.precision === "f16" ? new LossScale() : null;
   let log: StepLog[] = [];
   if (resume && existsSync(checkpoint)) {
     const saved = await loadCheckpoint(checkpoint);
@@ -218,6 +228,7 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
     step = state.step;
     position = state.data;
     rng = new Rng(state.rng);
+    if (lossScale && state.lossScale) lossScale = new LossScale(state.lossScale);
     if (existsSync(logPath)) log = readFileSync(logPath, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as StepLog).filter((l) => l.step < step);
     io.print(`resumed ${checkpoint} at step ${step}`);
   } else {
@@ -229,13 +240,13 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
   const packer = new Packer(trainDocs, o.contextLength, position);
   const evalBatches = [new Packer(validation, o.contextLength, startPosition(null)).next(o.evalRows)];
   io.print(`model: ${(parameterCount(model) / 1e6).toFixed(2)}M parameters, ${o.config.num_hidden_layers} layers [${layerKinds(o.config).join(", ")}], ` +
-    `block ${o.config.moba_chunk_size} / top-${o.config.moba_topk}; data: ${o.data} (${trainDocs.length} train / ${validation.length} validation documents); backend: ${backend.name}`);
+    `block ${o.config.moba_chunk_size} / top-${o.config.moba_topk}; data: ${o.data} (${trainDocs.length} train / ${validation.length} validation documents); backend: ${backend.name} ${backend.precision}`);
 
   const tokensPerStep = o.batchRows * o.contextLength * o.accumulation;
   const started = performance.now() - (log.at(-1)?.seconds ?? 0) * 1000;
   let validationLoss = [...log].reverse().find((l) => l.validationLoss !== undefined)?.validationLoss; // a finished run resumed
   const save = async () => {
-    const state: SavedState = { step, data: packer.position, rng: rng.state, options: input as TrainOptions };
+    const state: SavedState = { step, data: packer.position, rng: rng.state, options: input as TrainOptions, ...(lossScale && { lossScale: lossScale.state() }) };
     // the log first: a kill between the two leaves a log ahead of the checkpoint, which resuming trims
     await writeFileAtomic(logPath, new TextEncoder().encode(log.map((l) => JSON.stringify(l) + "\n").join("")));
     await syncToHost(model);
@@ -249,20 +260,25 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
     const count = batches.reduce((n, b) => n + b.weights.reduce((a, w) => a + w, 0), 0);
     const lr = learningRateAt(step, o.steps, o.learningRate, o.warmupSteps, o.minLearningRateFraction);
     let loss = 0;
+    const scale = lossScale?.scale ?? 1;
     const gradNorm = await backend.scope("training step", async () => {
       await zeroGradients(model, backend);
       for (const batch of batches) {
         const trace = await forward(model, batch, backend, kinds);
         loss += trace.loss;
-        await backward(model, trace, backend, 1 / Math.max(1, count));
+        await backward(model, trace, backend, scale / Math.max(1, count));
       }
-      return optimizer.update(lr, adamw);
+      return optimizer.update(lr, adamw, scale);
     });
+    // f16: an overflow skips the step (the optimizer took none) and halves the scale; float32 gradients do not overflow but diverge
+    const skipped = lossScale ? !lossScale.record(gradNorm) : false;
+    if (!lossScale && !Number.isFinite(gradNorm)) fail(`train: the gradient norm is ${gradNorm} at step ${step} (diverged); lower the learning rate or check the data`);
     step++;
     const seconds = (performance.now() - started) / 1000;
     const entry: StepLog = {
       step: step - 1, loss: loss / Math.max(1, count), lr, gradNorm, tokens: step * tokensPerStep, seconds,
       tokensPerSecond: tokensPerStep / ((performance.now() - t0) / 1000), attention: kinds.map((k) => k[0]).join(""),
+      ...(lossScale && { lossScale: scale, skipped }),
     };
     if (step % o.evalEvery === 0 || step === o.steps) {
       const v = await evaluateLoss(model, evalBatches, backend, kinds);

@@ -16,6 +16,16 @@ export interface GemmConstants {
 }
 
 export const TILE = 64;
+
+// Rounds to the nearest f16 value (ties to even) on the float32 bits: lavapipe folds f32(f16(x)) and
+// unpack2x16float(pack2x16float(x)) back to x. Exact for |x| in f16's normal range, as
+// roundToF16 in src/io/half.ts; below it (|x| < 2^-14) it keeps 10 mantissa bits where f16 keeps
+// fewer (an absolute difference under 2^-25); it never overflows to inf.
+const ROUND_TO_F16 = `
+fn toF16(x: f32) -> f32 {
+  let b = bitcast<u32>(x);
+  return bitcast<f32>((b + 0xfffu + ((b >> 13u) & 1u)) & 0xffffe000u);
+}`;
 const DEPTH = 16;
 
 /** Reads of one operand tile into workgroup memory ([DEPTH][TILE], row index = depth), coalesced along whichever index is contiguous. */
@@ -29,7 +39,7 @@ function stage(name: string, shared: string, rows: string, transposed: boolean, 
       ${split}
       var value = 0.0;
       if (${name}0 + r < shape.${rows} && k0 + d < shape.K) { value = ${name === "m" ? "a" : "b"}[${index}]; }
-      ${shared}[d * ${TILE}u + r] = ${f16Operands ? "f32(f16(value))" : "value"};
+      ${shared}[d * ${TILE}u + r] = ${f16Operands ? "toF16(value)" : "value"};
     }`;
 }
 
@@ -37,7 +47,7 @@ export const GEMM: Kernel<GemmConstants> = {
   name: "gemm",
   workgroupSize: 256,
   key: (c) => `${+c.aTransposed}${+c.bTransposed}${+c.accumulate}${c.f16Operands ? "h" : ""}`,
-  wgsl: (c) => `${c.f16Operands ? "enable f16;" : ""}
+  wgsl: (c) => `${c.f16Operands ? ROUND_TO_F16 : ""}
 struct Shape { M: u32, N: u32, K: u32, tilesN: u32 }
 @group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> b: array<f32>;
