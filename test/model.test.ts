@@ -1,5 +1,5 @@
 // The model as a whole: gradients against finite differences, MoBA = full when every block is
-// selected, WebGPU = CPU, cached decoding = recomputing the prefix.
+// selected, WebGPU = CPU, cached decoding = recomputing the prefix, packed sequences independent.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { ModelBackend } from "../src/backend.js";

@@ -1,5 +1,6 @@
 // Properties of MoBA that hold for any input, checked on every backend (the gate-order and thread
-// tests on the CPU, whose float64 gate reproduces the reference bit for bit).
+// tests on the CPU, whose float64 gate reproduces the reference bit for bit), and a fixed packed
+// batch against the reference for what otherwise only the random runs would catch.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { mobaAttention, mobaAttentionBackward, type Tensor } from "../src/index.js";

@@ -1,5 +1,6 @@
-// Training: option checks before any work, packing, checkpoints that resume exactly after a
-// kill, attention stages, the CLI's train/generate commands.
+// Training: option checks before any work, packing, the loop's math recomputed by hand against the
+// float64 AdamW, checkpoints that resume exactly after a kill (passkey samples and stages
+// included), attention stages, the CLI's train/generate commands.
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
