@@ -6,12 +6,10 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { ModelBackend, Sized } from "../src/backend.js";
-import { cpuBackend } from "../src/cpu/model.js";
 import {
   crossEntropyBackward, crossEntropyForward, embeddingBackward, embeddingForward, rmsNormBackward, rmsNormForward, rope, rotary, swigluBackward, swigluForward,
 } from "../src/model/layers.js";
-import { webgpuModelBackend } from "../src/webgpu/model.js";
-import { relativeError, rng, webgpuSkip } from "./helpers.js";
+import { MODEL_BACKENDS, relativeError, rng } from "./helpers.js";
 
 const TOLERANCE = 1e-5;
 
@@ -34,9 +32,7 @@ function close(name: string, got: Float32Array, want: Float64Array, where: strin
   assert.ok(error <= TOLERANCE, `${name} ${where}: relative error ${error}`);
 }
 
-const backends: [string, () => Promise<ModelBackend>, string | false][] = [["cpu", async () => cpuBackend, false], ["webgpu", webgpuModelBackend, webgpuSkip]];
-
-for (const [name, make, skip] of backends) {
+for (const [name, make, skip] of MODEL_BACKENDS) {
   test(`${name} backend: GEMMs (forward, dx written or accumulated, dw accumulated) match float64 loops`, { skip }, async () => {
     const backend = await make();
     const random = rng(6);

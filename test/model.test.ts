@@ -9,7 +9,7 @@ import { decodeStep, KvCache, prefill } from "../src/model/decode.js";
 import { AdamW } from "../src/model/adamw.js";
 import { backward, type Batch, forward, initModel, type Model, release, syncToHost, zeroGradients } from "../src/model/llama.js";
 import { webgpuModelBackend } from "../src/webgpu/model.js";
-import { BACKENDS, relativeError, TINY, webgpuSkip } from "./helpers.js";
+import { MODEL_BACKENDS, relativeError, TINY, webgpuSkip } from "./helpers.js";
 
 
 function randomBatch(seed: number, cuSeqlens: number[]): Batch {
@@ -106,9 +106,9 @@ test("WebGPU model backend: three AdamW training steps give the CPU backend's lo
   gpu.weights.forEach((w, j) => assert.ok(relativeError(w, cpu.weights[j]) < 1e-4, `${config.num_hidden_layers} layers, tensor ${j}: ${relativeError(w, cpu.weights[j])}`));
 });
 
-for (const [name, skip] of BACKENDS) {
+for (const [name, make, skip] of MODEL_BACKENDS) {
   test(`${name}: two identical sequences packed in one batch give bit-identical logits (positions and attention restart with each sequence)`, { skip }, async () => {
-    const backend: ModelBackend = name === "cpu" ? cpuBackend : await webgpuModelBackend();
+    const backend = await make();
     const model = initModel(checkConfig({ ...TINY, layer_attention: ["moba", "full"] }), 13);
     const one = randomBatch(3, [0, 37]); // 37: the second copy starts mid-block and off every 4- or 16-row tile
     const T = 37, V = model.config.vocab_size;

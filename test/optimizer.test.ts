@@ -4,21 +4,16 @@
 // that define it.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import type { ModelBackend } from "../src/backend.js";
-import { cpuBackend } from "../src/cpu/model.js";
 import { AdamW, type AdamWOptions, learningRateAt } from "../src/model/adamw.js";
 import { checkConfig } from "../src/model/config.js";
 import { initModel, release } from "../src/model/llama.js";
 import { ReferenceAdamW } from "../src/reference/adamw.js";
-import { webgpuModelBackend } from "../src/webgpu/model.js";
-import { relativeError, rng, TINY, webgpuSkip } from "./helpers.js";
+import { MODEL_BACKENDS, relativeError, rng, TINY } from "./helpers.js";
 
 /** float32 storage of w, m and v against float64 over a few steps: a few ulps. */
 const TOLERANCE = 1e-6;
 
-const backends: [string, () => Promise<ModelBackend>, string | false][] = [["cpu", async () => cpuBackend, false], ["webgpu", webgpuModelBackend, webgpuSkip]];
-
-for (const [name, make, skip] of backends) {
+for (const [name, make, skip] of MODEL_BACKENDS) {
   test(`${name}: AdamW over six steps (clipping on and off, decay on matrices only, resumed from its moments midway) equals the float64 reference`, { skip }, async () => {
     const backend = await make();
     const model = initModel(checkConfig(TINY), 5);
