@@ -6,13 +6,12 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { ModelBackend, Sized } from "../src/backend.js";
-import { cpuBackend } from "../src/cpu/model.js";
 import {
   crossEntropyBackward, crossEntropyForward, embeddingBackward, embeddingForward, rmsNormBackward, rmsNormForward, rope, rotary, swigluBackward, swigluForward,
 } from "../src/model/layers.js";
 import { roundToF16 } from "../src/io/half.js";
 import { webgpuModelBackend } from "../src/webgpu/model.js";
-import { relativeError, rng, webgpuSkip } from "./helpers.js";
+import { MODEL_BACKENDS, relativeError, rng } from "./helpers.js";
 
 const TOLERANCE = 1e-5;
 
@@ -35,9 +34,7 @@ function close(name: string, got: Float32Array, want: Float64Array, where: strin
   assert.ok(error <= TOLERANCE, `${name} ${where}: relative error ${error}`);
 }
 
-const backends: [string, () => Promise<ModelBackend>, string | false][] = [["cpu", async () => cpuBackend, false], ["webgpu", webgpuModelBackend, webgpuSkip]];
-
-for (const [name, make, skip] of backends) {
+for (const [name, make, skip] of MODEL_BACKENDS) {
   // precision f16 (WebGPU): the reference rounds every operand to f16 (the sums stay float32, so the same 1e-5 holds);
   // lavapipe runs the plain f16-operand kernel, a GPU with subgroup matrices the tensor-core one
   for (const precision of name === "webgpu" ? (["f32", "f16"] as const) : (["f32"] as const)) test(`${name} backend: GEMMs (forward, dx written or accumulated, dw accumulated) match float64 loops, precision ${precision}`, { skip }, async () => {

@@ -4,6 +4,9 @@ import type { Precision } from "../src/attention/problem.js";
 import { type Backend, type Gradients, type Tensor32i, mobaAttention, mobaAttentionBackward, flashAttention, flashAttentionBackward, type Tensor } from "../src/index.js";
 import { relativeError, seeded, uniformTensor } from "../src/run/util.js";
 import { getDevice } from "../src/webgpu/device.js";
+import { webgpuModelBackend } from "../src/webgpu/model.js";
+import type { ModelBackend } from "../src/backend.js";
+import { cpuBackend } from "../src/cpu/model.js";
 import type { LlamaConfig } from "../src/model/config.js";
 export { relativeError };
 import { referenceBackward, referenceForward, type ReferenceProblem, referenceSelection, type Selection } from "../src/reference/attention.js";
@@ -16,6 +19,9 @@ export const webgpuSkip: string | false = await getDevice().then(
 
 /** Every backend, each with its skip reason. */
 export const BACKENDS: [Backend, string | false][] = [["cpu", false], ["webgpu", webgpuSkip]];
+
+/** Every model backend (made on first use), each with its skip reason. */
+export const MODEL_BACKENDS: [Backend, () => Promise<ModelBackend>, string | false][] = [["cpu", async () => cpuBackend, false], ["webgpu", webgpuModelBackend, webgpuSkip]];
 
 export const rng = seeded;
 export const randomTensor = uniformTensor;

@@ -1,5 +1,5 @@
 // The model as a whole: gradients against finite differences, MoBA = full when every block is
-// selected, WebGPU = CPU, cached decoding = recomputing the prefix.
+// selected, WebGPU = CPU, cached decoding = recomputing the prefix, packed sequences independent.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { ModelBackend } from "../src/backend.js";
@@ -9,7 +9,7 @@ import { decodeStep, KvCache, prefill } from "../src/model/decode.js";
 import { AdamW } from "../src/model/adamw.js";
 import { backward, type Batch, forward, initModel, type Model, release, syncToHost, zeroGradients } from "../src/model/llama.js";
 import { webgpuModelBackend } from "../src/webgpu/model.js";
-import { relativeError, TINY, webgpuSkip } from "./helpers.js";
+import { MODEL_BACKENDS, relativeError, TINY, webgpuSkip } from "./helpers.js";
 
 
 function randomBatch(seed: number, cuSeqlens: number[]): Batch {
@@ -105,6 +105,22 @@ test("WebGPU model backend: three AdamW training steps give the CPU backend's lo
   // AdamW normalizes each update, so float32 differences in tiny gradients move weights by up to lr: compare norm-wise
   gpu.weights.forEach((w, j) => assert.ok(relativeError(w, cpu.weights[j]) < 1e-4, `${config.num_hidden_layers} layers, tensor ${j}: ${relativeError(w, cpu.weights[j])}`));
 });
+
+for (const [name, make, skip] of MODEL_BACKENDS) {
+  test(`${name}: two identical sequences packed in one batch give bit-identical logits (positions and attention restart with each sequence)`, { skip }, async () => {
+    const backend = await make();
+    const model = initModel(checkConfig({ ...TINY, layer_attention: ["moba", "full"] }), 13);
+    const one = randomBatch(3, [0, 37]); // 37: the second copy starts mid-block and off every 4- or 16-row tile
+    const T = 37, V = model.config.vocab_size;
+    const twice: Batch = {
+      tokens: Int32Array.of(...one.tokens, ...one.tokens), targets: Int32Array.of(...one.targets, ...one.targets),
+      weights: Float32Array.of(...one.weights, ...one.weights), cuSeqlens: Int32Array.of(0, T, 2 * T),
+    };
+    const logits = await backend.scope("test", async () => Float32Array.from(await backend.download((await forward(model, twice, backend)).logits)));
+    assert.deepEqual(logits.subarray(T * V), logits.subarray(0, T * V));
+    await release(model);
+  });
+}
 
 for (const [name, attention] of [["MoBA", ["moba", "moba"]], ["full", ["full", "full"]], ["hybrid", ["moba", "full"]]] as const) {
   test(`${name} decoding with the KV cache equals recomputing the whole prefix (greedy, logits)`, async () => {

@@ -1,10 +1,24 @@
 // Properties of MoBA that hold for any input, checked on every backend (the gate-order and thread
-// tests on the CPU, whose float64 gate reproduces the reference bit for bit).
+// tests on the CPU, whose float64 gate reproduces the reference bit for bit), and a fixed packed
+// batch against the reference for what otherwise only the random runs would catch.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { mobaAttention, mobaAttentionBackward, type Tensor } from "../src/index.js";
 import { referenceSelection } from "../src/reference/attention.js";
-import { BACKENDS, compareWithReference, makeCase, referenceProblem, relativeError, rng, runImplementation } from "./helpers.js";
+import { BACKENDS, type Case, compareWithReference, makeCase, referenceProblem, relativeError, rng, runImplementation } from "./helpers.js";
+
+/**
+ * A fixed packed batch (the random runs' seeds change every run): an empty and a length-1
+ * sequence, a sequence starting mid-block whose first queries have fewer past blocks than
+ * topK - 1 (per-sequence block counts, not global ones), and a last sequence of 8 blocks whose
+ * keys repeat its first block's, so every gate score of its queries ties.
+ */
+function fixedCase(): Case {
+  const c = makeCase(21, { cuSeqlens: [0, 45, 45, 46, 75, 139], qHeads: 4, kvHeads: 2, headDim: 8, blockSize: 8, topK: 4 });
+  const row = c.kvHeads * c.headDim;
+  for (let t = 8; t < 64; t++) c.k.data.copyWithin((75 + t) * row, (75 + (t % 8)) * row, (75 + (t % 8) + 1) * row);
+  return c;
+}
 
 test("routing: the own block plus exactly min(topK - 1, i) past blocks, equal to the reference's choice", async () => {
   for (const [seed, blockSize, topK] of [[1, 5, 3], [2, 1, 4], [3, 16, 1], [4, 7, 6]] as const) {
@@ -62,6 +76,18 @@ for (const [backend, skip] of BACKENDS) {
     const k: Tensor = { data: new Float32Array(tokens * 2).fill(0.25), shape: [tokens, 1, 2] };
     const { routing } = await mobaAttention({ q, k, v: k }, { blockSize, topK, backend });
     for (let t = 2 * blockSize; t < tokens; t++) assert.deepEqual([...routing.data.subarray(t * 2, t * 2 + 2)], [0, 1], `token ${t}`);
+  });
+
+  test(`${backend}: a fixed packed batch with tied gate scores equals the reference (forward and backward); ties go to the lower blocks`, { skip }, async () => {
+    const c = fixedCase();
+    // the GPU gates in float32: its choice is checked to be a top-k, then replayed in the reference
+    assert.deepEqual(await compareWithReference(c, undefined, (x, threads) => runImplementation(x, threads, backend), backend === "webgpu"), []);
+    // the tied sequence's blocks are exact copies, so their scores are equal in float32 too: the lowest blocks win
+    const { routing } = await mobaAttention(c, { blockSize: 8, topK: 4, backend });
+    for (let t = 75; t < 139; t++) {
+      const n = Math.min(3, Math.floor((t - 75) / 8));
+      for (let h = 0; h < 4; h++) assert.deepEqual([...routing.data.subarray((t * 4 + h) * 3, (t * 4 + h) * 3 + n)], [0, 1, 2].slice(0, n), `token ${t} head ${h}`);
+    }
   });
 
   test(`${backend}: full attention equals MoBA with topK >= blocks`, { skip }, async () => {

@@ -1,5 +1,6 @@
-// Training: option checks before any work, packing, checkpoints that resume exactly after a
-// kill, attention stages, the CLI's train/generate commands.
+// Training: option checks before any work, packing, the loop's math recomputed by hand against the
+// float64 AdamW, checkpoints that resume exactly after a kill (passkey samples and stages
+// included), attention stages, the CLI's train/generate commands.
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -8,14 +9,16 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { loadTextFiles, splitDocuments } from "../src/io/corpus.js";
+import { cpuBackend } from "../src/cpu/model.js";
 import { zeroMoments } from "../src/model/adamw.js";
 import { loadCheckpoint, saveCheckpoint } from "../src/model/checkpoint.js";
 import { checkConfig } from "../src/model/config.js";
-import { initModel } from "../src/model/llama.js";
+import { backward, forward, initModel, zeroGradients } from "../src/model/llama.js";
 import { Packer, startPosition } from "../src/model/packing.js";
+import { ReferenceAdamW } from "../src/reference/adamw.js";
 import { checkTrainOptions, kindsAt, type StepLog, train, type TrainOptions } from "../src/run/train.js";
 import { MobaError } from "../src/tensor.js";
-import { TINY } from "./helpers.js";
+import { relativeError, TINY } from "./helpers.js";
 
 const dir = mkdtempSync(join(tmpdir(), "moba-train-"));
 const main = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url));
@@ -111,6 +114,57 @@ test("checkpoints round trip weights, moments and state", async () => {
   await assert.rejects(loadCheckpoint(join(dir, "bad.safetensors")), MobaError);
 });
 
+test("two steps of train() are the math: micro-batches summed and divided by the step's counted tokens, SFT masks, the stage's attention, clipping, AdamW", async () => {
+  // text documents and prompt/completion records (only completion bytes count)
+  const data = join(dir, "sft-corpus");
+  mkdirSync(data);
+  for (let i = 0; i < 3; i++) writeFileSync(join(data, `text${i}.txt`), text.slice(i * 900, i * 900 + 40));
+  writeFileSync(join(data, "qa.jsonl"), Array.from({ length: 8 }, (_, i) => JSON.stringify({ prompt: `Q: what is ${i} + ${i * 3}?\nA:`, completion: ` ${i * 4}, as ${i} and ${i * 3} make.\n` })).join("\n"));
+  const options: Partial<TrainOptions> = {
+    ...SMALL, data, steps: 2, batchRows: 1, accumulation: 2, warmupSteps: 1, gradClip: 0.05, beta1: 0.8, beta2: 0.9, adamEps: 1e-6, weightDecay: 0.2,
+    stages: [{ start: 0.5, attention: "full" }], checkpointEvery: 10, evalEvery: 10,
+  };
+  const out = join(dir, "exact");
+  const result = await train({ ...options, out }, { print: () => undefined });
+  const log = readFileSync(join(out, "log.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as StepLog);
+  const saved = await loadCheckpoint(join(out, "checkpoint.safetensors"));
+
+  // the same two steps by hand, the update by the float64 reference
+  const o = checkTrainOptions(options);
+  const model = initModel(o.config, o.seed);
+  const reference = new ReferenceAdamW(model.params.map((p) => ({ w: p.data, decay: p.decay })));
+  const packer = new Packer(splitDocuments(loadTextFiles(data)).train, 48, startPosition(o.seed));
+  const kinds = [["moba", "moba"], ["full", "full"]] as const; // the stage starts at round(0.5 · 2) = 1
+  const lrs = [1e-2, 1e-3]; // warmup: 1e-2 · 1/1; then the last step: the floor, 1e-2 · 0.1
+  for (const step of [0, 1]) {
+    const batches = [packer.next(1), packer.next(1)];
+    const count = batches.reduce((n, b) => n + b.weights.reduce((a, w) => a + w, 0), 0);
+    assert.ok(count < 96, "some bytes are prompts or a document's last byte, not counted");
+    let loss = 0;
+    await zeroGradients(model, cpuBackend);
+    for (const batch of batches) {
+      const trace = await forward(model, batch, cpuBackend, [...kinds[step]]);
+      loss += trace.loss;
+      await backward(model, trace, cpuBackend, 1 / count);
+    }
+    const norm = reference.update(model.params.map((p) => p.grad), lrs[step], { beta1: 0.8, beta2: 0.9, eps: 1e-6, weightDecay: 0.2, gradClip: 0.05 });
+    assert.ok(norm > 0.05, `clipping is active: norm ${norm}`);
+    model.params.forEach((p, j) => p.data.set(reference.params[j].w)); // the next step runs on the reference's weights
+    const l = log[step];
+    assert.equal(l.attention, kinds[step].map((k) => k[0]).join(""));
+    assert.ok(Math.abs(l.lr - lrs[step]) <= 1e-18, `step ${step}: lr ${l.lr}`);
+    assert.ok(Math.abs(l.loss - loss / count) <= 1e-6 * l.loss, `step ${step}: loss ${l.loss} vs ${loss / count}`);
+    assert.ok(Math.abs(l.gradNorm - norm) <= 1e-5 * norm, `step ${step}: gradient norm ${l.gradNorm} vs ${norm}`);
+  }
+  assert.equal(saved.moments!.step, 2);
+  reference.params.forEach((r, j) => {
+    const name = model.params[j].name;
+    for (const [what, got, want] of [["w", result.model.params[j].data, r.w], ["m", saved.moments!.m[j], r.m], ["v", saved.moments!.v[j], r.v]] as const) {
+      assert.ok(relativeError(got, want) <= 1e-5, `${name} ${what}: relative error ${relativeError(got, want)}`);
+    }
+  });
+});
+
 const losses = (out: string) => readFileSync(join(out, "log.jsonl"), "utf8").trim().split("\n").map((l) => (JSON.parse(l) as StepLog).loss);
 
 test("training is deterministic, learns, and a run stopped at any step resumes to the same losses", async () => {
@@ -125,6 +179,21 @@ test("training is deterministic, learns, and a run stopped at any step resumes t
     await assert.rejects(train({ ...SMALL, out }, { print: () => undefined, onStep: (l) => { if (l.step === stopAt) throw new Error("killed"); } }), /killed/);
     await train({ ...SMALL, out }, { print: () => undefined }, true);
     assert.deepEqual(losses(out), log, `stopped after step ${stopAt}`);
+  }
+});
+
+test("with passkey samples and a stage switch, a run stopped before or after the switch resumes to the same losses", async () => {
+  const options: Partial<TrainOptions> = { ...SMALL, steps: 6, contextLength: 128, accumulation: 1, checkpointEvery: 2, passkeyShare: 0.5, stages: [{ start: 0.5, attention: "full" }] };
+  const reference = join(dir, "passkey-uninterrupted");
+  await train({ ...options, out: reference }, { print: () => undefined });
+  const attention = readFileSync(join(reference, "log.jsonl"), "utf8").trim().split("\n").map((l) => (JSON.parse(l) as StepLog).attention);
+  assert.deepEqual(attention, ["mm", "mm", "mm", "ff", "ff", "ff"]);
+  // stopped after step 3: resumes from the checkpoint of step 2 (before the switch); after step 4: from step 4
+  for (const stopAt of [3, 4]) {
+    const out = join(dir, `passkey-stopped-${stopAt}`);
+    await assert.rejects(train({ ...options, out }, { print: () => undefined, onStep: (l) => { if (l.step === stopAt) throw new Error("killed"); } }), /killed/);
+    await train({ ...options, out }, { print: () => undefined }, true);
+    assert.deepEqual(losses(out), losses(reference), `stopped after step ${stopAt}`);
   }
 });
 
