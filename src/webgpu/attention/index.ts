@@ -1,7 +1,7 @@
 // The WebGPU backend of MoBA and full attention: routing (block sums, gate + top-k, inverted
 // index), the forward in rounds, the backward (delta, dq in rounds, dk/dv key-block-major).
 import type { AttentionProblem } from "../../attention/problem.js";
-import { blockOffsets, forEachRoute, pastPerQuery, selectsAll } from "../../cpu/routing.js";
+import { blockOffsets, forEachRoute, pastPerQuery, selectsAll } from "../../attention/blocks.js";
 import { MobaError } from "../../tensor.js";
 import { checked, getDevice, type MobaDevice } from "../device.js";
 import { type Binding, Buffers, dispatch, type Kernel, pipeline, readBack, threadGroups } from "../kernel.js";
