@@ -3,10 +3,8 @@
 # (dev/gemm/gemm.mts) and torch.matmul on the same shapes, `moba bench-train` in f16 and f32, the
 # PyTorch twin (dev/torch/train.py; the official moba_efficient.py in .peers/), a per-op profile.
 # Usage (device tool, carry [".device", "dist", ".peers"]): source .device/setup.sh && [GEMM_VERSIONS=1,4] [PRECISIONS="f16 f32"] [PROFILE=1] [LOSS_STEPS=2000] bash dev/device-train.sh
-set -uo pipefail
-out=${OUT:-/tmp}
-quiet() { grep -v -E '^Warning|deprecated|\^\^\^|subgroupMatrix|^$|Compilation log|warning\(s\) generated|^warning:$'; }
-nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,memory.used,memory.total --format=csv
+source "$(dirname "$0")/device-common.sh"
+gpuInfo
 timeout 200 node --import tsx dev/gemm/gemm.mts ${GEMM_VERSIONS:-} 2>&1 | quiet > "$out/gemm.log"; tail -12 "$out/gemm.log"; grep -E 'FAIL|rror' "$out/gemm.log" | head -5
 timeout 120 python3 dev/torch/gemm.py > "$out/torch-gemm.jsonl" 2>&1
 grep bfloat16 "$out/torch-gemm.jsonl" | python3 -c 'import sys, json

@@ -3,7 +3,7 @@ export type { AttentionInputs, MobaOptions, FullOptions, Backend } from "./atten
 export {
   mobaAttention, mobaAttentionBackward, flashAttention, flashAttentionBackward,
   type AttentionOutput, type BackwardInputs, type Gradients, type Tensor32i,
-} from "./attention/api.js";
+} from "./api.js";
 export { type LlamaConfig, type AttentionKind, checkConfig, layerKinds, SMALL_CONFIG } from "./model/config.js";
 export { type Model, type Param, type Batch, initModel, forward, backward, zeroGradients, parameterCount, syncToHost, release } from "./model/llama.js";
 export { KvCache, prefill, decodeStep, generate, sampleToken, type SampleOptions } from "./model/decode.js";

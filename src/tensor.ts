@@ -1,4 +1,8 @@
-// The one tensor type of the public API: a flat float32 array and its row-major shape.
+// The one tensor type of the public API: a flat float32 array and its row-major shape; the error
+// type; the arrays the CPU's dense ops take.
+
+/** float32 in the model, float64 in the finite-difference checks of its backward. */
+export type Floats = Float32Array | Float64Array;
 
 export interface Tensor {
   readonly data: Float32Array;

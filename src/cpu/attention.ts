@@ -12,7 +12,7 @@
 //
 // Arithmetic is float64 (JavaScript numbers); inputs and outputs are float32.
 import type { AttentionProblem } from "../attention/problem.js";
-import { type InvertedRouting, routeQuery } from "./routing.js";
+import { type InvertedRouting, routeQuery } from "../attention/blocks.js";
 
 export interface ForwardArrays {
   q: Float32Array; // [tokens, qHeads, headDim]

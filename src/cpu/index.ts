@@ -1,9 +1,9 @@
 // The CPU backend: prepares routing state, cuts the work into units and runs them on the calling
 // thread (small inputs) or on worker threads.
+import { blockMeans, blockOffsets, invertRouting, pastPerQuery, routeAll, selectsAll } from "../attention/blocks.js";
 import type { AttentionProblem } from "../attention/problem.js";
 import { type BackwardArrays, backwardUnits, type ForwardArrays, forwardUnits, listUnits } from "./attention.js";
 import { cores, type Job, runJobs, shared, splitByCost } from "./pool.js";
-import { blockMeans, blockOffsets, invertRouting, pastPerQuery, routeAll, selectsAll } from "./routing.js";
 
 /** Work (multiply-adds) below which worker threads cost more than they save. */
 const THREAD_THRESHOLD = 2e6;

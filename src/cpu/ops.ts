@@ -1,6 +1,6 @@
 // The model's dense ops on the CPU. Every function takes float32 or float64 arrays, so the same
 // code runs the model (float32) and the finite-difference checks of its backward (float64).
-export type Floats = Float32Array | Float64Array;
+import type { Floats } from "../tensor.js";
 
 /**
  * y[M, N] = x[M, K] · w[N, K]ᵀ — the one GEMM the model needs (a Linear layer stores w as

@@ -1,6 +1,5 @@
 // Passkey retrieval (Mohtashami & Jaggi 2023, used by the MoBA paper's long-context checks): a
 // five-digit number hidden at a chosen depth in repetitive filler, asked for at the end.
-import type { Rng } from "../model/rng.js";
 import { MobaError } from "../tensor.js";
 
 const FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ";
@@ -14,7 +13,7 @@ export interface PasskeySample {
 }
 
 /** A sample of exactly `length` bytes with the key's sentence starting at `depth` (0 = start, 1 = just before the question). */
-export function passkeySample(length: number, depth: number, rng: Rng): PasskeySample {
+export function passkeySample(length: number, depth: number, rng: { below(n: number): number }): PasskeySample {
   const key = String(10000 + rng.below(90000));
   const needle = `The pass key is ${key}. Remember it. ${key} is the pass key. `;
   const tail = QUESTION + key;

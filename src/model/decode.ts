@@ -5,8 +5,7 @@
 // that position. Decoding runs on the CPU; the prompt (prefill) runs on the model's backend.
 import type { AttentionProblem } from "../attention/problem.js";
 import type { ModelBackend } from "../backend.js";
-import { matmulXWt } from "../cpu/ops.js";
-import { routeQuery } from "../cpu/routing.js";
+import { routeQuery } from "../attention/blocks.js";
 import { MobaError } from "../tensor.js";
 import { type AttentionKind, headDim, layerKinds } from "./config.js";
 import { embeddingForward, rmsNormForward, rope, rotary, swigluForward } from "./layers.js";
@@ -57,9 +56,15 @@ export async function prefill(model: Model, cache: KvCache, prompt: Int32Array, 
   });
 }
 
+/** y[N] = w[N, K] · x[K], one token's Linear (each sum in k order, as cpu/ops.ts's matmulXWt sums a lone row). */
 function linear1(x: Float32Array, w: Float32Array, N: number): Float32Array {
+  const K = x.length;
   const y = new Float32Array(N);
-  matmulXWt(y, x, w, 1, x.length, N);
+  for (let n = 0; n < N; n++) {
+    let s = 0;
+    for (let k = 0; k < K; k++) s += x[k] * w[n * K + k];
+    y[n] = s;
+  }
   return y;
 }
 

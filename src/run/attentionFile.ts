@@ -1,5 +1,5 @@
 // `moba attention`: attention on tensors from a safetensors file, results to another.
-import { flashAttention, flashAttentionBackward, mobaAttention, mobaAttentionBackward } from "../attention/api.js";
+import { flashAttention, flashAttentionBackward, mobaAttention, mobaAttentionBackward } from "../api.js";
 import type { Backend, Precision } from "../attention/problem.js";
 import { readSafetensors, serializeSafetensors, type TensorToWrite, toFloat32, toIntegers } from "../io/safetensors.js";
 import { writeFileAtomic } from "../io/files.js";

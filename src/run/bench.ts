@@ -1,7 +1,7 @@
 // `moba bench`: MoBA against full attention at several lengths, forward and forward+backward,
 // median of several runs, each measured ratio beside the ideal FLOP ratio.
 import { cpus } from "node:os";
-import { flashAttention, flashAttentionBackward, mobaAttention, mobaAttentionBackward } from "../attention/api.js";
+import { flashAttention, flashAttentionBackward, mobaAttention, mobaAttentionBackward } from "../api.js";
 import { attendedKeys, type Backend } from "../attention/problem.js";
 import { barChart } from "./plot.js";
 import { median, randomInputs, table } from "./util.js";

@@ -1,6 +1,6 @@
 // `moba demo`: MoBA and full attention on a generated input, MoBA checked against the reference,
 // a table of times and a picture of the blocks the queries chose.
-import { flashAttention, flashAttentionBackward, mobaAttention, mobaAttentionBackward, type AttentionOutput } from "../attention/api.js";
+import { flashAttention, flashAttentionBackward, mobaAttention, mobaAttentionBackward, type AttentionOutput } from "../api.js";
 import { attendedKeys, type AttentionInputs } from "../attention/problem.js";
 import { referenceBackward, referenceForward } from "../reference/attention.js";
 import { randomInputs, relativeError, seeded, table } from "./util.js";

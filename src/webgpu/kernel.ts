@@ -11,6 +11,19 @@ export interface Kernel<C> {
   /** Compile-time constants -> cache key. */
   key(constants: C): string;
   wgsl(constants: C): string;
+  /** Where listed: the names of bindings 0, 1, ... of group 0, the buffers a dispatch passes in this order. */
+  bindings?: readonly string[];
+}
+
+/** The cache key of compile-time constants: every field as name=value, by name, so none can be left out of it. */
+export function constantsKey(constants: object | null): string {
+  if (constants === null) return "";
+  return Object.entries(constants).sort(([a], [b]) => (a < b ? -1 : 1)).map(([name, value]) => `${name}=${value}`).join(",");
+}
+
+/** A kernel whose cache key is derived from all of its constants (constantsKey), beside the WGSL it generates. */
+export function defineKernel<C extends object | null>(kernel: Omit<Kernel<C>, "key"> & { bindings: readonly string[] }): Kernel<C> {
+  return { ...kernel, key: constantsKey };
 }
 
 const pipelines = new WeakMap<GPUDevice, Map<string, Promise<GPUComputePipeline>>>();

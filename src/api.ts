@@ -1,11 +1,11 @@
 // The public attention API: input checks, then the chosen backend.
-import { cpuBackward, cpuForward } from "../cpu/index.js";
-import { roundToF16 } from "../io/half.js";
-import { MobaError, type Tensor } from "../tensor.js";
-import { gpuBackward, gpuForward } from "../webgpu/attention/index.js";
+import { cpuBackward, cpuForward } from "./cpu/index.js";
+import { roundToF16 } from "./io/half.js";
+import { MobaError, type Tensor } from "./tensor.js";
+import { gpuBackward, gpuForward } from "./webgpu/attention/index.js";
 import {
   type AttentionInputs, type AttentionProblem, type Backend, checkBackwardInputs, type FullOptions, fullProblem, mobaProblem, type MobaOptions,
-} from "./problem.js";
+} from "./attention/problem.js";
 
 export interface AttentionOutput {
   out: Tensor; // [tokens, qHeads, headDim]
