@@ -5,7 +5,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import type { Backend } from "../attention/problem.js";
 import { attentionFile } from "../run/attentionFile.js";
-import { writeFileAtomic } from "../io/files.js";
+import { checkOutputPath, writeFileAtomic } from "../io/files.js";
 import { bench, BENCH_DEFAULTS, benchPlot } from "../run/bench.js";
 import { benchGpu, gpuBenchPlot, OFFICIAL_MOBA_SPEEDUP } from "../run/benchGpu.js";
 import { demo, DEMO_DEFAULTS } from "../run/demo.js";
@@ -107,6 +107,7 @@ Options:
     },
     async run(v) {
       const d = BENCH_DEFAULTS;
+      if (typeof v.svg === "string") checkOutputPath(v.svg, "--svg"); // before the minutes of measuring
       if (backend(v.backend) === "webgpu") {
         const headDim = integer("head-dim", v["head-dim"], 128);
         const heads = integer("heads", v.heads, 1);

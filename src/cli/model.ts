@@ -66,6 +66,7 @@ const TRAIN_USAGE = `Options:
 /** Training options from --config and the flags. */
 function trainOptions(v: Record<string, string | boolean | undefined>): Partial<TrainOptions> {
   const o: Partial<TrainOptions> = readConfig(v.config);
+  if (o.model !== undefined && (typeof o.model !== "object" || o.model === null || Array.isArray(o.model))) usageError(`config: expected an object, got ${shown(o.model)}`);
   const model = { ...(o.model ?? {}) };
   if (v.out !== undefined) o.out = String(v.out);
   if (v.data !== undefined) o.data = String(v.data);

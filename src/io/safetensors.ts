@@ -56,7 +56,7 @@ export function parseSafetensors(file: Uint8Array, source = "safetensors"): Safe
       continue;
     }
     const e = entry as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-    if (typeof e !== "object" || e === null) fail(source, `tensor "${name}": expected { dtype, shape, data_offsets }, got ${shown(entry)}`);
+    if (typeof e !== "object" || e === null || Array.isArray(e)) fail(source, `tensor "${name}": expected { dtype, shape, data_offsets }, got ${shown(entry)}`);
     if (typeof e.dtype !== "string" || !(e.dtype in BYTES)) {
       fail(source, `tensor "${name}": expected dtype F64, F32, F16, BF16, I64 or I32, got ${shown(e.dtype)}`);
     }

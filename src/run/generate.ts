@@ -15,7 +15,7 @@ export interface GenerateOptions extends SampleOptions {
 
 /**
  * Generates `tokens` bytes after the prompt; `write` receives the prompt, then the text as it comes. Everything is
- * checked before the first write: a bad option prints nothing but its error.
+ * checked before the first write: a bad option or a model that gives non-finite logits prints nothing but its error.
  */
 export async function generateText(model: Model, o: GenerateOptions, write: (text: string) => void): Promise<{ text: string; tokens: number; seconds: number }> {
   const prompt = new TextEncoder().encode(o.prompt);
@@ -27,11 +27,12 @@ export async function generateText(model: Model, o: GenerateOptions, write: (tex
     throw new MobaError(`--tokens: expected at most ${positions - prompt.length} (max_position_embeddings ${positions} less the ${prompt.length}-byte prompt), got ${o.tokens}`);
   }
   const backend = await modelBackend(o.backend);
-  write(o.prompt);
   const decoder = new TextDecoder("utf-8", { fatal: false });
   let text = "", tokens = 0;
   const started = performance.now();
   for await (const byte of generate(model, Int32Array.from(prompt), o.tokens, o, backend)) {
+    // the prompt once the first byte is sampled: broken weights fail at it, and then nothing has been printed
+    if (tokens === 0) write(o.prompt);
     const piece = decoder.decode(Uint8Array.of(byte), { stream: true });
     text += piece;
     tokens++;

@@ -269,14 +269,14 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
     position = state.data;
     rng = new Rng(state.rng);
     if (existsSync(logPath)) log = readLog(logPath).filter((l) => l.step < step);
-    io.print(`resumed ${checkpoint} at step ${step}`);
   } else {
     model = initModel(o.config, o.seed);
     moments = zeroMoments(model);
   }
   const optimizer = new AdamW(model, backend, moments);
   const adamw = { beta1: o.beta1, beta2: o.beta2, eps: o.adamEps, weightDecay: o.weightDecay, gradClip: o.gradClip };
-  const packer = new Packer(trainDocs, o.contextLength, position);
+  const packer = new Packer(trainDocs, o.contextLength, position); // checks a resumed position against the data
+  if (saved) io.print(`resumed ${checkpoint} at step ${step}`);
   const evalBatches = [new Packer(validation, o.contextLength, startPosition(null)).next(o.evalRows)];
   io.print(`model: ${(parameterCount(model) / 1e6).toFixed(2)}M parameters, ${o.config.num_hidden_layers} layers [${layerKinds(o.config).join(", ")}], ` +
     `block ${o.config.moba_chunk_size} / top-${o.config.moba_topk}; data: ${o.data} (${trainDocs.length} train / ${validation.length} validation documents); backend: ${backend.name}`);
