@@ -465,3 +465,66 @@ test(`bad input: ${cases.length} cases, each exit code 2, one line naming the ar
   console.log(`bad-input cases: ${cases.length}, failed: ${failures.length}`);
   assert.deepEqual(failures, []);
 });
+
+// ---- the command line's conventions, and the failures that print more than one line ----
+
+test("help is exit 0 on stdout (moba, moba --help, moba CMD --help); moba --version; usage errors exit 2 on stderr", async () => {
+  for (const args of [[], ["--help"], ["help"], ["-h"]]) {
+    const r = await moba(...args);
+    assert.deepEqual([r.status, r.stderr], [0, ""], args.join(" "));
+    assert.match(r.stdout, /^Usage: moba <command>/m);
+    // the columns line up: every summary starts where the first does
+    const starts = r.stdout.split("\n").filter((l) => /^ {2}[a-z-]+ {2,}\S/.test(l)).map((l) => l.search(/(?<=^ {2}[a-z-]+ {2,})\S/));
+    assert.equal(new Set(starts).size, 1, `summary columns ${starts}`);
+  }
+  for (const command of ["attention", "train", "generate", "eval", "experiment", "bench-train", "tour", "demo", "bench"]) {
+    const r = await moba(command, "--help");
+    assert.deepEqual([r.status, r.stderr], [0, ""], command);
+    assert.match(r.stdout, new RegExp(`^moba ${command}`));
+  }
+  const version = await moba("--version");
+  assert.deepEqual([version.status, version.stdout], [0, `moba ${(JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version}\n`]);
+});
+
+test("negative numbers parse as values (--temperature -1 is a range error, not an ambiguous option); --temperature -0 works", async () => {
+  const r = await moba("generate", "--checkpoint", checkpoint, "--temperature", "-0", "--tokens", "3", "--prompt", "ab");
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^ab[^]{0,12}\n$/);
+});
+
+test("generate: the text alone on stdout (prompt, bytes, newline), the timing on stderr", async () => {
+  const r = await moba("generate", "--checkpoint", checkpoint, "--tokens", "5", "--prompt", "Hi", "--temperature", "0");
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^Hi[^]+\n$/);
+  assert.doesNotMatch(r.stdout, /bytes in/);
+  assert.match(r.stderr, /^\(5 bytes in \d+\.\d\d s\)\n$/);
+});
+
+test("train refuses an existing checkpoint, --overwrite starts over, and the tour replaces its own (npm start twice works)", async () => {
+  const out = at("clobber");
+  assert.equal((await moba("train", "--config", tinyConfig, "--out", out)).status, 0);
+  const first = readFileSync(join(out, "checkpoint.safetensors"));
+  const refused = await moba("train", "--config", tinyConfig, "--out", out, "--seed", "2");
+  assert.equal(refused.status, 2);
+  assert.deepEqual(readFileSync(join(out, "checkpoint.safetensors")), first, "untouched");
+  const again = await moba("train", "--config", tinyConfig, "--out", out, "--seed", "2", "--overwrite");
+  assert.equal(again.status, 0, again.stderr);
+  assert.notDeepEqual(readFileSync(join(out, "checkpoint.safetensors")), first, "replaced");
+  const tour = at("tour-twice");
+  for (const round of [1, 2]) {
+    const r = await moba("tour", "--config", tinyConfig, "--out", tour);
+    assert.equal(r.status, 0, `round ${round}: ${r.stderr}`);
+    assert.equal(/replacing the previous tour's checkpoint/.test(r.stdout), round === 2, r.stdout);
+  }
+});
+
+test("a diverging run (learning rate 1e30) fails naming the learning rate, and keeps its last good checkpoint", async () => {
+  const out = at("diverge");
+  assert.equal((await moba("train", "--config", tinyConfig, "--out", out, "--steps", "1")).status, 0);
+  const good = readFileSync(join(out, "checkpoint.safetensors"));
+  const r = await moba("train", "--config", tinyConfig, "--out", out, "--resume", "--steps", "2", "--lr", "1e30");
+  assert.equal(r.status, 2);
+  assert.match(r.stderr.trimEnd().split("\n").at(-1)!, /^moba: error: train\.learningRate: the run diverged at step 2 \(.*\); lower the learning rate \(1e\+30\)/);
+  assert.deepEqual(readFileSync(join(out, "checkpoint.safetensors")), good, "the last good checkpoint kept");
+  assert.deepEqual(readdirSync(out).filter((f) => f.includes(".tmp-")), []);
+});

@@ -181,9 +181,10 @@ export async function main(argv: string[]): Promise<number> {
   try {
     return await runCommand(argv);
   } catch (error) {
-    // input errors and argument errors are the user's: one line; anything else is a bug: the stack
-    const known = error instanceof MobaError || (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS");
-    const message = known ? (error as Error).message.split("\n")[0] : (error as Error).stack ?? String(error);
+    // input errors, argument errors and sizes beyond this machine's memory are the user's: one line; anything else is a bug: the stack
+    const memory = error instanceof RangeError && /allocation failed|Invalid typed array length|Invalid array buffer length/.test(error.message);
+    const known = memory || error instanceof MobaError || (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS");
+    const message = memory ? `out of memory (${(error as Error).message}): the sizes asked for do not fit this machine` : known ? (error as Error).message.split("\n")[0] : (error as Error).stack ?? String(error);
     streams.err(`moba: error: ${message}\n`);
     return known ? 2 : 1;
   }

@@ -112,7 +112,7 @@ export function checkConfig(input: Partial<LlamaConfig>): LlamaConfig {
 const MAX_PARAMETERS = 2 ** 31;
 
 /** The parameter count from the sizes alone (what initModel will allocate). */
-function parameterEstimate(c: LlamaConfig): number {
+export function parameterEstimate(c: LlamaConfig): number {
   const H = c.hidden_size, kv = c.num_key_value_heads * (H / c.num_attention_heads);
   const layer = 2 * H * H + 2 * H * kv + 3 * H * c.intermediate_size + 2 * H;
   return c.vocab_size * H * (c.tie_word_embeddings ? 1 : 2) + c.num_hidden_layers * layer + H;

@@ -307,11 +307,7 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
         await backward(model, trace, backend, 1 / Math.max(1, count));
       }
       return optimizer.update(lr, adamw);
-    }).catch((error: unknown) => {
-      // weights that overflowed reach attention as non-finite q: say what happened, not where it was noticed
-      if (error instanceof MobaError && /finite|diverged/.test(error.message)) diverged(step, o, error.message);
-      throw error;
-    });
+    }).catch(divergence(step, o));
     if (!Number.isFinite(gradNorm)) diverged(step, o, `gradient norm ${gradNorm}`);
     step++;
     const seconds = (performance.now() - started) / 1000;
@@ -320,12 +316,12 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
       tokensPerSecond: tokensPerStep / ((performance.now() - t0) / 1000), attention: kinds.map((k) => k[0]).join(""),
     };
     if (step % o.evalEvery === 0 || step === o.steps) {
-      const v = await evaluateLoss(model, evalBatches, backend, kinds);
+      const v = await evaluateLoss(model, evalBatches, backend, kinds).catch(divergence(step - 1, o));
       validationLoss = entry.validationLoss = v.loss / v.count;
     }
     log.push(entry);
     io.onStep?.(entry, o.steps);
-    if (step % o.checkpointEvery === 0 || step === o.steps) await save();
+    if (step % o.checkpointEvery === 0 || step === o.steps) await save().catch(divergence(step - 1, o));
   }
   optimizer.free();
   await release(model); // the weights back on the host, the backend's copies freed
@@ -335,6 +331,14 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
 /** A run whose numbers left the finite range fails before its next checkpoint: the last one written stays good. */
 function diverged(step: number, o: TrainOptions, why: string): never {
   return fail(`train.learningRate: the run diverged at step ${step + 1} (${why}); lower the learning rate (${o.learningRate}) or check the data`);
+}
+
+/** Weights that overflowed are noticed downstream (attention's non-finite q, the loss, a checkpoint that refuses NaN): say what happened. */
+function divergence(step: number, o: TrainOptions): (error: unknown) => never {
+  return (error) => {
+    if (error instanceof MobaError && /finite|diverged/.test(error.message)) diverged(step, o, error.message);
+    throw error;
+  };
 }
 
 /** The steps of a log.jsonl; a line that is not a step (a file edited or cut by hand) is refused, naming it. */
