@@ -528,3 +528,13 @@ test("a diverging run (learning rate 1e30) fails naming the learning rate, and k
   assert.deepEqual(readFileSync(join(out, "checkpoint.safetensors")), good, "the last good checkpoint kept");
   assert.deepEqual(readdirSync(out).filter((f) => f.includes(".tmp-")), []);
 });
+
+test("resume accepts its own options restated (both ways of naming the attention) and changes to steps and the learning rate", async () => {
+  const out = at("restated");
+  const both = config("both.json", { ...tiny, model: { ...TINY, layer_attention: ["moba", "full"], full_attention_last_layers: 0 } });
+  assert.equal((await moba("train", "--config", both, "--out", out, "--steps", "1")).status, 0);
+  const r = await moba("train", "--config", both, "--out", out, "--resume", "--steps", "2", "--lr", "0.002");
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /resumed .* at step 1/);
+  assert.match(r.stderr, /layers \[moba, full\]/, "the checkpoint's model");
+});

@@ -221,11 +221,15 @@ export function resumedOptions(saved: Partial<TrainOptions>, config: LlamaConfig
     const had = (saved as Record<string, unknown>)[key] ?? (TRAIN_DEFAULTS as unknown as Record<string, unknown>)[key];
     if (JSON.stringify(value) !== JSON.stringify(had)) refuse(`train.${key}`, had, value);
   }
-  for (const [key, value] of Object.entries(input.model ?? {})) {
-    if (key === "layer_attention" || key === "full_attention_last_layers") {
-      const asked = layerKinds(checkConfig({ ...config, layer_attention: undefined, full_attention_last_layers: undefined, [key]: value }));
-      if (JSON.stringify(asked) !== JSON.stringify(layerKinds(config))) refuse("the layers' attention", layerKinds(config), asked);
-    } else if (JSON.stringify(value) !== JSON.stringify(config[key as keyof LlamaConfig])) refuse(`config.${key}`, config[key as keyof LlamaConfig], value);
+  const model = input.model ?? {};
+  for (const [key, value] of Object.entries(model)) {
+    if (key === "layer_attention" || key === "full_attention_last_layers") continue;
+    if (JSON.stringify(value) !== JSON.stringify(config[key as keyof LlamaConfig])) refuse(`config.${key}`, config[key as keyof LlamaConfig], value);
+  }
+  // the two ways of saying which layers are full compare by what they mean (layer_attention wins, as in checkConfig)
+  if ("layer_attention" in model || "full_attention_last_layers" in model) {
+    const asked = layerKinds(checkConfig({ ...config, layer_attention: model.layer_attention, full_attention_last_layers: model.full_attention_last_layers }));
+    if (JSON.stringify(asked) !== JSON.stringify(layerKinds(config))) refuse("the layers' attention", layerKinds(config), asked);
   }
   return { ...saved, ...input, model: config };
 }
