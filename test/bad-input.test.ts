@@ -2,6 +2,7 @@
 // each asserting exit code 2, one line on stderr that names the argument, no stack trace, nothing on stdout,
 // and the work folder unchanged: no new, partial or temporary file, no existing file touched.
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -148,7 +149,9 @@ add("attention --input missing", () => ["attention", "--input", at("none.safeten
 add("attention --input a folder", () => ["attention", "--input", corpus, "--output", at("out.safetensors")], /corpus: cannot read \(EISDIR\)/);
 add("attention --output a folder", () => ["attention", "--input", input, "--output", corpus], /--output: expected a regular file to write, got .*\(a folder; not replaced\)/);
 add("attention --output a symlink", () => ["attention", "--input", input, "--output", at("link.safetensors")], /--output: expected a regular file to write, got .*\(a symbolic link; not replaced\)/);
-add("attention --output a device", () => ["attention", "--input", input, "--output", "/dev/null"], /--output: expected a regular file to write, got "\/dev\/null" \(a device, FIFO or socket; not replaced\)/);
+// a FIFO stands for a device: were the check broken, a test run as root must not replace the machine's /dev/null
+add("attention --output a FIFO (a device node alike)", () => (execFileSync("mkfifo", [at("fifo")]), ["attention", "--input", input, "--output", at("fifo")]),
+  /--output: expected a regular file to write, got ".*fifo" \(a device, FIFO or socket; not replaced\)/);
 add("attention --output in a missing folder", () => ["attention", "--input", input, "--output", at("nowhere", "out.safetensors")], /--output: expected a file in an existing folder/);
 add("attention --output under a file", () => ["attention", "--input", input, "--output", join(existing, "out.safetensors")], /--output: expected a file in a folder, got .*is not a folder/);
 
