@@ -190,8 +190,16 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-// run as a program (node dist/cli/main.js, npx moba through its link), not when a test imports main()
-if (process.argv[1] !== undefined && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
+/** Run as a program (node dist/cli/main.js, npx moba through its link), not imported (the tests import main()). */
+function invokedDirectly(): boolean {
+  try {
+    return realpathSync(process.argv[1] ?? "") === fileURLToPath(import.meta.url);
+  } catch {
+    return false;
+  }
+}
+
+if (invokedDirectly()) {
   // a closed pipe (moba demo | head) ends the program quietly
   process.stdout.on("error", (error: NodeJS.ErrnoException) => {
     if (error.code === "EPIPE") process.exit(0);
