@@ -21,3 +21,14 @@ export function tensor(data: Float32Array, shape: readonly number[]): Tensor {
 export class MobaError extends Error {
   override name = "MobaError";
 }
+
+/** A value as it goes into an error message: JSON, cut to `max` characters (a 100k-deep or 90 MB value included). */
+export function shown(value: unknown, max = 80): string {
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = Array.isArray(value) ? "[...]" : typeof value === "object" ? "{...}" : String(value);
+  }
+  return text.length > max ? `${text.slice(0, max)}...` : text;
+}

@@ -2,10 +2,10 @@
 import assert from "node:assert/strict";
 import { getDevice } from "../src/webgpu/device.js";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { test } from "node:test";
+import { after, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { type Dtype, parseSafetensors, serializeSafetensors, type TensorToWrite, toFloat32 } from "../src/io/safetensors.js";
 import { bf16ToFloat, f16ToFloat, floatToBf16, floatToF16, roundToF16 } from "../src/io/half.js";
@@ -14,6 +14,7 @@ import { makeCase, relativeError, rng, webgpuSkip } from "./helpers.js";
 
 const main = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), "moba-cli-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
 
 function moba(...args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, ["--import", "tsx", main, ...args], { encoding: "utf8" });

@@ -3,10 +3,10 @@
 // included), attention stages, the CLI's train/generate commands.
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { test } from "node:test";
+import { after, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { loadTextFiles, splitDocuments } from "../src/io/corpus.js";
 import { cpuBackend } from "../src/cpu/model.js";
@@ -21,6 +21,7 @@ import { MobaError } from "../src/tensor.js";
 import { relativeError, TINY } from "./helpers.js";
 
 const dir = mkdtempSync(join(tmpdir(), "moba-train-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
 const main = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url));
 
 // a small corpus of real text: 12 documents of the README and design notes, cut into pieces
@@ -216,14 +217,17 @@ test("moba train killed by SIGKILL resumes from its last checkpoint to the same 
   await new Promise((resolve) => child.on("exit", resolve));
   const resumed = spawnSync(process.execPath, [...args, "--resume"], { encoding: "utf8" });
   assert.equal(resumed.status, 0, resumed.stderr);
-  assert.match(resumed.stdout, /resumed .* at step \d+/);
+  assert.match(resumed.stderr, /resumed .* at step \d+/, "notes go to stderr");
+  assert.match(resumed.stdout, /^validation loss \d+\.\d+ nats\/byte; wrote .*checkpoint\.safetensors\n$/, "the result alone on stdout");
   const reference = join(dir, "not-killed");
   await train({ ...SMALL, steps: 12, checkpointEvery: 2, out: reference }, { print: () => undefined });
   assert.deepEqual(losses(out), losses(reference));
   // and generation runs from it
   const g = spawnSync(process.execPath, ["--import", "tsx", main, "generate", "--checkpoint", join(out, "checkpoint.safetensors"), "--tokens", "20", "--prompt", "The "], { encoding: "utf8" });
   assert.equal(g.status, 0, g.stderr);
-  assert.match(g.stdout, /\(20 bytes in/);
+  assert.match(g.stderr, /\(20 bytes in/);
+  assert.match(g.stdout, /^The [^]+\n$/, "stdout: the prompt, the generated text and a newline, nothing else");
+  assert.doesNotMatch(g.stdout, /bytes in/);
   // and evaluation
   const e = spawnSync(process.execPath, ["--import", "tsx", main, "eval", "--checkpoint", join(out, "checkpoint.safetensors"), "--data", corpus, "--context-length", "64",
     "--rows", "3", "--buckets", "4", "--trailing", "16", "--passkey-lengths", "110,128", "--passkey-depths", "0,100", "--passkey-trials", "2", "--svg", join(dir, "eval"), "--backend", "cpu"], { encoding: "utf8" });

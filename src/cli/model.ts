@@ -14,12 +14,12 @@ import { loadDocuments } from "../run/train.js";
 import { table } from "../run/util.js";
 import { tour } from "../run/tour.js";
 import { train, TRAIN_DEFAULTS, type TrainOptions } from "../run/train.js";
-import { MobaError } from "../tensor.js";
-import { autoBackend, type Command, decimal, integer, integers, precision, usageError } from "./args.js";
+import { checkOutputPath } from "../io/files.js";
+import { MobaError, shown } from "../tensor.js";
+import { autoBackend, type Command, count, decimal, integer, integers, note, precision, print, streams, usageError } from "./args.js";
 import { trainingProgress } from "./progress.js";
 
-const print = (line: string) => console.log(line);
-const write = (text: string) => process.stdout.write(text);
+const write = (text: string) => streams.out(text);
 
 function readConfig(path: string | boolean | undefined): Partial<TrainOptions> {
   if (path === undefined) return {};
@@ -29,17 +29,20 @@ function readConfig(path: string | boolean | undefined): Partial<TrainOptions> {
   } catch {
     return usageError(`--config: expected a JSON file, got "${String(path)}" (cannot read it)`);
   }
+  let options: unknown;
   try {
-    return JSON.parse(text) as Partial<TrainOptions>;
+    options = JSON.parse(text);
   } catch (error) {
     throw new MobaError(`--config: ${String(path)} is not valid JSON (${(error as Error).message})`);
   }
+  if (typeof options !== "object" || options === null || Array.isArray(options)) usageError(`--config: expected a JSON object of training options in ${String(path)}, got ${shown(options)}`);
+  return options as Partial<TrainOptions>;
 }
 
 const trainFlags = {
   config: { type: "string" }, out: { type: "string" }, data: { type: "string" }, steps: { type: "string" }, "context-length": { type: "string" },
   "batch-rows": { type: "string" }, accumulation: { type: "string" }, lr: { type: "string" }, seed: { type: "string" }, backend: { type: "string" },
-  attention: { type: "string" }, "full-last": { type: "string" }, resume: { type: "boolean" }, precision: { type: "string" },
+  attention: { type: "string" }, "full-last": { type: "string" }, resume: { type: "boolean" }, overwrite: { type: "boolean" }, precision: { type: "string" },
 } as const;
 
 const TRAIN_USAGE = `Options:
@@ -58,11 +61,14 @@ const TRAIN_USAGE = `Options:
   --backend NAME        auto, cpu or webgpu (default auto: WebGPU on a hardware adapter, else CPU)
   --precision P         f32, or f16: GEMMs and attention on f16 operands with float32 weights, gradients
                         and AdamW, dynamic loss scaling (WebGPU with shader-f16; elsewhere float32, said once)
-  --resume              continue from out/checkpoint.safetensors if it exists`;
+  --resume              continue from out/checkpoint.safetensors if it exists, with its model and options
+                        (only steps, the learning-rate schedule, evaluation, checkpoints and the backend may change)
+  --overwrite           start over even if out/checkpoint.safetensors exists (without either, it is refused)`;
 
 /** Training options from --config and the flags. */
 function trainOptions(v: Record<string, string | boolean | undefined>): Partial<TrainOptions> {
   const o: Partial<TrainOptions> = readConfig(v.config);
+  if (o.model !== undefined && (typeof o.model !== "object" || o.model === null || Array.isArray(o.model))) usageError(`config: expected an object, got ${shown(o.model)}`);
   const model = { ...(o.model ?? {}) };
   if (v.out !== undefined) o.out = String(v.out);
   if (v.data !== undefined) o.data = String(v.data);
@@ -81,7 +87,7 @@ function trainOptions(v: Record<string, string | boolean | undefined>): Partial<
   }
   if (v["full-last"] !== undefined) {
     delete model.layer_attention;
-    model.full_attention_last_layers = Number(v["full-last"]);
+    model.full_attention_last_layers = count("full-last", v["full-last"], 0);
   }
   o.model = model;
   return o;
@@ -90,12 +96,13 @@ function trainOptions(v: Record<string, string | boolean | undefined>): Partial<
 export const modelCommands: Record<string, Command> = {
   tour: {
     summary: "npm start: train a small MoBA model on the bundled corpus, evaluate it, sample from it",
-    usage: `moba tour [options]\n\nTrains with the defaults of moba train (${TRAIN_DEFAULTS.steps} steps), then prints the validation loss and a sample.\n\n${TRAIN_USAGE}`,
+    usage: `moba tour [options]\n\nTrains with the defaults of moba train (${TRAIN_DEFAULTS.steps} steps), then prints the validation loss and a sample.
+The tour starts over each time: it replaces the checkpoint in its folder (default ${TRAIN_DEFAULTS.out}) unless --resume.\n\n${TRAIN_USAGE}`,
     options: trainFlags,
     async run(v) {
-      const progress = trainingProgress(print);
+      const progress = trainingProgress(note);
       try {
-        await tour(trainOptions(v), { print, onStep: progress.onStep, write });
+        await tour(trainOptions(v), { print, onStep: progress.onStep, write }, v.resume === true);
       } finally {
         progress.stop();
       }
@@ -107,10 +114,10 @@ export const modelCommands: Record<string, Command> = {
     usage: `moba train [options]\n\n${TRAIN_USAGE}`,
     options: trainFlags,
     async run(v) {
-      const progress = trainingProgress(print);
+      const progress = trainingProgress(note);
       let result;
       try {
-        result = await train(trainOptions(v), { print, onStep: progress.onStep }, v.resume === true);
+        result = await train(trainOptions(v), { print: note, onStep: progress.onStep }, v.resume === true, v.overwrite === true);
       } finally {
         progress.stop();
       }
@@ -137,12 +144,12 @@ Options:
     async run(v) {
       if (typeof v.checkpoint !== "string") usageError("--checkpoint: expected a checkpoint file, got nothing");
       const prompt = v.prompt === undefined ? "The " : String(v.prompt);
-      write(prompt);
       const { tokens, seconds } = await generateFromCheckpoint(v.checkpoint, {
         prompt, tokens: integer("tokens", v.tokens, 400), temperature: decimal("temperature", v.temperature, 0.8, 0),
         topP: decimal("top-p", v["top-p"], 0.95, 0, 1), seed: integer("seed", v.seed, 1), backend: autoBackend(v.backend),
       }, write);
-      print(`\n\n(${tokens} bytes in ${seconds.toFixed(2)} s)`);
+      write("\n");
+      note(`(${tokens} bytes in ${seconds.toFixed(2)} s)`);
       return 0;
     },
   },
@@ -171,22 +178,29 @@ Options:
     async run(v) {
       if (typeof v.checkpoint !== "string") usageError("--checkpoint: expected a checkpoint file, got nothing");
       if (v.attention !== undefined && v.attention !== "moba" && v.attention !== "full") usageError(`--attention: expected "moba" or "full", got "${String(v.attention)}"`);
-      const { model } = await loadCheckpoint(v.checkpoint);
-      const kinds = v.attention === undefined ? undefined : Array(model.config.num_hidden_layers).fill(v.attention);
-      const backend = await modelBackend(autoBackend(v.backend));
+      // every option is checked before the checkpoint is read and the work starts
       const contextLength = integer("context-length", v["context-length"], 2048);
+      const sizes = { contextLength, rows: integer("rows", v.rows, 8), buckets: integer("buckets", v.buckets, 8), trailing: integer("trailing", v.trailing, Math.max(1, Math.floor(contextLength / 4))) };
+      const lengths = integers("passkey-lengths", v["passkey-lengths"], []);
+      const depths = v["passkey-depths"] === undefined ? [0, 25, 50, 75, 100] : String(v["passkey-depths"]).split(",").map((d) => decimal("passkey-depths", d, 0, 0, 100));
+      const trials = integer("passkey-trials", v["passkey-trials"], 10);
+      const svg = typeof v.svg === "string" ? v.svg : undefined;
+      if (svg) checkOutputPath(`${svg}-position.svg`, "--svg");
+      const backendName = autoBackend(v.backend);
       const docs = loadDocuments(typeof v.data === "string" ? v.data : "sotu");
-      const r = await lossReport(model, v.data === undefined ? splitDocuments(docs).validation : docs, {
-        contextLength, rows: integer("rows", v.rows, 8), buckets: integer("buckets", v.buckets, 8), trailing: integer("trailing", v.trailing, Math.max(1, Math.floor(contextLength / 4))),
-      }, backend, kinds);
+      const { model } = await loadCheckpoint(v.checkpoint);
+      const positions = model.config.max_position_embeddings;
+      for (const [name, n] of [["context-length", contextLength], ["passkey-lengths", Math.max(0, ...lengths)]] as const) {
+        if (n > positions) usageError(`--${name}: expected at most the checkpoint's max_position_embeddings ${positions}, got ${n}`);
+      }
+      const kinds = v.attention === undefined ? undefined : Array(model.config.num_hidden_layers).fill(v.attention);
+      const backend = await modelBackend(backendName);
+      const r = await lossReport(model, v.data === undefined ? splitDocuments(docs).validation : docs, sizes, backend, kinds);
       print(`loss ${r.loss.toFixed(4)} nats/byte, perplexity ${r.perplexity.toFixed(3)} over ${r.rows} sequences of ${r.contextLength} bytes; last ${r.trailingTokens}: ${r.trailing.toFixed(4)}`);
       print(table(["positions", "loss"], r.byPosition.map((b) => [`${b.from}-${b.to - 1}`, b.loss.toFixed(4)])));
-      const svg = typeof v.svg === "string" ? v.svg : undefined;
       if (svg) await writeFileAtomic(`${svg}-position.svg`, new TextEncoder().encode(lineChart("loss by position", [{ name: v.checkpoint, color: "#1f77b4", points: r.byPosition.map((b) => [(b.from + b.to) / 2, b.loss]) }], "position", "nats per byte")));
-      if (v["passkey-lengths"] !== undefined) {
-        const lengths = integers("passkey-lengths", v["passkey-lengths"], []);
-        const depths = v["passkey-depths"] === undefined ? [0, 25, 50, 75, 100] : String(v["passkey-depths"]).split(",").map((d) => decimal("passkey-depths", d, 0, 0, 100));
-        const cells = await passkeyGrid(model, lengths, depths.map((d) => d / 100), integer("passkey-trials", v["passkey-trials"], 10), 7, backend, kinds);
+      if (lengths.length > 0) {
+        const cells = await passkeyGrid(model, lengths, depths.map((d) => d / 100), trials, 7, backend, kinds);
         const grid = lengths.map((l) => depths.map((d) => cells.find((c) => c.length === l && c.depth === d / 100)!.accuracy));
         print(table(["length \\ depth %", ...depths.map(String)], lengths.map((l, i) => [String(l), ...grid[i].map((a) => a.toFixed(2))])));
         if (svg) await writeFileAtomic(`${svg}-passkey.svg`, new TextEncoder().encode(heatmap("passkey accuracy", lengths.map(String), depths.map(String), grid, "context length (bytes)", "depth of the key (%)")));
@@ -246,7 +260,7 @@ Options:
     },
     async run(v) {
       const hidden = integer("hidden", v.hidden, 512), heads = integer("heads", v.heads, 8);
-      const decode = v["decode-context"] === "0" ? 0 : integer("decode-context", v["decode-context"], 32768);
+      const decode = count("decode-context", v["decode-context"], 32768);
       await benchTrain({
         model: {
           hidden_size: hidden, intermediate_size: Math.round((hidden * 8) / 3 / 64) * 64 || 64, num_hidden_layers: integer("layers", v.layers, 8),
@@ -254,7 +268,7 @@ Options:
         },
         lengths: integers("lengths", v.lengths, [8192, 32768]), steps: integer("steps", v.steps, 3), backend: autoBackend(v.backend), decodeContext: decode,
         precision: precision(v.precision),
-      }, print);
+      }, print, note);
       return 0;
     },
   },

@@ -87,7 +87,7 @@ class ForwardScratch {
   readonly bucket: Int32Array;
 
   constructor(problem: AttentionProblem, blocksPerSequence: number, width: number) {
-    const B = problem.blockSize;
+    const B = rowsPerBlock(problem);
     this.m = new Float64Array(B);
     this.l = new Float64Array(B);
     this.acc = new Float64Array(B * problem.headDim);
@@ -97,6 +97,13 @@ class ForwardScratch {
     this.bucketStart = new Int32Array(blocksPerSequence + 1);
     this.bucket = new Int32Array(B * Math.max(1, width));
   }
+}
+
+/** Rows of the largest block: the block size, or the longest sequence when that is shorter (a block size of 10^9 allocates no more). */
+function rowsPerBlock(problem: AttentionProblem): number {
+  let longest = 0;
+  for (let b = 0; b + 1 < problem.cuSeqlens.length; b++) longest = Math.max(longest, problem.cuSeqlens[b + 1] - problem.cuSeqlens[b]);
+  return Math.min(problem.blockSize, longest);
 }
 
 /** Folds keys [k0, k1) into the online softmax of query row r (token t, head h). */
@@ -205,8 +212,8 @@ export function backwardUnits(problem: AttentionProblem, a: BackwardArrays, unit
   const { qHeads, kvHeads, headDim: D, blockSize: B, cuSeqlens } = problem;
   const group = qHeads / kvHeads;
   const blocks = a.offsets[a.offsets.length - 1];
-  const dkBlock = new Float64Array(B * D);
-  const dvBlock = new Float64Array(B * D);
+  const dkBlock = new Float64Array(rowsPerBlock(problem) * D);
+  const dvBlock = new Float64Array(rowsPerBlock(problem) * D);
   for (let u = from; u < to; u++) {
     const b = units[3 * u], g = units[3 * u + 1], j = units[3 * u + 2];
     const k0 = cuSeqlens[b] + j * B;

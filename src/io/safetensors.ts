@@ -3,7 +3,7 @@
 // then the byte buffer the offsets point into (relative to its start). Tensors are row-major,
 // little-endian, and must cover the buffer exactly: no overlaps, no holes.
 import { readFile } from "node:fs/promises";
-import { MobaError } from "../tensor.js";
+import { MobaError, shown } from "../tensor.js";
 import { bf16ToFloat, f16ToFloat, floatToBf16, floatToF16 } from "./half.js";
 
 export type Dtype = "F64" | "F32" | "F16" | "BF16" | "I64" | "I32";
@@ -21,6 +21,9 @@ export interface SafetensorsFile {
   metadata: Record<string, string>;
 }
 
+/** The header's length is capped before it is parsed, as the safetensors reference does (100 MB). */
+const MAX_HEADER = 100_000_000n;
+
 function fail(source: string, message: string): never {
   throw new MobaError(`${source}: ${message}`);
 }
@@ -30,6 +33,7 @@ export function parseSafetensors(file: Uint8Array, source = "safetensors"): Safe
   if (file.length < 8) fail(source, `expected at least 8 bytes (the header length), got ${file.length}`);
   const view = new DataView(file.buffer, file.byteOffset, file.byteLength);
   const headerLength = view.getBigUint64(0, true);
+  if (headerLength > MAX_HEADER) fail(source, `header length ${headerLength}: expected at most ${MAX_HEADER} bytes (the limit of the safetensors reference)`);
   if (headerLength > BigInt(file.length - 8)) fail(source, `header length ${headerLength} exceeds the ${file.length - 8} bytes after it (truncated file?)`);
   const n = Number(headerLength);
   let header: unknown;
@@ -38,7 +42,7 @@ export function parseSafetensors(file: Uint8Array, source = "safetensors"): Safe
   } catch (error) {
     fail(source, `header is not valid UTF-8 JSON (${(error as Error).message})`);
   }
-  if (typeof header !== "object" || header === null || Array.isArray(header)) fail(source, `header: expected a JSON object, got ${JSON.stringify(header)}`);
+  if (typeof header !== "object" || header === null || Array.isArray(header)) fail(source, `header: expected a JSON object, got ${shown(header)}`);
   const data = file.subarray(8 + n);
   const tensors = new Map<string, StoredTensor>();
   let metadata: Record<string, string> = {};
@@ -46,21 +50,21 @@ export function parseSafetensors(file: Uint8Array, source = "safetensors"): Safe
   for (const [name, entry] of Object.entries(header as Record<string, unknown>)) {
     if (name === "__metadata__") {
       if (typeof entry !== "object" || entry === null || Object.values(entry).some((x) => typeof x !== "string")) {
-        fail(source, `__metadata__: expected an object of strings, got ${JSON.stringify(entry)}`);
+        fail(source, `__metadata__: expected an object of strings, got ${shown(entry)}`);
       }
       metadata = entry as Record<string, string>;
       continue;
     }
     const e = entry as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-    if (typeof e !== "object" || e === null) fail(source, `tensor "${name}": expected { dtype, shape, data_offsets }, got ${JSON.stringify(entry)}`);
+    if (typeof e !== "object" || e === null || Array.isArray(e)) fail(source, `tensor "${name}": expected { dtype, shape, data_offsets }, got ${shown(entry)}`);
     if (typeof e.dtype !== "string" || !(e.dtype in BYTES)) {
-      fail(source, `tensor "${name}": expected dtype F64, F32, F16, BF16, I64 or I32, got ${JSON.stringify(e.dtype)}`);
+      fail(source, `tensor "${name}": expected dtype F64, F32, F16, BF16, I64 or I32, got ${shown(e.dtype)}`);
     }
     const dtype = e.dtype as Dtype;
-    if (!Array.isArray(e.shape) || e.shape.some((s) => !Number.isInteger(s) || s < 0)) fail(source, `tensor "${name}": expected shape as non-negative integers, got ${JSON.stringify(e.shape)}`);
+    if (!Array.isArray(e.shape) || e.shape.some((s) => !Number.isInteger(s) || s < 0)) fail(source, `tensor "${name}": expected shape as non-negative integers, got ${shown(e.shape)}`);
     const offsets = e.data_offsets;
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((x) => Number.isInteger(x) && x >= 0) || offsets[0] > offsets[1]) {
-      fail(source, `tensor "${name}": expected data_offsets [begin, end] with 0 <= begin <= end, got ${JSON.stringify(offsets)}`);
+      fail(source, `tensor "${name}": expected data_offsets [begin, end] with 0 <= begin <= end, got ${shown(offsets)}`);
     }
     const [begin, end] = offsets as [number, number];
     if (end > data.length) fail(source, `tensor "${name}": data_offsets [${begin}, ${end}] out of range of the ${data.length}-byte buffer (truncated file?)`);

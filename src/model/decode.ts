@@ -167,6 +167,9 @@ export interface SampleOptions {
 
 /** Picks the next token from logits: argmax at temperature 0, else a top-p sample. */
 export function sampleToken(logits: Float32Array, o: SampleOptions, rng: Rng): number {
+  // broken weights (hand-edited, or a diverged run) would otherwise sample token 0 forever
+  const bad = logits.findIndex((x) => !Number.isFinite(x));
+  if (bad >= 0) throw new MobaError(`model: expected finite logits, got ${logits[bad]} for token ${bad} (are the weights broken?)`);
   if (o.temperature === 0) {
     let best = 0;
     for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;

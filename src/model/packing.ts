@@ -3,6 +3,7 @@
 // The stream's position (epoch, document, byte, shuffling RNG) is the whole data state a
 // checkpoint keeps.
 import type { Document } from "../io/corpus.js";
+import { MobaError, shown } from "../tensor.js";
 import type { Batch } from "./llama.js";
 import { Rng } from "./rng.js";
 
@@ -32,7 +33,24 @@ export class Packer {
     position: DataPosition,
   ) {
     this.position = structuredClone(position);
+    this.checkPosition();
+  }
+
+  /** A position read from a checkpoint must lie inside these documents: the data may have changed since. */
+  private checkPosition(): void {
+    const p = this.position;
+    const fail = (message: string): never => {
+      throw new MobaError(`data position ${shown(p)}: ${message} (has the data changed since the checkpoint?)`);
+    };
+    if (typeof p !== "object" || p === null) fail("expected { epoch, doc, offset, rng }");
+    if (!Number.isSafeInteger(p.epoch) || p.epoch < 0) fail(`epoch: expected an integer >= 0, got ${shown(p.epoch)}`);
+    if (p.rng !== null && (!Array.isArray(p.rng) || p.rng.length !== 4 || !p.rng.every((x) => Number.isInteger(x) && x >= 0 && x < 2 ** 32))) {
+      fail(`rng: expected null or 4 unsigned 32-bit integers, got ${shown(p.rng)}`);
+    }
     this.drawOrder();
+    if (!Number.isInteger(p.doc) || p.doc < 0 || p.doc >= this.order.length) fail(`doc: expected an index below the ${this.order.length} documents, got ${shown(p.doc)}`);
+    const length = this.docs[this.order[p.doc]].bytes.length;
+    if (!Number.isInteger(p.offset) || p.offset < 0 || p.offset >= length) fail(`offset: expected a byte offset below the document's ${length} bytes, got ${shown(p.offset)}`);
   }
 
   private drawOrder(): void {

@@ -7,15 +7,25 @@ import { getDevice } from "../webgpu/device.js";
 import { webgpuModelBackend } from "../webgpu/model.js";
 
 /**
- * The backend for `name`; precision "f16" where it can run (WebGPU with shader-f16), else float32
- * with one line to `note` saying why.
+ * The backend for `name`; precision "f16" where it can run (WebGPU with shader-f16), else float32.
+ * `note` hears why "auto" took the CPU (no adapter, or a software one) and why f16 fell back.
  */
-export async function modelBackend(name: Backend | "auto", precision: Precision = "f32", note: (line: string) => void = () => {}): Promise<ModelBackend> {
-  const gpu = name === "cpu" ? null : await getDevice().catch((error) => (name === "webgpu" ? Promise.reject(error) : null)); // a missing adapter is an error for "webgpu"
-  const useGpu = gpu !== null && (name === "webgpu" || !gpu.software);
-  if (precision === "f16" && !(useGpu && gpu.f16)) {
-    note(`precision f16: ${useGpu ? `${gpu.adapterInfo} has no shader-f16` : "the CPU backend has no f16 path"}; training in float32`);
+export async function modelBackend(name: Backend | "auto", precision: Precision = "f32", note: (line: string) => void = () => undefined): Promise<ModelBackend> {
+  let gpu = null;
+  if (name === "webgpu") gpu = await getDevice(); // a missing adapter is an error here
+  else if (name === "auto") {
+    gpu = await getDevice().catch((error: Error) => {
+      note(`backend: cpu (no WebGPU adapter: ${error.message.split("\n")[0]})`);
+      return null;
+    });
+    if (gpu?.software) {
+      note(`backend: cpu (the WebGPU adapter, ${gpu.adapterInfo}, is a software one: slower than the CPU backend; --backend webgpu takes it anyway)`);
+      gpu = null;
+    }
+  }
+  if (precision === "f16" && !gpu?.f16) {
+    note(`precision f16: ${gpu ? `${gpu.adapterInfo} has no shader-f16` : "the CPU backend has no f16 path"}; training in float32`);
     precision = "f32";
   }
-  return useGpu ? webgpuModelBackend(precision) : cpuBackend;
+  return gpu ? webgpuModelBackend(precision) : cpuBackend;
 }

@@ -28,7 +28,8 @@ export function stepFlops(c: LlamaConfig, T: number, kind: AttentionKind): { gem
   return { gemm: 3 * perToken * T, attention: 3 * 4 * D * keys * nH * c.num_hidden_layers };
 }
 
-export async function benchTrain(o: TrainBenchOptions, print: (line: string) => void): Promise<void> {
+/** `print` gets the tables, `progress` each row as it is measured (the table repeats it). */
+export async function benchTrain(o: TrainBenchOptions, print: (line: string) => void, progress: (line: string) => void = () => undefined): Promise<void> {
   const rows: string[][] = [];
   let name = "";
   for (const T of o.lengths) {
@@ -60,7 +61,7 @@ export async function benchTrain(o: TrainBenchOptions, print: (line: string) => 
         (f.gemm / 1e9).toFixed(1), (f.attention / 1e9).toFixed(1), ((f.gemm + f.attention) / seconds[kind] / 1e12).toFixed(3),
         backend.peakBytes === undefined ? "-" : (backend.peakBytes / 2 ** 30).toFixed(2),
         kind === "full" ? (seconds.full / seconds.moba).toFixed(2) + "x" : "", kind === "full" ? ((f.gemm + f.attention) / (f.gemm + stepFlops(config, T, "moba").attention)).toFixed(2) + "x" : ""]);
-      print(rows[rows.length - 1].join("  "));
+      progress(rows[rows.length - 1].join("  "));
     }
   }
   print(`\ntraining step on ${name}, ${o.steps} timed steps each (median), one sequence per step; GPU GiB: peak of the tensors held at once`);
