@@ -9,14 +9,25 @@ const [out, title, ...runs] = process.argv.slice(2);
 const colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
 const series = runs.flatMap((run, i) => {
   const [name, path] = run.split("=");
-  const log = readFileSync(path, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as StepLog);
+  const log = readFileSync(path, "utf8")
+    .split("\n")
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as StepLog);
   const validation = log.filter((l) => l.validationLoss !== undefined);
   const skipped = log.filter((l) => l.skipped).length;
-  console.log(`${name}: final validation loss ${validation.at(-1)?.validationLoss?.toFixed(4)} after ${log.length} steps, ${log.at(-1)?.seconds.toFixed(1)} s, ${skipped} skipped steps`);
-  const smooth = log.map((l, j) => [l.step + 1, log.slice(Math.max(0, j - 49), j + 1).reduce((a, b) => a + b.loss, 0) / Math.min(50, j + 1)] as [number, number]);
+  console.log(
+    `${name}: final validation loss ${validation.at(-1)?.validationLoss?.toFixed(4)} after ${log.length} steps, ${log.at(-1)?.seconds.toFixed(1)} s, ${skipped} skipped steps`,
+  );
+  const smooth = log.map(
+    (l, j) => [l.step + 1, log.slice(Math.max(0, j - 49), j + 1).reduce((a, b) => a + b.loss, 0) / Math.min(50, j + 1)] as [number, number],
+  );
   return [
     { name: `${name} train (50-step mean)`, color: colors[i % colors.length], points: smooth },
-    { name: `${name} validation`, color: colors[i % colors.length], points: validation.map((l) => [l.step + 1, l.validationLoss!] as [number, number]) },
+    {
+      name: `${name} validation`,
+      color: colors[i % colors.length],
+      points: validation.map((l) => [l.step + 1, l.validationLoss!] as [number, number]),
+    },
   ];
 });
 writeFileSync(out, lineChart(title, series, "step", "loss (nats per byte)"));

@@ -10,7 +10,15 @@ import { MobaError } from "../src/tensor.js";
 
 /** Two sequences of 10 and 5 tokens in blocks of 4: blocks [0,4) [4,8) [8,10) | [10,14) [14,15). */
 const problem = (topK: number, extra: Partial<AttentionProblem> = {}): AttentionProblem => ({
-  tokens: 15, qHeads: 2, kvHeads: 1, headDim: 64, scale: 0.125, blockSize: 4, topK, cuSeqlens: Int32Array.of(0, 10, 15), ...extra,
+  tokens: 15,
+  qHeads: 2,
+  kvHeads: 1,
+  headDim: 64,
+  scale: 0.125,
+  blockSize: 4,
+  topK,
+  cuSeqlens: Int32Array.of(0, 10, 15),
+  ...extra,
 });
 /** The 8 words of tile i. */
 const tile = (words: Uint32Array, i: number) => [...words.subarray(8 * i, 8 * i + 8)];
@@ -26,7 +34,10 @@ test("plan: the blocks of packed sequences", () => {
   assert.deepEqual([...pl.seqStart], [0, 0, 0, 10, 10]);
   assert.deepEqual([...pl.seqEnd], [10, 10, 10, 15, 15]);
   assert.equal(plan(problem(3)).all, true); // no sequence has more than 3 blocks
-  assert.throws(() => plan(problem(2, { headDim: 320 })), (e: unknown) => e instanceof MobaError && /headDim: expected at most 256/.test(e.message));
+  assert.throws(
+    () => plan(problem(2, { headDim: 320 })),
+    (e: unknown) => e instanceof MobaError && /headDim: expected at most 256/.test(e.message),
+  );
 });
 
 test("plan: query tiles per block and head; the forward's own blocks carry the routed rounds' state", () => {
@@ -60,19 +71,29 @@ test("plan: key tiles with the end of their natural queries", () => {
   assert.deepEqual(tile(full.words, 1), [0, 0, 2, 4, 0, 0, 10, 0]); // full: every later query of the sequence
 });
 
-const device = (limits: Partial<DeviceLimits> = {}): DeviceLimits => ({ software: false, maxWorkgroupStorage: 49152, mma16: false, storageBuffersPerStage: 8, ...limits });
+const device = (limits: Partial<DeviceLimits> = {}): DeviceLimits => ({
+  software: false,
+  maxWorkgroupStorage: 49152,
+  mma16: false,
+  storageBuffersPerStage: 8,
+  ...limits,
+});
 
 test("tile shapes: 16 (8 above headDim 128) rows, the other side as large as workgroup memory allows", () => {
   assert.deepEqual(forwardShape(device({ software: true }), 64), { headDim: 64, TQ: 16, TK: 32, unroll: false, input: "f32" });
   assert.deepEqual(forwardShape(device({ software: true }), 256, "f16"), { headDim: 256, TQ: 8, TK: 8, unroll: false, input: "f16" }); // 32 KiB on software
   assert.deepEqual(forwardShape(device(), 256), { headDim: 256, TQ: 8, TK: 16, unroll: true, input: "f32" });
-  assert.throws(() => forwardShape(device({ maxWorkgroupStorage: 1024 }), 64), (e: unknown) => e instanceof MobaError && /more workgroup memory than 1024/.test(e.message));
+  assert.throws(
+    () => forwardShape(device({ maxWorkgroupStorage: 1024 }), 64),
+    (e: unknown) => e instanceof MobaError && /more workgroup memory than 1024/.test(e.message),
+  );
 });
 
 test("paths: tensor cores only in the f16 path, on a device with them, where headDim and memory allow", () => {
   const f16 = problem(2, { precision: "f16" });
   const mma = device({ mma16: true, storageBuffersPerStage: 10 });
-  const names = (gpu: DeviceLimits, p: AttentionProblem) => [forwardPass(gpu, p), dqPass(gpu, p), dkdvPass(gpu, p)].map((pass) => pass.kernel);
+  const names = (gpu: DeviceLimits, p: AttentionProblem) =>
+    [forwardPass(gpu, p), dqPass(gpu, p), dkdvPass(gpu, p)].map((pass) => pass.kernel);
   assert.deepEqual(names(mma, problem(2)), ["forward", "dq", "dkdv"]);
   assert.deepEqual(names(mma, f16), ["forwardMma", "dqMma", "dkdvMma"]);
   assert.deepEqual(names(device({ mma16: true }), f16), ["forwardMma", "dq", "dkdvMma"]); // dq needs 9 storage buffers

@@ -35,15 +35,22 @@ function workgroupVariables(wgsl: string): [string, string, number][] {
 
 test("the tensor-core kernels declare only workgroup variables of a multiple of 16 bytes", () => {
   assert.equal(bytes("array<vec4<f16>, 3>"), 24); // the parser itself
-  assert.deepEqual(workgroupVariables("var<workgroup> flag: u32;\nvar<workgroup> rows: array<f32, 16>;"), [["flag", "u32", 4], ["rows", "array<f32, 16>", 64]]);
+  assert.deepEqual(workgroupVariables("var<workgroup> flag: u32;\nvar<workgroup> rows: array<f32, 16>;"), [
+    ["flag", "u32", 4],
+    ["rows", "array<f32, 16>", 64],
+  ]);
   for (const headDim of [16, 32, 48, 64, 128, 256]) {
     for (const TK of [16, 32, 64]) {
-      const shaders: [string, string][] = [["forward", forwardMmaWgsl({ headDim, TK })], ["dkdv", dkdvMmaWgsl({ headDim })]];
+      const shaders: [string, string][] = [
+        ["forward", forwardMmaWgsl({ headDim, TK })],
+        ["dkdv", dkdvMmaWgsl({ headDim })],
+      ];
       if (2 * (TK / 16) <= 8) shaders.push(["dq", dqMmaWgsl({ headDim, TK })]);
       for (const [kernel, wgsl] of shaders) {
         const variables = workgroupVariables(wgsl);
         assert.ok(variables.length > 0, `${kernel}: no workgroup variables found`);
-        for (const [name, type, size] of variables) assert.equal(size % 16, 0, `${kernel} (headDim ${headDim}, TK ${TK}): var<workgroup> ${name}: ${type} is ${size} bytes`);
+        for (const [name, type, size] of variables)
+          assert.equal(size % 16, 0, `${kernel} (headDim ${headDim}, TK ${TK}): var<workgroup> ${name}: ${type} is ${size} bytes`);
       }
     }
   }
@@ -57,12 +64,27 @@ function declaredBindings(wgsl: string): string[] {
 }
 
 test("every attention kernel lists the bindings its WGSL declares, in order", () => {
-  assert.deepEqual(declaredBindings("@group(0) @binding(1) var<storage, read> b: array<u32>;\n@group(0) @binding(0) var<uniform> a: P;"), ["a", "b"]);
+  assert.deepEqual(declaredBindings("@group(0) @binding(1) var<storage, read> b: array<u32>;\n@group(0) @binding(0) var<uniform> a: P;"), [
+    "a",
+    "b",
+  ]);
   const tile = { headDim: 64, TQ: 16, TK: 32, unroll: true, input: "f32" } as const;
   const mma = { headDim: 64, TK: 64 };
   const kernels: [Kernel<never>, unknown][] = [
-    [BLOCK_SUMS, null], [SCATTER, null], [SCAN, null], [GATHERED_TILES, null], [GATE, { width: 3, headDim: 64, vec4Rows: true }], [DELTA, null],
-    [TO_F16, null], [TO_F16_TILED, { headDim: 64 }], [FORWARD, tile], [DQ, tile], [DKDV, tile], [FORWARD_MMA, mma], [DQ_MMA, mma], [DKDV_MMA, { headDim: 64 }],
+    [BLOCK_SUMS, null],
+    [SCATTER, null],
+    [SCAN, null],
+    [GATHERED_TILES, null],
+    [GATE, { width: 3, headDim: 64, vec4Rows: true }],
+    [DELTA, null],
+    [TO_F16, null],
+    [TO_F16_TILED, { headDim: 64 }],
+    [FORWARD, tile],
+    [DQ, tile],
+    [DKDV, tile],
+    [FORWARD_MMA, mma],
+    [DQ_MMA, mma],
+    [DKDV_MMA, { headDim: 64 }],
   ];
   for (const [kernel, constants] of kernels) {
     assert.deepEqual(kernel.bindings, declaredBindings(kernel.wgsl(constants as never)), kernel.name);

@@ -52,12 +52,21 @@ console.log(`adapter: ${gpu.adapterInfo}; subgroup matrices f16->f32 16x16x16: $
 const wanted = process.argv[2] ? process.argv[2].split(",").map(Number) : Object.keys(VERSIONS).map(Number);
 
 let seed = 12345;
-const random = (n: number) => Float32Array.from({ length: n }, () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 31) - 1);
+const random = (n: number) => Float32Array.from({ length: n }, () => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 31 - 1);
 const rounded = (x: Float32Array) => x.map((v) => f16ToFloat(floatToF16(v)));
 
 /** ‖y − ref‖ / ‖ref‖ over `rows` sampled rows, ref = y0 + A · B in float64. */
-function check(c: GemmCall, a: Float32Array, b: Float32Array, y0: Float32Array | null, y: Float32Array, rows: number[]): { error: number; unwritten: number } {
-  let num = 0, den = 0, unwritten = 0;
+function check(
+  c: GemmCall,
+  a: Float32Array,
+  b: Float32Array,
+  y0: Float32Array | null,
+  y: Float32Array,
+  rows: number[],
+): { error: number; unwritten: number } {
+  let num = 0,
+    den = 0,
+    unwritten = 0;
   for (const m of rows) {
     for (let n = 0; n < c.N; n++) {
       let s = y0 ? y0[m * c.N + n] : 0;
@@ -78,10 +87,12 @@ function check(c: GemmCall, a: Float32Array, b: Float32Array, y0: Float32Array |
 const results: { version: number; shape: string; ms: number; tflops: number; error: number; plan: string }[] = [];
 for (const shape of SHAPES) {
   if (gpu.software && shape.M * shape.N * shape.K > 1e10) continue; // a CPU adapter checks the harness, not speed
-  const a = random(shape.M * shape.K), b = random(shape.N * shape.K);
+  const a = random(shape.M * shape.K),
+    b = random(shape.N * shape.K);
   const y0 = shape.accumulate ? random(shape.M * shape.N) : null;
   const [a16, b16] = [rounded(a), rounded(b)];
-  const A = storageBuffer(gpu, a, "a"), B = storageBuffer(gpu, b, "b");
+  const A = storageBuffer(gpu, a, "a"),
+    B = storageBuffer(gpu, b, "b");
   const Y = storageBuffer(gpu, shape.M * shape.N * 4, "y");
   const rows = Array.from({ length: 24 }, (_, i) => Math.floor(((i + 0.5) / 24) * shape.M));
   for (const version of wanted) {
@@ -118,17 +129,27 @@ for (const shape of SHAPES) {
     results.push({ version, shape: shape.name, ms, tflops, error, plan: planText });
     console.log(JSON.stringify({ version, ...shape, ms, tflops, error, unwritten, plan: planText }));
     // float32 sums of K products: the norm-wise error grows like √K · 2⁻²⁴; allow 4x that
-    if (unwritten > 0 || !(error < 4 * Math.sqrt(shape.K) * 2 ** -24)) console.log(`FAIL version ${version} ${shape.name}: error ${error}, ${unwritten} unwritten`);
+    if (unwritten > 0 || !(error < 4 * Math.sqrt(shape.K) * 2 ** -24))
+      console.log(`FAIL version ${version} ${shape.name}: error ${error}, ${unwritten} unwritten`);
   }
   [A, B, Y].forEach((x) => x.destroy());
 }
 // the table: TFLOP/s per shape (rows) and version (columns)
 const versions = [...new Set(results.map((r) => r.version))];
-console.log(`\nTFLOP/s (GPU time of 20 calls back to back after a warm-up), T = ${T}; error: max relative error vs float64 of the (f16-rounded) operands`);
+console.log(
+  `\nTFLOP/s (GPU time of 20 calls back to back after a warm-up), T = ${T}; error: max relative error vs float64 of the (f16-rounded) operands`,
+);
 console.log(["shape".padEnd(14), ...versions.map((v) => `v${v}`.padStart(7)), "max err".padStart(9)].join(" "));
 for (const shape of SHAPES) {
   const row = results.filter((r) => r.shape === shape.name);
-  console.log([shape.name.padEnd(14), ...versions.map((v) => (row.find((r) => r.version === v)?.tflops.toFixed(1) ?? "-").padStart(7)),
-    Math.max(...row.map((r) => r.error)).toExponential(1).padStart(9)].join(" "));
+  console.log(
+    [
+      shape.name.padEnd(14),
+      ...versions.map((v) => (row.find((r) => r.version === v)?.tflops.toFixed(1) ?? "-").padStart(7)),
+      Math.max(...row.map((r) => r.error))
+        .toExponential(1)
+        .padStart(9),
+    ].join(" "),
+  );
 }
 process.exit(0);

@@ -109,7 +109,12 @@ export interface InvertedRouting {
 }
 
 /** Calls `each` for every routed past block of every query: token, query head, rank r (the r-th block, ascending), global block. */
-export function forEachRoute(problem: AttentionProblem, past: Int32Array, offsets: Int32Array, each: (token: number, head: number, rank: number, block: number) => void): void {
+export function forEachRoute(
+  problem: AttentionProblem,
+  past: Int32Array,
+  offsets: Int32Array,
+  each: (token: number, head: number, rank: number, block: number) => void,
+): void {
   const { qHeads, cuSeqlens, blockSize: B } = problem;
   const width = pastPerQuery(problem);
   for (let b = 0; b + 1 < cuSeqlens.length; b++) {

@@ -120,7 +120,13 @@ export function checkF16Range(name: string, data: ArrayLike<number>): void {
 }
 
 /** Checks q, k, v, cuSeqlens and the MoBA options; topK = Infinity asks for full attention. */
-export function checkProblem(inputs: AttentionInputs, blockSize: number, topK: number, scale: number | undefined, precision?: Precision): AttentionProblem {
+export function checkProblem(
+  inputs: AttentionInputs,
+  blockSize: number,
+  topK: number,
+  scale: number | undefined,
+  precision?: Precision,
+): AttentionProblem {
   const { q, k, v } = inputs;
   checkShape("q", q, null);
   const [tokens, qHeads, headDim] = q.shape;
@@ -141,7 +147,13 @@ export function checkProblem(inputs: AttentionInputs, blockSize: number, topK: n
   checkFinite("k", k.data);
   checkFinite("v", v.data);
   const checkedPrecision = checkPrecision(precision);
-  if (checkedPrecision === "f16") for (const [name, t] of [["q", q], ["k", k], ["v", v]] as const) checkF16Range(name, t.data);
+  if (checkedPrecision === "f16")
+    for (const [name, t] of [
+      ["q", q],
+      ["k", k],
+      ["v", v],
+    ] as const)
+      checkF16Range(name, t.data);
   return { tokens, qHeads, kvHeads, headDim, scale: s, blockSize, topK, cuSeqlens: cu, precision: checkedPrecision };
 }
 

@@ -33,7 +33,8 @@ export function joinNegativeNumbers(args: string[], options: Options): string[] 
   const out: string[] = [];
   for (let i = 0; i < args.length; i++) {
     const name = args[i].startsWith("--") ? args[i].slice(2) : undefined;
-    if (name !== undefined && options[name]?.type === "string" && /^-(\d|\.\d|Infinity)/.test(args[i + 1] ?? "")) out.push(`${args[i]}=${args[++i]}`);
+    if (name !== undefined && options[name]?.type === "string" && /^-(\d|\.\d|Infinity)/.test(args[i + 1] ?? ""))
+      out.push(`${args[i]}=${args[++i]}`);
     else out.push(args[i]);
   }
   return out;
@@ -46,7 +47,8 @@ export function usageError(message: string): never {
 export function integer(name: string, text: string | boolean | undefined, fallback: number): number {
   if (text === undefined) return fallback;
   const x = Number(text);
-  if (typeof text !== "string" || !/^\s*\d+\s*$/.test(text) || !Number.isSafeInteger(x) || x < 1) usageError(`--${name}: expected a positive integer, got "${String(text)}"`);
+  if (typeof text !== "string" || !/^\s*\d+\s*$/.test(text) || !Number.isSafeInteger(x) || x < 1)
+    usageError(`--${name}: expected a positive integer, got "${String(text)}"`);
   return x;
 }
 
@@ -54,13 +56,16 @@ export function integer(name: string, text: string | boolean | undefined, fallba
 export function count(name: string, text: string | boolean | undefined, fallback: number): number {
   if (text === undefined) return fallback;
   const x = Number(text);
-  if (typeof text !== "string" || !/^\s*\d+\s*$/.test(text) || !Number.isSafeInteger(x)) usageError(`--${name}: expected an integer >= 0, got "${String(text)}"`);
+  if (typeof text !== "string" || !/^\s*\d+\s*$/.test(text) || !Number.isSafeInteger(x))
+    usageError(`--${name}: expected an integer >= 0, got "${String(text)}"`);
   return x;
 }
 
 export function integers(name: string, text: string | boolean | undefined, fallback: number[]): number[] {
   if (text === undefined) return fallback;
-  return String(text).split(",").map((part) => integer(name, part, 0));
+  return String(text)
+    .split(",")
+    .map((part) => integer(name, part, 0));
 }
 
 export function backend(text: string | boolean | undefined): Backend {
@@ -76,13 +81,16 @@ export function precision(text: string | boolean | undefined): Precision {
 /** A comma-separated list of precisions, default f32. */
 export function precisions(text: string | boolean | undefined): Precision[] {
   if (text === undefined) return ["f32"];
-  return String(text).split(",").map((part) => precision(part));
+  return String(text)
+    .split(",")
+    .map((part) => precision(part));
 }
 
 export function decimal(name: string, text: string | boolean | undefined, fallback: number, min = -Infinity, max = Infinity): number {
   if (text === undefined) return fallback;
   const x = Number(text);
-  if (typeof text !== "string" || text.trim() === "" || !Number.isFinite(x) || x < min || x > max) usageError(`--${name}: expected a number in [${min}, ${max}], got "${String(text)}"`);
+  if (typeof text !== "string" || text.trim() === "" || !Number.isFinite(x) || x < min || x > max)
+    usageError(`--${name}: expected a number in [${min}, ${max}], got "${String(text)}"`);
   return x;
 }
 

@@ -10,7 +10,18 @@ import { bench, BENCH_DEFAULTS, benchPlot } from "../run/bench.js";
 import { benchGpu, gpuBenchPlot, OFFICIAL_MOBA_SPEEDUP } from "../run/benchGpu.js";
 import { demo, DEMO_DEFAULTS } from "../run/demo.js";
 import { MobaError } from "../tensor.js";
-import { backend, type Command, integer, integers, joinNegativeNumbers, precision, precisions, print, streams, usageError } from "./args.js";
+import {
+  backend,
+  type Command,
+  integer,
+  integers,
+  joinNegativeNumbers,
+  precision,
+  precisions,
+  print,
+  streams,
+  usageError,
+} from "./args.js";
 import { modelCommands } from "./model.js";
 
 const GPU_LENGTHS = [4096, 8192, 32768, 131072, 262144, 524288, 1048576];
@@ -35,8 +46,14 @@ Options:
   --backend NAME      cpu or webgpu (default cpu)
   --precision P       f32, or f16: inputs rounded to f16, tensor cores on WebGPU where present (default f32)`,
     options: {
-      input: { type: "string" }, output: { type: "string" }, "block-size": { type: "string" }, "top-k": { type: "string" },
-      full: { type: "boolean" }, scale: { type: "string" }, backend: { type: "string" }, precision: { type: "string" },
+      input: { type: "string" },
+      output: { type: "string" },
+      "block-size": { type: "string" },
+      "top-k": { type: "string" },
+      full: { type: "boolean" },
+      scale: { type: "string" },
+      backend: { type: "string" },
+      precision: { type: "string" },
     },
     async run(v) {
       if (typeof v.input !== "string") usageError("--input: expected a safetensors file path, got nothing");
@@ -44,11 +61,18 @@ Options:
       let scale: number | undefined;
       if (v.scale !== undefined) {
         scale = Number(v.scale);
-        if (!Number.isFinite(scale) || String(v.scale).trim() === "") usageError(`--scale: expected a finite number, got "${String(v.scale)}"`);
+        if (!Number.isFinite(scale) || String(v.scale).trim() === "")
+          usageError(`--scale: expected a finite number, got "${String(v.scale)}"`);
       }
       const { written } = await attentionFile({
-        input: v.input, output: v.output, blockSize: integer("block-size", v["block-size"], 512), topK: integer("top-k", v["top-k"], 3),
-        full: v.full === true, scale, backend: backend(v.backend), precision: precision(v.precision),
+        input: v.input,
+        output: v.output,
+        blockSize: integer("block-size", v["block-size"], 512),
+        topK: integer("top-k", v["top-k"], 3),
+        full: v.full === true,
+        scale,
+        backend: backend(v.backend),
+        precision: precision(v.precision),
       });
       print(`wrote ${written.join(", ")} to ${v.output}`);
       return 0;
@@ -67,16 +91,28 @@ Options:
   --top-k N        blocks per query (default ${DEMO_DEFAULTS.topK})
   --seed N         input seed (default ${DEMO_DEFAULTS.seed})`,
     options: {
-      tokens: { type: "string" }, heads: { type: "string" }, "kv-heads": { type: "string" }, "head-dim": { type: "string" },
-      "block-size": { type: "string" }, "top-k": { type: "string" }, seed: { type: "string" },
+      tokens: { type: "string" },
+      heads: { type: "string" },
+      "kv-heads": { type: "string" },
+      "head-dim": { type: "string" },
+      "block-size": { type: "string" },
+      "top-k": { type: "string" },
+      seed: { type: "string" },
     },
     async run(v) {
       const d = DEMO_DEFAULTS;
-      const { maxError } = await demo({
-        tokens: integer("tokens", v.tokens, d.tokens), qHeads: integer("heads", v.heads, d.qHeads), kvHeads: integer("kv-heads", v["kv-heads"], d.kvHeads),
-        headDim: integer("head-dim", v["head-dim"], d.headDim), blockSize: integer("block-size", v["block-size"], d.blockSize),
-        topK: integer("top-k", v["top-k"], d.topK), seed: integer("seed", v.seed, d.seed),
-      }, print);
+      const { maxError } = await demo(
+        {
+          tokens: integer("tokens", v.tokens, d.tokens),
+          qHeads: integer("heads", v.heads, d.qHeads),
+          kvHeads: integer("kv-heads", v["kv-heads"], d.kvHeads),
+          headDim: integer("head-dim", v["head-dim"], d.headDim),
+          blockSize: integer("block-size", v["block-size"], d.blockSize),
+          topK: integer("top-k", v["top-k"], d.topK),
+          seed: integer("seed", v.seed, d.seed),
+        },
+        print,
+      );
       return maxError <= 1e-5 ? 0 : 1;
     },
   },
@@ -101,9 +137,19 @@ Options:
   --precision LIST  webgpu: f32, f16 or both (f32,f16): each length is timed in each (default f32)
   --forward-only    webgpu: time the forward only`,
     options: {
-      backend: { type: "string" }, lengths: { type: "string" }, heads: { type: "string" }, "kv-heads": { type: "string" },
-      "head-dim": { type: "string" }, "block-size": { type: "string" }, "top-k": { type: "string" }, runs: { type: "string" },
-      svg: { type: "string" }, "max-seconds": { type: "string" }, "full-up-to": { type: "string" }, precision: { type: "string" }, "forward-only": { type: "boolean" },
+      backend: { type: "string" },
+      lengths: { type: "string" },
+      heads: { type: "string" },
+      "kv-heads": { type: "string" },
+      "head-dim": { type: "string" },
+      "block-size": { type: "string" },
+      "top-k": { type: "string" },
+      runs: { type: "string" },
+      svg: { type: "string" },
+      "max-seconds": { type: "string" },
+      "full-up-to": { type: "string" },
+      precision: { type: "string" },
+      "forward-only": { type: "boolean" },
     },
     async run(v) {
       const d = BENCH_DEFAULTS;
@@ -111,13 +157,25 @@ Options:
       if (backend(v.backend) === "webgpu") {
         const headDim = integer("head-dim", v["head-dim"], 128);
         const heads = integer("heads", v.heads, 1);
-        const cases = integers("lengths", v.lengths, GPU_LENGTHS).flatMap((tokens) => precisions(v.precision).map((precision) => ({
-          tokens, heads, headDim, precision,
-          blockSize: integer("block-size", v["block-size"], tokens <= 32768 ? 512 : 4096),
-          topK: integer("top-k", v["top-k"], tokens <= 32768 ? 3 : 12),
-        })));
+        const cases = integers("lengths", v.lengths, GPU_LENGTHS).flatMap((tokens) =>
+          precisions(v.precision).map((precision) => ({
+            tokens,
+            heads,
+            headDim,
+            precision,
+            blockSize: integer("block-size", v["block-size"], tokens <= 32768 ? 512 : 4096),
+            topK: integer("top-k", v["top-k"], tokens <= 32768 ? 3 : 12),
+          })),
+        );
         const fullUpTo = v["full-up-to"] === undefined ? Infinity : integer("full-up-to", v["full-up-to"], 0);
-        const rows = await benchGpu(cases, integer("runs", v.runs, 10), print, integer("max-seconds", v["max-seconds"], 60), fullUpTo, v["forward-only"] === true);
+        const rows = await benchGpu(
+          cases,
+          integer("runs", v.runs, 10),
+          print,
+          integer("max-seconds", v["max-seconds"], 60),
+          fullUpTo,
+          v["forward-only"] === true,
+        );
         if (typeof v.svg === "string") {
           await writeFileAtomic(v.svg, new TextEncoder().encode(gpuBenchPlot(rows, OFFICIAL_MOBA_SPEEDUP)));
           print(`wrote ${v.svg}`);
@@ -125,9 +183,14 @@ Options:
         return 0;
       }
       const options = {
-        backend: backend(v.backend), lengths: integers("lengths", v.lengths, d.lengths), qHeads: integer("heads", v.heads, d.qHeads),
-        kvHeads: integer("kv-heads", v["kv-heads"], d.kvHeads), headDim: integer("head-dim", v["head-dim"], d.headDim),
-        blockSize: integer("block-size", v["block-size"], d.blockSize), topK: integer("top-k", v["top-k"], d.topK), runs: integer("runs", v.runs, d.runs),
+        backend: backend(v.backend),
+        lengths: integers("lengths", v.lengths, d.lengths),
+        qHeads: integer("heads", v.heads, d.qHeads),
+        kvHeads: integer("kv-heads", v["kv-heads"], d.kvHeads),
+        headDim: integer("head-dim", v["head-dim"], d.headDim),
+        blockSize: integer("block-size", v["block-size"], d.blockSize),
+        topK: integer("top-k", v["top-k"], d.topK),
+        runs: integer("runs", v.runs, d.runs),
       };
       const rows = await bench(options, print);
       if (typeof v.svg === "string") {
@@ -145,7 +208,9 @@ const HELP = `moba: Mixture of Block Attention for TypeScript
 Usage: moba <command> [options]     (moba <command> --help for its options; moba --version)
 
 Commands:
-${Object.entries(commands).map(([name, c]) => `  ${name.padEnd(width)}${c.summary}`).join("\n")}`;
+${Object.entries(commands)
+  .map(([name, c]) => `  ${name.padEnd(width)}${c.summary}`)
+  .join("\n")}`;
 
 /** The package's version (package.json is two folders up from src/cli and from dist/cli). */
 function version(): string {
@@ -165,7 +230,12 @@ async function runCommand(argv: string[]): Promise<number> {
   const command = commands[name];
   if (!command) usageError(`unknown command "${name}" (expected one of: ${Object.keys(commands).join(", ")}; moba --help lists them)`);
   const options = { ...command.options, help: { type: "boolean", short: "h" } } as const;
-  const { values, positionals } = parseArgs({ args: joinNegativeNumbers(rest, options), options, strict: true, allowPositionals: command.positionals === true });
+  const { values, positionals } = parseArgs({
+    args: joinNegativeNumbers(rest, options),
+    options,
+    strict: true,
+    allowPositionals: command.positionals === true,
+  });
   if (values.help) {
     print(command.usage);
     return 0;
@@ -182,9 +252,14 @@ export async function main(argv: string[]): Promise<number> {
     return await runCommand(argv);
   } catch (error) {
     // input errors, argument errors and sizes beyond this machine's memory are the user's: one line; anything else is a bug: the stack
-    const memory = error instanceof RangeError && /allocation failed|Invalid typed array length|Invalid array buffer length/.test(error.message);
+    const memory =
+      error instanceof RangeError && /allocation failed|Invalid typed array length|Invalid array buffer length/.test(error.message);
     const known = memory || error instanceof MobaError || (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS");
-    const message = memory ? `out of memory (${(error as Error).message}): the sizes asked for do not fit this machine` : known ? (error as Error).message.split("\n")[0] : (error as Error).stack ?? String(error);
+    const message = memory
+      ? `out of memory (${(error as Error).message}): the sizes asked for do not fit this machine`
+      : known
+        ? (error as Error).message.split("\n")[0]
+        : ((error as Error).stack ?? String(error));
     streams.err(`moba: error: ${message}\n`);
     return known ? 2 : 1;
   }

@@ -11,7 +11,10 @@ export function trainingProgress(print: (line: string) => void): { onStep(log: S
       const values = { loss: log.loss.toFixed(3), speed: log.tokensPerSecond.toFixed(0), val: log.validationLoss?.toFixed(3) ?? "-" };
       if (process.stderr.isTTY) {
         if (!bar) {
-          bar = new cliProgress.SingleBar({ format: "step {value}/{total} [{bar}] loss {loss} | val {val} | {speed} tok/s | ETA {eta_formatted}", hideCursor: true }, cliProgress.Presets.shades_classic);
+          bar = new cliProgress.SingleBar(
+            { format: "step {value}/{total} [{bar}] loss {loss} | val {val} | {speed} tok/s | ETA {eta_formatted}", hideCursor: true },
+            cliProgress.Presets.shades_classic,
+          );
           bar.start(total, log.step, values);
         }
         bar.update(log.step + 1, values);

@@ -63,7 +63,10 @@ export function listUnits(problem: AttentionProblem, heads: number, all: boolean
 }
 
 function dot(a: Float32Array, ai: number, b: Float32Array, bi: number, n: number): number {
-  let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  let s0 = 0,
+    s1 = 0,
+    s2 = 0,
+    s3 = 0;
   let d = 0;
   for (; d + 3 < n; d += 4) {
     s0 += a[ai + d] * b[bi + d];
@@ -140,7 +143,9 @@ export function forwardUnits(problem: AttentionProblem, a: ForwardArrays, units:
   for (let b = 0; b + 1 < a.offsets.length; b++) maxBlocks = Math.max(maxBlocks, a.offsets[b + 1] - a.offsets[b]);
   const s = new ForwardScratch(problem, maxBlocks, a.width);
   for (let u = from; u < to; u++) {
-    const b = units[3 * u], h = units[3 * u + 1], i = units[3 * u + 2];
+    const b = units[3 * u],
+      h = units[3 * u + 1],
+      i = units[3 * u + 2];
     const start = cuSeqlens[b];
     const q0 = start + i * B;
     const rows = Math.min(B, cuSeqlens[b + 1] - q0);
@@ -189,7 +194,18 @@ export function forwardUnits(problem: AttentionProblem, a: ForwardArrays, units:
 }
 
 /** Gradient contributions of query t (head h) against keys [k0, k1) of the unit's block. */
-function backwardKeys(a: BackwardArrays, p: AttentionProblem, dkBlock: Float64Array, dvBlock: Float64Array, t: number, h: number, g: number, blockStart: number, k0: number, k1: number): void {
+function backwardKeys(
+  a: BackwardArrays,
+  p: AttentionProblem,
+  dkBlock: Float64Array,
+  dvBlock: Float64Array,
+  t: number,
+  h: number,
+  g: number,
+  blockStart: number,
+  k0: number,
+  k1: number,
+): void {
   const { qHeads, kvHeads, headDim: D, scale } = p;
   const qRow = (t * qHeads + h) * D;
   const lse = a.lse[t * qHeads + h];
@@ -215,7 +231,9 @@ export function backwardUnits(problem: AttentionProblem, a: BackwardArrays, unit
   const dkBlock = new Float64Array(rowsPerBlock(problem) * D);
   const dvBlock = new Float64Array(rowsPerBlock(problem) * D);
   for (let u = from; u < to; u++) {
-    const b = units[3 * u], g = units[3 * u + 1], j = units[3 * u + 2];
+    const b = units[3 * u],
+      g = units[3 * u + 1],
+      j = units[3 * u + 2];
     const k0 = cuSeqlens[b] + j * B;
     const k1 = Math.min(k0 + B, cuSeqlens[b + 1]);
     dkBlock.fill(0);

@@ -4,7 +4,15 @@
 import { type AttentionProblem, fullProblem, mobaProblem } from "../attention/problem.js";
 import type { AdamWScalars, AttentionCall, AttentionSaved, ModelBackend } from "../backend.js";
 import {
-  crossEntropyBackward, crossEntropyForward, embeddingBackward, embeddingForward, rmsNormBackward, rmsNormForward, rope, swigluBackward, swigluForward,
+  crossEntropyBackward,
+  crossEntropyForward,
+  embeddingBackward,
+  embeddingForward,
+  rmsNormBackward,
+  rmsNormForward,
+  rope,
+  swigluBackward,
+  swigluForward,
 } from "../model/layers.js";
 import { cpuBackward, cpuForward } from "./index.js";
 import { addInto, matmulXWt, transpose } from "./ops.js";
@@ -36,7 +44,12 @@ export async function matmul(x: Float32Array, w: Float32Array, M: number, K: num
 
 /** The checked problem of a layer's attention call (the kernels' own entry points, not the public API). */
 function attentionProblem(c: AttentionCall, q: Float32Array, k: Float32Array, v: Float32Array): AttentionProblem {
-  const inputs = { q: { data: q, shape: [c.tokens, c.qHeads, c.headDim] }, k: { data: k, shape: [c.tokens, c.kvHeads, c.headDim] }, v: { data: v, shape: [c.tokens, c.kvHeads, c.headDim] }, cuSeqlens: c.cuSeqlens };
+  const inputs = {
+    q: { data: q, shape: [c.tokens, c.qHeads, c.headDim] },
+    k: { data: k, shape: [c.tokens, c.kvHeads, c.headDim] },
+    v: { data: v, shape: [c.tokens, c.kvHeads, c.headDim] },
+    cuSeqlens: c.cuSeqlens,
+  };
   return c.kind === "moba" ? mobaProblem(inputs, { blockSize: c.blockSize, topK: c.topK }) : fullProblem(inputs);
 }
 
@@ -74,7 +87,8 @@ export const cpuBackend: ModelBackend<Float32Array> = {
     addInto(dw, await matmul(transpose(dy, M, N), transpose(x, M, K), N, M, K)); // dw[N, K] += dyᵀ · x
   },
   crossEntropy: async (lse, logits, targets, weights, V) => crossEntropyForward(lse, logits, targets, weights, V),
-  crossEntropyBackward: async (dLogits, logits, lse, targets, weights, V, scale) => crossEntropyBackward(dLogits, logits, lse, targets, weights, V, scale),
+  crossEntropyBackward: async (dLogits, logits, lse, targets, weights, V, scale) =>
+    crossEntropyBackward(dLogits, logits, lse, targets, weights, V, scale),
   async attention(c, q, k, v): Promise<AttentionSaved<Float32Array>> {
     const a = await cpuForward(attentionProblem(c, q, k, v), q, k, v);
     return { out: a.out, lse: a.lse, routing: c.kind === "moba" ? a.past : undefined };

@@ -23,7 +23,13 @@ export function checkOutputPath(path: string, name = path): void {
   } catch {
     return; // absent: it will be created
   }
-  const kind = target.isSymbolicLink() ? "a symbolic link" : target.isDirectory() ? "a folder" : target.isFile() ? null : "a device, FIFO or socket";
+  const kind = target.isSymbolicLink()
+    ? "a symbolic link"
+    : target.isDirectory()
+      ? "a folder"
+      : target.isFile()
+        ? null
+        : "a device, FIFO or socket";
   if (kind !== null) throw new MobaError(`${name}: expected a regular file to write, got "${path}" (${kind}; not replaced)`);
 }
 

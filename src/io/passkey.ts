@@ -18,7 +18,10 @@ export function passkeySample(length: number, depth: number, rng: { below(n: num
   const needle = `The pass key is ${key}. Remember it. ${key} is the pass key. `;
   const tail = QUESTION + key;
   const fillerBytes = length - needle.length - tail.length;
-  if (fillerBytes < 0) throw new MobaError(`passkey length: expected at least ${needle.length + tail.length} bytes (the key's sentence and the question), got ${length}`);
+  if (fillerBytes < 0)
+    throw new MobaError(
+      `passkey length: expected at least ${needle.length + tail.length} bytes (the key's sentence and the question), got ${length}`,
+    );
   const before = Math.round(fillerBytes * depth);
   const filler = (n: number, from: number) => Array.from({ length: n }, (_, i) => FILLER[(from + i) % FILLER.length]).join("");
   const text = filler(before, 0) + needle + filler(fillerBytes - before, before) + tail;

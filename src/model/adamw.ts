@@ -22,7 +22,11 @@ export interface Moments {
 }
 
 export function zeroMoments(model: Model): Moments {
-  return { m: model.params.map((p) => new Float32Array(p.data.length)), v: model.params.map((p) => new Float32Array(p.data.length)), step: 0 };
+  return {
+    m: model.params.map((p) => new Float32Array(p.data.length)),
+    v: model.params.map((p) => new Float32Array(p.data.length)),
+    step: 0,
+  };
 }
 
 /** The optimizer with its moments on the backend beside the model's weights and gradients. */
@@ -31,7 +35,11 @@ export class AdamW<B extends Sized> {
   private readonly v: B[];
   private step: number;
 
-  constructor(private readonly model: Model, private readonly backend: ModelBackend<B>, moments: Moments = zeroMoments(model)) {
+  constructor(
+    private readonly model: Model,
+    private readonly backend: ModelBackend<B>,
+    moments: Moments = zeroMoments(model),
+  ) {
     this.m = moments.m.map((x) => backend.upload(x, true));
     this.v = moments.v.map((x) => backend.upload(x, true));
     this.step = moments.step;
@@ -49,7 +57,15 @@ export class AdamW<B extends Sized> {
     if (!Number.isFinite(norm)) return norm;
     const step = ++this.step;
     const clip = norm > o.gradClip ? o.gradClip / norm : 1;
-    const common = { lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, c1: 1 - o.beta1 ** step, c2: 1 - o.beta2 ** step, gradScale: clip / lossScale };
+    const common = {
+      lr,
+      beta1: o.beta1,
+      beta2: o.beta2,
+      eps: o.eps,
+      c1: 1 - o.beta1 ** step,
+      c2: 1 - o.beta2 ** step,
+      gradScale: clip / lossScale,
+    };
     for (const [j, p] of this.model.params.entries()) {
       await this.backend.adamw(data[j], grad[j], this.m[j], this.v[j], { ...common, decayFactor: p.decay ? 1 - lr * o.weightDecay : 1 });
     }

@@ -85,7 +85,8 @@ export async function loadCheckpoint(path: string): Promise<Checkpoint> {
   }
   // checkpoints written before checksums have none; every one written since is verified tensor by tensor
   const checksums = file.metadata.sha256 === undefined ? undefined : parseField(path, file.metadata, "sha256");
-  if (checksums !== undefined && (typeof checksums !== "object" || checksums === null)) fail(`metadata sha256: expected an object of checksums, got ${shown(checksums)}`);
+  if (checksums !== undefined && (typeof checksums !== "object" || checksums === null))
+    fail(`metadata sha256: expected an object of checksums, got ${shown(checksums)}`);
   const verify = (name: string, t: StoredTensor) => {
     if (checksums === undefined) return;
     const stored = (checksums as Record<string, unknown>)[name];
@@ -95,7 +96,8 @@ export async function loadCheckpoint(path: string): Promise<Checkpoint> {
   const model = initModel(config, 0);
   const read = (name: string, shape: number[]) => {
     const t = file.tensors.get(name) ?? fail(`missing tensor ${name}`);
-    if (t.shape.length !== shape.length || t.shape.some((s, i) => s !== shape[i])) fail(`tensor ${name}: expected shape [${shape}], got [${t.shape}]`);
+    if (t.shape.length !== shape.length || t.shape.some((s, i) => s !== shape[i]))
+      fail(`tensor ${name}: expected shape [${shape}], got [${t.shape}]`);
     verify(name, t);
     const data = toFloat32(t, name);
     const bad = firstNonFinite(data);
@@ -106,7 +108,8 @@ export async function loadCheckpoint(path: string): Promise<Checkpoint> {
   let moments: Moments | undefined;
   if (file.metadata.optimizer_step !== undefined) {
     const step = Number(file.metadata.optimizer_step);
-    if (!Number.isSafeInteger(step) || step < 0) fail(`metadata optimizer_step: expected an integer >= 0, got ${shown(file.metadata.optimizer_step)}`);
+    if (!Number.isSafeInteger(step) || step < 0)
+      fail(`metadata optimizer_step: expected an integer >= 0, got ${shown(file.metadata.optimizer_step)}`);
     moments = {
       m: model.params.map((p) => read(`optimizer.exp_avg.${p.name}`, p.shape)),
       v: model.params.map((p) => read(`optimizer.exp_avg_sq.${p.name}`, p.shape)),
@@ -114,6 +117,7 @@ export async function loadCheckpoint(path: string): Promise<Checkpoint> {
     };
   }
   const state = file.metadata.training_state === undefined ? undefined : parseField(path, file.metadata, "training_state");
-  if (state !== undefined && (typeof state !== "object" || state === null || Array.isArray(state))) fail(`metadata training_state: expected an object, got ${shown(state)}`);
+  if (state !== undefined && (typeof state !== "object" || state === null || Array.isArray(state)))
+    fail(`metadata training_state: expected an object, got ${shown(state)}`);
   return { model, moments, state: state as TrainingState | undefined };
 }

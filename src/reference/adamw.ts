@@ -29,7 +29,10 @@ export class ReferenceAdamW {
     public step = 0,
   ) {
     this.params = params.map((p) => ({
-      w: Float64Array.from(p.w), m: p.m ? Float64Array.from(p.m) : new Float64Array(p.w.length), v: p.v ? Float64Array.from(p.v) : new Float64Array(p.w.length), decay: p.decay,
+      w: Float64Array.from(p.w),
+      m: p.m ? Float64Array.from(p.m) : new Float64Array(p.w.length),
+      v: p.v ? Float64Array.from(p.v) : new Float64Array(p.w.length),
+      decay: p.decay,
     }));
   }
 

@@ -10,16 +10,23 @@ import { webgpuModelBackend } from "../webgpu/model.js";
  * The backend for `name`; precision "f16" where it can run (WebGPU with shader-f16), else float32.
  * `note` hears why "auto" took the CPU (no adapter, or a software one) and why f16 fell back.
  */
-export async function modelBackend(name: Backend | "auto", precision: Precision = "f32", note: (line: string) => void = () => undefined): Promise<ModelBackend> {
+export async function modelBackend(
+  name: Backend | "auto",
+  precision: Precision = "f32",
+  note: (line: string) => void = () => undefined,
+): Promise<ModelBackend> {
   let gpu = null;
-  if (name === "webgpu") gpu = await getDevice(); // a missing adapter is an error here
+  if (name === "webgpu")
+    gpu = await getDevice(); // a missing adapter is an error here
   else if (name === "auto") {
     gpu = await getDevice().catch((error: Error) => {
       note(`backend: cpu (no WebGPU adapter: ${error.message.split("\n")[0]})`);
       return null;
     });
     if (gpu?.software) {
-      note(`backend: cpu (the WebGPU adapter, ${gpu.adapterInfo}, is a software one: slower than the CPU backend; --backend webgpu takes it anyway)`);
+      note(
+        `backend: cpu (the WebGPU adapter, ${gpu.adapterInfo}, is a software one: slower than the CPU backend; --backend webgpu takes it anyway)`,
+      );
       gpu = null;
     }
   }

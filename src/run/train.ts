@@ -10,7 +10,17 @@ import { writeFileAtomic } from "../io/files.js";
 import { AdamW, learningRateAt, LossScale, type LossScaleState, type Moments, zeroMoments } from "../model/adamw.js";
 import { type Checkpoint, loadCheckpoint, saveCheckpoint } from "../model/checkpoint.js";
 import { type AttentionKind, checkConfig, type LlamaConfig, layerKinds } from "../model/config.js";
-import { backward, type Batch, forward, initModel, type Model, parameterCount, release, syncToHost, zeroGradients } from "../model/llama.js";
+import {
+  backward,
+  type Batch,
+  forward,
+  initModel,
+  type Model,
+  parameterCount,
+  release,
+  syncToHost,
+  zeroGradients,
+} from "../model/llama.js";
 import { concatBatches, type DataPosition, Packer, sequenceBatch, startPosition } from "../model/packing.js";
 import { Rng } from "../model/rng.js";
 import { passkeySample } from "../io/passkey.js";
@@ -107,8 +117,10 @@ function fail(message: string): never {
 
 /** Fills defaults and checks every option; unknown keys are errors. All of it before any work starts. */
 export function checkTrainOptions(input: Partial<TrainOptions>): TrainOptions & { config: LlamaConfig } {
-  if (typeof input !== "object" || input === null || Array.isArray(input)) fail(`train: expected an object of options, got ${shown(input)}`);
-  for (const key of Object.keys(input)) if (!(key in TRAIN_DEFAULTS)) fail(`train.${key}: unknown option (expected one of ${Object.keys(TRAIN_DEFAULTS).join(", ")})`);
+  if (typeof input !== "object" || input === null || Array.isArray(input))
+    fail(`train: expected an object of options, got ${shown(input)}`);
+  for (const key of Object.keys(input))
+    if (!(key in TRAIN_DEFAULTS)) fail(`train.${key}: unknown option (expected one of ${Object.keys(TRAIN_DEFAULTS).join(", ")})`);
   const o: TrainOptions = { ...TRAIN_DEFAULTS, ...input };
   const config = checkConfig(o.model);
   // the data are bytes: every byte value is a token
@@ -122,27 +134,37 @@ export function checkTrainOptions(input: Partial<TrainOptions>): TrainOptions & 
   for (const name of ["beta1", "beta2"] as const) {
     if (!(o[name] >= 0 && o[name] < 1)) fail(`train.${name}: expected a number in [0, 1), got ${shown(o[name])}`);
   }
-  if (!(o.minLearningRateFraction >= 0 && o.minLearningRateFraction <= 1)) fail(`train.minLearningRateFraction: expected a number in [0, 1], got ${shown(o.minLearningRateFraction)}`);
-  if (!(o.passkeyShare >= 0 && o.passkeyShare <= 1)) fail(`train.passkeyShare: expected a fraction in [0, 1], got ${shown(o.passkeyShare)}`);
-  if (o.passkeyShare > 0 && o.contextLength < 128) fail(`train.contextLength: expected at least 128 with passkeyShare > 0 (a passkey sample needs ~100 bytes), got ${o.contextLength}`);
+  if (!(o.minLearningRateFraction >= 0 && o.minLearningRateFraction <= 1))
+    fail(`train.minLearningRateFraction: expected a number in [0, 1], got ${shown(o.minLearningRateFraction)}`);
+  if (!(o.passkeyShare >= 0 && o.passkeyShare <= 1))
+    fail(`train.passkeyShare: expected a fraction in [0, 1], got ${shown(o.passkeyShare)}`);
+  if (o.passkeyShare > 0 && o.contextLength < 128)
+    fail(`train.contextLength: expected at least 128 with passkeyShare > 0 (a passkey sample needs ~100 bytes), got ${o.contextLength}`);
   if (!(o.weightDecay >= 0)) fail(`train.weightDecay: expected a number >= 0, got ${shown(o.weightDecay)}`);
-  if (!Number.isInteger(o.warmupSteps) || o.warmupSteps < 0) fail(`train.warmupSteps: expected an integer >= 0, got ${shown(o.warmupSteps)}`);
+  if (!Number.isInteger(o.warmupSteps) || o.warmupSteps < 0)
+    fail(`train.warmupSteps: expected an integer >= 0, got ${shown(o.warmupSteps)}`);
   if (!Number.isInteger(o.seed)) fail(`train.seed: expected an integer, got ${shown(o.seed)}`);
   if (o.precision !== "f32" && o.precision !== "f16") fail(`train.precision: expected "f32" or "f16", got ${shown(o.precision)}`);
-  if (o.backend !== "auto" && o.backend !== "cpu" && o.backend !== "webgpu") fail(`train.backend: expected "auto", "cpu" or "webgpu", got ${shown(o.backend)}`);
+  if (o.backend !== "auto" && o.backend !== "cpu" && o.backend !== "webgpu")
+    fail(`train.backend: expected "auto", "cpu" or "webgpu", got ${shown(o.backend)}`);
   if (o.contextLength > config.max_position_embeddings) {
     fail(`train.contextLength: expected at most max_position_embeddings ${config.max_position_embeddings}, got ${o.contextLength}`);
   }
   if (typeof o.out !== "string" || o.out === "") fail(`train.out: expected a folder path, got ${shown(o.out)}`);
   if (existsSync(o.out) && !statSync(o.out).isDirectory()) fail(`train.out: expected a folder, got "${o.out}" (a file)`);
   if (typeof o.data !== "string") fail(`train.data: expected "sotu" or a path, got ${shown(o.data)}`);
-  if (o.data !== "sotu" && !existsSync(o.data)) fail(`train.data: expected "sotu" or an existing file or folder, got "${o.data}" (not found)`);
+  if (o.data !== "sotu" && !existsSync(o.data))
+    fail(`train.data: expected "sotu" or an existing file or folder, got "${o.data}" (not found)`);
   if (!Array.isArray(o.stages)) fail(`train.stages: expected a list, got ${shown(o.stages)}`);
   o.stages.forEach((s, i) => {
-    if (typeof s !== "object" || s === null || Array.isArray(s)) fail(`train.stages[${i}]: expected { start, attention or fullAttentionLastLayers }, got ${shown(s)}`);
-    for (const key of Object.keys(s)) if (!["start", "attention", "fullAttentionLastLayers"].includes(key)) fail(`train.stages[${i}].${key}: unknown field (expected start, attention, fullAttentionLastLayers)`);
+    if (typeof s !== "object" || s === null || Array.isArray(s))
+      fail(`train.stages[${i}]: expected { start, attention or fullAttentionLastLayers }, got ${shown(s)}`);
+    for (const key of Object.keys(s))
+      if (!["start", "attention", "fullAttentionLastLayers"].includes(key))
+        fail(`train.stages[${i}].${key}: unknown field (expected start, attention, fullAttentionLastLayers)`);
     if (!(s.start >= 0 && s.start < 1)) fail(`train.stages[${i}].start: expected a fraction of the steps in [0, 1), got ${shown(s.start)}`);
-    if (i > 0 && s.start <= o.stages[i - 1].start) fail(`train.stages[${i}].start: expected stages in increasing order (> ${o.stages[i - 1].start}), got ${s.start}`);
+    if (i > 0 && s.start <= o.stages[i - 1].start)
+      fail(`train.stages[${i}].start: expected stages in increasing order (> ${o.stages[i - 1].start}), got ${s.start}`);
     stageKinds(config, s, `train.stages[${i}]`);
   });
   return { ...o, config };
@@ -152,7 +174,8 @@ export function checkTrainOptions(input: Partial<TrainOptions>): TrainOptions & 
 function stageKinds(config: LlamaConfig, stage: Stage, where: string): AttentionKind[] {
   const L = config.num_hidden_layers;
   const { attention, fullAttentionLastLayers } = stage;
-  if (attention !== undefined && fullAttentionLastLayers !== undefined) fail(`${where}: expected either attention or fullAttentionLastLayers, got both`);
+  if (attention !== undefined && fullAttentionLastLayers !== undefined)
+    fail(`${where}: expected either attention or fullAttentionLastLayers, got both`);
   if (fullAttentionLastLayers !== undefined) {
     if (!Number.isInteger(fullAttentionLastLayers) || fullAttentionLastLayers < 0 || fullAttentionLastLayers > L) {
       fail(`${where}.fullAttentionLastLayers: expected an integer from 0 to ${L}, got ${shown(fullAttentionLastLayers)}`);
@@ -160,7 +183,8 @@ function stageKinds(config: LlamaConfig, stage: Stage, where: string): Attention
     return layerKinds({ ...config, layer_attention: undefined, full_attention_last_layers: fullAttentionLastLayers });
   }
   if (attention === "moba" || attention === "full") return Array(L).fill(attention);
-  if (Array.isArray(attention)) return checkConfig({ ...config, layer_attention: attention, full_attention_last_layers: undefined }).layer_attention!;
+  if (Array.isArray(attention))
+    return checkConfig({ ...config, layer_attention: attention, full_attention_last_layers: undefined }).layer_attention!;
   return fail(`${where}.attention: expected "moba", "full" or a list of ${L} of them, got ${shown(attention)}`);
 }
 
@@ -178,8 +202,14 @@ export function loadDocuments(data: string): Document[] {
 }
 
 /** Σ loss and Σ weight of the validation rows (nats per predicted token = loss / count). */
-export async function evaluateLoss(model: Model, batches: Batch[], backend: ModelBackend, kinds: AttentionKind[]): Promise<{ loss: number; count: number }> {
-  let loss = 0, count = 0;
+export async function evaluateLoss(
+  model: Model,
+  batches: Batch[],
+  backend: ModelBackend,
+  kinds: AttentionKind[],
+): Promise<{ loss: number; count: number }> {
+  let loss = 0,
+    count = 0;
   for (const batch of batches) {
     loss += await backend.scope("evaluation", async () => (await forward(model, batch, backend, kinds)).loss);
     count += batch.weights.reduce((a, b) => a + b, 0);
@@ -215,16 +245,34 @@ export interface TrainIo {
 }
 
 /** Options a resumed run may change: how long it runs, its learning-rate schedule, evaluation, checkpoints and where it runs. */
-const CHANGEABLE_ON_RESUME: readonly string[] = ["steps", "learningRate", "minLearningRateFraction", "warmupSteps", "evalEvery", "evalRows", "checkpointEvery", "backend", "precision", "out"];
+const CHANGEABLE_ON_RESUME: readonly string[] = [
+  "steps",
+  "learningRate",
+  "minLearningRateFraction",
+  "warmupSteps",
+  "evalEvery",
+  "evalRows",
+  "checkpointEvery",
+  "backend",
+  "precision",
+  "out",
+];
 
 /**
  * The options of a resumed run: the checkpoint's, with what `input` sets of the changeable ones. The model is the
  * checkpoint's; any other option `input` sets differently (a model field included) is refused, naming it.
  */
-export function resumedOptions(saved: Partial<TrainOptions>, config: LlamaConfig, input: Partial<TrainOptions>, checkpoint: string): Partial<TrainOptions> {
+export function resumedOptions(
+  saved: Partial<TrainOptions>,
+  config: LlamaConfig,
+  input: Partial<TrainOptions>,
+  checkpoint: string,
+): Partial<TrainOptions> {
   const refuse = (name: string, had: unknown, asked: unknown): never =>
-    fail(`${checkpoint}: cannot resume with ${name} ${shown(asked, 40)}: the checkpoint has ${shown(had, 40)} (a resumed run may change only ` +
-      `${CHANGEABLE_ON_RESUME.join(", ")}; --overwrite starts over)`);
+    fail(
+      `${checkpoint}: cannot resume with ${name} ${shown(asked, 40)}: the checkpoint has ${shown(had, 40)} (a resumed run may change only ` +
+        `${CHANGEABLE_ON_RESUME.join(", ")}; --overwrite starts over)`,
+    );
   for (const [key, value] of Object.entries(input)) {
     if (key === "model" || CHANGEABLE_ON_RESUME.includes(key)) continue;
     const had = (saved as Record<string, unknown>)[key] ?? (TRAIN_DEFAULTS as unknown as Record<string, unknown>)[key];
@@ -233,11 +281,14 @@ export function resumedOptions(saved: Partial<TrainOptions>, config: LlamaConfig
   const model = input.model ?? {};
   for (const [key, value] of Object.entries(model)) {
     if (key === "layer_attention" || key === "full_attention_last_layers") continue;
-    if (JSON.stringify(value) !== JSON.stringify(config[key as keyof LlamaConfig])) refuse(`config.${key}`, config[key as keyof LlamaConfig], value);
+    if (JSON.stringify(value) !== JSON.stringify(config[key as keyof LlamaConfig]))
+      refuse(`config.${key}`, config[key as keyof LlamaConfig], value);
   }
   // the two ways of saying which layers are full compare by what they mean (layer_attention wins, as in checkConfig)
   if ("layer_attention" in model || "full_attention_last_layers" in model) {
-    const asked = layerKinds(checkConfig({ ...config, layer_attention: model.layer_attention, full_attention_last_layers: model.full_attention_last_layers }));
+    const asked = layerKinds(
+      checkConfig({ ...config, layer_attention: model.layer_attention, full_attention_last_layers: model.full_attention_last_layers }),
+    );
     if (JSON.stringify(asked) !== JSON.stringify(layerKinds(config))) refuse("the layers' attention", layerKinds(config), asked);
   }
   return { ...saved, ...input, model: config };
@@ -247,10 +298,13 @@ export function resumedOptions(saved: Partial<TrainOptions>, config: LlamaConfig
 function checkSavedState(saved: Checkpoint, checkpoint: string): SavedState {
   const state = saved.state as SavedState | undefined;
   if (!saved.moments || !state) fail(`${checkpoint}: expected a training checkpoint (weights, moments and state), got weights only`);
-  const bad = (name: string, expected: string, got: unknown): never => fail(`${checkpoint}: training_state.${name}: expected ${expected}, got ${shown(got)}`);
+  const bad = (name: string, expected: string, got: unknown): never =>
+    fail(`${checkpoint}: training_state.${name}: expected ${expected}, got ${shown(got)}`);
   if (!Number.isSafeInteger(state.step) || state.step < 0) bad("step", "an integer >= 0", state.step);
-  if (!Array.isArray(state.rng) || state.rng.length !== 4 || !state.rng.every((x) => Number.isInteger(x) && x >= 0 && x < 2 ** 32)) bad("rng", "4 unsigned 32-bit integers", state.rng);
-  if (typeof state.options !== "object" || state.options === null || Array.isArray(state.options)) bad("options", "an object", state.options);
+  if (!Array.isArray(state.rng) || state.rng.length !== 4 || !state.rng.every((x) => Number.isInteger(x) && x >= 0 && x < 2 ** 32))
+    bad("rng", "4 unsigned 32-bit integers", state.rng);
+  if (typeof state.options !== "object" || state.options === null || Array.isArray(state.options))
+    bad("options", "an object", state.options);
   if (typeof state.data !== "object" || state.data === null) bad("data", "a data position { epoch, doc, offset, rng }", state.data);
   return state;
 }
@@ -261,7 +315,8 @@ function checkSavedState(saved: Checkpoint, checkpoint: string): SavedState {
  */
 export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = false, overwrite = false): Promise<TrainResult> {
   let o = checkTrainOptions(input);
-  const checkpoint = join(o.out, "checkpoint.safetensors"), logPath = join(o.out, "log.jsonl");
+  const checkpoint = join(o.out, "checkpoint.safetensors"),
+    logPath = join(o.out, "log.jsonl");
   if (resume && overwrite) fail(`train: expected resume or overwrite, got both`);
   const exists = existsSync(checkpoint);
   if (exists && !resume && !overwrite) fail(`train.out: ${checkpoint} exists (--resume continues it, --overwrite starts over)`);
@@ -273,7 +328,11 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
   const { train: trainDocs, validation } = splitDocuments(docs);
   mkdirSync(o.out, { recursive: true });
 
-  let model: Model, moments: Moments, step = 0, position = startPosition(o.seed), rng = new Rng(o.seed + 1);
+  let model: Model,
+    moments: Moments,
+    step = 0,
+    position = startPosition(o.seed),
+    rng = new Rng(o.seed + 1);
   let lossScale: LossScale | null = backend.precision === "f16" ? new LossScale() : null;
   let log: StepLog[] = [];
   if (saved && state) {
@@ -293,21 +352,29 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
   const packer = new Packer(trainDocs, o.contextLength, position); // checks a resumed position against the data
   if (saved) io.print(`resumed ${checkpoint} at step ${step}`);
   const evalBatches = [new Packer(validation, o.contextLength, startPosition(null)).next(o.evalRows)];
-  io.print(`model: ${(parameterCount(model) / 1e6).toFixed(2)}M parameters, ${o.config.num_hidden_layers} layers [${layerKinds(o.config).join(", ")}], ` +
-    `block ${o.config.moba_chunk_size} / top-${o.config.moba_topk}; data: ${o.data} (${trainDocs.length} train / ${validation.length} validation documents); backend: ${backend.name} ${backend.precision}`);
+  io.print(
+    `model: ${(parameterCount(model) / 1e6).toFixed(2)}M parameters, ${o.config.num_hidden_layers} layers [${layerKinds(o.config).join(", ")}], ` +
+      `block ${o.config.moba_chunk_size} / top-${o.config.moba_topk}; data: ${o.data} (${trainDocs.length} train / ${validation.length} validation documents); backend: ${backend.name} ${backend.precision}`,
+  );
 
   const tokensPerStep = o.batchRows * o.contextLength * o.accumulation;
   const started = performance.now() - (log.at(-1)?.seconds ?? 0) * 1000;
   let validationLoss = [...log].reverse().find((l) => l.validationLoss !== undefined)?.validationLoss; // a finished run resumed
   const save = async () => {
-    const state: SavedState = { step, data: packer.position, rng: rng.state, options: input as TrainOptions, ...(lossScale && { lossScale: lossScale.state() }) };
+    const state: SavedState = {
+      step,
+      data: packer.position,
+      rng: rng.state,
+      options: input as TrainOptions,
+      ...(lossScale && { lossScale: lossScale.state() }),
+    };
     // the log first: a kill between the two leaves a log ahead of the checkpoint, which resuming trims
     await writeFileAtomic(logPath, new TextEncoder().encode(log.map((l) => JSON.stringify(l) + "\n").join("")));
     await syncToHost(model);
     await saveCheckpoint(checkpoint, model, await optimizer.moments(), state);
     await writeFileAtomic(join(o.out, "loss.svg"), new TextEncoder().encode(lossPlot(log)));
   };
-  for (; step < o.steps; ) {
+  for (; step < o.steps;) {
     const t0 = performance.now();
     const kinds = kindsAt(o, step);
     const batches = Array.from({ length: o.accumulation }, () => nextBatch(packer, o, rng));
@@ -315,23 +382,31 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
     const lr = learningRateAt(step, o.steps, o.learningRate, o.warmupSteps, o.minLearningRateFraction);
     let loss = 0;
     const scale = lossScale?.scale ?? 1;
-    const gradNorm = await backend.scope("training step", async () => {
-      await zeroGradients(model, backend);
-      for (const batch of batches) {
-        const trace = await forward(model, batch, backend, kinds);
-        loss += trace.loss;
-        await backward(model, trace, backend, scale / Math.max(1, count));
-      }
-      return optimizer.update(lr, adamw, scale);
-    }).catch(divergence(step, o));
+    const gradNorm = await backend
+      .scope("training step", async () => {
+        await zeroGradients(model, backend);
+        for (const batch of batches) {
+          const trace = await forward(model, batch, backend, kinds);
+          loss += trace.loss;
+          await backward(model, trace, backend, scale / Math.max(1, count));
+        }
+        return optimizer.update(lr, adamw, scale);
+      })
+      .catch(divergence(step, o));
     // f16: an overflow skips the step (the optimizer took none) and halves the scale; float32 gradients do not overflow but diverge
     const skipped = lossScale ? !lossScale.record(gradNorm) : false;
     if (!lossScale && !Number.isFinite(gradNorm)) diverged(step, o, `gradient norm ${gradNorm}`);
     step++;
     const seconds = (performance.now() - started) / 1000;
     const entry: StepLog = {
-      step: step - 1, loss: loss / Math.max(1, count), lr, gradNorm, tokens: step * tokensPerStep, seconds,
-      tokensPerSecond: tokensPerStep / ((performance.now() - t0) / 1000), attention: kinds.map((k) => k[0]).join(""),
+      step: step - 1,
+      loss: loss / Math.max(1, count),
+      lr,
+      gradNorm,
+      tokens: step * tokensPerStep,
+      seconds,
+      tokensPerSecond: tokensPerStep / ((performance.now() - t0) / 1000),
+      attention: kinds.map((k) => k[0]).join(""),
       ...(lossScale && { lossScale: scale, skipped }),
     };
     if (step % o.evalEvery === 0 || step === o.steps) {
@@ -349,7 +424,9 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
 
 /** A run whose numbers left the finite range fails before its next checkpoint: the last one written stays good. */
 function diverged(step: number, o: TrainOptions, why: string): never {
-  return fail(`train.learningRate: the run diverged at step ${step + 1} (${why}); lower the learning rate (${o.learningRate}) or check the data`);
+  return fail(
+    `train.learningRate: the run diverged at step ${step + 1} (${why}); lower the learning rate (${o.learningRate}) or check the data`,
+  );
 }
 
 /** Weights that overflowed are noticed downstream (attention's non-finite q, the loss, a checkpoint that refuses NaN): say what happened. */
@@ -362,28 +439,44 @@ function divergence(step: number, o: TrainOptions): (error: unknown) => never {
 
 /** The steps of a log.jsonl; a line that is not a step (a file edited or cut by hand) is refused, naming it. */
 function readLog(path: string): StepLog[] {
-  return readFileSync(path, "utf8").split("\n").filter(Boolean).map((line, i) => {
-    let entry: unknown;
-    try {
-      entry = JSON.parse(line);
-    } catch {
-      entry = undefined;
-    }
-    if (typeof entry !== "object" || entry === null || !Number.isInteger((entry as StepLog).step)) fail(`${path}:${i + 1}: expected a JSON step record, got ${shown(line, 40)}`);
-    return entry as StepLog;
-  });
+  return readFileSync(path, "utf8")
+    .split("\n")
+    .filter(Boolean)
+    .map((line, i) => {
+      let entry: unknown;
+      try {
+        entry = JSON.parse(line);
+      } catch {
+        entry = undefined;
+      }
+      if (typeof entry !== "object" || entry === null || !Number.isInteger((entry as StepLog).step))
+        fail(`${path}:${i + 1}: expected a JSON step record, got ${shown(line, 40)}`);
+      return entry as StepLog;
+    });
 }
 
 /** batchRows rows of text, a passkeyShare of them replaced by passkey samples. */
 function nextBatch(packer: Packer, o: TrainOptions, rng: Rng): Batch {
   if (o.passkeyShare === 0) return packer.next(o.batchRows);
-  return concatBatches(Array.from({ length: o.batchRows }, () =>
-    rng.next() < o.passkeyShare ? sequenceBatch(passkeySample(o.contextLength + 1, rng.next(), rng).bytes) : packer.next(1)));
+  return concatBatches(
+    Array.from({ length: o.batchRows }, () =>
+      rng.next() < o.passkeyShare ? sequenceBatch(passkeySample(o.contextLength + 1, rng.next(), rng).bytes) : packer.next(1),
+    ),
+  );
 }
 
 export function lossPlot(log: StepLog[]): string {
-  return lineChart("Training loss (bytes, nats per byte)", [
-    { name: "train", color: "#1f77b4", points: log.map((l) => [l.step + 1, l.loss]) },
-    { name: "validation", color: "#d62728", points: log.filter((l) => l.validationLoss !== undefined).map((l) => [l.step + 1, l.validationLoss!]) },
-  ], "step", "loss");
+  return lineChart(
+    "Training loss (bytes, nats per byte)",
+    [
+      { name: "train", color: "#1f77b4", points: log.map((l) => [l.step + 1, l.loss]) },
+      {
+        name: "validation",
+        color: "#d62728",
+        points: log.filter((l) => l.validationLoss !== undefined).map((l) => [l.step + 1, l.validationLoss!]),
+      },
+    ],
+    "step",
+    "loss",
+  );
 }

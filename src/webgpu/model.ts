@@ -33,7 +33,10 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
   private encoder: GPUCommandEncoder | null = null;
 
   /** "f16": every GEMM and the attention on f16 operands with float32 accumulation (tensor cores where the device has them). */
-  constructor(private readonly gpu: MobaDevice, readonly precision: Precision) {}
+  constructor(
+    private readonly gpu: MobaDevice,
+    readonly precision: Precision,
+  ) {}
 
   // ---- memory ----
 
@@ -100,7 +103,14 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
   }
 
   /** Records one kernel: binding 0 is the uniform of `words`, then the tensors in order. */
-  private run(kernel: Kernel<null>, words: Word[][], tensors: GpuTensor[], items: number, label: string, workgroups = Math.ceil(items / K.THREADS)): void {
+  private run(
+    kernel: Kernel<null>,
+    words: Word[][],
+    tensors: GpuTensor[],
+    items: number,
+    label: string,
+    workgroups = Math.ceil(items / K.THREADS),
+  ): void {
     // pipelines compile on first use (awaited in prepare()); here they are cached
     const p = this.pipelines.get(kernel.name);
     if (!p) throw new MobaError(`webgpu: kernel ${kernel.name} used before prepare()`);
@@ -111,8 +121,22 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
 
   /** Compiles every kernel once. */
   async prepare(): Promise<this> {
-    const kernels = [K.EMBEDDING, K.EMBEDDING_BACKWARD, K.RMS_NORM, K.RMS_NORM_BACKWARD, K.RMS_NORM_WEIGHT_PARTIAL, K.COLUMN_SUM_INTO,
-      K.ROPE, K.SWIGLU, K.SWIGLU_BACKWARD, K.ADD_INTO, K.CROSS_ENTROPY, K.CROSS_ENTROPY_BACKWARD, K.SUM_OF_SQUARES, K.ADAMW];
+    const kernels = [
+      K.EMBEDDING,
+      K.EMBEDDING_BACKWARD,
+      K.RMS_NORM,
+      K.RMS_NORM_BACKWARD,
+      K.RMS_NORM_WEIGHT_PARTIAL,
+      K.COLUMN_SUM_INTO,
+      K.ROPE,
+      K.SWIGLU,
+      K.SWIGLU_BACKWARD,
+      K.ADD_INTO,
+      K.CROSS_ENTROPY,
+      K.CROSS_ENTROPY_BACKWARD,
+      K.SUM_OF_SQUARES,
+      K.ADAMW,
+    ];
     for (const k of kernels) this.pipelines.set(k.name, await pipeline(this.gpu, k, null));
     return this;
   }
@@ -133,7 +157,8 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
     const start = new Uint32Array(V + 1);
     for (const t of tokens) start[t + 1]++;
     for (let v = 0; v < V; v++) start[v + 1] += start[v];
-    const order = new Uint32Array(tokens.length), cursor = start.slice(0, V);
+    const order = new Uint32Array(tokens.length),
+      cursor = start.slice(0, V);
     tokens.forEach((t, i) => (order[cursor[t]++] = i));
     this.run(K.EMBEDDING_BACKWARD, [[V, H]], [this.upload(start), this.upload(order), dOut, dTable], V * H, "embedding backward");
   }
@@ -142,11 +167,29 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
     this.run(K.RMS_NORM, [[M, H, { f32: eps }]], [x, w, y, rstd], M, "rms norm", M);
   }
 
-  async rmsNormBackward(dx: GpuTensor, dw: GpuTensor, dy: GpuTensor, x: GpuTensor, w: GpuTensor, rstd: GpuTensor, M: number, H: number, accumulate: boolean): Promise<void> {
+  async rmsNormBackward(
+    dx: GpuTensor,
+    dw: GpuTensor,
+    dy: GpuTensor,
+    x: GpuTensor,
+    w: GpuTensor,
+    rstd: GpuTensor,
+    M: number,
+    H: number,
+    accumulate: boolean,
+  ): Promise<void> {
     this.run(K.RMS_NORM_BACKWARD, [[M, H, accumulate ? 1 : 0]], [dy, x, w, rstd, dx], M, "rms norm backward", M);
-    const columnGroups = Math.ceil(H / K.THREADS), chunks = Math.ceil(M / ROWS_PER_CHUNK);
+    const columnGroups = Math.ceil(H / K.THREADS),
+      chunks = Math.ceil(M / ROWS_PER_CHUNK);
     const partial = this.zeros(chunks * H);
-    this.run(K.RMS_NORM_WEIGHT_PARTIAL, [[M, H, columnGroups, ROWS_PER_CHUNK]], [dy, x, rstd, partial], 0, "rms norm dw", columnGroups * chunks);
+    this.run(
+      K.RMS_NORM_WEIGHT_PARTIAL,
+      [[M, H, columnGroups, ROWS_PER_CHUNK]],
+      [dy, x, rstd, partial],
+      0,
+      "rms norm dw",
+      columnGroups * chunks,
+    );
     this.run(K.COLUMN_SUM_INTO, [[chunks, H]], [partial, dw], H, "rms norm dw sum");
   }
 
@@ -171,7 +214,17 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
     await this.gemm({ aTransposed: false, bTransposed: false, accumulate: false, M, N, K: K_ }, x, w, y);
   }
 
-  async linearBackward(dx: GpuTensor, dw: GpuTensor, dy: GpuTensor, x: GpuTensor, w: GpuTensor, M: number, K_: number, N: number, accumulate: boolean): Promise<void> {
+  async linearBackward(
+    dx: GpuTensor,
+    dw: GpuTensor,
+    dy: GpuTensor,
+    x: GpuTensor,
+    w: GpuTensor,
+    M: number,
+    K_: number,
+    N: number,
+    accumulate: boolean,
+  ): Promise<void> {
     // dx[M, K] (+)= dy[M, N] · w[N, K]: B = w stored [K' = N, N' = K]
     await this.gemm({ aTransposed: false, bTransposed: true, accumulate, M, N: K_, K: N }, dy, w, dx);
     // dw[N, K] += dyᵀ · x: A = dy stored [K' = M, M' = N], B = x stored [K' = M, N' = K]
@@ -186,18 +239,41 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
     return (await this.download(losses)).reduce((a, b) => a + b, 0);
   }
 
-  async crossEntropyBackward(dLogits: GpuTensor, logits: GpuTensor, lse: GpuTensor, targets: Int32Array, weights: Float32Array, V: number, scale: number): Promise<void> {
+  async crossEntropyBackward(
+    dLogits: GpuTensor,
+    logits: GpuTensor,
+    lse: GpuTensor,
+    targets: Int32Array,
+    weights: Float32Array,
+    V: number,
+    scale: number,
+  ): Promise<void> {
     const M = targets.length;
-    this.run(K.CROSS_ENTROPY_BACKWARD, [[M, V, { f32: scale }]], [logits, lse, this.upload(targets), this.upload(weights), dLogits], M * V, "cross entropy backward");
+    this.run(
+      K.CROSS_ENTROPY_BACKWARD,
+      [[M, V, { f32: scale }]],
+      [logits, lse, this.upload(targets), this.upload(weights), dLogits],
+      M * V,
+      "cross entropy backward",
+    );
   }
 
   private problem(c: AttentionCall): AttentionProblem {
     const p = {
-      tokens: c.tokens, qHeads: c.qHeads, kvHeads: c.kvHeads, headDim: c.headDim, scale: 1 / Math.sqrt(c.headDim),
-      blockSize: c.kind === "moba" ? c.blockSize : FULL_ATTENTION_TILE, topK: c.kind === "moba" ? c.topK : Infinity, cuSeqlens: c.cuSeqlens,
+      tokens: c.tokens,
+      qHeads: c.qHeads,
+      kvHeads: c.kvHeads,
+      headDim: c.headDim,
+      scale: 1 / Math.sqrt(c.headDim),
+      blockSize: c.kind === "moba" ? c.blockSize : FULL_ATTENTION_TILE,
+      topK: c.kind === "moba" ? c.topK : Infinity,
+      cuSeqlens: c.cuSeqlens,
       precision: this.precision,
     };
-    if (headGroups(this.gpu, p) !== 1) throw new MobaError(`webgpu: ${c.tokens} tokens × ${c.qHeads} heads × headDim ${c.headDim} exceed one storage binding; train with a shorter context`);
+    if (headGroups(this.gpu, p) !== 1)
+      throw new MobaError(
+        `webgpu: ${c.tokens} tokens × ${c.qHeads} heads × headDim ${c.headDim} exceed one storage binding; train with a shorter context`,
+      );
     return p;
   }
 
@@ -210,9 +286,18 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
   async attentionBackward(c: AttentionCall, q: GpuTensor, k: GpuTensor, v: GpuTensor, saved: AttentionSaved<GpuTensor>, dout: GpuTensor) {
     this.flush();
     const routed = saved.routing as Parameters<typeof backwardOnGpu>[6];
-    const g = await backwardOnGpu(this.scoped(), this.problem(c), { q: q.buffer, k: k.buffer, v: v.buffer }, saved.out.buffer, saved.lse.buffer, dout.buffer, routed);
+    const g = await backwardOnGpu(
+      this.scoped(),
+      this.problem(c),
+      { q: q.buffer, k: k.buffer, v: v.buffer },
+      saved.out.buffer,
+      saved.lse.buffer,
+      dout.buffer,
+      routed,
+    );
     // dk and dv share one buffer: copy them apart (4-byte offsets; a binding offset would need 256)
-    const dk = this.zeros(k.length), dv = this.zeros(v.length);
+    const dk = this.zeros(k.length),
+      dv = this.zeros(v.length);
     const encoder = this.record();
     encoder.copyBufferToBuffer(g.dkdv, 0, dk.buffer, 0, k.length * 4);
     encoder.copyBufferToBuffer(g.dkdv, k.length * 4, dv.buffer, 0, v.length * 4);
@@ -234,7 +319,13 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
 
   async adamw(w: GpuTensor, g: GpuTensor, m: GpuTensor, v: GpuTensor, s: AdamWScalars): Promise<void> {
     const f = (x: number) => ({ f32: x });
-    this.run(K.ADAMW, [[w.length, f(s.lr), f(s.beta1), f(s.beta2), f(s.eps), f(s.decayFactor), f(s.c1), f(s.c2), f(s.gradScale)]], [g, w, m, v], w.length, "adamw");
+    this.run(
+      K.ADAMW,
+      [[w.length, f(s.lr), f(s.beta1), f(s.beta2), f(s.eps), f(s.decayFactor), f(s.c1), f(s.c2), f(s.gradScale)]],
+      [g, w, m, v],
+      w.length,
+      "adamw",
+    );
   }
 }
 
@@ -244,6 +335,7 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
  */
 export async function webgpuModelBackend(precision: Precision = "f32"): Promise<ModelBackend<GpuTensor>> {
   const gpu = await getDevice();
-  if (precision === "f16" && !gpu.f16) throw new MobaError(`precision: "f16" needs a device with shader-f16, and ${gpu.adapterInfo} has none`);
+  if (precision === "f16" && !gpu.f16)
+    throw new MobaError(`precision: "f16" needs a device with shader-f16, and ${gpu.adapterInfo} has none`);
   return new WebGpuModel(gpu, precision).prepare();
 }

@@ -21,7 +21,16 @@ export interface GpuGradients {
  * In the f16 path dout should hold f16 values: the tensor-core dq reads an f16 copy of it, delta the
  * buffer as given (api.ts rounds it).
  */
-export async function backwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTensors, out: GPUBuffer, lse: GPUBuffer, dout: GPUBuffer, routed: Routed | null, given?: Int32Array): Promise<GpuGradients> {
+export async function backwardOnGpu(
+  mem: Buffers,
+  p: AttentionProblem,
+  t: GpuTensors,
+  out: GPUBuffer,
+  lse: GPUBuffer,
+  dout: GPUBuffer,
+  routed: Routed | null,
+  given?: Int32Array,
+): Promise<GpuGradients> {
   const gpu = mem.gpu;
   const pl = plan(p);
   const { tokens, qHeads, kvHeads, headDim } = p;
@@ -34,8 +43,19 @@ export async function backwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTen
   const dkdv = mem.poisoned(2 * tokens * kvHeads * headDim, "dk and dv", encoder);
   const dqChosen = dqPass(gpu, p);
   const dkdvChosen = dkdvPass(gpu, p);
-  const [deltaPipeline, dqPipeline, dkdvPipeline] = await Promise.all([pipeline(gpu, DELTA, null), dqChosen.compile(gpu), dkdvChosen.compile(gpu)]);
-  dispatch(encoder, gpu, deltaPipeline, [mem.uniform([tokens * qHeads, headDim, 0, 0], "delta params"), out, dout, lse, rowStats], Math.ceil((tokens * qHeads) / DELTA_ROWS), "delta");
+  const [deltaPipeline, dqPipeline, dkdvPipeline] = await Promise.all([
+    pipeline(gpu, DELTA, null),
+    dqChosen.compile(gpu),
+    dkdvChosen.compile(gpu),
+  ]);
+  dispatch(
+    encoder,
+    gpu,
+    deltaPipeline,
+    [mem.uniform([tokens * qHeads, headDim, 0, 0], "delta params"), out, dout, lse, rowStats],
+    Math.ceil((tokens * qHeads) / DELTA_ROWS),
+    "delta",
+  );
   // f16 copies for the tensor-core kernels: q and dout, tiles of Kᵀ and Vᵀ for both; tiles of K for dq's dS K
   const f32Inputs = [t.q, t.k, t.v, dout];
   let [dqInputs, dkdvInputs] = [f32Inputs, f32Inputs];
@@ -45,11 +65,19 @@ export async function backwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTen
     const dout16 = half(dout, qHeads, "dout f16");
     const kT = await halfTiled(mem, encoder, t.k, tokens, kvHeads, headDim, true, "k f16 tiles, transposed");
     const vT = await halfTiled(mem, encoder, t.v, tokens, kvHeads, headDim, true, "v f16 tiles, transposed");
-    if (dqChosen.tensorCores) dqInputs = [q16, kT, vT, await halfTiled(mem, encoder, t.k, tokens, kvHeads, headDim, false, "k f16 tiles"), dout16];
+    if (dqChosen.tensorCores)
+      dqInputs = [q16, kT, vT, await halfTiled(mem, encoder, t.k, tokens, kvHeads, headDim, false, "k f16 tiles"), dout16];
     if (dkdvChosen.tensorCores) dkdvInputs = [q16, kT, vT, dout16];
   }
   (await rounds(mem, encoder, pl, routed, dqChosen.shape.TQ)).forEach(({ tiles, count }, r) => {
-    dispatch(encoder, gpu, dqPipeline, [tileParams(mem, pl, dqChosen.shape, count, r > 0, false), tiles, entries, ...dqInputs, rowStats, dq], count, `dq round ${r}`);
+    dispatch(
+      encoder,
+      gpu,
+      dqPipeline,
+      [tileParams(mem, pl, dqChosen.shape, count, r > 0, false), tiles, entries, ...dqInputs, rowStats, dq],
+      count,
+      `dq round ${r}`,
+    );
   });
   // the key tiles, then (copied on the GPU) the segment starts the dk/dv kernel reads after them
   const keys = keyTiles(pl, dkdvChosen.shape.TK);
@@ -57,7 +85,14 @@ export async function backwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTen
   const words = mem.storage((keys.words.length + Math.ceil(segmentWords / 4) * 4) * 4, "key tiles and segment starts");
   gpu.device.queue.writeBuffer(words, 0, keys.words);
   if (routed) encoder.copyBufferToBuffer(routed.segmentStart, 0, words, keys.words.length * 4, segmentWords * 4);
-  dispatch(encoder, gpu, dkdvPipeline, [tileParams(mem, pl, dkdvChosen.shape, keys.count, false, false), words, entries, ...dkdvInputs, rowStats, dkdv], keys.count, "dk dv");
+  dispatch(
+    encoder,
+    gpu,
+    dkdvPipeline,
+    [tileParams(mem, pl, dkdvChosen.shape, keys.count, false, false), words, entries, ...dkdvInputs, rowStats, dkdv],
+    keys.count,
+    "dk dv",
+  );
   gpu.device.queue.submit([encoder.finish()]);
   return { dq, dkdv };
 }

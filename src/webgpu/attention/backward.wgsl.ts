@@ -1,7 +1,25 @@
 // The float32 backward kernels: delta (the rows' statistics), dq (query-major, the forward's tiles
 // and rounds) and dk/dv (key-block-major, one dispatch).
 import { defineKernel } from "../kernel.js";
-import { accumulateBlocks, accumulators, accumulatorsFrom, eachAccumulator, header, loadKeys, loadRowInputs, queryTileEntry, registerTiles, scoreBlocks, SEGMENT_START, stageQueryRows, THREADS, tileEntry, tileMemory, type TileShape, uniformConstant } from "./tile.wgsl.js";
+import {
+  accumulateBlocks,
+  accumulators,
+  accumulatorsFrom,
+  eachAccumulator,
+  header,
+  loadKeys,
+  loadRowInputs,
+  queryTileEntry,
+  registerTiles,
+  scoreBlocks,
+  SEGMENT_START,
+  stageQueryRows,
+  THREADS,
+  tileEntry,
+  tileMemory,
+  type TileShape,
+  uniformConstant,
+} from "./tile.wgsl.js";
 
 /** Rows of one DELTA workgroup (32 threads each). */
 export const DELTA_ROWS = 8;
@@ -58,20 +76,30 @@ ${queryTileEntry(c)}
   ${registerTiles("TQ", "TK")}
   ${loadRowInputs("a.x", "b.y == 1u", "stats")}
   workgroupBarrier();
-  ${stageQueryRows([["q", "Qs"], ["dout", "dOs"]])}
+  ${stageQueryRows([
+    ["q", "Qs"],
+    ["dout", "dOs"],
+  ])}
   // the thread's block of dq, from the previous round (or zero)
   ${accumulatorsFrom(c, "dq")}
   for (var k0 = a.z; k0 < a.w; k0 += ${uniformConstant(c, "TK")}) {
     ${loadKeys(c, "k0", "a.w")}
     workgroupBarrier();
     // dS = scale P ∘ (dP − delta), P = exp(scale Q Kᵀ − lse), dP = dO Vᵀ
-    ${scoreBlocks("TQ", [["s", "Qs", "Ks"], ["dp", "dOs", "Vs"]], `let key = k0 + col;
+    ${scoreBlocks(
+      "TQ",
+      [
+        ["s", "Qs", "Ks"],
+        ["dp", "dOs", "Vs"],
+      ],
+      `let key = k0 + col;
           var ds = 0.0;
           if (row < count && key < a.w && key <= rowToken[row]) {
             let p = exp(P.scale * s[at] - rowLse[row]);
             ds = P.scale * p * (dp[at] - rowDelta[row]);
           }
-          dS[row * TK + col] = ds;`)}
+          dS[row * TK + col] = ds;`,
+    )}
     workgroupBarrier();
     // dq += dS K
     ${accumulateBlocks(c, "TQ", "TK", [["acc", "dS", "Ks"]])}
@@ -116,20 +144,33 @@ fn chunk(lid: u32, h: u32, g: u32, start: u32, count: u32, gathered: bool, keySt
   ${registerTiles("TK", "TQ")}
   ${loadRowInputs("start", "gathered", "stats")}
   workgroupBarrier();
-  ${stageQueryRows([["q", "Qs"], ["dout", "dOs"]])}
+  ${stageQueryRows([
+    ["q", "Qs"],
+    ["dout", "dOs"],
+  ])}
   workgroupBarrier();
   // Pᵀ and dSᵀ: rows are keys, columns queries
-  ${scoreBlocks("TK", [["s", "Ks", "Qs"], ["dp", "Vs", "dOs"]], `var p = 0.0;
+  ${scoreBlocks(
+    "TK",
+    [
+      ["s", "Ks", "Qs"],
+      ["dp", "Vs", "dOs"],
+    ],
+    `var p = 0.0;
           var ds = 0.0;
           if (col < count && keyStart + row < keyEnd && keyStart + row <= rowToken[col]) {
             p = exp(P.scale * s[at] - rowLse[col]);
             ds = P.scale * p * (dp[at] - rowDelta[col]);
           }
           Pm[row * TQ + col] = p;
-          dS[row * TQ + col] = ds;`)}
+          dS[row * TQ + col] = ds;`,
+  )}
   workgroupBarrier();
   // dV += Pᵀ dO, dK += dSᵀ Q
-  ${accumulateBlocks(c, "TK", "TQ", [["dvAcc", "Pm", "dOs"], ["dkAcc", "dS", "Qs"]])}
+  ${accumulateBlocks(c, "TK", "TQ", [
+    ["dvAcc", "Pm", "dOs"],
+    ["dkAcc", "dS", "Qs"],
+  ])}
   workgroupBarrier();
 }
 
@@ -160,10 +201,21 @@ ${tileEntry(c)}
 `;
 }
 
-export const DELTA = defineKernel<null>({ name: "delta", workgroupSize: DELTA_ROWS * 32, bindings: ["P", "out", "dout", "lse", "rowStats"], wgsl: () => DELTA_WGSL });
+export const DELTA = defineKernel<null>({
+  name: "delta",
+  workgroupSize: DELTA_ROWS * 32,
+  bindings: ["P", "out", "dout", "lse", "rowStats"],
+  wgsl: () => DELTA_WGSL,
+});
 export const DQ = defineKernel<TileShape>({
-  name: "dq", workgroupSize: THREADS, bindings: ["P", "tiles", "entries", "q", "k", "v", "dout", "rowStats", "dq"], wgsl: dqWgsl,
+  name: "dq",
+  workgroupSize: THREADS,
+  bindings: ["P", "tiles", "entries", "q", "k", "v", "dout", "rowStats", "dq"],
+  wgsl: dqWgsl,
 });
 export const DKDV = defineKernel<TileShape>({
-  name: "dkdv", workgroupSize: THREADS, bindings: ["P", "tiles", "entries", "q", "k", "v", "dout", "rowStats", "dkdv"], wgsl: dkdvWgsl,
+  name: "dkdv",
+  workgroupSize: THREADS,
+  bindings: ["P", "tiles", "entries", "q", "k", "v", "dout", "rowStats", "dkdv"],
+  wgsl: dkdvWgsl,
 });

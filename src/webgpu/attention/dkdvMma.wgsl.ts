@@ -45,7 +45,10 @@ export function dkdvMmaWgsl(c: { headDim: number }): string {
           ${each(queryTiles, (t) => `${acc}${slot} = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&${left}, ownKeys * ${M}u * PS + ${t * M}u, PS), subgroupMatrixLoad<Right, row_major>(&${right}, ${t * M}u * QS + j * ${M}u, QS), ${acc}${slot});`).join("\n          ")}
         }`;
   // the tile's dK or dV, from registers through workgroup memory (16 keys at a time) to the keys the tile has
-  const write = (acc: string, offset: string) => each(keyTiles, (half) => `if (ownKeys == ${half}u) {
+  const write = (acc: string, offset: string) =>
+    each(
+      keyTiles,
+      (half) => `if (ownKeys == ${half}u) {
     ${each(slots, (slot) => `if (${owns(slot)}) { subgroupMatrixStore<row_major>(&Outs, (${column(slot)}) * ${M}u, ${acc}${slot}, OS); }`).join("\n    ")}
   }
   workgroupBarrier();
@@ -53,13 +56,16 @@ export function dkdvMmaWgsl(c: { headDim: number }): string {
     let key = keyStart + ${half * M}u + e / D;
     if (key < keyEnd) { dkdv[${offset}(key * P.kvHeads + g) * D + e % D] = Outs[(e / D) * OS + e % D]; }
   }
-  workgroupBarrier();`).join("\n  ");
+  workgroupBarrier();`,
+    ).join("\n  ");
   // the next chunk's Q and dO rows (vec4s rowLoads per thread), and its row tokens and statistics, into registers
   const rowLoads = Math.ceil((DKDV_QUERIES * D) / 4 / MMA_DKDV_THREADS);
   const loadAhead = `{
     let count = select(0u, min(TQ, next.end - next.start), next.h < headEnd);
     let gathered = next.part > 0u;
-    ${each(rowLoads, (j) => `{
+    ${each(
+      rowLoads,
+      (j) => `{
       let e = lid + ${j}u * THREADS;
       let r = e / D4;
       qx${j} = vec4<f16>(0.0);
@@ -69,7 +75,8 @@ export function dkdvMmaWgsl(c: { headDim: number }): string {
         qx${j} = q[row * D4 + e % D4];
         dx${j} = dout[row * D4 + e % D4];
       }
-    }`).join("\n    ")}
+    }`,
+    ).join("\n    ")}
     tokenAhead = 0u;
     statsAhead = vec2<f32>(0.0);
     if (lid < count) {
@@ -151,14 +158,17 @@ ${tileStart(MMA_DKDV_THREADS)}
     let count = min(TQ, chunk.end - chunk.start);
     workgroupBarrier(); // the previous chunk (or the fragments' loads above) is done with the rows and tiles below
     if (lid < TQ) { rowToken[lid] = tokenAhead; rowLse[lid] = statsAhead.x; rowDelta[lid] = statsAhead.y; }
-    ${each(rowLoads, (j) => `{
+    ${each(
+      rowLoads,
+      (j) => `{
       let e = lid + ${j}u * THREADS;
       let at = (e / D4) * QS + (e % D4) * 4u;
       if (e < TQ * D4) {
         Qs[at] = qx${j}.x; Qs[at + 1u] = qx${j}.y; Qs[at + 2u] = qx${j}.z; Qs[at + 3u] = qx${j}.w;
         dOs[at] = dx${j}.x; dOs[at + 1u] = dx${j}.y; dOs[at + 2u] = dx${j}.z; dOs[at + 3u] = dx${j}.w;
       }
-    }`).join("\n    ")}
+    }`,
+    ).join("\n    ")}
     // the chunk after: the part's next TQ queries, else the next part with any, else the next head's first
     next.start += TQ;
     while (next.start >= next.end && next.h < headEnd) {
@@ -197,8 +207,11 @@ ${tileStart(MMA_DKDV_THREADS)}
     }
     workgroupBarrier();
     // 3. dV += Pᵀ dO and dK += dSᵀ Q over the chunk's query tiles
-    ${each(slots, (slot) => `${update("dv", "Ps", "dOs", slot)}
-    ${update("dk", "dSs", "Qs", slot)}`).join("\n    ")}
+    ${each(
+      slots,
+      (slot) => `${update("dv", "Ps", "dOs", slot)}
+    ${update("dk", "dSs", "Qs", slot)}`,
+    ).join("\n    ")}
     chunk = next;
   }
   ${write("dk", "")}
@@ -208,5 +221,8 @@ ${tileStart(MMA_DKDV_THREADS)}
 }
 
 export const DKDV_MMA = defineKernel<{ headDim: number }>({
-  name: "dkdvMma", workgroupSize: MMA_DKDV_THREADS, bindings: ["P", "tiles", "entries", "q", "kT", "vT", "dout", "rowStats", "dkdv"], wgsl: dkdvMmaWgsl,
+  name: "dkdvMma",
+  workgroupSize: MMA_DKDV_THREADS,
+  bindings: ["P", "tiles", "entries", "q", "kT", "vT", "dout", "rowStats", "dkdv"],
+  wgsl: dkdvMmaWgsl,
 });

@@ -30,8 +30,10 @@ export function dqMmaWgsl(c: MmaShape): string {
   if (2 * kTiles > subgroups) throw new Error(`dqMmaWgsl: TK ${c.TK} needs more than ${subgroups} subgroups`);
   const { slots, column, clampedColumn, owned } = columnTiles(fragments, subgroups); // dq tiles sg, sg + 8, ...
   // K fragment (key tile kk of the chunk, the slot's dq tile; loaded outside the guard, so clamped)
-  const kAt = (kk: number, slot: number) => `subgroupMatrixLoad<Right, row_major>(&k, fragment(g, k0 + ${kk * M}u, ${clampedColumn(slot)}), ${M}u)`;
-  const transposed = (array: string, d: number) => `subgroupMatrixLoad<Right, row_major>(&${array}, fragment(g, k0 + kTile * ${M}u, ${d * M}u), ${M}u)`;
+  const kAt = (kk: number, slot: number) =>
+    `subgroupMatrixLoad<Right, row_major>(&k, fragment(g, k0 + ${kk * M}u, ${clampedColumn(slot)}), ${M}u)`;
+  const transposed = (array: string, d: number) =>
+    `subgroupMatrixLoad<Right, row_major>(&${array}, fragment(g, k0 + kTile * ${M}u, ${d * M}u), ${M}u)`;
   return /* wgsl */ `${mmaHeader(c, TQ, MMA_DQ_THREADS)}
 @group(0) @binding(3) var<storage, read> q: array<vec4<f16>>;     // [tokens, qHeads, D/4]
 @group(0) @binding(4) var<storage, read> kT: array<f16>;          // [kvHeads, key tiles, D/16, 16, 16]: tiles of Kᵀ, zeros past tokens
@@ -54,7 +56,13 @@ var<workgroup> rowDelta: array<f32, ${TQ}>;
 ${queryTileEntry(MMA_DQ_THREADS)}
   ${loadRowInputs("a.x", "b.y == 1u", "stats")}
   workgroupBarrier();
-  ${stageQueryRows([["q", "Qs"], ["dout", "dOs"]], "dq")}
+  ${stageQueryRows(
+    [
+      ["q", "Qs"],
+      ["dout", "dOs"],
+    ],
+    "dq",
+  )}
   workgroupBarrier();
   // subgroups 0-3: S tile sg from Q; 4-7: dP tile sg - 4 from dO (past the chunk's tiles: a copy, not stored)
   let kTile = min(sg % ${subgroups / 2}u, ${kTiles - 1}u);
@@ -116,5 +124,8 @@ ${queryTileEntry(MMA_DQ_THREADS)}
 }
 
 export const DQ_MMA = defineKernel<MmaShape>({
-  name: "dqMma", workgroupSize: MMA_DQ_THREADS, bindings: ["P", "tiles", "entries", "q", "kT", "vT", "k", "dout", "rowStats", "dq"], wgsl: dqMmaWgsl,
+  name: "dqMma",
+  workgroupSize: MMA_DQ_THREADS,
+  bindings: ["P", "tiles", "entries", "q", "kT", "vT", "k", "dout", "rowStats", "dq"],
+  wgsl: dqMmaWgsl,
 });

@@ -12,7 +12,16 @@ import { mmaKeyTiles } from "./mma.wgsl.js";
  * (toF16TiledWgsl: each tile [key][d], or [d][key] when `transpose`) into a new buffer, the layout the
  * tensor-core kernels read k and v in.
  */
-export async function halfTiled(mem: Buffers, encoder: GPUCommandEncoder, x: GPUBuffer, tokens: number, heads: number, headDim: number, transpose: boolean, label: string): Promise<GPUBuffer> {
+export async function halfTiled(
+  mem: Buffers,
+  encoder: GPUCommandEncoder,
+  x: GPUBuffer,
+  tokens: number,
+  heads: number,
+  headDim: number,
+  transpose: boolean,
+  label: string,
+): Promise<GPUBuffer> {
   if (headDim % 16 !== 0 || headDim > 256) throw new MobaError(`halfTiled: headDim must be a multiple of 16 up to 256, got ${headDim}`);
   const keyTiles = mmaKeyTiles(tokens);
   const y = mem.storage(heads * keyTiles * 16 * headDim * 2, label, encoder);
@@ -25,18 +34,30 @@ export async function halfTiled(mem: Buffers, encoder: GPUCommandEncoder, x: GPU
  * f16 copies of q, k and v (the f16 path's storage; the routing still reads the f32 inputs); for the
  * tensor-core kernel, k and v as tiles (halfTiled): Kᵀ's and V's.
  */
-export async function halfInputs(mem: Buffers, encoder: GPUCommandEncoder, p: AttentionProblem, t: GpuTensors, tensorCores: boolean): Promise<GpuTensors> {
+export async function halfInputs(
+  mem: Buffers,
+  encoder: GPUCommandEncoder,
+  p: AttentionProblem,
+  t: GpuTensors,
+  tensorCores: boolean,
+): Promise<GpuTensors> {
   const half = await halfCopier(mem, encoder, p);
   const { tokens, kvHeads, headDim } = p;
   return {
     q: half(t.q, p.qHeads, "q f16"),
-    k: tensorCores ? await halfTiled(mem, encoder, t.k, tokens, kvHeads, headDim, true, "k f16 tiles, transposed") : half(t.k, kvHeads, "k f16"),
+    k: tensorCores
+      ? await halfTiled(mem, encoder, t.k, tokens, kvHeads, headDim, true, "k f16 tiles, transposed")
+      : half(t.k, kvHeads, "k f16"),
     v: tensorCores ? await halfTiled(mem, encoder, t.v, tokens, kvHeads, headDim, false, "v f16 tiles") : half(t.v, kvHeads, "v f16"),
   };
 }
 
 /** Records f16 copies of [tokens, heads, headDim] f32 buffers. */
-export async function halfCopier(mem: Buffers, encoder: GPUCommandEncoder, p: AttentionProblem): Promise<(x: GPUBuffer, heads: number, label: string) => GPUBuffer> {
+export async function halfCopier(
+  mem: Buffers,
+  encoder: GPUCommandEncoder,
+  p: AttentionProblem,
+): Promise<(x: GPUBuffer, heads: number, label: string) => GPUBuffer> {
   const gpu = mem.gpu;
   if (!gpu.f16) throw new MobaError(`precision: "f16" needs a device with shader-f16, and ${gpu.adapterInfo} has none`);
   const convert = await pipeline(gpu, TO_F16, null);

@@ -53,16 +53,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let h = index % P.heads;
   let keyTile = index / P.heads;
   if (keyTile >= P.keyTiles) { return; }
-  ${each((16 * D) / 256, (i) => `{
+  ${each(
+    (16 * D) / 256,
+    (i) => `{
     let e = lid + ${i * 256}u;
     let key = keyTile * 16u + e / D;
     var value = 0.0;
     if (key < P.tokens) { value = x[(key * P.heads + h) * D + e % D]; }
     rows[(e / D) * STRIDE + e % D] = f16(value);
-  }`).join("\n  ")}
+  }`,
+  ).join("\n  ")}
   workgroupBarrier();
   // pairs of the run: element e is (row e % 256 / 16, column e % 16) of tile e / 256
-  ${each(Math.ceil((8 * D) / 256), (i) => `{
+  ${each(
+    Math.ceil((8 * D) / 256),
+    (i) => `{
     let pair = lid + ${i * 256}u;
     let e = 2u * pair;
     let column = (e / 256u) * 16u;
@@ -75,10 +80,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       value = vec2<f16>(rows[row * STRIDE + column + col], rows[row * STRIDE + column + col + 1u]);
     }
     if (pair < 8u * D) { y[(h * P.keyTiles + keyTile) * 8u * D + pair] = value; }
-  }`).join("\n  ")}
+  }`,
+  ).join("\n  ")}
 }
 `;
 }
 
 export const TO_F16 = defineKernel<null>({ name: "toF16", workgroupSize: 256, bindings: ["P", "x", "y"], wgsl: () => TO_F16_WGSL });
-export const TO_F16_TILED = defineKernel<{ headDim: number }>({ name: "toF16Tiled", workgroupSize: 256, bindings: ["P", "x", "y"], wgsl: (c) => toF16TiledWgsl(c.headDim) });
+export const TO_F16_TILED = defineKernel<{ headDim: number }>({
+  name: "toF16Tiled",
+  workgroupSize: 256,
+  bindings: ["P", "x", "y"],
+  wgsl: (c) => toF16TiledWgsl(c.headDim),
+});

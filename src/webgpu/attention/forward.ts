@@ -10,7 +10,9 @@ import { plan } from "./plan.js";
 import { type Routed, route, rounds, tileParams } from "./routing.js";
 
 export interface GpuTensors {
-  q: GPUBuffer; k: GPUBuffer; v: GPUBuffer;
+  q: GPUBuffer;
+  k: GPUBuffer;
+  v: GPUBuffer;
 }
 
 export interface GpuForwardResult {
@@ -38,7 +40,14 @@ export async function forwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTens
   const dummy = mem.storage(16, "unused", encoder);
   const entries = routed?.entries ?? dummy;
   const round = ({ tiles, count }: { tiles: Binding; count: number }, r: number, loadState: boolean, finalizeHere: boolean) =>
-    dispatch(encoder, gpu, forward, [tileParams(mem, pl, shape, count, loadState, finalizeHere), tiles, entries, inputs.q, inputs.k, inputs.v, out, ml, lse], count, `forward round ${r}`);
+    dispatch(
+      encoder,
+      gpu,
+      forward,
+      [tileParams(mem, pl, shape, count, loadState, finalizeHere), tiles, entries, inputs.q, inputs.k, inputs.v, out, ml, lse],
+      count,
+      `forward round ${r}`,
+    );
   const [own, ...routedRounds] = await rounds(mem, encoder, pl, routed, shape.TQ, true);
   routedRounds.forEach((tiles, r) => round(tiles, r + 1, r > 0, false));
   round(own, 0, false, true);

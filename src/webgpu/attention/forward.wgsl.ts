@@ -1,6 +1,22 @@
 // The float32 forward kernel: one dispatch per round of tiles (tile.wgsl.ts).
 import { defineKernel } from "../kernel.js";
-import { accumulateBlocks, accumulatorsFrom, eachAccumulator, header, loadKeys, loadRowInputs, queryTileEntry, registerTiles, scoreBlocks, stageQueryRows, THREADS, tileMemory, type TileShape, uniformConstant, VISIBLE } from "./tile.wgsl.js";
+import {
+  accumulateBlocks,
+  accumulatorsFrom,
+  eachAccumulator,
+  header,
+  loadKeys,
+  loadRowInputs,
+  queryTileEntry,
+  registerTiles,
+  scoreBlocks,
+  stageQueryRows,
+  THREADS,
+  tileMemory,
+  type TileShape,
+  uniformConstant,
+  VISIBLE,
+} from "./tile.wgsl.js";
 
 /**
  * Forward: online softmax over the tile's key range; state (acc, m, l) in global memory between
@@ -37,10 +53,14 @@ ${queryTileEntry(c)}
     ${loadKeys(c, "k0", "a.w")}
     workgroupBarrier();
     // S = scale Q Kᵀ, masked
-    ${scoreBlocks("TQ", [["s", "Qs", "Ks"]], `let key = k0 + col;
+    ${scoreBlocks(
+      "TQ",
+      [["s", "Qs", "Ks"]],
+      `let key = k0 + col;
           var score = MASKED;
           if (row < count && key < a.w && key <= rowToken[row]) { score = P.scale * s[at]; }
-          S[row * TK + col] = score;`)}
+          S[row * TK + col] = score;`,
+    )}
     workgroupBarrier();
     // online softmax, R threads per row (columns part, part + R, ...), partial max and sum through workgroup memory
     var rowMax = MASKED;
@@ -86,5 +106,8 @@ ${queryTileEntry(c)}
 }
 
 export const FORWARD = defineKernel<TileShape>({
-  name: "forward", workgroupSize: THREADS, bindings: ["P", "tiles", "entries", "q", "k", "v", "out", "ml", "lse"], wgsl: forwardWgsl,
+  name: "forward",
+  workgroupSize: THREADS,
+  bindings: ["P", "tiles", "entries", "q", "k", "v", "out", "ml", "lse"],
+  wgsl: forwardWgsl,
 });

@@ -24,7 +24,19 @@
 // The only rounding beyond float32 is P to f16 (q, k, v are f16 already): out's error is about
 // f16's unit roundoff (2^-11) relative, lse stays at float32 accuracy.
 import { defineKernel } from "../kernel.js";
-import { columnTiles, each, M, MMA_THREADS, mmaHeader, type MmaShape, queryTileEntry, rowReduce, stageQueryRows, SUBGROUPS, TQ } from "./mma.wgsl.js";
+import {
+  columnTiles,
+  each,
+  M,
+  MMA_THREADS,
+  mmaHeader,
+  type MmaShape,
+  queryTileEntry,
+  rowReduce,
+  stageQueryRows,
+  SUBGROUPS,
+  TQ,
+} from "./mma.wgsl.js";
 import { loadRowInputs } from "./tile.wgsl.js";
 
 export function forwardMmaWgsl(c: MmaShape): string {
@@ -36,7 +48,8 @@ export function forwardMmaWgsl(c: MmaShape): string {
   const { slots, column: oAt, clampedColumn, owned: eachO } = columnTiles(fragments, SUBGROUPS);
   // V fragments of the chunk loaded before its QK when they fit in registers (D <= 128 at TK 64)
   const prefetchV = slots * kTiles <= 8;
-  const vAt = (kk: number, slot: number) => `subgroupMatrixLoad<Right, row_major>(&v, fragment(g, k0 + ${kk * M}u, ${clampedColumn(slot)}), ${M}u)`;
+  const vAt = (kk: number, slot: number) =>
+    `subgroupMatrixLoad<Right, row_major>(&v, fragment(g, k0 + ${kk * M}u, ${clampedColumn(slot)}), ${M}u)`;
   return /* wgsl */ `${mmaHeader(c)}
 @group(0) @binding(3) var<storage, read> q: array<vec4<f16>>;    // [tokens, qHeads, D/4]
 @group(0) @binding(4) var<storage, read> k: array<f16>;          // [kvHeads, key tiles, D/16, 16, 16]: tiles of Kᵀ, zeros past tokens
@@ -73,8 +86,12 @@ ${queryTileEntry()}
   let r = lid / R;
   let part = lid % R;
   for (var k0 = keyBegin; k0 < a.w; k0 += TK) {
-    ${prefetchV ? `// this chunk's V, in flight during QK and the softmax
-    ${each(kTiles, (kk) => each(slots, (slot) => `let vf${kk}_${slot} = ${vAt(kk, slot)};`).join(" ")).join("\n    ")}` : ""}
+    ${
+      prefetchV
+        ? `// this chunk's V, in flight during QK and the softmax
+    ${each(kTiles, (kk) => each(slots, (slot) => `let vf${kk}_${slot} = ${vAt(kk, slot)};`).join(" ")).join("\n    ")}`
+        : ""
+    }
     // 1. S = Q Kᵀ, then the next chunk's K fragments, in flight during the softmax and P V
     {
       var s = Result();
@@ -153,5 +170,8 @@ ${queryTileEntry()}
 }
 
 export const FORWARD_MMA = defineKernel<MmaShape>({
-  name: "forwardMma", workgroupSize: MMA_THREADS, bindings: ["P", "tiles", "entries", "q", "k", "v", "out", "ml", "lse"], wgsl: forwardMmaWgsl,
+  name: "forwardMma",
+  workgroupSize: MMA_THREADS,
+  bindings: ["P", "tiles", "entries", "q", "k", "v", "out", "ml", "lse"],
+  wgsl: forwardMmaWgsl,
 });

@@ -48,9 +48,13 @@ fn sums4(row: u32, d: u32) -> vec4<f32> {
 
 // elements 4c..4c+3 of q's row starting at element \`row\` (zeros past headDim)
 fn q4(row: u32, c: u32) -> vec4<f32> {
-  ${c.vec4Rows ? "return q[row / 4u + c];" : `var x = vec4<f32>(0.0);
+  ${
+    c.vec4Rows
+      ? "return q[row / 4u + c];"
+      : `var x = vec4<f32>(0.0);
   for (var i = 0u; i < 4u; i++) { if (4u * c + i < P.headDim) { x[i] = q[row + 4u * c + i]; } }
-  return x;`}
+  return x;`
+  }
 }
 
 @compute @workgroup_size(64)
@@ -149,5 +153,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 }
 
 export const GATE = defineKernel<GateShape>({
-  name: "gate", workgroupSize: 64, bindings: ["P", "cu", "blockOffsets", "q", "sums", "routing", "counts"], wgsl: gateWgsl,
+  name: "gate",
+  workgroupSize: 64,
+  bindings: ["P", "cu", "blockOffsets", "q", "sums", "routing", "counts"],
+  wgsl: gateWgsl,
 });

@@ -26,7 +26,10 @@ export interface Pass {
 }
 
 const pass = <C>(kernel: Kernel<C>, constants: C, shape: TileShape, tensorCores: boolean): Pass => ({
-  kernel: kernel.name, tensorCores, shape, compile: (gpu) => pipeline(gpu, kernel, constants),
+  kernel: kernel.name,
+  tensorCores,
+  shape,
+  compile: (gpu) => pipeline(gpu, kernel, constants),
 });
 
 export function forwardPass(gpu: DeviceLimits, p: AttentionProblem): Pass {

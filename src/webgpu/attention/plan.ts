@@ -18,7 +18,13 @@ const MAX_HEAD_DIM = GATE_MAX_HEAD_DIM;
 const SOFTWARE_SHARED_BUDGET = 32768;
 
 /** A tile of 16 (8 for headDim > 128) rows of `kind`, the other side as large as workgroup memory allows. */
-function tileShape(gpu: DeviceLimits, headDim: number, cost: (TQ: number, TK: number) => number, kind: "queries" | "keys", input: "f32" | "f16" = "f32"): TileShape {
+function tileShape(
+  gpu: DeviceLimits,
+  headDim: number,
+  cost: (TQ: number, TK: number) => number,
+  kind: "queries" | "keys",
+  input: "f32" | "f16" = "f32",
+): TileShape {
   const budget = gpu.software ? Math.min(gpu.maxWorkgroupStorage, SOFTWARE_SHARED_BUDGET) : gpu.maxWorkgroupStorage;
   const fixedSide = headDim <= 128 ? 16 : 8;
   for (const other of [32, 16, 8, 4, 2, 1]) {
@@ -32,8 +38,10 @@ const row = (D: number) => (D + 1) * 4;
 /** The float32 kernels' tiles: workgroup memory of query and key rows, scores (and dP), row state. */
 export const forwardShape = (gpu: DeviceLimits, D: number, input: "f32" | "f16" = "f32") =>
   tileShape(gpu, D, (TQ, TK) => (TQ + 2 * TK) * row(D) + TQ * TK * 4 + 64, "queries", input);
-export const dqShape = (gpu: DeviceLimits, D: number) => tileShape(gpu, D, (TQ, TK) => (2 * TQ + 2 * TK) * row(D) + TQ * TK * 4 + 64, "queries");
-export const dkdvShape = (gpu: DeviceLimits, D: number) => tileShape(gpu, D, (TQ, TK) => (2 * TQ + 2 * TK) * row(D) + 2 * TQ * TK * 4 + 64, "keys");
+export const dqShape = (gpu: DeviceLimits, D: number) =>
+  tileShape(gpu, D, (TQ, TK) => (2 * TQ + 2 * TK) * row(D) + TQ * TK * 4 + 64, "queries");
+export const dkdvShape = (gpu: DeviceLimits, D: number) =>
+  tileShape(gpu, D, (TQ, TK) => (2 * TQ + 2 * TK) * row(D) + 2 * TQ * TK * 4 + 64, "keys");
 
 /**
  * A tensor-core kernel's chunk for headDim, or null where it cannot run (no f16 16x16x16 subgroup
@@ -65,8 +73,10 @@ export function plan(p: AttentionProblem): Plan {
   if (p.headDim > MAX_HEAD_DIM) throw new MobaError(`headDim: expected at most ${MAX_HEAD_DIM} on webgpu, got ${p.headDim}`);
   const offsets = blockOffsets(p);
   const blocks = offsets[offsets.length - 1];
-  const blockStart = new Uint32Array(blocks), blockEnd = new Uint32Array(blocks);
-  const seqStart = new Uint32Array(blocks), seqEnd = new Uint32Array(blocks);
+  const blockStart = new Uint32Array(blocks),
+    blockEnd = new Uint32Array(blocks);
+  const seqStart = new Uint32Array(blocks),
+    seqEnd = new Uint32Array(blocks);
   for (let b = 0; b + 1 < p.cuSeqlens.length; b++) {
     for (let G = offsets[b]; G < offsets[b + 1]; G++) {
       blockStart[G] = p.cuSeqlens[b] + (G - offsets[b]) * p.blockSize;
@@ -85,7 +95,16 @@ export class Tiles {
   constructor(capacity: number) {
     this.words = new Uint32Array(8 * capacity);
   }
-  add(queryStart: number, count: number, keyStart: number, keyEnd: number, head: number, gathered: number, naturalEnd = 0, block = 0): void {
+  add(
+    queryStart: number,
+    count: number,
+    keyStart: number,
+    keyEnd: number,
+    head: number,
+    gathered: number,
+    naturalEnd = 0,
+    block = 0,
+  ): void {
     const w = this.words;
     const at = 8 * this.count++;
     w[at] = queryStart;

@@ -27,7 +27,14 @@ function routingParams(mem: Buffers, pl: Plan): GPUBuffer {
  * Records the routing table (computed here unless given) and its inverted index, built on the GPU
  * (histogram, prefix sums, scatter): nothing is read back.
  */
-export async function route(mem: Buffers, encoder: GPUCommandEncoder, pl: Plan, q: GPUBuffer, k: GPUBuffer, given?: Int32Array): Promise<Routed> {
+export async function route(
+  mem: Buffers,
+  encoder: GPUCommandEncoder,
+  pl: Plan,
+  q: GPUBuffer,
+  k: GPUBuffer,
+  given?: Int32Array,
+): Promise<Routed> {
   const { tokens, qHeads, kvHeads, headDim } = pl.p;
   const gpu = mem.gpu;
   const params = routingParams(mem, pl);
@@ -51,13 +58,33 @@ export async function route(mem: Buffers, encoder: GPUCommandEncoder, pl: Plan, 
     counts = mem.storage(segments * 4, "segment counts", encoder);
     dispatch(encoder, gpu, await pipeline(gpu, BLOCK_SUMS, null), [params, blockRange, k, sums], pl.blocks * kvHeads, "block sums");
     const gateShape = { width: pl.width, headDim, vec4Rows: headDim % 4 === 0 };
-    dispatch(encoder, gpu, await pipeline(gpu, GATE, gateShape), [params, cu, offsets, q, sums, routing, counts], qHeads * Math.ceil(tokens / 64), "gate");
+    dispatch(
+      encoder,
+      gpu,
+      await pipeline(gpu, GATE, gateShape),
+      [params, cu, offsets, q, sums, routing, counts],
+      qHeads * Math.ceil(tokens / 64),
+      "gate",
+    );
   }
   const segmentStart = mem.storage((segments + 1) * 4, "segment starts", encoder);
   const entries = mem.storage(tokens * qHeads * pl.width * 4, "inverted index", encoder);
-  dispatch(encoder, gpu, await pipeline(gpu, SCAN, null), [mem.uniform([segments, 0, 1], "scan"), counts, segmentStart], 1, "segment starts");
-  dispatch(encoder, gpu, await pipeline(gpu, SCATTER, null),
-    [params, cu, offsets, routing, segmentStart, mem.storage(segments * 4, "cursors", encoder), entries], threadGroups(SCATTER, tokens * qHeads), "scatter");
+  dispatch(
+    encoder,
+    gpu,
+    await pipeline(gpu, SCAN, null),
+    [mem.uniform([segments, 0, 1], "scan"), counts, segmentStart],
+    1,
+    "segment starts",
+  );
+  dispatch(
+    encoder,
+    gpu,
+    await pipeline(gpu, SCATTER, null),
+    [params, cu, offsets, routing, segmentStart, mem.storage(segments * 4, "cursors", encoder), entries],
+    threadGroups(SCATTER, tokens * qHeads),
+    "scatter",
+  );
   return { routing, entries, counts, segmentStart, blockRange, tiles: new Map() };
 }
 
@@ -65,7 +92,13 @@ export async function route(mem: Buffers, encoder: GPUCommandEncoder, pl: Plan, 
  * Records every round's gathered query tiles of TQ queries, built on the GPU once per TQ (the forward
  * and dq kernels may tile differently): tile offsets by prefix sums of ⌈count / TQ⌉, then one thread per segment.
  */
-async function queryTileRounds(mem: Buffers, encoder: GPUCommandEncoder, pl: Plan, routed: Routed, TQ: number): Promise<{ buffer: GPUBuffer; bound: number }> {
+async function queryTileRounds(
+  mem: Buffers,
+  encoder: GPUCommandEncoder,
+  pl: Plan,
+  routed: Routed,
+  TQ: number,
+): Promise<{ buffer: GPUBuffer; bound: number }> {
   const built = routed.tiles.get(TQ);
   if (built) return built;
   const gpu = mem.gpu;
@@ -75,10 +108,29 @@ async function queryTileRounds(mem: Buffers, encoder: GPUCommandEncoder, pl: Pla
   const bound = Math.ceil((Math.ceil((pl.p.tokens * pl.p.qHeads) / TQ) + roundSegments) / 8) * 8;
   const tileOffset = mem.storage(segments * 4, "tile offsets", encoder);
   const tiles = { buffer: mem.storage(pl.width * bound * 32, "gathered tiles", encoder), bound };
-  dispatch(encoder, gpu, await pipeline(gpu, SCAN, null), [mem.uniform([roundSegments, TQ, 0], "scan tiles"), routed.counts, tileOffset], pl.width, "tile offsets");
-  dispatch(encoder, gpu, await pipeline(gpu, GATHERED_TILES, null),
-    [mem.uniform([segments, roundSegments, pl.blocks, TQ, bound], "tiles"), routed.counts, routed.segmentStart, tileOffset, routed.blockRange, tiles.buffer],
-    threadGroups(GATHERED_TILES, segments), "gathered tiles");
+  dispatch(
+    encoder,
+    gpu,
+    await pipeline(gpu, SCAN, null),
+    [mem.uniform([roundSegments, TQ, 0], "scan tiles"), routed.counts, tileOffset],
+    pl.width,
+    "tile offsets",
+  );
+  dispatch(
+    encoder,
+    gpu,
+    await pipeline(gpu, GATHERED_TILES, null),
+    [
+      mem.uniform([segments, roundSegments, pl.blocks, TQ, bound], "tiles"),
+      routed.counts,
+      routed.segmentStart,
+      tileOffset,
+      routed.blockRange,
+      tiles.buffer,
+    ],
+    threadGroups(GATHERED_TILES, segments),
+    "gathered tiles",
+  );
   routed.tiles.set(TQ, tiles);
   return tiles;
 }
@@ -86,8 +138,25 @@ async function queryTileRounds(mem: Buffers, encoder: GPUCommandEncoder, pl: Pla
 export function tileParams(mem: Buffers, pl: Plan, shape: TileShape, tiles: number, loadState: boolean, finalizeHere: boolean): GPUBuffer {
   const { qHeads, kvHeads, scale, headDim, tokens } = pl.p;
   // segment starts follow the 2 vec4 of each tile (dk/dv); dv follows dk in their shared buffer
-  return mem.uniform([qHeads, kvHeads, tiles, loadState ? 1 : 0, finalizeHere ? 1 : 0, pl.width, pl.blocks, { f32: scale },
-    headDim, shape.TQ, shape.TK, 2 * tiles, tokens * kvHeads * headDim, tokens], "tile params");
+  return mem.uniform(
+    [
+      qHeads,
+      kvHeads,
+      tiles,
+      loadState ? 1 : 0,
+      finalizeHere ? 1 : 0,
+      pl.width,
+      pl.blocks,
+      { f32: scale },
+      headDim,
+      shape.TQ,
+      shape.TK,
+      2 * tiles,
+      tokens * kvHeads * headDim,
+      tokens,
+    ],
+    "tile params",
+  );
 }
 
 /**
@@ -95,7 +164,14 @@ export function tileParams(mem: Buffers, pl: Plan, shape: TileShape, tiles: numb
  * then each routed round (built on the GPU: `bound` slots, the unused ones empty). `ownLast`: the
  * own blocks' tiles flagged to carry the routed rounds' state (naturalTiles), for the forward.
  */
-export async function rounds(mem: Buffers, encoder: GPUCommandEncoder, pl: Plan, routed: Routed | null, TQ: number, ownLast = false): Promise<{ tiles: Binding; count: number }[]> {
+export async function rounds(
+  mem: Buffers,
+  encoder: GPUCommandEncoder,
+  pl: Plan,
+  routed: Routed | null,
+  TQ: number,
+  ownLast = false,
+): Promise<{ tiles: Binding; count: number }[]> {
   const natural = naturalTiles(pl, TQ, ownLast);
   const list: { tiles: Binding; count: number }[] = [{ tiles: mem.storage(natural.words, "tiles"), count: natural.count }];
   if (!routed) return list;

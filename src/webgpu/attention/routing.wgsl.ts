@@ -163,11 +163,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 }
 `;
 
-export const BLOCK_SUMS = defineKernel<null>({ name: "blockSums", workgroupSize: BLOCK_SUM_THREADS, bindings: ["P", "blockRange", "k", "sums"], wgsl: () => BLOCK_SUMS_WGSL });
+export const BLOCK_SUMS = defineKernel<null>({
+  name: "blockSums",
+  workgroupSize: BLOCK_SUM_THREADS,
+  bindings: ["P", "blockRange", "k", "sums"],
+  wgsl: () => BLOCK_SUMS_WGSL,
+});
 export const SCATTER = defineKernel<null>({
-  name: "scatter", workgroupSize: 64, bindings: ["P", "cu", "blockOffsets", "routing", "segmentStart", "cursor", "entries"], wgsl: () => SCATTER_WGSL,
+  name: "scatter",
+  workgroupSize: 64,
+  bindings: ["P", "cu", "blockOffsets", "routing", "segmentStart", "cursor", "entries"],
+  wgsl: () => SCATTER_WGSL,
 });
 export const SCAN = defineKernel<null>({ name: "scan", workgroupSize: 256, bindings: ["s", "counts", "out"], wgsl: () => SCAN_WGSL });
 export const GATHERED_TILES = defineKernel<null>({
-  name: "gatheredTiles", workgroupSize: 64, bindings: ["p", "counts", "segmentStart", "tileOffset", "blockRange", "tiles"], wgsl: () => GATHERED_TILES_WGSL,
+  name: "gatheredTiles",
+  workgroupSize: 64,
+  bindings: ["p", "counts", "segmentStart", "tileOffset", "blockRange", "tiles"],
+  wgsl: () => GATHERED_TILES_WGSL,
 });

@@ -57,12 +57,13 @@ export const CARRIED = "(P.loadState == 1u || b.z == 1u)";
  * the backward's (lse, delta) from rowStats. Rows start at `start`, gathered when `gathered`.
  */
 export function loadRowInputs(start: string, gathered: string, inputs: "state" | "stats"): string {
-  const load = inputs === "state"
-    ? `var state = vec2<f32>(MASKED, 0.0);
+  const load =
+    inputs === "state"
+      ? `var state = vec2<f32>(MASKED, 0.0);
     if (${CARRIED} && lid < count) { state = ml[token * P.qHeads + h]; }
     rowM[lid] = state.x;
     rowL[lid] = state.y;`
-    : `let stats = rowStats[token * P.qHeads + h];
+      : `let stats = rowStats[token * P.qHeads + h];
     rowLse[lid] = stats.x;
     rowDelta[lid] = stats.y;`;
   return `if (lid < TQ) {
@@ -83,7 +84,12 @@ export const SEGMENT_START = /* wgsl */ `fn segmentStart(i: u32) -> u32 { return
  */
 export function header(c: TileShape): string {
   const D = c.headDim;
-  const values: [string, number][] = [["D", D], ["STRIDE", D + 1], ["TQ", c.TQ], ["TK", c.TK]];
+  const values: [string, number][] = [
+    ["D", D],
+    ["STRIDE", D + 1],
+    ["TQ", c.TQ],
+    ["TK", c.TK],
+  ];
   const constants = c.unroll
     ? values.map(([name, value]) => `const ${name} = ${value}u;`).join("\n")
     : values.map(([name]) => `var<private> ${name}: u32;`).join("\n");
@@ -218,14 +224,22 @@ export function scoreBlocks(rows: Side, products: [string, string, string][], bo
       ${products.map(([name]) => `var ${name}: array<f32, 8>; // [2, QK_COLS]`).join("\n      ")}
       for (var i = 0u; i < 8u; i++) { ${products.map(([name]) => `${name}[i] = 0.0;`).join(" ")} }
       for (var d = 0u; d < D; d++) {
-        ${products.map(([name, left]) => `let ${name}0 = ${left}[r0 * STRIDE + d];
-        let ${name}1 = ${left}[(r0 + 1u) * STRIDE + d];`).join("\n        ")}
+        ${products
+          .map(
+            ([name, left]) => `let ${name}0 = ${left}[r0 * STRIDE + d];
+        let ${name}1 = ${left}[(r0 + 1u) * STRIDE + d];`,
+          )
+          .join("\n        ")}
         for (var j = 0u; j < QK_COLS; j++) {
-          ${products.map(([name, , right]) => `{
+          ${products
+            .map(
+              ([name, , right]) => `{
             let x = ${right}[(c0 + QK_GROUPS * j) * STRIDE + d];
             ${name}[j] += ${name}0 * x;
             ${name}[4u + j] += ${name}1 * x;
-          }`).join("\n          ")}
+          }`,
+            )
+            .join("\n          ")}
         }
       }
       for (var i = 0u; i < 2u; i++) {
@@ -243,14 +257,22 @@ export function scoreBlocks(rows: Side, products: [string, string, string][], bo
 export function accumulateBlocks(c: TileShape, rows: Side, inner: Side, terms: [string, string, string][]): string {
   const perThread = c[rows] / TILE_ROW_GROUPS;
   return `for (var n = 0u; n < ${inner}; n++) {
-      ${terms.map(([, weights], t) => `var w${t}: array<f32, ${perThread}>;
-      for (var i = 0u; i < ROWS; i++) { w${t}[i] = ${weights}[(tileRow + ${TILE_ROW_GROUPS}u * i) * ${inner} + n]; }`).join("\n      ")}
+      ${terms
+        .map(
+          ([, weights], t) => `var w${t}: array<f32, ${perThread}>;
+      for (var i = 0u; i < ROWS; i++) { w${t}[i] = ${weights}[(tileRow + ${TILE_ROW_GROUPS}u * i) * ${inner} + n]; }`,
+        )
+        .join("\n      ")}
       for (var j = 0u; j < COLS; j++) {
         let col = tileLane + ${TILE_LANES}u * j;
-        ${terms.map(([acc, , values], t) => `{
+        ${terms
+          .map(
+            ([acc, , values], t) => `{
           let x = select(0.0, ${values}[n * STRIDE + col], col < D);
           for (var i = 0u; i < ROWS; i++) { ${acc}[i * COLS + j] += w${t}[i] * x; }
-        }`).join("\n        ")}
+        }`,
+          )
+          .join("\n        ")}
       }
     }`;
 }

@@ -50,16 +50,35 @@ export function planMmaGemm(c: GemmCall, tiles = MMA_TILES): MmaPlan {
 }
 
 /** Whether the device runs the tensor-core GEMM (f16 16x16x16 subgroup matrices, 32-lane subgroups). */
-export const hasMmaGemm = (gpu: MobaDevice) => gpu.mma16 && MMA_TILES.every((t) => mmaGemmSharedBytes({ ...t, aTransposed: false, bTransposed: false, accumulate: false }) <= gpu.maxWorkgroupStorage);
+export const hasMmaGemm = (gpu: MobaDevice) =>
+  gpu.mma16 &&
+  MMA_TILES.every(
+    (t) => mmaGemmSharedBytes({ ...t, aTransposed: false, bTransposed: false, accumulate: false }) <= gpu.maxWorkgroupStorage,
+  );
 
 /**
  * Records y (+)= A · B into the encoder `encoder()` returns (taken after the pipelines are ready:
  * an await may let a flush finish the encoder in hand).
  */
-export async function recordGemm(gpu: MobaDevice, mem: Buffers, encoder: () => GPUCommandEncoder, a: GPUBuffer, b: GPUBuffer, y: GPUBuffer, c: GemmCall, precision: Precision): Promise<void> {
-  if (precision === "f16" && !gpu.f16) throw new MobaError(`precision: "f16" needs a device with shader-f16, and ${gpu.adapterInfo} has none`);
+export async function recordGemm(
+  gpu: MobaDevice,
+  mem: Buffers,
+  encoder: () => GPUCommandEncoder,
+  a: GPUBuffer,
+  b: GPUBuffer,
+  y: GPUBuffer,
+  c: GemmCall,
+  precision: Precision,
+): Promise<void> {
+  if (precision === "f16" && !gpu.f16)
+    throw new MobaError(`precision: "f16" needs a device with shader-f16, and ${gpu.adapterInfo} has none`);
   if (precision === "f32" || !hasMmaGemm(gpu)) {
-    const p = await pipeline(gpu, GEMM, { aTransposed: c.aTransposed, bTransposed: c.bTransposed, accumulate: c.accumulate, f16Operands: precision === "f16" });
+    const p = await pipeline(gpu, GEMM, {
+      aTransposed: c.aTransposed,
+      bTransposed: c.bTransposed,
+      accumulate: c.accumulate,
+      f16Operands: precision === "f16",
+    });
     const tilesN = Math.ceil(c.N / TILE);
     dispatch(encoder(), gpu, p, [a, b, y, mem.uniform([c.M, c.N, c.K, tilesN], "gemm shape")], Math.ceil(c.M / TILE) * tilesN, "gemm");
     return;
@@ -68,7 +87,15 @@ export async function recordGemm(gpu: MobaDevice, mem: Buffers, encoder: () => G
 }
 
 /** Records a tensor-core GEMM of a given plan (the dev harness times plans of its own). */
-export async function recordMmaGemm(gpu: MobaDevice, mem: Buffers, encoder: () => GPUCommandEncoder, a: GPUBuffer, b: GPUBuffer, y: GPUBuffer, plan: MmaPlan): Promise<void> {
+export async function recordMmaGemm(
+  gpu: MobaDevice,
+  mem: Buffers,
+  encoder: () => GPUCommandEncoder,
+  a: GPUBuffer,
+  b: GPUBuffer,
+  y: GPUBuffer,
+  plan: MmaPlan,
+): Promise<void> {
   const s = plan.shape;
   const main = await pipeline(gpu, { ...MMA_GEMM, workgroupSize: mmaThreads(s) }, s);
   const sum = plan.splits > 1 ? await pipeline(gpu, SPLIT_SUM, { accumulate: s.accumulate }) : null;
@@ -76,5 +103,13 @@ export async function recordMmaGemm(gpu: MobaDevice, mem: Buffers, encoder: () =
   const words = [m, n, k, plan.tilesN, plan.tiles, plan.kPerSplit, plan.splits, 0];
   const out = sum ? mem.storage(plan.splits * m * n * 4, "gemm split-K partials") : y;
   dispatch(encoder(), gpu, main, [a, b, out, mem.uniform(words, "gemm shape")], plan.tiles * plan.splits, "gemm mma");
-  if (sum) dispatch(encoder(), gpu, sum, [out, y, mem.uniform([m * n, plan.splits], "gemm split-K sum")], Math.ceil((m * n) / 256), "gemm split-K sum");
+  if (sum)
+    dispatch(
+      encoder(),
+      gpu,
+      sum,
+      [out, y, mem.uniform([m * n, plan.splits], "gemm split-K sum")],
+      Math.ceil((m * n) / 256),
+      "gemm split-K sum",
+    );
 }

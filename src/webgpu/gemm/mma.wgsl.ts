@@ -56,17 +56,23 @@ function slice(operand: "a" | "b", s: MmaGemmShape) {
   const kContiguous = operand === "a" ? !s.aTransposed : !s.bTransposed;
   const extent = operand === "a" ? "shape.M" : "shape.N";
   const origin = operand === "a" ? "m0" : "n0";
-  const coords = (i: number) => kContiguous
-    ? `let e${i} = lid + ${i}u * THREADS; let d${i} = e${i} % DEPTH; let r${i} = e${i} / DEPTH;`
-    : `let e${i} = lid + ${i}u * THREADS; let r${i} = e${i} % ${rows}u; let d${i} = e${i} / ${rows}u;`;
-  const address = (i: number) => kContiguous ? `(${origin} + r${i}) * shape.K + k + d${i}` : `(k + d${i}) * ${extent} + ${origin} + r${i}`;
-  const local = (i: number) => operand === "a" ? `r${i} * AS + d${i}` : `d${i} * BS + r${i}`;
+  const coords = (i: number) =>
+    kContiguous
+      ? `let e${i} = lid + ${i}u * THREADS; let d${i} = e${i} % DEPTH; let r${i} = e${i} / DEPTH;`
+      : `let e${i} = lid + ${i}u * THREADS; let r${i} = e${i} % ${rows}u; let d${i} = e${i} / ${rows}u;`;
+  const address = (i: number) =>
+    kContiguous ? `(${origin} + r${i}) * shape.K + k + d${i}` : `(k + d${i}) * ${extent} + ${origin} + r${i}`;
+  const local = (i: number) => (operand === "a" ? `r${i} * AS + d${i}` : `d${i} * BS + r${i}`);
   const shared = operand === "a" ? "As" : "Bs";
   const reg = operand === "a" ? "ra" : "rb";
   return {
     count,
     /** Loads slice k into registers (zero outside the matrix or the K range). */
-    load: each(count, (i) => `{ ${coords(i)} ${reg}[${i}] = 0.0; if (${origin} + r${i} < ${extent} && k + d${i} < kEnd) { ${reg}[${i}] = ${operand}[${address(i)}]; } }`).join("\n      "),
+    load: each(
+      count,
+      (i) =>
+        `{ ${coords(i)} ${reg}[${i}] = 0.0; if (${origin} + r${i} < ${extent} && k + d${i} < kEnd) { ${reg}[${i}] = ${operand}[${address(i)}]; } }`,
+    ).join("\n      "),
     /** Writes the registers to workgroup memory, rounded to f16. */
     store: each(count, (i) => `{ ${coords(i)} ${shared}[${local(i)}] = f16(${reg}[${i}]); }`).join("\n      "),
   };
@@ -74,16 +80,24 @@ function slice(operand: "a" | "b", s: MmaGemmShape) {
 
 export function mmaGemmWgsl(s: MmaGemmShape): string {
   const threads = mmaThreads(s);
-  const fm = s.tileM / s.warpsM / F, fn = s.tileN / s.warpsN / F; // accumulators per subgroup along M and N
-  if (!Number.isInteger(fm) || !Number.isInteger(fn) || s.depth % F !== 0) throw new Error(`mmaGemmWgsl: shape ${JSON.stringify(s)} does not tile by 16`);
-  const a = slice("a", s), b = slice("b", s);
-  if (!Number.isInteger(a.count) || !Number.isInteger(b.count)) throw new Error(`mmaGemmWgsl: a slice of ${JSON.stringify(s)} does not split evenly over ${threads} threads`);
+  const fm = s.tileM / s.warpsM / F,
+    fn = s.tileN / s.warpsN / F; // accumulators per subgroup along M and N
+  if (!Number.isInteger(fm) || !Number.isInteger(fn) || s.depth % F !== 0)
+    throw new Error(`mmaGemmWgsl: shape ${JSON.stringify(s)} does not tile by 16`);
+  const a = slice("a", s),
+    b = slice("b", s);
+  if (!Number.isInteger(a.count) || !Number.isInteger(b.count))
+    throw new Error(`mmaGemmWgsl: a slice of ${JSON.stringify(s)} does not split evenly over ${threads} threads`);
   const acc = (i: number, j: number) => `c${i}_${j}`;
-  const mma = each(s.depth / F, (kk) => `{ ${[
-    ...each(fm, (i) => `let l${i} = subgroupMatrixLoad<Left, row_major>(&As, (wm + ${i * F}u) * AS + ${kk * F}u, AS);`),
-    ...each(fn, (j) => `let r${j} = subgroupMatrixLoad<Right, row_major>(&Bs, ${kk * F}u * BS + wn + ${j * F}u, BS);`),
-    ...each(fm, (i) => each(fn, (j) => `${acc(i, j)} = subgroupMatrixMultiplyAccumulate(l${i}, r${j}, ${acc(i, j)});`).join(" ")),
-  ].join("\n        ")} }`).join("\n    ");
+  const mma = each(
+    s.depth / F,
+    (kk) =>
+      `{ ${[
+        ...each(fm, (i) => `let l${i} = subgroupMatrixLoad<Left, row_major>(&As, (wm + ${i * F}u) * AS + ${kk * F}u, AS);`),
+        ...each(fn, (j) => `let r${j} = subgroupMatrixLoad<Right, row_major>(&Bs, ${kk * F}u * BS + wn + ${j * F}u, BS);`),
+        ...each(fm, (i) => each(fn, (j) => `${acc(i, j)} = subgroupMatrixMultiplyAccumulate(l${i}, r${j}, ${acc(i, j)});`).join(" ")),
+      ].join("\n        ")} }`,
+  ).join("\n    ");
   const write = s.accumulate ? "y[at] + Cs[c]" : "Cs[c]";
   return /* wgsl */ `enable f16;
 enable subgroups;
@@ -137,7 +151,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   }
   // epilogue: each accumulator through this subgroup's scratch, 8 elements per lane, bounds-checked
   let scratch = sg * ${F * F}u;
-  ${each(fm, (i) => each(fn, (j) => `subgroupMatrixStore<row_major>(&Cs, scratch, ${acc(i, j)}, ${F}u);
+  ${each(fm, (i) =>
+    each(
+      fn,
+      (j) => `subgroupMatrixStore<row_major>(&Cs, scratch, ${acc(i, j)}, ${F}u);
   workgroupBarrier();
   for (var e = lane; e < ${F * F}u; e += 32u) {
     let row = m0 + wm + ${i * F}u + e / ${F}u;
@@ -148,7 +165,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
       else { let at = row * shape.N + col; y[at] = ${write}; }
     }
   }
-  workgroupBarrier();`).join("\n  ")).join("\n  ")}
+  workgroupBarrier();`,
+    ).join("\n  "),
+  ).join("\n  ")}
 }
 `;
 }
@@ -156,7 +175,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
 export const MMA_GEMM: Kernel<MmaGemmShape> = {
   name: "gemm-mma",
   workgroupSize: 0, // depends on the shape: mmaThreads(shape)
-  key: (s) => `${+s.aTransposed}${+s.bTransposed}${+s.accumulate}-${s.tileM}x${s.tileN}-${s.warpsM}x${s.warpsN}-${s.depth}${s.prefetch ? "p" : ""}`,
+  key: (s) =>
+    `${+s.aTransposed}${+s.bTransposed}${+s.accumulate}-${s.tileM}x${s.tileN}-${s.warpsM}x${s.warpsN}-${s.depth}${s.prefetch ? "p" : ""}`,
   wgsl: mmaGemmWgsl,
 };
 
