@@ -68,7 +68,7 @@ var<workgroup> rowL: array<f32, ${TQ}>;
 var<workgroup> rowAlpha: array<f32, ${TQ}>; // the factor O's row takes when its max moved, else 1
 var<workgroup> rowMoved: array<u32, ${TQ}>; // 1 where O's row must be rescaled
 // (no 4-byte workgroup variable here: with one in the shader, the tensor-core results came out wrong
-// on the H100, Dawn + driver 580; variant run 22 in docs/benchmarks.md)
+// on the H100, Dawn + driver 580; dev/mma/variants.mts, 22nd run)
 
 ${queryTileEntry()}
   ${loadRowInputs("a.x", "b.y == 1u", "state")}
