@@ -13,22 +13,30 @@
 //   6: 128x64 tile, 4 subgroups of 4x2 accumulators, depth 32, prefetch
 //   7: 128x128 tile, 8 subgroups of 4x2 accumulators, depth 16, prefetch
 //   8: 64x64 tile, 4 subgroups, depth 32, prefetch (the small-problem tile)
+//   9: version 4 staging each slice in its storage's orientation (no column-by-column writes into
+//      workgroup memory), fragments loaded column-major where that needs it
+//  10: version 9 with vec4 loads from storage
+//  11: version 8 staged as 9, vec4 loads (the small-problem tile)
+//  12: version 5 (4 subgroups of 4x4 accumulators) staged as 9, vec4 loads
 import { f16ToFloat, floatToF16 } from "../../src/io/half.js";
 import { getDevice } from "../../src/webgpu/device.js";
-import { type GemmCall, type MmaPlan, planMmaGemm, recordGemm, recordMmaGemm } from "../../src/webgpu/gemm/index.js";
-import type { MmaGemmShape } from "../../src/webgpu/gemm/mma.wgsl.js";
+import { type GemmCall, type MmaPlan, type MmaTile, planMmaGemm, recordGemm, recordMmaGemm } from "../../src/webgpu/gemm/index.js";
 import { Buffers, readBack, startProfile, stopProfile, storageBuffer } from "../../src/webgpu/kernel.js";
 
-type Tile = Pick<MmaGemmShape, "tileM" | "tileN" | "warpsM" | "warpsN" | "depth" | "prefetch">;
-const VERSIONS: Record<number, Tile | "f32"> = {
+const old = { natural: false, vector: false };
+const VERSIONS: Record<number, MmaTile | "f32"> = {
   1: "f32",
-  2: { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: false },
-  3: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 4, depth: 32, prefetch: false },
-  4: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 4, depth: 32, prefetch: true },
-  5: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 2, depth: 32, prefetch: true },
-  6: { tileM: 128, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true },
-  7: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 4, depth: 16, prefetch: true },
-  8: { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true },
+  2: { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: false, ...old },
+  3: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 4, depth: 32, prefetch: false, ...old },
+  4: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 4, depth: 32, prefetch: true, ...old },
+  5: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, ...old },
+  6: { tileM: 128, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, ...old },
+  7: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 4, depth: 16, prefetch: true, ...old },
+  8: { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, ...old },
+  9: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 4, depth: 32, prefetch: true, natural: true, vector: false },
+  10: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 4, depth: 32, prefetch: true, natural: true, vector: true },
+  11: { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true },
+  12: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true },
 };
 
 // The bench-train model (hidden 512, 8/4 heads of 64, SwiGLU 1344, vocab 256) at T tokens: its

@@ -306,6 +306,12 @@ function checkSavedState(saved: Checkpoint, checkpoint: string): SavedState {
   if (typeof state.options !== "object" || state.options === null || Array.isArray(state.options))
     bad("options", "an object", state.options);
   if (typeof state.data !== "object" || state.data === null) bad("data", "a data position { epoch, doc, offset, rng }", state.data);
+  const scale = state.lossScale;
+  if (scale !== undefined) {
+    const ok = typeof scale === "object" && scale !== null && scale.scale > 0 && Number.isFinite(scale.scale);
+    if (!ok || !Number.isSafeInteger(scale.cleanSteps) || scale.cleanSteps < 0 || !Number.isSafeInteger(scale.skipped) || scale.skipped < 0)
+      bad("lossScale", "{ scale > 0, cleanSteps >= 0, skipped >= 0 }", scale);
+  }
   return state;
 }
 

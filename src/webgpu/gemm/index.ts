@@ -19,10 +19,13 @@ export interface GemmCall {
   K: number;
 }
 
+/** A tile of the tensor-core GEMM: its shape without the call's layouts; `vector`: vec4 loads where the operand allows. */
+export type MmaTile = Pick<MmaGemmShape, "tileM" | "tileN" | "warpsM" | "warpsN" | "depth" | "prefetch" | "natural"> & { vector: boolean };
+
 /** The tensor-core tiles, largest first (measured on the H200: docs/benchmarks.md#gemm). */
-export const MMA_TILES: Pick<MmaGemmShape, "tileM" | "tileN" | "warpsM" | "warpsN" | "depth" | "prefetch">[] = [
-  { tileM: 128, tileN: 128, warpsM: 2, warpsN: 4, depth: 32, prefetch: true },
-  { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true },
+export const MMA_TILES: MmaTile[] = [
+  { tileM: 128, tileN: 128, warpsM: 2, warpsN: 4, depth: 32, prefetch: true, natural: true, vector: true },
+  { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true },
 ];
 /** Workgroups that fill the GPU about twice (an H200 has 132 SMs); fewer tiles than this take a smaller tile or split K. */
 const ENOUGH_WORKGROUPS = 264;
@@ -41,9 +44,13 @@ export interface MmaPlan {
 /** The tile and split-K of a tensor-core GEMM: the largest tile that fills the GPU, else split K. */
 export function planMmaGemm(c: GemmCall, tiles = MMA_TILES): MmaPlan {
   const count = (t: (typeof tiles)[number]) => Math.ceil(c.M / t.tileM) * Math.ceil(c.N / t.tileN);
-  const tile = tiles.find((t) => count(t) >= ENOUGH_WORKGROUPS) ?? tiles[tiles.length - 1];
-  const shape = { aTransposed: c.aTransposed, bTransposed: c.bTransposed, accumulate: c.accumulate, ...tile };
-  const n = count(tile);
+  const chosen = tiles.find((t) => count(t) >= ENOUGH_WORKGROUPS) ?? tiles[tiles.length - 1];
+  const { vector, ...tile } = chosen;
+  // vec4 loads where the operand's contiguous extent is a multiple of 4 (then a vec4 is wholly inside or outside it)
+  const vectorA = vector && (c.aTransposed ? c.M : c.K) % 4 === 0;
+  const vectorB = vector && (c.bTransposed ? c.N : c.K) % 4 === 0;
+  const shape = { aTransposed: c.aTransposed, bTransposed: c.bTransposed, accumulate: c.accumulate, ...tile, vectorA, vectorB };
+  const n = count(chosen);
   const splits = Math.max(1, Math.min(Math.ceil(ENOUGH_WORKGROUPS / n), Math.floor(c.K / MIN_SPLIT_K)));
   const kPerSplit = Math.ceil(c.K / splits / tile.depth) * tile.depth;
   return { call: c, shape, tilesN: Math.ceil(c.N / tile.tileN), tiles: n, splits: Math.ceil(c.K / kPerSplit), kPerSplit };
@@ -52,8 +59,18 @@ export function planMmaGemm(c: GemmCall, tiles = MMA_TILES): MmaPlan {
 /** Whether the device runs the tensor-core GEMM (f16 16x16x16 subgroup matrices, 32-lane subgroups). */
 export const hasMmaGemm = (gpu: MobaDevice) =>
   gpu.mma16 &&
-  MMA_TILES.every(
-    (t) => mmaGemmSharedBytes({ ...t, aTransposed: false, bTransposed: false, accumulate: false }) <= gpu.maxWorkgroupStorage,
+  MMA_TILES.every(({ vector: _, ...t }) =>
+    [false, true].every(
+      (transposed) =>
+        mmaGemmSharedBytes({
+          ...t,
+          aTransposed: transposed,
+          bTransposed: !transposed,
+          accumulate: false,
+          vectorA: false,
+          vectorB: false,
+        }) <= gpu.maxWorkgroupStorage,
+    ),
   );
 
 /**

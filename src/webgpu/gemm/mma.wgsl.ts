@@ -32,6 +32,15 @@ export interface MmaGemmShape {
   depth: number;
   /** Load the next slice into registers while this one multiplies. */
   prefetch: boolean;
+  /**
+   * Stage each slice in its storage's orientation (consecutive threads write consecutive halves)
+   * and load fragments row- or column-major to match, instead of always A[m][k] and B[k][n]
+   * (which writes one of them column by column).
+   */
+  natural: boolean;
+  /** Read A (B) as vec4<f32>: its contiguous extent (K, or M / N where transposed) is a multiple of 4. */
+  vectorA: boolean;
+  vectorB: boolean;
 }
 
 const F = 16; // the subgroup matrix side
@@ -39,42 +48,79 @@ const each = <T>(n: number, f: (i: number) => T) => Array.from({ length: n }, (_
 
 export const mmaThreads = (s: MmaGemmShape) => s.warpsM * s.warpsN * 32;
 
-/** Workgroup bytes: A's and B's f16 slices (rows padded by 8 halves) and one f32 16x16 scratch per subgroup. */
+/** How one operand's slice is read and staged. */
+function layout(operand: "a" | "b", s: MmaGemmShape) {
+  const rows = operand === "a" ? s.tileM : s.tileN; // the M (or N) extent of the slice
+  // stored with K contiguous ([M, K] for A, [N, K] for B) or the row index contiguous
+  const kContiguous = operand === "a" ? !s.aTransposed : !s.bTransposed;
+  // the slice in workgroup memory as [k][row] (kMajor) or [row][k]; rows padded by 8 halves (16 bytes) against bank conflicts
+  const kMajor = s.natural ? !kContiguous : operand === "b";
+  const stride = kMajor ? rows + 8 : s.depth + 8;
+  return {
+    rows,
+    kContiguous,
+    kMajor,
+    stride,
+    halves: kMajor ? s.depth * stride : rows * stride,
+    width: (operand === "a" ? s.vectorA : s.vectorB) ? 4 : 1,
+  };
+}
+
+/** Workgroup bytes: A's and B's f16 slices and one f32 16x16 scratch per subgroup. */
 export function mmaGemmSharedBytes(s: MmaGemmShape): number {
-  return s.tileM * (s.depth + 8) * 2 + s.depth * (s.tileN + 8) * 2 + s.warpsM * s.warpsN * F * F * 4;
+  return (layout("a", s).halves + layout("b", s).halves) * 2 + s.warpsM * s.warpsN * F * F * 4;
 }
 
 /**
- * One operand's slice: `count` elements per thread, element e = lid + i · THREADS mapped so that
- * consecutive threads read consecutive words of storage, written to workgroup memory as A[m][k]
- * (stride AS) or B[k][n] (stride BS).
+ * One operand's slice: `count` loads per thread (of `width` consecutive words), load e = lid + i ·
+ * THREADS mapped so that consecutive threads read consecutive words of storage, staged rounded to f16.
  */
 function slice(operand: "a" | "b", s: MmaGemmShape) {
-  const rows = operand === "a" ? s.tileM : s.tileN; // the M (or N) extent of the slice
-  const count = (rows * s.depth) / mmaThreads(s);
-  // stored with K contiguous ([M, K] for A, [N, K] for B) or the row index contiguous
-  const kContiguous = operand === "a" ? !s.aTransposed : !s.bTransposed;
+  const { rows, kContiguous, kMajor, stride, width } = layout(operand, s);
+  const count = (rows * s.depth) / mmaThreads(s) / width;
   const extent = operand === "a" ? "shape.M" : "shape.N";
   const origin = operand === "a" ? "m0" : "n0";
   const coords = (i: number) =>
     kContiguous
-      ? `let e${i} = lid + ${i}u * THREADS; let d${i} = e${i} % DEPTH; let r${i} = e${i} / DEPTH;`
-      : `let e${i} = lid + ${i}u * THREADS; let r${i} = e${i} % ${rows}u; let d${i} = e${i} / ${rows}u;`;
-  const address = (i: number) =>
+      ? `let e${i} = lid + ${i}u * THREADS; let d${i} = (e${i} % ${s.depth / width}u) * ${width}u; let r${i} = e${i} / ${s.depth / width}u;`
+      : `let e${i} = lid + ${i}u * THREADS; let r${i} = (e${i} % ${rows / width}u) * ${width}u; let d${i} = e${i} / ${rows / width}u;`;
+  const element = (i: number) =>
     kContiguous ? `(${origin} + r${i}) * shape.K + k + d${i}` : `(k + d${i}) * ${extent} + ${origin} + r${i}`;
-  const local = (i: number) => (operand === "a" ? `r${i} * AS + d${i}` : `d${i} * BS + r${i}`);
+  const address = (i: number) => (width > 1 ? `(${element(i)}) / 4u` : element(i));
+  // component c of a load is element (r, d + c) where K is contiguous, (r + c, d) where the row index is
+  const local = (i: number, c: number) => {
+    const [r, d] = kContiguous ? [`r${i}`, `d${i} + ${c}u`] : [`r${i} + ${c}u`, `d${i}`];
+    return kMajor ? `(${d}) * ${stride}u + ${r}` : `(${r}) * ${stride}u + ${d}`;
+  };
   const shared = operand === "a" ? "As" : "Bs";
   const reg = operand === "a" ? "ra" : "rb";
+  const zero = width > 1 ? "vec4f()" : "0.0";
+  const component = (i: number, c: number) => (width > 1 ? `${reg}[${i}][${c}]` : `${reg}[${i}]`);
   return {
     count,
-    /** Loads slice k into registers (zero outside the matrix or the K range). */
+    declare: `var ${reg}: array<${width > 1 ? "vec4f" : "f32"}, ${count}>;`,
+    binding: `array<${width > 1 ? "vec4f" : "f32"}>`,
+    /** Loads slice k into registers (zero outside the matrix or the K range; a vec4 is wholly in or out). */
     load: each(
       count,
       (i) =>
-        `{ ${coords(i)} ${reg}[${i}] = 0.0; if (${origin} + r${i} < ${extent} && k + d${i} < kEnd) { ${reg}[${i}] = ${operand}[${address(i)}]; } }`,
+        `{ ${coords(i)} ${reg}[${i}] = ${zero}; if (${origin} + r${i} < ${extent} && k + d${i} < kEnd) { ${reg}[${i}] = ${operand}[${address(i)}]; } }`,
     ).join("\n      "),
     /** Writes the registers to workgroup memory, rounded to f16. */
-    store: each(count, (i) => `{ ${coords(i)} ${shared}[${local(i)}] = f16(${reg}[${i}]); }`).join("\n      "),
+    store: each(
+      count,
+      (i) => `{ ${coords(i)} ${each(width, (c) => `${shared}[${local(i, c)}] = f16(${component(i, c)});`).join(" ")} }`,
+    ).join("\n      "),
+    /** The fragment load of accumulator row (or column) `t` at the slice's 16-deep step kk. */
+    fragment: (t: number, kk: number) => {
+      const base = operand === "a" ? `wm + ${t * F}u` : `wn + ${t * F}u`;
+      const type = operand === "a" ? "Left" : "Right";
+      // Left is [m][k], Right [k][n]: row-major where the slice is stored that way, else column-major
+      const rowMajor = operand === "a" ? !kMajor : kMajor;
+      const offset = kMajor ? `${kk * F}u * ${stride}u + ${base}` : `(${base}) * ${stride}u + ${kk * F}u`;
+      return `subgroupMatrixLoad<${type}, ${rowMajor ? "row_major" : "col_major"}>(&${shared}, ${offset}, ${stride}u)`;
+    },
+    halves: layout(operand, s).halves,
   };
 }
 
@@ -93,8 +139,8 @@ export function mmaGemmWgsl(s: MmaGemmShape): string {
     s.depth / F,
     (kk) =>
       `{ ${[
-        ...each(fm, (i) => `let l${i} = subgroupMatrixLoad<Left, row_major>(&As, (wm + ${i * F}u) * AS + ${kk * F}u, AS);`),
-        ...each(fn, (j) => `let r${j} = subgroupMatrixLoad<Right, row_major>(&Bs, ${kk * F}u * BS + wn + ${j * F}u, BS);`),
+        ...each(fm, (i) => `let l${i} = ${a.fragment(i, kk)};`),
+        ...each(fn, (j) => `let r${j} = ${b.fragment(j, kk)};`),
         ...each(fm, (i) => each(fn, (j) => `${acc(i, j)} = subgroupMatrixMultiplyAccumulate(l${i}, r${j}, ${acc(i, j)});`).join(" ")),
       ].join("\n        ")} }`,
   ).join("\n    ");
@@ -107,20 +153,18 @@ diagnostic(off, chromium.subgroup_matrix_uniformity);
 diagnostic(off, subgroup_uniformity);
 
 struct Shape { M: u32, N: u32, K: u32, tilesN: u32, tiles: u32, kPerSplit: u32, splits: u32, pad: u32 }
-@group(0) @binding(0) var<storage, read> a: array<f32>;
-@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(0) var<storage, read> a: ${a.binding};
+@group(0) @binding(1) var<storage, read> b: ${b.binding};
 @group(0) @binding(2) var<storage, read_write> y: array<f32>; // [splits, M, N] with split-K, else [M, N]
 @group(0) @binding(3) var<uniform> shape: Shape;
 
 const THREADS = ${threads}u;
 const DEPTH = ${s.depth}u;
-const AS = ${s.depth + 8}u; // A slice row stride (halves): rows start 16 bytes apart in the banks
-const BS = ${s.tileN + 8}u; // B slice row stride
 alias Left = subgroup_matrix_left<f16, ${F}, ${F}>;
 alias Right = subgroup_matrix_right<f16, ${F}, ${F}>;
 alias Result = subgroup_matrix_result<f32, ${F}, ${F}>;
-var<workgroup> As: array<f16, ${s.tileM * (s.depth + 8)}>; // [tileM][AS]
-var<workgroup> Bs: array<f16, ${s.depth * (s.tileN + 8)}>; // [depth][BS]
+var<workgroup> As: array<f16, ${a.halves}>;
+var<workgroup> Bs: array<f16, ${b.halves}>;
 var<workgroup> Cs: array<f32, ${s.warpsM * s.warpsN * F * F}>; // one 16x16 scratch per subgroup
 
 @compute @workgroup_size(${threads})
@@ -137,8 +181,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   let wm = (sg / ${s.warpsN}u) * ${fm * F}u; // this subgroup's block within the tile
   let wn = (sg % ${s.warpsN}u) * ${fn * F}u;
   ${each(fm, (i) => each(fn, (j) => `var ${acc(i, j)} = Result();`).join(" ")).join("\n  ")}
-  var ra: array<f32, ${a.count}>;
-  var rb: array<f32, ${b.count}>;
+  ${a.declare}
+  ${b.declare}
   ${s.prefetch ? `{ let k = kBegin;\n      ${a.load}\n      ${b.load}\n  }` : ""}
   for (var k = kBegin; k < kEnd; k += DEPTH) {
     ${s.prefetch ? "" : `${a.load}\n      ${b.load}`}
@@ -176,7 +220,8 @@ export const MMA_GEMM: Kernel<MmaGemmShape> = {
   name: "gemm-mma",
   workgroupSize: 0, // depends on the shape: mmaThreads(shape)
   key: (s) =>
-    `${+s.aTransposed}${+s.bTransposed}${+s.accumulate}-${s.tileM}x${s.tileN}-${s.warpsM}x${s.warpsN}-${s.depth}${s.prefetch ? "p" : ""}`,
+    `${+s.aTransposed}${+s.bTransposed}${+s.accumulate}-${s.tileM}x${s.tileN}-${s.warpsM}x${s.warpsN}-${s.depth}${s.prefetch ? "p" : ""}` +
+    `${s.natural ? "n" : ""}${s.vectorA ? "va" : ""}${s.vectorB ? "vb" : ""}`,
   wgsl: mmaGemmWgsl,
 };
 
