@@ -223,15 +223,24 @@ export class Buffers {
     return buffer;
   }
 
-  /** Gives every buffer back to the pool (the work that uses them has been submitted) and trims it. */
-  destroy(): void {
-    const generation = ++this.pool.generation;
+  /**
+   * Gives every buffer back to the pool without trimming it: work submitted before may still use
+   * them (the queue keeps its order), work recorded after takes them again. A call's temporaries,
+   * recycled when it has submitted, so the next call of the same shapes reuses them.
+   */
+  recycle(): void {
     for (const { buffer, key } of this.owned.splice(0)) {
       const list = this.pool.free.get(key) ?? [];
-      list.push({ buffer, generation });
+      list.push({ buffer, generation: this.pool.generation });
       this.pool.free.set(key, list);
     }
     this.bytes = 0;
+  }
+
+  /** Gives every buffer back to the pool (the work that uses them has been submitted) and trims it. */
+  destroy(): void {
+    const generation = ++this.pool.generation;
+    this.recycle();
     for (const [key, list] of this.pool.free) {
       const keep = [];
       for (const e of list) {

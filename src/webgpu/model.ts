@@ -31,12 +31,18 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
   /** The most bytes held at the end of any scope: persistent tensors plus the scope's buffers (its peak: scopes only grow). */
   peakBytes = 0;
   private encoder: GPUCommandEncoder | null = null;
+  /** An attention call's temporaries, recycled when the call has submitted (the next layer's call reuses them). */
+  private readonly scratch: Buffers;
+  /** The most bytes the scratch held during this scope. */
+  private scratchPeak = 0;
 
   /** "f16": every GEMM and the attention on f16 operands with float32 accumulation (tensor cores where the device has them). */
   constructor(
     private readonly gpu: MobaDevice,
     readonly precision: Precision,
-  ) {}
+  ) {
+    this.scratch = new Buffers(gpu);
+  }
 
   // ---- memory ----
 
@@ -46,7 +52,8 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
     const end = {
       destroy: () => {
         this.flush();
-        this.peakBytes = Math.max(this.peakBytes, this.persistentBytes + mem.bytes);
+        this.peakBytes = Math.max(this.peakBytes, this.persistentBytes + mem.bytes + this.scratchPeak);
+        this.scratchPeak = 0;
         this.mem = null;
         mem.destroy();
       },
@@ -279,21 +286,27 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
 
   async attention(c: AttentionCall, q: GpuTensor, k: GpuTensor, v: GpuTensor): Promise<AttentionSaved<GpuTensor>> {
     this.flush(); // q, k, v are written by recorded work; the attention submits its own
-    const r = await forwardOnGpu(this.scoped(), this.problem(c), { q: q.buffer, k: k.buffer, v: v.buffer });
+    const r = await this.withScratch(() =>
+      forwardOnGpu(this.scoped(), this.problem(c), { q: q.buffer, k: k.buffer, v: v.buffer }, undefined, this.scratch),
+    );
     return { out: { buffer: r.out, length: q.length }, lse: { buffer: r.lse, length: c.tokens * c.qHeads }, routing: r.routed };
   }
 
   async attentionBackward(c: AttentionCall, q: GpuTensor, k: GpuTensor, v: GpuTensor, saved: AttentionSaved<GpuTensor>, dout: GpuTensor) {
     this.flush();
     const routed = saved.routing as Parameters<typeof backwardOnGpu>[6];
-    const g = await backwardOnGpu(
-      this.scoped(),
-      this.problem(c),
-      { q: q.buffer, k: k.buffer, v: v.buffer },
-      saved.out.buffer,
-      saved.lse.buffer,
-      dout.buffer,
-      routed,
+    const g = await this.withScratch(() =>
+      backwardOnGpu(
+        this.scoped(),
+        this.problem(c),
+        { q: q.buffer, k: k.buffer, v: v.buffer },
+        saved.out.buffer,
+        saved.lse.buffer,
+        dout.buffer,
+        routed,
+        undefined,
+        this.scratch,
+      ),
     );
     // dk and dv share one buffer: copy them apart (4-byte offsets; a binding offset would need 256)
     const dk = this.zeros(k.length),
@@ -302,6 +315,16 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
     encoder.copyBufferToBuffer(g.dkdv, 0, dk.buffer, 0, k.length * 4);
     encoder.copyBufferToBuffer(g.dkdv, k.length * 4, dv.buffer, 0, v.length * 4);
     return { dq: { buffer: g.dq, length: q.length }, dk, dv };
+  }
+
+  /** Runs an attention call (which submits its work) and recycles its temporaries. */
+  private async withScratch<T>(call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } finally {
+      this.scratchPeak = Math.max(this.scratchPeak, this.scratch.bytes);
+      this.scratch.recycle();
+    }
   }
 
   // ---- optimizer ----

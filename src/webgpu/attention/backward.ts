@@ -19,7 +19,8 @@ export interface GpuGradients {
  * Records and submits the backward (one command buffer), given the forward's out and lse on the GPU and its routing:
  * `routed` as the forward left it on the GPU, else the table `given`, else routed again here.
  * In the f16 path dout should hold f16 values: the tensor-core dq reads an f16 copy of it, delta the
- * buffer as given (api.ts rounds it).
+ * buffer as given (api.ts rounds it). Gradients stay in `mem`; the call's temporaries (row statistics,
+ * f16 copies, key tiles) are taken from `scratch`.
  */
 export async function backwardOnGpu(
   mem: Buffers,
@@ -30,6 +31,7 @@ export async function backwardOnGpu(
   dout: GPUBuffer,
   routed: Routed | null,
   given?: Int32Array,
+  scratch = mem,
 ): Promise<GpuGradients> {
   const gpu = mem.gpu;
   const pl = plan(p);
@@ -38,7 +40,7 @@ export async function backwardOnGpu(
   if (!pl.all && !routed) routed = await route(mem, encoder, pl, t.q, t.k, given);
   const dummy = mem.storage(16, "unused", encoder);
   const entries = routed?.entries ?? dummy;
-  const rowStats = mem.storage(tokens * qHeads * 8, "lse and delta", encoder);
+  const rowStats = scratch.storage(tokens * qHeads * 8, "lse and delta", encoder);
   const dq = mem.poisoned(tokens * qHeads * headDim, "dq", encoder);
   const dkdv = mem.poisoned(2 * tokens * kvHeads * headDim, "dk and dv", encoder);
   const dqChosen = dqPass(gpu, p);
@@ -60,13 +62,13 @@ export async function backwardOnGpu(
   const f32Inputs = [t.q, t.k, t.v, dout];
   let [dqInputs, dkdvInputs] = [f32Inputs, f32Inputs];
   if (dqChosen.tensorCores || dkdvChosen.tensorCores) {
-    const half = await halfCopier(mem, encoder, p);
+    const half = await halfCopier(scratch, encoder, p);
     const q16 = half(t.q, qHeads, "q f16");
     const dout16 = half(dout, qHeads, "dout f16");
-    const kT = await halfTiled(mem, encoder, t.k, tokens, kvHeads, headDim, true, "k f16 tiles, transposed");
-    const vT = await halfTiled(mem, encoder, t.v, tokens, kvHeads, headDim, true, "v f16 tiles, transposed");
+    const kT = await halfTiled(scratch, encoder, t.k, tokens, kvHeads, headDim, true, "k f16 tiles, transposed");
+    const vT = await halfTiled(scratch, encoder, t.v, tokens, kvHeads, headDim, true, "v f16 tiles, transposed");
     if (dqChosen.tensorCores)
-      dqInputs = [q16, kT, vT, await halfTiled(mem, encoder, t.k, tokens, kvHeads, headDim, false, "k f16 tiles"), dout16];
+      dqInputs = [q16, kT, vT, await halfTiled(scratch, encoder, t.k, tokens, kvHeads, headDim, false, "k f16 tiles"), dout16];
     if (dkdvChosen.tensorCores) dkdvInputs = [q16, kT, vT, dout16];
   }
   (await rounds(mem, encoder, pl, routed, dqChosen.shape.TQ)).forEach(({ tiles, count }, r) => {
@@ -82,7 +84,7 @@ export async function backwardOnGpu(
   // the key tiles, then (copied on the GPU) the segment starts the dk/dv kernel reads after them
   const keys = keyTiles(pl, dkdvChosen.shape.TK);
   const segmentWords = routed ? pl.width * qHeads * pl.blocks + 1 : 0;
-  const words = mem.storage((keys.words.length + Math.ceil(segmentWords / 4) * 4) * 4, "key tiles and segment starts");
+  const words = scratch.storage((keys.words.length + Math.ceil(segmentWords / 4) * 4) * 4, "key tiles and segment starts");
   gpu.device.queue.writeBuffer(words, 0, keys.words);
   if (routed) encoder.copyBufferToBuffer(routed.segmentStart, 0, words, keys.words.length * 4, segmentWords * 4);
   dispatch(

@@ -21,8 +21,17 @@ export interface GpuForwardResult {
   routed: Routed | null;
 }
 
-/** Records and submits the forward (two command buffers: routing and copies, then the rounds); results stay on the GPU. */
-export async function forwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTensors, given?: Int32Array): Promise<GpuForwardResult> {
+/**
+ * Records and submits the forward (two command buffers: routing and copies, then the rounds); results
+ * stay on the GPU in `mem`, the call's temporaries (f16 copies, softmax state) are taken from `scratch`.
+ */
+export async function forwardOnGpu(
+  mem: Buffers,
+  p: AttentionProblem,
+  t: GpuTensors,
+  given?: Int32Array,
+  scratch = mem,
+): Promise<GpuForwardResult> {
   const gpu = mem.gpu;
   const pl = plan(p);
   const { tokens, qHeads, headDim } = p;
@@ -31,12 +40,12 @@ export async function forwardOnGpu(mem: Buffers, p: AttentionProblem, t: GpuTens
   const chosen = forwardPass(gpu, p);
   const { shape } = chosen;
   const forward = await chosen.compile(gpu);
-  const inputs = p.precision === "f16" ? await halfInputs(mem, first, p, t, chosen.tensorCores) : t;
+  const inputs = p.precision === "f16" ? await halfInputs(scratch, first, p, t, chosen.tensorCores) : t;
   gpu.device.queue.submit([first.finish()]);
   const encoder = gpu.device.createCommandEncoder();
   const out = mem.poisoned(tokens * qHeads * headDim, "out", encoder);
   const lse = mem.poisoned(tokens * qHeads, "lse", encoder);
-  const ml = mem.storage(Math.max(1, pl.all ? 0 : tokens * qHeads) * 8, "softmax state", encoder);
+  const ml = scratch.storage(Math.max(1, pl.all ? 0 : tokens * qHeads) * 8, "softmax state", encoder);
   const dummy = mem.storage(16, "unused", encoder);
   const entries = routed?.entries ?? dummy;
   const round = ({ tiles, count }: { tiles: Binding; count: number }, r: number, loadState: boolean, finalizeHere: boolean) =>
