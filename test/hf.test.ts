@@ -30,14 +30,21 @@ const MODELS = ["gqa-untied-f32", "tied-f16-v4", "llama3-bf16-sharded"];
 async function logitsOf(model: Model, ids: Int32Array, backend: ModelBackend = cpuBackend): Promise<Float32Array> {
   const T = ids.length;
   return backend.scope("test", async () => {
-    const trace = await forward(model, { tokens: ids, targets: new Int32Array(T), weights: new Float32Array(T), cuSeqlens: Int32Array.of(0, T) }, backend);
+    const trace = await forward(
+      model,
+      { tokens: ids, targets: new Int32Array(T), weights: new Float32Array(T), cuSeqlens: Int32Array.of(0, T) },
+      backend,
+    );
     return Float32Array.from(await backend.download(trace.logits));
   });
 }
 
 function expected(dir: string): { ids: Int32Array; logits: Float32Array }[] {
   const file = parseSafetensors(readFileSync(join(dir, "expected.safetensors")));
-  return [0, 1, 2].map((i) => ({ ids: Int32Array.from(toIntegers(file.tensors.get(`input_ids.${i}`)!, "ids")), logits: toFloat32(file.tensors.get(`logits.${i}`)!, "logits") }));
+  return [0, 1, 2].map((i) => ({
+    ids: Int32Array.from(toIntegers(file.tensors.get(`input_ids.${i}`)!, "ids")),
+    logits: toFloat32(file.tensors.get(`logits.${i}`)!, "logits"),
+  }));
 }
 
 for (const name of MODELS) {
@@ -52,15 +59,19 @@ for (const name of MODELS) {
   });
 }
 
-test("on WebGPU too: Llama-3 rope scaling, head_dim != hidden / heads, BF16 shards within 1e-4 of transformers", { skip: webgpuSkip }, async () => {
-  const dir = join(FIXTURES, "llama3-bf16-sharded");
-  const { model } = await loadModel(dir);
-  const gpu = await webgpuModelBackend();
-  for (const { ids, logits } of expected(dir)) {
-    const error = relativeError(await logitsOf(model, ids, gpu), logits);
-    assert.ok(error <= 1e-4, `${ids.length} tokens: relative error ${error}`);
-  }
-});
+test(
+  "on WebGPU too: Llama-3 rope scaling, head_dim != hidden / heads, BF16 shards within 1e-4 of transformers",
+  { skip: webgpuSkip },
+  async () => {
+    const dir = join(FIXTURES, "llama3-bf16-sharded");
+    const { model } = await loadModel(dir);
+    const gpu = await webgpuModelBackend();
+    for (const { ids, logits } of expected(dir)) {
+      const error = relativeError(await logitsOf(model, ids, gpu), logits);
+      assert.ok(error <= 1e-4, `${ids.length} tokens: relative error ${error}`);
+    }
+  },
+);
 
 test("the tokenizer's ids of a multilingual text equal the tokenizers library's, and decode back to the text", async () => {
   const e = JSON.parse(readFileSync(join(FIXTURES, "tokenizer-expected.json"), "utf8")) as { text: string; ids: number[]; decoded: string };
@@ -78,18 +89,32 @@ test("config.json of transformers 4.x and 5.x read to the same config; MoBA fiel
   const v5 = JSON.parse(readFileSync(join(FIXTURES, "gqa-untied-f32/config.json"), "utf8")) as Record<string, unknown>;
   const { rope_parameters: _, ...rest } = v5;
   assert.deepEqual(fromHfConfig({ ...rest, rope_theta: 500000, torch_dtype: "float32" }).config, fromHfConfig(v5).config);
-  const llama3 = JSON.parse(readFileSync(join(FIXTURES, "llama3-bf16-sharded/config.v4.json"), "utf8")) as { rope_scaling: Record<string, unknown> };
+  const llama3 = JSON.parse(readFileSync(join(FIXTURES, "llama3-bf16-sharded/config.v4.json"), "utf8")) as {
+    rope_scaling: Record<string, unknown>;
+  };
   const { rope_type, ...scaling } = llama3.rope_scaling;
-  assert.deepEqual(fromHfConfig({ ...llama3, rope_scaling: { type: rope_type, ...scaling } }).config, read("llama3-bf16-sharded/config.json"));
+  assert.deepEqual(
+    fromHfConfig({ ...llama3, rope_scaling: { type: rope_type, ...scaling } }).config,
+    read("llama3-bf16-sharded/config.json"),
+  );
   assert.ok(fromHfConfig({ ...v5, quantization: "none" }).notes.includes("ignored in config.json: quantization"));
   const c = read("llama3-bf16-sharded/config.json");
   assert.equal(c.head_dim, 16);
-  assert.deepEqual(c.rope_scaling, { rope_type: "llama3", factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 32 });
+  assert.deepEqual(c.rope_scaling, {
+    rope_type: "llama3",
+    factor: 8,
+    low_freq_factor: 1,
+    high_freq_factor: 4,
+    original_max_position_embeddings: 32,
+  });
   assert.deepEqual(c.layer_attention, ["full", "full"]);
   const { model } = await loadModel(join(FIXTURES, "tied-f16-v4"), { attention: "hybrid-last-1" });
   assert.deepEqual(model.config.layer_attention, ["moba", "full"]);
   assert.deepEqual(kindsFromSpec("hybrid-last-0", 2), ["moba", "moba"]);
-  assert.throws(() => kindsFromSpec("hybrid-last-3", 2), /--attention: expected "moba", "full" or "hybrid-last-N" with N from 0 to 2, got "hybrid-last-3"/);
+  assert.throws(
+    () => kindsFromSpec("hybrid-last-3", 2),
+    /--attention: expected "moba", "full" or "hybrid-last-N" with N from 0 to 2, got "hybrid-last-3"/,
+  );
 });
 
 test("MoBA selecting every block equals full attention on an imported model; smaller top-k changes the logits", async () => {
@@ -104,9 +129,16 @@ test("MoBA selecting every block equals full attention on an imported model; sma
 
 test("in a browser's way (ArrayBuffers by name, or fetch Responses) the model loads as from its directory", async () => {
   const dir = join(FIXTURES, "llama3-bf16-sharded");
-  const files = ["config.json", "model.safetensors.index.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "tokenizer.json"];
+  const files = [
+    "config.json",
+    "model.safetensors.index.json",
+    "model-00001-of-00002.safetensors",
+    "model-00002-of-00002.safetensors",
+    "tokenizer.json",
+  ];
   const buffers = Object.fromEntries(files.map((f) => [f, new Uint8Array(readFileSync(join(dir, f))).buffer]));
-  const fetched = async (name: string) => (files.includes(name) ? new Response(readFileSync(join(dir, name))) : new Response(null, { status: 404 }));
+  const fetched = async (name: string) =>
+    files.includes(name) ? new Response(readFileSync(join(dir, name))) : new Response(null, { status: 404 });
   const [{ ids }] = expected(dir).slice(1);
   const reference = await logitsOf((await loadModel(dir)).model, ids);
   for (const source of [buffers, fetched]) {
@@ -122,7 +154,17 @@ test("in a browser's way (ArrayBuffers by name, or fetch Responses) the model lo
 
 test("an exported model loads back with the same logits; its byte-level tokenizer's ids are the UTF-8 bytes", async () => {
   for (const tie of [true, false]) {
-    const model = initModel(checkConfig({ hidden_size: 32, num_hidden_layers: 2, tie_word_embeddings: tie, layer_attention: ["moba", "full"], moba_chunk_size: 4, moba_topk: 2 }), 3);
+    const model = initModel(
+      checkConfig({
+        hidden_size: 32,
+        num_hidden_layers: 2,
+        tie_word_embeddings: tie,
+        layer_attention: ["moba", "full"],
+        moba_chunk_size: 4,
+        moba_topk: 2,
+      }),
+      3,
+    );
     const files = exportModel(model);
     const back = await loadModel(files);
     assert.deepEqual(back.model.config, model.config);
@@ -135,7 +177,10 @@ test("an exported model loads back with the same logits; its byte-level tokenize
     const sharded = exportModel(model, undefined, 40_000);
     const shards = Object.keys(sharded).filter((name) => /^model-\d{5}-of-\d{5}\.safetensors$/.test(name));
     assert.ok(shards.length >= 3 && !("model.safetensors" in sharded), Object.keys(sharded).join(", "));
-    assert.deepEqual((await loadModel(sharded)).model.params.map((p) => p.data), model.params.map((p) => p.data));
+    assert.deepEqual(
+      (await loadModel(sharded)).model.params.map((p) => p.data),
+      model.params.map((p) => p.data),
+    );
   }
   const text = "Hello, wörld — привет 你好 🙂\n\ttabs";
   const bytes = await loadTokenizer(byteLevelTokenizerJson());
@@ -178,21 +223,30 @@ test("what cannot be loaded is a one-line MobaError naming it", async () => {
   try {
     const gpt2 = copy("gqa-untied-f32");
     writeFileSync(join(gpt2, "config.json"), JSON.stringify({ architectures: ["GPT2LMHeadModel"], model_type: "gpt2", vocab_size: 320 }));
-    await rejects(gpt2, /config\.json: architectures \["GPT2LMHeadModel"\] is not a Llama \(expected one of LlamaForCausalLM, MistralForCausalLM\)/);
+    await rejects(
+      gpt2,
+      /config\.json: architectures \["GPT2LMHeadModel"\] is not a Llama \(expected one of LlamaForCausalLM, MistralForCausalLM\)/,
+    );
     const shard = copy("llama3-bf16-sharded");
     rmSync(join(shard, "model-00002-of-00002.safetensors"));
     await rejects(shard, /missing shard model-00002-of-00002\.safetensors \(listed in model\.safetensors\.index\.json\)/);
     const shape = copy("gqa-untied-f32");
     const config = JSON.parse(readFileSync(join(shape, "config.json"), "utf8")) as Record<string, unknown>;
     writeFileSync(join(shape, "config.json"), JSON.stringify({ ...config, intermediate_size: 96 }));
-    await rejects(shape, /tensor model\.layers\.0\.mlp\.gate_proj\.weight: shape \[64,48\] does not match config\.json \(expected \[96,48\]\)/);
+    await rejects(
+      shape,
+      /tensor model\.layers\.0\.mlp\.gate_proj\.weight: shape \[64,48\] does not match config\.json \(expected \[96,48\]\)/,
+    );
     const tokenizer = copy("gqa-untied-f32");
     writeFileSync(join(tokenizer, "tokenizer.json"), JSON.stringify({ version: "1.0" }));
     await rejects(tokenizer, /tokenizer\.json: cannot read the tokenizer \(/);
     writeFileSync(join(tokenizer, "tokenizer.json"), "{ not json");
     await rejects(tokenizer, /tokenizer\.json: cannot read the tokenizer \(not valid JSON/);
     const yarn = copy("gqa-untied-f32");
-    writeFileSync(join(yarn, "config.json"), JSON.stringify({ ...config, rope_parameters: { rope_type: "yarn", rope_theta: 1e4, factor: 4 } }));
+    writeFileSync(
+      join(yarn, "config.json"),
+      JSON.stringify({ ...config, rope_parameters: { rope_type: "yarn", rope_theta: 1e4, factor: 4 } }),
+    );
     await rejects(yarn, /rope type "yarn" is not supported \(expected "default", "linear" or "llama3"\)/);
     await rejects(join(scratch, "nothing-here"), /no config\.json/);
   } finally {

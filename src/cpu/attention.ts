@@ -12,7 +12,7 @@
 //
 // Arithmetic is float64 (JavaScript numbers); inputs and outputs are float32.
 import type { AttentionProblem } from "../attention/problem.js";
-import { type InvertedRouting, routeQuery } from "./routing.js";
+import { type InvertedRouting, routeQuery } from "../attention/blocks.js";
 
 export interface ForwardArrays {
   q: Float32Array; // [tokens, qHeads, headDim]
@@ -63,7 +63,10 @@ export function listUnits(problem: AttentionProblem, heads: number, all: boolean
 }
 
 function dot(a: Float32Array, ai: number, b: Float32Array, bi: number, n: number): number {
-  let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  let s0 = 0,
+    s1 = 0,
+    s2 = 0,
+    s3 = 0;
   let d = 0;
   for (; d + 3 < n; d += 4) {
     s0 += a[ai + d] * b[bi + d];
@@ -87,7 +90,7 @@ class ForwardScratch {
   readonly bucket: Int32Array;
 
   constructor(problem: AttentionProblem, blocksPerSequence: number, width: number) {
-    const B = problem.blockSize;
+    const B = rowsPerBlock(problem);
     this.m = new Float64Array(B);
     this.l = new Float64Array(B);
     this.acc = new Float64Array(B * problem.headDim);
@@ -97,6 +100,13 @@ class ForwardScratch {
     this.bucketStart = new Int32Array(blocksPerSequence + 1);
     this.bucket = new Int32Array(B * Math.max(1, width));
   }
+}
+
+/** Rows of the largest block: the block size, or the longest sequence when that is shorter (a block size of 10^9 allocates no more). */
+function rowsPerBlock(problem: AttentionProblem): number {
+  let longest = 0;
+  for (let b = 0; b + 1 < problem.cuSeqlens.length; b++) longest = Math.max(longest, problem.cuSeqlens[b + 1] - problem.cuSeqlens[b]);
+  return Math.min(problem.blockSize, longest);
 }
 
 /** Folds keys [k0, k1) into the online softmax of query row r (token t, head h). */
@@ -133,7 +143,9 @@ export function forwardUnits(problem: AttentionProblem, a: ForwardArrays, units:
   for (let b = 0; b + 1 < a.offsets.length; b++) maxBlocks = Math.max(maxBlocks, a.offsets[b + 1] - a.offsets[b]);
   const s = new ForwardScratch(problem, maxBlocks, a.width);
   for (let u = from; u < to; u++) {
-    const b = units[3 * u], h = units[3 * u + 1], i = units[3 * u + 2];
+    const b = units[3 * u],
+      h = units[3 * u + 1],
+      i = units[3 * u + 2];
     const start = cuSeqlens[b];
     const q0 = start + i * B;
     const rows = Math.min(B, cuSeqlens[b + 1] - q0);
@@ -182,7 +194,18 @@ export function forwardUnits(problem: AttentionProblem, a: ForwardArrays, units:
 }
 
 /** Gradient contributions of query t (head h) against keys [k0, k1) of the unit's block. */
-function backwardKeys(a: BackwardArrays, p: AttentionProblem, dkBlock: Float64Array, dvBlock: Float64Array, t: number, h: number, g: number, blockStart: number, k0: number, k1: number): void {
+function backwardKeys(
+  a: BackwardArrays,
+  p: AttentionProblem,
+  dkBlock: Float64Array,
+  dvBlock: Float64Array,
+  t: number,
+  h: number,
+  g: number,
+  blockStart: number,
+  k0: number,
+  k1: number,
+): void {
   const { qHeads, kvHeads, headDim: D, scale } = p;
   const qRow = (t * qHeads + h) * D;
   const lse = a.lse[t * qHeads + h];
@@ -205,10 +228,12 @@ export function backwardUnits(problem: AttentionProblem, a: BackwardArrays, unit
   const { qHeads, kvHeads, headDim: D, blockSize: B, cuSeqlens } = problem;
   const group = qHeads / kvHeads;
   const blocks = a.offsets[a.offsets.length - 1];
-  const dkBlock = new Float64Array(B * D);
-  const dvBlock = new Float64Array(B * D);
+  const dkBlock = new Float64Array(rowsPerBlock(problem) * D);
+  const dvBlock = new Float64Array(rowsPerBlock(problem) * D);
   for (let u = from; u < to; u++) {
-    const b = units[3 * u], g = units[3 * u + 1], j = units[3 * u + 2];
+    const b = units[3 * u],
+      g = units[3 * u + 1],
+      j = units[3 * u + 2];
     const k0 = cuSeqlens[b] + j * B;
     const k1 = Math.min(k0 + B, cuSeqlens[b + 1]);
     dkBlock.fill(0);

@@ -14,7 +14,7 @@ parentPort!.on("message", ({ id, job }: { id: number; job: Job }) => {
       matmulXWt(job.y.subarray(from * N, to * N), job.x.subarray(from * K, to * K), job.w, to - from, K, N);
     }
   } catch (error) {
-    reply = { id, error: error instanceof Error ? error.stack ?? error.message : String(error) };
+    reply = { id, error: error instanceof Error ? (error.stack ?? error.message) : String(error) };
   }
   parentPort!.postMessage(reply);
 });

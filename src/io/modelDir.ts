@@ -13,7 +13,7 @@ export async function readWholeFile(path: string, chunk = 2 ** 30): Promise<Uint
   const file = await open(path, "r");
   try {
     const bytes = new Uint8Array((await file.stat()).size);
-    for (let at = 0; at < bytes.length; ) {
+    for (let at = 0; at < bytes.length;) {
       const { bytesRead } = await file.read(bytes, at, Math.min(chunk, bytes.length - at), at);
       if (bytesRead === 0) throw new MobaError(`${path}: the file ended at byte ${at} of ${bytes.length} while being read`);
       at += bytesRead;

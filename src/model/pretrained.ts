@@ -67,13 +67,15 @@ async function readTensors(read: Reader, where: string): Promise<Map<string, Sto
   } catch (error) {
     return fail(`model.safetensors.index.json is not valid JSON (${(error as Error).message})`);
   }
-  if (typeof weightMap !== "object" || weightMap === null) fail(`model.safetensors.index.json: expected a weight_map object, got ${JSON.stringify(weightMap)}`);
+  if (typeof weightMap !== "object" || weightMap === null)
+    fail(`model.safetensors.index.json: expected a weight_map object, got ${JSON.stringify(weightMap)}`);
   const tensors = new Map<string, StoredTensor>();
   for (const shard of [...new Set(Object.values(weightMap))]) {
     const file = (await read(shard)) ?? fail(`missing shard ${shard} (listed in model.safetensors.index.json)`);
     for (const [name, t] of parseSafetensors(file, `${where}/${shard}`).tensors) tensors.set(name, t);
   }
-  for (const [name, shard] of Object.entries(weightMap)) if (!tensors.has(name)) fail(`tensor ${name}: not in ${shard}, where model.safetensors.index.json puts it`);
+  for (const [name, shard] of Object.entries(weightMap))
+    if (!tensors.has(name)) fail(`tensor ${name}: not in ${shard}, where model.safetensors.index.json puts it`);
   return tensors;
 }
 
@@ -91,7 +93,8 @@ function modelFromTensors(config: LlamaConfig, tensors: Map<string, StoredTensor
   }
   const params: Param[] = specs.map(({ name, shape, decay }) => {
     const t = tensors.get(name) ?? fail(`missing tensor ${name}`);
-    if (t.shape.length !== shape.length || t.shape.some((s, i) => s !== shape[i])) fail(`tensor ${name}: shape [${t.shape}] does not match config.json (expected [${shape}])`);
+    if (t.shape.length !== shape.length || t.shape.some((s, i) => s !== shape[i]))
+      fail(`tensor ${name}: shape [${t.shape}] does not match config.json (expected [${shape}])`);
     const data = toFloat32(t, name);
     return { name, shape, data, grad: new Float32Array(data.length), decay };
   });
@@ -105,9 +108,11 @@ export async function loadModel(source: ModelSource, options: LoadModelOptions =
     const bytes = await read(name);
     return bytes === undefined ? undefined : new TextDecoder().decode(bytes);
   };
-  const configText = (await text("config.json")) ?? (() => {
-    throw new MobaError(`${where}: no config.json (expected a Hugging Face model directory)`);
-  })();
+  const configText =
+    (await text("config.json")) ??
+    (() => {
+      throw new MobaError(`${where}: no config.json (expected a Hugging Face model directory)`);
+    })();
   let json: unknown;
   try {
     json = JSON.parse(configText);
@@ -143,16 +148,24 @@ function weightFiles(model: Model, maxShardBytes: number): Record<string, Uint8A
   const shards: Param[][] = [[]];
   let bytes = 0;
   for (const p of model.params) {
-    if (bytes > 0 && bytes + 4 * p.data.length > maxShardBytes) shards.push([]), (bytes = 0);
+    if (bytes > 0 && bytes + 4 * p.data.length > maxShardBytes) (shards.push([]), (bytes = 0));
     shards.at(-1)!.push(p);
     bytes += 4 * p.data.length;
   }
-  const file = (params: Param[]) => serializeSafetensors(Object.fromEntries(params.map((p): [string, TensorToWrite] => [p.name, { dtype: "F32", shape: p.shape, data: p.data }])), { format: "pt" });
+  const file = (params: Param[]) =>
+    serializeSafetensors(
+      Object.fromEntries(params.map((p): [string, TensorToWrite] => [p.name, { dtype: "F32", shape: p.shape, data: p.data }])),
+      { format: "pt" },
+    );
   if (shards.length === 1) return { "model.safetensors": file(shards[0]) };
-  const n = shards.length, names = shards.map((_, i) => `model-${String(i + 1).padStart(5, "0")}-of-${String(n).padStart(5, "0")}.safetensors`);
+  const n = shards.length,
+    names = shards.map((_, i) => `model-${String(i + 1).padStart(5, "0")}-of-${String(n).padStart(5, "0")}.safetensors`);
   const weightMap = Object.fromEntries(shards.flatMap((params, i) => params.map((p) => [p.name, names[i]])));
   const index = { metadata: { total_size: model.params.reduce((t, p) => t + 4 * p.data.length, 0) }, weight_map: weightMap };
-  return { ...Object.fromEntries(shards.map((params, i) => [names[i], file(params)])), "model.safetensors.index.json": new TextEncoder().encode(JSON.stringify(index, null, 2) + "\n") };
+  return {
+    ...Object.fromEntries(shards.map((params, i) => [names[i], file(params)])),
+    "model.safetensors.index.json": new TextEncoder().encode(JSON.stringify(index, null, 2) + "\n"),
+  };
 }
 
 /**
@@ -163,13 +176,18 @@ function weightFiles(model: Model, maxShardBytes: number): Record<string, Uint8A
  */
 export function exportModel(model: Model, tokenizer: TextTokenizer = byteTokenizer, maxShardBytes = 2 ** 31): Record<string, Uint8Array> {
   const c = model.config;
-  if (tokenizer === byteTokenizer && c.vocab_size < 256) throw new MobaError(`exportModel: a byte-level model needs vocab_size >= 256, got ${c.vocab_size}`);
+  if (tokenizer === byteTokenizer && c.vocab_size < 256)
+    throw new MobaError(`exportModel: a byte-level model needs vocab_size >= 256, got ${c.vocab_size}`);
   const json = (x: unknown) => new TextEncoder().encode(JSON.stringify(x, null, 2) + "\n");
   return {
     "config.json": json(toHfConfig(c)),
     "generation_config.json": json({ _from_model_config: true }),
     ...weightFiles(model, maxShardBytes),
     "tokenizer.json": new TextEncoder().encode(tokenizer.json),
-    "tokenizer_config.json": json({ tokenizer_class: "PreTrainedTokenizerFast", model_max_length: c.max_position_embeddings, clean_up_tokenization_spaces: false }),
+    "tokenizer_config.json": json({
+      tokenizer_class: "PreTrainedTokenizerFast",
+      model_max_length: c.max_position_embeddings,
+      clean_up_tokenization_spaces: false,
+    }),
   };
 }

@@ -23,7 +23,8 @@ export async function loadTokenizer(json: string | object, source = "tokenizer.j
   } catch (error) {
     return fail(`not valid JSON: ${(error as Error).message}`);
   }
-  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) return fail(`expected a JSON object, got ${JSON.stringify(parsed)?.slice(0, 40)}`);
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed))
+    return fail(`expected a JSON object, got ${JSON.stringify(parsed)?.slice(0, 40)}`);
   const { Tokenizer } = await import("@huggingface/tokenizers");
   let tokenizer: InstanceType<typeof Tokenizer>;
   try {
@@ -53,8 +54,26 @@ export function byteLevelTokenizerJson(): string {
   const vocab = Object.fromEntries(byteCharacters().map((c, b) => [c, b]));
   const byteLevel = { type: "ByteLevel", add_prefix_space: false, trim_offsets: false, use_regex: false };
   return JSON.stringify({
-    version: "1.0", truncation: null, padding: null, added_tokens: [], normalizer: null, pre_tokenizer: byteLevel, post_processor: null, decoder: byteLevel,
-    model: { type: "BPE", dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges: [] },
+    version: "1.0",
+    truncation: null,
+    padding: null,
+    added_tokens: [],
+    normalizer: null,
+    pre_tokenizer: byteLevel,
+    post_processor: null,
+    decoder: byteLevel,
+    model: {
+      type: "BPE",
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: false,
+      byte_fallback: false,
+      ignore_merges: false,
+      vocab,
+      merges: [],
+    },
   });
 }
 

@@ -33,7 +33,12 @@ export function evaluationWindows(docs: Document[], contextLength: number, maxRo
 }
 
 /** Negative log-likelihood of every position of one row [contextLength]. */
-export async function tokenLosses(model: Model, row: Uint8Array | Int32Array, backend: ModelBackend, kinds?: AttentionKind[]): Promise<Float64Array> {
+export async function tokenLosses(
+  model: Model,
+  row: Uint8Array | Int32Array,
+  backend: ModelBackend,
+  kinds?: AttentionKind[],
+): Promise<Float64Array> {
   const batch = sequenceBatch(row);
   const V = model.config.vocab_size;
   return backend.scope("evaluation", async () => {
@@ -48,9 +53,16 @@ export async function tokenLosses(model: Model, row: Uint8Array | Int32Array, ba
  * predictions each starting at position 0 (window w reads tokens [w·C, (w+1)·C], so every token
  * after the first is predicted once).
  */
-export async function textLoss(model: Model, tokens: Int32Array, contextLength: number, backend: ModelBackend, kinds?: AttentionKind[]): Promise<{ loss: number; predicted: number; windows: number }> {
+export async function textLoss(
+  model: Model,
+  tokens: Int32Array,
+  contextLength: number,
+  backend: ModelBackend,
+  kinds?: AttentionKind[],
+): Promise<{ loss: number; predicted: number; windows: number }> {
   if (tokens.length < 2) throw new MobaError(`--text: expected at least 2 tokens, got ${tokens.length}`);
-  let sum = 0, windows = 0;
+  let sum = 0,
+    windows = 0;
   for (let start = 0; start + 1 < tokens.length; start += contextLength, windows++) {
     const batch = sequenceBatch(tokens.subarray(start, Math.min(tokens.length, start + contextLength + 1)));
     sum += await backend.scope("evaluation", async () => (await forward(model, batch, backend, kinds)).loss);
@@ -71,17 +83,33 @@ export interface LossReport {
   trailingTokens: number;
 }
 
-export async function lossReport(model: Model, docs: Document[], o: { contextLength: number; rows: number; buckets: number; trailing: number }, backend: ModelBackend, kinds?: AttentionKind[]): Promise<LossReport> {
-  if (o.trailing > o.contextLength) throw new MobaError(`--trailing: expected at most the context length ${o.contextLength}, got ${o.trailing}`);
+export async function lossReport(
+  model: Model,
+  docs: Document[],
+  o: { contextLength: number; rows: number; buckets: number; trailing: number },
+  backend: ModelBackend,
+  kinds?: AttentionKind[],
+): Promise<LossReport> {
+  if (o.trailing > o.contextLength)
+    throw new MobaError(`--trailing: expected at most the context length ${o.contextLength}, got ${o.trailing}`);
   const windows = evaluationWindows(docs, o.contextLength, o.rows);
   const sum = new Float64Array(o.contextLength);
   for (const row of windows) (await tokenLosses(model, row, backend, kinds)).forEach((x, t) => (sum[t] += x));
   const mean = (from: number, to: number) => sum.subarray(from, to).reduce((a, b) => a + b, 0) / ((to - from) * windows.length);
   const bucket = Math.ceil(o.contextLength / o.buckets);
   const byPosition = [];
-  for (let from = 0; from < o.contextLength; from += bucket) byPosition.push({ from, to: Math.min(o.contextLength, from + bucket), loss: mean(from, Math.min(o.contextLength, from + bucket)) });
+  for (let from = 0; from < o.contextLength; from += bucket)
+    byPosition.push({ from, to: Math.min(o.contextLength, from + bucket), loss: mean(from, Math.min(o.contextLength, from + bucket)) });
   const loss = mean(0, o.contextLength);
-  return { contextLength: o.contextLength, rows: windows.length, loss, perplexity: Math.exp(loss), byPosition, trailing: mean(o.contextLength - o.trailing, o.contextLength), trailingTokens: o.trailing };
+  return {
+    contextLength: o.contextLength,
+    rows: windows.length,
+    loss,
+    perplexity: Math.exp(loss),
+    byPosition,
+    trailing: mean(o.contextLength - o.trailing, o.contextLength),
+    trailingTokens: o.trailing,
+  };
 }
 
 export interface PasskeyCell {
@@ -95,7 +123,15 @@ export interface PasskeyCell {
  * Passkey accuracy per (length, depth): a trial counts when the model's greedy choice is right at
  * every digit of the answer (teacher-forced, which equals greedy decoding when all are right).
  */
-export async function passkeyGrid(model: Model, lengths: number[], depths: number[], trials: number, seed: number, backend: ModelBackend, kinds?: AttentionKind[]): Promise<PasskeyCell[]> {
+export async function passkeyGrid(
+  model: Model,
+  lengths: number[],
+  depths: number[],
+  trials: number,
+  seed: number,
+  backend: ModelBackend,
+  kinds?: AttentionKind[],
+): Promise<PasskeyCell[]> {
   const rng = new Rng(seed);
   const V = model.config.vocab_size;
   const cells: PasskeyCell[] = [];
@@ -105,7 +141,9 @@ export async function passkeyGrid(model: Model, lengths: number[], depths: numbe
       for (let i = 0; i < trials; i++) {
         const s = passkeySample(length, depth, rng);
         const T = s.bytes.length - 1;
-        const logits = await backend.scope("passkey", async () => backend.download((await forward(model, sequenceBatch(s.bytes), backend, kinds)).logits));
+        const logits = await backend.scope("passkey", async () =>
+          backend.download((await forward(model, sequenceBatch(s.bytes), backend, kinds)).logits),
+        );
         let right = true;
         for (let t = s.answerStart - 1; t < T && right; t++) {
           let best = 0;

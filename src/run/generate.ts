@@ -6,7 +6,7 @@ import { generate, type SampleOptions } from "../model/decode.js";
 import type { Model } from "../model/llama.js";
 import { type LoadModelOptions, loadModel } from "../model/pretrained.js";
 import { byteTokenizer, loadTokenizer, type TextTokenizer } from "../model/tokenizer.js";
-import { MobaError } from "../tensor.js";
+import { MobaError, shown } from "../tensor.js";
 import { modelBackend } from "./backends.js";
 
 export interface GenerateOptions extends SampleOptions {
@@ -20,17 +20,37 @@ export interface GenerateOptions extends SampleOptions {
 }
 
 /**
- * Generates `tokens` tokens after the prompt; `write` receives the text as it comes (the decoded
- * text's new end, held back while it ends inside a character that needs more tokens).
+/**
+ * Generates `tokens` tokens after the prompt; `write` receives the prompt, then the text as it comes (the decoded
+ * text's new end, held back while it ends inside a character that needs more tokens). Everything is checked
+ * before the first write: a bad option or a model that gives non-finite logits prints nothing but its error.
  */
-export async function generateText(model: Model, o: GenerateOptions, write: (text: string) => void, tokenizer: TextTokenizer = byteTokenizer): Promise<{ text: string; tokens: number; seconds: number }> {
+export async function generateText(
+  model: Model,
+  o: GenerateOptions,
+  write: (text: string) => void,
+  tokenizer: TextTokenizer = byteTokenizer,
+): Promise<{ text: string; tokens: number; seconds: number }> {
   const prompt = tokenizer.encode(o.prompt);
-  if (prompt.length === 0) throw new MobaError(`--prompt: expected at least one token, got "${o.prompt}"`);
+  const { vocab_size: vocab, max_position_embeddings: positions } = model.config;
+  if (prompt.length === 0) throw new MobaError(`--prompt: expected at least one token, got ${shown(o.prompt)}`);
+  const outside = prompt.findIndex((id) => id >= vocab);
+  if (outside >= 0)
+    throw new MobaError(`--prompt: expected token ids below the model's vocab_size ${vocab}, got ${prompt[outside]} at token ${outside}`);
+  if (prompt.length + o.tokens > positions) {
+    throw new MobaError(
+      `--tokens: expected at most ${positions - prompt.length} (max_position_embeddings ${positions} less the ${prompt.length}-token prompt), got ${o.tokens}`,
+    );
+  }
   const backend = await modelBackend(o.backend);
   const ids: number[] = [];
-  let text = "";
+  let text = "",
+    first = true;
   const started = performance.now();
   for await (const id of generate(model, prompt, o.tokens, o, backend)) {
+    // the prompt once the first token is sampled: broken weights fail at it, and then nothing has been printed
+    if (first) write(o.prompt);
+    first = false;
     if (o.stop?.includes(id)) break;
     ids.push(id);
     const decoded = tokenizer.decode(ids);
@@ -43,12 +63,22 @@ export async function generateText(model: Model, o: GenerateOptions, write: (tex
   return { text: decoded, tokens: ids.length, seconds: (performance.now() - started) / 1000 };
 }
 
-export async function generateFromCheckpoint(path: string, o: GenerateOptions, write: (text: string) => void): Promise<{ text: string; tokens: number; seconds: number }> {
+/** Loads the checkpoint (and its tokenizer), then generateText: nothing is written before both have checked their input. */
+export async function generateFromCheckpoint(
+  path: string,
+  o: GenerateOptions,
+  write: (text: string) => void,
+): Promise<{ text: string; tokens: number; seconds: number }> {
   const { model, tokenizer } = await loadCheckpoint(path);
   return generateText(model, o, write, tokenizer === undefined ? byteTokenizer : await loadTokenizer(tokenizer, `${path} (tokenizer)`));
 }
 
-export async function generateFromModel(dir: string, o: GenerateOptions & LoadModelOptions, write: (text: string) => void): Promise<{ text: string; tokens: number; seconds: number }> {
+/** Loads a Hugging Face model directory, then generateText with its tokenizer, stopping at its eos_token_id. */
+export async function generateFromModel(
+  dir: string,
+  o: GenerateOptions & LoadModelOptions,
+  write: (text: string) => void,
+): Promise<{ text: string; tokens: number; seconds: number }> {
   const { model, tokenizer, eosTokenIds } = await loadModel(dir, o);
   if (!tokenizer) throw new MobaError(`--model: ${dir} has no tokenizer.json (expected one to encode the prompt)`);
   return generateText(model, { ...o, stop: eosTokenIds }, write, tokenizer);
