@@ -24,8 +24,8 @@ export type MmaTile = Pick<MmaGemmShape, "tileM" | "tileN" | "warpsM" | "warpsN"
 
 /** The tensor-core tiles, largest first (measured on the H200: docs/benchmarks.md#gemm). */
 export const MMA_TILES: MmaTile[] = [
-  { tileM: 128, tileN: 128, warpsM: 2, warpsN: 4, depth: 32, prefetch: true, natural: true, vector: true },
-  { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true },
+  { tileM: 128, tileN: 128, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true }, // harness version 12
+  { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true }, // version 11
 ];
 /** Workgroups that fill the GPU about twice (an H200 has 132 SMs); fewer tiles than this take a smaller tile or split K. */
 const ENOUGH_WORKGROUPS = 264;
