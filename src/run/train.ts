@@ -329,7 +329,7 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
   const saved = exists && resume ? await loadCheckpoint(checkpoint) : undefined;
   const state = saved && checkSavedState(saved, checkpoint);
   if (saved && state) o = checkTrainOptions((input = resumedOptions(state.options, saved.model.config, input, checkpoint)));
-  const backend = await modelBackend(o.backend, o.precision, io.print);
+  const backend = await modelBackend(o.backend, o.precision, io.print, false);
   const docs = loadDocuments(o.data);
   const { train: trainDocs, validation } = splitDocuments(docs);
   mkdirSync(o.out, { recursive: true });
