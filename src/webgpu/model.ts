@@ -152,7 +152,7 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
   }
 
   private async gemm(c: GemmCall, a: GpuTensor, b: GpuTensor, y: GpuTensor): Promise<void> {
-    await recordGemm(this.gpu, this.scoped(), () => this.record(), a.buffer, b.buffer, y.buffer, c, this.precision);
+    await recordGemm(this.gpu, this.scoped(), () => this.record(), { a: a.buffer, b: b.buffer, y: y.buffer }, c, this.precision);
   }
 
   // ---- layers ----
