@@ -11,37 +11,14 @@ import { cpuBackend } from "../src/cpu/model.js";
 import { AdamW, INITIAL_LOSS_SCALE, LOSS_SCALE_GROWTH_STEPS, LossScale } from "../src/model/adamw.js";
 import { loadCheckpoint } from "../src/model/checkpoint.js";
 import { checkConfig } from "../src/model/config.js";
-import { backward, type Batch, forward, initModel, type Model, release, syncToHost, zeroGradients } from "../src/model/llama.js";
+import { backward, forward, initModel, release, syncToHost, zeroGradients } from "../src/model/llama.js";
 import { train } from "../src/run/train.js";
 import { getDevice } from "../src/webgpu/device.js";
 import { webgpuModelBackend } from "../src/webgpu/model.js";
-import { relativeError, TINY, webgpuSkip } from "./helpers.js";
+import { gradients, randomBatch, relativeError, TINY, webgpuSkip } from "./helpers.js";
 
 const f16Skip: string | false = webgpuSkip || (await getDevice().then((gpu) => (gpu.f16 ? false : `${gpu.adapterInfo} has no shader-f16`)));
 const ADAMW = { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, gradClip: 0.5 };
-
-function batchOf(seed: number, cuSeqlens: number[]): Batch {
-  let s = seed;
-  const next = () => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) % 256;
-  const T = cuSeqlens[cuSeqlens.length - 1];
-  return {
-    tokens: Int32Array.from({ length: T }, next),
-    targets: Int32Array.from({ length: T }, next),
-    weights: new Float32Array(T).fill(1),
-    cuSeqlens: Int32Array.from(cuSeqlens),
-  };
-}
-
-async function gradients(model: Model, batch: Batch, backend: ModelBackend, scale = 1): Promise<{ loss: number; grads: Float32Array[] }> {
-  const loss = await backend.scope("test", async () => {
-    await zeroGradients(model, backend);
-    const trace = await forward(model, batch, backend);
-    await backward(model, trace, backend, scale);
-    return trace.loss;
-  });
-  await syncToHost(model);
-  return { loss, grads: model.params.map((p) => Float32Array.from(p.grad)) };
-}
 
 test(
   "precision f16 on WebGPU: loss and every gradient within f16 tolerance of the float32 CPU model, and not equal to it",
@@ -56,10 +33,10 @@ test(
       layer_attention: ["moba", "full"],
     });
     const model = initModel(config, 3);
-    const batch = batchOf(4, [0, 41, 80]);
-    const cpu = await gradients(model, batch, cpuBackend, 1 / 80);
+    const batch = randomBatch(4, [0, 41, 80]);
+    const cpu = await gradients(model, batch, cpuBackend, undefined, 1 / 80);
     await release(model);
-    const gpu = await gradients(model, batch, await webgpuModelBackend("f16"), 1 / 80);
+    const gpu = await gradients(model, batch, await webgpuModelBackend("f16"), undefined, 1 / 80);
     await release(model);
     // every GEMM and attention operand rounded to f16 (unit roundoff 2^-11 ≈ 4.9e-4), sums in float32:
     // measured on lavapipe: the loss 2e-5 relative, gradients up to 2.7e-3 (products of several rounded factors)
@@ -98,7 +75,7 @@ for (const [name, make, skip] of [
       const step = async (inject: boolean) => {
         const norm = await backend.scope("step", async () => {
           await zeroGradients(model, backend);
-          await backward(model, await forward(model, batchOf(7, [0, 30, 64]), backend), backend, scale.scale / 64);
+          await backward(model, await forward(model, randomBatch(7, [0, 30, 64]), backend), backend, scale.scale / 64);
           if (inject) {
             // one element of the last gradient overflows, as an f16 product would: the gradients come to
             // the host (release), one is edited, and they go back to the backend on next use
@@ -138,7 +115,7 @@ test("the loss scale cancels: AdamW with scaled gradients and lossScale equals A
     const optimizer = new AdamW(model, cpuBackend);
     for (let s = 0; s < 3; s++) {
       await zeroGradients(model, cpuBackend);
-      await backward(model, await forward(model, batchOf(9 + s, [0, 40]), cpuBackend), cpuBackend, scale / 40);
+      await backward(model, await forward(model, randomBatch(9 + s, [0, 40]), cpuBackend), cpuBackend, scale / 40);
       await optimizer.update(1e-2, ADAMW, scale); // the clip (0.5) is active, on the unscaled norm
     }
     return model.params.map((p) => p.data);

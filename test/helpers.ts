@@ -17,6 +17,7 @@ import { webgpuModelBackend } from "../src/webgpu/model.js";
 import type { ModelBackend } from "../src/backend.js";
 import { cpuBackend } from "../src/cpu/model.js";
 import type { LlamaConfig } from "../src/model/config.js";
+import { backward, type Batch, forward, type Model, syncToHost, zeroGradients } from "../src/model/llama.js";
 export { relativeError };
 import {
   referenceBackward,
@@ -293,3 +294,34 @@ export const TINY: Partial<LlamaConfig> = {
   tie_word_embeddings: false,
   initializer_range: 0.3,
 };
+
+/** A batch of random tokens and targets over the packed sequences of `cuSeqlens`, every fifth token unweighted. */
+export function randomBatch(seed: number, cuSeqlens: number[]): Batch {
+  let s = seed;
+  const next = () => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) % 256;
+  const T = cuSeqlens[cuSeqlens.length - 1];
+  return {
+    tokens: Int32Array.from({ length: T }, next),
+    targets: Int32Array.from({ length: T }, next),
+    weights: Float32Array.from({ length: T }, (_, i) => (i % 5 === 4 ? 0 : 1)),
+    cuSeqlens: Int32Array.from(cuSeqlens),
+  };
+}
+
+/** The loss and every parameter's gradient of `scale` · loss for one batch, on the host. */
+export async function gradients(
+  model: Model,
+  batch: Batch,
+  backend: ModelBackend,
+  kinds?: ("moba" | "full")[],
+  scale = 1,
+): Promise<{ loss: number; grads: Float32Array[] }> {
+  const loss = await backend.scope("test", async () => {
+    await zeroGradients(model, backend);
+    const trace = await forward(model, batch, backend, kinds);
+    await backward(model, trace, backend, scale);
+    return trace.loss;
+  });
+  await syncToHost(model);
+  return { loss, grads: model.params.map((p) => Float32Array.from(p.grad)) };
+}

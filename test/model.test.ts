@@ -7,37 +7,9 @@ import { cpuBackend } from "../src/cpu/model.js";
 import { checkConfig } from "../src/model/config.js";
 import { decodeStep, KvCache, prefill } from "../src/model/decode.js";
 import { AdamW } from "../src/model/adamw.js";
-import { backward, type Batch, forward, initModel, type Model, release, syncToHost, zeroGradients } from "../src/model/llama.js";
+import { backward, type Batch, forward, initModel, release, zeroGradients } from "../src/model/llama.js";
 import { webgpuModelBackend } from "../src/webgpu/model.js";
-import { MODEL_BACKENDS, relativeError, TINY, webgpuSkip } from "./helpers.js";
-
-function randomBatch(seed: number, cuSeqlens: number[]): Batch {
-  let s = seed;
-  const next = () => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) % 256;
-  const T = cuSeqlens[cuSeqlens.length - 1];
-  return {
-    tokens: Int32Array.from({ length: T }, next),
-    targets: Int32Array.from({ length: T }, next),
-    weights: Float32Array.from({ length: T }, (_, i) => (i % 5 === 4 ? 0 : 1)),
-    cuSeqlens: Int32Array.from(cuSeqlens),
-  };
-}
-
-async function gradients(
-  model: Model,
-  batch: Batch,
-  backend: ModelBackend,
-  kinds?: ("moba" | "full")[],
-): Promise<{ loss: number; grads: Float32Array[] }> {
-  const loss = await backend.scope("test", async () => {
-    await zeroGradients(model, backend);
-    const trace = await forward(model, batch, backend, kinds);
-    await backward(model, trace, backend, 1);
-    return trace.loss;
-  });
-  await syncToHost(model);
-  return { loss, grads: model.params.map((p) => Float32Array.from(p.grad)) };
-}
+import { gradients, MODEL_BACKENDS, randomBatch, relativeError, TINY, webgpuSkip } from "./helpers.js";
 
 test("model gradients match finite differences along random directions, every parameter tensor", async () => {
   const model = initModel(checkConfig({ ...TINY, layer_attention: ["moba", "full"] }), 3);

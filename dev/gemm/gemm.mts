@@ -111,8 +111,8 @@ for (const shape of SHAPES) {
     const record = async (calls: number) => {
       const encoder = gpu.device.createCommandEncoder();
       for (let i = 0; i < calls; i++) {
-        if (plan) await recordMmaGemm(gpu, mem, () => encoder, A, B, Y, plan);
-        else await recordGemm(gpu, mem, () => encoder, A, B, Y, shape, "f32");
+        if (plan) await recordMmaGemm(gpu, mem, () => encoder, { a: A, b: B, y: Y }, plan);
+        else await recordGemm(gpu, mem, () => encoder, { a: A, b: B, y: Y }, shape, "f32");
       }
       gpu.device.queue.submit([encoder.finish()]);
     };

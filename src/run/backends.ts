@@ -9,11 +9,13 @@ import { webgpuModelBackend } from "../webgpu/model.js";
 /**
  * The backend for `name`; precision "f16" where it can run (WebGPU with shader-f16), else float32.
  * `note` hears why "auto" took the CPU (no adapter, or a software one) and why f16 fell back.
+ * `poison`: WebGPU fills fresh tensors with NaN (webgpuModelBackend); training runs turn it off.
  */
 export async function modelBackend(
   name: Backend | "auto",
   precision: Precision = "f32",
   note: (line: string) => void = () => undefined,
+  poison = true,
 ): Promise<ModelBackend> {
   let gpu = null;
   if (name === "webgpu")
@@ -34,5 +36,5 @@ export async function modelBackend(
     note(`precision f16: ${gpu ? `${gpu.adapterInfo} has no shader-f16` : "the CPU backend has no f16 path"}; training in float32`);
     precision = "f32";
   }
-  return gpu ? webgpuModelBackend(precision) : cpuBackend;
+  return gpu ? webgpuModelBackend(precision, poison) : cpuBackend;
 }

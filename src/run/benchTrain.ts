@@ -43,7 +43,7 @@ export async function benchTrain(
   for (const T of o.lengths) {
     const seconds: Record<AttentionKind, number> = { moba: NaN, full: NaN };
     for (const kind of ["moba", "full"] as const) {
-      const backend = await modelBackend(o.backend, o.precision, print); // a fresh one per row: its peak memory is this row's
+      const backend = await modelBackend(o.backend, o.precision, print, false); // a fresh one per row: its peak memory is this row's
       name = backend.name;
       const config = checkConfig({
         ...o.model,

@@ -380,7 +380,7 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
   if (pretrained && !saved && !pretrained.tokenizer)
     fail(`train.init: ${o.init} has no tokenizer.json (the text must be tokenized as the model was)`);
   if (!saved) for (const line of pretrained?.notes ?? []) io.print(`note: ${line}`);
-  const backend = await modelBackend(o.backend, o.precision, io.print);
+  const backend = await modelBackend(o.backend, o.precision, io.print, false);
   // a run started from a Hugging Face model reads the text as its tokenizer's ids (a resumed one: the checkpoint's tokenizer)
   const tokenizer = saved
     ? saved.tokenizer === undefined

@@ -162,6 +162,15 @@ export class Buffers {
     return { buffer, fresh: !reused };
   }
 
+  /** A storage buffer of at least `bytes` whose contents are whatever it last held: for an output the next op overwrites whole. */
+  uninitialized(bytes: number, label: string): GPUBuffer {
+    return this.take(
+      storageBytes(this.gpu, bytes, label),
+      GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+      label,
+    ).buffer;
+  }
+
   /**
    * A storage buffer holding `data`, or of `data` bytes zero-filled: a reused buffer's clear is
    * recorded into `encoder` when given (one submit fewer per buffer; the clear then runs after any

@@ -40,6 +40,8 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
   constructor(
     private readonly gpu: MobaDevice,
     readonly precision: Precision,
+    /** Fill every `empty` tensor with NaN first (a dispatch each), so an element an op fails to write shows; off for training speed. */
+    private readonly poison: boolean,
   ) {
     this.scratch = new Buffers(gpu);
   }
@@ -71,7 +73,8 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
   }
 
   empty(n: number): GpuTensor {
-    return { buffer: this.scoped().poisoned(n, "output", this.record()), length: n };
+    const mem = this.scoped();
+    return { buffer: this.poison ? mem.poisoned(n, "output", this.record()) : mem.uninitialized(n * 4, "output"), length: n };
   }
 
   upload(data: Float32Array | Int32Array | Uint32Array, persistent = false): GpuTensor {
@@ -149,7 +152,7 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
   }
 
   private async gemm(c: GemmCall, a: GpuTensor, b: GpuTensor, y: GpuTensor): Promise<void> {
-    await recordGemm(this.gpu, this.scoped(), () => this.record(), a.buffer, b.buffer, y.buffer, c, this.precision);
+    await recordGemm(this.gpu, this.scoped(), () => this.record(), { a: a.buffer, b: b.buffer, y: y.buffer }, c, this.precision);
   }
 
   // ---- layers ----
@@ -354,11 +357,13 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
 
 /**
  * The WebGPU model backend on the process's device (kernels compiled). precision "f16" needs
- * shader-f16: check `webgpuF16` first to fall back to float32 with a note.
+ * shader-f16 (modelBackend in src/run/backends.ts falls back to float32 with a note). `poison`
+ * (the default) fills every fresh tensor with NaN so unwritten elements show, as the tests want;
+ * training runs turn it off (one dispatch fewer per tensor, 161 in a step of the bench-train model).
  */
-export async function webgpuModelBackend(precision: Precision = "f32"): Promise<ModelBackend<GpuTensor>> {
+export async function webgpuModelBackend(precision: Precision = "f32", poison = true): Promise<ModelBackend<GpuTensor>> {
   const gpu = await getDevice();
   if (precision === "f16" && !gpu.f16)
     throw new MobaError(`precision: "f16" needs a device with shader-f16, and ${gpu.adapterInfo} has none`);
-  return new WebGpuModel(gpu, precision).prepare();
+  return new WebGpuModel(gpu, precision, poison).prepare();
 }

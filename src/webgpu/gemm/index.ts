@@ -10,6 +10,13 @@ import { type Buffers, dispatch, pipeline } from "../kernel.js";
 import { GEMM, TILE } from "../linear.wgsl.js";
 import { MMA_GEMM, type MmaGemmShape, mmaGemmSharedBytes, mmaThreads, SPLIT_SUM } from "./mma.wgsl.js";
 
+/** The operands and the output of y (+)= A · B. */
+export interface GemmBuffers {
+  a: GPUBuffer;
+  b: GPUBuffer;
+  y: GPUBuffer;
+}
+
 export interface GemmCall {
   aTransposed: boolean;
   bTransposed: boolean;
@@ -81,9 +88,7 @@ export async function recordGemm(
   gpu: MobaDevice,
   mem: Buffers,
   encoder: () => GPUCommandEncoder,
-  a: GPUBuffer,
-  b: GPUBuffer,
-  y: GPUBuffer,
+  { a, b, y }: GemmBuffers,
   c: GemmCall,
   precision: Precision,
 ): Promise<void> {
@@ -100,7 +105,7 @@ export async function recordGemm(
     dispatch(encoder(), gpu, p, [a, b, y, mem.uniform([c.M, c.N, c.K, tilesN], "gemm shape")], Math.ceil(c.M / TILE) * tilesN, "gemm");
     return;
   }
-  await recordMmaGemm(gpu, mem, encoder, a, b, y, planMmaGemm(c));
+  await recordMmaGemm(gpu, mem, encoder, { a, b, y }, planMmaGemm(c));
 }
 
 /** Records a tensor-core GEMM of a given plan (the dev harness times plans of its own). */
@@ -108,9 +113,7 @@ export async function recordMmaGemm(
   gpu: MobaDevice,
   mem: Buffers,
   encoder: () => GPUCommandEncoder,
-  a: GPUBuffer,
-  b: GPUBuffer,
-  y: GPUBuffer,
+  { a, b, y }: GemmBuffers,
   plan: MmaPlan,
 ): Promise<void> {
   const s = plan.shape;
