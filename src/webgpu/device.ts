@@ -1,6 +1,7 @@
 // One WebGPU device for the process: Dawn through the npm package `webgpu` in Node, navigator.gpu
 // in Deno and browsers. On NVIDIA, Dawn exposes shader-f16 and subgroup matrices only with these
 // toggles; everything here also runs without them (plain f32 path, e.g. lavapipe).
+import { importAtRunTime } from "../runtime.js";
 import { MobaError } from "../tensor.js";
 
 export interface MobaDevice {
@@ -39,7 +40,7 @@ async function gpuEntry(): Promise<GPU> {
   if (nav?.gpu) return nav.gpu;
   let webgpu: { create(options: string[]): GPU; globals: object };
   try {
-    webgpu = (await import("webgpu")) as typeof webgpu;
+    webgpu = await importAtRunTime<typeof webgpu>("webgpu"); // Dawn: Node only, never bundled
   } catch (error) {
     throw new MobaError(`webgpu: no navigator.gpu and the npm package "webgpu" (Dawn) did not load: ${(error as Error).message}`);
   }
