@@ -42,7 +42,9 @@ async function gpuEntry(): Promise<GPU> {
   try {
     webgpu = await importAtRunTime<typeof webgpu>("webgpu"); // Dawn: Node only, never bundled
   } catch (error) {
-    throw new MobaError(`webgpu: no navigator.gpu and the npm package "webgpu" (Dawn) did not load: ${(error as Error).message}`);
+    // an optional peer dependency: 132 MB of Dawn binaries that browsers, Deno and CPU-only users never load
+    const why = (error as Error).message.split("\n")[0];
+    throw new MobaError(`webgpu: no navigator.gpu and the npm package "webgpu" (Dawn) did not load (npm install webgpu): ${why}`);
   }
   Object.assign(globalThis, webgpu.globals); // GPUBufferUsage, GPUMapMode, ...
   instance ??= webgpu.create(DAWN_TOGGLES);
