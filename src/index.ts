@@ -31,3 +31,5 @@ export { AdamW, zeroMoments, learningRateAt, type Moments, type AdamWOptions } f
 export type { ModelBackend, Sized } from "./backend.js";
 export { cpuBackend } from "./cpu/model.js";
 export { webgpuModelBackend, type GpuTensor } from "./webgpu/model.js";
+export { useDevice, type MobaDevice } from "./webgpu/device.js";
+export { mobaAttentionOnGpu, flashAttentionOnGpu, type GpuArray, type GpuAttentionInputs, type GpuAttentionOutput } from "./gpuApi.js";
