@@ -1,3 +1,6 @@
+/// <reference types="@webgpu/types" preserve="true" />
+// The browser-safe public API (the "browser" and "default" export); node.ts adds what needs files.
+// The reference above keeps WebGPU's types (GPUDevice, GPUBuffer in our .d.ts) for consumers (test/types.test.ts).
 export { type Tensor, tensor, MobaError } from "./tensor.js";
 export type { AttentionInputs, MobaOptions, FullOptions, Backend } from "./attention/problem.js";
 export {
@@ -39,3 +42,5 @@ export { AdamW, zeroMoments, learningRateAt, type Moments, type AdamWOptions } f
 export type { ModelBackend, Sized } from "./backend.js";
 export { cpuBackend } from "./cpu/model.js";
 export { webgpuModelBackend, type GpuTensor } from "./webgpu/model.js";
+export { useDevice, type MobaDevice } from "./webgpu/device.js";
+export { mobaAttentionOnGpu, flashAttentionOnGpu, type GpuArray, type GpuAttentionInputs, type GpuAttentionOutput } from "./gpuApi.js";

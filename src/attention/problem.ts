@@ -73,8 +73,16 @@ export function checkFinite(name: string, data: ArrayLike<number>): void {
   }
 }
 
-function checkShape(name: string, t: Tensor, expected: readonly number[] | null): void {
-  if (!t || !(t.data instanceof Float32Array)) fail(`${name}: expected a tensor with Float32Array data, got ${typeof t}`);
+/** q, k or v as the GPU-buffer API takes them: a shape, the values in a buffer this code does not read. */
+export interface ShapedInput {
+  readonly shape: readonly number[];
+}
+
+/** Checks the shape, and with `host` the Float32Array data's length. */
+function checkShape(name: string, t: Tensor | ShapedInput, expected: readonly number[] | null, host = true): void {
+  if (host && (!t || !((t as Tensor).data instanceof Float32Array)))
+    fail(`${name}: expected a tensor with Float32Array data, got ${typeof t}`);
+  if (!t || !Array.isArray(t.shape)) fail(`${name}: expected { buffer, shape }, got ${typeof t}`);
   const shape = t.shape;
   if (expected === null) {
     if (shape.length !== 3) fail(`${name}: expected shape [tokens, heads, headDim], got [${shape.join(", ")}]`);
@@ -82,7 +90,8 @@ function checkShape(name: string, t: Tensor, expected: readonly number[] | null)
     fail(`${name}: expected shape [${expected.join(", ")}], got [${shape.join(", ")}]`);
   }
   const size = shape.reduce((a, b) => a * b, 1);
-  if (t.data.length !== size) fail(`${name}: expected ${size} elements for shape [${shape.join(", ")}], got ${t.data.length}`);
+  if (host && (t as Tensor).data.length !== size)
+    fail(`${name}: expected ${size} elements for shape [${shape.join(", ")}], got ${(t as Tensor).data.length}`);
 }
 
 export function checkCuSeqlens(cuSeqlens: ArrayLike<number> | undefined, tokens: number): Int32Array {
@@ -119,22 +128,26 @@ export function checkF16Range(name: string, data: ArrayLike<number>): void {
   }
 }
 
-/** Checks q, k, v, cuSeqlens and the MoBA options; topK = Infinity asks for full attention. */
+/**
+ * Checks q, k, v, cuSeqlens and the MoBA options; topK = Infinity asks for full attention. Inputs
+ * that live in GPU buffers (shapes only) have their shapes checked, not their values.
+ */
 export function checkProblem(
-  inputs: AttentionInputs,
+  inputs: AttentionInputs | ShapedInputs,
   blockSize: number,
   topK: number,
   scale: number | undefined,
   precision?: Precision,
 ): AttentionProblem {
   const { q, k, v } = inputs;
-  checkShape("q", q, null);
+  const host = !isShaped(inputs);
+  checkShape("q", q, null, host);
   const [tokens, qHeads, headDim] = q.shape;
-  checkShape("k", k, null);
+  checkShape("k", k, null, host);
   const kvHeads = k.shape[1];
   if (k.shape[0] !== tokens) fail(`k: expected ${tokens} tokens (as q), got ${k.shape[0]}`);
   if (k.shape[2] !== headDim) fail(`k: expected headDim ${headDim} (as q), got ${k.shape[2]}`);
-  checkShape("v", v, k.shape);
+  checkShape("v", v, k.shape, host);
   if (headDim < 1) fail(`q: expected headDim >= 1, got ${headDim}`);
   if (qHeads < 1 || kvHeads < 1) fail(`heads: expected at least 1 query and 1 kv head, got ${qHeads} and ${kvHeads}`);
   if (qHeads % kvHeads !== 0) fail(`heads: expected qHeads (${qHeads}) to be a multiple of kvHeads, got kvHeads ${kvHeads}`);
@@ -143,26 +156,43 @@ export function checkProblem(
   const s = scale ?? 1 / Math.sqrt(headDim);
   if (typeof s !== "number" || !Number.isFinite(s)) fail(`scale: expected a finite number, got ${String(scale)}`);
   const cu = checkCuSeqlens(inputs.cuSeqlens, tokens);
+  const checkedPrecision = checkPrecision(precision);
+  if (!isShaped(inputs)) checkValues(inputs, checkedPrecision);
+  return { tokens, qHeads, kvHeads, headDim, scale: s, blockSize, topK, cuSeqlens: cu, precision: checkedPrecision };
+}
+
+/** q, k, v in GPU buffers: { buffer, shape } each (see gpuApi.ts). */
+export interface ShapedInputs {
+  q: ShapedInput;
+  k: ShapedInput;
+  v: ShapedInput;
+  cuSeqlens?: ArrayLike<number>;
+  onGpu: true;
+}
+
+function isShaped(inputs: AttentionInputs | ShapedInputs): inputs is ShapedInputs {
+  return (inputs as ShapedInputs).onGpu === true;
+}
+
+function checkValues({ q, k, v }: AttentionInputs, precision: Precision): void {
   checkFinite("q", q.data);
   checkFinite("k", k.data);
   checkFinite("v", v.data);
-  const checkedPrecision = checkPrecision(precision);
-  if (checkedPrecision === "f16")
+  if (precision === "f16")
     for (const [name, t] of [
       ["q", q],
       ["k", k],
       ["v", v],
     ] as const)
       checkF16Range(name, t.data);
-  return { tokens, qHeads, kvHeads, headDim, scale: s, blockSize, topK, cuSeqlens: cu, precision: checkedPrecision };
 }
 
-export function mobaProblem(inputs: AttentionInputs, options: MobaOptions): AttentionProblem {
+export function mobaProblem(inputs: AttentionInputs | ShapedInputs, options: MobaOptions): AttentionProblem {
   if (!options || typeof options !== "object") fail(`options: expected { blockSize, topK }, got ${String(options)}`);
   return checkProblem(inputs, options.blockSize, options.topK, options.scale, options.precision);
 }
 
-export function fullProblem(inputs: AttentionInputs, options: FullOptions = {}): AttentionProblem {
+export function fullProblem(inputs: AttentionInputs | ShapedInputs, options: FullOptions = {}): AttentionProblem {
   return checkProblem(inputs, FULL_ATTENTION_TILE, Infinity, options.scale, options.precision);
 }
 

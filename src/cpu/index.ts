@@ -15,9 +15,9 @@ export interface CpuForward {
   width: number;
 }
 
-function threadCount(requested: number | undefined, work: number): number {
+async function threadCount(requested: number | undefined, work: number): Promise<number> {
   if (requested !== undefined) return requested;
-  return work < THREAD_THRESHOLD ? 1 : cores;
+  return work < THREAD_THRESHOLD ? 1 : cores();
 }
 
 export async function cpuForward(
@@ -31,7 +31,7 @@ export async function cpuForward(
   const all = selectsAll(p);
   const offsets = blockOffsets(p);
   const { units, cost } = listUnits(p, p.qHeads, all);
-  const n = threadCount(threads, cost.reduce((a, b) => a + b, 0) * p.headDim);
+  const n = await threadCount(threads, cost.reduce((a, b) => a + b, 0) * p.headDim);
   const arrays: ForwardArrays = {
     q,
     k,
@@ -98,7 +98,7 @@ export async function cpuBackward(
   }
   const inverted = all ? null : invertRouting(p, past!, offsets);
   const { units, cost } = listUnits(p, kvHeads, all);
-  const n = threadCount(threads, cost.reduce((a, b) => a + b, 0) * D * (qHeads / kvHeads) * 2);
+  const n = await threadCount(threads, cost.reduce((a, b) => a + b, 0) * D * (qHeads / kvHeads) * 2);
   const arrays: BackwardArrays = {
     q,
     k,

@@ -24,8 +24,8 @@ const THREAD_THRESHOLD = 4e6;
 const isShared = (a: Float32Array) => typeof SharedArrayBuffer !== "undefined" && a.buffer instanceof SharedArrayBuffer;
 
 /** y[M, N] = x[M, K] · w[N, K]ᵀ on up to `threads` threads. */
-export async function matmul(x: Float32Array, w: Float32Array, M: number, K: number, N: number, threads = cores): Promise<Float32Array> {
-  const n = M * K * N < THREAD_THRESHOLD ? 1 : Math.min(threads, Math.ceil(M / 4));
+export async function matmul(x: Float32Array, w: Float32Array, M: number, K: number, N: number, threads?: number): Promise<Float32Array> {
+  const n = M * K * N < THREAD_THRESHOLD ? 1 : Math.min(threads ?? (await cores()), Math.ceil(M / 4));
   if (n === 1) {
     const y = new Float32Array(M * N);
     matmulXWt(y, x, w, M, K, N);

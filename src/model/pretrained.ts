@@ -3,6 +3,7 @@
 // Nothing here touches node:fs: in Node a directory path is read through io/modelDir.ts (imported
 // only then), in a browser the files come as ArrayBuffers, or fetch Responses from a function.
 import { parseSafetensors, serializeSafetensors, type StoredTensor, type TensorToWrite, toFloat32 } from "../io/safetensors.js";
+import { importAtRunTime } from "../runtime.js";
 import { MobaError } from "../tensor.js";
 import { checkConfig, kindsFromSpec, type LlamaConfig } from "./config.js";
 import { fromHfConfig, toHfConfig } from "./hfConfig.js";
@@ -39,7 +40,11 @@ export interface Pretrained {
 type Reader = (name: string) => Promise<Uint8Array | undefined>;
 
 async function reader(source: ModelSource): Promise<{ read: Reader; name: string }> {
-  if (typeof source === "string") return { read: (await import("../io/modelDir.js")).directoryReader(source), name: source };
+  if (typeof source === "string") {
+    // loaded at run time (bundlers do not follow it): the browser entry never reaches node:fs; the specifier resolves against src/runtime.ts
+    const { directoryReader } = await importAtRunTime<typeof import("../io/modelDir.js")>("./io/modelDir.js");
+    return { read: directoryReader(source), name: source };
+  }
   const get = typeof source === "function" ? source : async (name: string) => (Object.hasOwn(source, name) ? source[name] : undefined);
   const read: Reader = async (name) => {
     const file = await get(name);

@@ -1,6 +1,7 @@
 // One WebGPU device for the process: Dawn through the npm package `webgpu` in Node, navigator.gpu
 // in Deno and browsers. On NVIDIA, Dawn exposes shader-f16 and subgroup matrices only with these
 // toggles; everything here also runs without them (plain f32 path, e.g. lavapipe).
+import { importAtRunTime } from "../runtime.js";
 import { MobaError } from "../tensor.js";
 
 export interface MobaDevice {
@@ -39,9 +40,11 @@ async function gpuEntry(): Promise<GPU> {
   if (nav?.gpu) return nav.gpu;
   let webgpu: { create(options: string[]): GPU; globals: object };
   try {
-    webgpu = (await import("webgpu")) as typeof webgpu;
+    webgpu = await importAtRunTime<typeof webgpu>("webgpu"); // Dawn: Node only, never bundled
   } catch (error) {
-    throw new MobaError(`webgpu: no navigator.gpu and the npm package "webgpu" (Dawn) did not load: ${(error as Error).message}`);
+    // an optional peer dependency: 132 MB of Dawn binaries that browsers, Deno and CPU-only users never load
+    const why = (error as Error).message.split("\n")[0];
+    throw new MobaError(`webgpu: no navigator.gpu and the npm package "webgpu" (Dawn) did not load (npm install webgpu): ${why}`);
   }
   Object.assign(globalThis, webgpu.globals); // GPUBufferUsage, GPUMapMode, ...
   instance ??= webgpu.create(DAWN_TOGGLES);
@@ -70,10 +73,20 @@ async function open(): Promise<MobaDevice> {
       maxStorageBuffersPerShaderStage: Math.min(limits.maxStorageBuffersPerShaderStage, 10),
     },
   });
-  const info = adapter.info;
+  const moba = describe(device, adapter.info);
+  device.lost.then((reason) => {
+    moba.lost = `${reason.reason}: ${reason.message}`;
+    pending = null; // the next call opens a fresh device
+  });
+  return moba;
+}
+
+/** What the kernels need to know of a device: its features and limits, and of its adapter. */
+function describe(device: GPUDevice, info: GPUAdapterInfo): MobaDevice {
+  const features = [...device.features] as GPUFeatureName[];
   const configs = subgroupMatrixConfigs(info, features.includes("chromium-experimental-subgroup-matrix" as GPUFeatureName));
   const adapterInfo = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" ") || "unknown adapter";
-  const moba: MobaDevice = {
+  return {
     device,
     adapterInfo,
     software: (info as { isFallbackAdapter?: boolean }).isFallbackAdapter === true || /llvmpipe|lavapipe|swiftshader/i.test(adapterInfo),
@@ -93,11 +106,6 @@ async function open(): Promise<MobaDevice> {
     storageBuffersPerStage: device.limits.maxStorageBuffersPerShaderStage,
     lost: null,
   };
-  device.lost.then((reason) => {
-    moba.lost = `${reason.reason}: ${reason.message}`;
-    pending = null; // the next call opens a fresh device
-  });
-  return moba;
 }
 
 interface SubgroupMatrixConfig {
@@ -119,7 +127,21 @@ function subgroupMatrixConfigs(info: GPUAdapterInfo, feature: boolean): string[]
   return [...listed].map((c) => `${c.componentType}->${c.resultComponentType} ${c.M}x${c.N}x${c.K}`);
 }
 
-/** The process's device, opened on first use. */
+/**
+ * Makes `device` (the caller's: the page's, or one shared with another library) the one every later
+ * call runs on, instead of a device of the package's own; buffers the caller creates on it can then
+ * go to the GPU-buffer API (gpuApi.ts). The device's limits are taken as they are (a kernel that
+ * needs more, e.g. storage buffers per stage, is not chosen); once it is lost, calls fail.
+ */
+export function useDevice(device: GPUDevice): MobaDevice {
+  if (!device || typeof device.createBuffer !== "function") throw new MobaError(`device: expected a GPUDevice, got ${typeof device}`);
+  const moba = describe(device, device.adapterInfo ?? ({} as GPUAdapterInfo));
+  device.lost.then((reason) => (moba.lost = `${reason.reason}: ${reason.message}`));
+  pending = Promise.resolve(moba);
+  return moba;
+}
+
+/** The process's device: the caller's (useDevice), else one opened on first use. */
 export function getDevice(): Promise<MobaDevice> {
   pending ??= open().catch((error) => {
     pending = null;
