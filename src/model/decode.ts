@@ -2,14 +2,15 @@
 // keys of the cache's completed blocks (sums kept up to date as tokens arrive, in float64 and in
 // token order, so the means equal the forward's bit for bit), keeps its own partial block and
 // the top-k − 1 past blocks, and attends to their keys: what a full forward pass computes for
-// that position. Decoding runs on the CPU; the prompt (prefill) runs on the model's backend.
+// that position. The prompt (prefill) runs on the model's backend; the steps run there too where
+// the backend has a decoder (WebGPU: src/webgpu/decode.ts, the cache on the GPU), else here on the CPU.
 import type { AttentionProblem } from "../attention/problem.js";
-import type { ModelBackend } from "../backend.js";
+import type { DecodeShape, DecoderWeights, ModelBackend, Sized } from "../backend.js";
 import { routeQuery } from "../attention/blocks.js";
 import { MobaError } from "../tensor.js";
 import { type AttentionKind, headDim, layerKinds } from "./config.js";
 import { embeddingForward, rmsNormForward, rope, rotary, swigluForward } from "./layers.js";
-import { forward, type Model } from "./llama.js";
+import { forward, type Model, residentTensors, type Trace } from "./llama.js";
 import { Rng } from "./rng.js";
 
 export class KvCache {
@@ -41,7 +42,30 @@ export class KvCache {
   }
 }
 
-/** Runs the prompt through the model's forward (on its backend) and fills the cache; returns the last position's logits. */
+/** Runs the prompt through the model's forward (on its backend); `store` keeps its keys and values; returns the last position's logits. */
+async function runPrompt<B extends Sized>(
+  model: Model,
+  capacity: number,
+  cached: number,
+  prompt: Int32Array,
+  backend: ModelBackend<B>,
+  kinds: AttentionKind[],
+  store: (trace: Trace<B>) => Promise<void>,
+): Promise<Float32Array> {
+  if (prompt.length < 1) throw new MobaError(`prompt: expected at least 1 token, got 0`);
+  if (cached !== 0) throw new MobaError(`prefill: expected an empty cache, got ${cached} tokens`);
+  if (prompt.length > capacity) throw new MobaError(`prompt: expected at most ${capacity} tokens (the cache), got ${prompt.length}`);
+  const T = prompt.length;
+  const V = model.config.vocab_size;
+  return backend.scope("prefill", async () => {
+    const batch = { tokens: prompt, targets: new Int32Array(T), weights: new Float32Array(T), cuSeqlens: Int32Array.of(0, T) };
+    const trace = await forward(model, batch, backend, kinds);
+    await store(trace);
+    return (await backend.download(trace.logits)).slice((T - 1) * V, T * V);
+  });
+}
+
+/** Runs the prompt through the model's forward (on its backend) and fills the host cache; returns the last position's logits. */
 export async function prefill(
   model: Model,
   cache: KvCache,
@@ -49,27 +73,15 @@ export async function prefill(
   backend: ModelBackend,
   kinds = layerKinds(model.config),
 ): Promise<Float32Array> {
-  if (prompt.length < 1) throw new MobaError(`prompt: expected at least 1 token, got 0`);
-  if (cache.length !== 0) throw new MobaError(`prefill: expected an empty cache, got ${cache.length} tokens`);
-  if (prompt.length > cache.capacity)
-    throw new MobaError(`prompt: expected at most ${cache.capacity} tokens (the cache), got ${prompt.length}`);
-  const T = prompt.length;
-  const V = model.config.vocab_size;
   const row = model.config.num_key_value_heads * headDim(model.config);
-  return backend.scope("prefill", async () => {
-    const trace = await forward(
-      model,
-      { tokens: prompt, targets: new Int32Array(T), weights: new Float32Array(T), cuSeqlens: Int32Array.of(0, T) },
-      backend,
-      kinds,
-    );
+  const logits = await runPrompt(model, cache.capacity, cache.length, prompt, backend, kinds, async (trace) => {
     for (const [l, layer] of trace.layers.entries()) {
       const [k, v] = [await backend.download(layer.k), await backend.download(layer.v)];
-      for (let t = 0; t < T; t++) cache.append(l, t, k.subarray(t * row, (t + 1) * row), v.subarray(t * row, (t + 1) * row));
+      for (let t = 0; t < prompt.length; t++) cache.append(l, t, k.subarray(t * row, (t + 1) * row), v.subarray(t * row, (t + 1) * row));
     }
-    cache.length = T;
-    return (await backend.download(trace.logits)).slice((T - 1) * V, T * V);
   });
+  cache.length = prompt.length;
+  return logits;
 }
 
 /** y[N] = w[N, K] · x[K], one token's Linear (each sum in k order, as cpu/ops.ts's matmulXWt sums a lone row). */
@@ -226,6 +238,105 @@ export function sampleToken(logits: Float32Array, o: SampleOptions, rng: Rng): n
   return kept[kept.length - 1].i;
 }
 
+/** A KV cache and the steps that fill it: on the backend's device where it has a decoder (WebGPU), else on the host. */
+export interface Decoding {
+  /** Cached tokens (setting it lower rewinds, for benchmarks that decode one position again). */
+  length: number;
+  /** Runs the prompt through the model's forward and fills the empty cache; returns the last position's logits. */
+  prefill(prompt: Int32Array): Promise<Float32Array>;
+  /** Feeds one token at position `length`; returns its next-token logits [V]. */
+  step(token: number): Promise<Float32Array>;
+  /** Frees the cache (on the device). */
+  free(): void;
+}
+
+/** The model's weights on `backend` as a decoder takes them. */
+async function decoderWeights<B extends Sized>(model: Model, backend: ModelBackend<B>): Promise<DecoderWeights<B>> {
+  const { data } = await residentTensors(model, backend);
+  const byName = new Map(model.params.map((p, j) => [p.name, data[j]]));
+  const w = (name: string) => byName.get(name)!;
+  const c = model.config;
+  return {
+    embedding: w("model.embed_tokens.weight"),
+    layers: Array.from({ length: c.num_hidden_layers }, (_, l) => {
+      const p = (name: string) => w(`model.layers.${l}.${name}.weight`);
+      return {
+        inputNorm: p("input_layernorm"),
+        q: p("self_attn.q_proj"),
+        k: p("self_attn.k_proj"),
+        v: p("self_attn.v_proj"),
+        o: p("self_attn.o_proj"),
+        postNorm: p("post_attention_layernorm"),
+        gate: p("mlp.gate_proj"),
+        up: p("mlp.up_proj"),
+        down: p("mlp.down_proj"),
+      };
+    }),
+    finalNorm: w("model.norm.weight"),
+    head: w(c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"),
+  };
+}
+
+/** Decoding of `capacity` tokens at most: on the backend's device where it has a decoder, else decodeStep on the host. */
+export async function openDecoding<B extends Sized>(
+  model: Model,
+  capacity: number,
+  backend: ModelBackend<B>,
+  kinds: AttentionKind[] = layerKinds(model.config),
+): Promise<Decoding> {
+  const c = model.config;
+  const D = headDim(c);
+  if (!backend.decoder) {
+    const cache = new KvCache(model, capacity);
+    return {
+      get length() {
+        return cache.length;
+      },
+      set length(n: number) {
+        cache.length = n;
+      },
+      prefill: (prompt) => prefill(model, cache, prompt, backend, kinds),
+      step: async (token) => decodeStep(model, cache, token, kinds),
+      free: () => undefined,
+    };
+  }
+  const shape: DecodeShape = {
+    hidden: c.hidden_size,
+    intermediate: c.intermediate_size,
+    vocab: c.vocab_size,
+    qHeads: c.num_attention_heads,
+    kvHeads: c.num_key_value_heads,
+    headDim: D,
+    blockSize: c.moba_chunk_size,
+    topK: c.moba_topk,
+    eps: c.rms_norm_eps,
+    kinds,
+    capacity,
+  };
+  const decoder = await backend.decoder(shape, await decoderWeights(model, backend));
+  return {
+    get length() {
+      return decoder.length;
+    },
+    set length(n: number) {
+      decoder.length = n;
+    },
+    prefill: (prompt) =>
+      runPrompt(model, capacity, decoder.length, prompt, backend, kinds, (trace) =>
+        decoder.fill(
+          trace.layers.map((l) => l.k),
+          trace.layers.map((l) => l.v),
+          prompt.length,
+        ),
+      ),
+    step: (token) => {
+      const { cos, sin } = rotary(Int32Array.of(decoder.length), D, c.rope_theta);
+      return decoder.step(token, cos, sin);
+    },
+    free: () => decoder.free(),
+  };
+}
+
 /** Prompt, then `tokens` new tokens; yields each as it comes. */
 export async function* generate(
   model: Model,
@@ -234,12 +345,16 @@ export async function* generate(
   o: SampleOptions & { seed: number },
   backend: ModelBackend,
 ): AsyncGenerator<number> {
-  const cache = new KvCache(model, prompt.length + tokens);
-  const rng = new Rng(o.seed);
-  let logits = await prefill(model, cache, prompt, backend);
-  for (let i = 0; i < tokens; i++) {
-    const next = sampleToken(logits, o, rng);
-    yield next;
-    if (i + 1 < tokens) logits = decodeStep(model, cache, next);
+  const decoding = await openDecoding(model, prompt.length + tokens, backend);
+  try {
+    const rng = new Rng(o.seed);
+    let logits = await decoding.prefill(prompt);
+    for (let i = 0; i < tokens; i++) {
+      const next = sampleToken(logits, o, rng);
+      yield next;
+      if (i + 1 < tokens) logits = await decoding.step(next);
+    }
+  } finally {
+    decoding.free();
   }
 }
