@@ -40,6 +40,17 @@ export class KvCache {
       at = Math.floor(t / this.model.config.moba_chunk_size) * row;
     for (let i = 0; i < row; i++) sums[at + i] += k[i];
   }
+
+  /** Fills the empty cache with each layer's keys [tokens, kvHeads, D] (after rotary) and values, token by token. */
+  fill(keys: Float32Array[], values: Float32Array[], tokens: number): void {
+    const c = this.model.config;
+    const row = c.num_key_value_heads * headDim(c);
+    for (let l = 0; l < c.num_hidden_layers; l++) {
+      for (let t = 0; t < tokens; t++)
+        this.append(l, t, keys[l].subarray(t * row, (t + 1) * row), values[l].subarray(t * row, (t + 1) * row));
+    }
+    this.length = tokens;
+  }
 }
 
 /** Runs the prompt through the model's forward (on its backend); `store` keeps its keys and values; returns the last position's logits. */
@@ -73,15 +84,10 @@ export async function prefill(
   backend: ModelBackend,
   kinds = layerKinds(model.config),
 ): Promise<Float32Array> {
-  const row = model.config.num_key_value_heads * headDim(model.config);
-  const logits = await runPrompt(model, cache.capacity, cache.length, prompt, backend, kinds, async (trace) => {
-    for (const [l, layer] of trace.layers.entries()) {
-      const [k, v] = [await backend.download(layer.k), await backend.download(layer.v)];
-      for (let t = 0; t < prompt.length; t++) cache.append(l, t, k.subarray(t * row, (t + 1) * row), v.subarray(t * row, (t + 1) * row));
-    }
+  return runPrompt(model, cache.capacity, cache.length, prompt, backend, kinds, async (trace) => {
+    const download = (xs: Sized[]) => Promise.all(xs.map((x) => backend.download(x)));
+    cache.fill(await download(trace.layers.map((l) => l.k)), await download(trace.layers.map((l) => l.v)), prompt.length);
   });
-  cache.length = prompt.length;
-  return logits;
 }
 
 /** y[N] = w[N, K] · x[K], one token's Linear (each sum in k order, as cpu/ops.ts's matmulXWt sums a lone row). */
@@ -244,6 +250,8 @@ export interface Decoding {
   length: number;
   /** Runs the prompt through the model's forward and fills the empty cache; returns the last position's logits. */
   prefill(prompt: Int32Array): Promise<Float32Array>;
+  /** Fills the empty cache with each layer's keys [tokens, kvHeads, D] (after rotary) and values (benchmarks: no forward). */
+  fill(keys: Float32Array[], values: Float32Array[], tokens: number): Promise<void>;
   /** Feeds one token at position `length`; returns its next-token logits [V]. */
   step(token: number): Promise<Float32Array>;
   /** Frees the cache (on the device). */
@@ -296,6 +304,7 @@ export async function openDecoding<B extends Sized>(
         cache.length = n;
       },
       prefill: (prompt) => prefill(model, cache, prompt, backend, kinds),
+      fill: async (keys, values, tokens) => cache.fill(keys, values, tokens),
       step: async (token) => decodeStep(model, cache, token, kinds),
       free: () => undefined,
     };
@@ -329,6 +338,13 @@ export async function openDecoding<B extends Sized>(
           prompt.length,
         ),
       ),
+    // a tensor uploaded once per distinct array (a benchmark gives every layer the same keys)
+    fill: (keys, values, tokens) =>
+      backend.scope("decode fill", async () => {
+        const uploads = new Map<Float32Array, B>();
+        const upload = (x: Float32Array) => uploads.get(x) ?? uploads.set(x, backend.upload(x)).get(x)!;
+        await decoder.fill(keys.map(upload), values.map(upload), tokens);
+      }),
     step: (token) => {
       const { cos, sin } = rotary(Int32Array.of(decoder.length), D, c.rope_theta);
       return decoder.step(token, cos, sin);

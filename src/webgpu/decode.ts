@@ -6,7 +6,7 @@ import type { DecodeShape, DecoderWeights, DeviceDecoder } from "../backend.js";
 import { MobaError } from "../tensor.js";
 import { checked, type MobaDevice } from "./device.js";
 import * as Dk from "./decode.wgsl.js";
-import { Buffers, dispatch, type Kernel, pipeline, readBack } from "./kernel.js";
+import { Buffers, dispatch, grid, type Kernel, pipeline } from "./kernel.js";
 import type { GpuTensor } from "./model.js";
 import * as K from "./model.wgsl.js";
 
@@ -18,6 +18,13 @@ interface LayerCache {
   k: GPUBuffer;
   v: GPUBuffer;
   sums: GPUBuffer;
+}
+
+/** One dispatch of a step: its kernel and bind group (fixed buffers), and its workgroups at position t (0: skipped at t). */
+interface Dispatch {
+  pipeline: GPUComputePipeline;
+  group: GPUBindGroup;
+  workgroups: (t: number) => number;
 }
 
 export class GpuDecoder implements DeviceDecoder<GpuTensor> {
@@ -48,7 +55,11 @@ export class GpuDecoder implements DeviceDecoder<GpuTensor> {
   private readonly ropeQWords: GPUBuffer;
   private readonly ropeKWords: GPUBuffer;
   private readonly swigluWords: GPUBuffer;
-  private p: Pipelines | null = null;
+  private readonly staging: GPUBuffer; // [V] the logits, mapped for reading
+  /** A step's dispatches in order (built by prepare). */
+  private steps: Dispatch[] = [];
+  /** The block sums kernel, which fill records too. */
+  private sums: GPUComputePipeline | null = null;
   private readonly maxBlocks: number;
   private readonly maxChunks: number;
   private readonly row: number;
@@ -92,9 +103,14 @@ export class GpuDecoder implements DeviceDecoder<GpuTensor> {
     this.ropeQWords = mem.uniform([1, s.qHeads, s.headDim, { f32: 1 }], "rope q");
     this.ropeKWords = mem.uniform([1, s.kvHeads, s.headDim, { f32: 1 }], "rope k");
     this.swigluWords = mem.uniform([s.intermediate], "swiglu");
+    this.staging = gpu.device.createBuffer({
+      label: "logits read-back",
+      size: s.vocab * 4,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
   }
 
-  /** Compiles every kernel a step or a fill records. */
+  /** Compiles the kernels and builds the step's dispatches (their buffers are fixed: bind groups made once). */
   async prepare(): Promise<this> {
     const s = this.s;
     const compile = <C>(kernel: Kernel<C>, constants: C) => pipeline(this.gpu, kernel, constants);
@@ -106,37 +122,69 @@ export class GpuDecoder implements DeviceDecoder<GpuTensor> {
       width: s.topK - 1,
       full,
     });
-    const gemv = (N: number, K_: number, accumulate: boolean) => compile(Dk.GEMV, { N, K: K_, accumulate });
-    const D = s.headDim;
-    this.p = {
-      embed: await compile(Dk.EMBED_ROW, { hidden: s.hidden }),
-      q: await gemv(s.qHeads * D, s.hidden, false),
-      kv: await gemv(this.row, s.hidden, false),
-      o: await gemv(s.hidden, s.qHeads * D, true),
-      mlp: await gemv(s.intermediate, s.hidden, false),
-      down: await gemv(s.hidden, s.intermediate, true),
-      head: await gemv(s.vocab, s.hidden, false),
-      append: await compile(Dk.APPEND, { row: this.row }),
-      sums: await compile(Dk.BLOCK_SUMS, { row: this.row, blockSize: s.blockSize }),
-      gate: await compile(Dk.GATE, { ...attention(false), maxBlocks: this.maxBlocks }),
-      attend: [
-        await compile(Dk.ATTEND, { ...attention(false), maxChunks: this.maxChunks }),
-        await compile(Dk.ATTEND, { ...attention(true), maxChunks: this.maxChunks }),
-      ],
-      combine: [
-        await compile(Dk.COMBINE, { ...attention(false), maxChunks: this.maxChunks }),
-        await compile(Dk.COMBINE, { ...attention(true), maxChunks: this.maxChunks }),
-      ],
-      rmsNorm: await compile(K.RMS_NORM, null),
-      rope: await compile(K.ROPE, null),
-      swiglu: await compile(K.SWIGLU, null),
+    const D = s.headDim,
+      B = s.blockSize,
+      width = s.topK - 1;
+    const steps: Dispatch[] = [];
+    const add = (label: string, pl: GPUComputePipeline, buffers: GPUBuffer[], workgroups: number | ((t: number) => number)) => {
+      const group = this.gpu.device.createBindGroup({
+        label,
+        layout: pl.getBindGroupLayout(0),
+        entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
+      });
+      steps.push({ pipeline: pl, group, workgroups: typeof workgroups === "number" ? () => workgroups : workgroups });
     };
+    const gemv = async (label: string, x: GPUBuffer, w: GpuTensor, y: GPUBuffer, N: number, K_: number, accumulate: boolean) =>
+      add(label, await compile(Dk.GEMV, { N, K: K_, accumulate }), [x, w.buffer, y], Math.ceil(N / Dk.GEMV_ROWS));
+    const groupsOf = (items: number) => Math.ceil(items / 256);
+    const norm = async (w: GpuTensor) =>
+      add("rms norm", await compile(K.RMS_NORM, null), [this.normWords, this.x, w.buffer, this.h, this.rstd], 1);
+    this.sums = await compile(Dk.BLOCK_SUMS, { row: this.row, blockSize: B });
+    add(
+      "embedding",
+      await compile(Dk.EMBED_ROW, { hidden: s.hidden }),
+      [this.stepWords, this.w.embedding.buffer, this.x],
+      groupsOf(s.hidden),
+    );
+    for (const [l, w] of this.w.layers.entries()) {
+      const cache = this.layers[l];
+      const full = s.kinds[l] === "full";
+      // MoBA gates once the query has more than topK − 1 completed blocks before its own
+      const routed = (t: number) => !full && Math.floor(t / B) > width;
+      const keys = (t: number) => (routed(t) ? width * B + t + 1 - Math.floor(t / B) * B : t + 1);
+      await norm(w.inputNorm);
+      await gemv("q", this.h, w.q, this.q, s.qHeads * D, s.hidden, false);
+      await gemv("k", this.h, w.k, this.k, this.row, s.hidden, false);
+      await gemv("v", this.h, w.v, this.v, this.row, s.hidden, false);
+      const rope = await compile(K.ROPE, null);
+      add("rope q", rope, [this.ropeQWords, this.cos, this.sin, this.q], groupsOf((s.qHeads * D) / 2));
+      add("rope k", rope, [this.ropeKWords, this.cos, this.sin, this.k], groupsOf(this.row / 2));
+      add("append", await compile(Dk.APPEND, { row: this.row }), [this.stepWords, this.k, this.v, cache.k, cache.v], groupsOf(this.row));
+      // the token that completes its block sums it (the gate reads completed blocks only)
+      add("block sums", this.sums, [this.stepWords, cache.k, cache.sums], (t) => ((t + 1) % B === 0 ? groupsOf(this.row) : 0));
+      if (!full) {
+        const gate = await compile(Dk.GATE, { ...attention(false), maxBlocks: this.maxBlocks });
+        add("gate", gate, [this.stepWords, this.q, cache.sums, this.scores, this.route], (t) => (routed(t) ? s.qHeads : 0));
+      }
+      const shape = { ...attention(full), maxChunks: this.maxChunks };
+      add(
+        "attend",
+        await compile(Dk.ATTEND, shape),
+        [this.stepWords, this.q, cache.k, cache.v, this.route, this.partials],
+        (t) => s.qHeads * Math.ceil(keys(t) / Dk.CHUNK),
+      );
+      add("combine", await compile(Dk.COMBINE, shape), [this.stepWords, this.partials, this.attn], s.qHeads);
+      await gemv("o (+ residual)", this.attn, w.o, this.x, s.hidden, s.qHeads * D, true);
+      await norm(w.postNorm);
+      await gemv("gate", this.h, w.gate, this.g, s.intermediate, s.hidden, false);
+      await gemv("up", this.h, w.up, this.u, s.intermediate, s.hidden, false);
+      add("swiglu", await compile(K.SWIGLU, null), [this.swigluWords, this.g, this.u, this.m], groupsOf(s.intermediate));
+      await gemv("down (+ residual)", this.m, w.down, this.x, s.hidden, s.intermediate, true);
+    }
+    await norm(this.w.finalNorm);
+    await gemv("lm head", this.h, this.w.head, this.logits, s.vocab, s.hidden, false);
+    this.steps = steps;
     return this;
-  }
-
-  private pipelinesOf(): Pipelines {
-    if (!this.p) throw new MobaError("decode: the GPU decoder is used before prepare()");
-    return this.p;
   }
 
   /** Writes the step words: the token and position, and the completed blocks whose key sums the work recorded next computes. */
@@ -148,7 +196,8 @@ export class GpuDecoder implements DeviceDecoder<GpuTensor> {
     const s = this.s;
     if (this.length !== 0) throw new MobaError(`decode: fill expects an empty cache, got ${this.length} tokens`);
     if (tokens > s.capacity) throw new MobaError(`decode: expected at most ${s.capacity} tokens (the cache), got ${tokens}`);
-    const p = this.pipelinesOf();
+    if (!this.sums) throw new MobaError("decode: the GPU decoder is used before prepare()");
+    const sums = this.sums;
     this.flush(); // the keys and values are written by the backend's recorded work
     await checked(this.gpu, "decode fill", { destroy: () => undefined }, async () => {
       const blocks = Math.floor(tokens / s.blockSize);
@@ -157,7 +206,7 @@ export class GpuDecoder implements DeviceDecoder<GpuTensor> {
       for (const [l, cache] of this.layers.entries()) {
         encoder.copyBufferToBuffer(keys[l].buffer, 0, cache.k, 0, tokens * this.row * 4);
         encoder.copyBufferToBuffer(values[l].buffer, 0, cache.v, 0, tokens * this.row * 4);
-        dispatch(encoder, this.gpu, p.sums, [this.stepWords, cache.k, cache.sums], Math.ceil((blocks * this.row) / 256), "block sums");
+        dispatch(encoder, this.gpu, sums, [this.stepWords, cache.k, cache.sums], Math.ceil((blocks * this.row) / 256), "block sums");
       }
       this.gpu.device.queue.submit([encoder.finish()]);
     });
@@ -170,82 +219,35 @@ export class GpuDecoder implements DeviceDecoder<GpuTensor> {
     if (t >= s.capacity) throw new MobaError(`decode: the cache is full (${s.capacity} tokens)`);
     if (!Number.isInteger(token) || token < 0 || token >= s.vocab)
       throw new MobaError(`decode: expected a token in [0, ${s.vocab}), got ${token}`);
-    const p = this.pipelinesOf();
-    const B = s.blockSize,
-      D = s.headDim,
-      width = s.topK - 1;
-    const completes = (t + 1) % B === 0; // this token completes its block: its key sum is computed now
+    const device = this.gpu.device;
     return checked(this.gpu, "decode step", { destroy: () => undefined }, async () => {
-      this.setStep(token, t, Math.floor(t / B), completes ? 1 : 0);
-      this.gpu.device.queue.writeBuffer(this.cos, 0, cos);
-      this.gpu.device.queue.writeBuffer(this.sin, 0, sin);
-      const e = this.gpu.device.createCommandEncoder();
-      const run = (pl: GPUComputePipeline, buffers: GPUBuffer[], workgroups: number, label: string) =>
-        dispatch(e, this.gpu, pl, buffers, workgroups, label);
-      const gemv = (pl: GPUComputePipeline, x: GPUBuffer, w: GpuTensor, y: GPUBuffer, N: number, label: string) =>
-        run(pl, [x, w.buffer, y], Math.ceil(N / Dk.GEMV_ROWS), label);
-      const norm = (w: GpuTensor) => run(p.rmsNorm, [this.normWords, this.x, w.buffer, this.h, this.rstd], 1, "rms norm");
-      const own = Math.floor(t / B);
-      run(p.embed, [this.stepWords, this.w.embedding.buffer, this.x], Math.ceil(s.hidden / 256), "embedding");
-      for (const [l, w] of this.w.layers.entries()) {
-        const cache = this.layers[l];
-        const full = s.kinds[l] === "full";
-        norm(w.inputNorm);
-        gemv(p.q, this.h, w.q, this.q, s.qHeads * D, "q");
-        gemv(p.kv, this.h, w.k, this.k, this.row, "k");
-        gemv(p.kv, this.h, w.v, this.v, this.row, "v");
-        run(p.rope, [this.ropeQWords, this.cos, this.sin, this.q], Math.ceil((s.qHeads * D) / 2 / 256), "rope q");
-        run(p.rope, [this.ropeKWords, this.cos, this.sin, this.k], Math.ceil(this.row / 2 / 256), "rope k");
-        run(p.append, [this.stepWords, this.k, this.v, cache.k, cache.v], Math.ceil(this.row / 256), "append");
-        if (completes) run(p.sums, [this.stepWords, cache.k, cache.sums], Math.ceil(this.row / 256), "block sums");
-        // the keys it attends: all t + 1, or (MoBA past topK − 1 completed blocks) the routed blocks and its own up to t
-        const routed = !full && own > width;
-        const keys = routed ? width * B + t + 1 - own * B : t + 1;
-        if (routed) run(p.gate, [this.stepWords, this.q, cache.sums, this.scores, this.route], s.qHeads, "gate");
-        const which = full ? 1 : 0;
-        run(
-          p.attend[which],
-          [this.stepWords, this.q, cache.k, cache.v, this.route, this.partials],
-          s.qHeads * Math.ceil(keys / Dk.CHUNK),
-          "attend",
-        );
-        run(p.combine[which], [this.stepWords, this.partials, this.attn], s.qHeads, "combine");
-        gemv(p.o, this.attn, w.o, this.x, s.hidden, "o (+ residual)");
-        norm(w.postNorm);
-        gemv(p.mlp, this.h, w.gate, this.g, s.intermediate, "gate");
-        gemv(p.mlp, this.h, w.up, this.u, s.intermediate, "up");
-        run(p.swiglu, [this.swigluWords, this.g, this.u, this.m], Math.ceil(s.intermediate / 256), "swiglu");
-        gemv(p.down, this.m, w.down, this.x, s.hidden, "down (+ residual)");
+      this.setStep(token, t, Math.floor(t / s.blockSize), 1);
+      device.queue.writeBuffer(this.cos, 0, cos);
+      device.queue.writeBuffer(this.sin, 0, sin);
+      const encoder = device.createCommandEncoder();
+      // one pass: WebGPU orders its dispatches (each sees the buffers the previous ones wrote)
+      const pass = encoder.beginComputePass({ label: "decode step" });
+      for (const d of this.steps) {
+        const workgroups = d.workgroups(t);
+        if (workgroups === 0) continue;
+        pass.setPipeline(d.pipeline);
+        pass.setBindGroup(0, d.group);
+        const [x, y] = grid(this.gpu, workgroups);
+        pass.dispatchWorkgroups(x, y);
       }
-      norm(this.w.finalNorm);
-      gemv(p.head, this.h, this.w.head, this.logits, s.vocab, "lm head");
-      this.gpu.device.queue.submit([e.finish()]);
-      const [logits] = await readBack(this.gpu, [{ buffer: this.logits, bytes: s.vocab * 4 }]);
+      pass.end();
+      encoder.copyBufferToBuffer(this.logits, 0, this.staging, 0, s.vocab * 4);
+      device.queue.submit([encoder.finish()]);
+      await this.staging.mapAsync(GPUMapMode.READ);
+      const logits = new Float32Array(this.staging.getMappedRange().slice(0));
+      this.staging.unmap();
       this.length = t + 1;
-      return new Float32Array(logits);
+      return logits;
     });
   }
 
   free(): void {
     this.mem.destroy();
+    this.staging.destroy();
   }
-}
-
-interface Pipelines {
-  embed: GPUComputePipeline;
-  q: GPUComputePipeline;
-  kv: GPUComputePipeline;
-  o: GPUComputePipeline;
-  mlp: GPUComputePipeline;
-  down: GPUComputePipeline;
-  head: GPUComputePipeline;
-  append: GPUComputePipeline;
-  sums: GPUComputePipeline;
-  gate: GPUComputePipeline;
-  /** [MoBA, full] */
-  attend: GPUComputePipeline[];
-  combine: GPUComputePipeline[];
-  rmsNorm: GPUComputePipeline;
-  rope: GPUComputePipeline;
-  swiglu: GPUComputePipeline;
 }
