@@ -1,7 +1,7 @@
 // Decoding on the GPU: the KV cache (keys after rotary, values) and the completed blocks' key sums
 // live in GPU buffers, and a step records the whole token (embedding, every layer, final norm, LM
-// head) into one command buffer; the host writes the token and its rotary angles and reads back
-// only the logits. The kernels are decode.wgsl.ts and the forward's RMSNorm, rotary and SwiGLU.
+// head) into one compute pass, 10-12 dispatches per layer; the host writes the token and its rotary
+// angles and reads back only the logits. The kernels are decode.wgsl.ts and the forward's RMSNorm and rotary.
 import type { DecodeShape, DecoderWeights, DeviceDecoder } from "../backend.js";
 import { MobaError } from "../tensor.js";
 import { checked, type MobaDevice } from "./device.js";
@@ -39,22 +39,16 @@ export class GpuDecoder implements DeviceDecoder<GpuTensor> {
   private readonly x: GPUBuffer; // [H] the residual stream
   private readonly h: GPUBuffer; // [H] normed
   private readonly rstd: GPUBuffer; // [1]
-  private readonly q: GPUBuffer; // [qHeads, D]
-  private readonly k: GPUBuffer; // [kvHeads, D]
-  private readonly v: GPUBuffer;
+  private readonly qkv: GPUBuffer; // [qHeads · D + 2 · kvHeads · D] q, k, v
   private readonly attn: GPUBuffer; // [qHeads, D]
-  private readonly g: GPUBuffer; // [F]
-  private readonly u: GPUBuffer;
-  private readonly m: GPUBuffer;
+  private readonly gu: GPUBuffer; // [2, F] the MLP's gate and up projections
   private readonly logits: GPUBuffer; // [V]
   private readonly scores: GPUBuffer; // [qHeads, maxBlocks] gate scores
   private readonly route: GPUBuffer; // [qHeads, max(1, topK − 1)] chosen past blocks
   private readonly partials: GPUBuffer; // [qHeads, maxChunks, D + 2]
   // uniforms of the forward's kernels at M = 1
   private readonly normWords: GPUBuffer;
-  private readonly ropeQWords: GPUBuffer;
-  private readonly ropeKWords: GPUBuffer;
-  private readonly swigluWords: GPUBuffer;
+  private readonly ropeWords: GPUBuffer;
   private readonly staging: GPUBuffer; // [V] the logits, mapped for reading
   /** A step's dispatches in order (built by prepare). */
   private steps: Dispatch[] = [];
@@ -88,21 +82,16 @@ export class GpuDecoder implements DeviceDecoder<GpuTensor> {
     this.x = f32(s.hidden, "x");
     this.h = f32(s.hidden, "h");
     this.rstd = f32(1, "rstd");
-    this.q = f32(s.qHeads * s.headDim, "q");
-    this.k = f32(this.row, "k");
-    this.v = f32(this.row, "v");
+    this.qkv = f32(s.qHeads * s.headDim + 2 * this.row, "qkv");
     this.attn = f32(s.qHeads * s.headDim, "attention");
-    this.g = f32(s.intermediate, "gate");
-    this.u = f32(s.intermediate, "up");
-    this.m = f32(s.intermediate, "swiglu");
+    this.gu = f32(2 * s.intermediate, "gate, up");
     this.logits = f32(s.vocab, "logits");
     this.scores = f32(s.qHeads * this.maxBlocks, "gate scores");
     this.route = f32(s.qHeads * Math.max(1, s.topK - 1), "routed blocks");
     this.partials = f32(s.qHeads * this.maxChunks * Dk.partialFloats(s.headDim), "attention partials");
     this.normWords = mem.uniform([1, s.hidden, { f32: s.eps }], "rms norm");
-    this.ropeQWords = mem.uniform([1, s.qHeads, s.headDim, { f32: 1 }], "rope q");
-    this.ropeKWords = mem.uniform([1, s.kvHeads, s.headDim, { f32: 1 }], "rope k");
-    this.swigluWords = mem.uniform([s.intermediate], "swiglu");
+    // q and k are the first qHeads + kvHeads heads of qkv: one rotary dispatch turns both
+    this.ropeWords = mem.uniform([1, s.qHeads + s.kvHeads, s.headDim, { f32: 1 }], "rope q, k");
     this.staging = gpu.device.createBuffer({
       label: "logits read-back",
       size: s.vocab * 4,
@@ -134,8 +123,24 @@ export class GpuDecoder implements DeviceDecoder<GpuTensor> {
       });
       steps.push({ pipeline: pl, group, workgroups: typeof workgroups === "number" ? () => workgroups : workgroups });
     };
-    const gemv = async (label: string, x: GPUBuffer, w: GpuTensor, y: GPUBuffer, N: number, K_: number, accumulate: boolean) =>
-      add(label, await compile(Dk.GEMV, { N, K: K_, accumulate }), [x, w.buffer, y], Math.ceil(N / Dk.GEMV_ROWS));
+    // y = [w₀; w₁; …] · x (accumulate: y +=; swiglu: x holds gate and up, the input is silu(gate) · up)
+    const gemv = async (
+      label: string,
+      x: GPUBuffer,
+      ws: GpuTensor[],
+      y: GPUBuffer,
+      K_: number,
+      o = { accumulate: false, swiglu: false },
+    ) => {
+      const parts = ws.map((w) => w.length / K_);
+      const N = parts.reduce((a, b) => a + b, 0);
+      add(
+        label,
+        await compile(Dk.GEMV[ws.length - 1], { parts, K: K_, ...o }),
+        [x, ...ws.map((w) => w.buffer), y],
+        Math.ceil(N / Dk.GEMV_ROWS),
+      );
+    };
     const groupsOf = (items: number) => Math.ceil(items / 256);
     const norm = async (w: GpuTensor) =>
       add("rms norm", await compile(K.RMS_NORM, null), [this.normWords, this.x, w.buffer, this.h, this.rstd], 1);
@@ -153,36 +158,31 @@ export class GpuDecoder implements DeviceDecoder<GpuTensor> {
       const routed = (t: number) => !full && Math.floor(t / B) > width;
       const keys = (t: number) => (routed(t) ? width * B + t + 1 - Math.floor(t / B) * B : t + 1);
       await norm(w.inputNorm);
-      await gemv("q", this.h, w.q, this.q, s.qHeads * D, s.hidden, false);
-      await gemv("k", this.h, w.k, this.k, this.row, s.hidden, false);
-      await gemv("v", this.h, w.v, this.v, this.row, s.hidden, false);
-      const rope = await compile(K.ROPE, null);
-      add("rope q", rope, [this.ropeQWords, this.cos, this.sin, this.q], groupsOf((s.qHeads * D) / 2));
-      add("rope k", rope, [this.ropeKWords, this.cos, this.sin, this.k], groupsOf(this.row / 2));
-      add("append", await compile(Dk.APPEND, { row: this.row }), [this.stepWords, this.k, this.v, cache.k, cache.v], groupsOf(this.row));
+      await gemv("q, k, v", this.h, [w.q, w.k, w.v], this.qkv, s.hidden);
+      add("rope", await compile(K.ROPE, null), [this.ropeWords, this.cos, this.sin, this.qkv], groupsOf(((s.qHeads + s.kvHeads) * D) / 2));
+      const append = await compile(Dk.APPEND, { row: this.row, at: s.qHeads * D });
+      add("append", append, [this.stepWords, this.qkv, cache.k, cache.v], groupsOf(this.row));
       // the token that completes its block sums it (the gate reads completed blocks only)
       add("block sums", this.sums, [this.stepWords, cache.k, cache.sums], (t) => ((t + 1) % B === 0 ? groupsOf(this.row) : 0));
       if (!full) {
         const gate = await compile(Dk.GATE, { ...attention(false), maxBlocks: this.maxBlocks });
-        add("gate", gate, [this.stepWords, this.q, cache.sums, this.scores, this.route], (t) => (routed(t) ? s.qHeads : 0));
+        add("gate", gate, [this.stepWords, this.qkv, cache.sums, this.scores, this.route], (t) => (routed(t) ? s.qHeads : 0));
       }
       const shape = { ...attention(full), maxChunks: this.maxChunks };
       add(
         "attend",
         await compile(Dk.ATTEND, shape),
-        [this.stepWords, this.q, cache.k, cache.v, this.route, this.partials],
+        [this.stepWords, this.qkv, cache.k, cache.v, this.route, this.partials],
         (t) => s.qHeads * Math.ceil(keys(t) / Dk.CHUNK),
       );
       add("combine", await compile(Dk.COMBINE, shape), [this.stepWords, this.partials, this.attn], s.qHeads);
-      await gemv("o (+ residual)", this.attn, w.o, this.x, s.hidden, s.qHeads * D, true);
+      await gemv("o (+ residual)", this.attn, [w.o], this.x, s.qHeads * D, { accumulate: true, swiglu: false });
       await norm(w.postNorm);
-      await gemv("gate", this.h, w.gate, this.g, s.intermediate, s.hidden, false);
-      await gemv("up", this.h, w.up, this.u, s.intermediate, s.hidden, false);
-      add("swiglu", await compile(K.SWIGLU, null), [this.swigluWords, this.g, this.u, this.m], groupsOf(s.intermediate));
-      await gemv("down (+ residual)", this.m, w.down, this.x, s.hidden, s.intermediate, true);
+      await gemv("gate, up", this.h, [w.gate, w.up], this.gu, s.hidden);
+      await gemv("swiglu, down (+ residual)", this.gu, [w.down], this.x, s.intermediate, { accumulate: true, swiglu: true });
     }
     await norm(this.w.finalNorm);
-    await gemv("lm head", this.h, this.w.head, this.logits, s.vocab, s.hidden, false);
+    await gemv("lm head", this.h, [this.w.head], this.logits, s.hidden);
     this.steps = steps;
     return this;
   }

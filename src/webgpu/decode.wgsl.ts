@@ -1,8 +1,9 @@
 // WGSL of one-token decoding with the KV cache on the GPU (src/webgpu/decode.ts records them): the
-// embedding row, one row's Linear (GEMV), the cache append, completed blocks' key sums, MoBA's gate
-// for the one query, and attention over the chosen keys split in chunks (flash-decoding) with the
-// chunks' combine. RMSNorm, rotary and SwiGLU are the forward's kernels (model.wgsl.ts) at M = 1.
-// Every kernel reads the step's words from `step`: [token, position t, first block to sum, blocks to sum].
+// embedding row, one row's Linear (GEMV; q, k, v in one, gate and up in one, SwiGLU read into the
+// down projection), the cache append, completed blocks' key sums, MoBA's gate for the one query,
+// and attention over the chosen keys split in chunks (flash-decoding) with the chunks' combine.
+// RMSNorm and rotary are the forward's kernels (model.wgsl.ts) at M = 1. Kernels that depend on
+// the position read the step's words from `step`: [token, position t, first block to sum, blocks to sum].
 import { defineKernel } from "./kernel.js";
 
 const STEP = /* wgsl */ `@group(0) @binding(0) var<storage, read> step: array<u32>; // [token, t, sum first, sum count]`;
@@ -28,27 +29,55 @@ ${ENTRY} {
 export const GEMV_ROWS = 8;
 const GEMV_LANES = 32;
 
+export interface GemvShape {
+  /** Rows of each weight matrix: y is their outputs one after another (q, k, v in one dispatch; gate, up in one). */
+  parts: number[];
+  K: number;
+  /** y += instead of y = (the residual adds). */
+  accumulate: boolean;
+  /** x holds [gate, up] of K each and the input is SwiGLU's silu(gate) · up (the down projection reads the MLP's gate/up output). */
+  swiglu: boolean;
+}
+
 /**
- * y[N] = w[N, K] · x[K] (or y += where accumulate: the residual adds), one token's Linear. A
+ * y = [w₀; w₁; …] · x, one token's Linear over one or more weight matrices (one binding each). A
  * 256-thread workgroup takes 8 rows, 32 lanes per row stride along k (neighbouring lanes read
  * neighbouring weights), and each row's 32 partial sums meet in a tree in workgroup memory.
  */
-export const GEMV = defineKernel<{ N: number; K: number; accumulate: boolean }>({
-  name: "decodeGemv",
-  workgroupSize: 256,
-  bindings: ["x", "w", "y"],
-  wgsl: (c) => /* wgsl */ `
-@group(0) @binding(0) var<storage, read> x: array<f32>;       // [K]
-@group(0) @binding(1) var<storage, read> w: array<f32>;       // [N, K]
-@group(0) @binding(2) var<storage, read_write> y: array<f32>; // [N]
+function gemv(weights: number) {
+  const w = Array.from({ length: weights }, (_, i) => `w${i}`);
+  return defineKernel<GemvShape>({
+    name: `decodeGemv${weights}`,
+    workgroupSize: 256,
+    bindings: ["x", ...w, "y"],
+    wgsl: (c) => {
+      if (c.parts.length !== weights) throw new Error(`decodeGemv${weights}: ${c.parts.length} parts`);
+      const N = c.parts.reduce((a, b) => a + b, 0);
+      // row n of the output is row n − first of the weight matrix whose rows hold it
+      let first = 0;
+      const rows = w.map((name, i) => {
+        const loop = `let r = n - ${first}u;
+    for (var k = lane; k < ${c.K}u; k += ${GEMV_LANES}u) { s += input(k) * ${name}[r * ${c.K}u + k]; }`;
+        first += c.parts[i];
+        return i + 1 < weights ? `if (n < ${first}u) {\n    ${loop}\n  } else ` : `{\n    ${loop}\n  }`;
+      });
+      return /* wgsl */ `
+@group(0) @binding(0) var<storage, read> x: array<f32>; // [K], or [2, K] gate then up
+${w.map((name, i) => `@group(0) @binding(${i + 1}) var<storage, read> ${name}: array<f32>; // [${c.parts[i]}, K]`).join("\n")}
+@group(0) @binding(${weights + 1}) var<storage, read_write> y: array<f32>; // [${N}]
 var<workgroup> partial: array<f32, 256>;
+
+fn input(k: u32) -> f32 {
+  ${c.swiglu ? `let g = x[k];\n  return g / (1.0 + exp(-g)) * x[${c.K}u + k]; // model.wgsl.ts SWIGLU` : "return x[k];"}
+}
+
 @compute @workgroup_size(256)
 ${ENTRY} {
   let n = (wg.x + wg.y * groups.x) * ${GEMV_ROWS}u + lid / ${GEMV_LANES}u;
   let lane = lid % ${GEMV_LANES}u;
   var s = 0.0;
-  if (n < ${c.N}u) {
-    for (var k = lane; k < ${c.K}u; k += ${GEMV_LANES}u) { s += x[k] * w[n * ${c.K}u + k]; }
+  if (n < ${N}u) {
+  ${rows.join("")}
   }
   partial[lid] = s;
   workgroupBarrier();
@@ -56,26 +85,30 @@ ${ENTRY} {
     if (lane < stride) { partial[lid] += partial[lid + stride]; }
     workgroupBarrier();
   }
-  if (lane == 0u && n < ${c.N}u) { y[n] = ${c.accumulate ? "y[n] + " : ""}partial[lid]; }
-}`,
-});
+  if (lane == 0u && n < ${N}u) { y[n] = ${c.accumulate ? "y[n] + " : ""}partial[lid]; }
+}`;
+    },
+  });
+}
 
-/** The new token's key (after rotary) and value into row t of the layer's cache. */
-export const APPEND = defineKernel<{ row: number }>({
+/** GEMV over one, two (gate, up) or three (q, k, v) weight matrices. */
+export const GEMV = [gemv(1), gemv(2), gemv(3)] as const;
+
+/** The new token's key (after rotary) and value, at `at` in qkv, into row t of the layer's cache. */
+export const APPEND = defineKernel<{ row: number; at: number }>({
   name: "decodeAppend",
   workgroupSize: 256,
-  bindings: ["step", "k", "v", "cacheK", "cacheV"],
+  bindings: ["step", "qkv", "cacheK", "cacheV"],
   wgsl: (c) => /* wgsl */ `${STEP}
-@group(0) @binding(1) var<storage, read> k: array<f32>;            // [kvHeads · D]
-@group(0) @binding(2) var<storage, read> v: array<f32>;            // [kvHeads · D]
-@group(0) @binding(3) var<storage, read_write> cacheK: array<f32>; // [capacity, kvHeads · D]
-@group(0) @binding(4) var<storage, read_write> cacheV: array<f32>;
+@group(0) @binding(1) var<storage, read> qkv: array<f32>;          // [qHeads · D + 2 · kvHeads · D] q, k, v
+@group(0) @binding(2) var<storage, read_write> cacheK: array<f32>; // [capacity, kvHeads · D]
+@group(0) @binding(3) var<storage, read_write> cacheV: array<f32>;
 @compute @workgroup_size(256)
 ${ENTRY} {
   ${ELEMENT}
   if (item < ${c.row}u) {
-    cacheK[step[1] * ${c.row}u + item] = k[item];
-    cacheV[step[1] * ${c.row}u + item] = v[item];
+    cacheK[step[1] * ${c.row}u + item] = qkv[${c.at}u + item];
+    cacheV[step[1] * ${c.row}u + item] = qkv[${c.at + c.row}u + item];
   }
 }`,
 });
@@ -147,7 +180,7 @@ export const GATE = defineKernel<AttentionShape & { maxBlocks: number }>({
   workgroupSize: 256,
   bindings: ["step", "q", "sums", "scores", "route"],
   wgsl: (c) => /* wgsl */ `${STEP}
-@group(0) @binding(1) var<storage, read> q: array<f32>;            // [qHeads, D] after rotary
+@group(0) @binding(1) var<storage, read> q: array<f32>;            // [qHeads, D] after rotary (the start of qkv)
 @group(0) @binding(2) var<storage, read> sums: array<f32>;         // [blocks, kvHeads, D]
 @group(0) @binding(3) var<storage, read_write> scores: array<f32>; // [qHeads, maxBlocks]
 @group(0) @binding(4) var<storage, read_write> route: array<u32>;  // [qHeads, W] chosen blocks, ascending
@@ -224,7 +257,7 @@ export const ATTEND = defineKernel<AttentionShape & { maxChunks: number }>({
     const D = c.headDim;
     const groups = Math.max(1, Math.floor(CHUNK / D)); // threads lid < groups · D sum acc, group lid / D taking every groups-th key
     return /* wgsl */ `${STEP}
-@group(0) @binding(1) var<storage, read> q: array<f32>;              // [qHeads, D] after rotary
+@group(0) @binding(1) var<storage, read> q: array<f32>;              // [qHeads, D] after rotary (the start of qkv)
 @group(0) @binding(2) var<storage, read> cacheK: array<f32>;         // [capacity, kvHeads, D]
 @group(0) @binding(3) var<storage, read> cacheV: array<f32>;         // [capacity, kvHeads, D]
 @group(0) @binding(4) var<storage, read> route: array<u32>;          // [qHeads, W]
