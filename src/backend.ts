@@ -76,7 +76,7 @@ export interface DecoderWeights<B> {
 export interface DeviceDecoder<B> {
   /** Cached tokens: the next step's position. Setting it lower rewinds the cache (a benchmark decodes one position again). */
   length: number;
-  /** Fills the empty cache with each layer's keys [tokens, kvHeads, D] (after rotary) and values, written by work the backend has submitted. */
+  /** Fills the empty cache with each layer's keys [tokens, kvHeads, D] (after rotary) and values (tensors of this backend). */
   fill(keys: B[], values: B[], tokens: number): Promise<void>;
   /** Feeds one token at position `length` with its rotary angles cos, sin [D / 2]; returns its next-token logits [V]. */
   step(token: number, cos: Float32Array, sin: Float32Array): Promise<Float32Array>;

@@ -94,3 +94,26 @@ test("GPU decoding equals CPU decoding when every gate score ties (keys all zero
   for (const l of [0, 1]) model.byName.get(`model.layers.${l}.self_attn.k_proj.weight`)!.data.fill(0);
   await compare(model, prompt(30, 2), 10);
 });
+
+for (const [name, make, skipIt] of [
+  ["CPU", async () => cpuBackend, false],
+  ["GPU", webgpuModelBackend, skip],
+] as const) {
+  test(`${name}: a cache rewound into a block (length set lower) decodes bit for bit as a fresh one`, { skip: skipIt }, async () => {
+    const model = initModel(checkConfig({ ...TINY, moba_chunk_size: 4, moba_topk: 2, layer_attention: ["moba", "moba"] }), 9);
+    const backend: ModelBackend = await make();
+    const p = prompt(10, 3);
+    const later = [9, 8, 7, 6, 5, 4, 3]; // positions 13 .. 19: blocks 3 and 4 complete, and are gated, again
+    const rewound = await openDecoding(model, 40, backend);
+    await rewound.prefill(p);
+    for (const token of [1, 2, 3, 4, 5, 6, 7, 8]) await rewound.step(token); // positions 10 .. 17
+    rewound.length = 13;
+    const fresh = await openDecoding(model, 40, backend);
+    await fresh.prefill(p);
+    for (const token of [1, 2, 3]) await fresh.step(token);
+    for (const token of later) assert.deepEqual(await rewound.step(token), await fresh.step(token), `token ${token}`);
+    rewound.free();
+    fresh.free();
+    await release(model);
+  });
+}

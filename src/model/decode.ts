@@ -1,6 +1,6 @@
 // Generation with a KV cache, and MoBA decoding: the new token's query is gated against the mean
-// keys of the cache's completed blocks (sums kept up to date as tokens arrive, in float64 and in
-// token order, so the means equal the forward's bit for bit), keeps its own partial block and
+// keys of the cache's completed blocks (each block's sum taken when its last token arrives, in
+// float64 and in token order, so the means equal the forward's bit for bit), keeps its own partial block and
 // the top-k − 1 past blocks, and attends to their keys: what a full forward pass computes for
 // that position. The prompt (prefill) runs on the model's backend; the steps run there too where
 // the backend has a decoder (WebGPU: src/webgpu/decode.ts, the cache on the GPU), else here on the CPU.
@@ -16,7 +16,7 @@ import { Rng } from "./rng.js";
 export class KvCache {
   readonly k: Float32Array[]; // per layer [capacity, kvHeads, D], after rotary
   readonly v: Float32Array[]; // per layer [capacity, kvHeads, D]
-  readonly blockSums: Float64Array[]; // per layer [capacity / blockSize, kvHeads, D] key sums per block
+  readonly blockSums: Float64Array[]; // per layer [capacity / blockSize, kvHeads, D] key sums of the completed blocks
   length = 0;
 
   constructor(
@@ -31,14 +31,22 @@ export class KvCache {
     this.blockSums = Array.from({ length: L }, () => new Float64Array(Math.ceil(capacity / c.moba_chunk_size) * row));
   }
 
-  /** Stores token t's keys and values of one layer and adds the keys into their block's sum. */
+  /**
+   * Stores token t's keys and values of one layer; the token that completes its block sums the
+   * block's keys (so a cache rewound by setting `length` lower stays exact: blocks before it keep
+   * their sums, later ones are summed again when they complete).
+   */
   append(layer: number, t: number, k: Float32Array, v: Float32Array): void {
-    const row = k.length;
+    const row = k.length,
+      B = this.model.config.moba_chunk_size;
     this.k[layer].set(k, t * row);
     this.v[layer].set(v, t * row);
+    if ((t + 1) % B !== 0) return;
     const sums = this.blockSums[layer],
-      at = Math.floor(t / this.model.config.moba_chunk_size) * row;
-    for (let i = 0; i < row; i++) sums[at + i] += k[i];
+      keys = this.k[layer],
+      at = Math.floor(t / B) * row;
+    sums.fill(0, at, at + row);
+    for (let s = t + 1 - B; s <= t; s++) for (let i = 0; i < row; i++) sums[at + i] += keys[s * row + i];
   }
 
   /** Fills the empty cache with each layer's keys [tokens, kvHeads, D] (after rotary) and values, token by token. */
@@ -246,7 +254,7 @@ export function sampleToken(logits: Float32Array, o: SampleOptions, rng: Rng): n
 
 /** A KV cache and the steps that fill it: on the backend's device where it has a decoder (WebGPU), else on the host. */
 export interface Decoding {
-  /** Cached tokens (setting it lower rewinds, for benchmarks that decode one position again). */
+  /** Cached tokens; setting it lower rewinds the cache (a benchmark decodes one position again). */
   length: number;
   /** Runs the prompt through the model's forward and fills the empty cache; returns the last position's logits. */
   prefill(prompt: Int32Array): Promise<Float32Array>;

@@ -124,7 +124,7 @@ export async function benchTrain(
  * same in every layer), MoBA vs full: on the CPU, and on the GPU where the backend is WebGPU.
  */
 async function benchDecode(o: TrainBenchOptions, print: (line: string) => void): Promise<void> {
-  const gpu = await modelBackend(o.backend, "f32", print);
+  const gpu = await modelBackend(o.backend); // the training rows said which backend "auto" took, and why
   const backends: ModelBackend[] = gpu.decoder ? [cpuBackend, gpu] : [cpuBackend];
   const out: string[][] = [];
   for (const T of o.decodeContext) {
