@@ -161,6 +161,35 @@ const MUTATIONS: Mutation[] = [
     find: "dvBlock[local + d] += pr * a.dout[qRow + d];",
     replace: "dvBlock[local + d] += a.dout[qRow + d];",
   },
+  // decoding on the GPU (issue 15) against decoding on the CPU
+  {
+    name: "GPU decode gate: the lowest-scoring blocks win",
+    file: "webgpu/decode.wgsl.ts",
+    tests: ["decode"],
+    find: "(b1 == NONE || s2 > s1 ||",
+    replace: "(b1 == NONE || s2 < s1 ||",
+  },
+  {
+    name: "GPU decode gate: ties to the later block",
+    file: "webgpu/decode.wgsl.ts",
+    tests: ["decode"],
+    find: "(s2 == s1 && b2 < b1)",
+    replace: "(s2 == s1 && b2 > b1)",
+  },
+  {
+    name: "GPU decode: block key sums skip the block's first key",
+    file: "webgpu/decode.wgsl.ts",
+    tests: ["decode"],
+    find: "for (var t = b * ${c.blockSize}u; t <",
+    replace: "for (var t = b * ${c.blockSize}u + 1u; t <",
+  },
+  {
+    name: "GPU decode: the combine reads only the first chunk of keys",
+    file: "webgpu/decode.wgsl.ts",
+    tests: ["decode"],
+    find: "let chunks = (keys(step[1]).z + ${CHUNK - 1}u) / ${CHUNK}u;",
+    replace: "let chunks = min(1u, (keys(step[1]).z + ${CHUNK - 1}u) / ${CHUNK}u);", // step stays bound
+  },
 ];
 
 const root = fileURLToPath(new URL("..", import.meta.url));

@@ -45,6 +45,45 @@ export interface AdamWScalars {
   gradScale: number;
 }
 
+/** The shapes a device decoder is built for: one model, every layer's attention, a cache of `capacity` tokens. */
+export interface DecodeShape {
+  hidden: number;
+  intermediate: number;
+  vocab: number;
+  qHeads: number;
+  kvHeads: number;
+  headDim: number;
+  blockSize: number;
+  topK: number;
+  eps: number;
+  kinds: ("moba" | "full")[]; // one per layer
+  capacity: number;
+}
+
+/** A model's weights as backend tensors, for decoding (Hugging Face shapes: Linear weights [out, in]). */
+export interface DecoderWeights<B> {
+  embedding: B; // [V, H]
+  layers: { inputNorm: B; q: B; k: B; v: B; o: B; postNorm: B; gate: B; up: B; down: B }[];
+  finalNorm: B; // [H]
+  head: B; // [V, H]
+}
+
+/**
+ * Decoding with the KV cache (keys after rotary, values, the block key sums MoBA's gate reads) on
+ * the backend's device: a step uploads one token and its rotary angles and reads back only the
+ * logits. src/model/decode.ts drives it (and decodes on the host where a backend has none).
+ */
+export interface DeviceDecoder<B> {
+  /** Cached tokens: the next step's position. Setting it lower rewinds the cache (a benchmark decodes one position again). */
+  length: number;
+  /** Fills the empty cache with each layer's keys [tokens, kvHeads, D] (after rotary) and values (tensors of this backend). */
+  fill(keys: B[], values: B[], tokens: number): Promise<void>;
+  /** Feeds one token at position `length` with its rotary angles cos, sin [D / 2]; returns its next-token logits [V]. */
+  step(token: number, cos: Float32Array, sin: Float32Array): Promise<Float32Array>;
+  /** Frees the cache. */
+  free(): void;
+}
+
 export interface ModelBackend<B extends Sized = Sized> {
   readonly name: Backend;
   /** "f16": GEMMs and attention on f16 operands with float32 accumulation (WebGPU); tensors stay float32. */
@@ -97,4 +136,8 @@ export interface ModelBackend<B extends Sized = Sized> {
   sumOfSquares(xs: B[]): Promise<number>;
   /** One AdamW update of w from g with moments m, v. */
   adamw(w: B, g: B, m: B, v: B, s: AdamWScalars): Promise<void>;
+
+  // ---- decoding ----
+  /** A decoder with the KV cache on this backend's device; absent where decoding runs on the host (the CPU). */
+  decoder?(shape: DecodeShape, weights: DecoderWeights<B>): Promise<DeviceDecoder<B>>;
 }

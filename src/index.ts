@@ -37,9 +37,9 @@ export {
   syncToHost,
   release,
 } from "./model/llama.js";
-export { KvCache, prefill, decodeStep, generate, sampleToken, type SampleOptions } from "./model/decode.js";
+export { KvCache, prefill, decodeStep, generate, openDecoding, sampleToken, type Decoding, type SampleOptions } from "./model/decode.js";
 export { AdamW, zeroMoments, learningRateAt, type Moments, type AdamWOptions } from "./model/adamw.js";
-export type { ModelBackend, Sized } from "./backend.js";
+export type { DecodeShape, DecoderWeights, DeviceDecoder, ModelBackend, Sized } from "./backend.js";
 export { cpuBackend } from "./cpu/model.js";
 export { webgpuModelBackend, type GpuTensor } from "./webgpu/model.js";
 export { useDevice, type MobaDevice } from "./webgpu/device.js";

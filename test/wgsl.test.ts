@@ -13,6 +13,7 @@ import { FORWARD } from "../src/webgpu/attention/forward.wgsl.js";
 import { FORWARD_MMA, forwardMmaWgsl } from "../src/webgpu/attention/forwardMma.wgsl.js";
 import { GATE } from "../src/webgpu/attention/gate.wgsl.js";
 import { BLOCK_SUMS, GATHERED_TILES, SCAN, SCATTER } from "../src/webgpu/attention/routing.wgsl.js";
+import * as Decode from "../src/webgpu/decode.wgsl.js";
 import type { Kernel } from "../src/webgpu/kernel.js";
 
 const SCALAR_BYTES: Record<string, number> = { f16: 2, f32: 4, u32: 4, i32: 4 };
@@ -63,13 +64,14 @@ function declaredBindings(wgsl: string): string[] {
   return names;
 }
 
-test("every attention kernel lists the bindings its WGSL declares, in order", () => {
+test("every attention and decode kernel lists the bindings its WGSL declares, in order", () => {
   assert.deepEqual(declaredBindings("@group(0) @binding(1) var<storage, read> b: array<u32>;\n@group(0) @binding(0) var<uniform> a: P;"), [
     "a",
     "b",
   ]);
   const tile = { headDim: 64, TQ: 16, TK: 32, unroll: true, input: "f32" } as const;
   const mma = { headDim: 64, TK: 64 };
+  const attention = { qHeads: 4, kvHeads: 2, headDim: 16, blockSize: 8, width: 2, full: false };
   const kernels: [Kernel<never>, unknown][] = [
     [BLOCK_SUMS, null],
     [SCATTER, null],
@@ -85,6 +87,15 @@ test("every attention kernel lists the bindings its WGSL declares, in order", ()
     [FORWARD_MMA, mma],
     [DQ_MMA, mma],
     [DKDV_MMA, { headDim: 64 }],
+    [Decode.EMBED_ROW, { hidden: 64 }],
+    [Decode.GEMV[0], { parts: [64], K: 64, accumulate: true, swiglu: true }],
+    [Decode.GEMV[1], { parts: [64, 32], K: 64, accumulate: false, swiglu: false }],
+    [Decode.GEMV[2], { parts: [64, 32, 32], K: 64, accumulate: false, swiglu: false }],
+    [Decode.APPEND, { row: 64, at: 128 }],
+    [Decode.BLOCK_SUMS, { row: 64, blockSize: 8 }],
+    [Decode.GATE, { ...attention, maxBlocks: 8 }],
+    [Decode.ATTEND, { ...attention, maxChunks: 8 }],
+    [Decode.COMBINE, { ...attention, maxChunks: 8 }],
   ];
   for (const [kernel, constants] of kernels) {
     assert.deepEqual(kernel.bindings, declaredBindings(kernel.wgsl(constants as never)), kernel.name);

@@ -411,7 +411,7 @@ Options:
   --block-size N        moba_chunk_size (default 512)
   --top-k N             moba_topk (default 3)
   --steps N             timed steps per row, after one warm-up (default 3)
-  --decode-context N    cached tokens for the decode timing (default 32768; 0 skips it)
+  --decode-context LIST cached tokens of each decode timing, CPU and (with --backend webgpu) GPU (default 32768; 0 skips it)
   --precision P         f32, or f16: GEMMs and attention on f16 operands (tensor cores on WebGPU where present)
   --backend NAME        auto, cpu or webgpu`,
     options: {
@@ -429,7 +429,11 @@ Options:
     async run(v) {
       const hidden = integer("hidden", v.hidden, 512),
         heads = integer("heads", v.heads, 8);
-      const decode = count("decode-context", v["decode-context"], 32768);
+      // "0" (or a list of zeros) skips the decode timing
+      const decode = String(v["decode-context"] ?? 32768)
+        .split(",")
+        .map((part) => count("decode-context", part, 0))
+        .filter((n) => n > 0);
       await benchTrain(
         {
           model: {

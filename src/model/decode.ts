@@ -1,21 +1,22 @@
 // Generation with a KV cache, and MoBA decoding: the new token's query is gated against the mean
-// keys of the cache's completed blocks (sums kept up to date as tokens arrive, in float64 and in
-// token order, so the means equal the forward's bit for bit), keeps its own partial block and
+// keys of the cache's completed blocks (each block's sum taken when its last token arrives, in
+// float64 and in token order, so the means equal the forward's bit for bit), keeps its own partial block and
 // the top-k − 1 past blocks, and attends to their keys: what a full forward pass computes for
-// that position. Decoding runs on the CPU; the prompt (prefill) runs on the model's backend.
+// that position. The prompt (prefill) runs on the model's backend; the steps run there too where
+// the backend has a decoder (WebGPU: src/webgpu/decode.ts, the cache on the GPU), else here on the CPU.
 import type { AttentionProblem } from "../attention/problem.js";
-import type { ModelBackend } from "../backend.js";
+import type { DecodeShape, DecoderWeights, ModelBackend, Sized } from "../backend.js";
 import { routeQuery } from "../attention/blocks.js";
 import { MobaError } from "../tensor.js";
 import { type AttentionKind, headDim, layerKinds } from "./config.js";
 import { embeddingForward, rmsNormForward, rope, rotary, swigluForward } from "./layers.js";
-import { forward, type Model } from "./llama.js";
+import { forward, type Model, residentTensors, type Trace } from "./llama.js";
 import { Rng } from "./rng.js";
 
 export class KvCache {
   readonly k: Float32Array[]; // per layer [capacity, kvHeads, D], after rotary
   readonly v: Float32Array[]; // per layer [capacity, kvHeads, D]
-  readonly blockSums: Float64Array[]; // per layer [capacity / blockSize, kvHeads, D] key sums per block
+  readonly blockSums: Float64Array[]; // per layer [capacity / blockSize, kvHeads, D] key sums of the completed blocks
   length = 0;
 
   constructor(
@@ -30,18 +31,60 @@ export class KvCache {
     this.blockSums = Array.from({ length: L }, () => new Float64Array(Math.ceil(capacity / c.moba_chunk_size) * row));
   }
 
-  /** Stores token t's keys and values of one layer and adds the keys into their block's sum. */
+  /**
+   * Stores token t's keys and values of one layer; the token that completes its block sums the
+   * block's keys (so a cache rewound by setting `length` lower stays exact: blocks before it keep
+   * their sums, later ones are summed again when they complete).
+   */
   append(layer: number, t: number, k: Float32Array, v: Float32Array): void {
-    const row = k.length;
+    const row = k.length,
+      B = this.model.config.moba_chunk_size;
     this.k[layer].set(k, t * row);
     this.v[layer].set(v, t * row);
+    if ((t + 1) % B !== 0) return;
     const sums = this.blockSums[layer],
-      at = Math.floor(t / this.model.config.moba_chunk_size) * row;
-    for (let i = 0; i < row; i++) sums[at + i] += k[i];
+      keys = this.k[layer],
+      at = Math.floor(t / B) * row;
+    sums.fill(0, at, at + row);
+    for (let s = t + 1 - B; s <= t; s++) for (let i = 0; i < row; i++) sums[at + i] += keys[s * row + i];
+  }
+
+  /** Fills the empty cache with each layer's keys [tokens, kvHeads, D] (after rotary) and values, token by token. */
+  fill(keys: Float32Array[], values: Float32Array[], tokens: number): void {
+    const c = this.model.config;
+    const row = c.num_key_value_heads * headDim(c);
+    for (let l = 0; l < c.num_hidden_layers; l++) {
+      for (let t = 0; t < tokens; t++)
+        this.append(l, t, keys[l].subarray(t * row, (t + 1) * row), values[l].subarray(t * row, (t + 1) * row));
+    }
+    this.length = tokens;
   }
 }
 
-/** Runs the prompt through the model's forward (on its backend) and fills the cache; returns the last position's logits. */
+/** Runs the prompt through the model's forward (on its backend); `store` keeps its keys and values; returns the last position's logits. */
+async function runPrompt<B extends Sized>(
+  model: Model,
+  capacity: number,
+  cached: number,
+  prompt: Int32Array,
+  backend: ModelBackend<B>,
+  kinds: AttentionKind[],
+  store: (trace: Trace<B>) => Promise<void>,
+): Promise<Float32Array> {
+  if (prompt.length < 1) throw new MobaError(`prompt: expected at least 1 token, got 0`);
+  if (cached !== 0) throw new MobaError(`prefill: expected an empty cache, got ${cached} tokens`);
+  if (prompt.length > capacity) throw new MobaError(`prompt: expected at most ${capacity} tokens (the cache), got ${prompt.length}`);
+  const T = prompt.length;
+  const V = model.config.vocab_size;
+  return backend.scope("prefill", async () => {
+    const batch = { tokens: prompt, targets: new Int32Array(T), weights: new Float32Array(T), cuSeqlens: Int32Array.of(0, T) };
+    const trace = await forward(model, batch, backend, kinds);
+    await store(trace);
+    return (await backend.download(trace.logits)).slice((T - 1) * V, T * V);
+  });
+}
+
+/** Runs the prompt through the model's forward (on its backend) and fills the host cache; returns the last position's logits. */
 export async function prefill(
   model: Model,
   cache: KvCache,
@@ -49,26 +92,9 @@ export async function prefill(
   backend: ModelBackend,
   kinds = layerKinds(model.config),
 ): Promise<Float32Array> {
-  if (prompt.length < 1) throw new MobaError(`prompt: expected at least 1 token, got 0`);
-  if (cache.length !== 0) throw new MobaError(`prefill: expected an empty cache, got ${cache.length} tokens`);
-  if (prompt.length > cache.capacity)
-    throw new MobaError(`prompt: expected at most ${cache.capacity} tokens (the cache), got ${prompt.length}`);
-  const T = prompt.length;
-  const V = model.config.vocab_size;
-  const row = model.config.num_key_value_heads * headDim(model.config);
-  return backend.scope("prefill", async () => {
-    const trace = await forward(
-      model,
-      { tokens: prompt, targets: new Int32Array(T), weights: new Float32Array(T), cuSeqlens: Int32Array.of(0, T) },
-      backend,
-      kinds,
-    );
-    for (const [l, layer] of trace.layers.entries()) {
-      const [k, v] = [await backend.download(layer.k), await backend.download(layer.v)];
-      for (let t = 0; t < T; t++) cache.append(l, t, k.subarray(t * row, (t + 1) * row), v.subarray(t * row, (t + 1) * row));
-    }
-    cache.length = T;
-    return (await backend.download(trace.logits)).slice((T - 1) * V, T * V);
+  return runPrompt(model, cache.capacity, cache.length, prompt, backend, kinds, async (trace) => {
+    const download = (xs: Sized[]) => Promise.all(xs.map((x) => backend.download(x)));
+    cache.fill(await download(trace.layers.map((l) => l.k)), await download(trace.layers.map((l) => l.v)), prompt.length);
   });
 }
 
@@ -226,6 +252,115 @@ export function sampleToken(logits: Float32Array, o: SampleOptions, rng: Rng): n
   return kept[kept.length - 1].i;
 }
 
+/** A KV cache and the steps that fill it: on the backend's device where it has a decoder (WebGPU), else on the host. */
+export interface Decoding {
+  /** Cached tokens; setting it lower rewinds the cache (a benchmark decodes one position again). */
+  length: number;
+  /** Runs the prompt through the model's forward and fills the empty cache; returns the last position's logits. */
+  prefill(prompt: Int32Array): Promise<Float32Array>;
+  /** Fills the empty cache with each layer's keys [tokens, kvHeads, D] (after rotary) and values (benchmarks: no forward). */
+  fill(keys: Float32Array[], values: Float32Array[], tokens: number): Promise<void>;
+  /** Feeds one token at position `length`; returns its next-token logits [V]. */
+  step(token: number): Promise<Float32Array>;
+  /** Frees the cache (on the device). */
+  free(): void;
+}
+
+/** The model's weights on `backend` as a decoder takes them. */
+async function decoderWeights<B extends Sized>(model: Model, backend: ModelBackend<B>): Promise<DecoderWeights<B>> {
+  const { data } = await residentTensors(model, backend);
+  const byName = new Map(model.params.map((p, j) => [p.name, data[j]]));
+  const w = (name: string) => byName.get(name)!;
+  const c = model.config;
+  return {
+    embedding: w("model.embed_tokens.weight"),
+    layers: Array.from({ length: c.num_hidden_layers }, (_, l) => {
+      const p = (name: string) => w(`model.layers.${l}.${name}.weight`);
+      return {
+        inputNorm: p("input_layernorm"),
+        q: p("self_attn.q_proj"),
+        k: p("self_attn.k_proj"),
+        v: p("self_attn.v_proj"),
+        o: p("self_attn.o_proj"),
+        postNorm: p("post_attention_layernorm"),
+        gate: p("mlp.gate_proj"),
+        up: p("mlp.up_proj"),
+        down: p("mlp.down_proj"),
+      };
+    }),
+    finalNorm: w("model.norm.weight"),
+    head: w(c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"),
+  };
+}
+
+/** Decoding of `capacity` tokens at most: on the backend's device where it has a decoder, else decodeStep on the host. */
+export async function openDecoding<B extends Sized>(
+  model: Model,
+  capacity: number,
+  backend: ModelBackend<B>,
+  kinds: AttentionKind[] = layerKinds(model.config),
+): Promise<Decoding> {
+  const c = model.config;
+  const D = headDim(c);
+  if (!backend.decoder) {
+    const cache = new KvCache(model, capacity);
+    return {
+      get length() {
+        return cache.length;
+      },
+      set length(n: number) {
+        cache.length = n;
+      },
+      prefill: (prompt) => prefill(model, cache, prompt, backend, kinds),
+      fill: async (keys, values, tokens) => cache.fill(keys, values, tokens),
+      step: async (token) => decodeStep(model, cache, token, kinds),
+      free: () => undefined,
+    };
+  }
+  const shape: DecodeShape = {
+    hidden: c.hidden_size,
+    intermediate: c.intermediate_size,
+    vocab: c.vocab_size,
+    qHeads: c.num_attention_heads,
+    kvHeads: c.num_key_value_heads,
+    headDim: D,
+    blockSize: c.moba_chunk_size,
+    topK: c.moba_topk,
+    eps: c.rms_norm_eps,
+    kinds,
+    capacity,
+  };
+  const decoder = await backend.decoder(shape, await decoderWeights(model, backend));
+  return {
+    get length() {
+      return decoder.length;
+    },
+    set length(n: number) {
+      decoder.length = n;
+    },
+    prefill: (prompt) =>
+      runPrompt(model, capacity, decoder.length, prompt, backend, kinds, (trace) =>
+        decoder.fill(
+          trace.layers.map((l) => l.k),
+          trace.layers.map((l) => l.v),
+          prompt.length,
+        ),
+      ),
+    // a tensor uploaded once per distinct array (a benchmark gives every layer the same keys)
+    fill: (keys, values, tokens) =>
+      backend.scope("decode fill", async () => {
+        const uploads = new Map<Float32Array, B>();
+        const upload = (x: Float32Array) => uploads.get(x) ?? uploads.set(x, backend.upload(x)).get(x)!;
+        await decoder.fill(keys.map(upload), values.map(upload), tokens);
+      }),
+    step: (token) => {
+      const { cos, sin } = rotary(Int32Array.of(decoder.length), D, c.rope_theta);
+      return decoder.step(token, cos, sin);
+    },
+    free: () => decoder.free(),
+  };
+}
+
 /** Prompt, then `tokens` new tokens; yields each as it comes. */
 export async function* generate(
   model: Model,
@@ -234,12 +369,16 @@ export async function* generate(
   o: SampleOptions & { seed: number },
   backend: ModelBackend,
 ): AsyncGenerator<number> {
-  const cache = new KvCache(model, prompt.length + tokens);
-  const rng = new Rng(o.seed);
-  let logits = await prefill(model, cache, prompt, backend);
-  for (let i = 0; i < tokens; i++) {
-    const next = sampleToken(logits, o, rng);
-    yield next;
-    if (i + 1 < tokens) logits = decodeStep(model, cache, next);
+  const decoding = await openDecoding(model, prompt.length + tokens, backend);
+  try {
+    const rng = new Rng(o.seed);
+    let logits = await decoding.prefill(prompt);
+    for (let i = 0; i < tokens; i++) {
+      const next = sampleToken(logits, o, rng);
+      yield next;
+      if (i + 1 < tokens) logits = await decoding.step(next);
+    }
+  } finally {
+    decoding.free();
   }
 }

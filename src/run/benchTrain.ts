@@ -3,10 +3,12 @@
 import { attendedKeys } from "../attention/problem.js";
 import { AdamW } from "../model/adamw.js";
 import { type AttentionKind, checkConfig, headDim, type LlamaConfig } from "../model/config.js";
-import { decodeStep, KvCache } from "../model/decode.js";
+import { openDecoding } from "../model/decode.js";
 import { backward, type Batch, forward, initModel, parameterCount, release, zeroGradients } from "../model/llama.js";
 import { Rng } from "../model/rng.js";
 import type { Backend, Precision } from "../attention/problem.js";
+import type { ModelBackend } from "../backend.js";
+import { cpuBackend } from "../cpu/model.js";
 import { modelBackend } from "./backends.js";
 import { median, table } from "./util.js";
 
@@ -16,8 +18,8 @@ export interface TrainBenchOptions {
   steps: number;
   backend: Backend | "auto";
   precision: Precision;
-  /** Cached tokens for the decode timing (0: skip it). */
-  decodeContext: number;
+  /** Cached tokens of each decode timing (none: skip it). */
+  decodeContext: number[];
 }
 
 /** FLOPs of one training step (forward + backward = 3 × forward) split into GEMMs and attention. */
@@ -114,43 +116,48 @@ export async function benchTrain(
       rows,
     ),
   );
-  if (o.decodeContext > 0) await benchDecode(o, print);
+  if (o.decodeContext.length > 0) await benchDecode(o, print);
 }
 
-/** Per-token decode time with `decodeContext` cached tokens (random keys and values), MoBA vs full. */
+/**
+ * Per-token decode time with each `decodeContext` of cached tokens (random keys and values, the
+ * same in every layer), MoBA vs full: on the CPU, and on the GPU where the backend is WebGPU.
+ */
 async function benchDecode(o: TrainBenchOptions, print: (line: string) => void): Promise<void> {
-  const T = o.decodeContext;
-  const config = checkConfig({ ...o.model, max_position_embeddings: T + 64, layer_attention: undefined });
-  const model = initModel(config, 1);
-  const cache = new KvCache(model, T + 64);
-  const rng = new Rng(3);
-  const row = config.num_key_value_heads * headDim(config);
-  for (let l = 0; l < config.num_hidden_layers; l++) {
-    for (let t = 0; t < T; t++)
-      cache.append(
-        l,
-        t,
-        Float32Array.from({ length: row }, () => rng.normal()),
-        Float32Array.from({ length: row }, () => rng.normal()),
-      );
-  }
+  const gpu = await modelBackend(o.backend); // the training rows said which backend "auto" took, and why
+  const backends: ModelBackend[] = gpu.decoder ? [cpuBackend, gpu] : [cpuBackend];
   const out: string[][] = [];
-  const ms: Record<string, number> = {};
-  for (const kind of ["moba", "full"] as const) {
-    const kinds = Array(config.num_hidden_layers).fill(kind);
-    const times: number[] = [];
-    for (let i = 0; i < 21; i++) {
-      cache.length = T; // every step decodes position T against the same cache
-      const t0 = performance.now();
-      decodeStep(model, cache, 65, kinds);
-      if (i > 0) times.push(performance.now() - t0);
+  for (const T of o.decodeContext) {
+    const config = checkConfig({ ...o.model, max_position_embeddings: T + 64, layer_attention: undefined });
+    const model = initModel(config, 1);
+    const rng = new Rng(3);
+    const row = config.num_key_value_heads * headDim(config);
+    const keys = Float32Array.from({ length: T * row }, () => rng.normal()),
+      values = Float32Array.from({ length: T * row }, () => rng.normal());
+    const everyLayer = (x: Float32Array) => Array<Float32Array>(config.num_hidden_layers).fill(x);
+    for (const backend of backends) {
+      const ms: Record<string, number> = {};
+      for (const kind of ["moba", "full"] as const) {
+        const decoding = await openDecoding(model, T + 64, backend, Array(config.num_hidden_layers).fill(kind));
+        await decoding.fill(everyLayer(keys), everyLayer(values), T);
+        const times: number[] = [];
+        for (let i = 0; i < 21; i++) {
+          decoding.length = T; // every step decodes position T against the same cache
+          const t0 = performance.now();
+          await decoding.step(65);
+          if (i > 0) times.push(performance.now() - t0); // the first step compiles kernels
+        }
+        decoding.free();
+        ms[kind] = median(times);
+        out.push([backend.name, kind, String(T), ms[kind].toFixed(2), (1000 / ms[kind]).toFixed(1), ""]);
+      }
+      out[out.length - 1][5] = `${(ms.full / ms.moba).toFixed(2)}x`;
+      await release(model);
     }
-    ms[kind] = median(times);
-    out.push([kind, String(T), ms[kind].toFixed(2), (1000 / ms[kind]).toFixed(1)]);
   }
-  const keys = Math.min(T + 1, config.moba_topk * config.moba_chunk_size);
+  const c = checkConfig({ ...o.model, layer_attention: undefined });
   print(
-    `\ndecode (CPU, one token, ${T} cached tokens): MoBA ${(ms.full / ms.moba).toFixed(2)}x faster than full; attended keys ${keys} vs ${T + 1}`,
+    `\ndecode (one token; random keys and values cached; median of 20 steps): attended keys per head MoBA ${c.moba_topk} × ${c.moba_chunk_size}, full all`,
   );
-  print(table(["attention", "cached", "ms/token", "tokens/s"], out));
+  print(table(["backend", "attention", "cached", "ms/token", "tokens/s", "MoBA speedup"], out));
 }

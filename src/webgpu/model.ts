@@ -3,9 +3,10 @@
 // read-back, and at the end of a scope). Weights, gradients and AdamW moments stay on the GPU
 // across steps; a training step reads back only the loss and the gradient norm.
 import { type AttentionProblem, FULL_ATTENTION_TILE, type Precision } from "../attention/problem.js";
-import type { AdamWScalars, AttentionCall, AttentionSaved, ModelBackend } from "../backend.js";
+import type { AdamWScalars, AttentionCall, AttentionSaved, DecodeShape, DecoderWeights, ModelBackend } from "../backend.js";
 import { MobaError } from "../tensor.js";
 import { backwardOnGpu, forwardOnGpu, headGroups } from "./attention/index.js";
+import { GpuDecoder } from "./decode.js";
 import { checked, getDevice, type MobaDevice } from "./device.js";
 import { type GemmCall, recordGemm } from "./gemm/index.js";
 import { Buffers, dispatch, type Kernel, pipeline, readBack, storageBuffer } from "./kernel.js";
@@ -352,6 +353,12 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
       w.length,
       "adamw",
     );
+  }
+
+  // ---- decoding ----
+
+  async decoder(shape: DecodeShape, weights: DecoderWeights<GpuTensor>): Promise<GpuDecoder> {
+    return new GpuDecoder(this.gpu, shape, weights, () => this.flush()).prepare();
   }
 }
 
