@@ -1,0 +1,2 @@
+// The WebAssembly module's exports (AssemblyScript; scripts/build-wasm.sh builds it).
+export { gemm, gemmWorkBytes } from "./gemm";
