@@ -67,10 +67,22 @@ function packA(mc: i32, kc: i32, a: usize, aRow: i32, aCol: i32, out: usize): vo
   for (let r0 = 0; r0 < mc; r0 += MR) {
     const rows = min(MR, mc - r0);
     const sliver = out + <usize>(r0 * kc) * 4;
+    const src = a + <usize>(r0 * aRow) * 4;
+    if (rows === MR && aRow === 1) {
+      // A's columns are contiguous (dyᵀ in dW): one vector per k
+      for (let k = 0; k < kc; k++) v128.store(sliver + <usize>(k * MR) * 4, v128.load(src + <usize>(k * aCol) * 4));
+      continue;
+    }
+    let k = 0;
+    if (rows === MR && aCol === 1) {
+      // A's rows are contiguous (x, dy, attention's Q and P): 4 x 4 transposes
+      const row = <usize>aRow * 4;
+      for (; k + 4 <= kc; k += 4) transpose4(src + <usize>k * 4, row, sliver + <usize>(k * MR) * 4, MR * 4);
+    }
     if (rows < MR) memory.fill(sliver, 0, <usize>(kc * MR) * 4);
     for (let r = 0; r < rows; r++) {
-      const src = a + <usize>((r0 + r) * aRow) * 4;
-      for (let k = 0; k < kc; k++) store<f32>(sliver + <usize>(k * MR + r) * 4, load<f32>(src + <usize>(k * aCol) * 4));
+      const from = src + <usize>(r * aRow) * 4;
+      for (let j = k; j < kc; j++) store<f32>(sliver + <usize>(j * MR + r) * 4, load<f32>(from + <usize>(j * aCol) * 4));
     }
   }
 }
@@ -80,22 +92,45 @@ function packB(kc: i32, N: i32, b: usize, bRow: i32, bCol: i32, out: usize): voi
   for (let j0 = 0; j0 < N; j0 += NR) {
     const cols = min(NR, N - j0);
     const sliver = out + <usize>(j0 * kc) * 4;
-    if (bCol === 1 && cols === NR) {
-      // rows of B are contiguous: two vector copies per k
+    const src = b + <usize>(j0 * bCol) * 4;
+    if (cols === NR && bCol === 1) {
+      // B's rows are contiguous (w in dX, V in P·V): two vectors per k
       for (let k = 0; k < kc; k++) {
-        const src = b + <usize>(k * bRow + j0) * 4;
-        const dst = sliver + <usize>(k * NR) * 4;
-        v128.store(dst, v128.load(src));
-        v128.store(dst, v128.load(src, 16), 16);
+        const from = src + <usize>(k * bRow) * 4;
+        const to = sliver + <usize>(k * NR) * 4;
+        v128.store(to, v128.load(from));
+        v128.store(to, v128.load(from, 16), 16);
       }
       continue;
     }
+    let k = 0;
+    if (cols === NR && bRow === 1) {
+      // B's columns are contiguous (w in x·wᵀ, K in Q·Kᵀ): 4 x 4 transposes, two per 4 k
+      const column = <usize>bCol * 4;
+      for (; k + 4 <= kc; k += 4) {
+        transpose4(src + <usize>k * 4, column, sliver + <usize>(k * NR) * 4, NR * 4);
+        transpose4(src + 4 * column + <usize>k * 4, column, sliver + <usize>(k * NR + 4) * 4, NR * 4);
+      }
+    }
     if (cols < NR) memory.fill(sliver, 0, <usize>(kc * NR) * 4);
     for (let j = 0; j < cols; j++) {
-      const src = b + <usize>((j0 + j) * bCol) * 4;
-      for (let k = 0; k < kc; k++) store<f32>(sliver + <usize>(k * NR + j) * 4, load<f32>(src + <usize>(k * bRow) * 4));
+      const from = src + <usize>(j * bCol) * 4;
+      for (let i = k; i < kc; i++) store<f32>(sliver + <usize>(i * NR + j) * 4, load<f32>(from + <usize>(i * bRow) * 4));
     }
   }
+}
+
+// the 4 x 4 block at src (rows `srcStride` bytes apart), transposed, to dst (rows `dstStride` apart)
+// @ts-ignore: decorator
+@inline
+function transpose4(src: usize, srcStride: usize, dst: usize, dstStride: usize): void {
+  const r0 = v128.load(src), r1 = v128.load(src + srcStride), r2 = v128.load(src + 2 * srcStride), r3 = v128.load(src + 3 * srcStride);
+  const t0 = i32x4.shuffle(r0, r1, 0, 4, 1, 5), t1 = i32x4.shuffle(r0, r1, 2, 6, 3, 7);
+  const t2 = i32x4.shuffle(r2, r3, 0, 4, 1, 5), t3 = i32x4.shuffle(r2, r3, 2, 6, 3, 7);
+  v128.store(dst, i32x4.shuffle(t0, t2, 0, 1, 4, 5));
+  v128.store(dst + dstStride, i32x4.shuffle(t0, t2, 2, 3, 6, 7));
+  v128.store(dst + 2 * dstStride, i32x4.shuffle(t1, t3, 0, 1, 4, 5));
+  v128.store(dst + 3 * dstStride, i32x4.shuffle(t1, t3, 2, 3, 6, 7));
 }
 
 // C[mr, nr] (+)= packed A sliver · packed B sliver; a full tile is loaded and stored in place,
