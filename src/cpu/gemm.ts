@@ -24,9 +24,9 @@ export async function gemm(op: GemmOp, threads = cores): Promise<void> {
   if (s.c !== op.c) op.c.set(s.c);
 }
 
-/** Rows [from, to) of C on this thread. */
-export function gemmRows(op: GemmOp, from: number, to: number): void {
-  if (simd) return simd.gemmRows(op, from, to);
+/** Rows [from, to) of C on this thread, on `kernels` (null: the scalar kernel). */
+export function gemmRows(op: GemmOp, from: number, to: number, kernels = simd): void {
+  if (kernels) return kernels.gemmRows(op, from, to);
   // the scalar kernel computes x[rows, K] · w[N, K]ᵀ: gather A's rows and Bᵀ unless already laid out so
   const { N, K } = op;
   const rows = to - from;

@@ -4,6 +4,7 @@ import type { AttentionProblem } from "../attention/problem.js";
 import { type BackwardArrays, backwardUnits, type ForwardArrays, forwardUnits, listUnits } from "./attention.js";
 import { cores, type Job, runJobs, shared, splitByCost } from "./pool.js";
 import { blockMeans, blockOffsets, invertRouting, pastPerQuery, routeAll, selectsAll } from "./routing.js";
+import { simd } from "./simd.js";
 
 /** Work (multiply-adds) below which worker threads cost more than they save. */
 const THREAD_THRESHOLD = 2e6;
@@ -20,7 +21,11 @@ function threadCount(requested: number | undefined, work: number): number {
   return work < THREAD_THRESHOLD ? 1 : cores;
 }
 
-export async function cpuForward(p: AttentionProblem, q: Float32Array, k: Float32Array, v: Float32Array, threads?: number): Promise<CpuForward> {
+/**
+ * kernels: the tile kernels when the calling thread does the work (tests pass null for the scalar
+ * fallback, or another SIMD build); worker threads load their own.
+ */
+export async function cpuForward(p: AttentionProblem, q: Float32Array, k: Float32Array, v: Float32Array, threads?: number, kernels = simd): Promise<CpuForward> {
   const width = pastPerQuery(p);
   const all = selectsAll(p);
   const offsets = blockOffsets(p);
@@ -34,7 +39,7 @@ export async function cpuForward(p: AttentionProblem, q: Float32Array, k: Float3
     past: new Int32Array(p.tokens * p.qHeads * width),
   };
   if (n === 1) {
-    forwardUnits(p, arrays, units, 0, units.length / 3);
+    forwardUnits(p, arrays, units, 0, units.length / 3, kernels);
   } else {
     const s: ForwardArrays = { ...arrays, q: shared(q), k: shared(k), v: shared(v), means: shared(arrays.means), out: shared(arrays.out, false), lse: shared(arrays.lse, false), past: shared(arrays.past, false) };
     const jobs: Job[] = splitByCost(cost, 4 * n).map(([from, to]) => ({ kind: "forward", problem: p, arrays: s, units, from, to }));
@@ -60,6 +65,7 @@ export async function cpuBackward(
   dout: Float32Array, // [tokens, qHeads, headDim]
   past: Int32Array | undefined, // the forward's routing table; recomputed when absent
   threads?: number,
+  kernels = simd, // as cpuForward's
 ): Promise<CpuGradients> {
   const { tokens, qHeads, kvHeads, headDim: D } = p;
   const width = pastPerQuery(p);
@@ -87,7 +93,7 @@ export async function cpuBackward(
   };
   const dq = arrays.dq;
   if (n === 1) {
-    backwardUnits(p, arrays, units, 0, units.length / 3);
+    backwardUnits(p, arrays, units, 0, units.length / 3, kernels);
   } else {
     // one dq accumulator per job: the key-major walk adds into every query's dq
     const s = {

@@ -18,6 +18,10 @@ interface Exports {
   memory: { buffer: ArrayBuffer; grow(pages: number): number };
   gemm(M: number, N: number, K: number, a: number, aRow: number, aCol: number, b: number, bRow: number, bCol: number, c: number, ldc: number, accumulate: number, work: number): void;
   gemmWorkBytes(N: number): number;
+  attendForward(rows: number, rowIndex: number, q: number, qStride: number, k: number, v: number, kvStride: number, keys: number, causal: number, D: number, scale: number, m: number, l: number, acc: number, work: number): void;
+  attendBackward(rows: number, tokens: number, q: number, dout: number, dq: number, qStride: number, lse: number, delta: number, statStride: number, k: number, v: number, kvStride: number, keys: number, causal: number, D: number, scale: number, dk: number, dv: number, work: number): void;
+  forwardWorkBytes(D: number): number;
+  backwardWorkBytes(keys: number, D: number): number;
 }
 
 /**
@@ -45,12 +49,34 @@ const isNode = !isDeno && typeof process !== "undefined" && process.versions?.no
 
 const bytesOf = (base64: string) => Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
 
-/** A module instance and the scratch layout of its memory, above the module's own data. */
+/** A module instance; its memory above the module's own data is scratch that each call lays out anew. */
 export class SimdKernels {
   private readonly base: number;
 
-  constructor(private readonly e: Exports, readonly variant: SimdVariant) {
-    this.base = e.memory.buffer.byteLength;
+  constructor(readonly exports: Exports, readonly variant: SimdVariant) {
+    this.base = exports.memory.buffer.byteLength;
+  }
+
+  /** Addresses of consecutive regions of the given byte sizes (64-byte aligned), memory grown to hold them. */
+  alloc(bytes: number[]): number[] {
+    const at: number[] = [];
+    let end = this.base;
+    for (const n of bytes) {
+      at.push(end);
+      end = Math.ceil((end + n) / 64) * 64;
+    }
+    const missing = end - this.exports.memory.buffer.byteLength;
+    if (missing > 0) this.exports.memory.grow(Math.ceil(missing / 65536));
+    return at;
+  }
+
+  /** Views of module memory: valid until the next alloc. */
+  f32(at: number, n: number): Float32Array {
+    return new Float32Array(this.exports.memory.buffer, at, n);
+  }
+
+  i32(at: number, n: number): Int32Array {
+    return new Int32Array(this.exports.memory.buffer, at, n);
   }
 
   /** Rows [from, to) of C. */
@@ -61,42 +87,36 @@ export class SimdKernels {
     // the spans of a and b that rows [from, to) read
     const aLo = from * aRow, aHi = (to - 1) * aRow + Math.max(0, K - 1) * aCol + 1;
     const bHi = K === 0 ? 0 : (K - 1) * bRow + (N - 1) * bCol + 1;
-    const aAt = this.base, bAt = align(aAt + 4 * (aHi - aLo)), cAt = align(bAt + 4 * bHi), work = align(cAt + 4 * rows * N);
-    this.reserve(work + this.e.gemmWorkBytes(N));
+    const [aAt, bAt, cAt, work] = this.alloc([4 * (aHi - aLo), 4 * bHi, 4 * rows * N, this.exports.gemmWorkBytes(N)]);
     this.f32(aAt, aHi - aLo).set(a.subarray(aLo, aHi));
     this.f32(bAt, bHi).set(b.subarray(0, bHi));
     const cRows = c.subarray(from * N, to * N);
     if (op.accumulate) this.f32(cAt, rows * N).set(cRows);
-    this.e.gemm(rows, N, K, aAt, aRow, aCol, bAt, bRow, bCol, cAt, N, op.accumulate ? 1 : 0, work);
+    this.exports.gemm(rows, N, K, aAt, aRow, aCol, bAt, bRow, bCol, cAt, N, op.accumulate ? 1 : 0, work);
     cRows.set(this.f32(cAt, rows * N));
-  }
-
-  private f32(at: number, n: number): Float32Array {
-    return new Float32Array(this.e.memory.buffer, at, n);
-  }
-
-  private reserve(end: number): void {
-    const missing = end - this.e.memory.buffer.byteLength;
-    if (missing > 0) this.e.memory.grow(Math.ceil(missing / 65536));
   }
 }
 
-const align = (at: number) => Math.ceil(at / 64) * 64;
+/** The given build of the kernels, or null where this runtime cannot run it. */
+export async function loadKernels(variant: SimdVariant): Promise<SimdKernels | null> {
+  if (typeof (globalThis as { WebAssembly?: unknown }).WebAssembly !== "object") return null;
+  // Node 20's V8 has relaxed SIMD behind a flag (on by default from Node 22); V8 reads it when it
+  // validates a module, so setting it before the first one is enough
+  if (isNode && variant === "relaxed") (await import("node:v8")).setFlagsFromString("--experimental-wasm-relaxed-simd");
+  const bytes = bytesOf(variant === "relaxed" ? RELAXED_WASM : PLAIN_WASM);
+  if (!WebAssembly.validate(bytes)) return null;
+  const { instance } = await WebAssembly.instantiate(bytes);
+  return new SimdKernels(instance.exports as unknown as Exports, variant);
+}
 
 async function load(): Promise<SimdKernels | null> {
   const choice = isNode ? process.env.MOBA_SIMD ?? "" : "";
-  if (choice === "off" || typeof (globalThis as { WebAssembly?: unknown }).WebAssembly !== "object") return null;
-  // Node 20's V8 has relaxed SIMD behind a flag (on by default from Node 22); V8 reads it when it
-  // validates a module, so setting it here, before the first one, is enough
-  if (isNode && choice !== "plain") (await import("node:v8")).setFlagsFromString("--experimental-wasm-relaxed-simd");
-  for (const [variant, base64] of [["relaxed", RELAXED_WASM], ["plain", PLAIN_WASM]] as const) {
-    if (variant === "relaxed" && choice === "plain") continue;
-    const bytes = bytesOf(base64);
-    if (!WebAssembly.validate(bytes)) continue;
-    const { instance } = await WebAssembly.instantiate(bytes);
-    return new SimdKernels(instance.exports as unknown as Exports, variant);
+  if (choice === "off") return null;
+  if (choice !== "plain") {
+    const relaxed = await loadKernels("relaxed");
+    if (relaxed) return relaxed;
   }
-  return null;
+  return loadKernels("plain");
 }
 
 /** This thread's kernels, or null where WebAssembly SIMD is unavailable (or MOBA_SIMD=off). */
