@@ -54,8 +54,10 @@ export function attendForward(rows: i32, rowIndex: usize, q: usize, qStride: i32
       qs = D;
       aa = accg;
     }
-    for (let j0 = 0; j0 < keys; j0 += KEYS) {
-      const kc = min(KEYS, keys - j0);
+    // causal: no row of the tile sees past its last row's key (the upper triangle is skipped tile-wise)
+    const end = causal ? min(keys, load<i32>(index + <usize>(n - 1) * 4) + 1) : keys;
+    for (let j0 = 0; j0 < end; j0 += KEYS) {
+      const kc = min(KEYS, end - j0);
       const kp = padded(kc);
       gemm(n, kc, D, qa, qs, 1, k + <usize>(j0 * kvStride) * 4, 1, kvStride, s, kp, 0, gw); // S[n, kc] = Q·Kᵀ
       for (let i = 0; i < n; i++) {
@@ -119,12 +121,14 @@ function softmaxRow(row: usize, seen: i32, kp: i32, scale: f32, m: usize, l: usi
  * 0..t - causal); -1: every query sees every key.
  */
 export function attendBackward(rows: i32, tokens: usize, q: usize, dout: usize, dq: usize, qStride: i32, lse: usize, delta: usize, statStride: i32, k: usize, v: usize, kvStride: i32, keys: i32, causal: i32, D: i32, scale: f32, dk: usize, dv: usize, work: usize): void {
-  const kp = padded(keys);
   const rowBytes = <usize>D * 4;
   const qg = work, og = qg + <usize>CHUNK * rowBytes, dqg = og + <usize>CHUNK * rowBytes, lg = dqg + <usize>CHUNK * rowBytes, dg = lg + CHUNK * 4;
-  const p = dg + CHUNK * 4, ds = p + <usize>(CHUNK * kp) * 4, gw = ds + <usize>(CHUNK * kp) * 4;
+  const p = dg + CHUNK * 4, ds = p + <usize>(CHUNK * padded(keys)) * 4, gw = ds + <usize>(CHUNK * padded(keys)) * 4;
   for (let i0 = 0; i0 < rows; i0 += CHUNK) {
     const n = min(CHUNK, rows - i0);
+    // causal: the tile's keys end at its last query (tokens ascend); the upper triangle is skipped
+    const end = causal >= 0 ? min(keys, load<i32>(tokens + <usize>(i0 + n - 1) * 4) - causal + 1) : keys;
+    const kp = padded(end);
     for (let i = 0; i < n; i++) {
       const t = load<i32>(tokens + <usize>(i0 + i) * 4);
       memory.copy(qg + <usize>i * rowBytes, q + <usize>(t * qStride) * 4, rowBytes);
@@ -132,8 +136,8 @@ export function attendBackward(rows: i32, tokens: usize, q: usize, dout: usize, 
       store<f32>(lg + <usize>i * 4, load<f32>(lse + <usize>(t * statStride) * 4));
       store<f32>(dg + <usize>i * 4, load<f32>(delta + <usize>(t * statStride) * 4));
     }
-    gemm(n, keys, D, qg, D, 1, k, 1, kvStride, p, kp, 0, gw); // S = Q·Kᵀ
-    gemm(n, keys, D, og, D, 1, v, 1, kvStride, ds, kp, 0, gw); // dP = dO·Vᵀ
+    gemm(n, end, D, qg, D, 1, k, 1, kvStride, p, kp, 0, gw); // S = Q·Kᵀ
+    gemm(n, end, D, og, D, 1, v, 1, kvStride, ds, kp, 0, gw); // dP = dO·Vᵀ
     for (let i = 0; i < n; i++) {
       const t = load<i32>(tokens + <usize>(i0 + i) * 4);
       const pRow = p + <usize>(i * kp) * 4, dsRow = ds + <usize>(i * kp) * 4;
@@ -144,14 +148,14 @@ export function attendBackward(rows: i32, tokens: usize, q: usize, dout: usize, 
         v128.store(dsRow + <usize>c * 4, f32x4.mul(f32x4.mul(pr, sc), f32x4.sub(v128.load(dsRow + <usize>c * 4), dl)));
       }
       // keys past the causal limit, and the padding: P = dS = 0
-      for (let c = causal >= 0 ? t - causal + 1 : keys; c < kp; c++) {
+      for (let c = causal >= 0 ? t - causal + 1 : end; c < kp; c++) {
         store<f32>(pRow + <usize>c * 4, 0);
         store<f32>(dsRow + <usize>c * 4, 0);
       }
     }
-    gemm(keys, D, n, p, 1, kp, og, D, 1, dv, D, 1, gw); // dV += Pᵀ·dO
-    gemm(keys, D, n, ds, 1, kp, qg, D, 1, dk, D, 1, gw); // dK += dSᵀ·Q
-    gemm(n, D, keys, ds, kp, 1, k, kvStride, 1, dqg, D, 0, gw); // dQ = dS·K
+    gemm(end, D, n, p, 1, kp, og, D, 1, dv, D, 1, gw); // dV += Pᵀ·dO
+    gemm(end, D, n, ds, 1, kp, qg, D, 1, dk, D, 1, gw); // dK += dSᵀ·Q
+    gemm(n, D, end, ds, kp, 1, k, kvStride, 1, dqg, D, 0, gw); // dQ = dS·K
     for (let i = 0; i < n; i++) {
       const to = dq + <usize>(load<i32>(tokens + <usize>(i0 + i) * 4) * qStride) * 4, from = dqg + <usize>i * rowBytes;
       for (let d = 0; d < D; d++) store<f32>(to + <usize>d * 4, load<f32>(to + <usize>d * 4) + load<f32>(from + <usize>d * 4));
