@@ -3,10 +3,13 @@
 // OpenBLAS float32 on the same machine in the same run (dev/gemm-bench-numpy.py, run with
 // OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset so OpenBLAS picks its own kernel).
 //
-//   node --import tsx dev/gemm-bench.mts [--models tour,bench-train] [--seconds 0.5]
+//   node --import tsx dev/gemm-bench.mts [--models tour,bench-train] [--seconds 0.5] [--threads N]
+// --threads: threads of both sides (OPENBLAS_NUM_THREADS for numpy; default: the machine's cores).
 //   MOBA_SIMD=plain | MOBA_SIMD=off   the plain-SIMD build or the scalar JavaScript kernel
 //
-// Each product runs for about `seconds` (at least 3 calls); the median call is reported.
+// Each product runs for about `seconds` on each side (at least 3 calls), numpy then moba, product by
+// product, so both meet the same load; the best call of each is reported (on a shared machine the best
+// is the closest to the unloaded speed, for both sides alike).
 import { execFileSync } from "node:child_process";
 import { cpus } from "node:os";
 import { parseArgs } from "node:util";
@@ -14,8 +17,9 @@ import { gemm } from "../src/cpu/gemm.ts";
 import { cores } from "../src/cpu/pool.ts";
 import { simd, type GemmOp } from "../src/cpu/simd.ts";
 
-const { values } = parseArgs({ options: { models: { type: "string", default: "tour,bench-train" }, seconds: { type: "string", default: "0.5" } } });
+const { values } = parseArgs({ options: { models: { type: "string", default: "tour,bench-train" }, seconds: { type: "string", default: "0.5" }, threads: { type: "string" } } });
 const seconds = Number(values.seconds);
+const threads = values.threads === undefined ? cores : Number(values.threads);
 
 // tokens per step and the Linears (in -> out features) of each model, deduplicated by shape
 const MODELS: Record<string, { tokens: number; linears: [string, number, number][] }> = {
@@ -46,7 +50,7 @@ function operands(c: Case): GemmOp {
   return { c: out, a, b, M, N, K, aRow: 1, aCol: M, bRow: N, bCol: 1, accumulate: true };
 }
 
-async function median(run: () => Promise<void>): Promise<number> {
+async function best(run: () => Promise<void>): Promise<number> {
   await run(); // warm-up: workers, JIT, wasm memory
   const times: number[] = [];
   const started = performance.now();
@@ -55,31 +59,33 @@ async function median(run: () => Promise<void>): Promise<number> {
     await run();
     times.push(performance.now() - t0);
   }
-  times.sort((x, y) => x - y);
-  return times[times.length >> 1] / 1000;
+  return Math.min(...times) / 1000;
 }
 
-// numpy first, in one process, so the two sides run back to back on the same (shared) machine
+// numpy's side: one python process per product (dev/gemm-bench-numpy.py), right before ours
 const env = { ...process.env };
 delete env.OPENBLAS_CORETYPE;
 delete env.OPENBLAS_L2_SIZE;
-const numpy = JSON.parse(execFileSync("python3", [new URL("./gemm-bench-numpy.py", import.meta.url).pathname, JSON.stringify({ cases, seconds })], { env, encoding: "utf8" })) as {
-  blas: string; seconds: number[];
-};
+env.OPENBLAS_NUM_THREADS = String(threads);
+const numpy = (c?: Case) =>
+  JSON.parse(execFileSync("python3", [new URL("./gemm-bench-numpy.py", import.meta.url).pathname, JSON.stringify({ case: c ?? null, seconds })], { env, encoding: "utf8" })) as {
+    blas: string; seconds: number;
+  };
 
 const kernel = simd ? `WebAssembly SIMD (${simd.variant})` : "scalar JavaScript";
-console.log(`gemm-bench: ${cpus()[0]?.model ?? "cpu"} x${cpus().length}, node ${process.version}, ${cores} threads; moba: ${kernel}; numpy: ${numpy.blas}`);
+console.log(`gemm-bench: ${cpus()[0]?.model ?? "cpu"} x${cpus().length}, node ${process.version}, ${threads} threads each; moba: ${kernel}; numpy: ${numpy().blas}`);
 console.log(`| model | linear | pass | M x N x K | moba GFLOP/s | numpy GFLOP/s | moba / numpy |`);
 console.log(`|---|---|---|---|---|---|---|`);
 let mobaTotal = 0, numpyTotal = 0, flopTotal = 0;
-for (const [i, c] of cases.entries()) {
+for (const c of cases) {
+  const theirs = numpy(c).seconds;
   const op = operands(c);
-  const s = await median(() => gemm(op));
+  const s = await best(() => gemm(op, threads));
   const flop = 2 * c.M * c.N * c.K;
   mobaTotal += s;
-  numpyTotal += numpy.seconds[i];
+  numpyTotal += theirs;
   flopTotal += flop;
-  const g = flop / s / 1e9, n = flop / numpy.seconds[i] / 1e9;
+  const g = flop / s / 1e9, n = flop / theirs / 1e9;
   console.log(`| ${c.model} | ${c.linear} | ${c.pass} | ${c.M} x ${c.N} x ${c.K} | ${g.toFixed(1)} | ${n.toFixed(1)} | ${((100 * g) / n).toFixed(0)}% |`);
 }
 const g = flopTotal / mobaTotal / 1e9, n = flopTotal / numpyTotal / 1e9;

@@ -74,11 +74,11 @@ function onThread(kernels: SimdKernels | null) {
   };
 }
 
-test("attention tiles: each build (and the scalar fallback) equals the float64 reference on 40 random configurations, a negative scale among them", async () => {
+test("attention tiles: each build (and the scalar fallback) equals the float64 reference on 24 random configurations, a negative scale among them", async () => {
   for (const [name, kernels] of BUILDS) {
     const failures: string[] = [];
-    for (let i = 0; i < 40; i++) {
-      const c = randomCase(9000 + i, 1e6, 1200);
+    for (let i = 0; i < 24; i++) {
+      const c = randomCase(9000 + i, 5e5, 1200);
       // a negative scale: the row maximum of scale·S is then at the smallest score
       failures.push(...(await compareWithReference(i === 0 ? { ...c, scale: -c.scale } : c, undefined, onThread(kernels))));
     }
