@@ -2,35 +2,17 @@
 // awaited), for the tour's model by default. Usage:
 //   node --import tsx dev/profile-step-cpu.mts [ROWS] [CONTEXT] [HIDDEN] [LAYERS]   (tour: 2 512 128 4)
 //   MOBA_SIMD=off for the scalar kernels
-import type { ModelBackend } from "../src/backend.js";
 import { cpuBackend } from "../src/cpu/model.js";
 import { simd } from "../src/cpu/simd.js";
 import { AdamW } from "../src/model/adamw.js";
 import { checkConfig } from "../src/model/config.js";
 import { backward, forward, initModel, zeroGradients } from "../src/model/llama.js";
+import { type OpTimes, printTimes, timedBackend } from "./timed-backend.mts";
 
 const [rows, context, hidden, layers] = [2, 512, 128, 4].map((d, i) => Number(process.argv[2 + i] ?? d));
 const config = checkConfig(hidden === 128 ? { num_hidden_layers: layers } : { hidden_size: hidden, intermediate_size: Math.round((hidden * 8) / 3 / 64) * 64, num_hidden_layers: layers, num_attention_heads: hidden / 64, num_key_value_heads: hidden / 128 });
-const times = new Map<string, { ms: number; calls: number }>();
-const timed = new Proxy(cpuBackend, {
-  get(target, name: string) {
-    const value = Reflect.get(target, name, target);
-    if (typeof value !== "function" || name === "scope") return typeof value === "function" ? value.bind(target) : value;
-    return (...args: unknown[]) => {
-      const t0 = performance.now();
-      const result = value.apply(target, args);
-      const done = async () => {
-        const r = await result;
-        const entry = times.get(name) ?? { ms: 0, calls: 0 };
-        entry.ms += performance.now() - t0;
-        entry.calls++;
-        times.set(name, entry);
-        return r;
-      };
-      return result instanceof Promise ? done() : result;
-    };
-  },
-}) as ModelBackend<Float32Array>;
+const times: OpTimes = new Map();
+const timed = timedBackend(cpuBackend, times);
 const T = rows * context;
 const model = initModel(config, 1);
 const optimizer = new AdamW(model, timed);
@@ -46,4 +28,4 @@ for (let s = 0; s < 4; s++) {
   if (s > 0) steps.push(performance.now() - t0);
 }
 console.log(`${simd ? `WebAssembly SIMD (${simd.variant})` : "scalar"}: ${rows} x ${context} tokens, hidden ${hidden}, ${layers} layers: step ms ${steps.map((x) => x.toFixed(0)).join(", ")}`);
-for (const [name, t] of [...times].sort((a, b) => b[1].ms - a[1].ms)) console.log(`${name.padEnd(22)} ${(t.ms / 3).toFixed(1).padStart(8)} ms/step ${String(t.calls / 3).padStart(5)} calls`);
+printTimes(times, 3);

@@ -16,6 +16,7 @@
 // (float64 JavaScript numbers, the reference-checked fallback). Inputs and outputs are float32.
 import type { AttentionProblem } from "../attention/problem.js";
 import { type InvertedRouting, routeQuery } from "./routing.js";
+import type { Floats } from "./ops.js";
 import { simd, type SimdKernels } from "./simd.js";
 
 export interface ForwardArrays {
@@ -141,8 +142,20 @@ interface ForwardTiles {
   finish(): void;
 }
 
-function scalarForwardTiles(p: AttentionProblem, a: ForwardArrays, s: ForwardScratch): ForwardTiles {
+/** out = acc / l and lse = m + log l of the block's rows (tokens q0 .., head h). */
+function writeRows(p: AttentionProblem, a: ForwardArrays, q0: number, h: number, rows: number, m: Floats, l: Floats, acc: Floats): void {
   const { qHeads, headDim: D } = p;
+  for (let r = 0; r < rows; r++) {
+    const t = q0 + r;
+    const inv = 1 / l[r];
+    const o = (t * qHeads + h) * D;
+    for (let d = 0; d < D; d++) a.out[o + d] = acc[r * D + d] * inv;
+    a.lse[t * qHeads + h] = m[r] + Math.log(l[r]);
+  }
+}
+
+function scalarForwardTiles(p: AttentionProblem, a: ForwardArrays, s: ForwardScratch): ForwardTiles {
+  const D = p.headDim;
   let q0 = 0, h = 0, rows = 0;
   return {
     begin(first, head, count) {
@@ -158,15 +171,7 @@ function scalarForwardTiles(p: AttentionProblem, a: ForwardArrays, s: ForwardScr
         for (let e = 0; e < count; e++) foldKeys(a, p, s, list[e], q0 + list[e], h, c0, causal ? c0 + list[e] + 1 : c1);
       }
     },
-    finish() {
-      for (let r = 0; r < rows; r++) {
-        const t = q0 + r;
-        const inv = 1 / s.l[r];
-        const o = (t * qHeads + h) * D;
-        for (let d = 0; d < D; d++) a.out[o + d] = s.acc[r * D + d] * inv;
-        a.lse[t * qHeads + h] = s.m[r] + Math.log(s.l[r]);
-      }
-    },
+    finish: () => writeRows(p, a, q0, h, rows, s.m, s.l, s.acc),
   };
 }
 
@@ -191,15 +196,7 @@ function simdForwardTiles(kernels: SimdKernels, p: AttentionProblem, a: ForwardA
       const kv = 4 * (k0 * kvHeads + g) * D;
       kernels.exports.attendForward(count, rowsAt, qAt + 4 * (q0 * qHeads + h) * D, qHeads * D, kAt + kv, vAt + kv, kvHeads * D, k1 - k0, causal ? 1 : 0, D, scale, mAt, lAt, accAt, work);
     },
-    finish() {
-      for (let r = 0; r < rows; r++) {
-        const t = q0 + r;
-        const inv = 1 / l[r];
-        const o = (t * qHeads + h) * D;
-        for (let d = 0; d < D; d++) a.out[o + d] = acc[r * D + d] * inv;
-        a.lse[t * qHeads + h] = m[r] + Math.log(l[r]);
-      }
-    },
+    finish: () => writeRows(p, a, q0, h, rows, m, l, acc),
   };
 }
 
@@ -277,8 +274,17 @@ interface BackwardTiles {
   finish(): void;
 }
 
+/** dk and dv of keys [k0, k1), kv head g, from the block's buffers ([k1 - k0, headDim]). */
+function writeBlock(p: AttentionProblem, a: BackwardArrays, g: number, k0: number, k1: number, dk: Floats, dv: Floats): void {
+  const D = p.headDim;
+  for (let key = k0; key < k1; key++) {
+    a.dk.set(dk.subarray((key - k0) * D, (key - k0 + 1) * D), (key * p.kvHeads + g) * D);
+    a.dv.set(dv.subarray((key - k0) * D, (key - k0 + 1) * D), (key * p.kvHeads + g) * D);
+  }
+}
+
 function scalarBackwardTiles(p: AttentionProblem, a: BackwardArrays): BackwardTiles {
-  const { kvHeads, headDim: D, blockSize: B } = p;
+  const { headDim: D, blockSize: B } = p;
   const dkBlock = new Float64Array(B * D);
   const dvBlock = new Float64Array(B * D);
   let g = 0, k0 = 0, k1 = 0;
@@ -291,15 +297,7 @@ function scalarBackwardTiles(p: AttentionProblem, a: BackwardArrays): BackwardTi
     visit(h, tokens, count, causal) {
       for (let e = 0; e < count; e++) backwardKeys(a, p, dkBlock, dvBlock, tokens[e], h, g, k0, k0, causal ? tokens[e] + 1 : k1);
     },
-    finish() {
-      for (let key = k0; key < k1; key++) {
-        const row = (key * kvHeads + g) * D;
-        for (let d = 0; d < D; d++) {
-          a.dk[row + d] = dkBlock[(key - k0) * D + d];
-          a.dv[row + d] = dvBlock[(key - k0) * D + d];
-        }
-      }
-    },
+    finish: () => writeBlock(p, a, g, k0, k1, dkBlock, dvBlock),
   };
 }
 
@@ -331,12 +329,7 @@ function simdBackwardTiles(kernels: SimdKernels, p: AttentionProblem, a: Backwar
       const kv = 4 * (k0 * kvHeads + g) * D, row = 4 * h * D, stat = 4 * h;
       kernels.exports.attendBackward(count, listAt, qAt + row, doAt + row, dqAt + row, qHeads * D, lseAt + stat, deltaAt + stat, qHeads, kAt + kv, vAt + kv, kvHeads * D, k1 - k0, causal ? k0 : -1, D, scale, dkAt, dvAt, work);
     },
-    finish() {
-      for (let key = k0; key < k1; key++) {
-        a.dk.set(dk.subarray((key - k0) * D, (key - k0 + 1) * D), (key * kvHeads + g) * D);
-        a.dv.set(dv.subarray((key - k0) * D, (key - k0 + 1) * D), (key * kvHeads + g) * D);
-      }
-    },
+    finish: () => writeBlock(p, a, g, k0, k1, dk, dv),
     flush() {
       for (let i = 0; i < dq.length; i++) a.dq[i] += dq[i];
     },
