@@ -10,17 +10,22 @@ export function timedBackend<T extends object>(backend: T, times: OpTimes, settl
       if (typeof value !== "function" || name === "scope") return typeof value === "function" ? value.bind(target) : value;
       return (...args: unknown[]) => {
         const t0 = performance.now();
-        const result = value.apply(target, args);
-        const done = async () => {
-          const r = await result;
-          if (settle && result instanceof Promise) await settle();
+        const record = () => {
           const entry = times.get(name) ?? { ms: 0, calls: 0 };
           entry.ms += performance.now() - t0;
           entry.calls++;
           times.set(name, entry);
-          return r;
         };
-        return result instanceof Promise ? done() : (done(), result);
+        const result = value.apply(target, args);
+        if (!(result instanceof Promise)) {
+          record();
+          return result;
+        }
+        return result.then(async (r) => {
+          if (settle) await settle();
+          record();
+          return r;
+        });
       };
     },
   });
