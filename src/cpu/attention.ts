@@ -137,7 +137,7 @@ function foldKeys(a: ForwardArrays, p: AttentionProblem, s: ForwardScratch, r: n
  * `finish` writes out and lse.
  */
 interface ForwardTiles {
-  begin(q0: number, h: number, rows: number): void;
+  begin(b: number, q0: number, h: number, rows: number): void;
   fold(rows: Int32Array, count: number, k0: number, k1: number, causal: boolean): void;
   finish(): void;
 }
@@ -158,7 +158,7 @@ function scalarForwardTiles(p: AttentionProblem, a: ForwardArrays, s: ForwardScr
   const D = p.headDim;
   let q0 = 0, h = 0, rows = 0;
   return {
-    begin(first, head, count) {
+    begin(_b, first, head, count) {
       [q0, h, rows] = [first, head, count];
       s.m.fill(-Infinity, 0, rows);
       s.l.fill(0, 0, rows);
@@ -175,18 +175,40 @@ function scalarForwardTiles(p: AttentionProblem, a: ForwardArrays, s: ForwardScr
   };
 }
 
-// q, k and v copied into the module's memory once per call of forwardUnits; the state of a block there
+// q, k and v copied into the module's memory once per call of forwardUnits, and k and v of every
+// sequence and kv head packed there once (as the GEMMs of the tiles read them: Kᵀ in slivers of 8 keys,
+// V in slivers of 8 columns), instead of once per tile; the state of a block there too
 function simdForwardTiles(kernels: SimdKernels, p: AttentionProblem, a: ForwardArrays): ForwardTiles {
-  const { qHeads, kvHeads, headDim: D, blockSize: B, scale } = p;
-  const [qAt, kAt, vAt, mAt, lAt, accAt, rowsAt, work] = kernels.alloc([4 * a.q.length, 4 * a.k.length, 4 * a.v.length, 4 * B, 4 * B, 4 * B * D, 4 * B, kernels.exports.forwardWorkBytes(D)]);
+  const { qHeads, kvHeads, headDim: D, blockSize: B, scale, cuSeqlens } = p;
+  const e = kernels.exports;
+  const up8 = (n: number) => Math.ceil(n / 8) * 8;
+  // packed k and v of sequence b, kv head g at packed[b·kvHeads + g] (floats from the region's start)
+  const packed: number[] = [0];
+  for (let b = 0; b + 1 < cuSeqlens.length; b++) {
+    const length = cuSeqlens[b + 1] - cuSeqlens[b];
+    for (let g = 0; g < kvHeads; g++) packed.push(packed[packed.length - 1] + up8(length) * D);
+  }
+  const size = packed[packed.length - 1];
+  const [qAt, kAt, vAt, kpAt, vpAt, mAt, lAt, accAt, rowsAt, work] = kernels.alloc([
+    4 * a.q.length, 4 * a.k.length, 4 * a.v.length, 4 * size, 4 * (size / D) * up8(D), 4 * B, 4 * B, 4 * B * D, 4 * B, e.forwardWorkBytes(D),
+  ]);
   kernels.f32(qAt, a.q.length).set(a.q);
   kernels.f32(kAt, a.k.length).set(a.k);
   kernels.f32(vAt, a.v.length).set(a.v);
+  const vPackedAt = (b: number, g: number) => vpAt + 4 * (packed[b * kvHeads + g] / D) * up8(D);
+  for (let b = 0; b + 1 < cuSeqlens.length; b++) {
+    const length = cuSeqlens[b + 1] - cuSeqlens[b];
+    for (let g = 0; g < kvHeads; g++) {
+      const first = 4 * (cuSeqlens[b] * kvHeads + g) * D;
+      e.packPanel(D, length, kAt + first, 1, kvHeads * D, kpAt + 4 * packed[b * kvHeads + g]); // Kᵀ[D, length]
+      e.packPanel(length, D, vAt + first, kvHeads * D, 1, vPackedAt(b, g)); // V[length, D]
+    }
+  }
   const m = kernels.f32(mAt, B), l = kernels.f32(lAt, B), acc = kernels.f32(accAt, B * D), rowIndex = kernels.i32(rowsAt, B);
-  let q0 = 0, h = 0, g = 0, rows = 0;
+  let seq = 0, q0 = 0, h = 0, g = 0, rows = 0;
   return {
-    begin(first, head, count) {
-      [q0, h, g, rows] = [first, head, Math.floor(head / (qHeads / kvHeads)), count];
+    begin(b, first, head, count) {
+      [seq, q0, h, g, rows] = [b, first, head, Math.floor(head / (qHeads / kvHeads)), count];
       m.fill(-Infinity, 0, rows);
       l.fill(0, 0, rows);
       acc.fill(0, 0, rows * D);
@@ -194,7 +216,11 @@ function simdForwardTiles(kernels: SimdKernels, p: AttentionProblem, a: ForwardA
     fold(list, count, k0, k1, causal) {
       rowIndex.set(list.subarray(0, count));
       const kv = 4 * (k0 * kvHeads + g) * D;
-      kernels.exports.attendForward(count, rowsAt, qAt + 4 * (q0 * qHeads + h) * D, qHeads * D, kAt + kv, vAt + kv, kvHeads * D, k1 - k0, causal ? 1 : 0, D, scale, mAt, lAt, accAt, work);
+      // the packed keys serve ranges that start on a sliver (every block when blockSize is a multiple of 8)
+      const key = k0 - cuSeqlens[seq];
+      const [kPacked, vPacked] = key % 8 === 0 ? [kpAt + 4 * (packed[seq * kvHeads + g] + key * D), vPackedAt(seq, g) + 4 * key * 8] : [0, 0];
+      const vStride = 8 * (cuSeqlens[seq + 1] - cuSeqlens[seq]);
+      e.attendForward(count, rowsAt, qAt + 4 * (q0 * qHeads + h) * D, qHeads * D, kAt + kv, vAt + kv, kvHeads * D, k1 - k0, causal ? 1 : 0, D, scale, mAt, lAt, accAt, kPacked, vPacked, vStride, work);
     },
     finish: () => writeRows(p, a, q0, h, rows, m, l, acc),
   };
@@ -213,7 +239,7 @@ export function forwardUnits(problem: AttentionProblem, a: ForwardArrays, units:
     const start = cuSeqlens[b];
     const q0 = start + i * B;
     const rows = Math.min(B, cuSeqlens[b + 1] - q0);
-    tiles.begin(q0, h, rows);
+    tiles.begin(b, q0, h, rows);
 
     if (a.all) {
       // every past key, with every row of the block

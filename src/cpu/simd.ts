@@ -18,7 +18,11 @@ interface Exports {
   memory: { buffer: ArrayBuffer; grow(pages: number): number };
   gemm(M: number, N: number, K: number, a: number, aRow: number, aCol: number, b: number, bRow: number, bCol: number, c: number, ldc: number, accumulate: number, work: number): void;
   gemmWorkBytes(N: number): number;
-  attendForward(rows: number, rowIndex: number, q: number, qStride: number, k: number, v: number, kvStride: number, keys: number, causal: number, D: number, scale: number, m: number, l: number, acc: number, work: number): void;
+  attendForward(
+    rows: number, rowIndex: number, q: number, qStride: number, k: number, v: number, kvStride: number, keys: number, causal: number, D: number, scale: number, m: number, l: number, acc: number,
+    kPacked: number, vPacked: number, vStride: number, work: number,
+  ): void;
+  packPanel(K: number, N: number, b: number, bRow: number, bCol: number, out: number): void;
   attendBackward(rows: number, tokens: number, q: number, dout: number, dq: number, qStride: number, lse: number, delta: number, statStride: number, k: number, v: number, kvStride: number, keys: number, causal: number, D: number, scale: number, dk: number, dv: number, work: number): void;
   forwardWorkBytes(D: number): number;
   backwardWorkBytes(keys: number, D: number): number;

@@ -6,7 +6,7 @@
 //             dV += Pᵀ·dO, dK += dSᵀ·Q, dQ += dS·K (FlashAttention-2, recomputing P)
 // Query rows are gathered (a MoBA block is attended by the queries that chose it, not a range); keys
 // and values are read in place (rows kvStride floats apart). Arithmetic is float32.
-import { gemm, gemmWorkBytes } from "./gemm";
+import { gemm, gemmPacked, gemmWorkBytes } from "./gemm";
 import { exp4, hmax, hsum, madd } from "./simd";
 
 const CHUNK = 128; // query rows per tile
@@ -33,8 +33,10 @@ export function backwardWorkBytes(keys: i32, D: i32): i32 {
  * Folds keys [0, keys) into the online softmax of `rows` query rows of one query block. Row i is block
  * row r = rowIndex[i] (i32s, ascending): its query is at q + 4·r·qStride, its state m[r], l[r],
  * acc[r·D, (r+1)·D). Key/value j are at k/v + 4·j·kvStride. causal: row r sees keys 0..r only.
+ * kPacked, vPacked (0: none): the keys and values already packed by packPanel, as Kᵀ (slivers of 8
+ * keys, D·8 floats apart) and as V (slivers of 8 columns, vStride floats apart), from key 0 on.
  */
-export function attendForward(rows: i32, rowIndex: usize, q: usize, qStride: i32, k: usize, v: usize, kvStride: i32, keys: i32, causal: i32, D: i32, scale: f32, m: usize, l: usize, acc: usize, work: usize): void {
+export function attendForward(rows: i32, rowIndex: usize, q: usize, qStride: i32, k: usize, v: usize, kvStride: i32, keys: i32, causal: i32, D: i32, scale: f32, m: usize, l: usize, acc: usize, kPacked: usize, vPacked: usize, vStride: i32, work: usize): void {
   const rowBytes = <usize>D * 4;
   const qg = work, accg = qg + <usize>CHUNK * rowBytes, s = accg + <usize>CHUNK * rowBytes, gw = s + <usize>(CHUNK * KEYS) * 4;
   for (let i0 = 0; i0 < rows; i0 += CHUNK) {
@@ -59,7 +61,9 @@ export function attendForward(rows: i32, rowIndex: usize, q: usize, qStride: i32
     for (let j0 = 0; j0 < end; j0 += KEYS) {
       const kc = min(KEYS, end - j0);
       const kp = padded(kc);
-      gemm(n, kc, D, qa, qs, 1, k + <usize>(j0 * kvStride) * 4, 1, kvStride, s, kp, 0, gw); // S[n, kc] = Q·Kᵀ
+      // S[n, kc] = Q·Kᵀ
+      if (kPacked) gemmPacked(n, kc, D, qa, qs, 1, kPacked + <usize>(j0 * D) * 4, D * 8, s, kp, 0, gw);
+      else gemm(n, kc, D, qa, qs, 1, k + <usize>(j0 * kvStride) * 4, 1, kvStride, s, kp, 0, gw);
       for (let i = 0; i < n; i++) {
         const r = load<i32>(index + <usize>i * 4);
         const alpha = softmaxRow(s + <usize>(i * kp) * 4, causal ? min(kc, r + 1 - j0) : kc, kp, scale, m + <usize>r * 4, l + <usize>r * 4);
@@ -68,7 +72,9 @@ export function attendForward(rows: i32, rowIndex: usize, q: usize, qStride: i32
           for (let d = 0; d < D; d++) store<f32>(row + <usize>d * 4, load<f32>(row + <usize>d * 4) * alpha);
         }
       }
-      gemm(n, D, kc, s, kp, 1, v + <usize>(j0 * kvStride) * 4, kvStride, 1, aa, D, 1, gw); // acc[n, D] += P·V
+      // acc[n, D] += P·V
+      if (vPacked) gemmPacked(n, D, kc, s, kp, 1, vPacked + <usize>(j0 * 8) * 4, vStride, aa, D, 1, gw);
+      else gemm(n, D, kc, s, kp, 1, v + <usize>(j0 * kvStride) * 4, kvStride, 1, aa, D, 1, gw);
     }
     if (!consecutive) for (let i = 0; i < n; i++) memory.copy(acc + <usize>load<i32>(index + <usize>i * 4) * rowBytes, accg + <usize>i * rowBytes, rowBytes);
   }

@@ -36,6 +36,25 @@ export function gemmWorkBytes(N: i32): i32 {
  * row stride ldc (elements). work: gemmWorkBytes(N) bytes of scratch.
  */
 export function gemm(M: i32, N: i32, K: i32, a: usize, aRow: i32, aCol: i32, b: usize, bRow: i32, bCol: i32, c: usize, ldc: i32, accumulate: i32, work: usize): void {
+  product(M, N, K, a, aRow, aCol, b, bRow, bCol, 0, 0, c, ldc, accumulate, work);
+}
+
+/**
+ * gemm with B already packed (packB's layout, all of K at once): B[k][j] at packed + 4 (⌊j/8⌋·stride
+ * + 8k + j mod 8), `stride` floats from one 8-column sliver to the next (zeros past N are not needed:
+ * the columns of a sliver past N are never written to C).
+ */
+export function gemmPacked(M: i32, N: i32, K: i32, a: usize, aRow: i32, aCol: i32, packed: usize, stride: i32, c: usize, ldc: i32, accumulate: i32, work: usize): void {
+  product(M, N, K, a, aRow, aCol, 0, 0, 0, packed, stride, c, ldc, accumulate, work);
+}
+
+/** Packs B[K, N] (strides as gemm's) for gemmPacked, slivers K·8 floats apart, at out. */
+export function packPanel(K: i32, N: i32, b: usize, bRow: i32, bCol: i32, out: usize): void {
+  packB(K, N, b, bRow, bCol, out);
+}
+
+// gemm's loops; B is packed here slice by slice unless `packed` is given
+function product(M: i32, N: i32, K: i32, a: usize, aRow: i32, aCol: i32, b: usize, bRow: i32, bCol: i32, packed: usize, stride: i32, c: usize, ldc: i32, accumulate: i32, work: usize): void {
   const packedA = work;
   const tile = packedA + MC * KC * 4;
   const packedB = tile + MR * NR * 4;
@@ -46,14 +65,19 @@ export function gemm(M: i32, N: i32, K: i32, a: usize, aRow: i32, aCol: i32, b: 
   }
   for (let p0 = 0; p0 < K; p0 += KC) {
     const kc = min(KC, K - p0);
-    packB(kc, N, b + <usize>(p0 * bRow) * 4, bRow, bCol, packedB);
+    let panel = packed + <usize>(p0 * NR) * 4, sliver = stride;
+    if (packed === 0) {
+      packB(kc, N, b + <usize>(p0 * bRow) * 4, bRow, bCol, packedB);
+      panel = packedB;
+      sliver = kc * NR;
+    }
     // the first slice writes C (or adds to it when accumulating), later slices add
     const add = accumulate !== 0 || p0 > 0;
     for (let i0 = 0; i0 < M; i0 += MC) {
       const mc = min(MC, M - i0);
       packA(mc, kc, a + <usize>(i0 * aRow + p0 * aCol) * 4, aRow, aCol, packedA);
       for (let j0 = 0; j0 < N; j0 += NR) {
-        const bp = packedB + <usize>(j0 * kc) * 4;
+        const bp = panel + <usize>((j0 / NR) * sliver) * 4;
         for (let r0 = 0; r0 < mc; r0 += MR) {
           kernel(kc, packedA + <usize>(r0 * kc) * 4, bp, c + <usize>((i0 + r0) * ldc + j0) * 4, ldc, min(MR, mc - r0), min(NR, N - j0), add, tile);
         }
