@@ -5,8 +5,11 @@ import { addInto, matmulXWt } from "./ops.js";
 import { cores, type Job, runJobs, shared } from "./pool.js";
 import { type GemmOp, simd } from "./simd.js";
 
-/** Multiply-adds below which one thread is faster than posting jobs. */
-const THREAD_THRESHOLD = 4e6;
+/**
+ * Multiply-adds below which one thread is faster than posting jobs: a slice copies its operands into
+ * its thread's module memory, and one thread does 3·10⁷ in about a millisecond.
+ */
+const THREAD_THRESHOLD = 3e7;
 
 const isShared = (a: Float32Array) => typeof SharedArrayBuffer !== "undefined" && a.buffer instanceof SharedArrayBuffer;
 
@@ -16,11 +19,14 @@ export async function gemm(op: GemmOp, threads = cores): Promise<void> {
   const n = M * N * K < THREAD_THRESHOLD ? 1 : Math.min(threads, Math.ceil(M / 8));
   if (n === 1) return gemmRows(op, 0, M);
   const s: GemmOp = { ...op, a: isShared(op.a) ? op.a : shared(op.a), b: isShared(op.b) ? op.b : shared(op.b), c: isShared(op.c) ? op.c : shared(op.c, op.accumulate) };
-  // two slices per thread (the machine may be busy), whole 8-row tiles except the last
-  const step = Math.ceil(M / (2 * n) / 8) * 8;
+  // one slice per thread (each slice copies B in whole), whole 8-row tiles except the last; the calling
+  // thread takes the first slice rather than wait (on a busy machine a worker may wake up late)
+  const step = Math.ceil(M / n / 8) * 8;
   const jobs: Job[] = [];
-  for (let from = 0; from < M; from += step) jobs.push({ kind: "gemm", op: s, from, to: Math.min(M, from + step) });
-  await runJobs(jobs, n);
+  for (let from = step; from < M; from += step) jobs.push({ kind: "gemm", op: s, from, to: Math.min(M, from + step) });
+  const others = runJobs(jobs, n - 1);
+  gemmRows(s, 0, Math.min(M, step));
+  await others;
   if (s.c !== op.c) op.c.set(s.c);
 }
 
