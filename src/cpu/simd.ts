@@ -104,10 +104,10 @@ export class SimdKernels {
 /** The given build of the kernels, or null where this runtime cannot run it. */
 export async function loadKernels(variant: SimdVariant): Promise<SimdKernels | null> {
   if (typeof (globalThis as { WebAssembly?: unknown }).WebAssembly !== "object") return null;
-  // Node 20's V8 has relaxed SIMD behind a flag (on by default from Node 22); V8 reads it when it
-  // validates a module, so setting it before the first one is enough
-  if (isNode && variant === "relaxed") (await import("node:v8")).setFlagsFromString("--experimental-wasm-relaxed-simd");
   const bytes = bytesOf(variant === "relaxed" ? RELAXED_WASM : PLAIN_WASM);
+  // Node 20's V8 has relaxed SIMD behind a flag (on by default from Node 22); V8 reads it when it
+  // validates a module, so setting it is enough
+  if (isNode && variant === "relaxed" && !WebAssembly.validate(bytes)) (await import("node:v8")).setFlagsFromString("--experimental-wasm-relaxed-simd");
   if (!WebAssembly.validate(bytes)) return null;
   const { instance } = await WebAssembly.instantiate(bytes);
   return new SimdKernels(instance.exports as unknown as Exports, variant);
