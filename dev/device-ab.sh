@@ -4,10 +4,8 @@
 # machine, same warm-up), then per-kernel profiles of the new code.
 # BUILDS lists the builds to alternate (default "dist-old dist"; more variants as more carried folders).
 # Usage (device tool): source .device/setup.sh && [AB="bench args"] [BUILDS="dist-old dist-a dist"] [PROFILES="args;args"] bash dev/device-ab.sh
-set -uo pipefail
-out=${OUT:-/tmp}
-quiet() { grep -v -E '^Warning|deprecated|\^\^\^|subgroupMatrix|^$|Compilation log|warning\(s\) generated|^warning:$'; }
-nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv,noheader
+source "$(dirname "$0")/device-common.sh"
+gpuInfo
 timeout 200 node --import tsx dev/f16-check.mts "${CHECK_CASES:-6}" 2>&1 | quiet > "$out/f16-check.log"
 grep -E 'adapter|FAIL|pass$|error|Error' "$out/f16-check.log" | head -30
 CI=true timeout 200 node --import tsx --test test/webgpu.test.ts 2>&1 | quiet > "$out/tests.log"

@@ -5,9 +5,8 @@
 # held); then each experiment's report. Copies logs and results (not checkpoints) to $OUT as one
 # archive (the device returns at most 8 files).
 # Usage (device tool): source .device/setup.sh && LIMIT=240 bash dev/device-experiments.sh experiments/h100/parity-8k.json ...
-set -uo pipefail
+source "$(dirname "$0")/device-common.sh"
 limit=${LIMIT:-240}
-out=${OUT:-/tmp}
 mkdir -p runs/logs
 for config in "$@"; do
   name=$(basename "$config" .json)

@@ -5,11 +5,9 @@
 # attention's backward up to 256K); PART=2 8 heads at 128K-256K (f16) and float32 at 128K-256K.
 # PRECISIONS=f16 leaves PART=2's float32 rows out.
 # Usage (device tool): source .device/setup.sh && PART=1 [PRECISIONS=f16] bash dev/device-f16-long.sh
-set -uo pipefail
-out=${OUT:-/tmp}
-quiet() { grep -v -E '^Warning|deprecated|\^\^\^|subgroupMatrix|^$|Compilation log|warning\(s\) generated|^warning:$'; }
+source "$(dirname "$0")/device-common.sh"
 bench() { MOBA_BENCH_JSONL="$out/bench-long.jsonl" timeout "$1" node dist/cli/main.js bench --backend webgpu --runs 10 --max-seconds 1000 "${@:2}" 2>&1 | quiet | tee -a "$out/bench-long.log" | tail -"${TAIL:-6}"; }
-nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv,noheader
+gpuInfo
 if [ "${PART:-1}" = 1 ]; then
   TAIL=7 bench 250 --lengths 131072,262144,524288,1048576 --heads 1 --precision f16 --forward-only
   TAIL=5 bench 120 --lengths 131072,262144 --heads 1 --precision f16

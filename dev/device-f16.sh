@@ -5,10 +5,8 @@
 # With a previous build carried as dist-old/, the two builds' f16 forwards are timed side by side first.
 # PRECISIONS=f16 leaves the float32 rows out (when only the f16 kernels changed).
 # Usage (device tool): source .device/setup.sh && [SHORT=1] [CHECK_CASES=N] [PRECISIONS=f16] bash dev/device-f16.sh
-set -uo pipefail
-out=${OUT:-/tmp}
-quiet() { grep -v -E '^Warning|deprecated|\^\^\^|subgroupMatrix|^$|Compilation log|warning\(s\) generated|^warning:$'; }
-nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,memory.used,memory.total --format=csv
+source "$(dirname "$0")/device-common.sh"
+gpuInfo
 timeout 240 node --import tsx dev/f16-check.mts "${CHECK_CASES:-6}" 2>&1 | quiet > "$out/f16-check.log"
 status=${PIPESTATUS[0]}
 grep -E 'adapter|FAIL|pass$|error|Error' "$out/f16-check.log" | head -30

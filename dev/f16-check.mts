@@ -2,12 +2,23 @@
 // pass/fail table: what runs on the H100's tensor cores (headDim a multiple of 16) and what falls
 // back to f32 arithmetic on f16 inputs. Also prints the f32 path's error on the same cases.
 // Usage: node --import tsx dev/f16-check.mts [RANDOM_CASES]
-import { compareWithReference, F16_TOLERANCE, F32_TOLERANCE, makeCase, randomCase, runImplementation, describe, type Case } from "../test/helpers.ts";
+import {
+  compareWithReference,
+  F16_TOLERANCE,
+  F32_TOLERANCE,
+  makeCase,
+  randomCase,
+  runImplementation,
+  describe,
+  type Case,
+} from "../test/helpers.ts";
 import { getDevice } from "../src/webgpu/device.ts";
 import { table } from "../src/run/util.ts";
 
 const gpu = await getDevice();
-console.log(`adapter: ${gpu.adapterInfo}; shader-f16 ${gpu.f16}; subgroup matrices: ${gpu.subgroupMatrixConfigs.join(", ") || "none"}; tensor-core forward: ${gpu.mma16}; tensor-core dq: ${gpu.mma16 && gpu.storageBuffersPerStage >= 9}`);
+console.log(
+  `adapter: ${gpu.adapterInfo}; shader-f16 ${gpu.f16}; subgroup matrices: ${gpu.subgroupMatrixConfigs.join(", ") || "none"}; tensor-core forward: ${gpu.mma16}; tensor-core dq: ${gpu.mma16 && gpu.storageBuffersPerStage >= 9}`,
+);
 
 const cases: Case[] = [
   makeCase(1, { cuSeqlens: [0, 2048], qHeads: 2, kvHeads: 2, headDim: 128, blockSize: 128, topK: 3 }),
@@ -39,7 +50,13 @@ for (const c of cases) {
   }
   if (failures.length > 0) failed++;
   const e = (r: Record<string, number>, n: string) => r[n]?.toExponential(1) ?? "-";
-  rows.push([describe(c), path, ...["out", "lse", "dq", "dk", "dv"].map((n) => e(errors, n)), e(f32Errors, "out"), failures.length === 0 ? "pass" : "FAIL"]);
+  rows.push([
+    describe(c),
+    path,
+    ...["out", "lse", "dq", "dk", "dv"].map((n) => e(errors, n)),
+    e(f32Errors, "out"),
+    failures.length === 0 ? "pass" : "FAIL",
+  ]);
   if (failures.length > 0) console.log(failures.join("\n"));
 }
 console.log(`\nf16 path vs float64 on f16-rounded inputs (tolerance ${F16_TOLERANCE}; f32 path ${F32_TOLERANCE}), seed ${seed}:`);

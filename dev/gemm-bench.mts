@@ -17,19 +17,50 @@ import { gemm } from "../src/cpu/gemm.ts";
 import { cores } from "../src/cpu/pool.ts";
 import { simd, type GemmOp } from "../src/cpu/simd.ts";
 
-const { values } = parseArgs({ options: { models: { type: "string", default: "tour,bench-train" }, seconds: { type: "string", default: "0.5" }, threads: { type: "string" } } });
+const { values } = parseArgs({
+  options: {
+    models: { type: "string", default: "tour,bench-train" },
+    seconds: { type: "string", default: "0.5" },
+    threads: { type: "string" },
+  },
+});
 const seconds = Number(values.seconds);
 const threads = values.threads === undefined ? cores : Number(values.threads);
 
 // tokens per step and the Linears (in -> out features) of each model, deduplicated by shape
 const MODELS: Record<string, { tokens: number; linears: [string, number, number][] }> = {
   // npm start: hidden 128, 4 heads / 2 kv heads, MLP 352, 256 bytes; 2 rows of 512 tokens
-  tour: { tokens: 1024, linears: [["q_proj, o_proj", 128, 128], ["k_proj, v_proj", 128, 64], ["gate_proj, up_proj", 128, 352], ["down_proj", 352, 128], ["lm_head", 128, 256]] },
+  tour: {
+    tokens: 1024,
+    linears: [
+      ["q_proj, o_proj", 128, 128],
+      ["k_proj, v_proj", 128, 64],
+      ["gate_proj, up_proj", 128, 352],
+      ["down_proj", 352, 128],
+      ["lm_head", 128, 256],
+    ],
+  },
   // moba bench-train: hidden 512, 8 heads / 4 kv heads, MLP 1344, 256 bytes; one row of 8192 tokens
-  "bench-train": { tokens: 8192, linears: [["q_proj, o_proj", 512, 512], ["k_proj, v_proj", 512, 256], ["gate_proj, up_proj", 512, 1344], ["down_proj", 1344, 512], ["lm_head", 512, 256]] },
+  "bench-train": {
+    tokens: 8192,
+    linears: [
+      ["q_proj, o_proj", 512, 512],
+      ["k_proj, v_proj", 512, 256],
+      ["gate_proj, up_proj", 512, 1344],
+      ["down_proj", 1344, 512],
+      ["lm_head", 512, 256],
+    ],
+  },
 };
 
-interface Case { model: string; linear: string; pass: "forward" | "dX" | "dW"; M: number; N: number; K: number }
+interface Case {
+  model: string;
+  linear: string;
+  pass: "forward" | "dX" | "dW";
+  M: number;
+  N: number;
+  K: number;
+}
 const cases: Case[] = [];
 for (const model of values.models.split(",")) {
   const { tokens: T, linears } = MODELS[model];
@@ -44,7 +75,9 @@ const random = (n: number) => Float32Array.from({ length: n }, () => Math.random
 
 function operands(c: Case): GemmOp {
   const { M, N, K } = c;
-  const a = random(M * K), b = random(K * N), out = new Float32Array(M * N);
+  const a = random(M * K),
+    b = random(K * N),
+    out = new Float32Array(M * N);
   if (c.pass === "forward") return { c: out, a, b, M, N, K, aRow: K, aCol: 1, bRow: 1, bCol: K, accumulate: false };
   if (c.pass === "dX") return { c: out, a, b, M, N, K, aRow: K, aCol: 1, bRow: N, bCol: 1, accumulate: false };
   return { c: out, a, b, M, N, K, aRow: 1, aCol: M, bRow: N, bCol: 1, accumulate: true };
@@ -68,15 +101,25 @@ delete env.OPENBLAS_CORETYPE;
 delete env.OPENBLAS_L2_SIZE;
 env.OPENBLAS_NUM_THREADS = String(threads);
 const numpy = (c?: Case) =>
-  JSON.parse(execFileSync("python3", [new URL("./gemm-bench-numpy.py", import.meta.url).pathname, JSON.stringify({ case: c ?? null, seconds })], { env, encoding: "utf8" })) as {
-    blas: string; seconds: number;
+  JSON.parse(
+    execFileSync("python3", [new URL("./gemm-bench-numpy.py", import.meta.url).pathname, JSON.stringify({ case: c ?? null, seconds })], {
+      env,
+      encoding: "utf8",
+    }),
+  ) as {
+    blas: string;
+    seconds: number;
   };
 
 const kernel = simd ? `WebAssembly SIMD (${simd.variant})` : "scalar JavaScript";
-console.log(`gemm-bench: ${cpus()[0]?.model ?? "cpu"} x${cpus().length}, node ${process.version}, ${threads} threads each; moba: ${kernel}; numpy: ${numpy().blas}`);
+console.log(
+  `gemm-bench: ${cpus()[0]?.model ?? "cpu"} x${cpus().length}, node ${process.version}, ${threads} threads each; moba: ${kernel}; numpy: ${numpy().blas}`,
+);
 console.log(`| model | linear | pass | M x N x K | moba GFLOP/s | numpy GFLOP/s | moba / numpy |`);
 console.log(`|---|---|---|---|---|---|---|`);
-let mobaTotal = 0, numpyTotal = 0, flopTotal = 0;
+let mobaTotal = 0,
+  numpyTotal = 0,
+  flopTotal = 0;
 for (const c of cases) {
   const theirs = numpy(c).seconds;
   const op = operands(c);
@@ -85,8 +128,12 @@ for (const c of cases) {
   mobaTotal += s;
   numpyTotal += theirs;
   flopTotal += flop;
-  const g = flop / s / 1e9, n = flop / theirs / 1e9;
-  console.log(`| ${c.model} | ${c.linear} | ${c.pass} | ${c.M} x ${c.N} x ${c.K} | ${g.toFixed(1)} | ${n.toFixed(1)} | ${((100 * g) / n).toFixed(0)}% |`);
+  const g = flop / s / 1e9,
+    n = flop / theirs / 1e9;
+  console.log(
+    `| ${c.model} | ${c.linear} | ${c.pass} | ${c.M} x ${c.N} x ${c.K} | ${g.toFixed(1)} | ${n.toFixed(1)} | ${((100 * g) / n).toFixed(0)}% |`,
+  );
 }
-const g = flopTotal / mobaTotal / 1e9, n = flopTotal / numpyTotal / 1e9;
+const g = flopTotal / mobaTotal / 1e9,
+  n = flopTotal / numpyTotal / 1e9;
 console.log(`| all | (time-weighted) | | | ${g.toFixed(1)} | ${n.toFixed(1)} | ${((100 * g) / n).toFixed(0)}% |`);

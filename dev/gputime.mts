@@ -5,5 +5,8 @@ for (const seed of process.argv.slice(2).map(Number)) {
   console.log(describe(c));
   const t = performance.now();
   const f = await compareWithReference(c, undefined, gpu, true);
-  console.log((performance.now() - t).toFixed(0).padStart(7), f.slice(0, 5).map((x) => x.split(": ").slice(-1)[0]));
+  console.log(
+    (performance.now() - t).toFixed(0).padStart(7),
+    f.slice(0, 5).map((x) => x.split(": ").slice(-1)[0]),
+  );
 }

@@ -8,13 +8,22 @@ import { fullProblem, mobaProblem } from "../src/attention/problem.ts";
 import { uniformTensor, seeded, median } from "../src/run/util.ts";
 const gpu = await getDevice();
 const fence: number[] = [];
-for (let i = 0; i < 50; i++) { const t0 = performance.now(); gpu.device.queue.submit([gpu.device.createCommandEncoder().finish()]); await gpu.device.queue.onSubmittedWorkDone(); fence.push(performance.now() - t0); }
+for (let i = 0; i < 50; i++) {
+  const t0 = performance.now();
+  gpu.device.queue.submit([gpu.device.createCommandEncoder().finish()]);
+  await gpu.device.queue.onSubmittedWorkDone();
+  fence.push(performance.now() - t0);
+}
 console.log(`empty submit + onSubmittedWorkDone: median ${median(fence).toFixed(3)} ms`);
 for (const heads of [1, 8]) {
   const r = seeded(1);
   const [q, k, v] = [0, 1, 2].map(() => uniformTensor(r, [32768, heads, 128], 1));
-  for (const [name, p] of [["MoBA", mobaProblem({ q, k, v }, { blockSize: 512, topK: 3, precision: "f16" })], ["full", fullProblem({ q, k, v }, { precision: "f16" })]] as const) {
-    const rec: number[] = [], rest: number[] = [];
+  for (const [name, p] of [
+    ["MoBA", mobaProblem({ q, k, v }, { blockSize: 512, topK: 3, precision: "f16" })],
+    ["full", fullProblem({ q, k, v }, { precision: "f16" })],
+  ] as const) {
+    const rec: number[] = [],
+      rest: number[] = [];
     const mem0 = new Buffers(gpu);
     const t = { q: mem0.storage(q.data, "q"), k: mem0.storage(k.data, "k"), v: mem0.storage(v.data, "v") };
     for (let i = 0; i < 20; i++) {
@@ -25,7 +34,10 @@ for (const heads of [1, 8]) {
       const t1 = performance.now();
       await gpu.device.queue.onSubmittedWorkDone();
       const t2 = performance.now();
-      if (i >= 5) { rec.push(t1 - t0); rest.push(t2 - t1); }
+      if (i >= 5) {
+        rec.push(t1 - t0);
+        rest.push(t2 - t1);
+      }
       mem.destroy();
     }
     console.log(`${name} 32K x ${heads}: recording to submit ${median(rec).toFixed(2)} ms, then to idle ${median(rest).toFixed(2)} ms`);

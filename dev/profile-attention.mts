@@ -21,7 +21,10 @@ const t = { q: inputs.storage(q.data, "q"), k: inputs.storage(k.data, "k"), v: i
 const g = inputs.storage(dout.data, "dout");
 
 const rows: string[][] = [];
-for (const [name, p] of [["MoBA", mobaProblem({ q, k, v }, { blockSize, topK, precision })], ["full", fullProblem({ q, k, v }, { precision })]] as const) {
+for (const [name, p] of [
+  ["MoBA", mobaProblem({ q, k, v }, { blockSize, topK, precision })],
+  ["full", fullProblem({ q, k, v }, { precision })],
+] as const) {
   // runs for half a second first: compiling, filling the buffer pool and bringing the GPU's clock up
   // from idle (the H100 idles at 345 MHz: a short run right after idle measured up to 5x slow)
   const warmUp = performance.now();
@@ -49,6 +52,8 @@ for (const [name, p] of [["MoBA", mobaProblem({ q, k, v }, { blockSize, topK, pr
     break;
   }
 }
-console.log(`${tokens} tokens x ${heads} heads, headDim ${headDim}, ${precision}, block ${blockSize} / top-${topK}${withBackward ? ", forward + backward" : ""} on ${gpu.adapterInfo}`);
+console.log(
+  `${tokens} tokens x ${heads} heads, headDim ${headDim}, ${precision}, block ${blockSize} / top-${topK}${withBackward ? ", forward + backward" : ""} on ${gpu.adapterInfo}`,
+);
 console.log(table(["attention", "kernel", "dispatches", "GPU ms", "share"], rows));
 process.exit(0);

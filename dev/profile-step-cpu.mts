@@ -10,14 +10,29 @@ import { backward, forward, initModel, zeroGradients } from "../src/model/llama.
 import { type OpTimes, printTimes, timedBackend } from "./timed-backend.mts";
 
 const [rows, context, hidden, layers] = [2, 512, 128, 4].map((d, i) => Number(process.argv[2 + i] ?? d));
-const config = checkConfig(hidden === 128 ? { num_hidden_layers: layers } : { hidden_size: hidden, intermediate_size: Math.round((hidden * 8) / 3 / 64) * 64, num_hidden_layers: layers, num_attention_heads: hidden / 64, num_key_value_heads: hidden / 128 });
+const config = checkConfig(
+  hidden === 128
+    ? { num_hidden_layers: layers }
+    : {
+        hidden_size: hidden,
+        intermediate_size: Math.round((hidden * 8) / 3 / 64) * 64,
+        num_hidden_layers: layers,
+        num_attention_heads: hidden / 64,
+        num_key_value_heads: hidden / 128,
+      },
+);
 const times: OpTimes = new Map();
 const timed = timedBackend(cpuBackend, times);
 const T = rows * context;
 const model = initModel(config, 1);
 const optimizer = new AdamW(model, timed);
 const tokens = Int32Array.from({ length: T }, (_, i) => (i * 31) % 256);
-const batch = { tokens, targets: tokens.map((t) => (t + 1) % 256), weights: new Float32Array(T).fill(1), cuSeqlens: Int32Array.from({ length: rows + 1 }, (_, i) => i * context) };
+const batch = {
+  tokens,
+  targets: tokens.map((t) => (t + 1) % 256),
+  weights: new Float32Array(T).fill(1),
+  cuSeqlens: Int32Array.from({ length: rows + 1 }, (_, i) => i * context),
+};
 const steps: number[] = [];
 for (let s = 0; s < 4; s++) {
   if (s === 1) times.clear();
@@ -27,5 +42,7 @@ for (let s = 0; s < 4; s++) {
   await optimizer.update(1e-4, { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, gradClip: 1 });
   if (s > 0) steps.push(performance.now() - t0);
 }
-console.log(`${simd ? `WebAssembly SIMD (${simd.variant})` : "scalar"}: ${rows} x ${context} tokens, hidden ${hidden}, ${layers} layers: step ms ${steps.map((x) => x.toFixed(0)).join(", ")}`);
+console.log(
+  `${simd ? `WebAssembly SIMD (${simd.variant})` : "scalar"}: ${rows} x ${context} tokens, hidden ${hidden}, ${layers} layers: step ms ${steps.map((x) => x.toFixed(0)).join(", ")}`,
+);
 printTimes(times, 3);

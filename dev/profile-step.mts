@@ -1,7 +1,7 @@
 // Where a WebGPU training step's time goes: every backend op timed (wall clock, awaited), in two
 // modes — as the model runs (recording is cheap; waits land on the ops that read back), and
 // serialized (each op followed by an idle queue, so its time is its own GPU work plus overhead).
-// Usage: node --import tsx dev/profile-step.mts TOKENS HIDDEN LAYERS BLOCK [moba|full]
+// Usage: node --import tsx dev/profile-step.mts TOKENS HIDDEN LAYERS BLOCK [moba|full] [f32|f16]
 import { AdamW } from "../src/model/adamw.js";
 import { checkConfig } from "../src/model/config.js";
 import { backward, forward, initModel, zeroGradients } from "../src/model/llama.js";
@@ -11,10 +11,21 @@ import { type OpTimes, printTimes, timedBackend } from "./timed-backend.mts";
 
 const [T, hidden, layers, block] = process.argv.slice(2, 6).map(Number);
 const kind = (process.argv[6] ?? "moba") as "moba" | "full";
-const config = checkConfig({ hidden_size: hidden, intermediate_size: Math.round((hidden * 8) / 3 / 64) * 64, num_hidden_layers: layers, num_attention_heads: Math.max(1, hidden / 64), num_key_value_heads: Math.max(1, hidden / 128), moba_chunk_size: block, moba_topk: 3, max_position_embeddings: T, full_attention_last_layers: kind === "full" ? layers : 0 });
+const precision = (process.argv[7] ?? "f32") as "f32" | "f16";
+const config = checkConfig({
+  hidden_size: hidden,
+  intermediate_size: Math.round((hidden * 8) / 3 / 64) * 64,
+  num_hidden_layers: layers,
+  num_attention_heads: Math.max(1, hidden / 64),
+  num_key_value_heads: Math.max(1, hidden / 128),
+  moba_chunk_size: block,
+  moba_topk: 3,
+  max_position_embeddings: T,
+  full_attention_last_layers: kind === "full" ? layers : 0,
+});
 const gpu = await getDevice();
 for (const serialize of [false, true]) {
-  const backend = await webgpuModelBackend();
+  const backend = await webgpuModelBackend(precision);
   const times: OpTimes = new Map();
   // serialized: each async op waits for the queue (a read-back submits what was recorded and waits for it)
   const timed = timedBackend(backend, times, serialize ? () => backend.download(probe) : undefined);
@@ -35,6 +46,8 @@ for (const serialize of [false, true]) {
     await gpu.device.queue.onSubmittedWorkDone();
     if (s > 0) steps.push(performance.now() - t0);
   }
-  console.log(`\n${kind} T=${T} hidden=${hidden} layers=${layers} block=${block} ${serialize ? "serialized" : "as run"}: step ms ${steps.map((x) => x.toFixed(0)).join(", ")}`);
+  console.log(
+    `\n${kind} T=${T} hidden=${hidden} layers=${layers} block=${block} ${serialize ? "serialized" : "as run"}: step ms ${steps.map((x) => x.toFixed(0)).join(", ")}`,
+  );
   printTimes(times, 3);
 }

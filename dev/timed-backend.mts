@@ -33,5 +33,6 @@ export function timedBackend<T extends object>(backend: T, times: OpTimes, settl
 
 /** One line per op, slowest first, per step. */
 export function printTimes(times: OpTimes, steps: number): void {
-  for (const [name, t] of [...times].sort((a, b) => b[1].ms - a[1].ms)) console.log(`${name.padEnd(22)} ${(t.ms / steps).toFixed(1).padStart(8)} ms/step ${String(t.calls / steps).padStart(5)} calls`);
+  for (const [name, t] of [...times].sort((a, b) => b[1].ms - a[1].ms))
+    console.log(`${name.padEnd(22)} ${(t.ms / steps).toFixed(1).padStart(8)} ms/step ${String(t.calls / steps).padStart(5)} calls`);
 }

@@ -3,7 +3,7 @@
 // code (src/model/llama.ts) is one walk through the layers whatever runs it, and on WebGPU the
 // activations, weights, gradients and moments never leave the GPU during a training step.
 // Shapes are row-major; ops write their outputs (=) unless they say they accumulate (+=).
-import type { Backend } from "./attention/problem.js";
+import type { Backend, Precision } from "./attention/problem.js";
 
 /** A backend tensor: its element count, whatever holds it. */
 export interface Sized {
@@ -47,6 +47,8 @@ export interface AdamWScalars {
 
 export interface ModelBackend<B extends Sized = Sized> {
   readonly name: Backend;
+  /** "f16": GEMMs and attention on f16 operands with float32 accumulation (WebGPU); tensors stay float32. */
+  readonly precision: Precision;
 
   // ---- memory ----
   /** Runs `work`; tensors it makes with `zeros`/`empty`/`upload` are freed when it ends (on the GPU: errors become one clear error). */

@@ -23,10 +23,19 @@ test(`CPU MoBA and full attention equal the reference on ${CASES} random configu
 test('precision "f16" on the CPU is the f32 computation on f16-rounded q, k, v and dout (the reference the GPU\'s f16 path is held to)', async () => {
   const { roundToF16 } = await import("../src/io/half.js");
   const { runImplementation, makeCase } = await import("./helpers.js");
-  for (const [seed, topK] of [[61, 3], [62, Infinity]] as const) {
+  for (const [seed, topK] of [
+    [61, 3],
+    [62, Infinity],
+  ] as const) {
     const c = makeCase(seed, { cuSeqlens: [0, 90, 200], qHeads: 4, kvHeads: 2, headDim: 24, blockSize: 16, topK });
     const half = await runImplementation(c, undefined, "cpu", "f16");
-    const rounded = { ...c, q: { ...c.q, data: roundToF16(c.q.data) }, k: { ...c.k, data: roundToF16(c.k.data) }, v: { ...c.v, data: roundToF16(c.v.data) }, dout: { ...c.dout, data: roundToF16(c.dout.data) } };
+    const rounded = {
+      ...c,
+      q: { ...c.q, data: roundToF16(c.q.data) },
+      k: { ...c.k, data: roundToF16(c.k.data) },
+      v: { ...c.v, data: roundToF16(c.v.data) },
+      dout: { ...c.dout, data: roundToF16(c.dout.data) },
+    };
     const exact = await runImplementation(rounded, undefined, "cpu", "f32");
     const unrounded = await runImplementation(c, undefined, "cpu", "f32");
     for (const name of ["out", "lse", "dq", "dk", "dv"] as const) {

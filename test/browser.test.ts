@@ -26,7 +26,10 @@ test("in headless Chromium, WebGPU MoBA and full attention equal the CPU backend
   }).listen(0, "127.0.0.1");
   await new Promise((resolve) => server.once("listening", resolve));
   const { chromium } = await import("playwright-core");
-  const browser = await chromium.launch({ executablePath: BROWSER, args: ["--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader", "--enable-features=Vulkan"] });
+  const browser = await chromium.launch({
+    executablePath: BROWSER,
+    args: ["--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader", "--enable-features=Vulkan"],
+  });
   try {
     const page = await browser.newPage();
     const logs: string[] = [];
@@ -35,7 +38,10 @@ test("in headless Chromium, WebGPU MoBA and full attention equal the CPU backend
     await page.goto(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`);
     // the page's globalThis is its window
     await page.waitForFunction(() => "mobaResult" in globalThis, undefined, { timeout: 60_000 });
-    const result = (await page.evaluate(() => (globalThis as unknown as { mobaResult: Promise<unknown> }).mobaResult)) as Record<string, number | string>;
+    const result = (await page.evaluate(() => (globalThis as unknown as { mobaResult: Promise<unknown> }).mobaResult)) as Record<
+      string,
+      number | string
+    >;
     assert.equal(result.error, undefined, `${result.error}\n${logs.join("\n")}`);
     const errors = result as Record<string, number>;
     for (const [name, error] of Object.entries(errors)) assert.ok(error <= 1e-5, `${name}: WebGPU vs CPU relative error ${error}`);

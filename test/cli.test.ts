@@ -2,10 +2,10 @@
 import assert from "node:assert/strict";
 import { getDevice } from "../src/webgpu/device.js";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { test } from "node:test";
+import { after, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { type Dtype, parseSafetensors, serializeSafetensors, type TensorToWrite, toFloat32 } from "../src/io/safetensors.js";
 import { bf16ToFloat, f16ToFloat, floatToBf16, floatToF16, roundToF16 } from "../src/io/half.js";
@@ -14,6 +14,7 @@ import { makeCase, relativeError, rng, webgpuSkip } from "./helpers.js";
 
 const main = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), "moba-cli-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
 
 function moba(...args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, ["--import", "tsx", main, ...args], { encoding: "utf8" });
@@ -34,10 +35,17 @@ for (const dtype of ["F64", "F32", "F16", "BF16"] as const) {
   for (const cuDtype of ["I32", "I64"] as const) {
     test(`moba attention round trip: ${dtype} inputs, ${cuDtype} cu_seqlens, with dout`, () => {
       const t = (x: Float32Array, shape: readonly number[]): TensorToWrite => ({ dtype, shape, data: x });
-      const input = write(`in-${dtype}-${cuDtype}.safetensors`, {
-        q: t(c.q.data, c.q.shape), k: t(c.k.data, c.k.shape), v: t(c.v.data, c.v.shape), dout: t(c.dout.data, c.dout.shape),
-        cu_seqlens: { dtype: cuDtype, shape: [4], data: c.cuSeqlens },
-      }, { note: "made by the test" });
+      const input = write(
+        `in-${dtype}-${cuDtype}.safetensors`,
+        {
+          q: t(c.q.data, c.q.shape),
+          k: t(c.k.data, c.k.shape),
+          v: t(c.v.data, c.v.shape),
+          dout: t(c.dout.data, c.dout.shape),
+          cu_seqlens: { dtype: cuDtype, shape: [4], data: c.cuSeqlens },
+        },
+        { note: "made by the test" },
+      );
       const output = join(dir, `out-${dtype}-${cuDtype}.safetensors`);
       const r = moba("attention", "--input", input, "--output", output, "--block-size", "10", "--top-k", "3");
       assert.equal(r.status, 0, r.stderr);
@@ -60,7 +68,11 @@ for (const dtype of ["F64", "F32", "F16", "BF16"] as const) {
 }
 
 test("moba attention --full without dout writes out and lse only", () => {
-  const input = write("full.safetensors", { q: { dtype: "F32", shape: c.q.shape, data: c.q.data }, k: { dtype: "F32", shape: c.k.shape, data: c.k.data }, v: { dtype: "F32", shape: c.v.shape, data: c.v.data } });
+  const input = write("full.safetensors", {
+    q: { dtype: "F32", shape: c.q.shape, data: c.q.data },
+    k: { dtype: "F32", shape: c.k.shape, data: c.k.data },
+    v: { dtype: "F32", shape: c.v.shape, data: c.v.data },
+  });
   const output = join(dir, "full-out.safetensors");
   const r = moba("attention", "--input", input, "--output", output, "--full", "--scale", "0.25");
   assert.equal(r.status, 0, r.stderr);
@@ -86,8 +98,29 @@ test("f16 and bf16 conversions round to nearest even and keep special values", (
 
 test("roundToF16 gives what a round trip through f16 bits gives, at every magnitude, ties and range edges included", () => {
   const random = rng(5);
-  const values: number[] = [0, -0, 1, -1, 65504, -65504, 65519, 32767.99, 32768, 2 ** -14, 2 ** -14 * (1 - 2 ** -12), 2 ** -24, 2 ** -25, 1e-30,
-    1 + 2 ** -11, 1 + 3 * 2 ** -11, -(1 + 2 ** -11), 2 ** 15 - 2 ** -9, Infinity, -Infinity, NaN];
+  const values: number[] = [
+    0,
+    -0,
+    1,
+    -1,
+    65504,
+    -65504,
+    65519,
+    32767.99,
+    32768,
+    2 ** -14,
+    2 ** -14 * (1 - 2 ** -12),
+    2 ** -24,
+    2 ** -25,
+    1e-30,
+    1 + 2 ** -11,
+    1 + 3 * 2 ** -11,
+    -(1 + 2 ** -11),
+    2 ** 15 - 2 ** -9,
+    Infinity,
+    -Infinity,
+    NaN,
+  ];
   for (let e = -30; e <= 17; e++) for (let i = 0; i < 200; i++) values.push((random() * 2 - 1) * 2 ** e);
   for (let h = 0; h < 0x7c00; h += 3) values.push(f16ToFloat(h) * (1 + 2 ** -11), f16ToFloat(h) + 2 ** -25); // near ties
   const x = Float32Array.from(values);
@@ -112,7 +145,11 @@ function expectError(name: string, args: string[] | ((output: string) => string[
     assert.match(r.stderr, /^moba: error: /);
     assert.match(r.stderr, pattern);
     assert.ok(!existsSync(output), "no output file");
-    assert.deepEqual(readdirSync(dir).filter((f) => f.includes(".tmp-")), [], "no temporary file");
+    assert.deepEqual(
+      readdirSync(dir).filter((f) => f.includes(".tmp-")),
+      [],
+      "no temporary file",
+    );
   });
 }
 
@@ -135,19 +172,93 @@ function headerFile(header: object, bufferBytes: number): Uint8Array {
   return file;
 }
 
-withInput("headDim mismatch", { ...good, k: { dtype: "F32", shape: [6, 1, 3], data: new Float32Array(18) }, v: { dtype: "F32", shape: [6, 1, 3], data: new Float32Array(18) } }, [], /k: expected headDim 4 \(as q\), got 3/);
-withInput("token count mismatch", { ...good, k: { dtype: "F32", shape: [5, 1, 4], data: new Float32Array(20) } }, [], /k: expected 6 tokens \(as q\), got 5/);
-withInput("v shape differs from k", { ...good, v: { dtype: "F32", shape: [6, 2, 4], data: new Float32Array(48) } }, [], /v: expected shape \[6, 1, 4\], got \[6, 2, 4\]/);
-withInput("q not 3-D", { ...good, q: { dtype: "F32", shape: [6, 8], data: new Float32Array(48) } }, [], /q: expected shape \[tokens, heads, headDim\], got \[6, 8\]/);
-withInput("heads not divisible", { ...good, q: { dtype: "F32", shape: [6, 3, 4], data: new Float32Array(72) }, k: { dtype: "F32", shape: [6, 2, 4], data: new Float32Array(48) }, v: { dtype: "F32", shape: [6, 2, 4], data: new Float32Array(48) } }, [], /qHeads \(3\) to be a multiple of kvHeads, got kvHeads 2/);
-withInput("cu_seqlens not starting at 0", { ...good, cu_seqlens: { dtype: "I32", shape: [3], data: [1, 3, 6] } }, [], /cuSeqlens\[0\]: expected 0, got 1/);
-withInput("cu_seqlens not ending at tokens", { ...good, cu_seqlens: { dtype: "I32", shape: [3], data: [0, 3, 5] } }, [], /cuSeqlens\[2\]: expected the number of tokens 6, got 5/);
-withInput("cu_seqlens decreasing", { ...good, cu_seqlens: { dtype: "I64", shape: [4], data: [0, 4, 2, 6] } }, [], /cuSeqlens\[2\]: expected non-decreasing offsets \(>= 4\), got 2/);
-withInput("cu_seqlens not integers", { ...good, cu_seqlens: { dtype: "F32", shape: [2], data: [0, 6] } }, [], /cu_seqlens.*expected an integer dtype \(I32, I64\), got F32/);
-withInput("NaN in q", { ...good, q: { dtype: "F32", shape: [6, 2, 4], data: new Float32Array(48).fill(NaN, 5, 6) } }, [], /q: expected finite values, got NaN at element 5/);
-withInput("Inf in v", { ...good, v: { dtype: "F16", shape: [6, 1, 4], data: new Float32Array(24).fill(Infinity, 3, 4) } }, [], /v: expected finite values, got Infinity at element 3/);
-withInput("NaN in dout", { ...good, dout: { dtype: "F32", shape: [6, 2, 4], data: new Float32Array(48).fill(NaN) } }, [], /dout: expected finite values, got NaN at element 0/);
-withInput("dout shape", { ...good, dout: { dtype: "F32", shape: [6, 1, 4], data: new Float32Array(24) } }, [], /dout: expected shape \[6, 2, 4\], got \[6, 1, 4\]/);
+withInput(
+  "headDim mismatch",
+  {
+    ...good,
+    k: { dtype: "F32", shape: [6, 1, 3], data: new Float32Array(18) },
+    v: { dtype: "F32", shape: [6, 1, 3], data: new Float32Array(18) },
+  },
+  [],
+  /k: expected headDim 4 \(as q\), got 3/,
+);
+withInput(
+  "token count mismatch",
+  { ...good, k: { dtype: "F32", shape: [5, 1, 4], data: new Float32Array(20) } },
+  [],
+  /k: expected 6 tokens \(as q\), got 5/,
+);
+withInput(
+  "v shape differs from k",
+  { ...good, v: { dtype: "F32", shape: [6, 2, 4], data: new Float32Array(48) } },
+  [],
+  /v: expected shape \[6, 1, 4\], got \[6, 2, 4\]/,
+);
+withInput(
+  "q not 3-D",
+  { ...good, q: { dtype: "F32", shape: [6, 8], data: new Float32Array(48) } },
+  [],
+  /q: expected shape \[tokens, heads, headDim\], got \[6, 8\]/,
+);
+withInput(
+  "heads not divisible",
+  {
+    ...good,
+    q: { dtype: "F32", shape: [6, 3, 4], data: new Float32Array(72) },
+    k: { dtype: "F32", shape: [6, 2, 4], data: new Float32Array(48) },
+    v: { dtype: "F32", shape: [6, 2, 4], data: new Float32Array(48) },
+  },
+  [],
+  /qHeads \(3\) to be a multiple of kvHeads, got kvHeads 2/,
+);
+withInput(
+  "cu_seqlens not starting at 0",
+  { ...good, cu_seqlens: { dtype: "I32", shape: [3], data: [1, 3, 6] } },
+  [],
+  /cuSeqlens\[0\]: expected 0, got 1/,
+);
+withInput(
+  "cu_seqlens not ending at tokens",
+  { ...good, cu_seqlens: { dtype: "I32", shape: [3], data: [0, 3, 5] } },
+  [],
+  /cuSeqlens\[2\]: expected the number of tokens 6, got 5/,
+);
+withInput(
+  "cu_seqlens decreasing",
+  { ...good, cu_seqlens: { dtype: "I64", shape: [4], data: [0, 4, 2, 6] } },
+  [],
+  /cuSeqlens\[2\]: expected non-decreasing offsets \(>= 4\), got 2/,
+);
+withInput(
+  "cu_seqlens not integers",
+  { ...good, cu_seqlens: { dtype: "F32", shape: [2], data: [0, 6] } },
+  [],
+  /cu_seqlens.*expected an integer dtype \(I32, I64\), got F32/,
+);
+withInput(
+  "NaN in q",
+  { ...good, q: { dtype: "F32", shape: [6, 2, 4], data: new Float32Array(48).fill(NaN, 5, 6) } },
+  [],
+  /q: expected finite values, got NaN at element 5/,
+);
+withInput(
+  "Inf in v",
+  { ...good, v: { dtype: "F16", shape: [6, 1, 4], data: new Float32Array(24).fill(Infinity, 3, 4) } },
+  [],
+  /v: expected finite values, got Infinity at element 3/,
+);
+withInput(
+  "NaN in dout",
+  { ...good, dout: { dtype: "F32", shape: [6, 2, 4], data: new Float32Array(48).fill(NaN) } },
+  [],
+  /dout: expected finite values, got NaN at element 0/,
+);
+withInput(
+  "dout shape",
+  { ...good, dout: { dtype: "F32", shape: [6, 1, 4], data: new Float32Array(24) } },
+  [],
+  /dout: expected shape \[6, 2, 4\], got \[6, 1, 4\]/,
+);
 withInput("missing tensor", { q: good.q, k: good.k }, [], /missing tensor "v" \(found: q, k\)/);
 withInput("block size zero", good, ["--block-size", "0"], /--block-size: expected a positive integer, got "0"/);
 withInput("block size not an integer", good, ["--block-size", "2.5"], /--block-size: expected a positive integer, got "2.5"/);
@@ -157,15 +268,47 @@ withInput("unknown backend", good, ["--backend", "tpu"], /--backend: expected "c
 withInput("unknown precision", good, ["--precision", "f8"], /--precision: expected "f32" or "f16", got "f8"/);
 expectError("unknown option", ["attention", "--bogus"], /Unknown option '--bogus'/);
 expectError("missing --input", ["attention", "--output", "x"], /--input: expected a safetensors file path, got nothing/);
-expectError("input file missing", (o) => ["attention", "--input", join(dir, "nope.safetensors"), "--output", o], /nope\.safetensors: cannot read \(ENOENT\)/);
+expectError(
+  "input file missing",
+  (o) => ["attention", "--input", join(dir, "nope.safetensors"), "--output", o],
+  /nope\.safetensors: cannot read \(ENOENT\)/,
+);
 rawFile("truncated header length", new Uint8Array(5), /expected at least 8 bytes \(the header length\), got 5/);
 rawFile("header longer than file", headerFile({}, 0).subarray(0, 9), /header length 2 exceeds the 1 bytes after it \(truncated file\?\)/);
-rawFile("header not JSON", (() => { const f = headerFile({}, 0); f[8] = 0x78; return f; })(), /header is not valid UTF-8 JSON/);
-rawFile("unknown dtype", headerFile({ q: { dtype: "F8_E4M3", shape: [1], data_offsets: [0, 1] } }, 1), /tensor "q": expected dtype F64, F32, F16, BF16, I64 or I32, got "F8_E4M3"/);
-rawFile("offsets out of range (truncated data)", headerFile({ q: { dtype: "F32", shape: [4], data_offsets: [0, 16] } }, 8), /tensor "q": data_offsets \[0, 16\] out of range of the 8-byte buffer/);
-rawFile("overlapping offsets", headerFile({ a: { dtype: "F32", shape: [2], data_offsets: [0, 8] }, b: { dtype: "F32", shape: [2], data_offsets: [4, 12] } }, 12), /tensor "b": data_offsets \[4, 12\] overlap the tensor before it/);
-rawFile("shape and byte length disagree", headerFile({ q: { dtype: "F32", shape: [3], data_offsets: [0, 8] } }, 8), /tensor "q": shape \[3\] of F32 needs 12 bytes, data_offsets give 8/);
-rawFile("hole in the buffer", headerFile({ q: { dtype: "F32", shape: [1], data_offsets: [4, 8] } }, 8), /bytes \[0, 4\) of the buffer belong to no tensor/);
+rawFile(
+  "header not JSON",
+  (() => {
+    const f = headerFile({}, 0);
+    f[8] = 0x78;
+    return f;
+  })(),
+  /header is not valid UTF-8 JSON/,
+);
+rawFile(
+  "unknown dtype",
+  headerFile({ q: { dtype: "F8_E4M3", shape: [1], data_offsets: [0, 1] } }, 1),
+  /tensor "q": expected dtype F64, F32, F16, BF16, I64 or I32, got "F8_E4M3"/,
+);
+rawFile(
+  "offsets out of range (truncated data)",
+  headerFile({ q: { dtype: "F32", shape: [4], data_offsets: [0, 16] } }, 8),
+  /tensor "q": data_offsets \[0, 16\] out of range of the 8-byte buffer/,
+);
+rawFile(
+  "overlapping offsets",
+  headerFile({ a: { dtype: "F32", shape: [2], data_offsets: [0, 8] }, b: { dtype: "F32", shape: [2], data_offsets: [4, 12] } }, 12),
+  /tensor "b": data_offsets \[4, 12\] overlap the tensor before it/,
+);
+rawFile(
+  "shape and byte length disagree",
+  headerFile({ q: { dtype: "F32", shape: [3], data_offsets: [0, 8] } }, 8),
+  /tensor "q": shape \[3\] of F32 needs 12 bytes, data_offsets give 8/,
+);
+rawFile(
+  "hole in the buffer",
+  headerFile({ q: { dtype: "F32", shape: [1], data_offsets: [4, 8] } }, 8),
+  /bytes \[0, 4\) of the buffer belong to no tensor/,
+);
 
 test("a failed run keeps an existing output file untouched", () => {
   const output = join(dir, "keep.safetensors");
@@ -197,7 +340,13 @@ test("moba demo runs on a small input and checks itself against the reference", 
 
 test("moba attention --backend webgpu writes what the CPU backend writes", { skip: webgpuSkip }, () => {
   const t = (x: Float32Array, shape: readonly number[]): TensorToWrite => ({ dtype: "F32", shape, data: x });
-  const input = write("webgpu-in.safetensors", { q: t(c.q.data, c.q.shape), k: t(c.k.data, c.k.shape), v: t(c.v.data, c.v.shape), dout: t(c.dout.data, c.dout.shape), cu_seqlens: { dtype: "I32", shape: [4], data: c.cuSeqlens } });
+  const input = write("webgpu-in.safetensors", {
+    q: t(c.q.data, c.q.shape),
+    k: t(c.k.data, c.k.shape),
+    v: t(c.v.data, c.v.shape),
+    dout: t(c.dout.data, c.dout.shape),
+    cu_seqlens: { dtype: "I32", shape: [4], data: c.cuSeqlens },
+  });
   const outputs = ["cpu", "webgpu"].map((backend) => {
     const output = join(dir, `webgpu-out-${backend}.safetensors`);
     const r = moba("attention", "--input", input, "--output", output, "--block-size", "10", "--top-k", "3", "--backend", backend);
@@ -211,30 +360,57 @@ test("moba attention --backend webgpu writes what the CPU backend writes", { ski
   }
 });
 
-test("moba bench --backend webgpu prints a row per length and precision, with GPU times, the ideal ratio and memory, and writes the plot", { skip: webgpuSkip }, async () => {
-  const timed = (await getDevice()).timestamps;
-  const svg = join(dir, "bench-webgpu.svg");
-  const r = moba("bench", "--backend", "webgpu", "--lengths", "200,300", "--head-dim", "16", "--block-size", "32", "--top-k", "2",
-    "--runs", "1", "--precision", "f32,f16", "--forward-only", "--svg", svg);
-  assert.equal(r.status, 0, r.stderr);
-  const rows = r.stdout.split("\n").filter((line) => /^f(32|16) +[23]00 /.test(line));
-  assert.equal(rows.length, 4, r.stdout);
-  for (const row of rows) {
-    const cells = row.trim().split(/ {2,}/);
-    const gpuTime = timed ? /^\d+\.\d\d$/ : /^-$/;
-    assert.match(cells[7], gpuTime, `MoBA GPU ms in ${row}`);
-    assert.match(cells[8], gpuTime, `full GPU ms in ${row}`);
-    assert.match(cells[9], timed ? /^\d+\.\d\dx$/ : /^-$/, `GPU speedup in ${row}`);
-    assert.deepEqual(cells.slice(10, 14), ["-", "-", "-", "-"], `no backward in ${row}`);
-    assert.match(cells[14], /^\d+\.\d\dx$/, `ideal ratio in ${row}`);
-    assert.match(cells[16], /^\d+\.\d$/, `MoBA MiB in ${row}`);
-  }
-  assert.match(readFileSync(svg, "utf8"), /^<svg/);
-});
+test(
+  "moba bench --backend webgpu prints a row per length and precision, with GPU times, the ideal ratio and memory, and writes the plot",
+  { skip: webgpuSkip },
+  async () => {
+    const timed = (await getDevice()).timestamps;
+    const svg = join(dir, "bench-webgpu.svg");
+    const r = moba(
+      "bench",
+      "--backend",
+      "webgpu",
+      "--lengths",
+      "200,300",
+      "--head-dim",
+      "16",
+      "--block-size",
+      "32",
+      "--top-k",
+      "2",
+      "--runs",
+      "1",
+      "--precision",
+      "f32,f16",
+      "--forward-only",
+      "--svg",
+      svg,
+    );
+    assert.equal(r.status, 0, r.stderr);
+    const rows = r.stdout.split("\n").filter((line) => /^f(32|16) +[23]00 /.test(line));
+    assert.equal(rows.length, 4, r.stdout);
+    for (const row of rows) {
+      const cells = row.trim().split(/ {2,}/);
+      const gpuTime = timed ? /^\d+\.\d\d$/ : /^-$/;
+      assert.match(cells[7], gpuTime, `MoBA GPU ms in ${row}`);
+      assert.match(cells[8], gpuTime, `full GPU ms in ${row}`);
+      assert.match(cells[9], timed ? /^\d+\.\d\dx$/ : /^-$/, `GPU speedup in ${row}`);
+      assert.deepEqual(cells.slice(10, 14), ["-", "-", "-", "-"], `no backward in ${row}`);
+      assert.match(cells[14], /^\d+\.\d\dx$/, `ideal ratio in ${row}`);
+      assert.match(cells[16], /^\d+\.\d$/, `MoBA MiB in ${row}`);
+    }
+    assert.match(readFileSync(svg, "utf8"), /^<svg/);
+  },
+);
 
 test("moba attention --precision f16 computes on f16-rounded q, k, v and records the precision", () => {
   const t = (x: Float32Array, shape: readonly number[]): TensorToWrite => ({ dtype: "F32", shape, data: x });
-  const input = write("f16-in.safetensors", { q: t(c.q.data, c.q.shape), k: t(c.k.data, c.k.shape), v: t(c.v.data, c.v.shape), cu_seqlens: { dtype: "I32", shape: [4], data: c.cuSeqlens } });
+  const input = write("f16-in.safetensors", {
+    q: t(c.q.data, c.q.shape),
+    k: t(c.k.data, c.k.shape),
+    v: t(c.v.data, c.v.shape),
+    cu_seqlens: { dtype: "I32", shape: [4], data: c.cuSeqlens },
+  });
   const output = join(dir, "f16-out.safetensors");
   const r = moba("attention", "--input", input, "--output", output, "--block-size", "10", "--top-k", "3", "--precision", "f16");
   assert.equal(r.status, 0, r.stderr);

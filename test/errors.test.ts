@@ -12,18 +12,71 @@ const cases: [string, () => Promise<unknown>, RegExp][] = [
   ["blockSize 1.5", () => mobaAttention(inputs, { blockSize: 1.5, topK: 2 }), /^blockSize: expected a positive integer, got 1.5$/],
   ["topK 0", () => mobaAttention(inputs, { blockSize: 4, topK: 0 }), /^topK: expected a positive integer, got 0$/],
   ["topK NaN", () => mobaAttention(inputs, { blockSize: 4, topK: NaN }), /^topK: expected a positive integer, got NaN$/],
-  ["scale Infinity", () => mobaAttention(inputs, { blockSize: 4, topK: 2, scale: Infinity }), /^scale: expected a finite number, got Infinity$/],
+  [
+    "scale Infinity",
+    () => mobaAttention(inputs, { blockSize: 4, topK: 2, scale: Infinity }),
+    /^scale: expected a finite number, got Infinity$/,
+  ],
   ["threads 0", () => flashAttention(inputs, { threads: 0 }), /^threads: expected a positive integer, got 0$/],
   ["backend", () => flashAttention(inputs, { backend: "gpu" as "cpu" }), /^backend: expected "cpu" or "webgpu", got "gpu"$/],
-  ["cuSeqlens too short", () => flashAttention({ ...inputs, cuSeqlens: [0] }), /^cuSeqlens: expected at least 2 offsets \[0, \.\.\., 20\], got 1$/],
+  [
+    "cuSeqlens too short",
+    () => flashAttention({ ...inputs, cuSeqlens: [0] }),
+    /^cuSeqlens: expected at least 2 offsets \[0, \.\.\., 20\], got 1$/,
+  ],
+  // checked before the Int32Array stores them: 2^32 - 1 was stored as -1 (NaN out), 2^32 + 5 as 5 (wrong results)
+  [
+    "cuSeqlens 2^32 - 1",
+    () => mobaAttention({ ...inputs, cuSeqlens: [0, 2 ** 32 - 1, 20] }, { blockSize: 4, topK: 2 }),
+    /^cuSeqlens\[1\]: expected an offset of at most the number of tokens 20, got 4294967295$/,
+  ],
+  [
+    "cuSeqlens 2^32 + 5",
+    () => flashAttention({ ...inputs, cuSeqlens: [0, 2 ** 32 + 5, 20] }),
+    /^cuSeqlens\[1\]: expected an offset of at most the number of tokens 20, got 4294967301$/,
+  ],
+  ["cuSeqlens -2^32", () => flashAttention({ ...inputs, cuSeqlens: [-(2 ** 32), 5, 20] }), /^cuSeqlens\[0\]: expected 0, got -4294967296$/],
+  [
+    "blockSize 2^32 (a u32 on the GPU)",
+    () => mobaAttention(inputs, { blockSize: 2 ** 32, topK: 2 }),
+    /^blockSize: expected at most 2\^31 - 1 \(the kernels index in 32 bits\), got 4294967296$/,
+  ],
   ["cuSeqlens fraction", () => flashAttention({ ...inputs, cuSeqlens: [0, 2.5, 20] }), /^cuSeqlens\[1\]: expected an integer, got 2.5$/],
-  ["data length", () => flashAttention({ ...inputs, q: { data: new Float32Array(3), shape: [20, 2, 4] } }), /^q: expected 160 elements for shape \[20, 2, 4\], got 3$/],
-  ["routing shape", () => mobaAttentionBackward({ ...inputs, out: c.dout, lse: { data: new Float32Array(40), shape: [20, 2] }, dout: c.dout, routing: { data: new Int32Array(3), shape: [3, 1, 1] } }, { blockSize: 4, topK: 2 }),
-    /^routing: expected shape \[20, 2, topK - 1\] from the forward, got \[3, 1, 1\]$/],
+  [
+    "data length",
+    () => flashAttention({ ...inputs, q: { data: new Float32Array(3), shape: [20, 2, 4] } }),
+    /^q: expected 160 elements for shape \[20, 2, 4\], got 3$/,
+  ],
+  [
+    "routing shape",
+    () =>
+      mobaAttentionBackward(
+        {
+          ...inputs,
+          out: c.dout,
+          lse: { data: new Float32Array(40), shape: [20, 2] },
+          dout: c.dout,
+          routing: { data: new Int32Array(3), shape: [3, 1, 1] },
+        },
+        { blockSize: 4, topK: 2 },
+      ),
+    /^routing: expected shape \[20, 2, topK - 1\] from the forward, got \[3, 1, 1\]$/,
+  ],
   ["precision", () => flashAttention(inputs, { precision: "bf16" as "f16" }), /^precision: expected "f32" or "f16", got "bf16"$/],
-  ["f16 range", () => flashAttention({ ...inputs, k: { data: c.k.data.map((x, i) => (i === 7 ? 70000 : x)), shape: c.k.shape } }, { precision: "f16" }),
-    /^k: expected \|values\| <= 65504 for precision "f16", got 70000 at element 7$/],
-  ["lse shape", () => mobaAttentionBackward({ ...inputs, out: c.dout, lse: { data: new Float32Array(20), shape: [20] }, dout: c.dout }, { blockSize: 4, topK: 2 }), /^lse: expected shape \[20, 2\], got \[20\]$/],
+  [
+    "f16 range",
+    () => flashAttention({ ...inputs, k: { data: c.k.data.map((x, i) => (i === 7 ? 70000 : x)), shape: c.k.shape } }, { precision: "f16" }),
+    /^k: expected \|values\| <= 65504 for precision "f16", got 70000 at element 7$/,
+  ],
+  [
+    "lse shape",
+    () =>
+      mobaAttentionBackward(
+        { ...inputs, out: c.dout, lse: { data: new Float32Array(20), shape: [20] }, dout: c.dout },
+        { blockSize: 4, topK: 2 },
+      ),
+    /^lse: expected shape \[20, 2\], got \[20\]$/,
+  ],
 ];
 
 for (const [name, run, pattern] of cases) {
@@ -65,4 +118,23 @@ test("the library loads outside Node: no static node: import is reachable from s
   visit(new URL("../src/index.ts", import.meta.url));
   assert.ok(seen.size > 10, `walked ${seen.size} files`);
   assert.deepEqual(offenders, []);
+});
+
+test("a block size far beyond the sequence allocates nothing in proportion to it, and equals one block per sequence", async () => {
+  const huge = await mobaAttention(inputs, { blockSize: 2 ** 31 - 1, topK: 2 });
+  const one = await mobaAttention(inputs, { blockSize: 20, topK: 2 });
+  assert.deepEqual(huge.out.data, one.out.data);
+});
+
+test("the parameter cap's estimate is the parameter count initModel allocates", async () => {
+  const { checkConfig, initModel, parameterCount } = await import("../src/index.js");
+  const { parameterEstimate } = await import("../src/model/config.js");
+  for (const fields of [
+    {},
+    { tie_word_embeddings: false, num_key_value_heads: 1 },
+    { hidden_size: 64, intermediate_size: 100, num_hidden_layers: 3 },
+  ]) {
+    const config = checkConfig(fields);
+    assert.equal(parameterEstimate(config), parameterCount(initModel(config, 1)), JSON.stringify(fields));
+  }
 });

@@ -1,12 +1,31 @@
 // Shared test helpers: a seeded generator, random attention problems, the reference comparison.
 import { roundToF16 } from "../src/io/half.js";
 import type { Precision } from "../src/attention/problem.js";
-import { type Backend, type Gradients, type Tensor32i, mobaAttention, mobaAttentionBackward, flashAttention, flashAttentionBackward, type Tensor } from "../src/index.js";
+import {
+  type Backend,
+  type Gradients,
+  type Tensor32i,
+  mobaAttention,
+  mobaAttentionBackward,
+  flashAttention,
+  flashAttentionBackward,
+  type Tensor,
+} from "../src/index.js";
 import { relativeError, seeded, uniformTensor } from "../src/run/util.js";
 import { getDevice } from "../src/webgpu/device.js";
+import { webgpuModelBackend } from "../src/webgpu/model.js";
+import type { ModelBackend } from "../src/backend.js";
+import { cpuBackend } from "../src/cpu/model.js";
 import type { LlamaConfig } from "../src/model/config.js";
+import { backward, type Batch, forward, type Model, syncToHost, zeroGradients } from "../src/model/llama.js";
 export { relativeError };
-import { referenceBackward, referenceForward, type ReferenceProblem, referenceSelection, type Selection } from "../src/reference/attention.js";
+import {
+  referenceBackward,
+  referenceForward,
+  type ReferenceProblem,
+  referenceSelection,
+  type Selection,
+} from "../src/reference/attention.js";
 
 /** Why the WebGPU tests are skipped (no adapter, outside CI), or false when they run. Under CI=true a missing adapter fails. */
 export const webgpuSkip: string | false = await getDevice().then(
@@ -15,7 +34,16 @@ export const webgpuSkip: string | false = await getDevice().then(
 );
 
 /** Every backend, each with its skip reason. */
-export const BACKENDS: [Backend, string | false][] = [["cpu", false], ["webgpu", webgpuSkip]];
+export const BACKENDS: [Backend, string | false][] = [
+  ["cpu", false],
+  ["webgpu", webgpuSkip],
+];
+
+/** Every model backend (made on first use), each with its skip reason. */
+export const MODEL_BACKENDS: [Backend, () => Promise<ModelBackend>, string | false][] = [
+  ["cpu", async () => cpuBackend, false],
+  ["webgpu", webgpuModelBackend, webgpuSkip],
+];
 
 export const rng = seeded;
 export const randomTensor = uniformTensor;
@@ -48,7 +76,10 @@ export function describe(c: Case): string {
   return `seed=${c.seed} cuSeqlens=[${c.cuSeqlens}] heads=${c.qHeads}/${c.kvHeads} headDim=${c.headDim} blockSize=${c.blockSize} topK=${c.topK}`;
 }
 
-export function makeCase(seed: number, shape: Omit<Case, "seed" | "tokens" | "q" | "k" | "v" | "dout" | "scale"> & { scale?: number }): Case {
+export function makeCase(
+  seed: number,
+  shape: Omit<Case, "seed" | "tokens" | "q" | "k" | "v" | "dout" | "scale"> & { scale?: number },
+): Case {
   const random = rng(seed);
   const tokens = shape.cuSeqlens[shape.cuSeqlens.length - 1];
   return {
@@ -64,11 +95,25 @@ export function makeCase(seed: number, shape: Omit<Case, "seed" | "tokens" | "q"
 }
 
 export function referenceProblem(c: Case): ReferenceProblem {
-  return { tokens: c.tokens, qHeads: c.qHeads, kvHeads: c.kvHeads, headDim: c.headDim, cuSeqlens: c.cuSeqlens, blockSize: c.blockSize, topK: c.topK, scale: c.scale };
+  return {
+    tokens: c.tokens,
+    qHeads: c.qHeads,
+    kvHeads: c.kvHeads,
+    headDim: c.headDim,
+    cuSeqlens: c.cuSeqlens,
+    blockSize: c.blockSize,
+    topK: c.topK,
+    scale: c.scale,
+  };
 }
 
 /** Runs an implementation forward and backward on the case. */
-export async function runImplementation(c: Case, threads?: number, backend: Backend = "cpu", precision: Precision = "f32"): Promise<{ out: Tensor; lse: Tensor; routing: Tensor32i } & Gradients> {
+export async function runImplementation(
+  c: Case,
+  threads?: number,
+  backend: Backend = "cpu",
+  precision: Precision = "f32",
+): Promise<{ out: Tensor; lse: Tensor; routing: Tensor32i } & Gradients> {
   const inputs = { q: c.q, k: c.k, v: c.v, cuSeqlens: c.cuSeqlens };
   const options = { blockSize: c.blockSize, topK: c.topK, scale: c.scale, threads, backend, precision };
   const full = c.topK === Infinity;
@@ -93,7 +138,14 @@ export const F16_TOLERANCE = 2e-3;
  */
 /** float32Gate: the implementation gates and computes in float32 (the WebGPU backend); see replayRouting. */
 /** errors, when given, receives each tensor's norm-wise relative error. */
-export async function compareWithReference(c: Case, threads?: number, implementation = runImplementation, float32Gate = false, precision: Precision = "f32", errors?: Record<string, number>): Promise<string[]> {
+export async function compareWithReference(
+  c: Case,
+  threads?: number,
+  implementation = runImplementation,
+  float32Gate = false,
+  precision: Precision = "f32",
+  errors?: Record<string, number>,
+): Promise<string[]> {
   const tolerance = precision === "f16" ? F16_TOLERANCE : F32_TOLERANCE;
   const got = await implementation(c, threads);
   const p = referenceProblem(c);
@@ -112,7 +164,11 @@ export async function compareWithReference(c: Case, threads?: number, implementa
   expectShape("dk", got.dk, [c.tokens, c.kvHeads, c.headDim]);
   expectShape("dv", got.dv, [c.tokens, c.kvHeads, c.headDim]);
   const pairs: [string, Float32Array, Float64Array][] = [
-    ["out", got.out.data, ref.out], ["lse", got.lse.data, ref.lse], ["dq", got.dq.data, grads.dq], ["dk", got.dk.data, grads.dk], ["dv", got.dv.data, grads.dv],
+    ["out", got.out.data, ref.out],
+    ["lse", got.lse.data, ref.lse],
+    ["dq", got.dq.data, grads.dq],
+    ["dk", got.dk.data, grads.dk],
+    ["dv", got.dv.data, grads.dv],
   ];
   for (const [name, a, b] of pairs) {
     const error = relativeError(a, b);
@@ -121,7 +177,8 @@ export async function compareWithReference(c: Case, threads?: number, implementa
     // is exactly zero for one token) keep the rounding of the float32 out, lse and arithmetic at the
     // size of the terms, so they also pass within an RMS floor of 2e-6 per element (inputs are O(1)).
     const rms = Math.sqrt(a.reduce((acc, x, i) => acc + (x - b[i]) ** 2, 0) / Math.max(1, a.length));
-    if (!(error <= tolerance) && !(rms <= F32_RMS_FLOOR)) failures.push(`${name} relative error ${error.toExponential(2)} > ${tolerance} (rms ${rms.toExponential(2)})`);
+    if (!(error <= tolerance) && !(rms <= F32_RMS_FLOOR))
+      failures.push(`${name} relative error ${error.toExponential(2)} > ${tolerance} (rms ${rms.toExponential(2)})`);
   }
   return failures.map((f) => `${describe(c)}: ${f}`);
 }
@@ -148,7 +205,8 @@ export function replayRouting(c: Case, routing: Tensor32i, failures: string[]): 
     const blocks = Math.ceil(length / B);
     const sums = Array.from({ length: blocks }, (_, j) => {
       const sum = new Float64Array(D);
-      for (let t = j * B; t < Math.min((j + 1) * B, length); t++) for (let d = 0; d < D; d++) sum[d] += k[((start + t) * kvHeads + g) * D + d];
+      for (let t = j * B; t < Math.min((j + 1) * B, length); t++)
+        for (let d = 0; d < D; d++) sum[d] += k[((start + t) * kvHeads + g) * D + d];
       return sum;
     });
     const sel: boolean[][] = [];
@@ -159,14 +217,18 @@ export function replayRouting(c: Case, routing: Tensor32i, failures: string[]): 
       const at = ((start + pos) * qHeads + head) * width;
       const chosen = [...routing.data.subarray(at, at + Math.min(width, i))];
       const score = (j: number) => sums[j].reduce((acc, x, d) => acc + x * q[((start + pos) * qHeads + head) * D + d], 0);
-      if (chosen.some((j, n) => j < 0 || j >= i || (n > 0 && j <= chosen[n - 1]))) failures.push(`routing of token ${start + pos} head ${head}: [${chosen}] is not ascending past blocks of block ${i}`);
+      if (chosen.some((j, n) => j < 0 || j >= i || (n > 0 && j <= chosen[n - 1])))
+        failures.push(`routing of token ${start + pos} head ${head}: [${chosen}] is not ascending past blocks of block ${i}`);
       for (const j of chosen) row[j] = true;
       if (i > width) {
         const scores = Array.from({ length: i }, (_, j) => score(j));
         const scale = Math.max(1, ...scores.map(Math.abs));
         const worstChosen = Math.min(...chosen.map((j) => scores[j]));
         const bestOther = Math.max(-Infinity, ...scores.filter((_, j) => !row[j]));
-        if (bestOther > worstChosen + GATE_SLACK * scale) failures.push(`routing of token ${start + pos} head ${head}: chose [${chosen}] but block scoring ${bestOther} beats ${worstChosen}`);
+        if (bestOther > worstChosen + GATE_SLACK * scale)
+          failures.push(
+            `routing of token ${start + pos} head ${head}: chose [${chosen}] but block scoring ${bestOther} beats ${worstChosen}`,
+          );
       }
       sel.push(row);
     }
@@ -174,7 +236,13 @@ export function replayRouting(c: Case, routing: Tensor32i, failures: string[]): 
   };
 }
 
-const HEADS = [[1, 1], [4, 1], [4, 2], [8, 8], [6, 3]] as const;
+const HEADS = [
+  [1, 1],
+  [4, 1],
+  [4, 2],
+  [8, 8],
+  [6, 3],
+] as const;
 const HEAD_DIMS = [1, 3, 16, 64, 128] as const;
 /** Reference multiply-adds per random case (sum of squared lengths x heads x headDim); keeps a CPU run to about a minute. */
 const REFERENCE_BUDGET = 4e6;
@@ -214,9 +282,46 @@ export function randomCase(seed: number, budget = REFERENCE_BUDGET, maxTokens = 
   return makeCase(seed, { cuSeqlens, qHeads: heads[0], kvHeads: heads[1], headDim, blockSize, topK });
 }
 
-
 /** A model small enough for finite differences: 2 layers, 4 query / 2 kv heads of size 4, MoBA blocks of 8, top-2. */
 export const TINY: Partial<LlamaConfig> = {
-  hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2,
-  moba_chunk_size: 8, moba_topk: 2, tie_word_embeddings: false, initializer_range: 0.3,
+  hidden_size: 16,
+  intermediate_size: 24,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  moba_chunk_size: 8,
+  moba_topk: 2,
+  tie_word_embeddings: false,
+  initializer_range: 0.3,
 };
+
+/** A batch of random tokens and targets over the packed sequences of `cuSeqlens`, every fifth token unweighted. */
+export function randomBatch(seed: number, cuSeqlens: number[]): Batch {
+  let s = seed;
+  const next = () => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) % 256;
+  const T = cuSeqlens[cuSeqlens.length - 1];
+  return {
+    tokens: Int32Array.from({ length: T }, next),
+    targets: Int32Array.from({ length: T }, next),
+    weights: Float32Array.from({ length: T }, (_, i) => (i % 5 === 4 ? 0 : 1)),
+    cuSeqlens: Int32Array.from(cuSeqlens),
+  };
+}
+
+/** The loss and every parameter's gradient of `scale` · loss for one batch, on the host. */
+export async function gradients(
+  model: Model,
+  batch: Batch,
+  backend: ModelBackend,
+  kinds?: ("moba" | "full")[],
+  scale = 1,
+): Promise<{ loss: number; grads: Float32Array[] }> {
+  const loss = await backend.scope("test", async () => {
+    await zeroGradients(model, backend);
+    const trace = await forward(model, batch, backend, kinds);
+    await backward(model, trace, backend, scale);
+    return trace.loss;
+  });
+  await syncToHost(model);
+  return { loss, grads: model.params.map((p) => Float32Array.from(p.grad)) };
+}

@@ -3,8 +3,16 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { matmulXWt } from "../src/cpu/ops.js";
 import {
-  crossEntropyBackward, crossEntropyForward, embeddingBackward, embeddingForward, rmsNormBackward, rmsNormForward, rope, rotary,
-  swigluBackward, swigluForward,
+  crossEntropyBackward,
+  crossEntropyForward,
+  embeddingBackward,
+  embeddingForward,
+  rmsNormBackward,
+  rmsNormForward,
+  rope,
+  rotary,
+  swigluBackward,
+  swigluForward,
 } from "../src/model/layers.js";
 import { relativeError, rng } from "./helpers.js";
 
@@ -36,16 +44,24 @@ const dotWith = (a: Float64Array, b: Float64Array) => a.reduce((s, x, i) => s + 
 
 test("RMSNorm backward matches finite differences (dx, dw)", () => {
   const random = rng(1);
-  for (const [M, H] of [[1, 2], [3, 5], [4, 16]]) {
-    const x = random64(random, M * H, 2), w = random64(random, H), dy = random64(random, M * H);
+  for (const [M, H] of [
+    [1, 2],
+    [3, 5],
+    [4, 16],
+  ]) {
+    const x = random64(random, M * H, 2),
+      w = random64(random, H),
+      dy = random64(random, M * H);
     const loss = () => {
       const y = new Float64Array(M * H);
       rmsNormForward(y, new Float64Array(M), x, w, M, H, 1e-5);
       return dotWith(y, dy);
     };
-    const y = new Float64Array(M * H), rstd = new Float64Array(M);
+    const y = new Float64Array(M * H),
+      rstd = new Float64Array(M);
     rmsNormForward(y, rstd, x, w, M, H, 1e-5);
-    const dx = new Float64Array(M * H), dw = new Float64Array(H);
+    const dx = new Float64Array(M * H),
+      dw = new Float64Array(H);
     rmsNormBackward(dx, dw, dy, x, w, rstd, M, H);
     checkGradient(`dx M=${M} H=${H}`, x, dx, loss);
     checkGradient(`dw M=${M} H=${H}`, w, dw, loss);
@@ -54,9 +70,12 @@ test("RMSNorm backward matches finite differences (dx, dw)", () => {
 
 test("rotary embedding backward (inverse rotation) matches finite differences", () => {
   const random = rng(2);
-  const T = 5, heads = 3, D = 8;
+  const T = 5,
+    heads = 3,
+    D = 8;
   const r = rotary(Int32Array.of(0, 1, 2, 7, 300), D, 10000);
-  const x = random64(random, T * heads * D), dy = random64(random, T * heads * D);
+  const x = random64(random, T * heads * D),
+    dy = random64(random, T * heads * D);
   const loss = () => {
     const y = Float64Array.from(x);
     rope(y, r, heads, D);
@@ -74,13 +93,16 @@ test("rotary embedding backward (inverse rotation) matches finite differences", 
 test("SwiGLU backward matches finite differences (dg, du)", () => {
   const random = rng(3);
   const n = 40;
-  const g = random64(random, n, 4), u = random64(random, n, 2), dm = random64(random, n);
+  const g = random64(random, n, 4),
+    u = random64(random, n, 2),
+    dm = random64(random, n);
   const loss = () => {
     const m = new Float64Array(n);
     swigluForward(m, g, u);
     return dotWith(m, dm);
   };
-  const dg = new Float64Array(n), du = new Float64Array(n);
+  const dg = new Float64Array(n),
+    du = new Float64Array(n);
   swigluBackward(dg, du, dm, g, u);
   checkGradient("dg", g, dg, loss);
   checkGradient("du", u, du, loss);
@@ -88,7 +110,8 @@ test("SwiGLU backward matches finite differences (dg, du)", () => {
 
 test("cross-entropy backward matches finite differences, weights respected", () => {
   const random = rng(4);
-  const M = 6, V = 7;
+  const M = 6,
+    V = 7;
   const logits = random64(random, M * V, 3);
   const targets = Int32Array.from({ length: M }, () => Math.floor(random() * V));
   const weights = Float64Array.of(1, 0, 1, 0.5, 1, 0);
@@ -106,8 +129,10 @@ test("cross-entropy backward matches finite differences, weights respected", () 
 
 test("embedding backward matches finite differences (repeated tokens accumulate)", () => {
   const random = rng(5);
-  const V = 5, H = 3;
-  const table = random64(random, V * H), tokens = Int32Array.of(1, 4, 1, 0);
+  const V = 5,
+    H = 3;
+  const table = random64(random, V * H),
+    tokens = Int32Array.of(1, 4, 1, 0);
   const dOut = random64(random, tokens.length * H);
   const loss = () => {
     const out = new Float64Array(tokens.length * H);
@@ -121,11 +146,14 @@ test("embedding backward matches finite differences (repeated tokens accumulate)
 
 test("the 4×4 GEMM kernel equals a plain dot product", () => {
   const random = rng(6);
-  const x = random64(random, 7 * 5), w = random64(random, 6 * 5), y = new Float64Array(42);
+  const x = random64(random, 7 * 5),
+    w = random64(random, 6 * 5),
+    y = new Float64Array(42);
   matmulXWt(y, x, w, 7, 5, 6);
-  for (let i = 0; i < 7; i++) for (let n = 0; n < 6; n++) {
-    let s = 0;
-    for (let k = 0; k < 5; k++) s += x[i * 5 + k] * w[n * 5 + k];
-    assert.ok(Math.abs(y[i * 6 + n] - s) < 1e-12);
-  }
+  for (let i = 0; i < 7; i++)
+    for (let n = 0; n < 6; n++) {
+      let s = 0;
+      for (let k = 0; k < 5; k++) s += x[i * 5 + k] * w[n * 5 + k];
+      assert.ok(Math.abs(y[i * 6 + n] - s) < 1e-12);
+    }
 });

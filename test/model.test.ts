@@ -1,5 +1,5 @@
 // The model as a whole: gradients against finite differences, MoBA = full when every block is
-// selected, WebGPU = CPU, cached decoding = recomputing the prefix.
+// selected, WebGPU = CPU, cached decoding = recomputing the prefix, packed sequences independent.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { ModelBackend } from "../src/backend.js";
@@ -7,31 +7,9 @@ import { cpuBackend } from "../src/cpu/model.js";
 import { checkConfig } from "../src/model/config.js";
 import { decodeStep, KvCache, prefill } from "../src/model/decode.js";
 import { AdamW } from "../src/model/adamw.js";
-import { backward, type Batch, forward, initModel, type Model, release, syncToHost, zeroGradients } from "../src/model/llama.js";
+import { backward, type Batch, forward, initModel, release, zeroGradients } from "../src/model/llama.js";
 import { webgpuModelBackend } from "../src/webgpu/model.js";
-import { relativeError, TINY, webgpuSkip } from "./helpers.js";
-
-
-function randomBatch(seed: number, cuSeqlens: number[]): Batch {
-  let s = seed;
-  const next = () => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) % 256;
-  const T = cuSeqlens[cuSeqlens.length - 1];
-  return {
-    tokens: Int32Array.from({ length: T }, next), targets: Int32Array.from({ length: T }, next),
-    weights: Float32Array.from({ length: T }, (_, i) => (i % 5 === 4 ? 0 : 1)), cuSeqlens: Int32Array.from(cuSeqlens),
-  };
-}
-
-async function gradients(model: Model, batch: Batch, backend: ModelBackend, kinds?: ("moba" | "full")[]): Promise<{ loss: number; grads: Float32Array[] }> {
-  const loss = await backend.scope("test", async () => {
-    await zeroGradients(model, backend);
-    const trace = await forward(model, batch, backend, kinds);
-    await backward(model, trace, backend, 1);
-    return trace.loss;
-  });
-  await syncToHost(model);
-  return { loss, grads: model.params.map((p) => Float32Array.from(p.grad)) };
-}
+import { gradients, MODEL_BACKENDS, randomBatch, relativeError, TINY, webgpuSkip } from "./helpers.js";
 
 test("model gradients match finite differences along random directions, every parameter tensor", async () => {
   const model = initModel(checkConfig({ ...TINY, layer_attention: ["moba", "full"] }), 3);
@@ -65,21 +43,36 @@ test("MoBA layers with topK >= blocks equal full layers (loss and every gradient
   const moba = await gradients(model, batch, cpuBackend, ["moba", "moba"]);
   const full = await gradients(model, batch, cpuBackend, ["full", "full"]);
   assert.ok(Math.abs(moba.loss - full.loss) <= 1e-5 * Math.abs(full.loss), `loss ${moba.loss} vs ${full.loss}`);
-  moba.grads.forEach((g, j) => assert.ok(relativeError(g, full.grads[j]) < 1e-5, `${model.params[j].name}: ${relativeError(g, full.grads[j])}`));
+  moba.grads.forEach((g, j) =>
+    assert.ok(relativeError(g, full.grads[j]) < 1e-5, `${model.params[j].name}: ${relativeError(g, full.grads[j])}`),
+  );
   // and with fewer blocks selected the two differ (the check above can fail)
   const sparse = initModel(checkConfig({ ...TINY, moba_chunk_size: 8, moba_topk: 2 }), 4);
-  const a = await gradients(sparse, batch, cpuBackend, ["moba", "moba"]), b = await gradients(sparse, batch, cpuBackend, ["full", "full"]);
+  const a = await gradients(sparse, batch, cpuBackend, ["moba", "moba"]),
+    b = await gradients(sparse, batch, cpuBackend, ["full", "full"]);
   assert.ok(Math.abs(a.loss - b.loss) > 1e-4 * Math.abs(b.loss));
 });
 
 test("WebGPU model backend: loss and every gradient equal the CPU backend's", { skip: webgpuSkip }, async () => {
-  const model = initModel(checkConfig({ ...TINY, hidden_size: 24, intermediate_size: 70, num_attention_heads: 6, num_key_value_heads: 3, layer_attention: ["moba", "full"] }), 6);
+  const model = initModel(
+    checkConfig({
+      ...TINY,
+      hidden_size: 24,
+      intermediate_size: 70,
+      num_attention_heads: 6,
+      num_key_value_heads: 3,
+      layer_attention: ["moba", "full"],
+    }),
+    6,
+  );
   const batch = randomBatch(9, [0, 37, 70, 71]);
   const cpu = await gradients(model, batch, cpuBackend);
   const gpu = await gradients(model, batch, await webgpuModelBackend());
   assert.ok(Math.abs(cpu.loss - gpu.loss) <= 1e-5 * Math.abs(cpu.loss), `loss ${gpu.loss} vs ${cpu.loss}`);
   // different summation orders in float32 (measured ~2e-6 on lavapipe)
-  gpu.grads.forEach((g, j) => assert.ok(relativeError(g, cpu.grads[j]) < 1e-5, `${model.params[j].name}: ${relativeError(g, cpu.grads[j])}`));
+  gpu.grads.forEach((g, j) =>
+    assert.ok(relativeError(g, cpu.grads[j]) < 1e-5, `${model.params[j].name}: ${relativeError(g, cpu.grads[j])}`),
+  );
 });
 
 test("WebGPU model backend: three AdamW training steps give the CPU backend's losses and weights", { skip: webgpuSkip }, async () => {
@@ -89,24 +82,61 @@ test("WebGPU model backend: three AdamW training steps give the CPU backend's lo
     const optimizer = new AdamW(model, backend);
     const losses: number[] = [];
     for (let step = 0; step < 3; step++) {
-      losses.push(await backend.scope("test step", async () => {
-        await zeroGradients(model, backend);
-        const trace = await forward(model, randomBatch(20 + step, [0, 50, 64]), backend);
-        await backward(model, trace, backend, 1 / 64);
-        await optimizer.update(1e-2, { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, gradClip: 0.5 }); // clipping active
-        return trace.loss;
-      }));
+      losses.push(
+        await backend.scope("test step", async () => {
+          await zeroGradients(model, backend);
+          const trace = await forward(model, randomBatch(20 + step, [0, 50, 64]), backend);
+          await backward(model, trace, backend, 1 / 64);
+          await optimizer.update(1e-2, { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, gradClip: 0.5 }); // clipping active
+          return trace.loss;
+        }),
+      );
     }
     await release(model);
     return { losses, weights: model.params.map((p) => p.data) };
   };
-  const cpu = await run(cpuBackend), gpu = await run(await webgpuModelBackend());
+  const cpu = await run(cpuBackend),
+    gpu = await run(await webgpuModelBackend());
   cpu.losses.forEach((l, i) => assert.ok(Math.abs(l - gpu.losses[i]) <= 1e-5 * l, `step ${i}: ${gpu.losses[i]} vs ${l}`));
   // AdamW normalizes each update, so float32 differences in tiny gradients move weights by up to lr: compare norm-wise
-  gpu.weights.forEach((w, j) => assert.ok(relativeError(w, cpu.weights[j]) < 1e-4, `${config.num_hidden_layers} layers, tensor ${j}: ${relativeError(w, cpu.weights[j])}`));
+  gpu.weights.forEach((w, j) =>
+    assert.ok(
+      relativeError(w, cpu.weights[j]) < 1e-4,
+      `${config.num_hidden_layers} layers, tensor ${j}: ${relativeError(w, cpu.weights[j])}`,
+    ),
+  );
 });
 
-for (const [name, attention] of [["MoBA", ["moba", "moba"]], ["full", ["full", "full"]], ["hybrid", ["moba", "full"]]] as const) {
+for (const [name, make, skip] of MODEL_BACKENDS) {
+  test(
+    `${name}: two identical sequences packed in one batch give bit-identical logits (positions and attention restart with each sequence)`,
+    { skip },
+    async () => {
+      const backend = await make();
+      const model = initModel(checkConfig({ ...TINY, layer_attention: ["moba", "full"] }), 13);
+      const one = randomBatch(3, [0, 37]); // 37: the second copy starts mid-block and off every 4- or 16-row tile
+      const T = 37,
+        V = model.config.vocab_size;
+      const twice: Batch = {
+        tokens: Int32Array.of(...one.tokens, ...one.tokens),
+        targets: Int32Array.of(...one.targets, ...one.targets),
+        weights: Float32Array.of(...one.weights, ...one.weights),
+        cuSeqlens: Int32Array.of(0, T, 2 * T),
+      };
+      const logits = await backend.scope("test", async () =>
+        Float32Array.from(await backend.download((await forward(model, twice, backend)).logits)),
+      );
+      assert.deepEqual(logits.subarray(T * V), logits.subarray(0, T * V));
+      await release(model);
+    },
+  );
+}
+
+for (const [name, attention] of [
+  ["MoBA", ["moba", "moba"]],
+  ["full", ["full", "full"]],
+  ["hybrid", ["moba", "full"]],
+] as const) {
   test(`${name} decoding with the KV cache equals recomputing the whole prefix (greedy, logits)`, async () => {
     const model = initModel(checkConfig({ ...TINY, layer_attention: [...attention] }), 8);
     const prompt = Int32Array.from({ length: 13 }, (_, i) => (i * 37) % 256);
@@ -116,7 +146,11 @@ for (const [name, attention] of [["MoBA", ["moba", "moba"]], ["full", ["full", "
     for (let step = 0; step < 40; step++) {
       // recompute: a full forward pass over everything so far, last position's logits
       const T = tokens.length;
-      const trace = await forward(model, { tokens: Int32Array.from(tokens), targets: new Int32Array(T), weights: new Float32Array(T), cuSeqlens: Int32Array.of(0, T) }, cpuBackend);
+      const trace = await forward(
+        model,
+        { tokens: Int32Array.from(tokens), targets: new Int32Array(T), weights: new Float32Array(T), cuSeqlens: Int32Array.of(0, T) },
+        cpuBackend,
+      );
       const expected = (trace.logits as Float32Array).subarray((T - 1) * 256, T * 256);
       assert.ok(relativeError(logits, expected) < 1e-5, `position ${T}: ${relativeError(logits, expected)}`);
       let next = 0;

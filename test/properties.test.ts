@@ -1,13 +1,32 @@
 // Properties of MoBA that hold for any input, checked on every backend (the gate-order and thread
-// tests on the CPU, whose float64 gate reproduces the reference bit for bit).
+// tests on the CPU, whose float64 gate reproduces the reference bit for bit), and a fixed packed
+// batch against the reference for what otherwise only the random runs would catch.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { mobaAttention, mobaAttentionBackward, type Tensor } from "../src/index.js";
 import { referenceSelection } from "../src/reference/attention.js";
-import { BACKENDS, compareWithReference, makeCase, referenceProblem, relativeError, rng, runImplementation } from "./helpers.js";
+import { BACKENDS, type Case, compareWithReference, makeCase, referenceProblem, relativeError, rng, runImplementation } from "./helpers.js";
+
+/**
+ * A fixed packed batch (the random runs' seeds change every run): an empty and a length-1
+ * sequence, a sequence starting mid-block whose first queries have fewer past blocks than
+ * topK - 1 (per-sequence block counts, not global ones), and a last sequence of 8 blocks whose
+ * keys repeat its first block's, so every gate score of its queries ties.
+ */
+function fixedCase(): Case {
+  const c = makeCase(21, { cuSeqlens: [0, 45, 45, 46, 75, 139], qHeads: 4, kvHeads: 2, headDim: 8, blockSize: 8, topK: 4 });
+  const row = c.kvHeads * c.headDim;
+  for (let t = 8; t < 64; t++) c.k.data.copyWithin((75 + t) * row, (75 + (t % 8)) * row, (75 + (t % 8) + 1) * row);
+  return c;
+}
 
 test("routing: the own block plus exactly min(topK - 1, i) past blocks, equal to the reference's choice", async () => {
-  for (const [seed, blockSize, topK] of [[1, 5, 3], [2, 1, 4], [3, 16, 1], [4, 7, 6]] as const) {
+  for (const [seed, blockSize, topK] of [
+    [1, 5, 3],
+    [2, 1, 4],
+    [3, 16, 1],
+    [4, 7, 6],
+  ] as const) {
     const c = makeCase(seed, { cuSeqlens: [0, 70, 70, 71, 160], qHeads: 4, kvHeads: 2, headDim: 8, blockSize, topK });
     const { routing, lse } = await mobaAttention(c, c);
     assert.deepEqual(routing.shape, [c.tokens, c.qHeads, topK - 1]);
@@ -27,7 +46,8 @@ test("routing: the own block plus exactly min(topK - 1, i) past blocks, equal to
           assert.equal(chosen.length + 1, Math.min(topK, i + 1));
           // the own block is attended: lse >= the query's score against its own key
           let self = 0;
-          for (let d = 0; d < c.headDim; d++) self += c.q.data[row * c.headDim + d] * c.k.data[((start + p) * c.kvHeads + Math.floor(h / 2)) * c.headDim + d];
+          for (let d = 0; d < c.headDim; d++)
+            self += c.q.data[row * c.headDim + d] * c.k.data[((start + p) * c.kvHeads + Math.floor(h / 2)) * c.headDim + d];
           assert.ok(lse.data[row] >= c.scale * self - 1e-5, `lse ${lse.data[row]} < own score ${c.scale * self}`);
         }
       }
@@ -48,21 +68,49 @@ test("the comparison catches a wrong implementation (a harness that cannot fail 
   const c = makeCase(17, { cuSeqlens: [0, 120], qHeads: 1, kvHeads: 1, headDim: 8, blockSize: 10, topK: 3 });
   assert.deepEqual(await compareWithReference(c), []);
   const fewerBlocks = await compareWithReference(c, 1, (x, threads) => runImplementation({ ...x, topK: x.topK - 1 }, threads));
-  assert.ok(fewerBlocks.some((f) => f.includes("out relative error")), fewerBlocks.join("\n"));
+  assert.ok(
+    fewerBlocks.some((f) => f.includes("out relative error")),
+    fewerBlocks.join("\n"),
+  );
   const fullInstead = await compareWithReference(c, 1, (x, threads) => runImplementation({ ...x, topK: Infinity }, threads));
-  assert.ok(fullInstead.some((f) => f.includes("dk relative error")), fullInstead.join("\n"));
+  assert.ok(
+    fullInstead.some((f) => f.includes("dk relative error")),
+    fullInstead.join("\n"),
+  );
 });
 
 for (const [backend, skip] of BACKENDS) {
   test(`${backend}: ties in the gate go to the lower block index`, { skip }, async () => {
     // all keys equal: every past block has the same score, so the first topK - 1 blocks win
-    const tokens = 40, blockSize = 4, topK = 3;
+    const tokens = 40,
+      blockSize = 4,
+      topK = 3;
     const random = rng(7);
     const q: Tensor = { data: Float32Array.from({ length: tokens * 2 }, () => random() - 0.5), shape: [tokens, 1, 2] };
     const k: Tensor = { data: new Float32Array(tokens * 2).fill(0.25), shape: [tokens, 1, 2] };
     const { routing } = await mobaAttention({ q, k, v: k }, { blockSize, topK, backend });
     for (let t = 2 * blockSize; t < tokens; t++) assert.deepEqual([...routing.data.subarray(t * 2, t * 2 + 2)], [0, 1], `token ${t}`);
   });
+
+  test(
+    `${backend}: a fixed packed batch with tied gate scores equals the reference (forward and backward); ties go to the lower blocks`,
+    { skip },
+    async () => {
+      const c = fixedCase();
+      // the GPU gates in float32: its choice is checked to be a top-k, then replayed in the reference
+      assert.deepEqual(
+        await compareWithReference(c, undefined, (x, threads) => runImplementation(x, threads, backend), backend === "webgpu"),
+        [],
+      );
+      // the tied sequence's blocks are exact copies, so their scores are equal in float32 too: the lowest blocks win
+      const { routing } = await mobaAttention(c, { blockSize: 8, topK: 4, backend });
+      for (let t = 75; t < 139; t++) {
+        const n = Math.min(3, Math.floor((t - 75) / 8));
+        for (let h = 0; h < 4; h++)
+          assert.deepEqual([...routing.data.subarray((t * 4 + h) * 3, (t * 4 + h) * 3 + n)], [0, 1, 2].slice(0, n), `token ${t} head ${h}`);
+      }
+    },
+  );
 
   test(`${backend}: full attention equals MoBA with topK >= blocks`, { skip }, async () => {
     const c = makeCase(11, { cuSeqlens: [0, 100, 333], qHeads: 4, kvHeads: 2, headDim: 16, blockSize: 10, topK: 24 });
@@ -90,7 +138,11 @@ for (const [backend, skip] of BACKENDS) {
       // bit for bit, except the GPU's dk/dv, whose per-block query lists are filled by atomics in any order
       if (backend === "webgpu" && (name === "dk" || name === "dv")) assert.ok(relativeError(again, kept) < 1e-6, name);
       else assert.deepEqual(again, kept, name);
-      assert.notDeepEqual(a[name].data.subarray(0, 90 * rowSize), b[name].data.subarray(0, 90 * rowSize), `${name}: the first sequence did change`);
+      assert.notDeepEqual(
+        a[name].data.subarray(0, 90 * rowSize),
+        b[name].data.subarray(0, 90 * rowSize),
+        `${name}: the first sequence did change`,
+      );
     }
   });
 
@@ -99,7 +151,8 @@ for (const [backend, skip] of BACKENDS) {
     const repeat = (t: Tensor): Tensor => {
       const out = new Float32Array(c.tokens * 6 * 5);
       for (let token = 0; token < c.tokens; token++) {
-        for (let h = 0; h < 6; h++) out.set(t.data.subarray((token * 2 + Math.floor(h / 3)) * 5, (token * 2 + Math.floor(h / 3) + 1) * 5), (token * 6 + h) * 5);
+        for (let h = 0; h < 6; h++)
+          out.set(t.data.subarray((token * 2 + Math.floor(h / 3)) * 5, (token * 2 + Math.floor(h / 3) + 1) * 5), (token * 6 + h) * 5);
       }
       return { data: out, shape: [c.tokens, 6, 5] };
     };
@@ -130,4 +183,3 @@ for (const [backend, skip] of BACKENDS) {
     for (const name of ["dq", "dk", "dv"] as const) assert.ok(relativeError(recomputed[name].data, given[name].data) < 1e-6, name);
   });
 }
-

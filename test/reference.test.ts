@@ -27,7 +27,11 @@ for (const [index, p] of problems.entries()) {
     const dout = fill(p.tokens * p.qHeads * p.headDim);
     const grads = referenceBackward(p, q, k, v, dout);
     const eps = 1e-6;
-    for (const [name, x, analytic] of [["q", q, grads.dq], ["k", k, grads.dk], ["v", v, grads.dv]] as const) {
+    for (const [name, x, analytic] of [
+      ["q", q, grads.dq],
+      ["k", k, grads.dk],
+      ["v", v, grads.dv],
+    ] as const) {
       const numeric = new Float64Array(x.length);
       for (let i = 0; i < x.length; i++) {
         const keep = x[i];
@@ -40,7 +44,10 @@ for (const [index, p] of problems.entries()) {
       }
       const error = relativeError(analytic, numeric);
       assert.ok(error < 1e-7, `d${name}: relative error ${error} against finite differences`);
-      assert.ok(numeric.some((g) => Math.abs(g) > 1e-3), `d${name} must not be trivially zero`);
+      assert.ok(
+        numeric.some((g) => Math.abs(g) > 1e-3),
+        `d${name} must not be trivially zero`,
+      );
     }
   });
 }

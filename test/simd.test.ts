@@ -14,7 +14,11 @@ import { cpuBackward, cpuForward } from "../src/cpu/index.js";
 import { loadKernels, type GemmOp, type SimdKernels } from "../src/cpu/simd.js";
 import { type Case, compareWithReference, randomCase, relativeError, rng } from "./helpers.js";
 
-const BUILDS: [string, SimdKernels | null][] = [["scalar", null], ["relaxed", await loadKernels("relaxed")], ["plain", await loadKernels("plain")]];
+const BUILDS: [string, SimdKernels | null][] = [
+  ["scalar", null],
+  ["relaxed", await loadKernels("relaxed")],
+  ["plain", await loadKernels("plain")],
+];
 
 test("both SIMD builds load on Node 20 (relaxed SIMD through V8's flag)", () => {
   for (const [name, kernels] of BUILDS.slice(1)) assert.equal(kernels?.variant, name);
@@ -38,12 +42,22 @@ test("GEMM: each build equals float64 for x·wᵀ, dy·w and dyᵀ·x, with and 
   const random = rng(7);
   const values = (n: number) => Float32Array.from({ length: n }, () => 2 * random() - 1);
   // sizes around the micro-tile (4 x 8), the packing slices (256 deep, 128 rows) and the 4 x 4 transposes
-  const shapes = [[1, 1, 1], [3, 7, 5], [4, 8, 4], [5, 9, 257], [37, 70, 300], [130, 17, 13], [129, 264, 513]];
+  const shapes = [
+    [1, 1, 1],
+    [3, 7, 5],
+    [4, 8, 4],
+    [5, 9, 257],
+    [37, 70, 300],
+    [130, 17, 13],
+    [129, 264, 513],
+  ];
   for (const [name, kernels] of BUILDS) {
     for (const [M, N, K] of shapes) {
       for (const layout of ["forward", "dX", "dW"] as const) {
         for (const accumulate of [false, true]) {
-          const a = values(M * K), b = values(K * N), c0 = values(M * N);
+          const a = values(M * K),
+            b = values(K * N),
+            c0 = values(M * N);
           const [aRow, aCol] = layout === "dW" ? [1, M] : [K, 1];
           const [bRow, bCol] = layout === "forward" ? [1, K] : [N, 1];
           const op: GemmOp = { c: c0.slice(), a, b, M, N, K, aRow, aCol, bRow, bCol, accumulate };
@@ -68,8 +82,12 @@ function onThread(kernels: SimdKernels | null) {
     const g = await cpuBackward(p, c.q.data, c.k.data, c.v.data, f.out, f.lse, c.dout.data, f.width > 0 ? f.past : undefined, 1, kernels);
     const t = (data: Float32Array, shape: number[]) => ({ data, shape });
     return {
-      out: t(f.out, [c.tokens, c.qHeads, c.headDim]), lse: t(f.lse, [c.tokens, c.qHeads]), routing: { data: f.past, shape: [c.tokens, c.qHeads, f.width] },
-      dq: t(g.dq, [c.tokens, c.qHeads, c.headDim]), dk: t(g.dk, [c.tokens, c.kvHeads, c.headDim]), dv: t(g.dv, [c.tokens, c.kvHeads, c.headDim]),
+      out: t(f.out, [c.tokens, c.qHeads, c.headDim]),
+      lse: t(f.lse, [c.tokens, c.qHeads]),
+      routing: { data: f.past, shape: [c.tokens, c.qHeads, f.width] },
+      dq: t(g.dq, [c.tokens, c.qHeads, c.headDim]),
+      dk: t(g.dk, [c.tokens, c.kvHeads, c.headDim]),
+      dv: t(g.dv, [c.tokens, c.kvHeads, c.headDim]),
     };
   };
 }
@@ -89,5 +107,8 @@ test("attention tiles: each build (and the scalar fallback) equals the float64 r
 test("src/cpu/wasm/binary.ts is what scripts/build-wasm.sh builds from src/cpu/wasm/assembly/", () => {
   const out = join(mkdtempSync(join(tmpdir(), "moba-wasm-")), "binary.ts");
   execFileSync("bash", [new URL("../scripts/build-wasm.sh", import.meta.url).pathname, out], { stdio: "pipe" });
-  assert.ok(readFileSync(out, "utf8") === readFileSync(new URL("../src/cpu/wasm/binary.ts", import.meta.url), "utf8"), "run scripts/build-wasm.sh and commit src/cpu/wasm/binary.ts");
+  assert.ok(
+    readFileSync(out, "utf8") === readFileSync(new URL("../src/cpu/wasm/binary.ts", import.meta.url), "utf8"),
+    "run scripts/build-wasm.sh and commit src/cpu/wasm/binary.ts",
+  );
 });

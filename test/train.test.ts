@@ -1,42 +1,63 @@
-// Training: option checks before any work, packing, checkpoints that resume exactly after a
-// kill, attention stages, the CLI's train/generate commands.
+// Training: option checks before any work, packing, the loop's math recomputed by hand against the
+// float64 AdamW, checkpoints that resume exactly after a kill (passkey samples and stages
+// included), attention stages, the CLI's train/generate commands.
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { test } from "node:test";
+import { after, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { loadTextFiles, splitDocuments } from "../src/io/corpus.js";
+import { cpuBackend } from "../src/cpu/model.js";
 import { zeroMoments } from "../src/model/adamw.js";
 import { loadCheckpoint, saveCheckpoint } from "../src/model/checkpoint.js";
 import { checkConfig } from "../src/model/config.js";
-import { initModel } from "../src/model/llama.js";
+import { backward, forward, initModel, zeroGradients } from "../src/model/llama.js";
 import { Packer, startPosition } from "../src/model/packing.js";
+import { ReferenceAdamW } from "../src/reference/adamw.js";
 import { checkTrainOptions, kindsAt, type StepLog, train, type TrainOptions } from "../src/run/train.js";
 import { MobaError } from "../src/tensor.js";
-import { TINY } from "./helpers.js";
+import { relativeError, TINY } from "./helpers.js";
 
 const dir = mkdtempSync(join(tmpdir(), "moba-train-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
 const main = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url));
 
 // a small corpus of real text: 12 documents of the README and design notes, cut into pieces
 const corpus = join(dir, "corpus");
 mkdirSync(corpus);
 const text = readFileSync(fileURLToPath(new URL("../docs/design.md", import.meta.url)), "utf8");
-for (let i = 0; i < 12; i++) writeFileSync(join(corpus, `doc${String(i).padStart(2, "0")}.txt`), text.slice(i * 700, i * 700 + 300 + 97 * i));
+for (let i = 0; i < 12; i++)
+  writeFileSync(join(corpus, `doc${String(i).padStart(2, "0")}.txt`), text.slice(i * 700, i * 700 + 300 + 97 * i));
 
 const SMALL: Partial<TrainOptions> = {
-  model: TINY, data: corpus, steps: 8, contextLength: 48, batchRows: 2, accumulation: 2, warmupSteps: 2, evalEvery: 4, evalRows: 2,
-  checkpointEvery: 3, backend: "cpu", learningRate: 1e-2,
+  model: TINY,
+  data: corpus,
+  steps: 8,
+  contextLength: 48,
+  batchRows: 2,
+  accumulation: 2,
+  warmupSteps: 2,
+  evalEvery: 4,
+  evalRows: 2,
+  checkpointEvery: 3,
+  backend: "cpu",
+  learningRate: 1e-2,
 };
 
 test("bad options fail with one clear error before any work", () => {
   const cases: [Partial<TrainOptions>, RegExp][] = [
     [{ model: { hidden_size: 30, num_attention_heads: 4 } }, /num_attention_heads: expected a divisor of hidden_size 30, got 4/],
-    [{ model: { num_attention_heads: 4, num_key_value_heads: 3 } }, /num_key_value_heads: expected a divisor of num_attention_heads 4, got 3/],
+    [
+      { model: { num_attention_heads: 4, num_key_value_heads: 3 } },
+      /num_key_value_heads: expected a divisor of num_attention_heads 4, got 3/,
+    ],
     [{ contextLength: 0 }, /contextLength: expected a positive integer, got 0/],
-    [{ model: { num_hidden_layers: 2, layer_attention: ["moba", "sparse" as "moba"] } }, /layer_attention\[1\]: expected "moba" or "full", got "sparse"/],
+    [
+      { model: { num_hidden_layers: 2, layer_attention: ["moba", "sparse" as "moba"] } },
+      /layer_attention\[1\]: expected "moba" or "full", got "sparse"/,
+    ],
     [{ model: { layer_attention: ["moba"] } }, /layer_attention: expected a list of 4 entries/],
     [{ data: join(dir, "missing") }, /data: expected "sotu" or an existing file or folder, got ".*missing" \(not found\)/],
     [{ model: { hidden_size: 64, num_attention_heads: 64 } }, /expected an even head size/],
@@ -45,11 +66,23 @@ test("bad options fail with one clear error before any work", () => {
     [{ model: { rope_theta: -1 } }, /rope_theta: expected a positive number, got -1/],
     [{ steps: 10, ...{ lr: 1 } } as Partial<TrainOptions>, /train.lr: unknown option/],
   ];
-  for (const [options, message] of cases) assert.throws(() => checkTrainOptions(options), (e: Error) => e instanceof MobaError && message.test(e.message), JSON.stringify(options));
+  for (const [options, message] of cases)
+    assert.throws(
+      () => checkTrainOptions(options),
+      (e: Error) => e instanceof MobaError && message.test(e.message),
+      JSON.stringify(options),
+    );
 });
 
 test("stages switch attention at their fraction of the steps", () => {
-  const o = checkTrainOptions({ steps: 10, model: { num_hidden_layers: 4 }, stages: [{ start: 0.5, fullAttentionLastLayers: 1 }, { start: 0.9, attention: "full" }] });
+  const o = checkTrainOptions({
+    steps: 10,
+    model: { num_hidden_layers: 4 },
+    stages: [
+      { start: 0.5, fullAttentionLastLayers: 1 },
+      { start: 0.9, attention: "full" },
+    ],
+  });
   assert.deepEqual(kindsAt(o, 0), ["moba", "moba", "moba", "moba"]);
   assert.deepEqual(kindsAt(o, 5), ["moba", "moba", "moba", "full"]);
   assert.deepEqual(kindsAt(o, 9), ["full", "full", "full", "full"]);
@@ -89,9 +122,15 @@ test("prompt/completion JSONL: only completion bytes count in the loss", () => {
   writeFileSync(file, JSON.stringify({ prompt: "Q: 2+2?\nA:", completion: " 4\n" }) + "\n");
   const [doc] = loadTextFiles(file);
   const b = new Packer([doc], doc.bytes.length, startPosition(null)).next(1);
-  const counted = [...b.targets].filter((_, i) => b.weights[i] === 1).map((x) => String.fromCharCode(x)).join("");
+  const counted = [...b.targets]
+    .filter((_, i) => b.weights[i] === 1)
+    .map((x) => String.fromCharCode(x))
+    .join("");
   assert.equal(counted, " 4\n");
-  assert.throws(() => loadTextFiles(join(dir, "nothing-here")), /--data: expected a file or folder of text files, got ".*nothing-here" \(not found\)/);
+  assert.throws(
+    () => loadTextFiles(join(dir, "nothing-here")),
+    /--data: expected a file or folder of text files, got ".*nothing-here" \(not found\)/,
+  );
 });
 
 test("checkpoints round trip weights, moments and state", async () => {
@@ -111,7 +150,93 @@ test("checkpoints round trip weights, moments and state", async () => {
   await assert.rejects(loadCheckpoint(join(dir, "bad.safetensors")), MobaError);
 });
 
-const losses = (out: string) => readFileSync(join(out, "log.jsonl"), "utf8").trim().split("\n").map((l) => (JSON.parse(l) as StepLog).loss);
+test("two steps of train() are the math: micro-batches summed and divided by the step's counted tokens, SFT masks, the stage's attention, clipping, AdamW", async () => {
+  // text documents and prompt/completion records (only completion bytes count)
+  const data = join(dir, "sft-corpus");
+  mkdirSync(data);
+  for (let i = 0; i < 3; i++) writeFileSync(join(data, `text${i}.txt`), text.slice(i * 900, i * 900 + 40));
+  writeFileSync(
+    join(data, "qa.jsonl"),
+    Array.from({ length: 8 }, (_, i) =>
+      JSON.stringify({ prompt: `Q: what is ${i} + ${i * 3}?\nA:`, completion: ` ${i * 4}, as ${i} and ${i * 3} make.\n` }),
+    ).join("\n"),
+  );
+  const options: Partial<TrainOptions> = {
+    ...SMALL,
+    data,
+    steps: 2,
+    batchRows: 1,
+    accumulation: 2,
+    warmupSteps: 1,
+    gradClip: 0.05,
+    beta1: 0.8,
+    beta2: 0.9,
+    adamEps: 1e-6,
+    weightDecay: 0.2,
+    stages: [{ start: 0.5, attention: "full" }],
+    checkpointEvery: 10,
+    evalEvery: 10,
+  };
+  const out = join(dir, "exact");
+  const result = await train({ ...options, out }, { print: () => undefined });
+  const log = readFileSync(join(out, "log.jsonl"), "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as StepLog);
+  const saved = await loadCheckpoint(join(out, "checkpoint.safetensors"));
+
+  // the same two steps by hand, the update by the float64 reference
+  const o = checkTrainOptions(options);
+  const model = initModel(o.config, o.seed);
+  const reference = new ReferenceAdamW(model.params.map((p) => ({ w: p.data, decay: p.decay })));
+  const packer = new Packer(splitDocuments(loadTextFiles(data)).train, 48, startPosition(o.seed));
+  const kinds = [
+    ["moba", "moba"],
+    ["full", "full"],
+  ] as const; // the stage starts at round(0.5 · 2) = 1
+  const lrs = [1e-2, 1e-3]; // warmup: 1e-2 · 1/1; then the last step: the floor, 1e-2 · 0.1
+  for (const step of [0, 1]) {
+    const batches = [packer.next(1), packer.next(1)];
+    const count = batches.reduce((n, b) => n + b.weights.reduce((a, w) => a + w, 0), 0);
+    assert.ok(count < 96, "some bytes are prompts or a document's last byte, not counted");
+    let loss = 0;
+    await zeroGradients(model, cpuBackend);
+    for (const batch of batches) {
+      const trace = await forward(model, batch, cpuBackend, [...kinds[step]]);
+      loss += trace.loss;
+      await backward(model, trace, cpuBackend, 1 / count);
+    }
+    const norm = reference.update(
+      model.params.map((p) => p.grad),
+      lrs[step],
+      { beta1: 0.8, beta2: 0.9, eps: 1e-6, weightDecay: 0.2, gradClip: 0.05 },
+    );
+    assert.ok(norm > 0.05, `clipping is active: norm ${norm}`);
+    model.params.forEach((p, j) => p.data.set(reference.params[j].w)); // the next step runs on the reference's weights
+    const l = log[step];
+    assert.equal(l.attention, kinds[step].map((k) => k[0]).join(""));
+    assert.ok(Math.abs(l.lr - lrs[step]) <= 1e-18, `step ${step}: lr ${l.lr}`);
+    assert.ok(Math.abs(l.loss - loss / count) <= 1e-6 * l.loss, `step ${step}: loss ${l.loss} vs ${loss / count}`);
+    assert.ok(Math.abs(l.gradNorm - norm) <= 1e-5 * norm, `step ${step}: gradient norm ${l.gradNorm} vs ${norm}`);
+  }
+  assert.equal(saved.moments!.step, 2);
+  reference.params.forEach((r, j) => {
+    const name = model.params[j].name;
+    for (const [what, got, want] of [
+      ["w", result.model.params[j].data, r.w],
+      ["m", saved.moments!.m[j], r.m],
+      ["v", saved.moments!.v[j], r.v],
+    ] as const) {
+      assert.ok(relativeError(got, want) <= 1e-5, `${name} ${what}: relative error ${relativeError(got, want)}`);
+    }
+  });
+});
+
+const losses = (out: string) =>
+  readFileSync(join(out, "log.jsonl"), "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => (JSON.parse(l) as StepLog).loss);
 
 test("training is deterministic, learns, and a run stopped at any step resumes to the same losses", async () => {
   const reference = join(dir, "uninterrupted");
@@ -122,9 +247,57 @@ test("training is deterministic, learns, and a run stopped at any step resumes t
   assert.ok(full.validationLoss !== undefined && Number.isFinite(full.validationLoss));
   for (const stopAt of [1, 4, 6]) {
     const out = join(dir, `stopped-${stopAt}`);
-    await assert.rejects(train({ ...SMALL, out }, { print: () => undefined, onStep: (l) => { if (l.step === stopAt) throw new Error("killed"); } }), /killed/);
+    await assert.rejects(
+      train(
+        { ...SMALL, out },
+        {
+          print: () => undefined,
+          onStep: (l) => {
+            if (l.step === stopAt) throw new Error("killed");
+          },
+        },
+      ),
+      /killed/,
+    );
     await train({ ...SMALL, out }, { print: () => undefined }, true);
     assert.deepEqual(losses(out), log, `stopped after step ${stopAt}`);
+  }
+});
+
+test("with passkey samples and a stage switch, a run stopped before or after the switch resumes to the same losses", async () => {
+  const options: Partial<TrainOptions> = {
+    ...SMALL,
+    steps: 6,
+    contextLength: 128,
+    accumulation: 1,
+    checkpointEvery: 2,
+    passkeyShare: 0.5,
+    stages: [{ start: 0.5, attention: "full" }],
+  };
+  const reference = join(dir, "passkey-uninterrupted");
+  await train({ ...options, out: reference }, { print: () => undefined });
+  const attention = readFileSync(join(reference, "log.jsonl"), "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => (JSON.parse(l) as StepLog).attention);
+  assert.deepEqual(attention, ["mm", "mm", "mm", "ff", "ff", "ff"]);
+  // stopped after step 3: resumes from the checkpoint of step 2 (before the switch); after step 4: from step 4
+  for (const stopAt of [3, 4]) {
+    const out = join(dir, `passkey-stopped-${stopAt}`);
+    await assert.rejects(
+      train(
+        { ...options, out },
+        {
+          print: () => undefined,
+          onStep: (l) => {
+            if (l.step === stopAt) throw new Error("killed");
+          },
+        },
+      ),
+      /killed/,
+    );
+    await train({ ...options, out }, { print: () => undefined }, true);
+    assert.deepEqual(losses(out), losses(reference), `stopped after step ${stopAt}`);
   }
 });
 
@@ -147,17 +320,54 @@ test("moba train killed by SIGKILL resumes from its last checkpoint to the same 
   await new Promise((resolve) => child.on("exit", resolve));
   const resumed = spawnSync(process.execPath, [...args, "--resume"], { encoding: "utf8" });
   assert.equal(resumed.status, 0, resumed.stderr);
-  assert.match(resumed.stdout, /resumed .* at step \d+/);
+  assert.match(resumed.stderr, /resumed .* at step \d+/, "notes go to stderr");
+  assert.match(resumed.stdout, /^validation loss \d+\.\d+ nats\/byte; wrote .*checkpoint\.safetensors\n$/, "the result alone on stdout");
   const reference = join(dir, "not-killed");
   await train({ ...SMALL, steps: 12, checkpointEvery: 2, out: reference }, { print: () => undefined });
   assert.deepEqual(losses(out), losses(reference));
   // and generation runs from it
-  const g = spawnSync(process.execPath, ["--import", "tsx", main, "generate", "--checkpoint", join(out, "checkpoint.safetensors"), "--tokens", "20", "--prompt", "The "], { encoding: "utf8" });
+  const g = spawnSync(
+    process.execPath,
+    ["--import", "tsx", main, "generate", "--checkpoint", join(out, "checkpoint.safetensors"), "--tokens", "20", "--prompt", "The "],
+    { encoding: "utf8" },
+  );
   assert.equal(g.status, 0, g.stderr);
-  assert.match(g.stdout, /\(20 bytes in/);
+  assert.match(g.stderr, /\(20 bytes in/);
+  assert.match(g.stdout, /^The [^]+\n$/, "stdout: the prompt, the generated text and a newline, nothing else");
+  assert.doesNotMatch(g.stdout, /bytes in/);
   // and evaluation
-  const e = spawnSync(process.execPath, ["--import", "tsx", main, "eval", "--checkpoint", join(out, "checkpoint.safetensors"), "--data", corpus, "--context-length", "64",
-    "--rows", "3", "--buckets", "4", "--trailing", "16", "--passkey-lengths", "110,128", "--passkey-depths", "0,100", "--passkey-trials", "2", "--svg", join(dir, "eval"), "--backend", "cpu"], { encoding: "utf8" });
+  const e = spawnSync(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      main,
+      "eval",
+      "--checkpoint",
+      join(out, "checkpoint.safetensors"),
+      "--data",
+      corpus,
+      "--context-length",
+      "64",
+      "--rows",
+      "3",
+      "--buckets",
+      "4",
+      "--trailing",
+      "16",
+      "--passkey-lengths",
+      "110,128",
+      "--passkey-depths",
+      "0,100",
+      "--passkey-trials",
+      "2",
+      "--svg",
+      join(dir, "eval"),
+      "--backend",
+      "cpu",
+    ],
+    { encoding: "utf8" },
+  );
   assert.equal(e.status, 0, e.stderr);
   assert.match(e.stdout, /loss \d+\.\d+ nats\/byte, perplexity \d+\.\d+ over 3 sequences of 64 bytes; last 16: \d+\.\d+/);
   assert.match(e.stdout, /48-63/);
@@ -177,7 +387,13 @@ test("CLI: bad flags and missing files are one-line errors with exit code 2", ()
     const r = run(...args);
     assert.equal(r.status, 2, `${args.join(" ")}: ${r.stderr}`);
     assert.match(r.stderr, message);
-    assert.equal(r.stderr.trim().split("\n").filter((l) => l.startsWith("moba:")).length, 1);
+    assert.equal(
+      r.stderr
+        .trim()
+        .split("\n")
+        .filter((l) => l.startsWith("moba:")).length,
+      1,
+    );
   }
 });
 
@@ -185,7 +401,11 @@ test("passkey samples: exact length, key at the asked depth, answer at the end",
   const { passkeySample } = await import("../src/io/passkey.js");
   const { Rng } = await import("../src/model/rng.js");
   const rng = new Rng(1);
-  for (const [length, depth] of [[128, 0], [300, 0.5], [1000, 1]] as const) {
+  for (const [length, depth] of [
+    [128, 0],
+    [300, 0.5],
+    [1000, 1],
+  ] as const) {
     const s = passkeySample(length, depth, rng);
     const text = new TextDecoder().decode(s.bytes);
     assert.equal(s.bytes.length, length);
@@ -199,18 +419,29 @@ test("passkey samples: exact length, key at the asked depth, answer at the end",
 
 test("moba experiment: trains every run of a config, evaluates it, reports, and does not repeat finished runs", () => {
   const config = join(dir, "tiny-experiment.json");
-  writeFileSync(config, JSON.stringify({
-    description: "two tiny runs", base: { ...SMALL, steps: 3, contextLength: 128, batchRows: 1, accumulation: 1, passkeyShare: 0.5, data: corpus },
-    runs: [{ name: "full", train: { model: { layer_attention: ["full", "full"] } } }, { name: "staged", train: { stages: [{ start: 0.5, attention: "full" }] } }],
-    eval: { contextLength: 128, rows: 2, buckets: 4, trailing: 32, passkey: { lengths: [128], depths: [0, 1], trials: 2 } },
-  }));
+  writeFileSync(
+    config,
+    JSON.stringify({
+      description: "two tiny runs",
+      base: { ...SMALL, steps: 3, contextLength: 128, batchRows: 1, accumulation: 1, passkeyShare: 0.5, data: corpus },
+      runs: [
+        { name: "full", train: { model: { layer_attention: ["full", "full"] } } },
+        { name: "staged", train: { stages: [{ start: 0.5, attention: "full" }] } },
+      ],
+      eval: { contextLength: 128, rows: 2, buckets: 4, trailing: 32, passkey: { lengths: [128], depths: [0, 1], trials: 2 } },
+    }),
+  );
   const out = join(dir, "experiment");
   const run = () => spawnSync(process.execPath, ["--import", "tsx", main, "experiment", config, "--out", out], { encoding: "utf8" });
   const first = run();
   assert.equal(first.status, 0, first.stderr);
   assert.match(first.stdout, /full\s+3\s+384/);
-  for (const f of ["results.jsonl", "validation.svg", "position.svg", "passkey-full.svg", "passkey-staged.svg"]) assert.ok(existsSync(join(out, f)), f);
-  const staged = readFileSync(join(out, "staged", "log.jsonl"), "utf8").trim().split("\n").map((l) => (JSON.parse(l) as StepLog).attention);
+  for (const f of ["results.jsonl", "validation.svg", "position.svg", "passkey-full.svg", "passkey-staged.svg"])
+    assert.ok(existsSync(join(out, f)), f);
+  const staged = readFileSync(join(out, "staged", "log.jsonl"), "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => (JSON.parse(l) as StepLog).attention);
   assert.deepEqual(staged, ["mm", "mm", "ff"], "MoBA until step round(0.5 · 3) = 2, then full");
   const second = run();
   assert.match(second.stdout, /\[full\] finished earlier/);

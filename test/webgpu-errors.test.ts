@@ -22,8 +22,16 @@ test("no adapter (a Vulkan loader that finds no driver) is a MobaError saying so
 
 test("a shader that does not compile is an error naming the kernel and the line", { skip }, async () => {
   const gpu = await getDevice();
-  const broken: Kernel<null> = { name: "broken", workgroupSize: 64, key: () => "broken/1", wgsl: () => "@compute @workgroup_size(64)\nfn main() {\n  let x: u32 = 1.5;\n}\n" };
-  await assert.rejects(pipeline(gpu, broken, null), (e: unknown) => e instanceof MobaError && /shader broken:broken\/1 does not compile: line 3:16: .*u32/.test(e.message));
+  const broken: Kernel<null> = {
+    name: "broken",
+    workgroupSize: 64,
+    key: () => "broken/1",
+    wgsl: () => "@compute @workgroup_size(64)\nfn main() {\n  let x: u32 = 1.5;\n}\n",
+  };
+  await assert.rejects(
+    pipeline(gpu, broken, null),
+    (e: unknown) => e instanceof MobaError && /shader broken:broken\/1 does not compile: line 3:16: .*u32/.test(e.message),
+  );
 });
 
 test("a GPU error inside a call is an error naming the call, and the call's buffers are released", { skip }, async () => {
@@ -31,7 +39,10 @@ test("a GPU error inside a call is an error naming the call, and the call's buff
   let released = false;
   // a buffer larger than the device allows: a validation error Dawn reports asynchronously
   const work = () => gpu.device.createBuffer({ size: gpu.maxBuffer + 4, usage: GPUBufferUsage.STORAGE });
-  await assert.rejects(checked(gpu, "the oversized call", { destroy: () => (released = true) }, work), (e: unknown) => e instanceof MobaError && /webgpu: the oversized call failed \(\w+\)/.test(e.message));
+  await assert.rejects(
+    checked(gpu, "the oversized call", { destroy: () => (released = true) }, work),
+    (e: unknown) => e instanceof MobaError && /webgpu: the oversized call failed \(\w+\)/.test(e.message),
+  );
   assert.ok(released);
 });
 
@@ -41,7 +52,10 @@ test("a lost device is an error naming it, and the next call opens a fresh devic
   const reason = await gpu.device.lost;
   assert.equal(reason.reason, "destroyed");
   assert.ok(gpu.lost);
-  await assert.rejects(checked(gpu, "a call after the loss", { destroy() {} }, () => 0), (e: unknown) => e instanceof MobaError && /device lost \(destroyed/.test(e.message) && /before a call after the loss/.test(e.message));
+  await assert.rejects(
+    checked(gpu, "a call after the loss", { destroy() {} }, () => 0),
+    (e: unknown) => e instanceof MobaError && /device lost \(destroyed/.test(e.message) && /before a call after the loss/.test(e.message),
+  );
   const fresh = await getDevice();
   assert.notEqual(fresh.device, gpu.device);
   const c = makeCase(3, { cuSeqlens: [0, 37, 90], qHeads: 2, kvHeads: 1, headDim: 8, blockSize: 8, topK: 3 });

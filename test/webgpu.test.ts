@@ -10,9 +10,21 @@ import { halfTiled } from "../src/webgpu/attention/index.js";
 import { mmaKeyTiles } from "../src/webgpu/attention/mma.wgsl.js";
 import { Buffers, readBack, startProfile, stopProfile } from "../src/webgpu/kernel.js";
 import { floatToF16 } from "../src/io/half.js";
-import { compareWithReference, F16_TOLERANCE, makeCase, randomCase, relativeError, runImplementation, type Case, webgpuSkip } from "./helpers.js";
+import {
+  compareWithReference,
+  F16_TOLERANCE,
+  makeCase,
+  randomCase,
+  relativeError,
+  runImplementation,
+  type Case,
+  webgpuSkip,
+} from "./helpers.js";
 
-const adapter = await getDevice().then((d) => d.adapterInfo, (error: Error) => error);
+const adapter = await getDevice().then(
+  (d) => d.adapterInfo,
+  (error: Error) => error,
+);
 const skip = webgpuSkip;
 
 const gpu = (c: Case, threads?: number) => runImplementation(c, threads, "webgpu");
@@ -28,7 +40,8 @@ test("a WebGPU adapter is present", { skip }, () => {
 
 test(`WebGPU MoBA and full attention equal the reference on ${CASES} random configurations (MOBA_SEED=${runSeed})`, { skip }, async () => {
   const failures: string[] = [];
-  for (let i = 0; i < CASES; i++) failures.push(...(await compareWithReference(randomCase(runSeed + i, GPU_BUDGET, 1500), undefined, gpu, true)));
+  for (let i = 0; i < CASES; i++)
+    failures.push(...(await compareWithReference(randomCase(runSeed + i, GPU_BUDGET, 1500), undefined, gpu, true)));
   assert.deepEqual(failures.slice(0, 5), [], `${failures.length} failures; replay with MOBA_SEED=${runSeed}`);
 });
 
@@ -38,7 +51,10 @@ const edges: [string, Parameters<typeof makeCase>[1]][] = [
   ["topK beyond the block count", { cuSeqlens: [0, 150, 300], qHeads: 2, kvHeads: 2, headDim: 3, blockSize: 20, topK: 40 }],
   ["topK 1 (own block only), headDim 1", { cuSeqlens: [0, 100], qHeads: 1, kvHeads: 1, headDim: 1, blockSize: 9, topK: 1 }],
   ["headDim 128, blockSize 1", { cuSeqlens: [0, 70], qHeads: 2, kvHeads: 1, headDim: 128, blockSize: 1, topK: 5 }],
-  ["full attention, headDim 128, varlen", { cuSeqlens: [0, 65, 65, 260], qHeads: 8, kvHeads: 8, headDim: 128, blockSize: 64, topK: Infinity }],
+  [
+    "full attention, headDim 128, varlen",
+    { cuSeqlens: [0, 65, 65, 260], qHeads: 8, kvHeads: 8, headDim: 128, blockSize: 64, topK: Infinity },
+  ],
 ];
 for (const [name, shape] of edges) {
   test(`WebGPU edge case: ${name}`, { skip }, async () => {
@@ -47,17 +63,25 @@ for (const [name, shape] of edges) {
 }
 
 const F16_CASES = 30;
-test(`the f16 path (tensor cores where the device has them, else f32 arithmetic on f16 inputs) equals the reference on f16-rounded inputs within ${F16_TOLERANCE} on ${F16_CASES} random configurations (MOBA_SEED=${runSeed})`, { skip }, async () => {
-  const half = (c: Case, threads?: number) => runImplementation(c, threads, "webgpu", "f16");
-  const failures: string[] = [];
-  for (let i = 0; i < F16_CASES; i++) failures.push(...(await compareWithReference(randomCase(runSeed + 1000 + i, GPU_BUDGET, 1500), undefined, half, true, "f16")));
-  for (const [, shape] of edges) failures.push(...(await compareWithReference(makeCase(42, shape), undefined, half, true, "f16")));
-  assert.deepEqual(failures.slice(0, 5), [], `${failures.length} failures; replay with MOBA_SEED=${runSeed}`);
-});
+test(
+  `the f16 path (tensor cores where the device has them, else f32 arithmetic on f16 inputs) equals the reference on f16-rounded inputs within ${F16_TOLERANCE} on ${F16_CASES} random configurations (MOBA_SEED=${runSeed})`,
+  { skip },
+  async () => {
+    const half = (c: Case, threads?: number) => runImplementation(c, threads, "webgpu", "f16");
+    const failures: string[] = [];
+    for (let i = 0; i < F16_CASES; i++)
+      failures.push(...(await compareWithReference(randomCase(runSeed + 1000 + i, GPU_BUDGET, 1500), undefined, half, true, "f16")));
+    for (const [, shape] of edges) failures.push(...(await compareWithReference(makeCase(42, shape), undefined, half, true, "f16")));
+    assert.deepEqual(failures.slice(0, 5), [], `${failures.length} failures; replay with MOBA_SEED=${runSeed}`);
+  },
+);
 
 test("WebGPU rejects a head dimension beyond its kernels with a clear error", { skip }, async () => {
   const c = makeCase(43, { cuSeqlens: [0, 4], qHeads: 1, kvHeads: 1, headDim: 257, blockSize: 2, topK: 1 });
-  await assert.rejects(mobaAttention(c, { blockSize: 2, topK: 1, backend: "webgpu" }), (e: unknown) => e instanceof MobaError && /headDim: expected at most 256 on webgpu, got 257/.test(e.message));
+  await assert.rejects(
+    mobaAttention(c, { blockSize: 2, topK: 1, backend: "webgpu" }),
+    (e: unknown) => e instanceof MobaError && /headDim: expected at most 256 on webgpu, got 257/.test(e.message),
+  );
   await assert.rejects(flashAttention(c, { backend: "webgpu" }), MobaError);
 });
 
@@ -73,7 +97,10 @@ test("inputs larger than one storage binding run in head groups, with the same r
     // dk/dv sum each block's query list in the order atomics filled it: equal up to rounding
     for (const name of ["dk", "dv"] as const) assert.ok(relativeError(split[name].data, whole[name].data) < 1e-6, name);
     device.maxStorageBinding = 1000;
-    await assert.rejects(gpu(c), (e: unknown) => e instanceof MobaError && /more than one storage binding allows \(1000\); pass fewer tokens per call/.test(e.message));
+    await assert.rejects(
+      gpu(c),
+      (e: unknown) => e instanceof MobaError && /more than one storage binding allows \(1000\); pass fewer tokens per call/.test(e.message),
+    );
   } finally {
     device.maxStorageBinding = limit;
   }
@@ -82,7 +109,10 @@ test("inputs larger than one storage binding run in head groups, with the same r
 test("the profiler times every dispatch of a call on the GPU (or says the device cannot)", { skip }, async () => {
   const device = await getDevice();
   if (!device.timestamps) {
-    assert.throws(() => startProfile(device), (e: unknown) => e instanceof MobaError && /profiling needs timestamp-query/.test(e.message));
+    assert.throws(
+      () => startProfile(device),
+      (e: unknown) => e instanceof MobaError && /profiling needs timestamp-query/.test(e.message),
+    );
     return;
   }
   const c = makeCase(45, { cuSeqlens: [0, 100], qHeads: 2, kvHeads: 1, headDim: 16, blockSize: 16, topK: 3 });
@@ -90,10 +120,14 @@ test("the profiler times every dispatch of a call on the GPU (or says the device
   await mobaAttention(c, { blockSize: 16, topK: 3, backend: "webgpu" });
   const times = await stopProfile();
   const labels = times.map((t) => t.label);
-  for (const label of ["block sums", "gate", "scatter", "gathered tiles", "forward round 1", "forward round 2", "forward round 0"]) assert.ok(labels.includes(label), `${label} in ${labels}`);
+  for (const label of ["block sums", "gate", "scatter", "gathered tiles", "forward round 1", "forward round 2", "forward round 0"])
+    assert.ok(labels.includes(label), `${label} in ${labels}`);
   // the own blocks' round runs last and finalizes (no separate pass)
   assert.ok(labels.indexOf("forward round 0") > labels.indexOf("forward round 2") && !labels.includes("finalize"), String(labels));
-  assert.ok(times.every((t) => Number.isFinite(t.ms) && t.ms >= 0), JSON.stringify(times));
+  assert.ok(
+    times.every((t) => Number.isFinite(t.ms) && t.ms >= 0),
+    JSON.stringify(times),
+  );
   await assert.rejects(stopProfile(), MobaError);
 });
 
@@ -103,36 +137,43 @@ test('precision "f16" on a device without shader-f16 is a clear error', { skip }
   try {
     [device.f16, device.mma16] = [false, false];
     const c = makeCase(46, { cuSeqlens: [0, 40], qHeads: 1, kvHeads: 1, headDim: 16, blockSize: 8, topK: 2 });
-    await assert.rejects(flashAttention(c, { backend: "webgpu", precision: "f16" }), (e: unknown) => e instanceof MobaError && /precision: "f16" needs a device with shader-f16/.test(e.message));
+    await assert.rejects(
+      flashAttention(c, { backend: "webgpu", precision: "f16" }),
+      (e: unknown) => e instanceof MobaError && /precision: "f16" needs a device with shader-f16/.test(e.message),
+    );
   } finally {
     [device.f16, device.mma16] = [f16, mma16];
   }
 });
 
-test("the tensor-core kernels' tiled f16 copies of k and v hold every element in its 16 x 16 tile, rounded to f16, and zeros past the tokens", { skip }, async (t) => {
-  const device = await getDevice();
-  if (!device.f16) return t.skip("no shader-f16 on this adapter");
-  const [tokens, heads, headDim] = [70, 3, 48]; // tokens not a multiple of the 16-key tile
-  const x = new Float32Array(tokens * heads * headDim).map((_, i) => Math.sin(i * 1.7) * 3);
-  const keyTiles = mmaKeyTiles(tokens);
-  for (const transpose of [false, true]) {
-    const mem = new Buffers(device);
-    const encoder = device.device.createCommandEncoder();
-    const y = await halfTiled(mem, encoder, mem.storage(x, "x"), tokens, heads, headDim, transpose, "x f16 tiles");
-    device.device.queue.submit([encoder.finish()]);
-    const [bytes] = await readBack(device, [{ buffer: y, bytes: heads * keyTiles * 16 * headDim * 2 }]);
-    mem.destroy();
-    const got = new Uint16Array(bytes);
-    let wrong = 0;
-    for (let h = 0; h < heads; h++) {
-      for (let key = 0; key < keyTiles * 16; key++) {
-        for (let d = 0; d < headDim; d++) {
-          const want = key < tokens ? floatToF16(x[(key * heads + h) * headDim + d]) : 0;
-          const tile = ((h * keyTiles + Math.floor(key / 16)) * (headDim / 16) + Math.floor(d / 16)) * 256;
-          if (got[tile + (transpose ? (d % 16) * 16 + (key % 16) : (key % 16) * 16 + (d % 16))] !== want) wrong++;
+test(
+  "the tensor-core kernels' tiled f16 copies of k and v hold every element in its 16 x 16 tile, rounded to f16, and zeros past the tokens",
+  { skip },
+  async (t) => {
+    const device = await getDevice();
+    if (!device.f16) return t.skip("no shader-f16 on this adapter");
+    const [tokens, heads, headDim] = [70, 3, 48]; // tokens not a multiple of the 16-key tile
+    const x = new Float32Array(tokens * heads * headDim).map((_, i) => Math.sin(i * 1.7) * 3);
+    const keyTiles = mmaKeyTiles(tokens);
+    for (const transpose of [false, true]) {
+      const mem = new Buffers(device);
+      const encoder = device.device.createCommandEncoder();
+      const y = await halfTiled(mem, encoder, mem.storage(x, "x"), tokens, heads, headDim, transpose, "x f16 tiles");
+      device.device.queue.submit([encoder.finish()]);
+      const [bytes] = await readBack(device, [{ buffer: y, bytes: heads * keyTiles * 16 * headDim * 2 }]);
+      mem.destroy();
+      const got = new Uint16Array(bytes);
+      let wrong = 0;
+      for (let h = 0; h < heads; h++) {
+        for (let key = 0; key < keyTiles * 16; key++) {
+          for (let d = 0; d < headDim; d++) {
+            const want = key < tokens ? floatToF16(x[(key * heads + h) * headDim + d]) : 0;
+            const tile = ((h * keyTiles + Math.floor(key / 16)) * (headDim / 16) + Math.floor(d / 16)) * 256;
+            if (got[tile + (transpose ? (d % 16) * 16 + (key % 16) : (key % 16) * 16 + (d % 16))] !== want) wrong++;
+          }
         }
       }
+      assert.equal(wrong, 0, `transpose ${transpose}: ${wrong} of ${got.length} elements differ`);
     }
-    assert.equal(wrong, 0, `transpose ${transpose}: ${wrong} of ${got.length} elements differ`);
-  }
-});
+  },
+);

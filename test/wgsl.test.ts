@@ -1,10 +1,19 @@
 // Properties of the generated WGSL that no adapter here can check. On the H100 (Dawn, driver 580)
 // a 4-byte workgroup variable in a shader with subgroup matrices made every matrix result wrong
-// (dev/mma/variants.mts, run 22): the tensor-core kernels must declare only workgroup variables
-// whose sizes are multiples of 16 bytes.
+// (docs/benchmarks.md, variant run 22): the tensor-core kernels must declare only workgroup
+// variables whose sizes are multiples of 16 bytes. And every kernel object's binding list is what
+// its WGSL declares.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { dkdvMmaWgsl, dqMmaWgsl, forwardMmaWgsl } from "../src/webgpu/attention/mma.wgsl.js";
+import { DELTA, DKDV, DQ } from "../src/webgpu/attention/backward.wgsl.js";
+import { DKDV_MMA, dkdvMmaWgsl } from "../src/webgpu/attention/dkdvMma.wgsl.js";
+import { DQ_MMA, dqMmaWgsl } from "../src/webgpu/attention/dqMma.wgsl.js";
+import { TO_F16, TO_F16_TILED } from "../src/webgpu/attention/f16.wgsl.js";
+import { FORWARD } from "../src/webgpu/attention/forward.wgsl.js";
+import { FORWARD_MMA, forwardMmaWgsl } from "../src/webgpu/attention/forwardMma.wgsl.js";
+import { GATE } from "../src/webgpu/attention/gate.wgsl.js";
+import { BLOCK_SUMS, GATHERED_TILES, SCAN, SCATTER } from "../src/webgpu/attention/routing.wgsl.js";
+import type { Kernel } from "../src/webgpu/kernel.js";
 
 const SCALAR_BYTES: Record<string, number> = { f16: 2, f32: 4, u32: 4, i32: 4 };
 
@@ -26,16 +35,58 @@ function workgroupVariables(wgsl: string): [string, string, number][] {
 
 test("the tensor-core kernels declare only workgroup variables of a multiple of 16 bytes", () => {
   assert.equal(bytes("array<vec4<f16>, 3>"), 24); // the parser itself
-  assert.deepEqual(workgroupVariables("var<workgroup> flag: u32;\nvar<workgroup> rows: array<f32, 16>;"), [["flag", "u32", 4], ["rows", "array<f32, 16>", 64]]);
+  assert.deepEqual(workgroupVariables("var<workgroup> flag: u32;\nvar<workgroup> rows: array<f32, 16>;"), [
+    ["flag", "u32", 4],
+    ["rows", "array<f32, 16>", 64],
+  ]);
   for (const headDim of [16, 32, 48, 64, 128, 256]) {
     for (const TK of [16, 32, 64]) {
-      const shaders: [string, string][] = [["forward", forwardMmaWgsl({ headDim, TK })], ["dkdv", dkdvMmaWgsl({ headDim })]];
+      const shaders: [string, string][] = [
+        ["forward", forwardMmaWgsl({ headDim, TK })],
+        ["dkdv", dkdvMmaWgsl({ headDim })],
+      ];
       if (2 * (TK / 16) <= 8) shaders.push(["dq", dqMmaWgsl({ headDim, TK })]);
       for (const [kernel, wgsl] of shaders) {
         const variables = workgroupVariables(wgsl);
         assert.ok(variables.length > 0, `${kernel}: no workgroup variables found`);
-        for (const [name, type, size] of variables) assert.equal(size % 16, 0, `${kernel} (headDim ${headDim}, TK ${TK}): var<workgroup> ${name}: ${type} is ${size} bytes`);
+        for (const [name, type, size] of variables)
+          assert.equal(size % 16, 0, `${kernel} (headDim ${headDim}, TK ${TK}): var<workgroup> ${name}: ${type} is ${size} bytes`);
       }
     }
+  }
+});
+
+/** The names of a shader's group-0 bindings, by binding index. */
+function declaredBindings(wgsl: string): string[] {
+  const names: string[] = [];
+  for (const m of wgsl.matchAll(/@group\(0\)\s*@binding\((\d+)\)\s*var(?:<[^>]*>)?\s+(\w+)/g)) names[Number(m[1])] = m[2];
+  return names;
+}
+
+test("every attention kernel lists the bindings its WGSL declares, in order", () => {
+  assert.deepEqual(declaredBindings("@group(0) @binding(1) var<storage, read> b: array<u32>;\n@group(0) @binding(0) var<uniform> a: P;"), [
+    "a",
+    "b",
+  ]);
+  const tile = { headDim: 64, TQ: 16, TK: 32, unroll: true, input: "f32" } as const;
+  const mma = { headDim: 64, TK: 64 };
+  const kernels: [Kernel<never>, unknown][] = [
+    [BLOCK_SUMS, null],
+    [SCATTER, null],
+    [SCAN, null],
+    [GATHERED_TILES, null],
+    [GATE, { width: 3, headDim: 64, vec4Rows: true }],
+    [DELTA, null],
+    [TO_F16, null],
+    [TO_F16_TILED, { headDim: 64 }],
+    [FORWARD, tile],
+    [DQ, tile],
+    [DKDV, tile],
+    [FORWARD_MMA, mma],
+    [DQ_MMA, mma],
+    [DKDV_MMA, { headDim: 64 }],
+  ];
+  for (const [kernel, constants] of kernels) {
+    assert.deepEqual(kernel.bindings, declaredBindings(kernel.wgsl(constants as never)), kernel.name);
   }
 });

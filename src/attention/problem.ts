@@ -56,10 +56,14 @@ function fail(message: string): never {
   throw new MobaError(message);
 }
 
+/** Offsets, block sizes and top-k go to the kernels as 32-bit integers (Int32Array, WGSL u32/i32). */
+const INT32_MAX = 2 ** 31 - 1;
+
 function checkPositiveInteger(name: string, value: number): void {
   if (typeof value !== "number" || !Number.isInteger(value) || value < 1) {
     fail(`${name}: expected a positive integer, got ${String(value)}`);
   }
+  if (value > INT32_MAX) fail(`${name}: expected at most 2^31 - 1 (the kernels index in 32 bits), got ${value}`);
 }
 
 /** First NaN or infinite element of a tensor, reported with its name and index. */
@@ -88,10 +92,12 @@ export function checkCuSeqlens(cuSeqlens: ArrayLike<number> | undefined, tokens:
   for (let i = 0; i < cuSeqlens.length; i++) {
     const x = Number(cuSeqlens[i]);
     if (!Number.isInteger(x)) fail(`cuSeqlens[${i}]: expected an integer, got ${cuSeqlens[i]}`);
+    if (i === 0 && x !== 0) fail(`cuSeqlens[0]: expected 0, got ${x}`);
     if (i > 0 && x < out[i - 1]) fail(`cuSeqlens[${i}]: expected non-decreasing offsets (>= ${out[i - 1]}), got ${x}`);
+    // checked before the Int32Array stores it: 2^32 + 5 would be stored as 5
+    if (x > tokens) fail(`cuSeqlens[${i}]: expected an offset of at most the number of tokens ${tokens}, got ${x}`);
     out[i] = x;
   }
-  if (out[0] !== 0) fail(`cuSeqlens[0]: expected 0, got ${out[0]}`);
   const last = out[out.length - 1];
   if (last !== tokens) fail(`cuSeqlens[${out.length - 1}]: expected the number of tokens ${tokens}, got ${last}`);
   return out;
@@ -114,7 +120,13 @@ export function checkF16Range(name: string, data: ArrayLike<number>): void {
 }
 
 /** Checks q, k, v, cuSeqlens and the MoBA options; topK = Infinity asks for full attention. */
-export function checkProblem(inputs: AttentionInputs, blockSize: number, topK: number, scale: number | undefined, precision?: Precision): AttentionProblem {
+export function checkProblem(
+  inputs: AttentionInputs,
+  blockSize: number,
+  topK: number,
+  scale: number | undefined,
+  precision?: Precision,
+): AttentionProblem {
   const { q, k, v } = inputs;
   checkShape("q", q, null);
   const [tokens, qHeads, headDim] = q.shape;
@@ -135,7 +147,13 @@ export function checkProblem(inputs: AttentionInputs, blockSize: number, topK: n
   checkFinite("k", k.data);
   checkFinite("v", v.data);
   const checkedPrecision = checkPrecision(precision);
-  if (checkedPrecision === "f16") for (const [name, t] of [["q", q], ["k", k], ["v", v]] as const) checkF16Range(name, t.data);
+  if (checkedPrecision === "f16")
+    for (const [name, t] of [
+      ["q", q],
+      ["k", k],
+      ["v", v],
+    ] as const)
+      checkF16Range(name, t.data);
   return { tokens, qHeads, kvHeads, headDim, scale: s, blockSize, topK, cuSeqlens: cu, precision: checkedPrecision };
 }
 

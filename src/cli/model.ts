@@ -14,12 +14,12 @@ import { loadDocuments } from "../run/train.js";
 import { table } from "../run/util.js";
 import { tour } from "../run/tour.js";
 import { train, TRAIN_DEFAULTS, type TrainOptions } from "../run/train.js";
-import { MobaError } from "../tensor.js";
-import { autoBackend, type Command, decimal, integer, integers, usageError } from "./args.js";
+import { checkOutputPath } from "../io/files.js";
+import { MobaError, shown } from "../tensor.js";
+import { autoBackend, type Command, count, decimal, integer, integers, note, precision, print, streams, usageError } from "./args.js";
 import { trainingProgress } from "./progress.js";
 
-const print = (line: string) => console.log(line);
-const write = (text: string) => process.stdout.write(text);
+const write = (text: string) => streams.out(text);
 
 function readConfig(path: string | boolean | undefined): Partial<TrainOptions> {
   if (path === undefined) return {};
@@ -29,17 +29,33 @@ function readConfig(path: string | boolean | undefined): Partial<TrainOptions> {
   } catch {
     return usageError(`--config: expected a JSON file, got "${String(path)}" (cannot read it)`);
   }
+  let options: unknown;
   try {
-    return JSON.parse(text) as Partial<TrainOptions>;
+    options = JSON.parse(text);
   } catch (error) {
     throw new MobaError(`--config: ${String(path)} is not valid JSON (${(error as Error).message})`);
   }
+  if (typeof options !== "object" || options === null || Array.isArray(options))
+    usageError(`--config: expected a JSON object of training options in ${String(path)}, got ${shown(options)}`);
+  return options as Partial<TrainOptions>;
 }
 
 const trainFlags = {
-  config: { type: "string" }, out: { type: "string" }, data: { type: "string" }, steps: { type: "string" }, "context-length": { type: "string" },
-  "batch-rows": { type: "string" }, accumulation: { type: "string" }, lr: { type: "string" }, seed: { type: "string" }, backend: { type: "string" },
-  attention: { type: "string" }, "full-last": { type: "string" }, resume: { type: "boolean" },
+  config: { type: "string" },
+  out: { type: "string" },
+  data: { type: "string" },
+  steps: { type: "string" },
+  "context-length": { type: "string" },
+  "batch-rows": { type: "string" },
+  accumulation: { type: "string" },
+  lr: { type: "string" },
+  seed: { type: "string" },
+  backend: { type: "string" },
+  attention: { type: "string" },
+  "full-last": { type: "string" },
+  resume: { type: "boolean" },
+  overwrite: { type: "boolean" },
+  precision: { type: "string" },
 } as const;
 
 const TRAIN_USAGE = `Options:
@@ -56,11 +72,17 @@ const TRAIN_USAGE = `Options:
   --attention KIND      moba or full for every layer
   --full-last N         MoBA layers except the last N (full attention)
   --backend NAME        auto, cpu or webgpu (default auto: WebGPU on a hardware adapter, else CPU)
-  --resume              continue from out/checkpoint.safetensors if it exists`;
+  --precision P         f32, or f16: GEMMs and attention on f16 operands with float32 weights, gradients
+                        and AdamW, dynamic loss scaling (WebGPU with shader-f16; elsewhere float32, said once)
+  --resume              continue from out/checkpoint.safetensors if it exists, with its model and options
+                        (only steps, the learning-rate schedule, evaluation, checkpoints and the backend may change)
+  --overwrite           start over even if out/checkpoint.safetensors exists (without either, it is refused)`;
 
 /** Training options from --config and the flags. */
 function trainOptions(v: Record<string, string | boolean | undefined>): Partial<TrainOptions> {
   const o: Partial<TrainOptions> = readConfig(v.config);
+  if (o.model !== undefined && (typeof o.model !== "object" || o.model === null || Array.isArray(o.model)))
+    usageError(`config: expected an object, got ${shown(o.model)}`);
   const model = { ...(o.model ?? {}) };
   if (v.out !== undefined) o.out = String(v.out);
   if (v.data !== undefined) o.data = String(v.data);
@@ -71,14 +93,16 @@ function trainOptions(v: Record<string, string | boolean | undefined>): Partial<
   if (v.lr !== undefined) o.learningRate = decimal("lr", v.lr, 0, 0);
   if (v.seed !== undefined) o.seed = integer("seed", v.seed, 0);
   if (v.backend !== undefined) o.backend = autoBackend(v.backend);
+  if (v.precision !== undefined) o.precision = precision(v.precision);
   if (v.attention !== undefined) {
-    if (v.attention !== "moba" && v.attention !== "full") usageError(`--attention: expected "moba" or "full", got "${String(v.attention)}"`);
+    if (v.attention !== "moba" && v.attention !== "full")
+      usageError(`--attention: expected "moba" or "full", got "${String(v.attention)}"`);
     const layers = model.num_hidden_layers ?? SMALL_CONFIG.num_hidden_layers;
     model.layer_attention = Array(layers).fill(v.attention);
   }
   if (v["full-last"] !== undefined) {
     delete model.layer_attention;
-    model.full_attention_last_layers = Number(v["full-last"]);
+    model.full_attention_last_layers = count("full-last", v["full-last"], 0);
   }
   o.model = model;
   return o;
@@ -87,12 +111,13 @@ function trainOptions(v: Record<string, string | boolean | undefined>): Partial<
 export const modelCommands: Record<string, Command> = {
   tour: {
     summary: "npm start: train a small MoBA model on the bundled corpus, evaluate it, sample from it",
-    usage: `moba tour [options]\n\nTrains with the defaults of moba train (${TRAIN_DEFAULTS.steps} steps), then prints the validation loss and a sample.\n\n${TRAIN_USAGE}`,
+    usage: `moba tour [options]\n\nTrains with the defaults of moba train (${TRAIN_DEFAULTS.steps} steps), then prints the validation loss and a sample.
+The tour starts over each time: it replaces the checkpoint in its folder (default ${TRAIN_DEFAULTS.out}) unless --resume.\n\n${TRAIN_USAGE}`,
     options: trainFlags,
     async run(v) {
-      const progress = trainingProgress(print);
+      const progress = trainingProgress(note);
       try {
-        await tour(trainOptions(v), { print, onStep: progress.onStep, write });
+        await tour(trainOptions(v), { print, onStep: progress.onStep, write }, v.resume === true);
       } finally {
         progress.stop();
       }
@@ -104,10 +129,10 @@ export const modelCommands: Record<string, Command> = {
     usage: `moba train [options]\n\n${TRAIN_USAGE}`,
     options: trainFlags,
     async run(v) {
-      const progress = trainingProgress(print);
+      const progress = trainingProgress(note);
       let result;
       try {
-        result = await train(trainOptions(v), { print, onStep: progress.onStep }, v.resume === true);
+        result = await train(trainOptions(v), { print: note, onStep: progress.onStep }, v.resume === true, v.overwrite === true);
       } finally {
         progress.stop();
       }
@@ -128,18 +153,31 @@ Options:
   --seed N            sampling seed (default 1)
   --backend NAME      auto, cpu or webgpu for the prompt (decoding runs on the CPU)`,
     options: {
-      checkpoint: { type: "string" }, prompt: { type: "string" }, tokens: { type: "string" }, temperature: { type: "string" },
-      "top-p": { type: "string" }, seed: { type: "string" }, backend: { type: "string" },
+      checkpoint: { type: "string" },
+      prompt: { type: "string" },
+      tokens: { type: "string" },
+      temperature: { type: "string" },
+      "top-p": { type: "string" },
+      seed: { type: "string" },
+      backend: { type: "string" },
     },
     async run(v) {
       if (typeof v.checkpoint !== "string") usageError("--checkpoint: expected a checkpoint file, got nothing");
       const prompt = v.prompt === undefined ? "The " : String(v.prompt);
-      write(prompt);
-      const { tokens, seconds } = await generateFromCheckpoint(v.checkpoint, {
-        prompt, tokens: integer("tokens", v.tokens, 400), temperature: decimal("temperature", v.temperature, 0.8, 0),
-        topP: decimal("top-p", v["top-p"], 0.95, 0, 1), seed: integer("seed", v.seed, 1), backend: autoBackend(v.backend),
-      }, write);
-      print(`\n\n(${tokens} bytes in ${seconds.toFixed(2)} s)`);
+      const { tokens, seconds } = await generateFromCheckpoint(
+        v.checkpoint,
+        {
+          prompt,
+          tokens: integer("tokens", v.tokens, 400),
+          temperature: decimal("temperature", v.temperature, 0.8, 0),
+          topP: decimal("top-p", v["top-p"], 0.95, 0, 1),
+          seed: integer("seed", v.seed, 1),
+          backend: autoBackend(v.backend),
+        },
+        write,
+      );
+      write("\n");
+      note(`(${tokens} bytes in ${seconds.toFixed(2)} s)`);
       return 0;
     },
   },
@@ -161,32 +199,99 @@ Options:
   --svg PREFIX            write PREFIX-position.svg (and PREFIX-passkey.svg)
   --backend NAME          auto, cpu or webgpu`,
     options: {
-      checkpoint: { type: "string" }, data: { type: "string" }, "context-length": { type: "string" }, rows: { type: "string" }, buckets: { type: "string" },
-      trailing: { type: "string" }, attention: { type: "string" }, "passkey-lengths": { type: "string" }, "passkey-depths": { type: "string" },
-      "passkey-trials": { type: "string" }, svg: { type: "string" }, backend: { type: "string" },
+      checkpoint: { type: "string" },
+      data: { type: "string" },
+      "context-length": { type: "string" },
+      rows: { type: "string" },
+      buckets: { type: "string" },
+      trailing: { type: "string" },
+      attention: { type: "string" },
+      "passkey-lengths": { type: "string" },
+      "passkey-depths": { type: "string" },
+      "passkey-trials": { type: "string" },
+      svg: { type: "string" },
+      backend: { type: "string" },
     },
     async run(v) {
       if (typeof v.checkpoint !== "string") usageError("--checkpoint: expected a checkpoint file, got nothing");
-      if (v.attention !== undefined && v.attention !== "moba" && v.attention !== "full") usageError(`--attention: expected "moba" or "full", got "${String(v.attention)}"`);
-      const { model } = await loadCheckpoint(v.checkpoint);
-      const kinds = v.attention === undefined ? undefined : Array(model.config.num_hidden_layers).fill(v.attention);
-      const backend = await modelBackend(autoBackend(v.backend));
+      if (v.attention !== undefined && v.attention !== "moba" && v.attention !== "full")
+        usageError(`--attention: expected "moba" or "full", got "${String(v.attention)}"`);
+      // every option is checked before the checkpoint is read and the work starts
       const contextLength = integer("context-length", v["context-length"], 2048);
-      const docs = loadDocuments(typeof v.data === "string" ? v.data : "sotu");
-      const r = await lossReport(model, v.data === undefined ? splitDocuments(docs).validation : docs, {
-        contextLength, rows: integer("rows", v.rows, 8), buckets: integer("buckets", v.buckets, 8), trailing: integer("trailing", v.trailing, Math.max(1, Math.floor(contextLength / 4))),
-      }, backend, kinds);
-      print(`loss ${r.loss.toFixed(4)} nats/byte, perplexity ${r.perplexity.toFixed(3)} over ${r.rows} sequences of ${r.contextLength} bytes; last ${r.trailingTokens}: ${r.trailing.toFixed(4)}`);
-      print(table(["positions", "loss"], r.byPosition.map((b) => [`${b.from}-${b.to - 1}`, b.loss.toFixed(4)])));
+      const sizes = {
+        contextLength,
+        rows: integer("rows", v.rows, 8),
+        buckets: integer("buckets", v.buckets, 8),
+        trailing: integer("trailing", v.trailing, Math.max(1, Math.floor(contextLength / 4))),
+      };
+      const lengths = integers("passkey-lengths", v["passkey-lengths"], []);
+      const depths =
+        v["passkey-depths"] === undefined
+          ? [0, 25, 50, 75, 100]
+          : String(v["passkey-depths"])
+              .split(",")
+              .map((d) => decimal("passkey-depths", d, 0, 0, 100));
+      const trials = integer("passkey-trials", v["passkey-trials"], 10);
       const svg = typeof v.svg === "string" ? v.svg : undefined;
-      if (svg) await writeFileAtomic(`${svg}-position.svg`, new TextEncoder().encode(lineChart("loss by position", [{ name: v.checkpoint, color: "#1f77b4", points: r.byPosition.map((b) => [(b.from + b.to) / 2, b.loss]) }], "position", "nats per byte")));
-      if (v["passkey-lengths"] !== undefined) {
-        const lengths = integers("passkey-lengths", v["passkey-lengths"], []);
-        const depths = v["passkey-depths"] === undefined ? [0, 25, 50, 75, 100] : String(v["passkey-depths"]).split(",").map((d) => decimal("passkey-depths", d, 0, 0, 100));
-        const cells = await passkeyGrid(model, lengths, depths.map((d) => d / 100), integer("passkey-trials", v["passkey-trials"], 10), 7, backend, kinds);
+      if (svg) checkOutputPath(`${svg}-position.svg`, "--svg");
+      const backendName = autoBackend(v.backend);
+      const docs = loadDocuments(typeof v.data === "string" ? v.data : "sotu");
+      const { model } = await loadCheckpoint(v.checkpoint);
+      const positions = model.config.max_position_embeddings;
+      for (const [name, n] of [
+        ["context-length", contextLength],
+        ["passkey-lengths", Math.max(0, ...lengths)],
+      ] as const) {
+        if (n > positions) usageError(`--${name}: expected at most the checkpoint's max_position_embeddings ${positions}, got ${n}`);
+      }
+      const kinds = v.attention === undefined ? undefined : Array(model.config.num_hidden_layers).fill(v.attention);
+      const backend = await modelBackend(backendName);
+      const r = await lossReport(model, v.data === undefined ? splitDocuments(docs).validation : docs, sizes, backend, kinds);
+      print(
+        `loss ${r.loss.toFixed(4)} nats/byte, perplexity ${r.perplexity.toFixed(3)} over ${r.rows} sequences of ${r.contextLength} bytes; last ${r.trailingTokens}: ${r.trailing.toFixed(4)}`,
+      );
+      print(
+        table(
+          ["positions", "loss"],
+          r.byPosition.map((b) => [`${b.from}-${b.to - 1}`, b.loss.toFixed(4)]),
+        ),
+      );
+      if (svg)
+        await writeFileAtomic(
+          `${svg}-position.svg`,
+          new TextEncoder().encode(
+            lineChart(
+              "loss by position",
+              [{ name: v.checkpoint, color: "#1f77b4", points: r.byPosition.map((b) => [(b.from + b.to) / 2, b.loss]) }],
+              "position",
+              "nats per byte",
+            ),
+          ),
+        );
+      if (lengths.length > 0) {
+        const cells = await passkeyGrid(
+          model,
+          lengths,
+          depths.map((d) => d / 100),
+          trials,
+          7,
+          backend,
+          kinds,
+        );
         const grid = lengths.map((l) => depths.map((d) => cells.find((c) => c.length === l && c.depth === d / 100)!.accuracy));
-        print(table(["length \\ depth %", ...depths.map(String)], lengths.map((l, i) => [String(l), ...grid[i].map((a) => a.toFixed(2))])));
-        if (svg) await writeFileAtomic(`${svg}-passkey.svg`, new TextEncoder().encode(heatmap("passkey accuracy", lengths.map(String), depths.map(String), grid, "context length (bytes)", "depth of the key (%)")));
+        print(
+          table(
+            ["length \\ depth %", ...depths.map(String)],
+            lengths.map((l, i) => [String(l), ...grid[i].map((a) => a.toFixed(2))]),
+          ),
+        );
+        if (svg)
+          await writeFileAtomic(
+            `${svg}-passkey.svg`,
+            new TextEncoder().encode(
+              heatmap("passkey accuracy", lengths.map(String), depths.map(String), grid, "context length (bytes)", "depth of the key (%)"),
+            ),
+          );
       }
       return 0;
     },
@@ -203,16 +308,30 @@ Options:
   --run LIST      only these runs (comma-separated), e.g. to spread runs over processes
   --report        only collect finished runs into results.jsonl, a table and SVG plots
   --out DIR       output folder (default runs/experiments/NAME)
-  --backend NAME  auto, cpu or webgpu (default: the config's)`,
-    options: { run: { type: "string" }, report: { type: "boolean" }, out: { type: "string" }, backend: { type: "string" } },
+  --backend NAME  auto, cpu or webgpu (default: the config's)
+  --precision P   f32 or f16 (default: the config's)`,
+    options: {
+      run: { type: "string" },
+      report: { type: "boolean" },
+      out: { type: "string" },
+      backend: { type: "string" },
+      precision: { type: "string" },
+    },
     positionals: true,
     async run(v, positionals) {
       const [name] = positionals ?? [];
       if (name === undefined) usageError("experiment: expected a name (e.g. moba experiment parity), got nothing");
-      await experiment(name, {
-        runs: typeof v.run === "string" ? v.run.split(",") : undefined, reportOnly: v.report === true,
-        out: typeof v.out === "string" ? v.out : undefined, backend: v.backend === undefined ? undefined : autoBackend(v.backend),
-      }, print);
+      await experiment(
+        name,
+        {
+          runs: typeof v.run === "string" ? v.run.split(",") : undefined,
+          reportOnly: v.report === true,
+          out: typeof v.out === "string" ? v.out : undefined,
+          backend: v.backend === undefined ? undefined : autoBackend(v.backend),
+          precision: v.precision === undefined ? undefined : precision(v.precision),
+        },
+        print,
+      );
       return 0;
     },
   },
@@ -232,21 +351,44 @@ Options:
   --top-k N             moba_topk (default 3)
   --steps N             timed steps per row, after one warm-up (default 3)
   --decode-context N    cached tokens for the decode timing (default 32768; 0 skips it)
+  --precision P         f32, or f16: GEMMs and attention on f16 operands (tensor cores on WebGPU where present)
   --backend NAME        auto, cpu or webgpu`,
     options: {
-      lengths: { type: "string" }, hidden: { type: "string" }, layers: { type: "string" }, heads: { type: "string" }, "block-size": { type: "string" },
-      "top-k": { type: "string" }, steps: { type: "string" }, "decode-context": { type: "string" }, backend: { type: "string" },
+      lengths: { type: "string" },
+      hidden: { type: "string" },
+      layers: { type: "string" },
+      heads: { type: "string" },
+      "block-size": { type: "string" },
+      "top-k": { type: "string" },
+      steps: { type: "string" },
+      "decode-context": { type: "string" },
+      backend: { type: "string" },
+      precision: { type: "string" },
     },
     async run(v) {
-      const hidden = integer("hidden", v.hidden, 512), heads = integer("heads", v.heads, 8);
-      const decode = v["decode-context"] === "0" ? 0 : integer("decode-context", v["decode-context"], 32768);
-      await benchTrain({
-        model: {
-          hidden_size: hidden, intermediate_size: Math.round((hidden * 8) / 3 / 64) * 64 || 64, num_hidden_layers: integer("layers", v.layers, 8),
-          num_attention_heads: heads, num_key_value_heads: Math.max(1, heads / 2), moba_chunk_size: integer("block-size", v["block-size"], 512), moba_topk: integer("top-k", v["top-k"], 3),
+      const hidden = integer("hidden", v.hidden, 512),
+        heads = integer("heads", v.heads, 8);
+      const decode = count("decode-context", v["decode-context"], 32768);
+      await benchTrain(
+        {
+          model: {
+            hidden_size: hidden,
+            intermediate_size: Math.round((hidden * 8) / 3 / 64) * 64 || 64,
+            num_hidden_layers: integer("layers", v.layers, 8),
+            num_attention_heads: heads,
+            num_key_value_heads: Math.max(1, heads / 2),
+            moba_chunk_size: integer("block-size", v["block-size"], 512),
+            moba_topk: integer("top-k", v["top-k"], 3),
+          },
+          lengths: integers("lengths", v.lengths, [8192, 32768]),
+          steps: integer("steps", v.steps, 3),
+          backend: autoBackend(v.backend),
+          decodeContext: decode,
+          precision: precision(v.precision),
         },
-        lengths: integers("lengths", v.lengths, [8192, 32768]), steps: integer("steps", v.steps, 3), backend: autoBackend(v.backend), decodeContext: decode,
-      }, print);
+        print,
+        note,
+      );
       return 0;
     },
   },

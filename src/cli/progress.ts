@@ -1,5 +1,5 @@
-// Training progress: a bar with step, loss, tokens/s and ETA on a terminal; a plain line every
-// few steps otherwise (logs, CI).
+// Training progress, on stderr: a bar with step, loss, tokens/s and ETA on a terminal; a plain line
+// every few steps otherwise (logs, CI).
 import cliProgress from "cli-progress";
 import type { StepLog } from "../run/train.js";
 
@@ -9,9 +9,12 @@ export function trainingProgress(print: (line: string) => void): { onStep(log: S
   return {
     onStep(log, total) {
       const values = { loss: log.loss.toFixed(3), speed: log.tokensPerSecond.toFixed(0), val: log.validationLoss?.toFixed(3) ?? "-" };
-      if (process.stdout.isTTY) {
+      if (process.stderr.isTTY) {
         if (!bar) {
-          bar = new cliProgress.SingleBar({ format: "step {value}/{total} [{bar}] loss {loss} | val {val} | {speed} tok/s | ETA {eta_formatted}", hideCursor: true }, cliProgress.Presets.shades_classic);
+          bar = new cliProgress.SingleBar(
+            { format: "step {value}/{total} [{bar}] loss {loss} | val {val} | {speed} tok/s | ETA {eta_formatted}", hideCursor: true },
+            cliProgress.Presets.shades_classic,
+          );
           bar.start(total, log.step, values);
         }
         bar.update(log.step + 1, values);

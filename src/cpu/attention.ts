@@ -15,8 +15,8 @@
 // float32, the scores of a tile as GEMMs) where there are some, else on the scalar kernels below
 // (float64 JavaScript numbers, the reference-checked fallback). Inputs and outputs are float32.
 import type { AttentionProblem } from "../attention/problem.js";
-import { type InvertedRouting, routeQuery } from "./routing.js";
-import type { Floats } from "./ops.js";
+import { type InvertedRouting, routeQuery } from "../attention/blocks.js";
+import type { Floats } from "../tensor.js";
 import { simd, type SimdKernels } from "./simd.js";
 
 export interface ForwardArrays {
@@ -68,7 +68,10 @@ export function listUnits(problem: AttentionProblem, heads: number, all: boolean
 }
 
 function dot(a: Float32Array, ai: number, b: Float32Array, bi: number, n: number): number {
-  let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  let s0 = 0,
+    s1 = 0,
+    s2 = 0,
+    s3 = 0;
   let d = 0;
   for (; d + 3 < n; d += 4) {
     s0 += a[ai + d] * b[bi + d];
@@ -92,7 +95,7 @@ class ForwardScratch {
   readonly bucket: Int32Array;
 
   constructor(problem: AttentionProblem, blocksPerSequence: number, width: number) {
-    const B = problem.blockSize;
+    const B = rowsPerBlock(problem);
     this.m = new Float64Array(B);
     this.l = new Float64Array(B);
     this.acc = new Float64Array(B * problem.headDim);
@@ -102,6 +105,13 @@ class ForwardScratch {
     this.bucketStart = new Int32Array(blocksPerSequence + 1);
     this.bucket = new Int32Array(B * Math.max(1, width));
   }
+}
+
+/** Rows of the largest block: the block size, or the longest sequence when that is shorter (a block size of 10^9 allocates no more). */
+function rowsPerBlock(problem: AttentionProblem): number {
+  let longest = 0;
+  for (let b = 0; b + 1 < problem.cuSeqlens.length; b++) longest = Math.max(longest, problem.cuSeqlens[b + 1] - problem.cuSeqlens[b]);
+  return Math.min(problem.blockSize, longest);
 }
 
 /** Folds keys [k0, k1) into the online softmax of query row r (token t, head h). */
@@ -156,7 +166,9 @@ function writeRows(p: AttentionProblem, a: ForwardArrays, q0: number, h: number,
 
 function scalarForwardTiles(p: AttentionProblem, a: ForwardArrays, s: ForwardScratch): ForwardTiles {
   const D = p.headDim;
-  let q0 = 0, h = 0, rows = 0;
+  let q0 = 0,
+    h = 0,
+    rows = 0;
   return {
     begin(_b, first, head, count) {
       [q0, h, rows] = [first, head, count];
@@ -166,8 +178,8 @@ function scalarForwardTiles(p: AttentionProblem, a: ForwardArrays, s: ForwardScr
     },
     fold(list, count, k0, k1, causal) {
       // at most a block of keys at a time (the size of s.scores)
-      for (let c0 = k0; c0 < k1; c0 += p.blockSize) {
-        const c1 = Math.min(k1, c0 + p.blockSize);
+      for (let c0 = k0; c0 < k1; c0 += s.scores.length) {
+        const c1 = Math.min(k1, c0 + s.scores.length);
         for (let e = 0; e < count; e++) foldKeys(a, p, s, list[e], q0 + list[e], h, c0, causal ? c0 + list[e] + 1 : c1);
       }
     },
@@ -179,7 +191,8 @@ function scalarForwardTiles(p: AttentionProblem, a: ForwardArrays, s: ForwardScr
 // sequence and kv head packed there once (as the GEMMs of the tiles read them: Kᵀ in slivers of 8 keys,
 // V in slivers of 8 columns), instead of once per tile; the state of a block there too
 function simdForwardTiles(kernels: SimdKernels, p: AttentionProblem, a: ForwardArrays): ForwardTiles {
-  const { qHeads, kvHeads, headDim: D, blockSize: B, scale, cuSeqlens } = p;
+  const { qHeads, kvHeads, headDim: D, scale, cuSeqlens } = p;
+  const B = rowsPerBlock(p);
   const e = kernels.exports;
   const up8 = (n: number) => Math.ceil(n / 8) * 8;
   // packed k and v of sequence b, kv head g at packed[b·kvHeads + g] (floats from the region's start)
@@ -190,7 +203,16 @@ function simdForwardTiles(kernels: SimdKernels, p: AttentionProblem, a: ForwardA
   }
   const size = packed[packed.length - 1];
   const [qAt, kAt, vAt, kpAt, vpAt, mAt, lAt, accAt, rowsAt, work] = kernels.alloc([
-    4 * a.q.length, 4 * a.k.length, 4 * a.v.length, 4 * size, 4 * (size / D) * up8(D), 4 * B, 4 * B, 4 * B * D, 4 * B, e.forwardWorkBytes(D),
+    4 * a.q.length,
+    4 * a.k.length,
+    4 * a.v.length,
+    4 * size,
+    4 * (size / D) * up8(D),
+    4 * B,
+    4 * B,
+    4 * B * D,
+    4 * B,
+    e.forwardWorkBytes(D),
   ]);
   kernels.f32(qAt, a.q.length).set(a.q);
   kernels.f32(kAt, a.k.length).set(a.k);
@@ -204,8 +226,15 @@ function simdForwardTiles(kernels: SimdKernels, p: AttentionProblem, a: ForwardA
       e.packPanel(length, D, vAt + first, kvHeads * D, 1, vPackedAt(b, g)); // V[length, D]
     }
   }
-  const m = kernels.f32(mAt, B), l = kernels.f32(lAt, B), acc = kernels.f32(accAt, B * D), rowIndex = kernels.i32(rowsAt, B);
-  let seq = 0, q0 = 0, h = 0, g = 0, rows = 0;
+  const m = kernels.f32(mAt, B),
+    l = kernels.f32(lAt, B),
+    acc = kernels.f32(accAt, B * D),
+    rowIndex = kernels.i32(rowsAt, B);
+  let seq = 0,
+    q0 = 0,
+    h = 0,
+    g = 0,
+    rows = 0;
   return {
     begin(b, first, head, count) {
       [seq, q0, h, g, rows] = [b, first, head, Math.floor(head / (qHeads / kvHeads)), count];
@@ -218,24 +247,53 @@ function simdForwardTiles(kernels: SimdKernels, p: AttentionProblem, a: ForwardA
       const kv = 4 * (k0 * kvHeads + g) * D;
       // the packed keys serve ranges that start on a sliver (every block when blockSize is a multiple of 8)
       const key = k0 - cuSeqlens[seq];
-      const [kPacked, vPacked] = key % 8 === 0 ? [kpAt + 4 * (packed[seq * kvHeads + g] + key * D), vPackedAt(seq, g) + 4 * key * 8] : [0, 0];
+      const [kPacked, vPacked] =
+        key % 8 === 0 ? [kpAt + 4 * (packed[seq * kvHeads + g] + key * D), vPackedAt(seq, g) + 4 * key * 8] : [0, 0];
       const vStride = 8 * (cuSeqlens[seq + 1] - cuSeqlens[seq]);
-      e.attendForward(count, rowsAt, qAt + 4 * (q0 * qHeads + h) * D, qHeads * D, kAt + kv, vAt + kv, kvHeads * D, k1 - k0, causal ? 1 : 0, D, scale, mAt, lAt, accAt, kPacked, vPacked, vStride, work);
+      e.attendForward(
+        count,
+        rowsAt,
+        qAt + 4 * (q0 * qHeads + h) * D,
+        qHeads * D,
+        kAt + kv,
+        vAt + kv,
+        kvHeads * D,
+        k1 - k0,
+        causal ? 1 : 0,
+        D,
+        scale,
+        mAt,
+        lAt,
+        accAt,
+        kPacked,
+        vPacked,
+        vStride,
+        work,
+      );
     },
     finish: () => writeRows(p, a, q0, h, rows, m, l, acc),
   };
 }
 
 /** Forward of units [from, to) of the list; allocates its own scratch. */
-export function forwardUnits(problem: AttentionProblem, a: ForwardArrays, units: Int32Array, from: number, to: number, kernels = simd): void {
+export function forwardUnits(
+  problem: AttentionProblem,
+  a: ForwardArrays,
+  units: Int32Array,
+  from: number,
+  to: number,
+  kernels = simd,
+): void {
   const { qHeads, blockSize: B, cuSeqlens } = problem;
   let maxBlocks = 0;
   for (let b = 0; b + 1 < a.offsets.length; b++) maxBlocks = Math.max(maxBlocks, a.offsets[b + 1] - a.offsets[b]);
   const s = new ForwardScratch(problem, maxBlocks, a.width);
   const tiles = kernels ? simdForwardTiles(kernels, problem, a) : scalarForwardTiles(problem, a, s);
-  const every = Int32Array.from({ length: B }, (_, r) => r); // all rows of a block
+  const every = Int32Array.from({ length: rowsPerBlock(problem) }, (_, r) => r); // all rows of a block
   for (let u = from; u < to; u++) {
-    const b = units[3 * u], h = units[3 * u + 1], i = units[3 * u + 2];
+    const b = units[3 * u],
+      h = units[3 * u + 1],
+      i = units[3 * u + 2];
     const start = cuSeqlens[b];
     const q0 = start + i * B;
     const rows = Math.min(B, cuSeqlens[b + 1] - q0);
@@ -271,7 +329,18 @@ export function forwardUnits(problem: AttentionProblem, a: ForwardArrays, units:
 }
 
 /** Gradient contributions of query t (head h) against keys [k0, k1) of the unit's block. */
-function backwardKeys(a: BackwardArrays, p: AttentionProblem, dkBlock: Float64Array, dvBlock: Float64Array, t: number, h: number, g: number, blockStart: number, k0: number, k1: number): void {
+function backwardKeys(
+  a: BackwardArrays,
+  p: AttentionProblem,
+  dkBlock: Float64Array,
+  dvBlock: Float64Array,
+  t: number,
+  h: number,
+  g: number,
+  blockStart: number,
+  k0: number,
+  k1: number,
+): void {
   const { qHeads, kvHeads, headDim: D, scale } = p;
   const qRow = (t * qHeads + h) * D;
   const lse = a.lse[t * qHeads + h];
@@ -310,10 +379,12 @@ function writeBlock(p: AttentionProblem, a: BackwardArrays, g: number, k0: numbe
 }
 
 function scalarBackwardTiles(p: AttentionProblem, a: BackwardArrays): BackwardTiles {
-  const { headDim: D, blockSize: B } = p;
-  const dkBlock = new Float64Array(B * D);
-  const dvBlock = new Float64Array(B * D);
-  let g = 0, k0 = 0, k1 = 0;
+  const D = p.headDim;
+  const dkBlock = new Float64Array(rowsPerBlock(p) * D);
+  const dvBlock = new Float64Array(rowsPerBlock(p) * D);
+  let g = 0,
+    k0 = 0,
+    k1 = 0;
   return {
     begin(head, first, end) {
       [g, k0, k1] = [head, first, end];
@@ -330,9 +401,19 @@ function scalarBackwardTiles(p: AttentionProblem, a: BackwardArrays): BackwardTi
 // the inputs (delta and lse as float32) and a float32 dq copied into the module's memory once per call
 // of backwardUnits; dq is added into a.dq when the slice is done (flush)
 function simdBackwardTiles(kernels: SimdKernels, p: AttentionProblem, a: BackwardArrays): BackwardTiles & { flush(): void } {
-  const { tokens: T, qHeads, kvHeads, headDim: D, blockSize: B, scale } = p;
+  const { tokens: T, qHeads, kvHeads, headDim: D, scale } = p;
+  const B = rowsPerBlock(p); // keys of the largest block
   const [qAt, kAt, vAt, doAt, dqAt, lseAt, deltaAt, dkAt, dvAt, listAt, work] = kernels.alloc([
-    4 * a.q.length, 4 * a.k.length, 4 * a.v.length, 4 * a.dout.length, 4 * a.dq.length, 4 * a.lse.length, 4 * a.delta.length, 4 * B * D, 4 * B * D, 4 * T,
+    4 * a.q.length,
+    4 * a.k.length,
+    4 * a.v.length,
+    4 * a.dout.length,
+    4 * a.dq.length,
+    4 * a.lse.length,
+    4 * a.delta.length,
+    4 * B * D,
+    4 * B * D,
+    4 * T,
     kernels.exports.backwardWorkBytes(B, D),
   ]);
   kernels.f32(qAt, a.q.length).set(a.q);
@@ -341,9 +422,14 @@ function simdBackwardTiles(kernels: SimdKernels, p: AttentionProblem, a: Backwar
   kernels.f32(doAt, a.dout.length).set(a.dout);
   kernels.f32(lseAt, a.lse.length).set(a.lse);
   kernels.f32(deltaAt, a.delta.length).set(a.delta);
-  const dq = kernels.f32(dqAt, a.dq.length), dk = kernels.f32(dkAt, B * D), dv = kernels.f32(dvAt, B * D), list = kernels.i32(listAt, T);
+  const dq = kernels.f32(dqAt, a.dq.length),
+    dk = kernels.f32(dkAt, B * D),
+    dv = kernels.f32(dvAt, B * D),
+    list = kernels.i32(listAt, T);
   dq.fill(0);
-  let g = 0, k0 = 0, k1 = 0;
+  let g = 0,
+    k0 = 0,
+    k1 = 0;
   return {
     begin(head, first, end) {
       [g, k0, k1] = [head, first, end];
@@ -352,8 +438,30 @@ function simdBackwardTiles(kernels: SimdKernels, p: AttentionProblem, a: Backwar
     },
     visit(h, tokens, count, causal) {
       list.set(tokens.subarray(0, count));
-      const kv = 4 * (k0 * kvHeads + g) * D, row = 4 * h * D, stat = 4 * h;
-      kernels.exports.attendBackward(count, listAt, qAt + row, doAt + row, dqAt + row, qHeads * D, lseAt + stat, deltaAt + stat, qHeads, kAt + kv, vAt + kv, kvHeads * D, k1 - k0, causal ? k0 : -1, D, scale, dkAt, dvAt, work);
+      const kv = 4 * (k0 * kvHeads + g) * D,
+        row = 4 * h * D,
+        stat = 4 * h;
+      kernels.exports.attendBackward(
+        count,
+        listAt,
+        qAt + row,
+        doAt + row,
+        dqAt + row,
+        qHeads * D,
+        lseAt + stat,
+        deltaAt + stat,
+        qHeads,
+        kAt + kv,
+        vAt + kv,
+        kvHeads * D,
+        k1 - k0,
+        causal ? k0 : -1,
+        D,
+        scale,
+        dkAt,
+        dvAt,
+        work,
+      );
     },
     finish: () => writeBlock(p, a, g, k0, k1, dk, dv),
     flush() {
@@ -363,7 +471,14 @@ function simdBackwardTiles(kernels: SimdKernels, p: AttentionProblem, a: Backwar
 }
 
 /** Backward of units [from, to) of the key-block list (heads are kv heads). */
-export function backwardUnits(problem: AttentionProblem, a: BackwardArrays, units: Int32Array, from: number, to: number, kernels = simd): void {
+export function backwardUnits(
+  problem: AttentionProblem,
+  a: BackwardArrays,
+  units: Int32Array,
+  from: number,
+  to: number,
+  kernels = simd,
+): void {
   const { qHeads, kvHeads, blockSize: B, cuSeqlens } = problem;
   const group = qHeads / kvHeads;
   const blocks = a.offsets[a.offsets.length - 1];
@@ -371,7 +486,9 @@ export function backwardUnits(problem: AttentionProblem, a: BackwardArrays, unit
   const tiles = simdTiles || scalarBackwardTiles(problem, a);
   const tokens = Int32Array.from({ length: problem.tokens }, (_, t) => t);
   for (let u = from; u < to; u++) {
-    const b = units[3 * u], g = units[3 * u + 1], j = units[3 * u + 2];
+    const b = units[3 * u],
+      g = units[3 * u + 1],
+      j = units[3 * u + 2];
     const k0 = cuSeqlens[b] + j * B;
     const k1 = Math.min(k0 + B, cuSeqlens[b + 1]);
     tiles.begin(g, k0, k1);
@@ -381,7 +498,8 @@ export function backwardUnits(problem: AttentionProblem, a: BackwardArrays, unit
         if (cuSeqlens[b + 1] > k1) tiles.visit(h, tokens.subarray(k1), cuSeqlens[b + 1] - k1, false);
       } else {
         const G = h * blocks + a.offsets[b] + j;
-        const first = a.inverted.start[G], count = a.inverted.start[G + 1] - first;
+        const first = a.inverted.start[G],
+          count = a.inverted.start[G + 1] - first;
         if (count > 0) tiles.visit(h, a.inverted.queries.subarray(first), count, false);
       }
       // the block's own queries see its keys causally

@@ -18,7 +18,12 @@ export async function gemm(op: GemmOp, threads = cores): Promise<void> {
   const { M, N, K } = op;
   const n = M * N * K < THREAD_THRESHOLD ? 1 : Math.min(threads, Math.ceil(M / 8));
   if (n === 1) return gemmRows(op, 0, M);
-  const s: GemmOp = { ...op, a: isShared(op.a) ? op.a : shared(op.a), b: isShared(op.b) ? op.b : shared(op.b), c: isShared(op.c) ? op.c : shared(op.c, op.accumulate) };
+  const s: GemmOp = {
+    ...op,
+    a: isShared(op.a) ? op.a : shared(op.a),
+    b: isShared(op.b) ? op.b : shared(op.b),
+    c: isShared(op.c) ? op.c : shared(op.c, op.accumulate),
+  };
   // one slice per thread (each slice copies B in whole), whole 8-row tiles except the last; the calling
   // thread takes the first slice rather than wait (on a busy machine a worker may wake up late)
   const step = Math.ceil(M / n / 8) * 8;

@@ -1,9 +1,9 @@
 // The CPU backend: prepares routing state, cuts the work into units and runs them on the calling
 // thread (small inputs) or on worker threads.
+import { blockMeans, blockOffsets, invertRouting, pastPerQuery, routeAll, selectsAll } from "../attention/blocks.js";
 import type { AttentionProblem } from "../attention/problem.js";
 import { type BackwardArrays, backwardUnits, type ForwardArrays, forwardUnits, listUnits } from "./attention.js";
 import { cores, type Job, runJobs, shared, splitByCost } from "./pool.js";
-import { blockMeans, blockOffsets, invertRouting, pastPerQuery, routeAll, selectsAll } from "./routing.js";
 import { simd } from "./simd.js";
 
 /** Work (multiply-adds) below which worker threads cost more than they save. */
@@ -25,14 +25,26 @@ function threadCount(requested: number | undefined, work: number): number {
  * kernels: the tile kernels when the calling thread does the work (tests pass null for the scalar
  * fallback, or another SIMD build); worker threads load their own.
  */
-export async function cpuForward(p: AttentionProblem, q: Float32Array, k: Float32Array, v: Float32Array, threads?: number, kernels = simd): Promise<CpuForward> {
+export async function cpuForward(
+  p: AttentionProblem,
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  threads?: number,
+  kernels = simd,
+): Promise<CpuForward> {
   const width = pastPerQuery(p);
   const all = selectsAll(p);
   const offsets = blockOffsets(p);
   const { units, cost } = listUnits(p, p.qHeads, all);
   const n = threadCount(threads, cost.reduce((a, b) => a + b, 0) * p.headDim);
   const arrays: ForwardArrays = {
-    q, k, v, offsets, width, all,
+    q,
+    k,
+    v,
+    offsets,
+    width,
+    all,
     means: all ? new Float64Array(0) : blockMeans(p, k, offsets),
     out: new Float32Array(p.tokens * p.qHeads * p.headDim),
     lse: new Float32Array(p.tokens * p.qHeads),
@@ -41,7 +53,16 @@ export async function cpuForward(p: AttentionProblem, q: Float32Array, k: Float3
   if (n === 1) {
     forwardUnits(p, arrays, units, 0, units.length / 3, kernels);
   } else {
-    const s: ForwardArrays = { ...arrays, q: shared(q), k: shared(k), v: shared(v), means: shared(arrays.means), out: shared(arrays.out, false), lse: shared(arrays.lse, false), past: shared(arrays.past, false) };
+    const s: ForwardArrays = {
+      ...arrays,
+      q: shared(q),
+      k: shared(k),
+      v: shared(v),
+      means: shared(arrays.means),
+      out: shared(arrays.out, false),
+      lse: shared(arrays.lse, false),
+      past: shared(arrays.past, false),
+    };
     const jobs: Job[] = splitByCost(cost, 4 * n).map(([from, to]) => ({ kind: "forward", problem: p, arrays: s, units, from, to }));
     await runJobs(jobs, n);
     Object.assign(arrays, { out: s.out, lse: s.lse, past: s.past });
@@ -86,7 +107,14 @@ export async function cpuBackward(
   const { units, cost } = listUnits(p, kvHeads, all);
   const n = threadCount(threads, cost.reduce((a, b) => a + b, 0) * D * (qHeads / kvHeads) * 2);
   const arrays: BackwardArrays = {
-    q, k, v, dout, lse, delta, offsets, inverted,
+    q,
+    k,
+    v,
+    dout,
+    lse,
+    delta,
+    offsets,
+    inverted,
     dq: new Float64Array(tokens * qHeads * D),
     dk: new Float32Array(tokens * kvHeads * D),
     dv: new Float32Array(tokens * kvHeads * D),
@@ -97,9 +125,16 @@ export async function cpuBackward(
   } else {
     // one dq accumulator per job: the key-major walk adds into every query's dq
     const s = {
-      ...arrays, q: shared(q), k: shared(k), v: shared(v), dout: shared(dout), lse: shared(lse), delta: shared(delta),
+      ...arrays,
+      q: shared(q),
+      k: shared(k),
+      v: shared(v),
+      dout: shared(dout),
+      lse: shared(lse),
+      delta: shared(delta),
       inverted: inverted && { start: shared(inverted.start), queries: shared(inverted.queries) },
-      dk: shared(arrays.dk, false), dv: shared(arrays.dv, false),
+      dk: shared(arrays.dk, false),
+      dv: shared(arrays.dv, false),
     };
     const ranges = splitByCost(backwardCost(p, units, cost, inverted, offsets), n);
     const parts = ranges.map(() => shared(arrays.dq, false));
@@ -112,12 +147,19 @@ export async function cpuBackward(
 }
 
 /** Per key block: how many (query, key) pairs its unit visits, from the inverted index. */
-function backwardCost(p: AttentionProblem, units: Int32Array, cost: Float64Array, inverted: BackwardArrays["inverted"], offsets: Int32Array): Float64Array {
+function backwardCost(
+  p: AttentionProblem,
+  units: Int32Array,
+  cost: Float64Array,
+  inverted: BackwardArrays["inverted"],
+  offsets: Int32Array,
+): Float64Array {
   if (inverted === null) {
     // full attention: block j is seen by every later query, so early blocks cost the most
     const out = new Float64Array(cost.length);
     for (let u = 0; u < cost.length; u++) {
-      const b = units[3 * u], j = units[3 * u + 2];
+      const b = units[3 * u],
+        j = units[3 * u + 2];
       out[u] = (p.cuSeqlens[b + 1] - p.cuSeqlens[b] - j * p.blockSize) * p.blockSize;
     }
     return out;
@@ -126,7 +168,9 @@ function backwardCost(p: AttentionProblem, units: Int32Array, cost: Float64Array
   const group = p.qHeads / p.kvHeads;
   const out = new Float64Array(cost.length);
   for (let u = 0; u < cost.length; u++) {
-    const b = units[3 * u], g = units[3 * u + 1], j = units[3 * u + 2];
+    const b = units[3 * u],
+      g = units[3 * u + 1],
+      j = units[3 * u + 2];
     let queries = p.blockSize;
     for (let h = g * group; h < (g + 1) * group; h++) {
       const G = h * blocks + offsets[b] + j;

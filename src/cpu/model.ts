@@ -1,20 +1,37 @@
 // The model backend on the CPU: tensors are Float32Arrays, the layers are src/model/layers.ts,
 // the GEMMs gemm.ts (WebAssembly SIMD, split by output rows over the worker threads), attention
 // the CPU MoBA/flash kernels.
-import { mobaAttention, mobaAttentionBackward, flashAttention, flashAttentionBackward, type Tensor32i } from "../attention/api.js";
+import { type AttentionProblem, fullProblem, mobaProblem } from "../attention/problem.js";
 import type { AdamWScalars, AttentionCall, AttentionSaved, ModelBackend } from "../backend.js";
 import {
-  crossEntropyBackward, crossEntropyForward, embeddingBackward, embeddingForward, rmsNormBackward, rmsNormForward, rope, swigluBackward, swigluForward,
+  crossEntropyBackward,
+  crossEntropyForward,
+  embeddingBackward,
+  embeddingForward,
+  rmsNormBackward,
+  rmsNormForward,
+  rope,
+  swigluBackward,
+  swigluForward,
 } from "../model/layers.js";
 import { gemm } from "./gemm.js";
+import { cpuBackward, cpuForward } from "./index.js";
 import { addInto } from "./ops.js";
 
-function attentionInputs(c: AttentionCall, q: Float32Array, k: Float32Array, v: Float32Array) {
-  return { q: { data: q, shape: [c.tokens, c.qHeads, c.headDim] }, k: { data: k, shape: [c.tokens, c.kvHeads, c.headDim] }, v: { data: v, shape: [c.tokens, c.kvHeads, c.headDim] }, cuSeqlens: c.cuSeqlens };
+/** The checked problem of a layer's attention call (the kernels' own entry points, not the public API). */
+function attentionProblem(c: AttentionCall, q: Float32Array, k: Float32Array, v: Float32Array): AttentionProblem {
+  const inputs = {
+    q: { data: q, shape: [c.tokens, c.qHeads, c.headDim] },
+    k: { data: k, shape: [c.tokens, c.kvHeads, c.headDim] },
+    v: { data: v, shape: [c.tokens, c.kvHeads, c.headDim] },
+    cuSeqlens: c.cuSeqlens,
+  };
+  return c.kind === "moba" ? mobaProblem(inputs, { blockSize: c.blockSize, topK: c.topK }) : fullProblem(inputs);
 }
 
 export const cpuBackend: ModelBackend<Float32Array> = {
   name: "cpu",
+  precision: "f32",
   scope: (_what, work) => work(),
   zeros: (n) => new Float32Array(n),
   empty: (n) => new Float32Array(n),
@@ -45,19 +62,14 @@ export const cpuBackend: ModelBackend<Float32Array> = {
     await gemm({ c: dw, a: dy, b: x, M: N, N: K, K: M, aRow: 1, aCol: N, bRow: K, bCol: 1, accumulate: true });
   },
   crossEntropy: async (lse, logits, targets, weights, V) => crossEntropyForward(lse, logits, targets, weights, V),
-  crossEntropyBackward: async (dLogits, logits, lse, targets, weights, V, scale) => crossEntropyBackward(dLogits, logits, lse, targets, weights, V, scale),
+  crossEntropyBackward: async (dLogits, logits, lse, targets, weights, V, scale) =>
+    crossEntropyBackward(dLogits, logits, lse, targets, weights, V, scale),
   async attention(c, q, k, v): Promise<AttentionSaved<Float32Array>> {
-    const inputs = attentionInputs(c, q, k, v);
-    const a = c.kind === "moba" ? await mobaAttention(inputs, { blockSize: c.blockSize, topK: c.topK }) : await flashAttention(inputs);
-    return { out: a.out.data, lse: a.lse.data, routing: c.kind === "moba" ? a.routing : undefined };
+    const a = await cpuForward(attentionProblem(c, q, k, v), q, k, v);
+    return { out: a.out, lse: a.lse, routing: c.kind === "moba" ? a.past : undefined };
   },
   async attentionBackward(c, q, k, v, saved, dout) {
-    const inputs = {
-      ...attentionInputs(c, q, k, v), out: { data: saved.out, shape: [c.tokens, c.qHeads, c.headDim] }, lse: { data: saved.lse, shape: [c.tokens, c.qHeads] },
-      dout: { data: dout, shape: [c.tokens, c.qHeads, c.headDim] }, routing: saved.routing as Tensor32i | undefined,
-    };
-    const g = c.kind === "moba" ? await mobaAttentionBackward(inputs, { blockSize: c.blockSize, topK: c.topK }) : await flashAttentionBackward(inputs);
-    return { dq: g.dq.data, dk: g.dk.data, dv: g.dv.data };
+    return cpuBackward(attentionProblem(c, q, k, v), q, k, v, saved.out, saved.lse, dout, saved.routing as Int32Array | undefined);
   },
 
   async sumOfSquares(xs) {

@@ -24,7 +24,11 @@ const isNode = !isDeno && typeof process !== "undefined" && process.versions?.no
  * Threads the CPU backend uses for large inputs: the machine's cores in Node (or MOBA_THREADS, e.g.
  * to run several trainings side by side), 1 elsewhere.
  */
-export const cores: number = !isNode ? 1 : Number(process.env.MOBA_THREADS) >= 1 ? Math.floor(Number(process.env.MOBA_THREADS)) : (await import("node:os")).availableParallelism();
+export const cores: number = !isNode
+  ? 1
+  : Number(process.env.MOBA_THREADS) >= 1
+    ? Math.floor(Number(process.env.MOBA_THREADS))
+    : (await import("node:os")).availableParallelism();
 
 // The package runs dist/*.js; under tsx (tests, dev) the worker must register tsx itself,
 // because Node 20 does not apply --import to worker threads.
@@ -32,7 +36,9 @@ async function startWorker(): Promise<Worker> {
   const { Worker } = await import("node:worker_threads");
   if (!import.meta.url.endsWith(".ts")) return new Worker(new URL("./worker.js", import.meta.url));
   const url = new URL("./worker.ts", import.meta.url).href;
-  return new Worker(`import("tsx/esm/api").then(({ register }) => { register(); return import(${JSON.stringify(url)}); });`, { eval: true });
+  return new Worker(`import("tsx/esm/api").then(({ register }) => { register(); return import(${JSON.stringify(url)}); });`, {
+    eval: true,
+  });
 }
 
 const idle: Worker[] = [];

@@ -16,14 +16,64 @@ declare const WebAssembly: {
 
 interface Exports {
   memory: { buffer: ArrayBuffer; grow(pages: number): number };
-  gemm(M: number, N: number, K: number, a: number, aRow: number, aCol: number, b: number, bRow: number, bCol: number, c: number, ldc: number, accumulate: number, work: number): void;
+  gemm(
+    M: number,
+    N: number,
+    K: number,
+    a: number,
+    aRow: number,
+    aCol: number,
+    b: number,
+    bRow: number,
+    bCol: number,
+    c: number,
+    ldc: number,
+    accumulate: number,
+    work: number,
+  ): void;
   gemmWorkBytes(N: number): number;
   attendForward(
-    rows: number, rowIndex: number, q: number, qStride: number, k: number, v: number, kvStride: number, keys: number, causal: number, D: number, scale: number, m: number, l: number, acc: number,
-    kPacked: number, vPacked: number, vStride: number, work: number,
+    rows: number,
+    rowIndex: number,
+    q: number,
+    qStride: number,
+    k: number,
+    v: number,
+    kvStride: number,
+    keys: number,
+    causal: number,
+    D: number,
+    scale: number,
+    m: number,
+    l: number,
+    acc: number,
+    kPacked: number,
+    vPacked: number,
+    vStride: number,
+    work: number,
   ): void;
   packPanel(K: number, N: number, b: number, bRow: number, bCol: number, out: number): void;
-  attendBackward(rows: number, tokens: number, q: number, dout: number, dq: number, qStride: number, lse: number, delta: number, statStride: number, k: number, v: number, kvStride: number, keys: number, causal: number, D: number, scale: number, dk: number, dv: number, work: number): void;
+  attendBackward(
+    rows: number,
+    tokens: number,
+    q: number,
+    dout: number,
+    dq: number,
+    qStride: number,
+    lse: number,
+    delta: number,
+    statStride: number,
+    k: number,
+    v: number,
+    kvStride: number,
+    keys: number,
+    causal: number,
+    D: number,
+    scale: number,
+    dk: number,
+    dv: number,
+    work: number,
+  ): void;
   forwardWorkBytes(D: number): number;
   backwardWorkBytes(keys: number, D: number): number;
 }
@@ -57,7 +107,10 @@ const bytesOf = (base64: string) => Uint8Array.from(atob(base64), (c) => c.charC
 export class SimdKernels {
   private readonly base: number;
 
-  constructor(readonly exports: Exports, readonly variant: SimdVariant) {
+  constructor(
+    readonly exports: Exports,
+    readonly variant: SimdVariant,
+  ) {
     this.base = exports.memory.buffer.byteLength;
   }
 
@@ -89,7 +142,8 @@ export class SimdKernels {
     if (from < 0 || to > M || from >= to) return;
     const rows = to - from;
     // the spans of a and b that rows [from, to) read
-    const aLo = from * aRow, aHi = (to - 1) * aRow + Math.max(0, K - 1) * aCol + 1;
+    const aLo = from * aRow,
+      aHi = (to - 1) * aRow + Math.max(0, K - 1) * aCol + 1;
     const bHi = K === 0 ? 0 : (K - 1) * bRow + (N - 1) * bCol + 1;
     const [aAt, bAt, cAt, work] = this.alloc([4 * (aHi - aLo), 4 * bHi, 4 * rows * N, this.exports.gemmWorkBytes(N)]);
     this.f32(aAt, aHi - aLo).set(a.subarray(aLo, aHi));
@@ -107,14 +161,15 @@ export async function loadKernels(variant: SimdVariant): Promise<SimdKernels | n
   const bytes = bytesOf(variant === "relaxed" ? RELAXED_WASM : PLAIN_WASM);
   // Node 20's V8 has relaxed SIMD behind a flag (on by default from Node 22); V8 reads it when it
   // validates a module, so setting it is enough
-  if (isNode && variant === "relaxed" && !WebAssembly.validate(bytes)) (await import("node:v8")).setFlagsFromString("--experimental-wasm-relaxed-simd");
+  if (isNode && variant === "relaxed" && !WebAssembly.validate(bytes))
+    (await import("node:v8")).setFlagsFromString("--experimental-wasm-relaxed-simd");
   if (!WebAssembly.validate(bytes)) return null;
   const { instance } = await WebAssembly.instantiate(bytes);
   return new SimdKernels(instance.exports as unknown as Exports, variant);
 }
 
 async function load(): Promise<SimdKernels | null> {
-  const choice = isNode ? process.env.MOBA_SIMD ?? "" : "";
+  const choice = isNode ? (process.env.MOBA_SIMD ?? "") : "";
   if (choice === "off") return null;
   if (choice !== "plain") {
     const relaxed = await loadKernels("relaxed");

@@ -11,7 +11,7 @@ parentPort!.on("message", ({ id, job }: { id: number; job: Job }) => {
     else if (job.kind === "backward") backwardUnits(job.problem, job.arrays, job.units, job.from, job.to);
     else gemmRows(job.op, job.from, job.to);
   } catch (error) {
-    reply = { id, error: error instanceof Error ? error.stack ?? error.message : String(error) };
+    reply = { id, error: error instanceof Error ? (error.stack ?? error.message) : String(error) };
   }
   parentPort!.postMessage(reply);
 });

@@ -35,7 +35,9 @@ export function loadTextFiles(path: string): Document[] {
     throw new MobaError(`--data: expected a file or folder of text files, got "${path}" (not found)`);
   }
   const files = stat.isDirectory() ? listFiles(path) : [path];
-  const docs = files.flatMap((f) => (f.endsWith(".jsonl") ? readPromptCompletions(f) : [{ name: f, bytes: new Uint8Array(readFileSync(f)) }]));
+  const docs = files.flatMap((f) =>
+    f.endsWith(".jsonl") ? readPromptCompletions(f) : [{ name: f, bytes: new Uint8Array(readFileSync(f)) }],
+  );
   const nonEmpty = docs.filter((d) => d.bytes.length > 1);
   if (nonEmpty.length === 0) throw new MobaError(`--data: expected at least one document of 2 or more bytes in "${path}", got none`);
   return nonEmpty;
@@ -49,26 +51,29 @@ function listFiles(dir: string): string[] {
 
 function readPromptCompletions(file: string): Document[] {
   const encoder = new TextEncoder();
-  return readFileSync(file, "utf8").split("\n").flatMap((line, i) => {
-    if (line.trim() === "") return [];
-    let record: { prompt?: unknown; completion?: unknown };
-    try {
-      record = JSON.parse(line);
-    } catch {
-      throw new MobaError(`${file}:${i + 1}: expected a JSON object {"prompt", "completion"}, got ${line.slice(0, 40)}`);
-    }
-    if (typeof record.prompt !== "string" || typeof record.completion !== "string") {
-      throw new MobaError(`${file}:${i + 1}: expected string fields "prompt" and "completion", got ${Object.keys(record).join(", ")}`);
-    }
-    const prompt = encoder.encode(record.prompt), completion = encoder.encode(record.completion);
-    const bytes = new Uint8Array(prompt.length + completion.length);
-    bytes.set(prompt);
-    bytes.set(completion, prompt.length);
-    // the prediction made at byte t is of byte t + 1: it counts when byte t + 1 is in the completion
-    const lossMask = new Uint8Array(bytes.length);
-    lossMask.fill(1, Math.max(0, prompt.length - 1), bytes.length - 1);
-    return [{ name: `${file}:${i + 1}`, bytes, lossMask }];
-  });
+  return readFileSync(file, "utf8")
+    .split("\n")
+    .flatMap((line, i) => {
+      if (line.trim() === "") return [];
+      let record: { prompt?: unknown; completion?: unknown };
+      try {
+        record = JSON.parse(line);
+      } catch {
+        throw new MobaError(`${file}:${i + 1}: expected a JSON object {"prompt", "completion"}, got ${line.slice(0, 40)}`);
+      }
+      if (typeof record.prompt !== "string" || typeof record.completion !== "string") {
+        throw new MobaError(`${file}:${i + 1}: expected string fields "prompt" and "completion", got ${Object.keys(record).join(", ")}`);
+      }
+      const prompt = encoder.encode(record.prompt),
+        completion = encoder.encode(record.completion);
+      const bytes = new Uint8Array(prompt.length + completion.length);
+      bytes.set(prompt);
+      bytes.set(completion, prompt.length);
+      // the prediction made at byte t is of byte t + 1: it counts when byte t + 1 is in the completion
+      const lossMask = new Uint8Array(bytes.length);
+      lossMask.fill(1, Math.max(0, prompt.length - 1), bytes.length - 1);
+      return [{ name: `${file}:${i + 1}`, bytes, lossMask }];
+    });
 }
 
 /** Every tenth document (the 10th, 20th, …) is held out for validation, so both splits span the whole corpus. */

@@ -63,7 +63,8 @@ export function roundToF16(x: Float32Array): Float32Array {
   for (let i = 0; i < x.length; i++) {
     const b = bits[i];
     const exponent = (b >>> 23) & 0xff;
-    if (exponent >= 113 && exponent <= 141) rounded[i] = (b + 0xfff + ((b >>> 13) & 1)) & 0xffffe000; // 2^-14 <= |x| < 2^15
+    if (exponent >= 113 && exponent <= 141)
+      rounded[i] = (b + 0xfff + ((b >>> 13) & 1)) & 0xffffe000; // 2^-14 <= |x| < 2^15
     else out[i] = f16ToFloat(floatToF16(x[i]));
   }
   return out;

@@ -1,6 +1,6 @@
 // AdamW (decoupled weight decay, Loshchilov & Hutter) with global-norm gradient clipping, run on
-// the backend that holds the model's gradients; the learning-rate schedule (linear warmup, cosine
-// decay to a floor).
+// the backend that holds the model's gradients; dynamic loss scaling for the f16 path; the
+// learning-rate schedule (linear warmup, cosine decay to a floor).
 import type { ModelBackend, Sized } from "../backend.js";
 import { type Model, residentTensors } from "./llama.js";
 
@@ -22,7 +22,11 @@ export interface Moments {
 }
 
 export function zeroMoments(model: Model): Moments {
-  return { m: model.params.map((p) => new Float32Array(p.data.length)), v: model.params.map((p) => new Float32Array(p.data.length)), step: 0 };
+  return {
+    m: model.params.map((p) => new Float32Array(p.data.length)),
+    v: model.params.map((p) => new Float32Array(p.data.length)),
+    step: 0,
+  };
 }
 
 /** The optimizer with its moments on the backend beside the model's weights and gradients. */
@@ -31,18 +35,37 @@ export class AdamW<B extends Sized> {
   private readonly v: B[];
   private step: number;
 
-  constructor(private readonly model: Model, private readonly backend: ModelBackend<B>, moments: Moments = zeroMoments(model)) {
+  constructor(
+    private readonly model: Model,
+    private readonly backend: ModelBackend<B>,
+    moments: Moments = zeroMoments(model),
+  ) {
     this.m = moments.m.map((x) => backend.upload(x, true));
     this.v = moments.v.map((x) => backend.upload(x, true));
     this.step = moments.step;
   }
 
-  /** Clips the gradients to o.gradClip (global norm) and updates every weight; returns the norm before clipping. */
-  async update(lr: number, o: AdamWOptions): Promise<number> {
+  /**
+   * Clips the gradients to o.gradClip (global norm) and updates every weight; returns the norm
+   * before clipping. The gradients hold lossScale times the true ones (the loss was scaled before
+   * the backward): they are divided by it in the same multiply as the clipping. A non-finite norm
+   * (an overflow of the scaled gradients) takes no step: weights, moments and the step count stay.
+   */
+  async update(lr: number, o: AdamWOptions, lossScale = 1): Promise<number> {
     const { data, grad } = await residentTensors(this.model, this.backend);
-    const norm = Math.sqrt(await this.backend.sumOfSquares(grad));
+    const norm = Math.sqrt(await this.backend.sumOfSquares(grad)) / lossScale;
+    if (!Number.isFinite(norm)) return norm;
     const step = ++this.step;
-    const common = { lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, c1: 1 - o.beta1 ** step, c2: 1 - o.beta2 ** step, gradScale: norm > o.gradClip ? o.gradClip / norm : 1 };
+    const clip = norm > o.gradClip ? o.gradClip / norm : 1;
+    const common = {
+      lr,
+      beta1: o.beta1,
+      beta2: o.beta2,
+      eps: o.eps,
+      c1: 1 - o.beta1 ** step,
+      c2: 1 - o.beta2 ** step,
+      gradScale: clip / lossScale,
+    };
     for (const [j, p] of this.model.params.entries()) {
       await this.backend.adamw(data[j], grad[j], this.m[j], this.v[j], { ...common, decayFactor: p.decay ? 1 - lr * o.weightDecay : 1 });
     }
@@ -57,6 +80,54 @@ export class AdamW<B extends Sized> {
 
   free(): void {
     this.backend.free([...this.m, ...this.v]);
+  }
+}
+
+/** The loss scale's state (what a checkpoint stores). */
+export interface LossScaleState {
+  scale: number;
+  /** Finite steps since the scale last changed. */
+  cleanSteps: number;
+  /** Steps skipped so far (their scaled gradients overflowed). */
+  skipped: number;
+}
+
+/** Scale after 2^16: f16's largest finite value is 65504, so gradients start with headroom of about 1. */
+export const INITIAL_LOSS_SCALE = 2 ** 16;
+/** Clean steps before the scale doubles (PyTorch's GradScaler uses 2000). */
+export const LOSS_SCALE_GROWTH_STEPS = 1000;
+
+/**
+ * Dynamic loss scaling for f16 gradients: the loss is multiplied by `scale` before the backward so
+ * small gradients stay above f16's underflow; a step whose gradients overflowed (inf or NaN) is
+ * skipped and the scale halves; after LOSS_SCALE_GROWTH_STEPS clean steps it doubles.
+ */
+export class LossScale implements LossScaleState {
+  scale: number;
+  cleanSteps: number;
+  skipped: number;
+
+  constructor(state: LossScaleState = { scale: INITIAL_LOSS_SCALE, cleanSteps: 0, skipped: 0 }) {
+    ({ scale: this.scale, cleanSteps: this.cleanSteps, skipped: this.skipped } = state);
+  }
+
+  /** Records a step's gradient norm; returns whether the step was taken. */
+  record(norm: number): boolean {
+    if (!Number.isFinite(norm)) {
+      this.scale /= 2;
+      this.cleanSteps = 0;
+      this.skipped++;
+      return false;
+    }
+    if (++this.cleanSteps >= LOSS_SCALE_GROWTH_STEPS) {
+      this.scale *= 2;
+      this.cleanSteps = 0;
+    }
+    return true;
+  }
+
+  state(): LossScaleState {
+    return { scale: this.scale, cleanSteps: this.cleanSteps, skipped: this.skipped };
   }
 }
 

@@ -1,10 +1,13 @@
 // Checkpoints in safetensors: the weights under their Hugging Face names, AdamW's moments under
 // optimizer.exp_avg.* / optimizer.exp_avg_sq.*, and in __metadata__ the config, the training
-// options, the step, the data position and the data RNG. Written atomically: a run killed while
-// saving leaves the previous checkpoint whole.
+// options, the step, the data position, the data RNG and a SHA-256 of every tensor's bytes.
+// Written atomically and durably (io/files.ts): a run killed while saving leaves the previous
+// checkpoint whole. Verified on load: a changed byte, a non-finite weight or moment, or a state
+// that does not parse is one error naming the tensor or field.
+import { createHash } from "node:crypto";
 import { writeFileAtomic } from "../io/files.js";
-import { readSafetensors, serializeSafetensors, type TensorToWrite, toFloat32 } from "../io/safetensors.js";
-import { MobaError } from "../tensor.js";
+import { readSafetensors, serializeSafetensors, type StoredTensor, type TensorToWrite, toFloat32 } from "../io/safetensors.js";
+import { MobaError, shown } from "../tensor.js";
 import type { Moments } from "./adamw.js";
 import { checkConfig, type LlamaConfig } from "./config.js";
 import { initModel, type Model } from "./llama.js";
@@ -24,8 +27,19 @@ export interface Checkpoint {
   state: TrainingState | undefined;
 }
 
+/** The SHA-256 of a tensor's bytes as stored (float32, little-endian: the host's order on every platform Node runs on). */
+function sha256(bytes: Uint8Array): string {
+  return createHash("sha256").update(bytes).digest("hex");
+}
+
+/** The first element that is NaN or infinite, or -1. */
+function firstNonFinite(data: Float32Array): number {
+  for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i])) return i;
+  return -1;
+}
+
 export async function saveCheckpoint(path: string, model: Model, moments?: Moments, state?: TrainingState): Promise<void> {
-  const tensors: Record<string, TensorToWrite> = {};
+  const tensors: Record<string, TensorToWrite & { data: Float32Array }> = {};
   model.params.forEach((p, j) => {
     tensors[p.name] = { dtype: "F32", shape: p.shape, data: p.data };
     if (moments) {
@@ -33,10 +47,26 @@ export async function saveCheckpoint(path: string, model: Model, moments?: Momen
       tensors[`optimizer.exp_avg_sq.${p.name}`] = { dtype: "F32", shape: p.shape, data: moments.v[j] };
     }
   });
-  const metadata: Record<string, string> = { format: FORMAT, config: JSON.stringify(model.config) };
+  const checksums: Record<string, string> = {};
+  for (const [name, t] of Object.entries(tensors)) {
+    // a diverged run must not replace its last good checkpoint with NaNs
+    const bad = firstNonFinite(t.data);
+    if (bad >= 0) throw new MobaError(`${path}: not written: tensor ${name} has ${t.data[bad]} at element ${bad} (the run diverged?)`);
+    checksums[name] = sha256(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+  }
+  const metadata: Record<string, string> = { format: FORMAT, config: JSON.stringify(model.config), sha256: JSON.stringify(checksums) };
   if (moments) metadata.optimizer_step = String(moments.step);
   if (state) metadata.training_state = JSON.stringify(state);
   await writeFileAtomic(path, serializeSafetensors(tensors, metadata));
+}
+
+/** Metadata field `name` parsed as JSON; a field that does not parse is an error naming it. */
+function parseField(path: string, metadata: Record<string, string>, name: string): unknown {
+  try {
+    return JSON.parse(metadata[name]);
+  } catch (error) {
+    throw new MobaError(`${path}: metadata ${name}: expected JSON, got ${shown(metadata[name], 40)} (${(error as Error).message})`);
+  }
 }
 
 export async function loadCheckpoint(path: string): Promise<Checkpoint> {
@@ -44,28 +74,50 @@ export async function loadCheckpoint(path: string): Promise<Checkpoint> {
   const fail = (message: string): never => {
     throw new MobaError(`${path}: ${message}`);
   };
-  if (file.metadata.format !== FORMAT) fail(`expected a moba checkpoint (metadata format "${FORMAT}"), got ${JSON.stringify(file.metadata.format)}`);
+  if (file.metadata.format !== FORMAT) fail(`expected a moba checkpoint (metadata format "${FORMAT}"), got ${shown(file.metadata.format)}`);
+  if (file.metadata.config === undefined) fail(`metadata config: expected the model's config, got nothing`);
+  const stored = parseField(path, file.metadata, "config") as Partial<LlamaConfig>;
   let config: LlamaConfig;
   try {
-    config = checkConfig(JSON.parse(file.metadata.config) as Partial<LlamaConfig>);
+    config = checkConfig(stored);
   } catch (error) {
     return fail(`bad model config in metadata (${(error as Error).message})`);
   }
+  // checkpoints written before checksums have none; every one written since is verified tensor by tensor
+  const checksums = file.metadata.sha256 === undefined ? undefined : parseField(path, file.metadata, "sha256");
+  if (checksums !== undefined && (typeof checksums !== "object" || checksums === null))
+    fail(`metadata sha256: expected an object of checksums, got ${shown(checksums)}`);
+  const verify = (name: string, t: StoredTensor) => {
+    if (checksums === undefined) return;
+    const stored = (checksums as Record<string, unknown>)[name];
+    if (typeof stored !== "string") fail(`tensor ${name}: no checksum in metadata sha256`);
+    if (sha256(t.bytes) !== stored) fail(`tensor ${name}: its bytes do not match their SHA-256 (the file is corrupt)`);
+  };
   const model = initModel(config, 0);
   const read = (name: string, shape: number[]) => {
     const t = file.tensors.get(name) ?? fail(`missing tensor ${name}`);
-    if (t.shape.length !== shape.length || t.shape.some((s, i) => s !== shape[i])) fail(`tensor ${name}: expected shape [${shape}], got [${t.shape}]`);
-    return toFloat32(t, name);
+    if (t.shape.length !== shape.length || t.shape.some((s, i) => s !== shape[i]))
+      fail(`tensor ${name}: expected shape [${shape}], got [${t.shape}]`);
+    verify(name, t);
+    const data = toFloat32(t, name);
+    const bad = firstNonFinite(data);
+    if (bad >= 0) fail(`tensor ${name}: expected finite values, got ${data[bad]} at element ${bad}`);
+    return data;
   };
   for (const p of model.params) p.data = read(p.name, p.shape);
   let moments: Moments | undefined;
   if (file.metadata.optimizer_step !== undefined) {
+    const step = Number(file.metadata.optimizer_step);
+    if (!Number.isSafeInteger(step) || step < 0)
+      fail(`metadata optimizer_step: expected an integer >= 0, got ${shown(file.metadata.optimizer_step)}`);
     moments = {
       m: model.params.map((p) => read(`optimizer.exp_avg.${p.name}`, p.shape)),
       v: model.params.map((p) => read(`optimizer.exp_avg_sq.${p.name}`, p.shape)),
-      step: Number(file.metadata.optimizer_step),
+      step,
     };
   }
-  const state = file.metadata.training_state === undefined ? undefined : (JSON.parse(file.metadata.training_state) as TrainingState);
-  return { model, moments, state };
+  const state = file.metadata.training_state === undefined ? undefined : parseField(path, file.metadata, "training_state");
+  if (state !== undefined && (typeof state !== "object" || state === null || Array.isArray(state)))
+    fail(`metadata training_state: expected an object, got ${shown(state)}`);
+  return { model, moments, state: state as TrainingState | undefined };
 }

@@ -1,6 +1,6 @@
 // The model's configuration: Hugging Face LlamaConfig names, plus MoBA's block size and top-k and
 // which attention each layer uses. Every field is checked before any work starts.
-import { MobaError } from "../tensor.js";
+import { MobaError, shown } from "../tensor.js";
 
 export type AttentionKind = "moba" | "full";
 
@@ -48,11 +48,13 @@ function fail(message: string): never {
 }
 
 function positiveInteger(name: string, value: unknown): void {
-  if (typeof value !== "number" || !Number.isInteger(value) || value < 1) fail(`config.${name}: expected a positive integer, got ${JSON.stringify(value)}`);
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 1)
+    fail(`config.${name}: expected a positive integer, got ${shown(value)}`);
 }
 
 function positiveNumber(name: string, value: unknown): void {
-  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) fail(`config.${name}: expected a positive number, got ${JSON.stringify(value)}`);
+  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0)
+    fail(`config.${name}: expected a positive number, got ${shown(value)}`);
 }
 
 /** The attention of every layer, from layer_attention or the full_attention_last_layers shorthand. */
@@ -65,19 +67,31 @@ export function layerKinds(config: LlamaConfig): AttentionKind[] {
 
 /** Fills defaults from SMALL_CONFIG for missing fields and checks every field; unknown fields are errors. */
 export function checkConfig(input: Partial<LlamaConfig>): LlamaConfig {
-  if (!input || typeof input !== "object") fail(`config: expected an object, got ${JSON.stringify(input)}`);
+  if (!input || typeof input !== "object" || Array.isArray(input)) fail(`config: expected an object, got ${shown(input)}`);
   for (const key of Object.keys(input)) {
-    if (!(key in SMALL_CONFIG) && key !== "layer_attention") fail(`config.${key}: unknown field (expected one of ${[...Object.keys(SMALL_CONFIG), "layer_attention"].join(", ")})`);
+    if (!(key in SMALL_CONFIG) && key !== "layer_attention")
+      fail(`config.${key}: unknown field (expected one of ${[...Object.keys(SMALL_CONFIG), "layer_attention"].join(", ")})`);
   }
   const c: LlamaConfig = { ...SMALL_CONFIG, ...input };
   if (input.layer_attention !== undefined) delete c.full_attention_last_layers;
-  for (const name of ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "max_position_embeddings", "moba_chunk_size", "moba_topk"] as const) {
+  for (const name of [
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "max_position_embeddings",
+    "moba_chunk_size",
+    "moba_topk",
+  ] as const) {
     positiveInteger(name, c[name]);
   }
   positiveNumber("rms_norm_eps", c.rms_norm_eps);
   positiveNumber("rope_theta", c.rope_theta);
   positiveNumber("initializer_range", c.initializer_range);
-  if (typeof c.tie_word_embeddings !== "boolean") fail(`config.tie_word_embeddings: expected true or false, got ${JSON.stringify(c.tie_word_embeddings)}`);
+  if (typeof c.tie_word_embeddings !== "boolean")
+    fail(`config.tie_word_embeddings: expected true or false, got ${shown(c.tie_word_embeddings)}`);
   if (c.hidden_size % c.num_attention_heads !== 0) {
     fail(`config.num_attention_heads: expected a divisor of hidden_size ${c.hidden_size}, got ${c.num_attention_heads}`);
   }
@@ -85,22 +99,42 @@ export function checkConfig(input: Partial<LlamaConfig>): LlamaConfig {
     fail(`config.num_key_value_heads: expected a divisor of num_attention_heads ${c.num_attention_heads}, got ${c.num_key_value_heads}`);
   }
   if ((c.hidden_size / c.num_attention_heads) % 2 !== 0) {
-    fail(`config.hidden_size: expected an even head size (hidden_size / num_attention_heads) for rotary embeddings, got ${c.hidden_size / c.num_attention_heads}`);
+    fail(
+      `config.hidden_size: expected an even head size (hidden_size / num_attention_heads) for rotary embeddings, got ${c.hidden_size / c.num_attention_heads}`,
+    );
   }
   if (c.layer_attention !== undefined) {
     if (!Array.isArray(c.layer_attention) || c.layer_attention.length !== c.num_hidden_layers) {
-      fail(`config.layer_attention: expected a list of ${c.num_hidden_layers} entries ("moba" or "full"), got ${JSON.stringify(c.layer_attention)}`);
+      fail(`config.layer_attention: expected a list of ${c.num_hidden_layers} entries ("moba" or "full"), got ${shown(c.layer_attention)}`);
     }
     c.layer_attention.forEach((kind, i) => {
-      if (kind !== "moba" && kind !== "full") fail(`config.layer_attention[${i}]: expected "moba" or "full", got ${JSON.stringify(kind)}`);
+      if (kind !== "moba" && kind !== "full") fail(`config.layer_attention[${i}]: expected "moba" or "full", got ${shown(kind)}`);
     });
   } else {
     const full = c.full_attention_last_layers ?? 0;
     if (!Number.isInteger(full) || full < 0 || full > c.num_hidden_layers) {
-      fail(`config.full_attention_last_layers: expected an integer from 0 to ${c.num_hidden_layers}, got ${JSON.stringify(full)}`);
+      fail(`config.full_attention_last_layers: expected an integer from 0 to ${c.num_hidden_layers}, got ${shown(full)}`);
     }
   }
+  const n = parameterEstimate(c);
+  if (n > MAX_PARAMETERS) {
+    fail(
+      `config.hidden_size: expected a model of at most 2^31 parameters (8 GiB of float32 weights, 32 GiB to train), got ${n.toExponential(2)} ` +
+        `(hidden_size ${c.hidden_size}, intermediate_size ${c.intermediate_size}, num_hidden_layers ${c.num_hidden_layers}, vocab_size ${c.vocab_size})`,
+    );
+  }
   return c;
+}
+
+/** Parameters a model may have: checked before anything is allocated, so a typo in a size is one line, not a crash. */
+const MAX_PARAMETERS = 2 ** 31;
+
+/** The parameter count from the sizes alone (what initModel will allocate). */
+export function parameterEstimate(c: LlamaConfig): number {
+  const H = c.hidden_size,
+    kv = c.num_key_value_heads * (H / c.num_attention_heads);
+  const layer = 2 * H * H + 2 * H * kv + 3 * H * c.intermediate_size + 2 * H;
+  return c.vocab_size * H * (c.tie_word_embeddings ? 1 : 2) + c.num_hidden_layers * layer + H;
 }
 
 export function headDim(config: LlamaConfig): number {

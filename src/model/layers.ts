@@ -2,7 +2,7 @@
 // the forward writes what the backward needs (rstd, lse), the backward writes input gradients
 // (=) and accumulates parameter gradients (+=). Arrays are float32 in the model and float64 in
 // the finite-difference tests; shapes are in the comments, row-major.
-import type { Floats } from "../cpu/ops.js";
+import type { Floats } from "../tensor.js";
 
 // ---- token embedding ----
 

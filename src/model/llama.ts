@@ -34,7 +34,9 @@ export interface Batch {
 
 /** Parameter names and shapes, in Hugging Face's naming. */
 export function paramSpecs(c: LlamaConfig): { name: string; shape: number[]; decay: boolean }[] {
-  const H = c.hidden_size, F = c.intermediate_size, D = headDim(c);
+  const H = c.hidden_size,
+    F = c.intermediate_size,
+    D = headDim(c);
   const specs = [{ name: "model.embed_tokens.weight", shape: [c.vocab_size, H], decay: false }];
   for (let l = 0; l < c.num_hidden_layers; l++) {
     const p = `model.layers.${l}.`;
@@ -93,7 +95,9 @@ async function resident<B extends Sized>(model: Model, backend: ModelBackend<B>)
   if (held?.backend === backend) return held as unknown as Resident<B>;
   if (held) await release(model);
   const r: Resident<B> = {
-    backend, data: model.params.map((p) => backend.upload(p.data, true)), grad: model.params.map((p) => backend.upload(p.grad, true)),
+    backend,
+    data: model.params.map((p) => backend.upload(p.data, true)),
+    grad: model.params.map((p) => backend.upload(p.grad, true)),
     index: new Map(model.params.map((p, j) => [p.name, j])),
   };
   residents.set(model, r as unknown as Resident<Sized>);
@@ -185,34 +189,60 @@ function headName(model: Model): string {
  * The forward pass; `kinds` overrides the config's attention per layer (training stages).
  * Call it inside backend.scope(): the trace's tensors live until the scope ends.
  */
-export async function forward<B extends Sized>(model: Model, batch: Batch, backend: ModelBackend<B>, kinds: AttentionKind[] = layerKinds(model.config)): Promise<Trace<B>> {
+export async function forward<B extends Sized>(
+  model: Model,
+  batch: Batch,
+  backend: ModelBackend<B>,
+  kinds: AttentionKind[] = layerKinds(model.config),
+): Promise<Trace<B>> {
   const c = model.config;
-  const T = batch.tokens.length, H = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
-  const nH = c.num_attention_heads, nKV = c.num_key_value_heads, D = headDim(c);
+  const T = batch.tokens.length,
+    H = c.hidden_size,
+    F = c.intermediate_size,
+    V = c.vocab_size;
+  const nH = c.num_attention_heads,
+    nKV = c.num_key_value_heads,
+    D = headDim(c);
   const weights = lookup(await resident(model, backend));
   const rot = rotary(positionsOf(batch.cuSeqlens), D, c.rope_theta);
-  const cos = backend.upload(rot.cos), sin = backend.upload(rot.sin);
+  const cos = backend.upload(rot.cos),
+    sin = backend.upload(rot.sin);
   let x = backend.empty(T * H);
   await backend.embedding(x, weights("model.embed_tokens.weight").data, batch.tokens, H);
   const layers: LayerTrace<B>[] = [];
   for (let l = 0; l < c.num_hidden_layers; l++) {
     const w = (name: string) => weights(`model.layers.${l}.${name}.weight`).data;
-    const h1 = backend.empty(T * H), rstd1 = backend.empty(T);
+    const h1 = backend.empty(T * H),
+      rstd1 = backend.empty(T);
     await backend.rmsNorm(h1, rstd1, x, w("input_layernorm"), T, H, c.rms_norm_eps);
-    const q = backend.empty(T * nH * D), k = backend.empty(T * nKV * D), v = backend.empty(T * nKV * D);
+    const q = backend.empty(T * nH * D),
+      k = backend.empty(T * nKV * D),
+      v = backend.empty(T * nKV * D);
     await backend.linear(q, h1, w("self_attn.q_proj"), T, H, nH * D);
     await backend.linear(k, h1, w("self_attn.k_proj"), T, H, nKV * D);
     await backend.linear(v, h1, w("self_attn.v_proj"), T, H, nKV * D);
     await backend.rope(q, cos, sin, nH, D, 1);
     await backend.rope(k, cos, sin, nKV, D, 1);
-    const call: AttentionCall = { kind: kinds[l], tokens: T, qHeads: nH, kvHeads: nKV, headDim: D, blockSize: c.moba_chunk_size, topK: c.moba_topk, cuSeqlens: batch.cuSeqlens };
+    const call: AttentionCall = {
+      kind: kinds[l],
+      tokens: T,
+      qHeads: nH,
+      kvHeads: nKV,
+      headDim: D,
+      blockSize: c.moba_chunk_size,
+      topK: c.moba_topk,
+      cuSeqlens: batch.cuSeqlens,
+    };
     const attn = await backend.attention(call, q, k, v);
     const mid = backend.empty(T * H); // the attention's projection, then plus the residual
     await backend.linear(mid, attn.out, w("self_attn.o_proj"), T, nH * D, H);
     await backend.addInto(mid, x);
-    const h2 = backend.empty(T * H), rstd2 = backend.empty(T);
+    const h2 = backend.empty(T * H),
+      rstd2 = backend.empty(T);
     await backend.rmsNorm(h2, rstd2, mid, w("post_attention_layernorm"), T, H, c.rms_norm_eps);
-    const g = backend.empty(T * F), u = backend.empty(T * F), m = backend.empty(T * F);
+    const g = backend.empty(T * F),
+      u = backend.empty(T * F),
+      m = backend.empty(T * F);
     await backend.linear(g, h2, w("mlp.gate_proj"), T, H, F);
     await backend.linear(u, h2, w("mlp.up_proj"), T, H, F);
     await backend.swiglu(m, g, u);
@@ -221,9 +251,11 @@ export async function forward<B extends Sized>(model: Model, batch: Batch, backe
     await backend.linear(x, m, w("mlp.down_proj"), T, F, H);
     await backend.addInto(x, mid);
   }
-  const hN = backend.empty(T * H), rstdN = backend.empty(T);
+  const hN = backend.empty(T * H),
+    rstdN = backend.empty(T);
   await backend.rmsNorm(hN, rstdN, x, weights("model.norm.weight").data, T, H, c.rms_norm_eps);
-  const logits = backend.empty(T * V), lse = backend.empty(T);
+  const logits = backend.empty(T * V),
+    lse = backend.empty(T);
   await backend.linear(logits, hN, weights(headName(model)).data, T, H, V);
   const loss = await backend.crossEntropy(lse, logits, batch.targets, batch.weights, V);
   if (!Number.isFinite(loss)) throw new MobaError(`model: the loss is ${loss} (diverged); lower the learning rate or check the data`);
@@ -234,8 +266,13 @@ export async function forward<B extends Sized>(model: Model, batch: Batch, backe
 export async function backward<B extends Sized>(model: Model, trace: Trace<B>, backend: ModelBackend<B>, lossScale: number): Promise<void> {
   const c = model.config;
   const { batch, cos, sin } = trace;
-  const T = batch.tokens.length, H = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
-  const nH = c.num_attention_heads, nKV = c.num_key_value_heads, D = headDim(c);
+  const T = batch.tokens.length,
+    H = c.hidden_size,
+    F = c.intermediate_size,
+    V = c.vocab_size;
+  const nH = c.num_attention_heads,
+    nKV = c.num_key_value_heads,
+    D = headDim(c);
   const weights = lookup(await resident(model, backend));
   const dLogits = backend.empty(T * V);
   await backend.crossEntropyBackward(dLogits, trace.logits, trace.lse, batch.targets, batch.weights, V, lossScale);
@@ -252,9 +289,11 @@ export async function backward<B extends Sized>(model: Model, trace: Trace<B>, b
     const down = p("mlp.down_proj");
     const dm = backend.empty(T * F);
     await backend.linearBackward(dm, down.grad, dx, s.m, down.data, T, F, H, false);
-    const dg = backend.empty(T * F), du = backend.empty(T * F);
+    const dg = backend.empty(T * F),
+      du = backend.empty(T * F);
     await backend.swigluBackward(dg, du, dm, s.g, s.u);
-    const gate = p("mlp.gate_proj"), up = p("mlp.up_proj");
+    const gate = p("mlp.gate_proj"),
+      up = p("mlp.up_proj");
     const dh2 = backend.empty(T * H);
     await backend.linearBackward(dh2, gate.grad, dg, s.h2, gate.data, T, H, F, false);
     await backend.linearBackward(dh2, up.grad, du, s.h2, up.data, T, H, F, true);
@@ -269,7 +308,9 @@ export async function backward<B extends Sized>(model: Model, trace: Trace<B>, b
     const grads = await backend.attentionBackward(s.call, s.q, s.k, s.v, s.attn, dAttn);
     await backend.rope(grads.dq, cos, sin, nH, D, -1);
     await backend.rope(grads.dk, cos, sin, nKV, D, -1);
-    const wq = p("self_attn.q_proj"), wk = p("self_attn.k_proj"), wv = p("self_attn.v_proj");
+    const wq = p("self_attn.q_proj"),
+      wk = p("self_attn.k_proj"),
+      wv = p("self_attn.v_proj");
     const dh1 = backend.empty(T * H);
     await backend.linearBackward(dh1, wq.grad, grads.dq, s.h1, wq.data, T, H, nH * D, false);
     await backend.linearBackward(dh1, wk.grad, grads.dk, s.h1, wk.data, T, H, nKV * D, true);

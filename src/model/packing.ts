@@ -3,6 +3,7 @@
 // The stream's position (epoch, document, byte, shuffling RNG) is the whole data state a
 // checkpoint keeps.
 import type { Document } from "../io/corpus.js";
+import { MobaError, shown } from "../tensor.js";
 import type { Batch } from "./llama.js";
 import { Rng } from "./rng.js";
 
@@ -32,7 +33,29 @@ export class Packer {
     position: DataPosition,
   ) {
     this.position = structuredClone(position);
+    this.checkPosition();
+  }
+
+  /** A position read from a checkpoint must lie inside these documents: the data may have changed since. */
+  private checkPosition(): void {
+    const p = this.position;
+    const fail = (message: string): never => {
+      throw new MobaError(`data position ${shown(p)}: ${message} (has the data changed since the checkpoint?)`);
+    };
+    if (typeof p !== "object" || p === null) fail("expected { epoch, doc, offset, rng }");
+    if (!Number.isSafeInteger(p.epoch) || p.epoch < 0) fail(`epoch: expected an integer >= 0, got ${shown(p.epoch)}`);
+    if (
+      p.rng !== null &&
+      (!Array.isArray(p.rng) || p.rng.length !== 4 || !p.rng.every((x) => Number.isInteger(x) && x >= 0 && x < 2 ** 32))
+    ) {
+      fail(`rng: expected null or 4 unsigned 32-bit integers, got ${shown(p.rng)}`);
+    }
     this.drawOrder();
+    if (!Number.isInteger(p.doc) || p.doc < 0 || p.doc >= this.order.length)
+      fail(`doc: expected an index below the ${this.order.length} documents, got ${shown(p.doc)}`);
+    const length = this.docs[this.order[p.doc]].bytes.length;
+    if (!Number.isInteger(p.offset) || p.offset < 0 || p.offset >= length)
+      fail(`offset: expected a byte offset below the document's ${length} bytes, got ${shown(p.offset)}`);
   }
 
   private drawOrder(): void {
@@ -49,7 +72,9 @@ export class Packer {
   /** The next `rows` rows as one packed batch of rows · contextLength tokens. */
   next(rows: number): Batch {
     const T = rows * this.contextLength;
-    const tokens = new Int32Array(T), targets = new Int32Array(T), weights = new Float32Array(T);
+    const tokens = new Int32Array(T),
+      targets = new Int32Array(T),
+      weights = new Float32Array(T);
     const cuSeqlens = [0];
     let t = 0;
     for (let r = 0; r < rows; r++) {
@@ -108,5 +133,10 @@ export function concatBatches(batches: Batch[]): Batch {
 /** A single-sequence batch of the bytes: every next byte predicted. */
 export function sequenceBatch(bytes: Uint8Array): Batch {
   const T = bytes.length - 1;
-  return { tokens: Int32Array.from(bytes.subarray(0, T)), targets: Int32Array.from(bytes.subarray(1)), weights: new Float32Array(T).fill(1), cuSeqlens: Int32Array.of(0, T) };
+  return {
+    tokens: Int32Array.from(bytes.subarray(0, T)),
+    targets: Int32Array.from(bytes.subarray(1)),
+    weights: new Float32Array(T).fill(1),
+    cuSeqlens: Int32Array.of(0, T),
+  };
 }

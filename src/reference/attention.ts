@@ -72,7 +72,15 @@ function visibleKeys(sel: boolean[][], B: number, p: number, length: number): nu
 }
 
 /** scale · (a[row] · b[key]) for each visible key. */
-function scores(a: Values, row: number, b: Values, visible: number[], kvRow: (t: number) => number, D: number, scale: number): Float64Array {
+function scores(
+  a: Values,
+  row: number,
+  b: Values,
+  visible: number[],
+  kvRow: (t: number) => number,
+  D: number,
+  scale: number,
+): Float64Array {
   const out = new Float64Array(visible.length);
   for (let n = 0; n < visible.length; n++) {
     const kv = kvRow(visible[n]);
@@ -89,7 +97,13 @@ export interface ReferenceForward {
 }
 
 /** `select` replaces the gate (e.g. to replay another implementation's float32 choice); default: the spec. */
-export function referenceForward(problem: ReferenceProblem, q: Values, k: Values, v: Values, select: Selection = referenceSelection): ReferenceForward {
+export function referenceForward(
+  problem: ReferenceProblem,
+  q: Values,
+  k: Values,
+  v: Values,
+  select: Selection = referenceSelection,
+): ReferenceForward {
   const { tokens, qHeads, kvHeads, headDim: D, cuSeqlens, blockSize: B, scale } = problem;
   const out = new Float64Array(tokens * qHeads * D);
   const lse = new Float64Array(tokens * qHeads);

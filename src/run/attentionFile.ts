@@ -1,8 +1,8 @@
 // `moba attention`: attention on tensors from a safetensors file, results to another.
-import { flashAttention, flashAttentionBackward, mobaAttention, mobaAttentionBackward } from "../attention/api.js";
+import { flashAttention, flashAttentionBackward, mobaAttention, mobaAttentionBackward } from "../api.js";
 import type { Backend, Precision } from "../attention/problem.js";
 import { readSafetensors, serializeSafetensors, type TensorToWrite, toFloat32, toIntegers } from "../io/safetensors.js";
-import { writeFileAtomic } from "../io/files.js";
+import { checkOutputPath, writeFileAtomic } from "../io/files.js";
 import { MobaError, type Tensor } from "../tensor.js";
 
 export interface AttentionFileOptions {
@@ -17,6 +17,7 @@ export interface AttentionFileOptions {
 }
 
 export async function attentionFile(o: AttentionFileOptions): Promise<{ written: string[] }> {
+  checkOutputPath(o.output, "--output"); // before the work, not after it
   const file = await readSafetensors(o.input);
   const load = (name: string): Tensor => {
     const t = file.tensors.get(name);

@@ -60,18 +60,37 @@ async function time(gpu: MobaDevice, run: () => Promise<unknown>): Promise<{ wal
   return { wall, gpu: Math.max(...dispatches.map((d) => d.start + d.ms)) };
 }
 
-interface Measured { forward: number; train: number; forwardGpu: number; trainGpu: number; runs: number; bytes: number }
+interface Measured {
+  forward: number;
+  train: number;
+  forwardGpu: number;
+  trainGpu: number;
+  runs: number;
+  bytes: number;
+}
 
 /** Times forward and forward+backward of one problem; buffers of each run are freed after it. */
-async function measure(gpu: MobaDevice, p: AttentionProblem, t: GpuTensors, dout: GPUBuffer, runs: number, maxSeconds: number, forwardOnly: boolean): Promise<Measured> {
+async function measure(
+  gpu: MobaDevice,
+  p: AttentionProblem,
+  t: GpuTensors,
+  dout: GPUBuffer,
+  runs: number,
+  maxSeconds: number,
+  forwardOnly: boolean,
+): Promise<Measured> {
   let bytes = 0;
   const once = async () => {
     const mem = new Buffers(gpu);
     try {
       let result!: Awaited<ReturnType<typeof forwardOnGpu>>;
-      const forward = await time(gpu, async () => { result = await forwardOnGpu(mem, p, t); });
+      const forward = await time(gpu, async () => {
+        result = await forwardOnGpu(mem, p, t);
+      });
       bytes = mem.bytes;
-      const backward = forwardOnly ? { wall: NaN, gpu: NaN } : await time(gpu, () => backwardOnGpu(mem, p, t, result.out, result.lse, dout, result.routed));
+      const backward = forwardOnly
+        ? { wall: NaN, gpu: NaN }
+        : await time(gpu, () => backwardOnGpu(mem, p, t, result.out, result.lse, dout, result.routed));
       return { forward: forward.wall, train: forward.wall + backward.wall, forwardGpu: forward.gpu, trainGpu: forward.gpu + backward.gpu };
     } finally {
       mem.destroy();
@@ -81,7 +100,8 @@ async function measure(gpu: MobaDevice, p: AttentionProblem, t: GpuTensors, dout
   // bringing the GPU's clock up from idle. The H100 idles at 345 MHz, and MoBA's ~10 ms runs at 32K
   // measured up to 1.8x slower right after idle than after a few hundred milliseconds of load.
   const warmUp = performance.now();
-  do await once(); while (performance.now() - warmUp < WARM_UP_MS);
+  do await once();
+  while (performance.now() - warmUp < WARM_UP_MS);
   const times: Awaited<ReturnType<typeof once>>[] = [];
   const started = performance.now();
   for (let run = 0; run < runs; run++) {
@@ -89,18 +109,34 @@ async function measure(gpu: MobaDevice, p: AttentionProblem, t: GpuTensors, dout
     if (run >= 2 && (performance.now() - started) / 1000 > maxSeconds) break; // long rows: fewer runs, said in the table
   }
   const middle = (key: keyof (typeof times)[number]) => median(times.map((x) => x[key]));
-  return { forward: middle("forward"), train: middle("train"), forwardGpu: middle("forwardGpu"), trainGpu: middle("trainGpu"), runs: times.length, bytes };
+  return {
+    forward: middle("forward"),
+    train: middle("train"),
+    forwardGpu: middle("forwardGpu"),
+    trainGpu: middle("trainGpu"),
+    runs: times.length,
+    bytes,
+  };
 }
 
 /**
  * fullUpTo: longer inputs time MoBA only (full attention in float32 would take minutes per run there);
  * forwardOnly: no backward (the f16 path's backward runs the f32 kernels).
  */
-export async function benchGpu(cases: GpuBenchCase[], runs: number, print: (line: string) => void, maxSeconds = 60, fullUpTo = Infinity, forwardOnly = false): Promise<GpuBenchRow[]> {
+export async function benchGpu(
+  cases: GpuBenchCase[],
+  runs: number,
+  print: (line: string) => void,
+  maxSeconds = 60,
+  fullUpTo = Infinity,
+  forwardOnly = false,
+): Promise<GpuBenchRow[]> {
   const gpu = await getDevice();
   const precisions = [...new Set(cases.map((c) => c.precision))].join(", ");
-  print(`moba bench --backend webgpu on ${gpu.adapterInfo} (shader-f16 ${gpu.f16}, subgroup matrices ${gpu.subgroupMatrixConfigs.join(", ") || "none"}); ` +
-    `precision ${precisions}; median of up to ${runs} runs`);
+  print(
+    `moba bench --backend webgpu on ${gpu.adapterInfo} (shader-f16 ${gpu.f16}, subgroup matrices ${gpu.subgroupMatrixConfigs.join(", ") || "none"}); ` +
+      `precision ${precisions}; median of up to ${runs} runs`,
+  );
   const rows: GpuBenchRow[] = [];
   for (const c of cases) {
     const random = seeded(c.tokens + c.heads);
@@ -113,35 +149,85 @@ export async function benchGpu(cases: GpuBenchCase[], runs: number, print: (line
       const moba = mobaProblem({ q, k, v }, c);
       const full = fullProblem({ q, k, v }, { precision: c.precision });
       const m = await measure(gpu, moba, t, g, runs, maxSeconds, forwardOnly);
-      const f = c.tokens <= fullUpTo ? await measure(gpu, full, t, g, runs, maxSeconds, forwardOnly) : { forward: NaN, train: NaN, forwardGpu: NaN, trainGpu: NaN, runs: Infinity, bytes: NaN };
+      const f =
+        c.tokens <= fullUpTo
+          ? await measure(gpu, full, t, g, runs, maxSeconds, forwardOnly)
+          : { forward: NaN, train: NaN, forwardGpu: NaN, trainGpu: NaN, runs: Infinity, bytes: NaN };
       const inputBytes = 3 * q.data.byteLength;
       const fullKeys = attendedKeys([0, c.tokens], c.blockSize, Infinity); // no block choice: the block size does not matter
       return {
-        ...c, mobaForwardMs: m.forward, fullForwardMs: f.forward, mobaTrainMs: m.train, fullTrainMs: f.train,
-        mobaForwardGpuMs: m.forwardGpu, fullForwardGpuMs: f.forwardGpu, mobaTrainGpuMs: m.trainGpu, fullTrainGpuMs: f.trainGpu,
+        ...c,
+        mobaForwardMs: m.forward,
+        fullForwardMs: f.forward,
+        mobaTrainMs: m.train,
+        fullTrainMs: f.train,
+        mobaForwardGpuMs: m.forwardGpu,
+        fullForwardGpuMs: f.forwardGpu,
+        mobaTrainGpuMs: m.trainGpu,
+        fullTrainGpuMs: f.trainGpu,
         idealRatio: fullKeys / attendedKeys([0, c.tokens], c.blockSize, c.topK),
         // by GPU time where there is one
-        fullForwardTflops: (4 * c.headDim * c.heads * fullKeys) / ((Number.isNaN(f.forwardGpu) ? f.forward : f.forwardGpu) / 1000) / 1e12, runs: Math.min(m.runs, f.runs),
-        mobaForwardMiB: (inputBytes + m.bytes) / 2 ** 20, fullForwardMiB: (inputBytes + f.bytes) / 2 ** 20,
+        fullForwardTflops: (4 * c.headDim * c.heads * fullKeys) / ((Number.isNaN(f.forwardGpu) ? f.forward : f.forwardGpu) / 1000) / 1e12,
+        runs: Math.min(m.runs, f.runs),
+        mobaForwardMiB: (inputBytes + m.bytes) / 2 ** 20,
+        fullForwardMiB: (inputBytes + f.bytes) / 2 ** 20,
       };
     });
     rows.push(row);
-    print(`  ${c.precision} ${c.tokens} tokens x ${c.heads} heads, block ${c.blockSize} / top-${c.topK}: MoBA ${row.mobaForwardMs.toFixed(2)} / ${row.mobaTrainMs.toFixed(2)} ms, full ${row.fullForwardMs.toFixed(2)} / ${row.fullTrainMs.toFixed(2)} ms (fwd / fwd+bwd, ${row.runs} runs); forward on the GPU: MoBA ${row.mobaForwardGpuMs.toFixed(2)} ms, full ${row.fullForwardGpuMs.toFixed(2)} ms`);
+    print(
+      `  ${c.precision} ${c.tokens} tokens x ${c.heads} heads, block ${c.blockSize} / top-${c.topK}: MoBA ${row.mobaForwardMs.toFixed(2)} / ${row.mobaTrainMs.toFixed(2)} ms, full ${row.fullForwardMs.toFixed(2)} / ${row.fullTrainMs.toFixed(2)} ms (fwd / fwd+bwd, ${row.runs} runs); forward on the GPU: MoBA ${row.mobaForwardGpuMs.toFixed(2)} ms, full ${row.fullForwardGpuMs.toFixed(2)} ms`,
+    );
     await appendResult(row);
   }
   print("");
   const ms = (x: number) => (Number.isNaN(x) ? "-" : x.toFixed(2));
   const ratio = (a: number, b: number) => (Number.isNaN(a) ? "-" : `${(a / b).toFixed(2)}x`);
-  print(table(
-    ["precision", "tokens", "heads", "block/top-k", "MoBA fwd ms", "full fwd ms", "fwd speedup", "MoBA fwd GPU ms", "full fwd GPU ms", "GPU fwd speedup",
-      "MoBA fwd+bwd ms", "full fwd+bwd ms", "fwd+bwd speedup", "GPU fwd+bwd speedup", "ideal", "full fwd TFLOP/s", "MoBA fwd MiB", "full fwd MiB", "runs"],
-    rows.map((r) => [
-      r.precision, String(r.tokens), String(r.heads), `${r.blockSize}/${r.topK}`, ms(r.mobaForwardMs), ms(r.fullForwardMs), ratio(r.fullForwardMs, r.mobaForwardMs),
-      ms(r.mobaForwardGpuMs), ms(r.fullForwardGpuMs), ratio(r.fullForwardGpuMs, r.mobaForwardGpuMs),
-      ms(r.mobaTrainMs), ms(r.fullTrainMs), ratio(r.fullTrainMs, r.mobaTrainMs), ratio(r.fullTrainGpuMs, r.mobaTrainGpuMs),
-      `${r.idealRatio.toFixed(2)}x`, ms(r.fullForwardTflops), r.mobaForwardMiB.toFixed(1), Number.isNaN(r.fullForwardMiB) ? "-" : r.fullForwardMiB.toFixed(1), String(r.runs),
-    ]),
-  ));
+  print(
+    table(
+      [
+        "precision",
+        "tokens",
+        "heads",
+        "block/top-k",
+        "MoBA fwd ms",
+        "full fwd ms",
+        "fwd speedup",
+        "MoBA fwd GPU ms",
+        "full fwd GPU ms",
+        "GPU fwd speedup",
+        "MoBA fwd+bwd ms",
+        "full fwd+bwd ms",
+        "fwd+bwd speedup",
+        "GPU fwd+bwd speedup",
+        "ideal",
+        "full fwd TFLOP/s",
+        "MoBA fwd MiB",
+        "full fwd MiB",
+        "runs",
+      ],
+      rows.map((r) => [
+        r.precision,
+        String(r.tokens),
+        String(r.heads),
+        `${r.blockSize}/${r.topK}`,
+        ms(r.mobaForwardMs),
+        ms(r.fullForwardMs),
+        ratio(r.fullForwardMs, r.mobaForwardMs),
+        ms(r.mobaForwardGpuMs),
+        ms(r.fullForwardGpuMs),
+        ratio(r.fullForwardGpuMs, r.mobaForwardGpuMs),
+        ms(r.mobaTrainMs),
+        ms(r.fullTrainMs),
+        ratio(r.fullTrainMs, r.mobaTrainMs),
+        ratio(r.fullTrainGpuMs, r.mobaTrainGpuMs),
+        `${r.idealRatio.toFixed(2)}x`,
+        ms(r.fullForwardTflops),
+        r.mobaForwardMiB.toFixed(1),
+        Number.isNaN(r.fullForwardMiB) ? "-" : r.fullForwardMiB.toFixed(1),
+        String(r.runs),
+      ]),
+    ),
+  );
   return rows;
 }
 
@@ -155,7 +241,13 @@ export function gpuBenchPlot(rows: GpuBenchRow[], official: Record<number, numbe
     `MoBA forward speedup over full attention, WebGPU (headDim 128, ${[...new Set(measured.map((r) => r.heads))].join(" or ")} head(s))`,
     measured.map((r) => `${r.tokens / 1024}K ${r.blockSize}/${r.topK} ${r.precision}${r.heads > 1 ? ` ${r.heads}h` : ""}`),
     [
-      { name: "ours (measured; GPU time where timed)", color: "#4c78a8", values: measured.map((r) => (Number.isNaN(r.mobaForwardGpuMs) ? r.fullForwardMs / r.mobaForwardMs : r.fullForwardGpuMs / r.mobaForwardGpuMs)) },
+      {
+        name: "ours (measured; GPU time where timed)",
+        color: "#4c78a8",
+        values: measured.map((r) =>
+          Number.isNaN(r.mobaForwardGpuMs) ? r.fullForwardMs / r.mobaForwardMs : r.fullForwardGpuMs / r.mobaForwardGpuMs,
+        ),
+      },
       { name: "official MoBA (paper)", color: "#f58518", values: measured.map((r) => official[r.tokens] ?? NaN) },
       { name: "ideal (FLOP ratio)", color: "#bab0ac", values: measured.map((r) => r.idealRatio) },
     ],

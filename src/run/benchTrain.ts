@@ -6,7 +6,7 @@ import { type AttentionKind, checkConfig, headDim, type LlamaConfig } from "../m
 import { decodeStep, KvCache } from "../model/decode.js";
 import { backward, type Batch, forward, initModel, parameterCount, release, zeroGradients } from "../model/llama.js";
 import { Rng } from "../model/rng.js";
-import type { Backend } from "../attention/problem.js";
+import type { Backend, Precision } from "../attention/problem.js";
 import { modelBackend } from "./backends.js";
 import { median, table } from "./util.js";
 
@@ -15,32 +15,52 @@ export interface TrainBenchOptions {
   lengths: number[];
   steps: number;
   backend: Backend | "auto";
+  precision: Precision;
   /** Cached tokens for the decode timing (0: skip it). */
   decodeContext: number;
 }
 
 /** FLOPs of one training step (forward + backward = 3 × forward) split into GEMMs and attention. */
 export function stepFlops(c: LlamaConfig, T: number, kind: AttentionKind): { gemm: number; attention: number } {
-  const H = c.hidden_size, F = c.intermediate_size, D = headDim(c), nH = c.num_attention_heads, nKV = c.num_key_value_heads;
+  const H = c.hidden_size,
+    F = c.intermediate_size,
+    D = headDim(c),
+    nH = c.num_attention_heads,
+    nKV = c.num_key_value_heads;
   const perToken = 2 * (H * (nH + 2 * nKV) * D + nH * D * H + 3 * H * F) * c.num_hidden_layers + 2 * H * c.vocab_size;
   const keys = kind === "moba" ? attendedKeys([0, T], c.moba_chunk_size, c.moba_topk) : attendedKeys([0, T], T, 1);
   return { gemm: 3 * perToken * T, attention: 3 * 4 * D * keys * nH * c.num_hidden_layers };
 }
 
-export async function benchTrain(o: TrainBenchOptions, print: (line: string) => void): Promise<void> {
+/** `print` gets the tables, `progress` each row as it is measured (the table repeats it). */
+export async function benchTrain(
+  o: TrainBenchOptions,
+  print: (line: string) => void,
+  progress: (line: string) => void = () => undefined,
+): Promise<void> {
   const rows: string[][] = [];
   let name = "";
   for (const T of o.lengths) {
     const seconds: Record<AttentionKind, number> = { moba: NaN, full: NaN };
     for (const kind of ["moba", "full"] as const) {
-      const backend = await modelBackend(o.backend); // a fresh one per row: its peak memory is this row's
+      const backend = await modelBackend(o.backend, o.precision, print, false); // a fresh one per row: its peak memory is this row's
       name = backend.name;
-      const config = checkConfig({ ...o.model, max_position_embeddings: Math.max(T, o.model.max_position_embeddings ?? 0), layer_attention: undefined, full_attention_last_layers: kind === "full" ? o.model.num_hidden_layers ?? 4 : 0 });
+      const config = checkConfig({
+        ...o.model,
+        max_position_embeddings: Math.max(T, o.model.max_position_embeddings ?? 0),
+        layer_attention: undefined,
+        full_attention_last_layers: kind === "full" ? (o.model.num_hidden_layers ?? 4) : 0,
+      });
       const model = initModel(config, 1);
       const optimizer = new AdamW(model, backend);
       const rng = new Rng(2);
       const tokens = Int32Array.from({ length: T }, () => rng.below(config.vocab_size));
-      const batch: Batch = { tokens, targets: tokens.map((t) => (t + 1) % config.vocab_size), weights: new Float32Array(T).fill(1), cuSeqlens: Int32Array.of(0, T) };
+      const batch: Batch = {
+        tokens,
+        targets: tokens.map((t) => (t + 1) % config.vocab_size),
+        weights: new Float32Array(T).fill(1),
+        cuSeqlens: Int32Array.of(0, T),
+      };
       const times: number[] = [];
       for (let s = 0; s <= o.steps; s++) {
         const t0 = performance.now();
@@ -55,15 +75,45 @@ export async function benchTrain(o: TrainBenchOptions, print: (line: string) => 
       await release(model);
       seconds[kind] = median(times);
       const f = stepFlops(config, T, kind);
-      rows.push([String(T), kind, (parameterCount(model) / 1e6).toFixed(1) + "M", (seconds[kind] * 1000).toFixed(0), (T / seconds[kind]).toFixed(0),
-        (f.gemm / 1e9).toFixed(1), (f.attention / 1e9).toFixed(1), ((f.gemm + f.attention) / seconds[kind] / 1e12).toFixed(3),
+      rows.push([
+        String(T),
+        kind,
+        backend.precision,
+        (parameterCount(model) / 1e6).toFixed(1) + "M",
+        (seconds[kind] * 1000).toFixed(0),
+        (T / seconds[kind]).toFixed(0),
+        (f.gemm / 1e9).toFixed(1),
+        (f.attention / 1e9).toFixed(1),
+        ((f.gemm + f.attention) / seconds[kind] / 1e12).toFixed(3),
         backend.peakBytes === undefined ? "-" : (backend.peakBytes / 2 ** 30).toFixed(2),
-        kind === "full" ? (seconds.full / seconds.moba).toFixed(2) + "x" : "", kind === "full" ? ((f.gemm + f.attention) / (f.gemm + stepFlops(config, T, "moba").attention)).toFixed(2) + "x" : ""]);
-      print(rows[rows.length - 1].join("  "));
+        kind === "full" ? (seconds.full / seconds.moba).toFixed(2) + "x" : "",
+        kind === "full" ? ((f.gemm + f.attention) / (f.gemm + stepFlops(config, T, "moba").attention)).toFixed(2) + "x" : "",
+      ]);
+      progress(rows[rows.length - 1].join("  "));
     }
   }
-  print(`\ntraining step on ${name}, ${o.steps} timed steps each (median), one sequence per step; GPU GiB: peak of the tensors held at once`);
-  print(table(["tokens", "attention", "params", "step ms", "tok/s", "GEMM GFLOP", "attn GFLOP", "TFLOP/s", "GPU GiB", "MoBA speedup", "ideal"], rows));
+  print(
+    `\ntraining step on ${name}, ${o.steps} timed steps each (median), one sequence per step; GPU GiB: peak of the tensors held at once`,
+  );
+  print(
+    table(
+      [
+        "tokens",
+        "attention",
+        "precision",
+        "params",
+        "step ms",
+        "tok/s",
+        "GEMM GFLOP",
+        "attn GFLOP",
+        "TFLOP/s",
+        "GPU GiB",
+        "MoBA speedup",
+        "ideal",
+      ],
+      rows,
+    ),
+  );
   if (o.decodeContext > 0) await benchDecode(o, print);
 }
 
@@ -76,7 +126,13 @@ async function benchDecode(o: TrainBenchOptions, print: (line: string) => void):
   const rng = new Rng(3);
   const row = config.num_key_value_heads * headDim(config);
   for (let l = 0; l < config.num_hidden_layers; l++) {
-    for (let t = 0; t < T; t++) cache.append(l, t, Float32Array.from({ length: row }, () => rng.normal()), Float32Array.from({ length: row }, () => rng.normal()));
+    for (let t = 0; t < T; t++)
+      cache.append(
+        l,
+        t,
+        Float32Array.from({ length: row }, () => rng.normal()),
+        Float32Array.from({ length: row }, () => rng.normal()),
+      );
   }
   const out: string[][] = [];
   const ms: Record<string, number> = {};
@@ -93,6 +149,8 @@ async function benchDecode(o: TrainBenchOptions, print: (line: string) => void):
     out.push([kind, String(T), ms[kind].toFixed(2), (1000 / ms[kind]).toFixed(1)]);
   }
   const keys = Math.min(T + 1, config.moba_topk * config.moba_chunk_size);
-  print(`\ndecode (CPU, one token, ${T} cached tokens): MoBA ${(ms.full / ms.moba).toFixed(2)}x faster than full; attended keys ${keys} vs ${T + 1}`);
+  print(
+    `\ndecode (CPU, one token, ${T} cached tokens): MoBA ${(ms.full / ms.moba).toFixed(2)}x faster than full; attended keys ${keys} vs ${T + 1}`,
+  );
   print(table(["attention", "cached", "ms/token", "tokens/s"], out));
 }

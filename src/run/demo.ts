@@ -1,6 +1,6 @@
 // `moba demo`: MoBA and full attention on a generated input, MoBA checked against the reference,
 // a table of times and a picture of the blocks the queries chose.
-import { flashAttention, flashAttentionBackward, mobaAttention, mobaAttentionBackward, type AttentionOutput } from "../attention/api.js";
+import { flashAttention, flashAttentionBackward, mobaAttention, mobaAttentionBackward, type AttentionOutput } from "../api.js";
 import { attendedKeys, type AttentionInputs } from "../attention/problem.js";
 import { referenceBackward, referenceForward } from "../reference/attention.js";
 import { randomInputs, relativeError, seeded, table } from "./util.js";
@@ -66,7 +66,9 @@ export async function demo(o: DemoOptions, print: (line: string) => void): Promi
   plantTopics(o, q.data, k.data);
   const inputs: AttentionInputs = { q, k, v };
   const mobaOptions = { blockSize, topK };
-  print(`MoBA demo: ${tokens} tokens, ${qHeads} query heads / ${kvHeads} kv heads, headDim ${headDim}, blockSize ${blockSize}, topK ${topK} (random inputs, seed ${o.seed}, with the queries of block i leaning towards the keys of block ⌊i/2⌋)`);
+  print(
+    `MoBA demo: ${tokens} tokens, ${qHeads} query heads / ${kvHeads} kv heads, headDim ${headDim}, blockSize ${blockSize}, topK ${topK} (random inputs, seed ${o.seed}, with the queries of block i leaning towards the keys of block ⌊i/2⌋)`,
+  );
 
   const [moba, mobaFwd] = await timed(() => mobaAttention(inputs, mobaOptions));
   const [mobaGrads, mobaBwd] = await timed(() => mobaAttentionBackward({ ...inputs, ...moba, dout }, mobaOptions));
@@ -74,7 +76,10 @@ export async function demo(o: DemoOptions, print: (line: string) => void): Promi
   const [, fullBwd] = await timed(() => flashAttentionBackward({ ...inputs, ...full, dout }));
 
   const problem = { tokens, qHeads, kvHeads, headDim, cuSeqlens: [0, tokens], blockSize, topK, scale: 1 / Math.sqrt(headDim) };
-  const [ref, refTime] = await timed(async () => ({ ...referenceForward(problem, q.data, k.data, v.data), ...referenceBackward(problem, q.data, k.data, v.data, dout.data) }));
+  const [ref, refTime] = await timed(async () => ({
+    ...referenceForward(problem, q.data, k.data, v.data),
+    ...referenceBackward(problem, q.data, k.data, v.data, dout.data),
+  }));
   const got = { out: moba.out, lse: moba.lse, ...mobaGrads };
   const errors = (["out", "lse", "dq", "dk", "dv"] as const).map((name) => [name, relativeError(got[name].data, ref[name])] as const);
   const maxError = Math.max(...errors.map(([, e]) => e));
@@ -82,19 +87,33 @@ export async function demo(o: DemoOptions, print: (line: string) => void): Promi
   const mobaKeys = attendedKeys([0, tokens], blockSize, topK) / tokens;
   const fullKeys = attendedKeys([0, tokens], blockSize, Infinity) / tokens;
   print("");
-  print(table(
-    ["attention", "forward ms", "fwd+bwd ms", "keys / query", "speedup fwd", "speedup fwd+bwd", "ideal (FLOPs)"],
-    [
-      ["full", fullFwd.toFixed(0), (fullFwd + fullBwd).toFixed(0), fullKeys.toFixed(0), "1.00x", "1.00x", "1.00x"],
-      ["MoBA", mobaFwd.toFixed(0), (mobaFwd + mobaBwd).toFixed(0), mobaKeys.toFixed(0), `${(fullFwd / mobaFwd).toFixed(2)}x`,
-        `${((fullFwd + fullBwd) / (mobaFwd + mobaBwd)).toFixed(2)}x`, `${(fullKeys / mobaKeys).toFixed(2)}x`],
-    ],
-  ));
+  print(
+    table(
+      ["attention", "forward ms", "fwd+bwd ms", "keys / query", "speedup fwd", "speedup fwd+bwd", "ideal (FLOPs)"],
+      [
+        ["full", fullFwd.toFixed(0), (fullFwd + fullBwd).toFixed(0), fullKeys.toFixed(0), "1.00x", "1.00x", "1.00x"],
+        [
+          "MoBA",
+          mobaFwd.toFixed(0),
+          (mobaFwd + mobaBwd).toFixed(0),
+          mobaKeys.toFixed(0),
+          `${(fullFwd / mobaFwd).toFixed(2)}x`,
+          `${((fullFwd + fullBwd) / (mobaFwd + mobaBwd)).toFixed(2)}x`,
+          `${(fullKeys / mobaKeys).toFixed(2)}x`,
+        ],
+      ],
+    ),
+  );
   print("");
-  print(`MoBA vs the float64 reference (${refTime.toFixed(0)} ms): ` + errors.map(([n, e]) => `${n} ${e.toExponential(1)}`).join(", ") +
-    (maxError <= 1e-5 ? "  ✓ within 1e-5" : "  ✗ above 1e-5"));
+  print(
+    `MoBA vs the float64 reference (${refTime.toFixed(0)} ms): ` +
+      errors.map(([n, e]) => `${n} ${e.toExponential(1)}`).join(", ") +
+      (maxError <= 1e-5 ? "  ✓ within 1e-5" : "  ✗ above 1e-5"),
+  );
   print("");
-  print(`Blocks chosen by query head 0 (rows: query blocks, columns: key blocks; █ own block, ▓ ▒ ░ share of the block's queries, · none):`);
+  print(
+    `Blocks chosen by query head 0 (rows: query blocks, columns: key blocks; █ own block, ▓ ▒ ░ share of the block's queries, · none):`,
+  );
   for (const line of routingPicture(moba.routing, tokens, 0, blockSize)) print(line);
   return { maxError };
 }

@@ -56,17 +56,33 @@ export interface LossReport {
   trailingTokens: number;
 }
 
-export async function lossReport(model: Model, docs: Document[], o: { contextLength: number; rows: number; buckets: number; trailing: number }, backend: ModelBackend, kinds?: AttentionKind[]): Promise<LossReport> {
-  if (o.trailing > o.contextLength) throw new MobaError(`--trailing: expected at most the context length ${o.contextLength}, got ${o.trailing}`);
+export async function lossReport(
+  model: Model,
+  docs: Document[],
+  o: { contextLength: number; rows: number; buckets: number; trailing: number },
+  backend: ModelBackend,
+  kinds?: AttentionKind[],
+): Promise<LossReport> {
+  if (o.trailing > o.contextLength)
+    throw new MobaError(`--trailing: expected at most the context length ${o.contextLength}, got ${o.trailing}`);
   const windows = evaluationWindows(docs, o.contextLength, o.rows);
   const sum = new Float64Array(o.contextLength);
   for (const row of windows) (await tokenLosses(model, row, backend, kinds)).forEach((x, t) => (sum[t] += x));
   const mean = (from: number, to: number) => sum.subarray(from, to).reduce((a, b) => a + b, 0) / ((to - from) * windows.length);
   const bucket = Math.ceil(o.contextLength / o.buckets);
   const byPosition = [];
-  for (let from = 0; from < o.contextLength; from += bucket) byPosition.push({ from, to: Math.min(o.contextLength, from + bucket), loss: mean(from, Math.min(o.contextLength, from + bucket)) });
+  for (let from = 0; from < o.contextLength; from += bucket)
+    byPosition.push({ from, to: Math.min(o.contextLength, from + bucket), loss: mean(from, Math.min(o.contextLength, from + bucket)) });
   const loss = mean(0, o.contextLength);
-  return { contextLength: o.contextLength, rows: windows.length, loss, perplexity: Math.exp(loss), byPosition, trailing: mean(o.contextLength - o.trailing, o.contextLength), trailingTokens: o.trailing };
+  return {
+    contextLength: o.contextLength,
+    rows: windows.length,
+    loss,
+    perplexity: Math.exp(loss),
+    byPosition,
+    trailing: mean(o.contextLength - o.trailing, o.contextLength),
+    trailingTokens: o.trailing,
+  };
 }
 
 export interface PasskeyCell {
@@ -80,7 +96,15 @@ export interface PasskeyCell {
  * Passkey accuracy per (length, depth): a trial counts when the model's greedy choice is right at
  * every digit of the answer (teacher-forced, which equals greedy decoding when all are right).
  */
-export async function passkeyGrid(model: Model, lengths: number[], depths: number[], trials: number, seed: number, backend: ModelBackend, kinds?: AttentionKind[]): Promise<PasskeyCell[]> {
+export async function passkeyGrid(
+  model: Model,
+  lengths: number[],
+  depths: number[],
+  trials: number,
+  seed: number,
+  backend: ModelBackend,
+  kinds?: AttentionKind[],
+): Promise<PasskeyCell[]> {
   const rng = new Rng(seed);
   const V = model.config.vocab_size;
   const cells: PasskeyCell[] = [];
@@ -90,7 +114,9 @@ export async function passkeyGrid(model: Model, lengths: number[], depths: numbe
       for (let i = 0; i < trials; i++) {
         const s = passkeySample(length, depth, rng);
         const T = s.bytes.length - 1;
-        const logits = await backend.scope("passkey", async () => backend.download((await forward(model, sequenceBatch(s.bytes), backend, kinds)).logits));
+        const logits = await backend.scope("passkey", async () =>
+          backend.download((await forward(model, sequenceBatch(s.bytes), backend, kinds)).logits),
+        );
         let right = true;
         for (let t = s.answerStart - 1; t < T && right; t++) {
           let best = 0;

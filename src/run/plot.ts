@@ -11,9 +11,15 @@ function escape(text: string): string {
 }
 
 export function barChart(title: string, labels: string[], series: BarSeries[], yLabel: string): string {
-  const width = 640, height = 360, left = 60, right = 20, top = 50, bottom = 60;
+  const width = 640,
+    height = 360,
+    left = 60,
+    right = 20,
+    top = 50,
+    bottom = 60;
   const max = Math.max(1, ...series.flatMap((s) => s.values).filter(Number.isFinite)) * 1.15;
-  const plotW = width - left - right, plotH = height - top - bottom;
+  const plotW = width - left - right,
+    plotH = height - top - bottom;
   const groupW = plotW / labels.length;
   const barW = (groupW * 0.8) / series.length;
   const y = (v: number) => top + plotH - (v / max) * plotH;
@@ -56,16 +62,25 @@ export interface LineSeries {
 
 /** Lines over a shared x axis, as a standalone SVG; the y axis spans the data. */
 export function lineChart(title: string, series: LineSeries[], xLabel: string, yLabel: string): string {
-  const width = 640, height = 380, left = 64, right = 20, top = 50, bottom = 70;
+  const width = 640,
+    height = 380,
+    left = 64,
+    right = 20,
+    top = 50,
+    bottom = 70;
   const all = series.flatMap((s) => s.points).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
-  const xs = all.map((p) => p[0]), ys = all.map((p) => p[1]);
-  const x0 = Math.min(...xs, 0), x1 = Math.max(...xs, 1);
-  let y0 = Math.min(...ys), y1 = Math.max(...ys);
+  const xs = all.map((p) => p[0]),
+    ys = all.map((p) => p[1]);
+  const x0 = Math.min(...xs, 0),
+    x1 = Math.max(...xs, 1);
+  let y0 = Math.min(...ys),
+    y1 = Math.max(...ys);
   if (!(y1 > y0)) [y0, y1] = [y0 - 1, y0 + 1];
   const pad = (y1 - y0) * 0.05;
   y0 -= pad;
   y1 += pad;
-  const plotW = width - left - right, plotH = height - top - bottom;
+  const plotW = width - left - right,
+    plotH = height - top - bottom;
   const px = (x: number) => left + ((x - x0) / (x1 - x0)) * plotW;
   const py = (y: number) => top + plotH - ((y - y0) / (y1 - y0)) * plotH;
   const parts: string[] = [
@@ -76,13 +91,17 @@ export function lineChart(title: string, series: LineSeries[], xLabel: string, y
     `<text x="${left + plotW / 2}" y="${top + plotH + 36}" text-anchor="middle">${escape(xLabel)}</text>`,
   ];
   for (let i = 0; i <= 5; i++) {
-    const y = y0 + ((y1 - y0) * i) / 5, x = x0 + ((x1 - x0) * i) / 5;
+    const y = y0 + ((y1 - y0) * i) / 5,
+      x = x0 + ((x1 - x0) * i) / 5;
     parts.push(`<line x1="${left}" x2="${width - right}" y1="${py(y)}" y2="${py(y)}" stroke="#ddd"/>`);
     parts.push(`<text x="${left - 6}" y="${py(y) + 4}" text-anchor="end">${y.toPrecision(3)}</text>`);
     parts.push(`<text x="${px(x)}" y="${top + plotH + 18}" text-anchor="middle">${Number(x.toPrecision(3))}</text>`);
   }
   for (const s of series) {
-    const d = s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y)).map(([x, y], i) => `${i ? "L" : "M"}${px(x).toFixed(1)},${py(y).toFixed(1)}`).join("");
+    const d = s.points
+      .filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y))
+      .map(([x, y], i) => `${i ? "L" : "M"}${px(x).toFixed(1)},${py(y).toFixed(1)}`)
+      .join("");
     parts.push(`<path d="${d}" fill="none" stroke="${s.color}" stroke-width="1.5"/>`);
   }
   series.forEach((s, i) => {
@@ -95,8 +114,19 @@ export function lineChart(title: string, series: LineSeries[], xLabel: string, y
 }
 
 /** A grid of values in [0, 1] (e.g. accuracy), rows × columns, as a standalone SVG heatmap. */
-export function heatmap(title: string, rowLabels: string[], columnLabels: string[], values: number[][], rowTitle: string, columnTitle: string): string {
-  const cell = 56, left = 110, top = 60, width = left + cell * columnLabels.length + 20, height = top + cell * rowLabels.length + 60;
+export function heatmap(
+  title: string,
+  rowLabels: string[],
+  columnLabels: string[],
+  values: number[][],
+  rowTitle: string,
+  columnTitle: string,
+): string {
+  const cell = 56,
+    left = 110,
+    top = 60,
+    width = left + cell * columnLabels.length + 20,
+    height = top + cell * rowLabels.length + 60;
   const color = (v: number) => `hsl(${Math.round(120 * v)}, 65%, ${Math.round(85 - 35 * v)}%)`; // red (0) to green (1)
   const parts: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
@@ -109,11 +139,19 @@ export function heatmap(title: string, rowLabels: string[], columnLabels: string
     parts.push(`<text x="${left - 8}" y="${top + i * cell + cell / 2 + 4}" text-anchor="end">${escape(r)}</text>`);
     columnLabels.forEach((_, j) => {
       const v = values[i][j];
-      parts.push(`<rect x="${left + j * cell}" y="${top + i * cell}" width="${cell - 2}" height="${cell - 2}" fill="${Number.isFinite(v) ? color(v) : "#eee"}"/>`);
-      parts.push(`<text x="${left + j * cell + cell / 2 - 1}" y="${top + i * cell + cell / 2 + 4}" text-anchor="middle">${Number.isFinite(v) ? v.toFixed(2) : "-"}</text>`);
+      parts.push(
+        `<rect x="${left + j * cell}" y="${top + i * cell}" width="${cell - 2}" height="${cell - 2}" fill="${Number.isFinite(v) ? color(v) : "#eee"}"/>`,
+      );
+      parts.push(
+        `<text x="${left + j * cell + cell / 2 - 1}" y="${top + i * cell + cell / 2 + 4}" text-anchor="middle">${Number.isFinite(v) ? v.toFixed(2) : "-"}</text>`,
+      );
     });
   });
-  columnLabels.forEach((c, j) => parts.push(`<text x="${left + j * cell + cell / 2}" y="${top + cell * rowLabels.length + 18}" text-anchor="middle">${escape(c)}</text>`));
+  columnLabels.forEach((c, j) =>
+    parts.push(
+      `<text x="${left + j * cell + cell / 2}" y="${top + cell * rowLabels.length + 18}" text-anchor="middle">${escape(c)}</text>`,
+    ),
+  );
   parts.push("</svg>");
   return parts.join("\n") + "\n";
 }

@@ -1,20 +1,30 @@
 // moba train: byte-level language-model training with AdamW, warmup + cosine, clipping,
 // gradient accumulation, attention stages, atomic checkpoints that resume exactly, a JSONL log
 // of every step and an SVG loss curve.
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import type { Backend } from "../attention/problem.js";
+import type { Backend, Precision } from "../attention/problem.js";
 import type { ModelBackend } from "../backend.js";
 import { type Document, loadSotu, loadTextFiles, splitDocuments } from "../io/corpus.js";
 import { writeFileAtomic } from "../io/files.js";
-import { AdamW, learningRateAt, type Moments, zeroMoments } from "../model/adamw.js";
-import { loadCheckpoint, saveCheckpoint } from "../model/checkpoint.js";
+import { AdamW, learningRateAt, LossScale, type LossScaleState, type Moments, zeroMoments } from "../model/adamw.js";
+import { type Checkpoint, loadCheckpoint, saveCheckpoint } from "../model/checkpoint.js";
 import { type AttentionKind, checkConfig, type LlamaConfig, layerKinds } from "../model/config.js";
-import { backward, type Batch, forward, initModel, type Model, parameterCount, release, syncToHost, zeroGradients } from "../model/llama.js";
+import {
+  backward,
+  type Batch,
+  forward,
+  initModel,
+  type Model,
+  parameterCount,
+  release,
+  syncToHost,
+  zeroGradients,
+} from "../model/llama.js";
 import { concatBatches, type DataPosition, Packer, sequenceBatch, startPosition } from "../model/packing.js";
 import { Rng } from "../model/rng.js";
 import { passkeySample } from "../io/passkey.js";
-import { MobaError } from "../tensor.js";
+import { MobaError, shown } from "../tensor.js";
 import { modelBackend } from "./backends.js";
 import { lineChart } from "./plot.js";
 
@@ -53,6 +63,8 @@ export interface TrainOptions {
   evalRows: number;
   checkpointEvery: number;
   backend: Backend | "auto";
+  /** "f16": GEMMs and attention on f16 operands (WebGPU), float32 weights, gradients and AdamW, dynamic loss scaling. */
+  precision: Precision;
   stages: Stage[];
   /** Share of rows replaced by passkey-retrieval samples (random key and depth), so a small model can learn the task. */
   passkeyShare: number;
@@ -79,6 +91,7 @@ export const TRAIN_DEFAULTS: TrainOptions = {
   evalRows: 8,
   checkpointEvery: 50,
   backend: "auto",
+  precision: "f32",
   stages: [],
   passkeyShare: 0,
 };
@@ -93,6 +106,9 @@ export interface StepLog {
   tokensPerSecond: number;
   attention: string;
   validationLoss?: number;
+  /** f16 runs: the loss scale the step used, and whether its gradients overflowed (the step was skipped). */
+  lossScale?: number;
+  skipped?: boolean;
 }
 
 function fail(message: string): never {
@@ -101,33 +117,54 @@ function fail(message: string): never {
 
 /** Fills defaults and checks every option; unknown keys are errors. All of it before any work starts. */
 export function checkTrainOptions(input: Partial<TrainOptions>): TrainOptions & { config: LlamaConfig } {
-  for (const key of Object.keys(input)) if (!(key in TRAIN_DEFAULTS)) fail(`train.${key}: unknown option (expected one of ${Object.keys(TRAIN_DEFAULTS).join(", ")})`);
+  if (typeof input !== "object" || input === null || Array.isArray(input))
+    fail(`train: expected an object of options, got ${shown(input)}`);
+  for (const key of Object.keys(input))
+    if (!(key in TRAIN_DEFAULTS)) fail(`train.${key}: unknown option (expected one of ${Object.keys(TRAIN_DEFAULTS).join(", ")})`);
   const o: TrainOptions = { ...TRAIN_DEFAULTS, ...input };
   const config = checkConfig(o.model);
+  // the data are bytes: every byte value is a token
+  if (config.vocab_size < 256) fail(`config.vocab_size: expected at least 256 (one token per byte value), got ${config.vocab_size}`);
   for (const name of ["steps", "contextLength", "batchRows", "accumulation", "evalEvery", "evalRows", "checkpointEvery"] as const) {
-    if (!Number.isInteger(o[name]) || o[name] < 1) fail(`train.${name}: expected a positive integer, got ${JSON.stringify(o[name])}`);
+    if (!Number.isInteger(o[name]) || o[name] < 1) fail(`train.${name}: expected a positive integer, got ${shown(o[name])}`);
   }
   for (const name of ["learningRate", "adamEps", "gradClip"] as const) {
-    if (!(o[name] > 0) || !Number.isFinite(o[name])) fail(`train.${name}: expected a positive number, got ${JSON.stringify(o[name])}`);
+    if (!(o[name] > 0) || !Number.isFinite(o[name])) fail(`train.${name}: expected a positive number, got ${shown(o[name])}`);
   }
   for (const name of ["beta1", "beta2"] as const) {
-    if (!(o[name] >= 0 && o[name] < 1)) fail(`train.${name}: expected a number in [0, 1), got ${JSON.stringify(o[name])}`);
+    if (!(o[name] >= 0 && o[name] < 1)) fail(`train.${name}: expected a number in [0, 1), got ${shown(o[name])}`);
   }
-  if (!(o.minLearningRateFraction >= 0 && o.minLearningRateFraction <= 1)) fail(`train.minLearningRateFraction: expected a number in [0, 1], got ${JSON.stringify(o.minLearningRateFraction)}`);
-  if (!(o.passkeyShare >= 0 && o.passkeyShare <= 1)) fail(`train.passkeyShare: expected a fraction in [0, 1], got ${JSON.stringify(o.passkeyShare)}`);
-  if (o.passkeyShare > 0 && o.contextLength < 128) fail(`train.contextLength: expected at least 128 with passkeyShare > 0 (a passkey sample needs ~100 bytes), got ${o.contextLength}`);
-  if (!(o.weightDecay >= 0)) fail(`train.weightDecay: expected a number >= 0, got ${JSON.stringify(o.weightDecay)}`);
-  if (!Number.isInteger(o.warmupSteps) || o.warmupSteps < 0) fail(`train.warmupSteps: expected an integer >= 0, got ${JSON.stringify(o.warmupSteps)}`);
-  if (!Number.isInteger(o.seed)) fail(`train.seed: expected an integer, got ${JSON.stringify(o.seed)}`);
-  if (o.backend !== "auto" && o.backend !== "cpu" && o.backend !== "webgpu") fail(`train.backend: expected "auto", "cpu" or "webgpu", got ${JSON.stringify(o.backend)}`);
+  if (!(o.minLearningRateFraction >= 0 && o.minLearningRateFraction <= 1))
+    fail(`train.minLearningRateFraction: expected a number in [0, 1], got ${shown(o.minLearningRateFraction)}`);
+  if (!(o.passkeyShare >= 0 && o.passkeyShare <= 1))
+    fail(`train.passkeyShare: expected a fraction in [0, 1], got ${shown(o.passkeyShare)}`);
+  if (o.passkeyShare > 0 && o.contextLength < 128)
+    fail(`train.contextLength: expected at least 128 with passkeyShare > 0 (a passkey sample needs ~100 bytes), got ${o.contextLength}`);
+  if (!(o.weightDecay >= 0)) fail(`train.weightDecay: expected a number >= 0, got ${shown(o.weightDecay)}`);
+  if (!Number.isInteger(o.warmupSteps) || o.warmupSteps < 0)
+    fail(`train.warmupSteps: expected an integer >= 0, got ${shown(o.warmupSteps)}`);
+  if (!Number.isInteger(o.seed)) fail(`train.seed: expected an integer, got ${shown(o.seed)}`);
+  if (o.precision !== "f32" && o.precision !== "f16") fail(`train.precision: expected "f32" or "f16", got ${shown(o.precision)}`);
+  if (o.backend !== "auto" && o.backend !== "cpu" && o.backend !== "webgpu")
+    fail(`train.backend: expected "auto", "cpu" or "webgpu", got ${shown(o.backend)}`);
   if (o.contextLength > config.max_position_embeddings) {
     fail(`train.contextLength: expected at most max_position_embeddings ${config.max_position_embeddings}, got ${o.contextLength}`);
   }
-  if (o.data !== "sotu" && !existsSync(o.data)) fail(`train.data: expected "sotu" or an existing file or folder, got "${o.data}" (not found)`);
-  if (!Array.isArray(o.stages)) fail(`train.stages: expected a list, got ${JSON.stringify(o.stages)}`);
+  if (typeof o.out !== "string" || o.out === "") fail(`train.out: expected a folder path, got ${shown(o.out)}`);
+  if (existsSync(o.out) && !statSync(o.out).isDirectory()) fail(`train.out: expected a folder, got "${o.out}" (a file)`);
+  if (typeof o.data !== "string") fail(`train.data: expected "sotu" or a path, got ${shown(o.data)}`);
+  if (o.data !== "sotu" && !existsSync(o.data))
+    fail(`train.data: expected "sotu" or an existing file or folder, got "${o.data}" (not found)`);
+  if (!Array.isArray(o.stages)) fail(`train.stages: expected a list, got ${shown(o.stages)}`);
   o.stages.forEach((s, i) => {
-    if (!(s.start >= 0 && s.start < 1)) fail(`train.stages[${i}].start: expected a fraction of the steps in [0, 1), got ${JSON.stringify(s.start)}`);
-    if (i > 0 && s.start <= o.stages[i - 1].start) fail(`train.stages[${i}].start: expected stages in increasing order (> ${o.stages[i - 1].start}), got ${s.start}`);
+    if (typeof s !== "object" || s === null || Array.isArray(s))
+      fail(`train.stages[${i}]: expected { start, attention or fullAttentionLastLayers }, got ${shown(s)}`);
+    for (const key of Object.keys(s))
+      if (!["start", "attention", "fullAttentionLastLayers"].includes(key))
+        fail(`train.stages[${i}].${key}: unknown field (expected start, attention, fullAttentionLastLayers)`);
+    if (!(s.start >= 0 && s.start < 1)) fail(`train.stages[${i}].start: expected a fraction of the steps in [0, 1), got ${shown(s.start)}`);
+    if (i > 0 && s.start <= o.stages[i - 1].start)
+      fail(`train.stages[${i}].start: expected stages in increasing order (> ${o.stages[i - 1].start}), got ${s.start}`);
     stageKinds(config, s, `train.stages[${i}]`);
   });
   return { ...o, config };
@@ -137,16 +174,18 @@ export function checkTrainOptions(input: Partial<TrainOptions>): TrainOptions & 
 function stageKinds(config: LlamaConfig, stage: Stage, where: string): AttentionKind[] {
   const L = config.num_hidden_layers;
   const { attention, fullAttentionLastLayers } = stage;
-  if (attention !== undefined && fullAttentionLastLayers !== undefined) fail(`${where}: expected either attention or fullAttentionLastLayers, got both`);
+  if (attention !== undefined && fullAttentionLastLayers !== undefined)
+    fail(`${where}: expected either attention or fullAttentionLastLayers, got both`);
   if (fullAttentionLastLayers !== undefined) {
     if (!Number.isInteger(fullAttentionLastLayers) || fullAttentionLastLayers < 0 || fullAttentionLastLayers > L) {
-      fail(`${where}.fullAttentionLastLayers: expected an integer from 0 to ${L}, got ${JSON.stringify(fullAttentionLastLayers)}`);
+      fail(`${where}.fullAttentionLastLayers: expected an integer from 0 to ${L}, got ${shown(fullAttentionLastLayers)}`);
     }
     return layerKinds({ ...config, layer_attention: undefined, full_attention_last_layers: fullAttentionLastLayers });
   }
   if (attention === "moba" || attention === "full") return Array(L).fill(attention);
-  if (Array.isArray(attention)) return checkConfig({ ...config, layer_attention: attention, full_attention_last_layers: undefined }).layer_attention!;
-  return fail(`${where}.attention: expected "moba", "full" or a list of ${L} of them, got ${JSON.stringify(attention)}`);
+  if (Array.isArray(attention))
+    return checkConfig({ ...config, layer_attention: attention, full_attention_last_layers: undefined }).layer_attention!;
+  return fail(`${where}.attention: expected "moba", "full" or a list of ${L} of them, got ${shown(attention)}`);
 }
 
 /** The attention of every layer at `step`: the last stage started by then, else the config's. */
@@ -163,8 +202,14 @@ export function loadDocuments(data: string): Document[] {
 }
 
 /** Σ loss and Σ weight of the validation rows (nats per predicted token = loss / count). */
-export async function evaluateLoss(model: Model, batches: Batch[], backend: ModelBackend, kinds: AttentionKind[]): Promise<{ loss: number; count: number }> {
-  let loss = 0, count = 0;
+export async function evaluateLoss(
+  model: Model,
+  batches: Batch[],
+  backend: ModelBackend,
+  kinds: AttentionKind[],
+): Promise<{ loss: number; count: number }> {
+  let loss = 0,
+    count = 0;
   for (const batch of batches) {
     loss += await backend.scope("evaluation", async () => (await forward(model, batch, backend, kinds)).loss);
     count += batch.weights.reduce((a, b) => a + b, 0);
@@ -178,6 +223,8 @@ interface SavedState {
   /** The passkey mixer's RNG. */
   rng: number[];
   options: TrainOptions;
+  /** f16 runs: the loss scale, so a resumed run continues with it. */
+  lossScale?: LossScaleState;
   [key: string]: unknown;
 }
 
@@ -197,96 +244,245 @@ export interface TrainIo {
   onStep?(log: StepLog, total: number): void;
 }
 
-/** Trains (or resumes, when `resume` and out/checkpoint.safetensors exists) and returns the model. */
-export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = false): Promise<TrainResult> {
-  const o = checkTrainOptions(input);
-  const backend = await modelBackend(o.backend);
+/** Options a resumed run may change: how long it runs, its learning-rate schedule, evaluation, checkpoints and where it runs. */
+const CHANGEABLE_ON_RESUME: readonly string[] = [
+  "steps",
+  "learningRate",
+  "minLearningRateFraction",
+  "warmupSteps",
+  "evalEvery",
+  "evalRows",
+  "checkpointEvery",
+  "backend",
+  "precision",
+  "out",
+];
+
+/**
+ * The options of a resumed run: the checkpoint's, with what `input` sets of the changeable ones. The model is the
+ * checkpoint's; any other option `input` sets differently (a model field included) is refused, naming it.
+ */
+export function resumedOptions(
+  saved: Partial<TrainOptions>,
+  config: LlamaConfig,
+  input: Partial<TrainOptions>,
+  checkpoint: string,
+): Partial<TrainOptions> {
+  const refuse = (name: string, had: unknown, asked: unknown): never =>
+    fail(
+      `${checkpoint}: cannot resume with ${name} ${shown(asked, 40)}: the checkpoint has ${shown(had, 40)} (a resumed run may change only ` +
+        `${CHANGEABLE_ON_RESUME.join(", ")}; --overwrite starts over)`,
+    );
+  for (const [key, value] of Object.entries(input)) {
+    if (key === "model" || CHANGEABLE_ON_RESUME.includes(key)) continue;
+    const had = (saved as Record<string, unknown>)[key] ?? (TRAIN_DEFAULTS as unknown as Record<string, unknown>)[key];
+    if (JSON.stringify(value) !== JSON.stringify(had)) refuse(`train.${key}`, had, value);
+  }
+  const model = input.model ?? {};
+  for (const [key, value] of Object.entries(model)) {
+    if (key === "layer_attention" || key === "full_attention_last_layers") continue;
+    if (JSON.stringify(value) !== JSON.stringify(config[key as keyof LlamaConfig]))
+      refuse(`config.${key}`, config[key as keyof LlamaConfig], value);
+  }
+  // the two ways of saying which layers are full compare by what they mean (layer_attention wins, as in checkConfig)
+  if ("layer_attention" in model || "full_attention_last_layers" in model) {
+    const asked = layerKinds(
+      checkConfig({ ...config, layer_attention: model.layer_attention, full_attention_last_layers: model.full_attention_last_layers }),
+    );
+    if (JSON.stringify(asked) !== JSON.stringify(layerKinds(config))) refuse("the layers' attention", layerKinds(config), asked);
+  }
+  return { ...saved, ...input, model: config };
+}
+
+/** The training state of a checkpoint, checked: a hand-edited or foreign one is refused before it can hang the data stream. */
+function checkSavedState(saved: Checkpoint, checkpoint: string): SavedState {
+  const state = saved.state as SavedState | undefined;
+  if (!saved.moments || !state) fail(`${checkpoint}: expected a training checkpoint (weights, moments and state), got weights only`);
+  const bad = (name: string, expected: string, got: unknown): never =>
+    fail(`${checkpoint}: training_state.${name}: expected ${expected}, got ${shown(got)}`);
+  if (!Number.isSafeInteger(state.step) || state.step < 0) bad("step", "an integer >= 0", state.step);
+  if (!Array.isArray(state.rng) || state.rng.length !== 4 || !state.rng.every((x) => Number.isInteger(x) && x >= 0 && x < 2 ** 32))
+    bad("rng", "4 unsigned 32-bit integers", state.rng);
+  if (typeof state.options !== "object" || state.options === null || Array.isArray(state.options))
+    bad("options", "an object", state.options);
+  if (typeof state.data !== "object" || state.data === null) bad("data", "a data position { epoch, doc, offset, rng }", state.data);
+  const scale = state.lossScale;
+  if (scale !== undefined) {
+    const ok = typeof scale === "object" && scale !== null && scale.scale > 0 && Number.isFinite(scale.scale);
+    if (!ok || !Number.isSafeInteger(scale.cleanSteps) || scale.cleanSteps < 0 || !Number.isSafeInteger(scale.skipped) || scale.skipped < 0)
+      bad("lossScale", "{ scale > 0, cleanSteps >= 0, skipped >= 0 }", scale);
+  }
+  return state;
+}
+
+/**
+ * Trains and returns the model. An existing out/checkpoint.safetensors is resumed with `resume` (its model and options,
+ * see resumedOptions), replaced with `overwrite`, and otherwise refused: a run never silently replaces another.
+ */
+export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = false, overwrite = false): Promise<TrainResult> {
+  let o = checkTrainOptions(input);
+  const checkpoint = join(o.out, "checkpoint.safetensors"),
+    logPath = join(o.out, "log.jsonl");
+  if (resume && overwrite) fail(`train: expected resume or overwrite, got both`);
+  const exists = existsSync(checkpoint);
+  if (exists && !resume && !overwrite) fail(`train.out: ${checkpoint} exists (--resume continues it, --overwrite starts over)`);
+  const saved = exists && resume ? await loadCheckpoint(checkpoint) : undefined;
+  const state = saved && checkSavedState(saved, checkpoint);
+  if (saved && state) o = checkTrainOptions((input = resumedOptions(state.options, saved.model.config, input, checkpoint)));
+  const backend = await modelBackend(o.backend, o.precision, io.print, false);
   const docs = loadDocuments(o.data);
   const { train: trainDocs, validation } = splitDocuments(docs);
   mkdirSync(o.out, { recursive: true });
-  const checkpoint = join(o.out, "checkpoint.safetensors"), logPath = join(o.out, "log.jsonl");
 
-  let model: Model, moments: Moments, step = 0, position = startPosition(o.seed), rng = new Rng(o.seed + 1);
+  let model: Model,
+    moments: Moments,
+    step = 0,
+    position = startPosition(o.seed),
+    rng = new Rng(o.seed + 1);
+  let lossScale: LossScale | null = backend.precision === "f16" ? new LossScale() : null;
   let log: StepLog[] = [];
-  if (resume && existsSync(checkpoint)) {
-    const saved = await loadCheckpoint(checkpoint);
-    const state = saved.state as SavedState | undefined;
-    if (!saved.moments || !state) fail(`${checkpoint}: expected a training checkpoint (weights, moments and state), got weights only`);
-    if (JSON.stringify(state.options) !== JSON.stringify(input)) io.print(`note: resuming with options that differ from the checkpoint's`);
+  if (saved && state) {
     ({ model } = saved);
-    moments = saved.moments;
+    moments = saved.moments!;
     step = state.step;
     position = state.data;
     rng = new Rng(state.rng);
-    if (existsSync(logPath)) log = readFileSync(logPath, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as StepLog).filter((l) => l.step < step);
-    io.print(`resumed ${checkpoint} at step ${step}`);
+    if (lossScale && state.lossScale) lossScale = new LossScale(state.lossScale);
+    if (existsSync(logPath)) log = readLog(logPath).filter((l) => l.step < step);
   } else {
     model = initModel(o.config, o.seed);
     moments = zeroMoments(model);
   }
   const optimizer = new AdamW(model, backend, moments);
   const adamw = { beta1: o.beta1, beta2: o.beta2, eps: o.adamEps, weightDecay: o.weightDecay, gradClip: o.gradClip };
-  const packer = new Packer(trainDocs, o.contextLength, position);
+  const packer = new Packer(trainDocs, o.contextLength, position); // checks a resumed position against the data
+  if (saved) io.print(`resumed ${checkpoint} at step ${step}`);
   const evalBatches = [new Packer(validation, o.contextLength, startPosition(null)).next(o.evalRows)];
-  io.print(`model: ${(parameterCount(model) / 1e6).toFixed(2)}M parameters, ${o.config.num_hidden_layers} layers [${layerKinds(o.config).join(", ")}], ` +
-    `block ${o.config.moba_chunk_size} / top-${o.config.moba_topk}; data: ${o.data} (${trainDocs.length} train / ${validation.length} validation documents); backend: ${backend.name}`);
+  io.print(
+    `model: ${(parameterCount(model) / 1e6).toFixed(2)}M parameters, ${o.config.num_hidden_layers} layers [${layerKinds(o.config).join(", ")}], ` +
+      `block ${o.config.moba_chunk_size} / top-${o.config.moba_topk}; data: ${o.data} (${trainDocs.length} train / ${validation.length} validation documents); backend: ${backend.name} ${backend.precision}`,
+  );
 
   const tokensPerStep = o.batchRows * o.contextLength * o.accumulation;
   const started = performance.now() - (log.at(-1)?.seconds ?? 0) * 1000;
   let validationLoss = [...log].reverse().find((l) => l.validationLoss !== undefined)?.validationLoss; // a finished run resumed
   const save = async () => {
-    const state: SavedState = { step, data: packer.position, rng: rng.state, options: input as TrainOptions };
+    const state: SavedState = {
+      step,
+      data: packer.position,
+      rng: rng.state,
+      options: input as TrainOptions,
+      ...(lossScale && { lossScale: lossScale.state() }),
+    };
     // the log first: a kill between the two leaves a log ahead of the checkpoint, which resuming trims
     await writeFileAtomic(logPath, new TextEncoder().encode(log.map((l) => JSON.stringify(l) + "\n").join("")));
     await syncToHost(model);
     await saveCheckpoint(checkpoint, model, await optimizer.moments(), state);
     await writeFileAtomic(join(o.out, "loss.svg"), new TextEncoder().encode(lossPlot(log)));
   };
-  for (; step < o.steps; ) {
+  for (; step < o.steps;) {
     const t0 = performance.now();
     const kinds = kindsAt(o, step);
     const batches = Array.from({ length: o.accumulation }, () => nextBatch(packer, o, rng));
     const count = batches.reduce((n, b) => n + b.weights.reduce((a, w) => a + w, 0), 0);
     const lr = learningRateAt(step, o.steps, o.learningRate, o.warmupSteps, o.minLearningRateFraction);
     let loss = 0;
-    const gradNorm = await backend.scope("training step", async () => {
-      await zeroGradients(model, backend);
-      for (const batch of batches) {
-        const trace = await forward(model, batch, backend, kinds);
-        loss += trace.loss;
-        await backward(model, trace, backend, 1 / Math.max(1, count));
-      }
-      return optimizer.update(lr, adamw);
-    });
+    const scale = lossScale?.scale ?? 1;
+    const gradNorm = await backend
+      .scope("training step", async () => {
+        await zeroGradients(model, backend);
+        for (const batch of batches) {
+          const trace = await forward(model, batch, backend, kinds);
+          loss += trace.loss;
+          await backward(model, trace, backend, scale / Math.max(1, count));
+        }
+        return optimizer.update(lr, adamw, scale);
+      })
+      .catch(divergence(step, o));
+    // f16: an overflow skips the step (the optimizer took none) and halves the scale; float32 gradients do not overflow but diverge
+    const skipped = lossScale ? !lossScale.record(gradNorm) : false;
+    if (!lossScale && !Number.isFinite(gradNorm)) diverged(step, o, `gradient norm ${gradNorm}`);
     step++;
     const seconds = (performance.now() - started) / 1000;
     const entry: StepLog = {
-      step: step - 1, loss: loss / Math.max(1, count), lr, gradNorm, tokens: step * tokensPerStep, seconds,
-      tokensPerSecond: tokensPerStep / ((performance.now() - t0) / 1000), attention: kinds.map((k) => k[0]).join(""),
+      step: step - 1,
+      loss: loss / Math.max(1, count),
+      lr,
+      gradNorm,
+      tokens: step * tokensPerStep,
+      seconds,
+      tokensPerSecond: tokensPerStep / ((performance.now() - t0) / 1000),
+      attention: kinds.map((k) => k[0]).join(""),
+      ...(lossScale && { lossScale: scale, skipped }),
     };
     if (step % o.evalEvery === 0 || step === o.steps) {
-      const v = await evaluateLoss(model, evalBatches, backend, kinds);
+      const v = await evaluateLoss(model, evalBatches, backend, kinds).catch(divergence(step - 1, o));
       validationLoss = entry.validationLoss = v.loss / v.count;
     }
     log.push(entry);
     io.onStep?.(entry, o.steps);
-    if (step % o.checkpointEvery === 0 || step === o.steps) await save();
+    if (step % o.checkpointEvery === 0 || step === o.steps) await save().catch(divergence(step - 1, o));
   }
   optimizer.free();
   await release(model); // the weights back on the host, the backend's copies freed
   return { model, log, validationLoss, checkpoint, backend: backend.name, validation };
 }
 
+/** A run whose numbers left the finite range fails before its next checkpoint: the last one written stays good. */
+function diverged(step: number, o: TrainOptions, why: string): never {
+  return fail(
+    `train.learningRate: the run diverged at step ${step + 1} (${why}); lower the learning rate (${o.learningRate}) or check the data`,
+  );
+}
+
+/** Weights that overflowed are noticed downstream (attention's non-finite q, the loss, a checkpoint that refuses NaN): say what happened. */
+function divergence(step: number, o: TrainOptions): (error: unknown) => never {
+  return (error) => {
+    if (error instanceof MobaError && /finite|diverged/.test(error.message)) diverged(step, o, error.message);
+    throw error;
+  };
+}
+
+/** The steps of a log.jsonl; a line that is not a step (a file edited or cut by hand) is refused, naming it. */
+function readLog(path: string): StepLog[] {
+  return readFileSync(path, "utf8")
+    .split("\n")
+    .filter(Boolean)
+    .map((line, i) => {
+      let entry: unknown;
+      try {
+        entry = JSON.parse(line);
+      } catch {
+        entry = undefined;
+      }
+      if (typeof entry !== "object" || entry === null || !Number.isInteger((entry as StepLog).step))
+        fail(`${path}:${i + 1}: expected a JSON step record, got ${shown(line, 40)}`);
+      return entry as StepLog;
+    });
+}
+
 /** batchRows rows of text, a passkeyShare of them replaced by passkey samples. */
 function nextBatch(packer: Packer, o: TrainOptions, rng: Rng): Batch {
   if (o.passkeyShare === 0) return packer.next(o.batchRows);
-  return concatBatches(Array.from({ length: o.batchRows }, () =>
-    rng.next() < o.passkeyShare ? sequenceBatch(passkeySample(o.contextLength + 1, rng.next(), rng).bytes) : packer.next(1)));
+  return concatBatches(
+    Array.from({ length: o.batchRows }, () =>
+      rng.next() < o.passkeyShare ? sequenceBatch(passkeySample(o.contextLength + 1, rng.next(), rng).bytes) : packer.next(1),
+    ),
+  );
 }
 
 export function lossPlot(log: StepLog[]): string {
-  return lineChart("Training loss (bytes, nats per byte)", [
-    { name: "train", color: "#1f77b4", points: log.map((l) => [l.step + 1, l.loss]) },
-    { name: "validation", color: "#d62728", points: log.filter((l) => l.validationLoss !== undefined).map((l) => [l.step + 1, l.validationLoss!]) },
-  ], "step", "loss");
+  return lineChart(
+    "Training loss (bytes, nats per byte)",
+    [
+      { name: "train", color: "#1f77b4", points: log.map((l) => [l.step + 1, l.loss]) },
+      {
+        name: "validation",
+        color: "#d62728",
+        points: log.filter((l) => l.validationLoss !== undefined).map((l) => [l.step + 1, l.validationLoss!]),
+      },
+    ],
+    "step",
+    "loss",
+  );
 }

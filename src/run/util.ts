@@ -20,7 +20,13 @@ export function uniformTensor(random: () => number, shape: number[], spread = 1)
   return { data, shape };
 }
 
-export function randomInputs(seed: number, tokens: number, qHeads: number, kvHeads: number, headDim: number): Record<"q" | "k" | "v" | "dout", Tensor> {
+export function randomInputs(
+  seed: number,
+  tokens: number,
+  qHeads: number,
+  kvHeads: number,
+  headDim: number,
+): Record<"q" | "k" | "v" | "dout", Tensor> {
   const random = seeded(seed);
   return {
     q: uniformTensor(random, [tokens, qHeads, headDim], 2),
@@ -33,7 +39,8 @@ export function randomInputs(seed: number, tokens: number, qHeads: number, kvHea
 /** ‖a − b‖ / ‖b‖ (‖a − b‖ when b is zero); NaN anywhere gives Infinity. */
 export function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {
   if (a.length !== b.length) return Infinity;
-  let num = 0, den = 0;
+  let num = 0,
+    den = 0;
   for (let i = 0; i < a.length; i++) {
     num += (a[i] - b[i]) ** 2;
     den += b[i] ** 2;

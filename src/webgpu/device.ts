@@ -81,7 +81,11 @@ async function open(): Promise<MobaDevice> {
     subgroupMatrix: features.includes("chromium-experimental-subgroup-matrix" as GPUFeatureName),
     subgroupMatrixConfigs: configs,
     // the tensor-core kernel lays out its subgroups at compile time for 32 lanes (NVIDIA's warps)
-    mma16: features.includes("shader-f16") && configs.includes("f16->f32 16x16x16") && (info.subgroupMinSize ?? 32) === 32 && (info.subgroupMaxSize ?? 32) === 32,
+    mma16:
+      features.includes("shader-f16") &&
+      configs.includes("f16->f32 16x16x16") &&
+      (info.subgroupMinSize ?? 32) === 32 &&
+      (info.subgroupMaxSize ?? 32) === 32,
     timestamps: features.includes("timestamp-query"),
     maxStorageBinding: device.limits.maxStorageBufferBindingSize,
     maxBuffer: device.limits.maxBufferSize,

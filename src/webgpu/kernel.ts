@@ -11,6 +11,22 @@ export interface Kernel<C> {
   /** Compile-time constants -> cache key. */
   key(constants: C): string;
   wgsl(constants: C): string;
+  /** Where listed: the names of bindings 0, 1, ... of group 0, the buffers a dispatch passes in this order. */
+  bindings?: readonly string[];
+}
+
+/** The cache key of compile-time constants: every field as name=value, by name, so none can be left out of it. */
+export function constantsKey(constants: object | null): string {
+  if (constants === null) return "";
+  return Object.entries(constants)
+    .sort(([a], [b]) => (a < b ? -1 : 1))
+    .map(([name, value]) => `${name}=${value}`)
+    .join(",");
+}
+
+/** A kernel whose cache key is derived from all of its constants (constantsKey), beside the WGSL it generates. */
+export function defineKernel<C extends object | null>(kernel: Omit<Kernel<C>, "key"> & { bindings: readonly string[] }): Kernel<C> {
+  return { ...kernel, key: constantsKey };
 }
 
 const pipelines = new WeakMap<GPUDevice, Map<string, Promise<GPUComputePipeline>>>();
@@ -72,7 +88,10 @@ function storageBytes(gpu: MobaDevice, size: number, label: string): number {
 export function storageBuffer(gpu: MobaDevice, data: ArrayBufferView | number, label: string): GPUBuffer {
   const bytes = storageBytes(gpu, typeof data === "number" ? data : data.byteLength, label);
   const buffer = gpu.device.createBuffer({
-    label, size: bytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, mappedAtCreation: typeof data !== "number",
+    label,
+    size: bytes,
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    mappedAtCreation: typeof data !== "number",
   });
   if (typeof data !== "number") {
     new Uint8Array(buffer.getMappedRange()).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
@@ -143,6 +162,15 @@ export class Buffers {
     return { buffer, fresh: !reused };
   }
 
+  /** A storage buffer of at least `bytes` whose contents are whatever it last held: for an output the next op overwrites whole. */
+  uninitialized(bytes: number, label: string): GPUBuffer {
+    return this.take(
+      storageBytes(this.gpu, bytes, label),
+      GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+      label,
+    ).buffer;
+  }
+
   /**
    * A storage buffer holding `data`, or of `data` bytes zero-filled: a reused buffer's clear is
    * recorded into `encoder` when given (one submit fewer per buffer; the clear then runs after any
@@ -162,10 +190,26 @@ export class Buffers {
    * recorded into `encoder` when given (it must run before the kernels recorded after it), else submitted now.
    */
   poisoned(elements: number, label: string, encoder?: GPUCommandEncoder): GPUBuffer {
-    const { buffer } = this.take(storageBytes(this.gpu, elements * 4, label), GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, label);
+    const { buffer } = this.take(
+      storageBytes(this.gpu, elements * 4, label),
+      GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+      label,
+    );
     // compiled synchronously here (poisoned() is synchronous; pipeline() is async): a one-line shader
-    this.pool.fill ??= this.gpu.device.createComputePipeline({ label: "fill", layout: "auto", compute: { module: this.gpu.device.createShaderModule({ code: FILL_WGSL }), entryPoint: "main" } });
-    const record = (e: GPUCommandEncoder) => dispatch(e, this.gpu, this.pool.fill!, [this.uniform([elements, 0x7fc00000], "fill"), buffer], Math.ceil(elements / FILL_WORDS), `poison ${label}`);
+    this.pool.fill ??= this.gpu.device.createComputePipeline({
+      label: "fill",
+      layout: "auto",
+      compute: { module: this.gpu.device.createShaderModule({ code: FILL_WGSL }), entryPoint: "main" },
+    });
+    const record = (e: GPUCommandEncoder) =>
+      dispatch(
+        e,
+        this.gpu,
+        this.pool.fill!,
+        [this.uniform([elements, 0x7fc00000], "fill"), buffer],
+        Math.ceil(elements / FILL_WORDS),
+        `poison ${label}`,
+      );
     if (encoder) record(encoder);
     else this.submit(record);
     return buffer;
@@ -188,15 +232,24 @@ export class Buffers {
     return buffer;
   }
 
-  /** Gives every buffer back to the pool (the work that uses them has been submitted) and trims it. */
-  destroy(): void {
-    const generation = ++this.pool.generation;
+  /**
+   * Gives every buffer back to the pool without trimming it: work submitted before may still use
+   * them (the queue keeps its order), work recorded after takes them again. A call's temporaries,
+   * recycled when it has submitted, so the next call of the same shapes reuses them.
+   */
+  recycle(): void {
     for (const { buffer, key } of this.owned.splice(0)) {
       const list = this.pool.free.get(key) ?? [];
-      list.push({ buffer, generation });
+      list.push({ buffer, generation: this.pool.generation });
       this.pool.free.set(key, list);
     }
     this.bytes = 0;
+  }
+
+  /** Gives every buffer back to the pool (the work that uses them has been submitted) and trims it. */
+  destroy(): void {
+    const generation = ++this.pool.generation;
+    this.recycle();
     for (const [key, list] of this.pool.free) {
       const keep = [];
       for (const e of list) {
@@ -223,7 +276,8 @@ interface Profile {
 let profile: Profile | null = null;
 
 /** Starts timing every dispatch (up to `capacity`) on the GPU; needs the timestamp-query feature. */
-export function startProfile(gpu: MobaDevice, capacity = 2048): void { // WebGPU allows 4096 queries per set
+export function startProfile(gpu: MobaDevice, capacity = 2048): void {
+  // WebGPU allows 4096 queries per set
   if (!gpu.timestamps) throw new MobaError(`webgpu: profiling needs timestamp-query, which ${gpu.adapterInfo} lacks`);
   profile = { gpu, querySet: gpu.device.createQuerySet({ type: "timestamp", count: 2 * capacity }), labels: [], capacity };
 }
@@ -272,7 +326,11 @@ function bindGroup(gpu: MobaDevice, p: GPUComputePipeline, buffers: Binding[], l
   if (!cache) bindGroups.set(p, (cache = new Map()));
   let group = cache.get(key);
   if (!group) {
-    group = gpu.device.createBindGroup({ label, layout: p.getBindGroupLayout(0), entries: buffers.map((b, binding) => ({ binding, resource: "offset" in b ? b : { buffer: b } })) });
+    group = gpu.device.createBindGroup({
+      label,
+      layout: p.getBindGroupLayout(0),
+      entries: buffers.map((b, binding) => ({ binding, resource: "offset" in b ? b : { buffer: b } })),
+    });
     if (cache.size >= BIND_GROUPS_PER_PIPELINE) cache.delete(cache.keys().next().value!); // the oldest
     cache.set(key, group);
   }
@@ -280,7 +338,14 @@ function bindGroup(gpu: MobaDevice, p: GPUComputePipeline, buffers: Binding[], l
 }
 
 /** Records one dispatch: binding i of group 0 is buffers[i]. */
-export function dispatch(encoder: GPUCommandEncoder, gpu: MobaDevice, p: GPUComputePipeline, buffers: Binding[], workgroups: number, label: string): void {
+export function dispatch(
+  encoder: GPUCommandEncoder,
+  gpu: MobaDevice,
+  p: GPUComputePipeline,
+  buffers: Binding[],
+  workgroups: number,
+  label: string,
+): void {
   if (workgroups === 0) return;
   const group = bindGroup(gpu, p, buffers, label);
   let timestampWrites: GPUComputePassTimestampWrites | undefined;
@@ -301,16 +366,21 @@ export async function readBack(gpu: MobaDevice, buffers: { buffer: GPUBuffer; by
   const device = gpu.device;
   const encoder = device.createCommandEncoder();
   const staging = buffers.map(({ buffer, bytes }) => {
-    const s = device.createBuffer({ size: Math.max(4, Math.ceil(bytes / 4) * 4), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const s = device.createBuffer({
+      size: Math.max(4, Math.ceil(bytes / 4) * 4),
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
     if (bytes > 0) encoder.copyBufferToBuffer(buffer, 0, s, 0, Math.ceil(bytes / 4) * 4);
     return s;
   });
   device.queue.submit([encoder.finish()]);
-  return Promise.all(staging.map(async (s, i) => {
-    await s.mapAsync(GPUMapMode.READ);
-    const copy = s.getMappedRange().slice(0, buffers[i].bytes);
-    s.unmap();
-    s.destroy();
-    return copy;
-  }));
+  return Promise.all(
+    staging.map(async (s, i) => {
+      await s.mapAsync(GPUMapMode.READ);
+      const copy = s.getMappedRange().slice(0, buffers[i].bytes);
+      s.unmap();
+      s.destroy();
+      return copy;
+    }),
+  );
 }

@@ -11,13 +11,25 @@ export interface GemmConstants {
   bTransposed: boolean;
   /** y += A · B instead of y = A · B. */
   accumulate: boolean;
+  /** Round A and B to f16 as they are staged (the f16 path on devices without subgroup matrices). */
+  f16Operands: boolean;
 }
 
 export const TILE = 64;
+
+// Rounds to the nearest f16 value (ties to even) on the float32 bits: lavapipe folds f32(f16(x)) and
+// unpack2x16float(pack2x16float(x)) back to x. Exact for |x| in f16's normal range, as
+// roundToF16 in src/io/half.ts; below it (|x| < 2^-14) it keeps 10 mantissa bits where f16 keeps
+// fewer (an absolute difference under 2^-25); it never overflows to inf.
+const ROUND_TO_F16 = `
+fn toF16(x: f32) -> f32 {
+  let b = bitcast<u32>(x);
+  return bitcast<f32>((b + 0xfffu + ((b >> 13u) & 1u)) & 0xffffe000u);
+}`;
 const DEPTH = 16;
 
 /** Reads of one operand tile into workgroup memory ([DEPTH][TILE], row index = depth), coalesced along whichever index is contiguous. */
-function stage(name: string, shared: string, rows: string, transposed: boolean): string {
+function stage(name: string, shared: string, rows: string, transposed: boolean, f16Operands: boolean): string {
   // stored [rows, K]: consecutive threads walk k; stored [K, rows]: consecutive threads walk the row index
   const split = transposed ? `let r = e % ${TILE}u; let d = e / ${TILE}u;` : `let d = e % ${DEPTH}u; let r = e / ${DEPTH}u;`;
   const index = transposed ? `(k0 + d) * shape.${rows} + ${name}0 + r` : `(${name}0 + r) * shape.K + k0 + d`;
@@ -27,15 +39,15 @@ function stage(name: string, shared: string, rows: string, transposed: boolean):
       ${split}
       var value = 0.0;
       if (${name}0 + r < shape.${rows} && k0 + d < shape.K) { value = ${name === "m" ? "a" : "b"}[${index}]; }
-      ${shared}[d * ${TILE}u + r] = value;
+      ${shared}[d * ${TILE}u + r] = ${f16Operands ? "toF16(value)" : "value"};
     }`;
 }
 
 export const GEMM: Kernel<GemmConstants> = {
   name: "gemm",
   workgroupSize: 256,
-  key: (c) => `${+c.aTransposed}${+c.bTransposed}${+c.accumulate}`,
-  wgsl: (c) => `
+  key: (c) => `${+c.aTransposed}${+c.bTransposed}${+c.accumulate}${c.f16Operands ? "h" : ""}`,
+  wgsl: (c) => `${c.f16Operands ? ROUND_TO_F16 : ""}
 struct Shape { M: u32, N: u32, K: u32, tilesN: u32 }
 @group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> b: array<f32>;
@@ -54,7 +66,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) groups: vec3u
   let tx = lid % 16u;
   let ty = lid / 16u;
   var acc: array<f32, 16>;
-  for (var k0 = 0u; k0 < shape.K; k0 += ${DEPTH}u) {${stage("m", "As", "M", c.aTransposed)}${stage("n", "Bs", "N", c.bTransposed)}
+  for (var k0 = 0u; k0 < shape.K; k0 += ${DEPTH}u) {${stage("m", "As", "M", c.aTransposed, c.f16Operands)}${stage("n", "Bs", "N", c.bTransposed, c.f16Operands)}
     workgroupBarrier();
     for (var d = 0u; d < ${DEPTH}u; d++) {
       var av: array<f32, 4>;

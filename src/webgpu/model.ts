@@ -2,13 +2,13 @@
 // one command encoder (submitted before an attention call, which submits its own work, before a
 // read-back, and at the end of a scope). Weights, gradients and AdamW moments stay on the GPU
 // across steps; a training step reads back only the loss and the gradient norm.
-import { type AttentionProblem, FULL_ATTENTION_TILE } from "../attention/problem.js";
+import { type AttentionProblem, FULL_ATTENTION_TILE, type Precision } from "../attention/problem.js";
 import type { AdamWScalars, AttentionCall, AttentionSaved, ModelBackend } from "../backend.js";
 import { MobaError } from "../tensor.js";
 import { backwardOnGpu, forwardOnGpu, headGroups } from "./attention/index.js";
 import { checked, getDevice, type MobaDevice } from "./device.js";
+import { type GemmCall, recordGemm } from "./gemm/index.js";
 import { Buffers, dispatch, type Kernel, pipeline, readBack, storageBuffer } from "./kernel.js";
-import { GEMM, type GemmConstants, TILE } from "./linear.wgsl.js";
 import * as K from "./model.wgsl.js";
 
 /** A GPU buffer and how many float32 (or int32) elements it holds. */
@@ -31,8 +31,20 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
   /** The most bytes held at the end of any scope: persistent tensors plus the scope's buffers (its peak: scopes only grow). */
   peakBytes = 0;
   private encoder: GPUCommandEncoder | null = null;
+  /** An attention call's temporaries, recycled when the call has submitted (the next layer's call reuses them). */
+  private readonly scratch: Buffers;
+  /** The most bytes the scratch held during this scope. */
+  private scratchPeak = 0;
 
-  constructor(private readonly gpu: MobaDevice) {}
+  /** "f16": every GEMM and the attention on f16 operands with float32 accumulation (tensor cores where the device has them). */
+  constructor(
+    private readonly gpu: MobaDevice,
+    readonly precision: Precision,
+    /** Fill every `empty` tensor with NaN first (a dispatch each), so an element an op fails to write shows; off for training speed. */
+    private readonly poison: boolean,
+  ) {
+    this.scratch = new Buffers(gpu);
+  }
 
   // ---- memory ----
 
@@ -42,7 +54,8 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
     const end = {
       destroy: () => {
         this.flush();
-        this.peakBytes = Math.max(this.peakBytes, this.persistentBytes + mem.bytes);
+        this.peakBytes = Math.max(this.peakBytes, this.persistentBytes + mem.bytes + this.scratchPeak);
+        this.scratchPeak = 0;
         this.mem = null;
         mem.destroy();
       },
@@ -60,7 +73,8 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
   }
 
   empty(n: number): GpuTensor {
-    return { buffer: this.scoped().poisoned(n, "output", this.record()), length: n };
+    const mem = this.scoped();
+    return { buffer: this.poison ? mem.poisoned(n, "output", this.record()) : mem.uninitialized(n * 4, "output"), length: n };
   }
 
   upload(data: Float32Array | Int32Array | Uint32Array, persistent = false): GpuTensor {
@@ -99,7 +113,14 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
   }
 
   /** Records one kernel: binding 0 is the uniform of `words`, then the tensors in order. */
-  private run(kernel: Kernel<null>, words: Word[][], tensors: GpuTensor[], items: number, label: string, workgroups = Math.ceil(items / K.THREADS)): void {
+  private run(
+    kernel: Kernel<null>,
+    words: Word[][],
+    tensors: GpuTensor[],
+    items: number,
+    label: string,
+    workgroups = Math.ceil(items / K.THREADS),
+  ): void {
     // pipelines compile on first use (awaited in prepare()); here they are cached
     const p = this.pipelines.get(kernel.name);
     if (!p) throw new MobaError(`webgpu: kernel ${kernel.name} used before prepare()`);
@@ -110,17 +131,28 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
 
   /** Compiles every kernel once. */
   async prepare(): Promise<this> {
-    const kernels = [K.EMBEDDING, K.EMBEDDING_BACKWARD, K.RMS_NORM, K.RMS_NORM_BACKWARD, K.RMS_NORM_WEIGHT_PARTIAL, K.COLUMN_SUM_INTO,
-      K.ROPE, K.SWIGLU, K.SWIGLU_BACKWARD, K.ADD_INTO, K.CROSS_ENTROPY, K.CROSS_ENTROPY_BACKWARD, K.SUM_OF_SQUARES, K.ADAMW];
+    const kernels = [
+      K.EMBEDDING,
+      K.EMBEDDING_BACKWARD,
+      K.RMS_NORM,
+      K.RMS_NORM_BACKWARD,
+      K.RMS_NORM_WEIGHT_PARTIAL,
+      K.COLUMN_SUM_INTO,
+      K.ROPE,
+      K.SWIGLU,
+      K.SWIGLU_BACKWARD,
+      K.ADD_INTO,
+      K.CROSS_ENTROPY,
+      K.CROSS_ENTROPY_BACKWARD,
+      K.SUM_OF_SQUARES,
+      K.ADAMW,
+    ];
     for (const k of kernels) this.pipelines.set(k.name, await pipeline(this.gpu, k, null));
     return this;
   }
 
-  private async gemm(c: GemmConstants, a: GpuTensor, b: GpuTensor, y: GpuTensor, M: number, N: number, K: number): Promise<void> {
-    const tilesN = Math.ceil(N / TILE);
-    const p = await pipeline(this.gpu, GEMM, c); // before taking the encoder: an await may let a flush finish it
-    dispatch(this.record(), this.gpu, p, [a.buffer, b.buffer, y.buffer, this.scoped().uniform([M, N, K, tilesN], "gemm shape")],
-      Math.ceil(M / TILE) * tilesN, "gemm");
+  private async gemm(c: GemmCall, a: GpuTensor, b: GpuTensor, y: GpuTensor): Promise<void> {
+    await recordGemm(this.gpu, this.scoped(), () => this.record(), { a: a.buffer, b: b.buffer, y: y.buffer }, c, this.precision);
   }
 
   // ---- layers ----
@@ -135,7 +167,8 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
     const start = new Uint32Array(V + 1);
     for (const t of tokens) start[t + 1]++;
     for (let v = 0; v < V; v++) start[v + 1] += start[v];
-    const order = new Uint32Array(tokens.length), cursor = start.slice(0, V);
+    const order = new Uint32Array(tokens.length),
+      cursor = start.slice(0, V);
     tokens.forEach((t, i) => (order[cursor[t]++] = i));
     this.run(K.EMBEDDING_BACKWARD, [[V, H]], [this.upload(start), this.upload(order), dOut, dTable], V * H, "embedding backward");
   }
@@ -144,11 +177,29 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
     this.run(K.RMS_NORM, [[M, H, { f32: eps }]], [x, w, y, rstd], M, "rms norm", M);
   }
 
-  async rmsNormBackward(dx: GpuTensor, dw: GpuTensor, dy: GpuTensor, x: GpuTensor, w: GpuTensor, rstd: GpuTensor, M: number, H: number, accumulate: boolean): Promise<void> {
+  async rmsNormBackward(
+    dx: GpuTensor,
+    dw: GpuTensor,
+    dy: GpuTensor,
+    x: GpuTensor,
+    w: GpuTensor,
+    rstd: GpuTensor,
+    M: number,
+    H: number,
+    accumulate: boolean,
+  ): Promise<void> {
     this.run(K.RMS_NORM_BACKWARD, [[M, H, accumulate ? 1 : 0]], [dy, x, w, rstd, dx], M, "rms norm backward", M);
-    const columnGroups = Math.ceil(H / K.THREADS), chunks = Math.ceil(M / ROWS_PER_CHUNK);
+    const columnGroups = Math.ceil(H / K.THREADS),
+      chunks = Math.ceil(M / ROWS_PER_CHUNK);
     const partial = this.zeros(chunks * H);
-    this.run(K.RMS_NORM_WEIGHT_PARTIAL, [[M, H, columnGroups, ROWS_PER_CHUNK]], [dy, x, rstd, partial], 0, "rms norm dw", columnGroups * chunks);
+    this.run(
+      K.RMS_NORM_WEIGHT_PARTIAL,
+      [[M, H, columnGroups, ROWS_PER_CHUNK]],
+      [dy, x, rstd, partial],
+      0,
+      "rms norm dw",
+      columnGroups * chunks,
+    );
     this.run(K.COLUMN_SUM_INTO, [[chunks, H]], [partial, dw], H, "rms norm dw sum");
   }
 
@@ -170,14 +221,24 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
   }
 
   async linear(y: GpuTensor, x: GpuTensor, w: GpuTensor, M: number, K_: number, N: number): Promise<void> {
-    await this.gemm({ aTransposed: false, bTransposed: false, accumulate: false }, x, w, y, M, N, K_);
+    await this.gemm({ aTransposed: false, bTransposed: false, accumulate: false, M, N, K: K_ }, x, w, y);
   }
 
-  async linearBackward(dx: GpuTensor, dw: GpuTensor, dy: GpuTensor, x: GpuTensor, w: GpuTensor, M: number, K_: number, N: number, accumulate: boolean): Promise<void> {
+  async linearBackward(
+    dx: GpuTensor,
+    dw: GpuTensor,
+    dy: GpuTensor,
+    x: GpuTensor,
+    w: GpuTensor,
+    M: number,
+    K_: number,
+    N: number,
+    accumulate: boolean,
+  ): Promise<void> {
     // dx[M, K] (+)= dy[M, N] · w[N, K]: B = w stored [K' = N, N' = K]
-    await this.gemm({ aTransposed: false, bTransposed: true, accumulate }, dy, w, dx, M, K_, N);
+    await this.gemm({ aTransposed: false, bTransposed: true, accumulate, M, N: K_, K: N }, dy, w, dx);
     // dw[N, K] += dyᵀ · x: A = dy stored [K' = M, M' = N], B = x stored [K' = M, N' = K]
-    await this.gemm({ aTransposed: true, bTransposed: true, accumulate: true }, dy, x, dw, N, K_, M);
+    await this.gemm({ aTransposed: true, bTransposed: true, accumulate: true, M: N, N: K_, K: M }, dy, x, dw);
   }
 
   async crossEntropy(lse: GpuTensor, logits: GpuTensor, targets: Int32Array, weights: Float32Array, V: number): Promise<number> {
@@ -188,36 +249,85 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
     return (await this.download(losses)).reduce((a, b) => a + b, 0);
   }
 
-  async crossEntropyBackward(dLogits: GpuTensor, logits: GpuTensor, lse: GpuTensor, targets: Int32Array, weights: Float32Array, V: number, scale: number): Promise<void> {
+  async crossEntropyBackward(
+    dLogits: GpuTensor,
+    logits: GpuTensor,
+    lse: GpuTensor,
+    targets: Int32Array,
+    weights: Float32Array,
+    V: number,
+    scale: number,
+  ): Promise<void> {
     const M = targets.length;
-    this.run(K.CROSS_ENTROPY_BACKWARD, [[M, V, { f32: scale }]], [logits, lse, this.upload(targets), this.upload(weights), dLogits], M * V, "cross entropy backward");
+    this.run(
+      K.CROSS_ENTROPY_BACKWARD,
+      [[M, V, { f32: scale }]],
+      [logits, lse, this.upload(targets), this.upload(weights), dLogits],
+      M * V,
+      "cross entropy backward",
+    );
   }
 
   private problem(c: AttentionCall): AttentionProblem {
     const p = {
-      tokens: c.tokens, qHeads: c.qHeads, kvHeads: c.kvHeads, headDim: c.headDim, scale: 1 / Math.sqrt(c.headDim),
-      blockSize: c.kind === "moba" ? c.blockSize : FULL_ATTENTION_TILE, topK: c.kind === "moba" ? c.topK : Infinity, cuSeqlens: c.cuSeqlens,
+      tokens: c.tokens,
+      qHeads: c.qHeads,
+      kvHeads: c.kvHeads,
+      headDim: c.headDim,
+      scale: 1 / Math.sqrt(c.headDim),
+      blockSize: c.kind === "moba" ? c.blockSize : FULL_ATTENTION_TILE,
+      topK: c.kind === "moba" ? c.topK : Infinity,
+      cuSeqlens: c.cuSeqlens,
+      precision: this.precision,
     };
-    if (headGroups(this.gpu, p) !== 1) throw new MobaError(`webgpu: ${c.tokens} tokens × ${c.qHeads} heads × headDim ${c.headDim} exceed one storage binding; train with a shorter context`);
+    if (headGroups(this.gpu, p) !== 1)
+      throw new MobaError(
+        `webgpu: ${c.tokens} tokens × ${c.qHeads} heads × headDim ${c.headDim} exceed one storage binding; train with a shorter context`,
+      );
     return p;
   }
 
   async attention(c: AttentionCall, q: GpuTensor, k: GpuTensor, v: GpuTensor): Promise<AttentionSaved<GpuTensor>> {
     this.flush(); // q, k, v are written by recorded work; the attention submits its own
-    const r = await forwardOnGpu(this.scoped(), this.problem(c), { q: q.buffer, k: k.buffer, v: v.buffer });
+    const r = await this.withScratch(() =>
+      forwardOnGpu(this.scoped(), this.problem(c), { q: q.buffer, k: k.buffer, v: v.buffer }, undefined, this.scratch),
+    );
     return { out: { buffer: r.out, length: q.length }, lse: { buffer: r.lse, length: c.tokens * c.qHeads }, routing: r.routed };
   }
 
   async attentionBackward(c: AttentionCall, q: GpuTensor, k: GpuTensor, v: GpuTensor, saved: AttentionSaved<GpuTensor>, dout: GpuTensor) {
     this.flush();
     const routed = saved.routing as Parameters<typeof backwardOnGpu>[6];
-    const g = await backwardOnGpu(this.scoped(), this.problem(c), { q: q.buffer, k: k.buffer, v: v.buffer }, saved.out.buffer, saved.lse.buffer, dout.buffer, routed);
+    const g = await this.withScratch(() =>
+      backwardOnGpu(
+        this.scoped(),
+        this.problem(c),
+        { q: q.buffer, k: k.buffer, v: v.buffer },
+        saved.out.buffer,
+        saved.lse.buffer,
+        dout.buffer,
+        routed,
+        undefined,
+        this.scratch,
+      ),
+    );
     // dk and dv share one buffer: copy them apart (4-byte offsets; a binding offset would need 256)
-    const dk = this.zeros(k.length), dv = this.zeros(v.length);
+    const dk = this.zeros(k.length),
+      dv = this.zeros(v.length);
     const encoder = this.record();
     encoder.copyBufferToBuffer(g.dkdv, 0, dk.buffer, 0, k.length * 4);
     encoder.copyBufferToBuffer(g.dkdv, k.length * 4, dv.buffer, 0, v.length * 4);
     return { dq: { buffer: g.dq, length: q.length }, dk, dv };
+  }
+
+  /** Runs an attention call (which submits its work) and recycles its temporaries. */
+  private async withScratch<T>(call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } finally {
+      this.scratchPeak = Math.max(this.scratchPeak, this.scratch.bytes);
+      this.scratch.recycle();
+    }
   }
 
   // ---- optimizer ----
@@ -235,11 +345,25 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
 
   async adamw(w: GpuTensor, g: GpuTensor, m: GpuTensor, v: GpuTensor, s: AdamWScalars): Promise<void> {
     const f = (x: number) => ({ f32: x });
-    this.run(K.ADAMW, [[w.length, f(s.lr), f(s.beta1), f(s.beta2), f(s.eps), f(s.decayFactor), f(s.c1), f(s.c2), f(s.gradScale)]], [g, w, m, v], w.length, "adamw");
+    this.run(
+      K.ADAMW,
+      [[w.length, f(s.lr), f(s.beta1), f(s.beta2), f(s.eps), f(s.decayFactor), f(s.c1), f(s.c2), f(s.gradScale)]],
+      [g, w, m, v],
+      w.length,
+      "adamw",
+    );
   }
 }
 
-/** The WebGPU model backend on the process's device (kernels compiled). */
-export async function webgpuModelBackend(): Promise<ModelBackend<GpuTensor>> {
-  return new WebGpuModel(await getDevice()).prepare();
+/**
+ * The WebGPU model backend on the process's device (kernels compiled). precision "f16" needs
+ * shader-f16 (modelBackend in src/run/backends.ts falls back to float32 with a note). `poison`
+ * (the default) fills every fresh tensor with NaN so unwritten elements show, as the tests want;
+ * training runs turn it off (one dispatch fewer per tensor, 161 in a step of the bench-train model).
+ */
+export async function webgpuModelBackend(precision: Precision = "f32", poison = true): Promise<ModelBackend<GpuTensor>> {
+  const gpu = await getDevice();
+  if (precision === "f16" && !gpu.f16)
+    throw new MobaError(`precision: "f16" needs a device with shader-f16, and ${gpu.adapterInfo} has none`);
+  return new WebGpuModel(gpu, precision, poison).prepare();
 }

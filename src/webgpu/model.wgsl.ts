@@ -11,7 +11,9 @@ export const THREADS = 256;
 function kernel(name: string, bindings: string, body: string, per: "element" | "row"): Kernel<null> {
   const index = per === "element" ? `let item = (wg.x + wg.y * groups.x) * ${THREADS}u + lid;` : `let row = wg.x + wg.y * groups.x;`;
   return {
-    name, workgroupSize: THREADS, key: () => "",
+    name,
+    workgroupSize: THREADS,
+    key: () => "",
     wgsl: () => `${bindings}
 var<workgroup> partial: array<f32, ${THREADS}>;
 
@@ -36,53 +38,71 @@ ${body}
   };
 }
 
-export const EMBEDDING = kernel("embedding", `
+export const EMBEDDING = kernel(
+  "embedding",
+  `
 struct P { T: u32, H: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> tokens: array<i32>;    // [T]
 @group(0) @binding(2) var<storage, read> table: array<f32>;     // [V, H]
-@group(0) @binding(3) var<storage, read_write> out: array<f32>; // [T, H]`, `
+@group(0) @binding(3) var<storage, read_write> out: array<f32>; // [T, H]`,
+  `
   if (item >= p.T * p.H) { return; }
-  out[item] = table[u32(tokens[item / p.H]) * p.H + item % p.H];`, "element");
+  out[item] = table[u32(tokens[item / p.H]) * p.H + item % p.H];`,
+  "element",
+);
 
 /** One thread per (vocabulary entry, h): the sum of dOut over the tokens of that entry (listed by the host). */
-export const EMBEDDING_BACKWARD = kernel("embeddingBackward", `
+export const EMBEDDING_BACKWARD = kernel(
+  "embeddingBackward",
+  `
 struct P { V: u32, H: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> start: array<u32>;        // [V + 1] each entry's first slot in order
 @group(0) @binding(2) var<storage, read> order: array<u32>;        // [T] token positions, grouped by entry
 @group(0) @binding(3) var<storage, read> dOut: array<f32>;         // [T, H]
-@group(0) @binding(4) var<storage, read_write> dTable: array<f32>; // [V, H] accumulated`, `
+@group(0) @binding(4) var<storage, read_write> dTable: array<f32>; // [V, H] accumulated`,
+  `
   if (item >= p.V * p.H) { return; }
   let v = item / p.H;
   let h = item % p.H;
   var sum = 0.0;
   for (var e = start[v]; e < start[v + 1u]; e++) { sum += dOut[order[e] * p.H + h]; }
-  dTable[item] += sum;`, "element");
+  dTable[item] += sum;`,
+  "element",
+);
 
-export const RMS_NORM = kernel("rmsNorm", `
+export const RMS_NORM = kernel(
+  "rmsNorm",
+  `
 struct P { M: u32, H: u32, eps: f32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> x: array<f32>;          // [M, H]
 @group(0) @binding(2) var<storage, read> w: array<f32>;          // [H]
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;    // [M, H]
-@group(0) @binding(4) var<storage, read_write> rstd: array<f32>; // [M]`, `
+@group(0) @binding(4) var<storage, read_write> rstd: array<f32>; // [M]`,
+  `
   if (row >= p.M) { return; }
   var ss = 0.0;
   for (var h = lid; h < p.H; h += ${THREADS}u) { let v = x[row * p.H + h]; ss += v * v; }
   let r = 1.0 / sqrt(reduce(lid, ss, false) / f32(p.H) + p.eps);
   if (lid == 0u) { rstd[row] = r; }
-  for (var h = lid; h < p.H; h += ${THREADS}u) { y[row * p.H + h] = x[row * p.H + h] * r * w[h]; }`, "row");
+  for (var h = lid; h < p.H; h += ${THREADS}u) { y[row * p.H + h] = x[row * p.H + h] * r * w[h]; }`,
+  "row",
+);
 
 /** dx = r · (dy·w − x̂ · mean(dy·w·x̂)), x̂ = x · r; written or added (accumulate). */
-export const RMS_NORM_BACKWARD = kernel("rmsNormBackward", `
+export const RMS_NORM_BACKWARD = kernel(
+  "rmsNormBackward",
+  `
 struct P { M: u32, H: u32, accumulate: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;       // [M, H]
 @group(0) @binding(2) var<storage, read> x: array<f32>;        // [M, H]
 @group(0) @binding(3) var<storage, read> w: array<f32>;        // [H]
 @group(0) @binding(4) var<storage, read> rstd: array<f32>;     // [M]
-@group(0) @binding(5) var<storage, read_write> dx: array<f32>; // [M, H]`, `
+@group(0) @binding(5) var<storage, read_write> dx: array<f32>; // [M, H]`,
+  `
   if (row >= p.M) { return; }
   let r = rstd[row];
   var dot = 0.0;
@@ -92,41 +112,56 @@ struct P { M: u32, H: u32, accumulate: u32 }
     let i = row * p.H + h;
     let value = r * (dy[i] * w[h] - x[i] * r * mean);
     dx[i] = select(value, dx[i] + value, p.accumulate == 1u);
-  }`, "row");
+  }`,
+  "row",
+);
 
 /** RMSNorm's weight gradient, stage 1: partial[chunk, h] = Σ over the chunk's rows of dy · x · rstd. */
-export const RMS_NORM_WEIGHT_PARTIAL = kernel("rmsNormWeightPartial", `
+export const RMS_NORM_WEIGHT_PARTIAL = kernel(
+  "rmsNormWeightPartial",
+  `
 struct P { M: u32, H: u32, columnGroups: u32, rowsPerChunk: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;            // [M, H]
 @group(0) @binding(2) var<storage, read> x: array<f32>;             // [M, H]
 @group(0) @binding(3) var<storage, read> rstd: array<f32>;          // [M]
-@group(0) @binding(4) var<storage, read_write> partial_: array<f32>; // [chunks, H]`, `
+@group(0) @binding(4) var<storage, read_write> partial_: array<f32>; // [chunks, H]`,
+  `
   let h = (row % p.columnGroups) * ${THREADS}u + lid;
   let chunk = row / p.columnGroups;
   if (h >= p.H) { return; }
   var sum = 0.0;
   for (var t = chunk * p.rowsPerChunk; t < min(p.M, (chunk + 1u) * p.rowsPerChunk); t++) { sum += dy[t * p.H + h] * x[t * p.H + h] * rstd[t]; }
-  partial_[chunk * p.H + h] = sum;`, "row");
+  partial_[chunk * p.H + h] = sum;`,
+  "row",
+);
 
 /** Stage 2: dw[h] += Σ_chunks partial[chunk, h]. */
-export const COLUMN_SUM_INTO = kernel("columnSumInto", `
+export const COLUMN_SUM_INTO = kernel(
+  "columnSumInto",
+  `
 struct P { rows: u32, H: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> partial_: array<f32>; // [rows, H]
-@group(0) @binding(2) var<storage, read_write> dw: array<f32>; // [H]`, `
+@group(0) @binding(2) var<storage, read_write> dw: array<f32>; // [H]`,
+  `
   if (item >= p.H) { return; }
   var sum = 0.0;
   for (var c = 0u; c < p.rows; c++) { sum += partial_[c * p.H + item]; }
-  dw[item] += sum;`, "element");
+  dw[item] += sum;`,
+  "element",
+);
 
 /** One thread per (token, head, i < D/2): (x₁, x₂) → (x₁ cos − x₂ sin, x₂ cos + x₁ sin), sin negated for the inverse. */
-export const ROPE = kernel("rope", `
+export const ROPE = kernel(
+  "rope",
+  `
 struct P { T: u32, heads: u32, D: u32, direction: f32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> cosines: array<f32>;  // [T, D / 2]
 @group(0) @binding(2) var<storage, read> sines: array<f32>;    // [T, D / 2]
-@group(0) @binding(3) var<storage, read_write> x: array<f32>;  // [T, heads, D]`, `
+@group(0) @binding(3) var<storage, read_write> x: array<f32>;  // [T, heads, D]`,
+  `
   let half = p.D / 2u;
   if (item >= p.T * p.heads * half) { return; }
   let i = item % half;
@@ -137,46 +172,66 @@ struct P { T: u32, heads: u32, D: u32, direction: f32 }
   let a = x[th * p.D + i];
   let b = x[th * p.D + i + half];
   x[th * p.D + i] = a * c - b * s;
-  x[th * p.D + i + half] = b * c + a * s;`, "element");
+  x[th * p.D + i + half] = b * c + a * s;`,
+  "element",
+);
 
-export const SWIGLU = kernel("swiglu", `
+export const SWIGLU = kernel(
+  "swiglu",
+  `
 struct P { n: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> g: array<f32>;
 @group(0) @binding(2) var<storage, read> u: array<f32>;
-@group(0) @binding(3) var<storage, read_write> m: array<f32>;`, `
+@group(0) @binding(3) var<storage, read_write> m: array<f32>;`,
+  `
   if (item >= p.n) { return; }
-  m[item] = g[item] / (1.0 + exp(-g[item])) * u[item];`, "element");
+  m[item] = g[item] / (1.0 + exp(-g[item])) * u[item];`,
+  "element",
+);
 
-export const SWIGLU_BACKWARD = kernel("swigluBackward", `
+export const SWIGLU_BACKWARD = kernel(
+  "swigluBackward",
+  `
 struct P { n: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> dm: array<f32>;
 @group(0) @binding(2) var<storage, read> g: array<f32>;
 @group(0) @binding(3) var<storage, read> u: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dg: array<f32>;
-@group(0) @binding(5) var<storage, read_write> du: array<f32>;`, `
+@group(0) @binding(5) var<storage, read_write> du: array<f32>;`,
+  `
   if (item >= p.n) { return; }
   let sigmoid = 1.0 / (1.0 + exp(-g[item]));
   du[item] = dm[item] * g[item] * sigmoid;
-  dg[item] = dm[item] * u[item] * sigmoid * (1.0 + g[item] * (1.0 - sigmoid));`, "element");
+  dg[item] = dm[item] * u[item] * sigmoid * (1.0 + g[item] * (1.0 - sigmoid));`,
+  "element",
+);
 
-export const ADD_INTO = kernel("addInto", `
+export const ADD_INTO = kernel(
+  "addInto",
+  `
 struct P { n: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;`, `
-  if (item < p.n) { out[item] += a[item]; }`, "element");
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;`,
+  `
+  if (item < p.n) { out[item] += a[item]; }`,
+  "element",
+);
 
 /** One workgroup per row: lse = max + log Σ exp(logit − max); loss = weight · (lse − logit[target]). */
-export const CROSS_ENTROPY = kernel("crossEntropy", `
+export const CROSS_ENTROPY = kernel(
+  "crossEntropy",
+  `
 struct P { M: u32, V: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;     // [M, V]
 @group(0) @binding(2) var<storage, read> targets: array<i32>;    // [M]
 @group(0) @binding(3) var<storage, read> weights: array<f32>;    // [M]
 @group(0) @binding(4) var<storage, read_write> lse: array<f32>;  // [M]
-@group(0) @binding(5) var<storage, read_write> loss: array<f32>; // [M]`, `
+@group(0) @binding(5) var<storage, read_write> loss: array<f32>; // [M]`,
+  `
   if (row >= p.M) { return; }
   var m = -3.4e38;
   for (var v = lid; v < p.V; v += ${THREADS}u) { m = max(m, logits[row * p.V + v]); }
@@ -188,43 +243,60 @@ struct P { M: u32, V: u32 }
     lse[row] = l;
     let w = weights[row];
     loss[row] = select(w * (l - logits[row * p.V + u32(targets[row])]), 0.0, w == 0.0);
-  }`, "row");
+  }`,
+  "row",
+);
 
-export const CROSS_ENTROPY_BACKWARD = kernel("crossEntropyBackward", `
+export const CROSS_ENTROPY_BACKWARD = kernel(
+  "crossEntropyBackward",
+  `
 struct P { M: u32, V: u32, scale: f32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;        // [M, V]
 @group(0) @binding(2) var<storage, read> lse: array<f32>;           // [M]
 @group(0) @binding(3) var<storage, read> targets: array<i32>;       // [M]
 @group(0) @binding(4) var<storage, read> weights: array<f32>;       // [M]
-@group(0) @binding(5) var<storage, read_write> dLogits: array<f32>; // [M, V]`, `
+@group(0) @binding(5) var<storage, read_write> dLogits: array<f32>; // [M, V]`,
+  `
   if (item >= p.M * p.V) { return; }
   let row = item / p.V;
   let w = weights[row] * p.scale;
   var d = select(w * exp(logits[item] - lse[row]), 0.0, w == 0.0);
   if (item % p.V == u32(targets[row])) { d -= w; }
-  dLogits[item] = d;`, "element");
+  dLogits[item] = d;`,
+  "element",
+);
 
 /** One workgroup per slice of `perGroup` elements: partial[base + group] = Σ x² over the slice. */
-export const SUM_OF_SQUARES = kernel("sumOfSquares", `
+export const SUM_OF_SQUARES = kernel(
+  "sumOfSquares",
+  `
 struct P { n: u32, perGroup: u32, base: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> partial_: array<f32>;`, `
+@group(0) @binding(2) var<storage, read_write> partial_: array<f32>;`,
+  `
   var sum = 0.0;
   for (var i = row * p.perGroup + lid; i < min(p.n, (row + 1u) * p.perGroup); i += ${THREADS}u) { sum += x[i] * x[i]; }
   sum = reduce(lid, sum, false);
-  if (lid == 0u) { partial_[p.base + row] = sum; }`, "row");
+  if (lid == 0u) { partial_[p.base + row] = sum; }`,
+  "row",
+);
 
-export const ADAMW = kernel("adamw", `
+export const ADAMW = kernel(
+  "adamw",
+  `
 struct P { n: u32, lr: f32, beta1: f32, beta2: f32, eps: f32, decayFactor: f32, c1: f32, c2: f32, gradScale: f32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> g: array<f32>;
 @group(0) @binding(2) var<storage, read_write> w: array<f32>;
 @group(0) @binding(3) var<storage, read_write> m: array<f32>;
-@group(0) @binding(4) var<storage, read_write> v: array<f32>;`, `
+@group(0) @binding(4) var<storage, read_write> v: array<f32>;`,
+  `
   if (item >= p.n) { return; }
   let grad = g[item] * p.gradScale;
   m[item] = p.beta1 * m[item] + (1.0 - p.beta1) * grad;
   v[item] = p.beta2 * v[item] + (1.0 - p.beta2) * grad * grad;
-  w[item] = w[item] * p.decayFactor - p.lr * (m[item] / p.c1) / (sqrt(v[item] / p.c2) + p.eps);`, "element");
+  w[item] = w[item] * p.decayFactor - p.lr * (m[item] / p.c1) / (sqrt(v[item] / p.c2) + p.eps);`,
+  "element",
+);

@@ -3,15 +3,24 @@
 // (test/deno/smoke.js) run, in precision "f32" or "f16" (then both backends round q, k, v and
 // dout to f16). Returns each output's norm-wise relative error.
 export async function compareBackends({ mobaAttention, mobaAttentionBackward, flashAttention }, precision = "f32") {
-  const tokens = 300, qHeads = 4, kvHeads = 2, D = 16, blockSize = 24, topK = 3;
+  const tokens = 300,
+    qHeads = 4,
+    kvHeads = 2,
+    D = 16,
+    blockSize = 24,
+    topK = 3;
   let seed = 5;
   const random = () => ((seed = (seed * 1664525 + 1013904223) >>> 0) / 2 ** 32) * 2 - 1;
   const tensor = (heads) => ({ data: Float32Array.from({ length: tokens * heads * D }, random), shape: [tokens, heads, D] });
   const inputs = { q: tensor(qHeads), k: tensor(kvHeads), v: tensor(kvHeads), cuSeqlens: [0, 100, 100, 300] };
   const dout = tensor(qHeads);
   const relative = (a, b) => {
-    let n = 0, d = 0;
-    for (let i = 0; i < a.length; i++) { n += (a[i] - b[i]) ** 2; d += b[i] ** 2; }
+    let n = 0,
+      d = 0;
+    for (let i = 0; i < a.length; i++) {
+      n += (a[i] - b[i]) ** 2;
+      d += b[i] ** 2;
+    }
     return Math.sqrt(n / d);
   };
   const results = {};

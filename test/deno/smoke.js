@@ -12,7 +12,13 @@ try {
   const shaderF16 = adapter?.features.has("shader-f16") ?? false;
   const f16 = shaderF16 ? await compareBackends(moba, "f16") : {};
   for (const [name, error] of Object.entries(f16)) errors[`f16 ${name}`] = error;
-  console.log(JSON.stringify({ adapter: [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" ") || "none", shaderF16, errors }));
+  console.log(
+    JSON.stringify({
+      adapter: [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" ") || "none",
+      shaderF16,
+      errors,
+    }),
+  );
 } catch (error) {
   console.log(JSON.stringify({ error: String(error?.stack ?? error) }));
 }

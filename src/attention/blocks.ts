@@ -1,10 +1,12 @@
-// MoBA routing on the CPU: block means of the keys, gate scores, per-query top-k, and the
-// inverted index (for each key block, the queries that chose it) that the backward walks.
+// MoBA's blocks, backend-neutral: the block geometry of packed sequences, walks over the routed
+// blocks, and the gate in float64 (block means of the keys, gate scores, per-query top-k, the
+// inverted index the backward walks). The CPU backend routes with it, the WebGPU backend plans its
+// tiles and histograms a given routing with it, decoding gates one query with it.
 //
 // The gate runs in float64 with the same operation order as the reference (sum the block's
 // keys in order, divide by the count, dot over headDim in order), so the block choice is
 // bit-identical to the specification, ties included.
-import type { AttentionProblem } from "../attention/problem.js";
+import type { AttentionProblem } from "./problem.js";
 
 /** Where each sequence's blocks start in the global block numbering. */
 export function blockOffsets(problem: AttentionProblem): Int32Array {
@@ -107,7 +109,12 @@ export interface InvertedRouting {
 }
 
 /** Calls `each` for every routed past block of every query: token, query head, rank r (the r-th block, ascending), global block. */
-export function forEachRoute(problem: AttentionProblem, past: Int32Array, offsets: Int32Array, each: (token: number, head: number, rank: number, block: number) => void): void {
+export function forEachRoute(
+  problem: AttentionProblem,
+  past: Int32Array,
+  offsets: Int32Array,
+  each: (token: number, head: number, rank: number, block: number) => void,
+): void {
   const { qHeads, cuSeqlens, blockSize: B } = problem;
   const width = pastPerQuery(problem);
   for (let b = 0; b + 1 < cuSeqlens.length; b++) {

@@ -1,11 +1,18 @@
 // The public attention API: input checks, then the chosen backend.
-import { cpuBackward, cpuForward } from "../cpu/index.js";
-import { roundToF16 } from "../io/half.js";
-import { MobaError, type Tensor } from "../tensor.js";
-import { gpuBackward, gpuForward } from "../webgpu/attention/index.js";
+import { cpuBackward, cpuForward } from "./cpu/index.js";
+import { roundToF16 } from "./io/half.js";
+import { MobaError, type Tensor } from "./tensor.js";
+import { gpuBackward, gpuForward } from "./webgpu/attention/index.js";
 import {
-  type AttentionInputs, type AttentionProblem, type Backend, checkBackwardInputs, type FullOptions, fullProblem, mobaProblem, type MobaOptions,
-} from "./problem.js";
+  type AttentionInputs,
+  type AttentionProblem,
+  type Backend,
+  checkBackwardInputs,
+  type FullOptions,
+  fullProblem,
+  mobaProblem,
+  type MobaOptions,
+} from "./attention/problem.js";
 
 export interface AttentionOutput {
   out: Tensor; // [tokens, qHeads, headDim]
@@ -71,7 +78,12 @@ async function backward(p: AttentionProblem, inputs: BackwardInputs, options: Fu
   if (inputs.routing !== undefined) {
     const shape = inputs.routing.shape;
     const width = shape[2];
-    if (shape.length !== 3 || shape[0] !== p.tokens || shape[1] !== p.qHeads || inputs.routing.data.length !== p.tokens * p.qHeads * width) {
+    if (
+      shape.length !== 3 ||
+      shape[0] !== p.tokens ||
+      shape[1] !== p.qHeads ||
+      inputs.routing.data.length !== p.tokens * p.qHeads * width
+    ) {
       throw new MobaError(`routing: expected shape [${p.tokens}, ${p.qHeads}, topK - 1] from the forward, got [${shape.join(", ")}]`);
     }
     past = inputs.routing.data;
@@ -81,9 +93,10 @@ async function backward(p: AttentionProblem, inputs: BackwardInputs, options: Fu
   // dout is stored as f16 too: the tensor-core dq reads it as f16, and delta = rowsum(dout · out)
   // must see the same values, or the terms that cancel (exactly, for a one-token sequence) do not
   const dout = p.precision === "f16" ? roundToF16(inputs.dout.data) : inputs.dout.data;
-  const g = options.backend === "webgpu"
-    ? await gpuBackward(p, q, k, v, out.data, lse.data, dout, past)
-    : await cpuBackward(p, q, k, v, out.data, lse.data, dout, past, options.threads);
+  const g =
+    options.backend === "webgpu"
+      ? await gpuBackward(p, q, k, v, out.data, lse.data, dout, past)
+      : await cpuBackward(p, q, k, v, out.data, lse.data, dout, past, options.threads);
   return {
     dq: { data: g.dq, shape: [p.tokens, p.qHeads, p.headDim] },
     dk: { data: g.dk, shape: [p.tokens, p.kvHeads, p.headDim] },

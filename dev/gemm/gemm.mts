@@ -1,0 +1,163 @@
+// The GEMM harness (llm.c's dev/cuda style): numbered versions of y[M, N] (+)= A · B on WebGPU,
+// each validated against a float64 reference and timed by timestamp queries on the model's shapes.
+// Usage: node --import tsx dev/gemm/gemm.mts [VERSION,...]    (e.g. 1,4; default: all)
+// Prints one JSON line per (version, shape) and a table last; PyTorch's twin: dev/torch/gemm.py.
+//
+// Versions (1 is src/'s float32 kernel; the others the tensor-core generator of
+// src/webgpu/gemm/mma.wgsl.ts with different tiles — the winner is MMA_TILES in src/webgpu/gemm/index.ts):
+//   1: float32, 64x64 tile, 4x4 outputs per thread, 16-deep slices in workgroup memory
+//   2: subgroup matrices (f16 in, f32 acc), 64x64 tile, 4 subgroups of 2x2 accumulators, depth 32
+//   3: 128x128 tile, 8 subgroups of 4x2 accumulators, depth 32
+//   4: version 3 with the next slice's loads in registers during this slice's MMAs (prefetch)
+//   5: 128x128 tile, 4 subgroups of 4x4 accumulators, depth 32, prefetch
+//   6: 128x64 tile, 4 subgroups of 4x2 accumulators, depth 32, prefetch
+//   7: 128x128 tile, 8 subgroups of 4x2 accumulators, depth 16, prefetch
+//   8: 64x64 tile, 4 subgroups, depth 32, prefetch (the small-problem tile)
+//   9: version 4 staging each slice in its storage's orientation (no column-by-column writes into
+//      workgroup memory), fragments loaded column-major where that needs it
+//  10: version 9 with vec4 loads from storage
+//  11: version 8 staged as 9, vec4 loads (the small-problem tile)
+//  12: version 5 (4 subgroups of 4x4 accumulators) staged as 9, vec4 loads
+import { f16ToFloat, floatToF16 } from "../../src/io/half.js";
+import { getDevice } from "../../src/webgpu/device.js";
+import { type GemmCall, type MmaPlan, type MmaTile, planMmaGemm, recordGemm, recordMmaGemm } from "../../src/webgpu/gemm/index.js";
+import { Buffers, readBack, startProfile, stopProfile, storageBuffer } from "../../src/webgpu/kernel.js";
+
+const old = { natural: false, vector: false };
+const VERSIONS: Record<number, MmaTile | "f32"> = {
+  1: "f32",
+  2: { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: false, ...old },
+  3: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 4, depth: 32, prefetch: false, ...old },
+  4: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 4, depth: 32, prefetch: true, ...old },
+  5: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, ...old },
+  6: { tileM: 128, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, ...old },
+  7: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 4, depth: 16, prefetch: true, ...old },
+  8: { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, ...old },
+  9: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 4, depth: 32, prefetch: true, natural: true, vector: false },
+  10: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 4, depth: 32, prefetch: true, natural: true, vector: true },
+  11: { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true },
+  12: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true },
+};
+
+// The bench-train model (hidden 512, 8/4 heads of 64, SwiGLU 1344, vocab 256) at T tokens: its
+// forward x · wᵀ, the backward's dx = dy · w (accumulating) and dw += dyᵀ · x; and 4096³.
+const T = Number(process.env.GEMM_TOKENS ?? 32768);
+const SHAPES: (GemmCall & { name: string })[] = [
+  { name: "4096^3", M: 4096, N: 4096, K: 4096, aTransposed: false, bTransposed: false, accumulate: false },
+  { name: "gate/up fwd", M: T, N: 1344, K: 512, aTransposed: false, bTransposed: false, accumulate: false },
+  { name: "down fwd", M: T, N: 512, K: 1344, aTransposed: false, bTransposed: false, accumulate: false },
+  { name: "q/o fwd", M: T, N: 512, K: 512, aTransposed: false, bTransposed: false, accumulate: false },
+  { name: "k/v/head fwd", M: T, N: 256, K: 512, aTransposed: false, bTransposed: false, accumulate: false },
+  { name: "gate dx", M: T, N: 512, K: 1344, aTransposed: false, bTransposed: true, accumulate: true },
+  { name: "gate dw", M: 1344, N: 512, K: T, aTransposed: true, bTransposed: true, accumulate: true },
+  { name: "k dw", M: 256, N: 512, K: T, aTransposed: true, bTransposed: true, accumulate: true },
+];
+
+const WARM_UP_MS = 400;
+const CALLS = 20;
+const gpu = await getDevice();
+console.log(`adapter: ${gpu.adapterInfo}; subgroup matrices f16->f32 16x16x16: ${gpu.mma16}; workgroup memory ${gpu.maxWorkgroupStorage}`);
+const wanted = process.argv[2] ? process.argv[2].split(",").map(Number) : Object.keys(VERSIONS).map(Number);
+
+let seed = 12345;
+const random = (n: number) => Float32Array.from({ length: n }, () => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 31 - 1);
+const rounded = (x: Float32Array) => x.map((v) => f16ToFloat(floatToF16(v)));
+
+/** ‖y − ref‖ / ‖ref‖ over `rows` sampled rows, ref = y0 + A · B in float64. */
+function check(
+  c: GemmCall,
+  a: Float32Array,
+  b: Float32Array,
+  y0: Float32Array | null,
+  y: Float32Array,
+  rows: number[],
+): { error: number; unwritten: number } {
+  let num = 0,
+    den = 0,
+    unwritten = 0;
+  for (const m of rows) {
+    for (let n = 0; n < c.N; n++) {
+      let s = y0 ? y0[m * c.N + n] : 0;
+      for (let k = 0; k < c.K; k++) {
+        const av = c.aTransposed ? a[k * c.M + m] : a[m * c.K + k];
+        const bv = c.bTransposed ? b[k * c.N + n] : b[n * c.K + k];
+        s += av * bv;
+      }
+      const got = y[m * c.N + n];
+      if (Number.isNaN(got)) unwritten++;
+      num += (got - s) ** 2;
+      den += s * s;
+    }
+  }
+  return { error: Math.sqrt(num / den), unwritten };
+}
+
+const results: { version: number; shape: string; ms: number; tflops: number; error: number; plan: string }[] = [];
+for (const shape of SHAPES) {
+  if (gpu.software && shape.M * shape.N * shape.K > 1e10) continue; // a CPU adapter checks the harness, not speed
+  const a = random(shape.M * shape.K),
+    b = random(shape.N * shape.K);
+  const y0 = shape.accumulate ? random(shape.M * shape.N) : null;
+  const [a16, b16] = [rounded(a), rounded(b)];
+  const A = storageBuffer(gpu, a, "a"),
+    B = storageBuffer(gpu, b, "b");
+  const Y = storageBuffer(gpu, shape.M * shape.N * 4, "y");
+  const rows = Array.from({ length: 24 }, (_, i) => Math.floor(((i + 0.5) / 24) * shape.M));
+  for (const version of wanted) {
+    const tile = VERSIONS[version];
+    if (tile !== "f32" && !gpu.mma16) continue;
+    const plan: MmaPlan | null = tile === "f32" ? null : planMmaGemm(shape, [tile]);
+    const mem = new Buffers(gpu);
+    const record = async (calls: number) => {
+      const encoder = gpu.device.createCommandEncoder();
+      for (let i = 0; i < calls; i++) {
+        if (plan) await recordMmaGemm(gpu, mem, () => encoder, { a: A, b: B, y: Y }, plan);
+        else await recordGemm(gpu, mem, () => encoder, { a: A, b: B, y: Y }, shape, "f32");
+      }
+      gpu.device.queue.submit([encoder.finish()]);
+    };
+    // validate: y filled with y0 (accumulating) or NaN (so unwritten elements show)
+    gpu.device.queue.writeBuffer(Y, 0, y0 ?? new Float32Array(shape.M * shape.N).fill(NaN));
+    await record(1);
+    const [bytes] = await readBack(gpu, [{ buffer: Y, bytes: shape.M * shape.N * 4 }]);
+    const { error, unwritten } = check(shape, plan ? a16 : a, plan ? b16 : b, y0, new Float32Array(bytes), rows);
+    // time: the GPU kept busy for WARM_UP_MS first (it idles at a low clock during the check above),
+    // then 20 calls back to back in one submit, first start to last end (y keeps accumulating: its values do not matter here)
+    for (const start = performance.now(); performance.now() - start < WARM_UP_MS;) {
+      await record(5);
+      await gpu.device.queue.onSubmittedWorkDone();
+    }
+    startProfile(gpu);
+    await record(CALLS);
+    const d = await stopProfile();
+    const ms = Math.max(...d.map((x) => x.start + x.ms)) / CALLS;
+    mem.destroy();
+    const tflops = (2 * shape.M * shape.N * shape.K) / ms / 1e9;
+    const planText = plan ? `${plan.shape.tileM}x${plan.shape.tileN} ${plan.tiles} tiles x ${plan.splits} splits` : "64x64";
+    results.push({ version, shape: shape.name, ms, tflops, error, plan: planText });
+    console.log(JSON.stringify({ version, ...shape, ms, tflops, error, unwritten, plan: planText }));
+    // float32 sums of K products: the norm-wise error grows like √K · 2⁻²⁴; allow 4x that
+    if (unwritten > 0 || !(error < 4 * Math.sqrt(shape.K) * 2 ** -24))
+      console.log(`FAIL version ${version} ${shape.name}: error ${error}, ${unwritten} unwritten`);
+  }
+  [A, B, Y].forEach((x) => x.destroy());
+}
+// the table: TFLOP/s per shape (rows) and version (columns)
+const versions = [...new Set(results.map((r) => r.version))];
+console.log(
+  `\nTFLOP/s (GPU time of 20 calls back to back after a warm-up), T = ${T}; error: max relative error vs float64 of the (f16-rounded) operands`,
+);
+console.log(["shape".padEnd(14), ...versions.map((v) => `v${v}`.padStart(7)), "max err".padStart(9)].join(" "));
+for (const shape of SHAPES) {
+  const row = results.filter((r) => r.shape === shape.name);
+  console.log(
+    [
+      shape.name.padEnd(14),
+      ...versions.map((v) => (row.find((r) => r.version === v)?.tflops.toFixed(1) ?? "-").padStart(7)),
+      Math.max(...row.map((r) => r.error))
+        .toExponential(1)
+        .padStart(9),
+    ].join(" "),
+  );
+}
+process.exit(0);

@@ -1,0 +1,75 @@
+// Where a WebGPU training step's GPU time goes, by timestamp queries on every dispatch of one step
+// (after two warm-up steps): GPU milliseconds per dispatch label, summed into GEMMs, attention and
+// the rest, beside the step's wall time. The bench-train model (hidden 512, 8 layers, 8/4 heads).
+// Usage: node --import tsx dev/profile-step-gpu.mts TOKENS [moba|full] [f32|f16]
+import { AdamW } from "../src/model/adamw.js";
+import { checkConfig } from "../src/model/config.js";
+import { backward, forward, initModel, zeroGradients } from "../src/model/llama.js";
+import { getDevice } from "../src/webgpu/device.js";
+import { startProfile, stopProfile } from "../src/webgpu/kernel.js";
+import { webgpuModelBackend } from "../src/webgpu/model.js";
+
+const T = Number(process.argv[2] ?? 32768);
+const kind = (process.argv[3] ?? "moba") as "moba" | "full";
+const precision = (process.argv[4] ?? "f16") as "f32" | "f16";
+const config = checkConfig({
+  hidden_size: 512,
+  intermediate_size: 1344,
+  num_hidden_layers: 8,
+  num_attention_heads: 8,
+  num_key_value_heads: 4,
+  moba_chunk_size: 512,
+  moba_topk: 3,
+  max_position_embeddings: T,
+  full_attention_last_layers: kind === "full" ? 8 : 0,
+});
+const gpu = await getDevice();
+const backend = await webgpuModelBackend(precision);
+const model = initModel(config, 1);
+const optimizer = new AdamW(model, backend);
+const tokens = Int32Array.from({ length: T }, (_, i) => (i * 31) % 256);
+const batch = { tokens, targets: tokens.map((t) => (t + 1) % 256), weights: new Float32Array(T).fill(1), cuSeqlens: Int32Array.of(0, T) };
+const step = () =>
+  backend.scope("step", async () => {
+    await zeroGradients(model, backend);
+    await backward(model, await forward(model, batch, backend), backend, 1 / T);
+    await optimizer.update(1e-4, { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, gradClip: 1 });
+  });
+for (let s = 0; s < 2; s++) await step();
+await gpu.device.queue.onSubmittedWorkDone();
+startProfile(gpu, 4096 / 2);
+const t0 = performance.now();
+await step();
+await gpu.device.queue.onSubmittedWorkDone();
+const wall = performance.now() - t0;
+const dispatches = await stopProfile();
+const byLabel = new Map<string, { ms: number; calls: number }>();
+for (const d of dispatches) {
+  const label = d.label.replace(/\d+/g, "#");
+  const e = byLabel.get(label) ?? { ms: 0, calls: 0 };
+  e.ms += d.ms;
+  e.calls++;
+  byLabel.set(label, e);
+}
+const category = (label: string) =>
+  /gemm/.test(label)
+    ? "GEMM"
+    : /poison|fill/.test(label)
+      ? "poison fills"
+      : /adamw|square/.test(label)
+        ? "optimizer"
+        : /rms|rope|swiglu|add|embedding|cross|column/.test(label)
+          ? "other layers"
+          : "attention";
+const sums = new Map<string, number>();
+for (const [label, e] of byLabel) sums.set(category(label), (sums.get(category(label)) ?? 0) + e.ms);
+const total = [...byLabel.values()].reduce((a, e) => a + e.ms, 0);
+const span = Math.max(...dispatches.map((d) => d.start + d.ms));
+console.log(
+  `${kind} ${precision} T=${T}: wall ${wall.toFixed(1)} ms, GPU busy ${total.toFixed(1)} ms (sum of dispatches), first start to last end ${span.toFixed(1)} ms, ${dispatches.length} dispatches`,
+);
+for (const [name, ms] of [...sums].sort((a, b) => b[1] - a[1]))
+  console.log(`  ${name.padEnd(14)} ${ms.toFixed(1).padStart(8)} ms  ${((100 * ms) / total).toFixed(0).padStart(3)}%`);
+for (const [label, e] of [...byLabel].sort((a, b) => b[1].ms - a[1].ms).slice(0, 14))
+  console.log(`    ${label.padEnd(34)} ${e.ms.toFixed(2).padStart(8)} ms ${String(e.calls).padStart(5)} calls`);
+process.exit(0);

@@ -1,0 +1,100 @@
+// The backward on the GPU, one command buffer: delta (each row's lse and rowsum(dout · out)), dq in
+// the forward's rounds of query tiles, then dk and dv key-block-major in one dispatch (a key tile
+// walks its block's own queries, then the queries that routed to the block in every round).
+import type { AttentionProblem } from "../../attention/problem.js";
+import { type Buffers, dispatch, pipeline } from "../kernel.js";
+import { DELTA, DELTA_ROWS } from "./backward.wgsl.js";
+import { halfCopier, halfTiled } from "./f16.js";
+import type { GpuTensors } from "./forward.js";
+import { dkdvPass, dqPass } from "./paths.js";
+import { keyTiles, plan } from "./plan.js";
+import { type Routed, route, rounds, tileParams } from "./routing.js";
+
+export interface GpuGradients {
+  dq: GPUBuffer; // [tokens, qHeads, headDim]
+  dkdv: GPUBuffer; // [2, tokens, kvHeads, headDim]: dk, then dv
+}
+
+/**
+ * Records and submits the backward (one command buffer), given the forward's out and lse on the GPU and its routing:
+ * `routed` as the forward left it on the GPU, else the table `given`, else routed again here.
+ * In the f16 path dout should hold f16 values: the tensor-core dq reads an f16 copy of it, delta the
+ * buffer as given (api.ts rounds it). Gradients stay in `mem`; the call's temporaries (row statistics,
+ * f16 copies, key tiles) are taken from `scratch`.
+ */
+export async function backwardOnGpu(
+  mem: Buffers,
+  p: AttentionProblem,
+  t: GpuTensors,
+  out: GPUBuffer,
+  lse: GPUBuffer,
+  dout: GPUBuffer,
+  routed: Routed | null,
+  given?: Int32Array,
+  scratch = mem,
+): Promise<GpuGradients> {
+  const gpu = mem.gpu;
+  const pl = plan(p);
+  const { tokens, qHeads, kvHeads, headDim } = p;
+  const encoder = gpu.device.createCommandEncoder();
+  if (!pl.all && !routed) routed = await route(mem, encoder, pl, t.q, t.k, given);
+  const dummy = mem.storage(16, "unused", encoder);
+  const entries = routed?.entries ?? dummy;
+  const rowStats = scratch.storage(tokens * qHeads * 8, "lse and delta", encoder);
+  const dq = mem.poisoned(tokens * qHeads * headDim, "dq", encoder);
+  const dkdv = mem.poisoned(2 * tokens * kvHeads * headDim, "dk and dv", encoder);
+  const dqChosen = dqPass(gpu, p);
+  const dkdvChosen = dkdvPass(gpu, p);
+  const [deltaPipeline, dqPipeline, dkdvPipeline] = await Promise.all([
+    pipeline(gpu, DELTA, null),
+    dqChosen.compile(gpu),
+    dkdvChosen.compile(gpu),
+  ]);
+  dispatch(
+    encoder,
+    gpu,
+    deltaPipeline,
+    [mem.uniform([tokens * qHeads, headDim, 0, 0], "delta params"), out, dout, lse, rowStats],
+    Math.ceil((tokens * qHeads) / DELTA_ROWS),
+    "delta",
+  );
+  // f16 copies for the tensor-core kernels: q and dout, tiles of Kᵀ and Vᵀ for both; tiles of K for dq's dS K
+  const f32Inputs = [t.q, t.k, t.v, dout];
+  let [dqInputs, dkdvInputs] = [f32Inputs, f32Inputs];
+  if (dqChosen.tensorCores || dkdvChosen.tensorCores) {
+    const half = await halfCopier(scratch, encoder, p);
+    const q16 = half(t.q, qHeads, "q f16");
+    const dout16 = half(dout, qHeads, "dout f16");
+    const kT = await halfTiled(scratch, encoder, t.k, tokens, kvHeads, headDim, true, "k f16 tiles, transposed");
+    const vT = await halfTiled(scratch, encoder, t.v, tokens, kvHeads, headDim, true, "v f16 tiles, transposed");
+    if (dqChosen.tensorCores)
+      dqInputs = [q16, kT, vT, await halfTiled(scratch, encoder, t.k, tokens, kvHeads, headDim, false, "k f16 tiles"), dout16];
+    if (dkdvChosen.tensorCores) dkdvInputs = [q16, kT, vT, dout16];
+  }
+  (await rounds(mem, encoder, pl, routed, dqChosen.shape.TQ)).forEach(({ tiles, count }, r) => {
+    dispatch(
+      encoder,
+      gpu,
+      dqPipeline,
+      [tileParams(mem, pl, dqChosen.shape, count, r > 0, false), tiles, entries, ...dqInputs, rowStats, dq],
+      count,
+      `dq round ${r}`,
+    );
+  });
+  // the key tiles, then (copied on the GPU) the segment starts the dk/dv kernel reads after them
+  const keys = keyTiles(pl, dkdvChosen.shape.TK);
+  const segmentWords = routed ? pl.width * qHeads * pl.blocks + 1 : 0;
+  const words = scratch.storage((keys.words.length + Math.ceil(segmentWords / 4) * 4) * 4, "key tiles and segment starts");
+  gpu.device.queue.writeBuffer(words, 0, keys.words);
+  if (routed) encoder.copyBufferToBuffer(routed.segmentStart, 0, words, keys.words.length * 4, segmentWords * 4);
+  dispatch(
+    encoder,
+    gpu,
+    dkdvPipeline,
+    [tileParams(mem, pl, dkdvChosen.shape, keys.count, false, false), words, entries, ...dkdvInputs, rowStats, dkdv],
+    keys.count,
+    "dk dv",
+  );
+  gpu.device.queue.submit([encoder.finish()]);
+  return { dq, dkdv };
+}

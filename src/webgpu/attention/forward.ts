@@ -1,0 +1,65 @@
+// The forward on the GPU: routing and f16 copies in one command buffer, then the rounds of tiles in
+// another (the GPU starts on the first while the second is recorded). The routed rounds run first
+// (round r + 1 carries round r's state in out and ml), the own blocks last: every query has its own
+// block, so that round finalizes (out = acc / l, lse) and no pass over out is needed after.
+import type { AttentionProblem } from "../../attention/problem.js";
+import { type Binding, type Buffers, dispatch } from "../kernel.js";
+import { halfInputs } from "./f16.js";
+import { forwardPass } from "./paths.js";
+import { plan } from "./plan.js";
+import { type Routed, route, rounds, tileParams } from "./routing.js";
+
+export interface GpuTensors {
+  q: GPUBuffer;
+  k: GPUBuffer;
+  v: GPUBuffer;
+}
+
+export interface GpuForwardResult {
+  out: GPUBuffer; // [tokens, qHeads, headDim]
+  lse: GPUBuffer; // [tokens, qHeads]
+  routed: Routed | null;
+}
+
+/**
+ * Records and submits the forward (two command buffers: routing and copies, then the rounds); results
+ * stay on the GPU in `mem`, the call's temporaries (f16 copies, softmax state) are taken from `scratch`.
+ */
+export async function forwardOnGpu(
+  mem: Buffers,
+  p: AttentionProblem,
+  t: GpuTensors,
+  given?: Int32Array,
+  scratch = mem,
+): Promise<GpuForwardResult> {
+  const gpu = mem.gpu;
+  const pl = plan(p);
+  const { tokens, qHeads, headDim } = p;
+  const first = gpu.device.createCommandEncoder();
+  const routed = pl.all ? null : await route(mem, first, pl, t.q, t.k, given);
+  const chosen = forwardPass(gpu, p);
+  const { shape } = chosen;
+  const forward = await chosen.compile(gpu);
+  const inputs = p.precision === "f16" ? await halfInputs(scratch, first, p, t, chosen.tensorCores) : t;
+  gpu.device.queue.submit([first.finish()]);
+  const encoder = gpu.device.createCommandEncoder();
+  const out = mem.poisoned(tokens * qHeads * headDim, "out", encoder);
+  const lse = mem.poisoned(tokens * qHeads, "lse", encoder);
+  const ml = scratch.storage(Math.max(1, pl.all ? 0 : tokens * qHeads) * 8, "softmax state", encoder);
+  const dummy = mem.storage(16, "unused", encoder);
+  const entries = routed?.entries ?? dummy;
+  const round = ({ tiles, count }: { tiles: Binding; count: number }, r: number, loadState: boolean, finalizeHere: boolean) =>
+    dispatch(
+      encoder,
+      gpu,
+      forward,
+      [tileParams(mem, pl, shape, count, loadState, finalizeHere), tiles, entries, inputs.q, inputs.k, inputs.v, out, ml, lse],
+      count,
+      `forward round ${r}`,
+    );
+  const [own, ...routedRounds] = await rounds(mem, encoder, pl, routed, shape.TQ, true);
+  routedRounds.forEach((tiles, r) => round(tiles, r + 1, r > 0, false));
+  round(own, 0, false, true);
+  gpu.device.queue.submit([encoder.finish()]);
+  return { out, lse, routed };
+}

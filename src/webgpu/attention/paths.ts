@@ -1,0 +1,52 @@
+// The one place that picks, per pass, the float32 kernel or the tensor-core one. Tensor cores run
+// only the f16 path (precision "f16": q, k, v, dout hold f16 values) on a device with f16 16x16x16
+// subgroup matrices, headDim a multiple of 16 and the kernel's workgroup memory available; the
+// tensor-core dq also needs 9 storage buffers per stage (WebGPU's default limit is 8). Otherwise the
+// f16 path's forward reads f16 copies with f32 arithmetic, and its backward is the float32 one.
+import type { AttentionProblem } from "../../attention/problem.js";
+import type { MobaDevice } from "../device.js";
+import { type Kernel, pipeline } from "../kernel.js";
+import { DKDV, DQ } from "./backward.wgsl.js";
+import { DKDV_MMA, dkdvMmaSharedBytes, MMA_DKDV_KEYS } from "./dkdvMma.wgsl.js";
+import { DQ_MMA, dqMmaSharedBytes } from "./dqMma.wgsl.js";
+import { FORWARD } from "./forward.wgsl.js";
+import { FORWARD_MMA } from "./forwardMma.wgsl.js";
+import { MMA_QUERIES } from "./mma.wgsl.js";
+import { type DeviceLimits, dkdvShape, dqShape, forwardShape, mmaShape } from "./plan.js";
+import type { TileShape } from "./tile.wgsl.js";
+
+/** One pass's kernel and the tile shape the host plans its tiles and parameters with. */
+export interface Pass {
+  /** The kernel's name: forward, forwardMma, dq, dqMma, dkdv, dkdvMma. */
+  kernel: string;
+  tensorCores: boolean;
+  /** The float32 kernel's shape, or with the tensor-core kernel's queries (TQ) and keys (TK) per tile. */
+  shape: TileShape;
+  compile(gpu: MobaDevice): Promise<GPUComputePipeline>;
+}
+
+const pass = <C>(kernel: Kernel<C>, constants: C, shape: TileShape, tensorCores: boolean): Pass => ({
+  kernel: kernel.name,
+  tensorCores,
+  shape,
+  compile: (gpu) => pipeline(gpu, kernel, constants),
+});
+
+export function forwardPass(gpu: DeviceLimits, p: AttentionProblem): Pass {
+  const shape = forwardShape(gpu, p.headDim, p.precision ?? "f32");
+  const mma = p.precision === "f16" ? mmaShape(gpu, p.headDim) : null;
+  return mma ? pass(FORWARD_MMA, mma, { ...shape, TQ: MMA_QUERIES, TK: mma.TK }, true) : pass(FORWARD, shape, shape, false);
+}
+
+export function dqPass(gpu: DeviceLimits, p: AttentionProblem): Pass {
+  const shape = dqShape(gpu, p.headDim);
+  const mma = p.precision === "f16" && gpu.storageBuffersPerStage >= 9 ? mmaShape(gpu, p.headDim, dqMmaSharedBytes) : null;
+  return mma ? pass(DQ_MMA, mma, { ...shape, TQ: MMA_QUERIES, TK: mma.TK }, true) : pass(DQ, shape, shape, false);
+}
+
+export function dkdvPass(gpu: DeviceLimits, p: AttentionProblem): Pass {
+  const shape = dkdvShape(gpu, p.headDim);
+  const D = p.headDim;
+  const mma = p.precision === "f16" && gpu.mma16 && D % 16 === 0 && dkdvMmaSharedBytes(D) <= gpu.maxWorkgroupStorage;
+  return mma ? pass(DKDV_MMA, { headDim: D }, { ...shape, TK: MMA_DKDV_KEYS }, true) : pass(DKDV, shape, shape, false);
+}

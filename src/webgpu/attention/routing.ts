@@ -1,0 +1,181 @@
+// MoBA's routing on the GPU (block key sums, gate + top-k, the inverted index: nothing is read back)
+// and the rounds of tiles the forward and dq dispatch: the own blocks' tiles, built on the host,
+// then each routed round's gathered query tiles, built on the GPU.
+import { forEachRoute } from "../../attention/blocks.js";
+import { type Binding, type Buffers, dispatch, pipeline, threadGroups } from "../kernel.js";
+import { GATE } from "./gate.wgsl.js";
+import { naturalTiles, type Plan } from "./plan.js";
+import { BLOCK_SUMS, GATHERED_TILES, SCAN, SCATTER } from "./routing.wgsl.js";
+import type { TileShape } from "./tile.wgsl.js";
+
+export interface Routed {
+  routing: GPUBuffer; // [tokens, qHeads, width] u32
+  entries: GPUBuffer; // gathered queries, by (round, head, block)
+  counts: GPUBuffer; // [width * qHeads * blocks] queries of each (round, head, block)
+  segmentStart: GPUBuffer; // [width * qHeads * blocks + 1] where each (round, head, block)'s queries start in entries
+  blockRange: GPUBuffer; // [blocks] (first, end) token
+  /** By queries per tile: round r's gathered query tiles are slots [r · bound, (r + 1) · bound) of 8 words, unused ones zero. */
+  tiles: Map<number, { buffer: GPUBuffer; bound: number }>;
+}
+
+function routingParams(mem: Buffers, pl: Plan): GPUBuffer {
+  const { tokens, qHeads, kvHeads, headDim, blockSize, cuSeqlens } = pl.p;
+  return mem.uniform([tokens, qHeads, kvHeads, headDim, blockSize, pl.width, pl.blocks, cuSeqlens.length - 1], "routing params");
+}
+
+/**
+ * Records the routing table (computed here unless given) and its inverted index, built on the GPU
+ * (histogram, prefix sums, scatter): nothing is read back.
+ */
+export async function route(
+  mem: Buffers,
+  encoder: GPUCommandEncoder,
+  pl: Plan,
+  q: GPUBuffer,
+  k: GPUBuffer,
+  given?: Int32Array,
+): Promise<Routed> {
+  const { tokens, qHeads, kvHeads, headDim } = pl.p;
+  const gpu = mem.gpu;
+  const params = routingParams(mem, pl);
+  const cu = mem.storage(Uint32Array.from(pl.p.cuSeqlens), "cuSeqlens");
+  const offsets = mem.storage(Uint32Array.from(pl.offsets), "block offsets");
+  const range = new Uint32Array(2 * pl.blocks);
+  for (let G = 0; G < pl.blocks; G++) [range[2 * G], range[2 * G + 1]] = [pl.blockStart[G], pl.blockEnd[G]];
+  const blockRange = mem.storage(range, "block ranges");
+  const roundSegments = qHeads * pl.blocks;
+  const segments = pl.width * roundSegments;
+  let counts: GPUBuffer;
+  let routing: GPUBuffer;
+  if (given) {
+    routing = mem.storage(given, "routing");
+    const histogram = new Uint32Array(segments);
+    forEachRoute(pl.p, given, pl.offsets, (_t, h, r, G) => histogram[(r * qHeads + h) * pl.blocks + G]++);
+    counts = mem.storage(histogram, "segment counts");
+  } else {
+    const sums = mem.storage(pl.blocks * kvHeads * headDim * 4, "block sums", encoder);
+    routing = mem.storage(tokens * qHeads * pl.width * 4, "routing", encoder);
+    counts = mem.storage(segments * 4, "segment counts", encoder);
+    dispatch(encoder, gpu, await pipeline(gpu, BLOCK_SUMS, null), [params, blockRange, k, sums], pl.blocks * kvHeads, "block sums");
+    const gateShape = { width: pl.width, headDim, vec4Rows: headDim % 4 === 0 };
+    dispatch(
+      encoder,
+      gpu,
+      await pipeline(gpu, GATE, gateShape),
+      [params, cu, offsets, q, sums, routing, counts],
+      qHeads * Math.ceil(tokens / 64),
+      "gate",
+    );
+  }
+  const segmentStart = mem.storage((segments + 1) * 4, "segment starts", encoder);
+  const entries = mem.storage(tokens * qHeads * pl.width * 4, "inverted index", encoder);
+  dispatch(
+    encoder,
+    gpu,
+    await pipeline(gpu, SCAN, null),
+    [mem.uniform([segments, 0, 1], "scan"), counts, segmentStart],
+    1,
+    "segment starts",
+  );
+  dispatch(
+    encoder,
+    gpu,
+    await pipeline(gpu, SCATTER, null),
+    [params, cu, offsets, routing, segmentStart, mem.storage(segments * 4, "cursors", encoder), entries],
+    threadGroups(SCATTER, tokens * qHeads),
+    "scatter",
+  );
+  return { routing, entries, counts, segmentStart, blockRange, tiles: new Map() };
+}
+
+/**
+ * Records every round's gathered query tiles of TQ queries, built on the GPU once per TQ (the forward
+ * and dq kernels may tile differently): tile offsets by prefix sums of ⌈count / TQ⌉, then one thread per segment.
+ */
+async function queryTileRounds(
+  mem: Buffers,
+  encoder: GPUCommandEncoder,
+  pl: Plan,
+  routed: Routed,
+  TQ: number,
+): Promise<{ buffer: GPUBuffer; bound: number }> {
+  const built = routed.tiles.get(TQ);
+  if (built) return built;
+  const gpu = mem.gpu;
+  const roundSegments = pl.p.qHeads * pl.blocks;
+  const segments = pl.width * roundSegments;
+  // a round's tiles: at most one partial tile per segment beyond ⌈queries / TQ⌉; a multiple of 8 slots keeps each region 256-byte aligned
+  const bound = Math.ceil((Math.ceil((pl.p.tokens * pl.p.qHeads) / TQ) + roundSegments) / 8) * 8;
+  const tileOffset = mem.storage(segments * 4, "tile offsets", encoder);
+  const tiles = { buffer: mem.storage(pl.width * bound * 32, "gathered tiles", encoder), bound };
+  dispatch(
+    encoder,
+    gpu,
+    await pipeline(gpu, SCAN, null),
+    [mem.uniform([roundSegments, TQ, 0], "scan tiles"), routed.counts, tileOffset],
+    pl.width,
+    "tile offsets",
+  );
+  dispatch(
+    encoder,
+    gpu,
+    await pipeline(gpu, GATHERED_TILES, null),
+    [
+      mem.uniform([segments, roundSegments, pl.blocks, TQ, bound], "tiles"),
+      routed.counts,
+      routed.segmentStart,
+      tileOffset,
+      routed.blockRange,
+      tiles.buffer,
+    ],
+    threadGroups(GATHERED_TILES, segments),
+    "gathered tiles",
+  );
+  routed.tiles.set(TQ, tiles);
+  return tiles;
+}
+
+export function tileParams(mem: Buffers, pl: Plan, shape: TileShape, tiles: number, loadState: boolean, finalizeHere: boolean): GPUBuffer {
+  const { qHeads, kvHeads, scale, headDim, tokens } = pl.p;
+  // segment starts follow the 2 vec4 of each tile (dk/dv); dv follows dk in their shared buffer
+  return mem.uniform(
+    [
+      qHeads,
+      kvHeads,
+      tiles,
+      loadState ? 1 : 0,
+      finalizeHere ? 1 : 0,
+      pl.width,
+      pl.blocks,
+      { f32: scale },
+      headDim,
+      shape.TQ,
+      shape.TK,
+      2 * tiles,
+      tokens * kvHeads * headDim,
+      tokens,
+    ],
+    "tile params",
+  );
+}
+
+/**
+ * Every round of tiles for the forward and dq: the own blocks (or full causal ranges, built here),
+ * then each routed round (built on the GPU: `bound` slots, the unused ones empty). `ownLast`: the
+ * own blocks' tiles flagged to carry the routed rounds' state (naturalTiles), for the forward.
+ */
+export async function rounds(
+  mem: Buffers,
+  encoder: GPUCommandEncoder,
+  pl: Plan,
+  routed: Routed | null,
+  TQ: number,
+  ownLast = false,
+): Promise<{ tiles: Binding; count: number }[]> {
+  const natural = naturalTiles(pl, TQ, ownLast);
+  const list: { tiles: Binding; count: number }[] = [{ tiles: mem.storage(natural.words, "tiles"), count: natural.count }];
+  if (!routed) return list;
+  const { buffer, bound } = await queryTileRounds(mem, encoder, pl, routed, TQ);
+  for (let r = 0; r < pl.width; r++) list.push({ tiles: { buffer, offset: r * bound * 32, size: bound * 32 }, count: bound });
+  return list;
+}

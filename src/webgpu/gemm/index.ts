@@ -1,0 +1,135 @@
+// The model's GEMMs: y[M, N] (+)= A · B with A stored [M, K] or [K, M] and B [N, K] or [K, N].
+// "f32": the plain float32 kernel (every adapter). "f16": operands rounded to f16, float32
+// accumulation — on tensor cores (subgroup matrices) where the device has them, else the float32
+// kernel rounding its operands the same way (shader-f16 only), so both give the same numbers up to
+// the order of the float32 sums.
+import type { Precision } from "../../attention/problem.js";
+import { MobaError } from "../../tensor.js";
+import type { MobaDevice } from "../device.js";
+import { type Buffers, dispatch, pipeline } from "../kernel.js";
+import { GEMM, TILE } from "../linear.wgsl.js";
+import { MMA_GEMM, type MmaGemmShape, mmaGemmSharedBytes, mmaThreads, SPLIT_SUM } from "./mma.wgsl.js";
+
+/** The operands and the output of y (+)= A · B. */
+export interface GemmBuffers {
+  a: GPUBuffer;
+  b: GPUBuffer;
+  y: GPUBuffer;
+}
+
+export interface GemmCall {
+  aTransposed: boolean;
+  bTransposed: boolean;
+  accumulate: boolean;
+  M: number;
+  N: number;
+  K: number;
+}
+
+/** A tile of the tensor-core GEMM: its shape without the call's layouts; `vector`: vec4 loads where the operand allows. */
+export type MmaTile = Pick<MmaGemmShape, "tileM" | "tileN" | "warpsM" | "warpsN" | "depth" | "prefetch" | "natural"> & { vector: boolean };
+
+/** The tensor-core tiles, largest first (measured on the H200: docs/benchmarks.md#gemm). */
+export const MMA_TILES: MmaTile[] = [
+  { tileM: 128, tileN: 128, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true }, // harness version 12
+  { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true }, // version 11
+];
+/** Workgroups that fill the GPU about twice (an H200 has 132 SMs); fewer tiles than this take a smaller tile or split K. */
+const ENOUGH_WORKGROUPS = 264;
+/** The least K a split of split-K takes: its own tile's loads and epilogue must stay small beside its MMAs. */
+const MIN_SPLIT_K = 1024;
+
+export interface MmaPlan {
+  call: GemmCall;
+  shape: MmaGemmShape;
+  tilesN: number;
+  tiles: number;
+  splits: number;
+  kPerSplit: number;
+}
+
+/** The tile and split-K of a tensor-core GEMM: the largest tile that fills the GPU, else split K. */
+export function planMmaGemm(c: GemmCall, tiles = MMA_TILES): MmaPlan {
+  const count = (t: (typeof tiles)[number]) => Math.ceil(c.M / t.tileM) * Math.ceil(c.N / t.tileN);
+  const chosen = tiles.find((t) => count(t) >= ENOUGH_WORKGROUPS) ?? tiles[tiles.length - 1];
+  const { vector, ...tile } = chosen;
+  // vec4 loads where the operand's contiguous extent is a multiple of 4 (then a vec4 is wholly inside or outside it)
+  const vectorA = vector && (c.aTransposed ? c.M : c.K) % 4 === 0;
+  const vectorB = vector && (c.bTransposed ? c.N : c.K) % 4 === 0;
+  const shape = { aTransposed: c.aTransposed, bTransposed: c.bTransposed, accumulate: c.accumulate, ...tile, vectorA, vectorB };
+  const n = count(chosen);
+  const splits = Math.max(1, Math.min(Math.ceil(ENOUGH_WORKGROUPS / n), Math.floor(c.K / MIN_SPLIT_K)));
+  const kPerSplit = Math.ceil(c.K / splits / tile.depth) * tile.depth;
+  return { call: c, shape, tilesN: Math.ceil(c.N / tile.tileN), tiles: n, splits: Math.ceil(c.K / kPerSplit), kPerSplit };
+}
+
+/** Whether the device runs the tensor-core GEMM (f16 16x16x16 subgroup matrices, 32-lane subgroups). */
+export const hasMmaGemm = (gpu: MobaDevice) =>
+  gpu.mma16 &&
+  MMA_TILES.every(({ vector: _, ...t }) =>
+    [false, true].every(
+      (transposed) =>
+        mmaGemmSharedBytes({
+          ...t,
+          aTransposed: transposed,
+          bTransposed: !transposed,
+          accumulate: false,
+          vectorA: false,
+          vectorB: false,
+        }) <= gpu.maxWorkgroupStorage,
+    ),
+  );
+
+/**
+ * Records y (+)= A · B into the encoder `encoder()` returns (taken after the pipelines are ready:
+ * an await may let a flush finish the encoder in hand).
+ */
+export async function recordGemm(
+  gpu: MobaDevice,
+  mem: Buffers,
+  encoder: () => GPUCommandEncoder,
+  { a, b, y }: GemmBuffers,
+  c: GemmCall,
+  precision: Precision,
+): Promise<void> {
+  if (precision === "f16" && !gpu.f16)
+    throw new MobaError(`precision: "f16" needs a device with shader-f16, and ${gpu.adapterInfo} has none`);
+  if (precision === "f32" || !hasMmaGemm(gpu)) {
+    const p = await pipeline(gpu, GEMM, {
+      aTransposed: c.aTransposed,
+      bTransposed: c.bTransposed,
+      accumulate: c.accumulate,
+      f16Operands: precision === "f16",
+    });
+    const tilesN = Math.ceil(c.N / TILE);
+    dispatch(encoder(), gpu, p, [a, b, y, mem.uniform([c.M, c.N, c.K, tilesN], "gemm shape")], Math.ceil(c.M / TILE) * tilesN, "gemm");
+    return;
+  }
+  await recordMmaGemm(gpu, mem, encoder, { a, b, y }, planMmaGemm(c));
+}
+
+/** Records a tensor-core GEMM of a given plan (the dev harness times plans of its own). */
+export async function recordMmaGemm(
+  gpu: MobaDevice,
+  mem: Buffers,
+  encoder: () => GPUCommandEncoder,
+  { a, b, y }: GemmBuffers,
+  plan: MmaPlan,
+): Promise<void> {
+  const s = plan.shape;
+  const main = await pipeline(gpu, { ...MMA_GEMM, workgroupSize: mmaThreads(s) }, s);
+  const sum = plan.splits > 1 ? await pipeline(gpu, SPLIT_SUM, { accumulate: s.accumulate }) : null;
+  const { M: m, N: n, K: k } = plan.call;
+  const words = [m, n, k, plan.tilesN, plan.tiles, plan.kPerSplit, plan.splits, 0];
+  const out = sum ? mem.storage(plan.splits * m * n * 4, "gemm split-K partials") : y;
+  dispatch(encoder(), gpu, main, [a, b, out, mem.uniform(words, "gemm shape")], plan.tiles * plan.splits, "gemm mma");
+  if (sum)
+    dispatch(
+      encoder(),
+      gpu,
+      sum,
+      [out, y, mem.uniform([m * n, plan.splits], "gemm split-K sum")],
+      Math.ceil((m * n) / 256),
+      "gemm split-K sum",
+    );
+}

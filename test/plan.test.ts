@@ -1,0 +1,106 @@
+// The WebGPU backend's host-side geometry and kernel choice, on the CPU (no device): block
+// geometry of packed sequences, the tiles the kernels walk, the tile-shape policy, and which
+// passes run on tensor cores.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import type { AttentionProblem } from "../src/attention/problem.js";
+import { dkdvPass, dqPass, forwardPass } from "../src/webgpu/attention/paths.js";
+import { type DeviceLimits, forwardShape, keyTiles, naturalTiles, plan } from "../src/webgpu/attention/plan.js";
+import { MobaError } from "../src/tensor.js";
+
+/** Two sequences of 10 and 5 tokens in blocks of 4: blocks [0,4) [4,8) [8,10) | [10,14) [14,15). */
+const problem = (topK: number, extra: Partial<AttentionProblem> = {}): AttentionProblem => ({
+  tokens: 15,
+  qHeads: 2,
+  kvHeads: 1,
+  headDim: 64,
+  scale: 0.125,
+  blockSize: 4,
+  topK,
+  cuSeqlens: Int32Array.of(0, 10, 15),
+  ...extra,
+});
+/** The 8 words of tile i. */
+const tile = (words: Uint32Array, i: number) => [...words.subarray(8 * i, 8 * i + 8)];
+
+test("plan: the blocks of packed sequences", () => {
+  const pl = plan(problem(2));
+  assert.equal(pl.blocks, 5);
+  assert.equal(pl.all, false);
+  assert.equal(pl.width, 1);
+  assert.deepEqual([...pl.offsets], [0, 3, 5]);
+  assert.deepEqual([...pl.blockStart], [0, 4, 8, 10, 14]);
+  assert.deepEqual([...pl.blockEnd], [4, 8, 10, 14, 15]);
+  assert.deepEqual([...pl.seqStart], [0, 0, 0, 10, 10]);
+  assert.deepEqual([...pl.seqEnd], [10, 10, 10, 15, 15]);
+  assert.equal(plan(problem(3)).all, true); // no sequence has more than 3 blocks
+  assert.throws(
+    () => plan(problem(2, { headDim: 320 })),
+    (e: unknown) => e instanceof MobaError && /headDim: expected at most 256/.test(e.message),
+  );
+});
+
+test("plan: query tiles per block and head; the forward's own blocks carry the routed rounds' state", () => {
+  const pl = plan(problem(2));
+  const tiles = naturalTiles(pl, 2, true);
+  assert.equal(tiles.count, (2 + 2 + 1 + 2 + 1) * 2);
+  // (queryStart, count, keyStart, keyEnd), (head, gathered, carried, block)
+  assert.deepEqual(tile(tiles.words, 0), [0, 2, 0, 2, 0, 0, 0, 0]); // a sequence's first block: nothing routed
+  assert.deepEqual(tile(tiles.words, 2), [0, 2, 0, 2, 1, 0, 0, 0]); // head 1
+  assert.deepEqual(tile(tiles.words, 4), [4, 2, 4, 6, 0, 0, 1, 0]); // block 1 carries
+  assert.deepEqual(tile(tiles.words, 8), [8, 2, 8, 10, 0, 0, 1, 0]);
+  assert.deepEqual(tile(tiles.words, 10), [10, 2, 10, 12, 0, 0, 0, 0]); // the second sequence's first block
+  assert.deepEqual(tile(naturalTiles(pl, 2, false).words, 4), [4, 2, 4, 6, 0, 0, 0, 0]); // dq: nothing carried
+});
+
+test("plan: full attention lists the last blocks first, keys from the sequence start", () => {
+  const full = plan(problem(Infinity));
+  assert.equal(full.all, true);
+  const tiles = naturalTiles(full, 16, true);
+  assert.equal(tiles.count, 5 * 2);
+  assert.deepEqual(tile(tiles.words, 0), [14, 1, 10, 15, 0, 0, 0, 0]);
+  assert.deepEqual(tile(tiles.words, 9), [0, 4, 0, 4, 1, 0, 0, 0]);
+});
+
+test("plan: key tiles with the end of their natural queries", () => {
+  const moba = keyTiles(plan(problem(2)), 4);
+  assert.equal(moba.count, 5);
+  assert.deepEqual(tile(moba.words, 2), [0, 0, 8, 10, 0, 0, 10, 2]); // MoBA: the block's own queries
+  const full = keyTiles(plan(problem(3)), 2);
+  assert.equal(full.count, 2 + 2 + 1 + 2 + 1);
+  assert.deepEqual(tile(full.words, 1), [0, 0, 2, 4, 0, 0, 10, 0]); // full: every later query of the sequence
+});
+
+const device = (limits: Partial<DeviceLimits> = {}): DeviceLimits => ({
+  software: false,
+  maxWorkgroupStorage: 49152,
+  mma16: false,
+  storageBuffersPerStage: 8,
+  ...limits,
+});
+
+test("tile shapes: 16 (8 above headDim 128) rows, the other side as large as workgroup memory allows", () => {
+  assert.deepEqual(forwardShape(device({ software: true }), 64), { headDim: 64, TQ: 16, TK: 32, unroll: false, input: "f32" });
+  assert.deepEqual(forwardShape(device({ software: true }), 256, "f16"), { headDim: 256, TQ: 8, TK: 8, unroll: false, input: "f16" }); // 32 KiB on software
+  assert.deepEqual(forwardShape(device(), 256), { headDim: 256, TQ: 8, TK: 16, unroll: true, input: "f32" });
+  assert.throws(
+    () => forwardShape(device({ maxWorkgroupStorage: 1024 }), 64),
+    (e: unknown) => e instanceof MobaError && /more workgroup memory than 1024/.test(e.message),
+  );
+});
+
+test("paths: tensor cores only in the f16 path, on a device with them, where headDim and memory allow", () => {
+  const f16 = problem(2, { precision: "f16" });
+  const mma = device({ mma16: true, storageBuffersPerStage: 10 });
+  const names = (gpu: DeviceLimits, p: AttentionProblem) =>
+    [forwardPass(gpu, p), dqPass(gpu, p), dkdvPass(gpu, p)].map((pass) => pass.kernel);
+  assert.deepEqual(names(mma, problem(2)), ["forward", "dq", "dkdv"]);
+  assert.deepEqual(names(mma, f16), ["forwardMma", "dqMma", "dkdvMma"]);
+  assert.deepEqual(names(device({ mma16: true }), f16), ["forwardMma", "dq", "dkdvMma"]); // dq needs 9 storage buffers
+  assert.deepEqual(names(mma, { ...f16, headDim: 40 }), ["forward", "dq", "dkdv"]);
+  assert.deepEqual(names(device(), f16), ["forward", "dq", "dkdv"]);
+  assert.equal(forwardPass(device(), f16).shape.input, "f16"); // f32 arithmetic on f16 copies
+  const forward = forwardPass(mma, f16);
+  assert.deepEqual([forward.tensorCores, forward.shape.TQ, forward.shape.TK], [true, 16, 64]);
+  assert.equal(dkdvPass(mma, f16).shape.TK, 32);
+});
