@@ -56,14 +56,14 @@ const MUTATIONS: Mutation[] = [
   // the two that one test caught: gate ties (CPU and WGSL), the backward's routing count (only the random run)
   {
     name: "CPU gate: ties to the later block",
-    file: "cpu/routing.ts",
+    file: "attention/blocks.ts",
     tests: ["properties"],
     find: "!(score > scores[count - 1])",
     replace: "!(score >= scores[count - 1])",
   },
   {
     name: "backward: routed blocks counted from the batch start, not the sequence's",
-    file: "cpu/routing.ts",
+    file: "attention/blocks.ts",
     tests: ["properties"],
     find: "n = Math.min(width, Math.floor((t - cuSeqlens[b]) / B))",
     replace: "n = Math.min(width, Math.floor(t / B))",
