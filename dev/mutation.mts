@@ -148,16 +148,16 @@ const MUTATIONS: Mutation[] = [
   },
   // and a few in the attention, for comparison
   {
-    name: "CPU forward: the own block hides the query's own key",
+    name: "CPU forward (scalar tiles): the own block hides the query's own key",
     file: "cpu/attention.ts",
-    tests: ["properties"],
-    find: "foldKeys(a, problem, s, r, q0 + r, h, q0, q0 + r + 1);",
-    replace: "foldKeys(a, problem, s, r, q0 + r, h, q0, q0 + r + (r === 0 ? 1 : 0));",
+    tests: ["simd", "properties"],
+    find: "causal ? c0 + list[e] + 1 : c1",
+    replace: "causal ? c0 + list[e] : c1",
   },
   {
     name: "CPU backward: dv without the probability",
     file: "cpu/attention.ts",
-    tests: ["properties"],
+    tests: ["simd", "properties"],
     find: "dvBlock[local + d] += pr * a.dout[qRow + d];",
     replace: "dvBlock[local + d] += a.dout[qRow + d];",
   },

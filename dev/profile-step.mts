@@ -2,12 +2,12 @@
 // modes — as the model runs (recording is cheap; waits land on the ops that read back), and
 // serialized (each op followed by an idle queue, so its time is its own GPU work plus overhead).
 // Usage: node --import tsx dev/profile-step.mts TOKENS HIDDEN LAYERS BLOCK [moba|full] [f32|f16]
-import type { ModelBackend } from "../src/backend.js";
 import { AdamW } from "../src/model/adamw.js";
 import { checkConfig } from "../src/model/config.js";
 import { backward, forward, initModel, zeroGradients } from "../src/model/llama.js";
 import { getDevice } from "../src/webgpu/device.js";
 import { webgpuModelBackend } from "../src/webgpu/model.js";
+import { type OpTimes, printTimes, timedBackend } from "./timed-backend.mts";
 
 const [T, hidden, layers, block] = process.argv.slice(2, 6).map(Number);
 const kind = (process.argv[6] ?? "moba") as "moba" | "full";
@@ -26,27 +26,9 @@ const config = checkConfig({
 const gpu = await getDevice();
 for (const serialize of [false, true]) {
   const backend = await webgpuModelBackend(precision);
-  const times = new Map<string, { ms: number; calls: number }>();
-  const timed = new Proxy(backend, {
-    get(target, name: string) {
-      const value = Reflect.get(target, name, target);
-      if (typeof value !== "function" || name === "scope") return typeof value === "function" ? value.bind(target) : value;
-      return (...args: unknown[]) => {
-        const t0 = performance.now();
-        const result = value.apply(target, args);
-        const done = async () => {
-          const r = await result;
-          if (serialize && result instanceof Promise) await target.download(probe); // submits what was recorded and waits for it
-          const entry = times.get(name) ?? { ms: 0, calls: 0 };
-          entry.ms += performance.now() - t0;
-          entry.calls++;
-          times.set(name, entry);
-          return r;
-        };
-        return result instanceof Promise ? done() : (done(), result);
-      };
-    },
-  }) as ModelBackend;
+  const times: OpTimes = new Map();
+  // serialized: each async op waits for the queue (a read-back submits what was recorded and waits for it)
+  const timed = timedBackend(backend, times, serialize ? () => backend.download(probe) : undefined);
   const probe = backend.upload(new Float32Array(4), true);
   const model = initModel(config, 1);
   const optimizer = new AdamW(model, timed);
@@ -67,6 +49,5 @@ for (const serialize of [false, true]) {
   console.log(
     `\n${kind} T=${T} hidden=${hidden} layers=${layers} block=${block} ${serialize ? "serialized" : "as run"}: step ms ${steps.map((x) => x.toFixed(0)).join(", ")}`,
   );
-  for (const [name, t] of [...times].sort((a, b) => b[1].ms - a[1].ms))
-    console.log(`${name.padEnd(22)} ${(t.ms / 3).toFixed(1).padStart(8)} ms/step ${String(t.calls / 3).padStart(5)} calls`);
+  printTimes(times, 3);
 }

@@ -10,9 +10,14 @@
 // probabilities are recomputed from lse, dk/dv of the block are owned by the unit, dq is added into
 // the caller's float64 accumulator (one per thread, summed afterwards).
 //
-// Arithmetic is float64 (JavaScript numbers); inputs and outputs are float32.
+// The walk (units, routing, which queries meet which key block) is JavaScript; the tiles — some query
+// rows against one key block — run on the WebAssembly SIMD kernels (wasm/assembly/attention.ts,
+// float32, the scores of a tile as GEMMs) where there are some, else on the scalar kernels below
+// (float64 JavaScript numbers, the reference-checked fallback). Inputs and outputs are float32.
 import type { AttentionProblem } from "../attention/problem.js";
 import { type InvertedRouting, routeQuery } from "../attention/blocks.js";
+import type { Floats } from "../tensor.js";
+import { simd, type SimdKernels } from "./simd.js";
 
 export interface ForwardArrays {
   q: Float32Array; // [tokens, qHeads, headDim]
@@ -136,12 +141,155 @@ function foldKeys(a: ForwardArrays, p: AttentionProblem, s: ForwardScratch, r: n
   s.m[r] = mNew;
 }
 
+/**
+ * The online-softmax state of one query block (rows of query head h from token q0 on): `fold` adds
+ * keys [k0, k1) for the block rows rows[0 .. count) (causal: block row r sees keys k0 .. k0 + r only),
+ * `finish` writes out and lse.
+ */
+interface ForwardTiles {
+  begin(b: number, q0: number, h: number, rows: number): void;
+  fold(rows: Int32Array, count: number, k0: number, k1: number, causal: boolean): void;
+  finish(): void;
+}
+
+/** out = acc / l and lse = m + log l of the block's rows (tokens q0 .., head h). */
+function writeRows(p: AttentionProblem, a: ForwardArrays, q0: number, h: number, rows: number, m: Floats, l: Floats, acc: Floats): void {
+  const { qHeads, headDim: D } = p;
+  for (let r = 0; r < rows; r++) {
+    const t = q0 + r;
+    const inv = 1 / l[r];
+    const o = (t * qHeads + h) * D;
+    for (let d = 0; d < D; d++) a.out[o + d] = acc[r * D + d] * inv;
+    a.lse[t * qHeads + h] = m[r] + Math.log(l[r]);
+  }
+}
+
+function scalarForwardTiles(p: AttentionProblem, a: ForwardArrays, s: ForwardScratch): ForwardTiles {
+  const D = p.headDim;
+  let q0 = 0,
+    h = 0,
+    rows = 0;
+  return {
+    begin(_b, first, head, count) {
+      [q0, h, rows] = [first, head, count];
+      s.m.fill(-Infinity, 0, rows);
+      s.l.fill(0, 0, rows);
+      s.acc.fill(0, 0, rows * D);
+    },
+    fold(list, count, k0, k1, causal) {
+      // at most a block of keys at a time (the size of s.scores)
+      for (let c0 = k0; c0 < k1; c0 += s.scores.length) {
+        const c1 = Math.min(k1, c0 + s.scores.length);
+        for (let e = 0; e < count; e++) foldKeys(a, p, s, list[e], q0 + list[e], h, c0, causal ? c0 + list[e] + 1 : c1);
+      }
+    },
+    finish: () => writeRows(p, a, q0, h, rows, s.m, s.l, s.acc),
+  };
+}
+
+// q, k and v copied into the module's memory once per call of forwardUnits, and k and v of every
+// sequence and kv head packed there once (as the GEMMs of the tiles read them: Kᵀ in slivers of 8 keys,
+// V in slivers of 8 columns), instead of once per tile; the state of a block there too
+function simdForwardTiles(kernels: SimdKernels, p: AttentionProblem, a: ForwardArrays): ForwardTiles {
+  const { qHeads, kvHeads, headDim: D, scale, cuSeqlens } = p;
+  const B = rowsPerBlock(p);
+  const e = kernels.exports;
+  const up8 = (n: number) => Math.ceil(n / 8) * 8;
+  // packed k and v of sequence b, kv head g at packed[b·kvHeads + g] (floats from the region's start)
+  const packed: number[] = [0];
+  for (let b = 0; b + 1 < cuSeqlens.length; b++) {
+    const length = cuSeqlens[b + 1] - cuSeqlens[b];
+    for (let g = 0; g < kvHeads; g++) packed.push(packed[packed.length - 1] + up8(length) * D);
+  }
+  const size = packed[packed.length - 1];
+  const [qAt, kAt, vAt, kpAt, vpAt, mAt, lAt, accAt, rowsAt, work] = kernels.alloc([
+    4 * a.q.length,
+    4 * a.k.length,
+    4 * a.v.length,
+    4 * size,
+    4 * (size / D) * up8(D),
+    4 * B,
+    4 * B,
+    4 * B * D,
+    4 * B,
+    e.forwardWorkBytes(D),
+  ]);
+  kernels.f32(qAt, a.q.length).set(a.q);
+  kernels.f32(kAt, a.k.length).set(a.k);
+  kernels.f32(vAt, a.v.length).set(a.v);
+  const vPackedAt = (b: number, g: number) => vpAt + 4 * (packed[b * kvHeads + g] / D) * up8(D);
+  for (let b = 0; b + 1 < cuSeqlens.length; b++) {
+    const length = cuSeqlens[b + 1] - cuSeqlens[b];
+    for (let g = 0; g < kvHeads; g++) {
+      const first = 4 * (cuSeqlens[b] * kvHeads + g) * D;
+      e.packPanel(D, length, kAt + first, 1, kvHeads * D, kpAt + 4 * packed[b * kvHeads + g]); // Kᵀ[D, length]
+      e.packPanel(length, D, vAt + first, kvHeads * D, 1, vPackedAt(b, g)); // V[length, D]
+    }
+  }
+  const m = kernels.f32(mAt, B),
+    l = kernels.f32(lAt, B),
+    acc = kernels.f32(accAt, B * D),
+    rowIndex = kernels.i32(rowsAt, B);
+  let seq = 0,
+    q0 = 0,
+    h = 0,
+    g = 0,
+    rows = 0;
+  return {
+    begin(b, first, head, count) {
+      [seq, q0, h, g, rows] = [b, first, head, Math.floor(head / (qHeads / kvHeads)), count];
+      m.fill(-Infinity, 0, rows);
+      l.fill(0, 0, rows);
+      acc.fill(0, 0, rows * D);
+    },
+    fold(list, count, k0, k1, causal) {
+      rowIndex.set(list.subarray(0, count));
+      const kv = 4 * (k0 * kvHeads + g) * D;
+      // the packed keys serve ranges that start on a sliver (every block when blockSize is a multiple of 8)
+      const key = k0 - cuSeqlens[seq];
+      const [kPacked, vPacked] =
+        key % 8 === 0 ? [kpAt + 4 * (packed[seq * kvHeads + g] + key * D), vPackedAt(seq, g) + 4 * key * 8] : [0, 0];
+      const vStride = 8 * (cuSeqlens[seq + 1] - cuSeqlens[seq]);
+      e.attendForward(
+        count,
+        rowsAt,
+        qAt + 4 * (q0 * qHeads + h) * D,
+        qHeads * D,
+        kAt + kv,
+        vAt + kv,
+        kvHeads * D,
+        k1 - k0,
+        causal ? 1 : 0,
+        D,
+        scale,
+        mAt,
+        lAt,
+        accAt,
+        kPacked,
+        vPacked,
+        vStride,
+        work,
+      );
+    },
+    finish: () => writeRows(p, a, q0, h, rows, m, l, acc),
+  };
+}
+
 /** Forward of units [from, to) of the list; allocates its own scratch. */
-export function forwardUnits(problem: AttentionProblem, a: ForwardArrays, units: Int32Array, from: number, to: number): void {
-  const { qHeads, headDim: D, blockSize: B, cuSeqlens } = problem;
+export function forwardUnits(
+  problem: AttentionProblem,
+  a: ForwardArrays,
+  units: Int32Array,
+  from: number,
+  to: number,
+  kernels = simd,
+): void {
+  const { qHeads, blockSize: B, cuSeqlens } = problem;
   let maxBlocks = 0;
   for (let b = 0; b + 1 < a.offsets.length; b++) maxBlocks = Math.max(maxBlocks, a.offsets[b + 1] - a.offsets[b]);
   const s = new ForwardScratch(problem, maxBlocks, a.width);
+  const tiles = kernels ? simdForwardTiles(kernels, problem, a) : scalarForwardTiles(problem, a, s);
+  const every = Int32Array.from({ length: rowsPerBlock(problem) }, (_, r) => r); // all rows of a block
   for (let u = from; u < to; u++) {
     const b = units[3 * u],
       h = units[3 * u + 1],
@@ -149,15 +297,11 @@ export function forwardUnits(problem: AttentionProblem, a: ForwardArrays, units:
     const start = cuSeqlens[b];
     const q0 = start + i * B;
     const rows = Math.min(B, cuSeqlens[b + 1] - q0);
-    s.m.fill(-Infinity, 0, rows);
-    s.l.fill(0, 0, rows);
-    s.acc.fill(0, 0, rows * D);
+    tiles.begin(b, q0, h, rows);
 
     if (a.all) {
-      // every past block: one contiguous run of keys per query, tile by tile for cache reuse
-      for (let j = 0; j < i; j++) {
-        for (let r = 0; r < rows; r++) foldKeys(a, problem, s, r, q0 + r, h, start + j * B, start + (j + 1) * B);
-      }
+      // every past key, with every row of the block
+      if (i > 0) tiles.fold(every, rows, start, q0, false);
     } else {
       // route each query, then bucket the queries by chosen block (counting sort)
       const n = Math.min(i, a.width);
@@ -174,22 +318,13 @@ export function forwardUnits(problem: AttentionProblem, a: ForwardArrays, units:
       }
       // bucketStart[j] now holds the end of bucket j; bucket j starts at the end of bucket j - 1
       for (let j = 0; j < i; j++) {
-        for (let e = j === 0 ? 0 : bucketStart[j - 1]; e < bucketStart[j]; e++) {
-          const r = s.bucket[e];
-          foldKeys(a, problem, s, r, q0 + r, h, start + j * B, start + (j + 1) * B);
-        }
+        const first = j === 0 ? 0 : bucketStart[j - 1];
+        if (bucketStart[j] > first) tiles.fold(s.bucket.subarray(first), bucketStart[j] - first, start + j * B, start + (j + 1) * B, false);
       }
     }
     // own block, causal: query r sees keys q0 .. q0 + r
-    for (let r = 0; r < rows; r++) foldKeys(a, problem, s, r, q0 + r, h, q0, q0 + r + 1);
-
-    for (let r = 0; r < rows; r++) {
-      const t = q0 + r;
-      const inv = 1 / s.l[r];
-      const o = (t * qHeads + h) * D;
-      for (let d = 0; d < D; d++) a.out[o + d] = s.acc[r * D + d] * inv;
-      a.lse[t * qHeads + h] = s.m[r] + Math.log(s.l[r]);
-    }
+    tiles.fold(every, rows, q0, q0 + rows, true);
+    tiles.finish();
   }
 }
 
@@ -223,40 +358,154 @@ function backwardKeys(
   }
 }
 
+/**
+ * The gradients of one key block (keys [k0, k1), kv head g): `visit` adds the contributions of the
+ * queries tokens[0 .. count) of head h (causal: the block's own queries, token t sees keys k0 .. t),
+ * `finish` writes dk and dv of the block.
+ */
+interface BackwardTiles {
+  begin(g: number, k0: number, k1: number): void;
+  visit(h: number, tokens: Int32Array, count: number, causal: boolean): void;
+  finish(): void;
+}
+
+/** dk and dv of keys [k0, k1), kv head g, from the block's buffers ([k1 - k0, headDim]). */
+function writeBlock(p: AttentionProblem, a: BackwardArrays, g: number, k0: number, k1: number, dk: Floats, dv: Floats): void {
+  const D = p.headDim;
+  for (let key = k0; key < k1; key++) {
+    a.dk.set(dk.subarray((key - k0) * D, (key - k0 + 1) * D), (key * p.kvHeads + g) * D);
+    a.dv.set(dv.subarray((key - k0) * D, (key - k0 + 1) * D), (key * p.kvHeads + g) * D);
+  }
+}
+
+function scalarBackwardTiles(p: AttentionProblem, a: BackwardArrays): BackwardTiles {
+  const D = p.headDim;
+  const dkBlock = new Float64Array(rowsPerBlock(p) * D);
+  const dvBlock = new Float64Array(rowsPerBlock(p) * D);
+  let g = 0,
+    k0 = 0,
+    k1 = 0;
+  return {
+    begin(head, first, end) {
+      [g, k0, k1] = [head, first, end];
+      dkBlock.fill(0);
+      dvBlock.fill(0);
+    },
+    visit(h, tokens, count, causal) {
+      for (let e = 0; e < count; e++) backwardKeys(a, p, dkBlock, dvBlock, tokens[e], h, g, k0, k0, causal ? tokens[e] + 1 : k1);
+    },
+    finish: () => writeBlock(p, a, g, k0, k1, dkBlock, dvBlock),
+  };
+}
+
+// the inputs (delta and lse as float32) and a float32 dq copied into the module's memory once per call
+// of backwardUnits; dq is added into a.dq when the slice is done (flush)
+function simdBackwardTiles(kernels: SimdKernels, p: AttentionProblem, a: BackwardArrays): BackwardTiles & { flush(): void } {
+  const { tokens: T, qHeads, kvHeads, headDim: D, scale } = p;
+  const B = rowsPerBlock(p); // keys of the largest block
+  const [qAt, kAt, vAt, doAt, dqAt, lseAt, deltaAt, dkAt, dvAt, listAt, work] = kernels.alloc([
+    4 * a.q.length,
+    4 * a.k.length,
+    4 * a.v.length,
+    4 * a.dout.length,
+    4 * a.dq.length,
+    4 * a.lse.length,
+    4 * a.delta.length,
+    4 * B * D,
+    4 * B * D,
+    4 * T,
+    kernels.exports.backwardWorkBytes(B, D),
+  ]);
+  kernels.f32(qAt, a.q.length).set(a.q);
+  kernels.f32(kAt, a.k.length).set(a.k);
+  kernels.f32(vAt, a.v.length).set(a.v);
+  kernels.f32(doAt, a.dout.length).set(a.dout);
+  kernels.f32(lseAt, a.lse.length).set(a.lse);
+  kernels.f32(deltaAt, a.delta.length).set(a.delta);
+  const dq = kernels.f32(dqAt, a.dq.length),
+    dk = kernels.f32(dkAt, B * D),
+    dv = kernels.f32(dvAt, B * D),
+    list = kernels.i32(listAt, T);
+  dq.fill(0);
+  let g = 0,
+    k0 = 0,
+    k1 = 0;
+  return {
+    begin(head, first, end) {
+      [g, k0, k1] = [head, first, end];
+      dk.fill(0);
+      dv.fill(0);
+    },
+    visit(h, tokens, count, causal) {
+      list.set(tokens.subarray(0, count));
+      const kv = 4 * (k0 * kvHeads + g) * D,
+        row = 4 * h * D,
+        stat = 4 * h;
+      kernels.exports.attendBackward(
+        count,
+        listAt,
+        qAt + row,
+        doAt + row,
+        dqAt + row,
+        qHeads * D,
+        lseAt + stat,
+        deltaAt + stat,
+        qHeads,
+        kAt + kv,
+        vAt + kv,
+        kvHeads * D,
+        k1 - k0,
+        causal ? k0 : -1,
+        D,
+        scale,
+        dkAt,
+        dvAt,
+        work,
+      );
+    },
+    finish: () => writeBlock(p, a, g, k0, k1, dk, dv),
+    flush() {
+      for (let i = 0; i < dq.length; i++) a.dq[i] += dq[i];
+    },
+  };
+}
+
 /** Backward of units [from, to) of the key-block list (heads are kv heads). */
-export function backwardUnits(problem: AttentionProblem, a: BackwardArrays, units: Int32Array, from: number, to: number): void {
-  const { qHeads, kvHeads, headDim: D, blockSize: B, cuSeqlens } = problem;
+export function backwardUnits(
+  problem: AttentionProblem,
+  a: BackwardArrays,
+  units: Int32Array,
+  from: number,
+  to: number,
+  kernels = simd,
+): void {
+  const { qHeads, kvHeads, blockSize: B, cuSeqlens } = problem;
   const group = qHeads / kvHeads;
   const blocks = a.offsets[a.offsets.length - 1];
-  const dkBlock = new Float64Array(rowsPerBlock(problem) * D);
-  const dvBlock = new Float64Array(rowsPerBlock(problem) * D);
+  const simdTiles = kernels && simdBackwardTiles(kernels, problem, a);
+  const tiles = simdTiles || scalarBackwardTiles(problem, a);
+  const tokens = Int32Array.from({ length: problem.tokens }, (_, t) => t);
   for (let u = from; u < to; u++) {
     const b = units[3 * u],
       g = units[3 * u + 1],
       j = units[3 * u + 2];
     const k0 = cuSeqlens[b] + j * B;
     const k1 = Math.min(k0 + B, cuSeqlens[b + 1]);
-    dkBlock.fill(0);
-    dvBlock.fill(0);
+    tiles.begin(g, k0, k1);
     for (let h = g * group; h < (g + 1) * group; h++) {
       // queries of later blocks that routed to this block see all of its keys
       if (a.inverted === null) {
-        for (let t = k1; t < cuSeqlens[b + 1]; t++) backwardKeys(a, problem, dkBlock, dvBlock, t, h, g, k0, k0, k1);
+        if (cuSeqlens[b + 1] > k1) tiles.visit(h, tokens.subarray(k1), cuSeqlens[b + 1] - k1, false);
       } else {
         const G = h * blocks + a.offsets[b] + j;
-        for (let e = a.inverted.start[G]; e < a.inverted.start[G + 1]; e++) {
-          backwardKeys(a, problem, dkBlock, dvBlock, a.inverted.queries[e], h, g, k0, k0, k1);
-        }
+        const first = a.inverted.start[G],
+          count = a.inverted.start[G + 1] - first;
+        if (count > 0) tiles.visit(h, a.inverted.queries.subarray(first), count, false);
       }
       // the block's own queries see its keys causally
-      for (let t = k0; t < k1; t++) backwardKeys(a, problem, dkBlock, dvBlock, t, h, g, k0, k0, t + 1);
+      tiles.visit(h, tokens.subarray(k0), k1 - k0, true);
     }
-    for (let key = k0; key < k1; key++) {
-      const row = (key * kvHeads + g) * D;
-      for (let d = 0; d < D; d++) {
-        a.dk[row + d] = dkBlock[(key - k0) * D + d];
-        a.dv[row + d] = dvBlock[(key - k0) * D + d];
-      }
-    }
+    tiles.finish();
   }
+  simdTiles?.flush();
 }

@@ -4,6 +4,7 @@ import { blockMeans, blockOffsets, invertRouting, pastPerQuery, routeAll, select
 import type { AttentionProblem } from "../attention/problem.js";
 import { type BackwardArrays, backwardUnits, type ForwardArrays, forwardUnits, listUnits } from "./attention.js";
 import { cores, type Job, runJobs, shared, splitByCost } from "./pool.js";
+import { simd } from "./simd.js";
 
 /** Work (multiply-adds) below which worker threads cost more than they save. */
 const THREAD_THRESHOLD = 2e6;
@@ -20,12 +21,17 @@ async function threadCount(requested: number | undefined, work: number): Promise
   return work < THREAD_THRESHOLD ? 1 : cores();
 }
 
+/**
+ * kernels: the tile kernels when the calling thread does the work (tests pass null for the scalar
+ * fallback, or another SIMD build); worker threads load their own.
+ */
 export async function cpuForward(
   p: AttentionProblem,
   q: Float32Array,
   k: Float32Array,
   v: Float32Array,
   threads?: number,
+  kernels = simd,
 ): Promise<CpuForward> {
   const width = pastPerQuery(p);
   const all = selectsAll(p);
@@ -45,7 +51,7 @@ export async function cpuForward(
     past: new Int32Array(p.tokens * p.qHeads * width),
   };
   if (n === 1) {
-    forwardUnits(p, arrays, units, 0, units.length / 3);
+    forwardUnits(p, arrays, units, 0, units.length / 3, kernels);
   } else {
     const s: ForwardArrays = {
       ...arrays,
@@ -80,6 +86,7 @@ export async function cpuBackward(
   dout: Float32Array, // [tokens, qHeads, headDim]
   past: Int32Array | undefined, // the forward's routing table; recomputed when absent
   threads?: number,
+  kernels = simd, // as cpuForward's
 ): Promise<CpuGradients> {
   const { tokens, qHeads, kvHeads, headDim: D } = p;
   const width = pastPerQuery(p);
@@ -114,7 +121,7 @@ export async function cpuBackward(
   };
   const dq = arrays.dq;
   if (n === 1) {
-    backwardUnits(p, arrays, units, 0, units.length / 3);
+    backwardUnits(p, arrays, units, 0, units.length / 3, kernels);
   } else {
     // one dq accumulator per job: the key-major walk adds into every query's dq
     const s = {

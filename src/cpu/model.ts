@@ -1,6 +1,6 @@
 // The model backend on the CPU: tensors are Float32Arrays, the layers are src/model/layers.ts,
-// the GEMMs one kernel (matmulXWt) split by output rows over the worker threads when the
-// product is large enough to pay for them, attention the CPU MoBA/flash kernels.
+// the GEMMs gemm.ts (WebAssembly SIMD, split by output rows over the worker threads), attention
+// the CPU MoBA/flash kernels.
 import { type AttentionProblem, fullProblem, mobaProblem } from "../attention/problem.js";
 import type { AdamWScalars, AttentionCall, AttentionSaved, ModelBackend } from "../backend.js";
 import {
@@ -14,33 +14,9 @@ import {
   swigluBackward,
   swigluForward,
 } from "../model/layers.js";
+import { gemm } from "./gemm.js";
 import { cpuBackward, cpuForward } from "./index.js";
-import { addInto, matmulXWt, transpose } from "./ops.js";
-import { cores, type Job, runJobs, shared } from "./pool.js";
-
-/** Multiply-adds below which one thread is faster than posting jobs. */
-const THREAD_THRESHOLD = 4e6;
-
-const isShared = (a: Float32Array) => typeof SharedArrayBuffer !== "undefined" && a.buffer instanceof SharedArrayBuffer;
-
-/** y[M, N] = x[M, K] · w[N, K]ᵀ on up to `threads` threads. */
-export async function matmul(x: Float32Array, w: Float32Array, M: number, K: number, N: number, threads?: number): Promise<Float32Array> {
-  const n = M * K * N < THREAD_THRESHOLD ? 1 : Math.min(threads ?? (await cores()), Math.ceil(M / 4));
-  if (n === 1) {
-    const y = new Float32Array(M * N);
-    matmulXWt(y, x, w, M, K, N);
-    return y;
-  }
-  const y = shared(new Float32Array(M * N), false);
-  const xs = isShared(x) ? x : shared(x);
-  const ws = isShared(w) ? w : shared(w);
-  // rows in multiples of 4 so every part but the last runs the 4×4 kernel throughout
-  const step = Math.ceil(M / (2 * n) / 4) * 4;
-  const jobs: Job[] = [];
-  for (let from = 0; from < M; from += step) jobs.push({ kind: "matmul", y, x: xs, w: ws, K, N, from, to: Math.min(M, from + step) });
-  await runJobs(jobs, n);
-  return y;
-}
+import { addInto } from "./ops.js";
 
 /** The checked problem of a layer's attention call (the kernels' own entry points, not the public API). */
 function attentionProblem(c: AttentionCall, q: Float32Array, k: Float32Array, v: Float32Array): AttentionProblem {
@@ -77,14 +53,13 @@ export const cpuBackend: ModelBackend<Float32Array> = {
   swiglu: async (m, g, u) => swigluForward(m, g, u),
   swigluBackward: async (dg, du, dm, g, u) => swigluBackward(dg, du, dm, g, u),
   addInto: async (out, a) => addInto(out, a),
-  async linear(y, x, w, M, K, N) {
-    y.set(await matmul(x, w, M, K, N));
-  },
+  // y[M, N] = x[M, K] · w[N, K]ᵀ
+  linear: (y, x, w, M, K, N) => gemm({ c: y, a: x, b: w, M, N, K, aRow: K, aCol: 1, bRow: 1, bCol: K, accumulate: false }),
   async linearBackward(dx, dw, dy, x, w, M, K, N, accumulate) {
-    const part = await matmul(dy, transpose(w, N, K), M, N, K); // dx[M, K] = dy · w
-    if (accumulate) addInto(dx, part);
-    else dx.set(part);
-    addInto(dw, await matmul(transpose(dy, M, N), transpose(x, M, K), N, M, K)); // dw[N, K] += dyᵀ · x
+    // dx[M, K] (+)= dy[M, N] · w[N, K]
+    await gemm({ c: dx, a: dy, b: w, M, N: K, K: N, aRow: N, aCol: 1, bRow: K, bCol: 1, accumulate });
+    // dw[N, K] += dyᵀ · x[M, K]
+    await gemm({ c: dw, a: dy, b: x, M: N, N: K, K: M, aRow: 1, aCol: N, bRow: K, bCol: 1, accumulate: true });
   },
   crossEntropy: async (lse, logits, targets, weights, V) => crossEntropyForward(lse, logits, targets, weights, V),
   crossEntropyBackward: async (dLogits, logits, lse, targets, weights, V, scale) =>

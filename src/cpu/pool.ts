@@ -6,12 +6,13 @@ import type { Worker } from "node:worker_threads";
 import type { AttentionProblem } from "../attention/problem.js";
 import { importAtRunTime, isNode } from "../runtime.js";
 import type { BackwardArrays, ForwardArrays } from "./attention.js";
+import type { GemmOp } from "./simd.js";
 
 export type Job =
   | { kind: "forward"; problem: AttentionProblem; arrays: ForwardArrays; units: Int32Array; from: number; to: number }
   | { kind: "backward"; problem: AttentionProblem; arrays: BackwardArrays; units: Int32Array; from: number; to: number }
-  // rows [from, to) of y[M, N] = x[M, K] · w[N, K]ᵀ
-  | { kind: "matmul"; y: Float32Array; x: Float32Array; w: Float32Array; K: number; N: number; from: number; to: number };
+  // rows [from, to) of C (+)= A · B
+  | { kind: "gemm"; op: GemmOp; from: number; to: number };
 
 export type JobReply = { id: number; error?: string };
 

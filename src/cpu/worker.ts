@@ -1,7 +1,7 @@
 // Worker thread entry: runs one slice of a kernel per message.
 import { parentPort } from "node:worker_threads";
 import { backwardUnits, forwardUnits } from "./attention.js";
-import { matmulXWt } from "./ops.js";
+import { gemmRows } from "./gemm.js";
 import type { Job, JobReply } from "./pool.js";
 
 parentPort!.on("message", ({ id, job }: { id: number; job: Job }) => {
@@ -9,10 +9,7 @@ parentPort!.on("message", ({ id, job }: { id: number; job: Job }) => {
   try {
     if (job.kind === "forward") forwardUnits(job.problem, job.arrays, job.units, job.from, job.to);
     else if (job.kind === "backward") backwardUnits(job.problem, job.arrays, job.units, job.from, job.to);
-    else {
-      const { K, N, from, to } = job;
-      matmulXWt(job.y.subarray(from * N, to * N), job.x.subarray(from * K, to * K), job.w, to - from, K, N);
-    }
+    else gemmRows(job.op, job.from, job.to);
   } catch (error) {
     reply = { id, error: error instanceof Error ? (error.stack ?? error.message) : String(error) };
   }

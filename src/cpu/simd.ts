@@ -1,0 +1,182 @@
+// The WebAssembly SIMD kernels (src/cpu/wasm/assembly/, built by scripts/build-wasm.sh): one
+// instance per thread — the main thread and each worker load this module — each with its own
+// memory. A call copies its operands into that memory (memcpy speed), runs, and copies the result
+// out: the copies are O(n²) against the kernels' O(n³) or O(n² · keys) work.
+//
+// Which build runs: the relaxed-SIMD one (fused multiply-add) where the runtime validates it, else
+// plain SIMD; with no SIMD at all (or MOBA_SIMD=off) `simd` is null and the CPU backend runs its
+// scalar JavaScript kernels, the reference-checked fallback. MOBA_SIMD=plain forces plain SIMD.
+import { PLAIN_WASM, RELAXED_WASM } from "./wasm/binary.js";
+
+// the little of the WebAssembly API used here (the project's lib is ES2022, which does not declare it)
+declare const WebAssembly: {
+  validate(bytes: Uint8Array): boolean;
+  instantiate(bytes: Uint8Array): Promise<{ instance: { exports: unknown } }>;
+};
+
+interface Exports {
+  memory: { buffer: ArrayBuffer; grow(pages: number): number };
+  gemm(
+    M: number,
+    N: number,
+    K: number,
+    a: number,
+    aRow: number,
+    aCol: number,
+    b: number,
+    bRow: number,
+    bCol: number,
+    c: number,
+    ldc: number,
+    accumulate: number,
+    work: number,
+  ): void;
+  gemmWorkBytes(N: number): number;
+  attendForward(
+    rows: number,
+    rowIndex: number,
+    q: number,
+    qStride: number,
+    k: number,
+    v: number,
+    kvStride: number,
+    keys: number,
+    causal: number,
+    D: number,
+    scale: number,
+    m: number,
+    l: number,
+    acc: number,
+    kPacked: number,
+    vPacked: number,
+    vStride: number,
+    work: number,
+  ): void;
+  packPanel(K: number, N: number, b: number, bRow: number, bCol: number, out: number): void;
+  attendBackward(
+    rows: number,
+    tokens: number,
+    q: number,
+    dout: number,
+    dq: number,
+    qStride: number,
+    lse: number,
+    delta: number,
+    statStride: number,
+    k: number,
+    v: number,
+    kvStride: number,
+    keys: number,
+    causal: number,
+    D: number,
+    scale: number,
+    dk: number,
+    dv: number,
+    work: number,
+  ): void;
+  forwardWorkBytes(D: number): number;
+  backwardWorkBytes(keys: number, D: number): number;
+}
+
+/**
+ * C[M, N] (+)= A[M, K] · B[K, N] with A[i][k] = a[i·aRow + k·aCol], B[k][j] = b[k·bRow + j·bCol] and C
+ * row-major: x·wᵀ, dy·w and dyᵀ·x are all this with different strides.
+ */
+export interface GemmOp {
+  c: Float32Array; // [M, N]
+  a: Float32Array;
+  b: Float32Array;
+  M: number;
+  N: number;
+  K: number;
+  aRow: number;
+  aCol: number;
+  bRow: number;
+  bCol: number;
+  accumulate: boolean; // C += A · B instead of C = A · B
+}
+
+export type SimdVariant = "relaxed" | "plain";
+
+const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined";
+const isNode = !isDeno && typeof process !== "undefined" && process.versions?.node !== undefined;
+
+const bytesOf = (base64: string) => Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+
+/** A module instance; its memory above the module's own data is scratch that each call lays out anew. */
+export class SimdKernels {
+  private readonly base: number;
+
+  constructor(
+    readonly exports: Exports,
+    readonly variant: SimdVariant,
+  ) {
+    this.base = exports.memory.buffer.byteLength;
+  }
+
+  /** Addresses of consecutive regions of the given byte sizes (64-byte aligned), memory grown to hold them. */
+  alloc(bytes: number[]): number[] {
+    const at: number[] = [];
+    let end = this.base;
+    for (const n of bytes) {
+      at.push(end);
+      end = Math.ceil((end + n) / 64) * 64;
+    }
+    const missing = end - this.exports.memory.buffer.byteLength;
+    if (missing > 0) this.exports.memory.grow(Math.ceil(missing / 65536));
+    return at;
+  }
+
+  /** Views of module memory: valid until the next alloc. */
+  f32(at: number, n: number): Float32Array {
+    return new Float32Array(this.exports.memory.buffer, at, n);
+  }
+
+  i32(at: number, n: number): Int32Array {
+    return new Int32Array(this.exports.memory.buffer, at, n);
+  }
+
+  /** Rows [from, to) of C. */
+  gemmRows(op: GemmOp, from: number, to: number): void {
+    const { M, N, K, a, b, c, aRow, aCol, bRow, bCol } = op;
+    if (from < 0 || to > M || from >= to) return;
+    const rows = to - from;
+    // the spans of a and b that rows [from, to) read
+    const aLo = from * aRow,
+      aHi = (to - 1) * aRow + Math.max(0, K - 1) * aCol + 1;
+    const bHi = K === 0 ? 0 : (K - 1) * bRow + (N - 1) * bCol + 1;
+    const [aAt, bAt, cAt, work] = this.alloc([4 * (aHi - aLo), 4 * bHi, 4 * rows * N, this.exports.gemmWorkBytes(N)]);
+    this.f32(aAt, aHi - aLo).set(a.subarray(aLo, aHi));
+    this.f32(bAt, bHi).set(b.subarray(0, bHi));
+    const cRows = c.subarray(from * N, to * N);
+    if (op.accumulate) this.f32(cAt, rows * N).set(cRows);
+    this.exports.gemm(rows, N, K, aAt, aRow, aCol, bAt, bRow, bCol, cAt, N, op.accumulate ? 1 : 0, work);
+    cRows.set(this.f32(cAt, rows * N));
+  }
+}
+
+/** The given build of the kernels, or null where this runtime cannot run it. */
+export async function loadKernels(variant: SimdVariant): Promise<SimdKernels | null> {
+  if (typeof (globalThis as { WebAssembly?: unknown }).WebAssembly !== "object") return null;
+  const bytes = bytesOf(variant === "relaxed" ? RELAXED_WASM : PLAIN_WASM);
+  // Node 20's V8 has relaxed SIMD behind a flag (on by default from Node 22); V8 reads it when it
+  // validates a module, so setting it is enough
+  if (isNode && variant === "relaxed" && !WebAssembly.validate(bytes))
+    (await import("node:v8")).setFlagsFromString("--experimental-wasm-relaxed-simd");
+  if (!WebAssembly.validate(bytes)) return null;
+  const { instance } = await WebAssembly.instantiate(bytes);
+  return new SimdKernels(instance.exports as unknown as Exports, variant);
+}
+
+async function load(): Promise<SimdKernels | null> {
+  const choice = isNode ? (process.env.MOBA_SIMD ?? "") : "";
+  if (choice === "off") return null;
+  if (choice !== "plain") {
+    const relaxed = await loadKernels("relaxed");
+    if (relaxed) return relaxed;
+  }
+  return loadKernels("plain");
+}
+
+/** This thread's kernels, or null where WebAssembly SIMD is unavailable (or MOBA_SIMD=off). */
+export const simd: SimdKernels | null = await load();

@@ -1,0 +1,3 @@
+// The WebAssembly module's exports (AssemblyScript; scripts/build-wasm.sh builds it).
+export { gemm, gemmWorkBytes, packPanel } from "./gemm";
+export { attendBackward, attendForward, backwardWorkBytes, forwardWorkBytes } from "./attention";
