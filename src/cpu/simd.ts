@@ -6,6 +6,7 @@
 // Which build runs: the relaxed-SIMD one (fused multiply-add) where the runtime validates it, else
 // plain SIMD; with no SIMD at all (or MOBA_SIMD=off) `simd` is null and the CPU backend runs its
 // scalar JavaScript kernels, the reference-checked fallback. MOBA_SIMD=plain forces plain SIMD.
+import { importAtRunTime, isNode } from "../runtime.js";
 import { PLAIN_WASM, RELAXED_WASM } from "./wasm/binary.js";
 
 // the little of the WebAssembly API used here (the project's lib is ES2022, which does not declare it)
@@ -98,9 +99,6 @@ export interface GemmOp {
 
 export type SimdVariant = "relaxed" | "plain";
 
-const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined";
-const isNode = !isDeno && typeof process !== "undefined" && process.versions?.node !== undefined;
-
 const bytesOf = (base64: string) => Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
 
 /** A module instance; its memory above the module's own data is scratch that each call lays out anew. */
@@ -162,7 +160,7 @@ export async function loadKernels(variant: SimdVariant): Promise<SimdKernels | n
   // Node 20's V8 has relaxed SIMD behind a flag (on by default from Node 22); V8 reads it when it
   // validates a module, so setting it is enough
   if (isNode && variant === "relaxed" && !WebAssembly.validate(bytes))
-    (await import("node:v8")).setFlagsFromString("--experimental-wasm-relaxed-simd");
+    (await importAtRunTime<typeof import("node:v8")>("node:v8")).setFlagsFromString("--experimental-wasm-relaxed-simd");
   if (!WebAssembly.validate(bytes)) return null;
   const { instance } = await WebAssembly.instantiate(bytes);
   return new SimdKernels(instance.exports as unknown as Exports, variant);
