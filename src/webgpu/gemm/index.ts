@@ -1,8 +1,8 @@
 // The model's GEMMs: y[M, N] (+)= A · B with A stored [M, K] or [K, M] and B [N, K] or [K, N].
 // "f32": the plain float32 kernel (every adapter). "f16": operands rounded to f16, float32
 // accumulation — on tensor cores (subgroup matrices) where the device has them, else the float32
-// kernel rounding its operands the same way (shader-f16 only), so both give the same numbers up to
-// the order of the float32 sums.
+// kernel rounding its operands the same way (adapters with shader-f16 but no subgroup matrices), so
+// both give the same numbers up to the order of the float32 sums.
 import type { Precision } from "../../attention/problem.js";
 import { MobaError } from "../../tensor.js";
 import type { MobaDevice } from "../device.js";
@@ -29,7 +29,7 @@ export interface GemmCall {
 /** A tile of the tensor-core GEMM: its shape without the call's layouts; `vector`: vec4 loads where the operand allows. */
 export type MmaTile = Pick<MmaGemmShape, "tileM" | "tileN" | "warpsM" | "warpsN" | "depth" | "prefetch" | "natural"> & { vector: boolean };
 
-/** The tensor-core tiles, largest first (measured on the H200: docs/benchmarks.md#gemm). */
+/** The tensor-core tiles, largest first: the harness's (dev/gemm/gemm.mts) fastest on the H200 (docs/benchmarks.md, Training). */
 export const MMA_TILES: MmaTile[] = [
   { tileM: 128, tileN: 128, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true }, // harness version 12
   { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true }, // version 11

@@ -11,8 +11,11 @@
 // (tileM / warpsM) x (tileN / warpsN) block of 16x16 accumulators in registers. Per slice of
 // `depth` keys of K: every thread stages its share of A's and B's slices (f32 -> f16) into
 // workgroup memory; with `prefetch` the next slice's values are loaded into registers while this
-// slice multiplies (the loads' latency hides behind the MMAs). The epilogue goes through a 16x16
-// f32 scratch per subgroup so edge tiles and y += need no special matrix stores.
+// slice multiplies (the loads' latency hides behind the MMAs). With `natural` a slice keeps its
+// storage's orientation in workgroup memory (consecutive threads write consecutive halves) and the
+// fragments are loaded column-major where that is the transpose of what the MMA wants; with vec4
+// loads a thread reads four consecutive words at once. The epilogue goes through a 16x16 f32
+// scratch per subgroup so edge tiles and y += need no special matrix stores.
 import type { Kernel } from "../kernel.js";
 
 export interface MmaGemmShape {
