@@ -67,6 +67,17 @@ const CASES: [string, Partial<LlamaConfig>, number, number][] = [
     24,
   ],
   ["MoBA, top-1 (the own block alone)", { ...TINY, moba_topk: 1, layer_attention: ["moba", "moba"] }, 19, 12],
+  // scaled rotary frequencies (Llama-3's rope_scaling, as imported models have): the GPU step's angles must be scaled too
+  [
+    "hybrid, Llama-3 rope scaling",
+    {
+      ...TINY,
+      layer_attention: ["moba", "full"],
+      rope_scaling: { rope_type: "llama3", factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 },
+    },
+    43,
+    30,
+  ],
   [
     "MoBA, 3 layers, no GQA, block 16, top-3, a prompt shorter than the blocks it ends with",
     { ...TINY, num_hidden_layers: 3, num_key_value_heads: 4, moba_chunk_size: 16, moba_topk: 3, layer_attention: undefined },

@@ -354,7 +354,7 @@ export async function openDecoding<B extends Sized>(
         await decoder.fill(keys.map(upload), values.map(upload), tokens);
       }),
     step: (token) => {
-      const { cos, sin } = rotary(Int32Array.of(decoder.length), D, c.rope_theta);
+      const { cos, sin } = rotary(Int32Array.of(decoder.length), D, c.rope_theta, c.rope_scaling);
       return decoder.step(token, cos, sin);
     },
     free: () => decoder.free(),
