@@ -13,6 +13,8 @@ export async function buildWeb() {
   await build({
     entryPoints: [`${web}main.ts`],
     outfile: `${web}dist/main.js`,
+    // "moba" is the package's browser entry; bundled from its source, so the page follows src/ without a tsc build
+    alias: { moba: fileURLToPath(new URL("../src/index.ts", import.meta.url)) },
     bundle: true,
     platform: "browser",
     format: "esm",

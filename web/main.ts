@@ -1,6 +1,7 @@
 // The playground (web/index.html): MoBA against full attention on random inputs, and the blocks its gate chose.
-// Uses only the package's browser entry; bundled by scripts/build-web.mjs. The test drives it through the
-// ids below and reads document.body.dataset.state ("running", "done", "error").
+// Uses only the package's browser entry, "moba" (scripts/build-web.mjs bundles it from src/index.ts; web/tsconfig.json
+// checks this file against its types in dist/). test/playground.test.ts drives the page through the ids below and
+// reads document.body.dataset.state ("running", "done", "error").
 import {
   type AttentionOutput,
   type Backend,
@@ -11,7 +12,7 @@ import {
   randomInputs,
   referenceForward,
   relativeError,
-} from "../src/index.js";
+} from "moba";
 
 const Q_HEADS = 4;
 const KV_HEADS = 2;
