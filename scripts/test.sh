@@ -16,5 +16,6 @@ setup browser "no headless Chromium; the browser test is skipped"
 setup deno "no Deno; the Deno test is skipped"
 npx tsc -p tsconfig.json # dist/, which the browser and Deno tests load
 npx tsc -p tsconfig.check.json
+npx tsc -p web/tsconfig.json # the playground's page against the browser entry's types (dist/index.d.ts) and the DOM
 npx prettier --check src test dev scripts # the formatter's line width and style (npm run format applies it)
 node --import tsx --test --test-concurrency=2 test/*.test.ts

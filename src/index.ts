@@ -44,3 +44,8 @@ export { cpuBackend } from "./cpu/model.js";
 export { webgpuModelBackend, type GpuTensor } from "./webgpu/model.js";
 export { useDevice, type MobaDevice } from "./webgpu/device.js";
 export { mobaAttentionOnGpu, flashAttentionOnGpu, type GpuArray, type GpuAttentionInputs, type GpuAttentionOutput } from "./gpuApi.js";
+// For the playground (web/): the float64 reference, the FLOP count and `moba demo`'s input, seeded and with planted topics.
+export { attendedKeys } from "./attention/problem.js";
+export { referenceForward, type ReferenceProblem } from "./reference/attention.js";
+export { randomInputs, relativeError } from "./run/util.js";
+export { plantTopics, type DemoOptions } from "./run/demo.js";

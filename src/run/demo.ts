@@ -38,7 +38,7 @@ export function routingPicture(routing: AttentionOutput["routing"], tokens: numb
  * Plants long-range structure in random inputs, so the picture shows routing at work: every block
  * j gets a topic vector added to its keys, and the queries of block i get the topic of block ⌊i/2⌋.
  */
-function plantTopics(o: DemoOptions, q: Float32Array, k: Float32Array): void {
+export function plantTopics(o: DemoOptions, q: Float32Array, k: Float32Array): void {
   const { tokens, qHeads, kvHeads, headDim: D, blockSize: B } = o;
   const random = seeded(o.seed + 1);
   const topics = Array.from({ length: Math.ceil(tokens / B) * kvHeads }, () => Float32Array.from({ length: D }, () => random() * 2 - 1));
