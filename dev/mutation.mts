@@ -143,8 +143,8 @@ const MUTATIONS: Mutation[] = [
     name: "rotary positions run across packed sequences",
     file: "model/llama.ts",
     tests: ["model"],
-    find: "positions[t] = t - cuSeqlens[b];",
-    replace: "positions[t] = t;",
+    find: "cos.set(table.cos.subarray(0, n), at);",
+    replace: "cos.set(table.cos.subarray(at, at + n), at);",
   },
   // and a few in the attention, for comparison
   {
