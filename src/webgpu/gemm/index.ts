@@ -4,7 +4,6 @@
 // kernel rounding its operands the same way (adapters with shader-f16 but no subgroup matrices), so
 // both give the same numbers up to the order of the float32 sums.
 import type { Precision } from "../../attention/problem.js";
-import { MobaError } from "../../tensor.js";
 import type { MobaDevice } from "../device.js";
 import { type Buffers, dispatch, pipeline } from "../kernel.js";
 import { GEMM, TILE } from "../linear.wgsl.js";
@@ -92,8 +91,6 @@ export async function recordGemm(
   c: GemmCall,
   precision: Precision,
 ): Promise<void> {
-  if (precision === "f16" && !gpu.f16)
-    throw new MobaError(`precision: "f16" needs a device with shader-f16, and ${gpu.adapterInfo} has none`);
   if (precision === "f32" || !hasMmaGemm(gpu)) {
     const p = await pipeline(gpu, GEMM, {
       aTransposed: c.aTransposed,
