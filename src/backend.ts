@@ -41,8 +41,6 @@ export interface AdamWScalars {
   /** Bias corrections 1 − β₁ᵗ and 1 − β₂ᵗ. */
   c1: number;
   c2: number;
-  /** Gradients are multiplied by this first (clipping). */
-  gradScale: number;
 }
 
 /** The shapes a device decoder is built for: one model, every layer's attention, a cache of `capacity` tokens. */
@@ -124,18 +122,25 @@ export interface ModelBackend<B extends Sized = Sized> {
   linear(y: B, x: B, w: B, M: number, K: number, N: number): Promise<void>;
   /** dx[M, K] = (or += when accumulate) dy[M, N] · w[N, K]; dw[N, K] += dyᵀ · x. */
   linearBackward(dx: B, dw: B, dy: B, x: B, w: B, M: number, K: number, N: number, accumulate: boolean): Promise<void>;
-  /** Writes each row's log-sum-exp; returns Σ weight · (lse − logit[target]) (nats). */
-  crossEntropy(lse: B, logits: B, targets: Int32Array, weights: Float32Array, V: number): Promise<number>;
+  /**
+   * Writes each row's log-sum-exp and its loss weight · (lse − logit[target]) (nats): the loss stays
+   * on the device until the step's end reads it (a read-back here would stall the GPU mid-step).
+   */
+  crossEntropy(lse: B, losses: B, logits: B, targets: Int32Array, weights: Float32Array, V: number): Promise<void>;
   /** dLogits = scale · weight · (softmax − onehot(target)) */
   crossEntropyBackward(dLogits: B, logits: B, lse: B, targets: Int32Array, weights: Float32Array, V: number, scale: number): Promise<void>;
   attention(call: AttentionCall, q: B, k: B, v: B): Promise<AttentionSaved<B>>;
   attentionBackward(call: AttentionCall, q: B, k: B, v: B, saved: AttentionSaved<B>, dout: B): Promise<{ dq: B; dk: B; dv: B }>;
 
   // ---- optimizer ----
-  /** Σ x² over every tensor (float64 on the host). */
-  sumOfSquares(xs: B[]): Promise<number>;
-  /** One AdamW update of w from g with moments m, v. */
-  adamw(w: B, g: B, m: B, v: B, s: AdamWScalars): Promise<void>;
+  /**
+   * Global-norm clipping, computed on the device: clip[0] = √(Σ g² over every tensor) / lossScale
+   * (the norm of the true gradients, which hold lossScale times them), clip[1] = min(1, maxNorm /
+   * clip[0]) / lossScale (what AdamW multiplies the gradients by).
+   */
+  gradientClip(clip: B, grads: B[], maxNorm: number, lossScale: number): Promise<void>;
+  /** One AdamW update of w from g · clip[1] with moments m, v; none where clip[0] is not finite (the gradients overflowed). */
+  adamw(w: B, g: B, m: B, v: B, s: AdamWScalars, clip: B): Promise<void>;
 
   // ---- decoding ----
   /** A decoder with the KV cache on this backend's device; absent where decoding runs on the host (the CPU). */

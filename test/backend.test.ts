@@ -231,32 +231,57 @@ for (const [name, make, skip] of MODEL_BACKENDS) {
         const logits = randoms(random, M * V, 8),
           targets = Int32Array.from({ length: M }, () => Math.floor(random() * V));
         const weights = Float32Array.from({ length: M }, (_, i) => (i % 4 === 3 ? 0 : 0.5 + random()));
-        let loss = 0;
         const r = await on(
           backend,
           { logits },
           async (t) => {
             t.lse = backend.empty(M);
+            t.losses = backend.empty(M);
             t.d = backend.empty(M * V);
-            loss = await backend.crossEntropy(t.lse, t.logits, targets, weights, V);
+            await backend.crossEntropy(t.lse, t.losses, t.logits, targets, weights, V);
             await backend.crossEntropyBackward(t.d, t.logits, t.lse, targets, weights, V, 0.3);
           },
-          ["lse", "d"],
+          ["lse", "losses", "d"],
         );
         const l64 = Float64Array.from(f32(logits)),
           lse = new Float64Array(M),
+          losses = new Float64Array(M),
           d = new Float64Array(M * V);
-        const want = crossEntropyForward(lse, l64, targets, weights, V);
+        crossEntropyForward(lse, losses, l64, targets, weights, V);
         crossEntropyBackward(d, l64, lse, targets, weights, V, 0.3);
-        assert.ok(Math.abs(loss - want) <= TOLERANCE * Math.abs(want), `loss ${where}: ${loss} vs ${want}`);
         close("lse", r.lse, lse, where);
+        close("losses", r.losses, losses, where);
         close("dLogits", r.d, d, where);
       }
-      // sum of squares over tensors of odd sizes (one larger than a reduction group)
+      // the clip over tensors of odd sizes (one larger than a reduction group), active and not, and an overflowed one
       const xs = [randoms(random, 1), randoms(random, 1000), randoms(random, 70001)];
-      const sum = await backend.scope("test", () => backend.sumOfSquares(xs.map((x) => backend.upload(f32(x)))));
-      const want = xs.reduce((s, x) => s + f32(x).reduce((a, v) => a + v * v, 0), 0);
-      assert.ok(Math.abs(sum - want) <= TOLERANCE * want, `sum of squares ${sum} vs ${want}`);
+      const norm64 = Math.sqrt(xs.reduce((s, x) => s + f32(x).reduce((a, v) => a + v * v, 0), 0));
+      for (const [maxNorm, lossScale] of [
+        [norm64 / 1024 / 2, 1024],
+        [norm64 * 2, 1],
+      ]) {
+        const { clip } = await on(
+          backend,
+          {},
+          (t) =>
+            backend.gradientClip(
+              (t.clip = backend.empty(2)),
+              xs.map((x) => backend.upload(f32(x))),
+              maxNorm,
+              lossScale,
+            ),
+          ["clip"],
+        );
+        const norm = norm64 / lossScale;
+        close("clip", clip, Float64Array.of(norm, Math.min(1, maxNorm / norm) / lossScale), `max ${maxNorm} scale ${lossScale}`);
+      }
+      const overflowed = await on(
+        backend,
+        {},
+        (t) => backend.gradientClip((t.clip = backend.empty(2)), [backend.upload(Float32Array.of(1, Infinity, 2))], 1, 1),
+        ["clip"],
+      );
+      assert.ok(!Number.isFinite(overflowed.clip[0]), `an infinite gradient gives a norm of ${overflowed.clip[0]}`);
       // AdamW: two updates, with clipping scale and decay
       const n = 1001;
       const w0 = randoms(random, n),
@@ -271,14 +296,15 @@ for (const [name, make, skip] of MODEL_BACKENDS) {
         decayFactor: 1 - 0.01 * 0.1,
         c1: 1 - 0.9 ** step,
         c2: 1 - 0.95 ** step,
-        gradScale: 0.7,
       });
+      const gradScale = 0.7;
       const r = await on(
         backend,
-        { w: w0, m: m0, v: v0, g1: grads[0], g2: grads[1] },
+        { w: w0, m: m0, v: v0, g1: grads[0], g2: grads[1], clip: Float64Array.of(3, gradScale), overflowed: Float64Array.of(Infinity, 1) },
         async (t) => {
-          await backend.adamw(t.w, t.g1, t.m, t.v, scalars(4));
-          await backend.adamw(t.w, t.g2, t.m, t.v, scalars(5));
+          await backend.adamw(t.w, t.g1, t.m, t.v, scalars(4), t.clip);
+          await backend.adamw(t.w, t.g2, t.m, t.v, scalars(5), t.clip);
+          await backend.adamw(t.w, t.g2, t.m, t.v, scalars(6), t.overflowed); // skipped: no change
         },
         ["w", "m", "v"],
       );
@@ -287,7 +313,7 @@ for (const [name, make, skip] of MODEL_BACKENDS) {
         const s = scalars(4 + j),
           g = f32(g32);
         for (let i = 0; i < n; i++) {
-          const grad = g[i] * s.gradScale;
+          const grad = g[i] * gradScale;
           m[i] = s.beta1 * m[i] + (1 - s.beta1) * grad;
           v[i] = s.beta2 * v[i] + (1 - s.beta2) * grad * grad;
           w[i] = w[i] * s.decayFactor - (s.lr * (m[i] / s.c1)) / (Math.sqrt(v[i] / s.c2) + s.eps);

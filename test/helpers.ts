@@ -17,7 +17,7 @@ import { webgpuModelBackend } from "../src/webgpu/model.js";
 import type { ModelBackend } from "../src/backend.js";
 import { cpuBackend } from "../src/cpu/model.js";
 import type { LlamaConfig } from "../src/model/config.js";
-import { backward, type Batch, forward, type Model, syncToHost, zeroGradients } from "../src/model/llama.js";
+import { backward, type Batch, forward, lossOf, type Model, syncToHost, zeroGradients } from "../src/model/llama.js";
 export { relativeError };
 import {
   referenceBackward,
@@ -320,7 +320,7 @@ export async function gradients(
     await zeroGradients(model, backend);
     const trace = await forward(model, batch, backend, kinds);
     await backward(model, trace, backend, scale);
-    return trace.loss;
+    return lossOf(trace, backend);
   });
   await syncToHost(model);
   return { loss, grads: model.params.map((p) => Float32Array.from(p.grad)) };

@@ -116,14 +116,21 @@ test("cross-entropy backward matches finite differences, weights respected", () 
   const targets = Int32Array.from({ length: M }, () => Math.floor(random() * V));
   const weights = Float64Array.of(1, 0, 1, 0.5, 1, 0);
   const scale = 0.25;
-  const loss = () => scale * crossEntropyForward(new Float64Array(M), logits, targets, weights, V);
+  const loss = () => scale * crossEntropyForward(new Float64Array(M), new Float64Array(M), logits, targets, weights, V);
   const lse = new Float64Array(M);
-  crossEntropyForward(lse, logits, targets, weights, V);
+  crossEntropyForward(lse, new Float64Array(M), logits, targets, weights, V);
   const dLogits = new Float64Array(M * V);
   crossEntropyBackward(dLogits, logits, lse, targets, weights, V, scale);
   checkGradient("dlogits", logits, dLogits, loss);
   // a uniform distribution costs log V per counted token
-  const flat = crossEntropyForward(new Float64Array(2), new Float64Array(2 * V), Int32Array.of(3, 1), Float64Array.of(1, 1), V);
+  const flat = crossEntropyForward(
+    new Float64Array(2),
+    new Float64Array(2),
+    new Float64Array(2 * V),
+    Int32Array.of(3, 1),
+    Float64Array.of(1, 1),
+    V,
+  );
   assert.ok(Math.abs(flat - 2 * Math.log(V)) < 1e-12);
 });
 

@@ -7,7 +7,7 @@ import { cpuBackend } from "../src/cpu/model.js";
 import { checkConfig } from "../src/model/config.js";
 import { decodeStep, KvCache, prefill } from "../src/model/decode.js";
 import { AdamW } from "../src/model/adamw.js";
-import { backward, type Batch, forward, initModel, release, zeroGradients } from "../src/model/llama.js";
+import { backward, type Batch, forward, initModel, lossOf, release, zeroGradients } from "../src/model/llama.js";
 import { webgpuModelBackend } from "../src/webgpu/model.js";
 import { gradients, MODEL_BACKENDS, randomBatch, relativeError, TINY, webgpuSkip } from "./helpers.js";
 
@@ -15,7 +15,7 @@ test("model gradients match finite differences along random directions, every pa
   const model = initModel(checkConfig({ ...TINY, layer_attention: ["moba", "full"] }), 3);
   const batch = randomBatch(7, [0, 29, 40]);
   const { grads } = await gradients(model, batch, cpuBackend);
-  const loss = async () => (await forward(model, batch, cpuBackend)).loss;
+  const loss = async () => lossOf(await forward(model, batch, cpuBackend), cpuBackend);
   let seed = 11;
   for (const [j, p] of model.params.entries()) {
     // a random ±1 direction: the directional derivative sums every element's gradient
@@ -88,7 +88,7 @@ test("WebGPU model backend: three AdamW training steps give the CPU backend's lo
           const trace = await forward(model, randomBatch(20 + step, [0, 50, 64]), backend);
           await backward(model, trace, backend, 1 / 64);
           await optimizer.update(1e-2, { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, gradClip: 0.5 }); // clipping active
-          return trace.loss;
+          return lossOf(trace, backend);
         }),
       );
     }

@@ -13,7 +13,7 @@ import { cpuBackend } from "../src/cpu/model.js";
 import { zeroMoments } from "../src/model/adamw.js";
 import { loadCheckpoint, saveCheckpoint } from "../src/model/checkpoint.js";
 import { checkConfig } from "../src/model/config.js";
-import { backward, forward, initModel, zeroGradients } from "../src/model/llama.js";
+import { backward, forward, initModel, lossOf, zeroGradients } from "../src/model/llama.js";
 import { Packer, startPosition } from "../src/model/packing.js";
 import { ReferenceAdamW } from "../src/reference/adamw.js";
 import { checkTrainOptions, kindsAt, type StepLog, train, type TrainOptions } from "../src/run/train.js";
@@ -203,7 +203,7 @@ test("two steps of train() are the math: micro-batches summed and divided by the
     await zeroGradients(model, cpuBackend);
     for (const batch of batches) {
       const trace = await forward(model, batch, cpuBackend, [...kinds[step]]);
-      loss += trace.loss;
+      loss += await lossOf(trace, cpuBackend);
       await backward(model, trace, cpuBackend, 1 / count);
     }
     const norm = reference.update(

@@ -61,7 +61,9 @@ export const cpuBackend: ModelBackend<Float32Array> = {
     // dw[N, K] += dyᵀ · x[M, K]
     await gemm({ c: dw, a: dy, b: x, M: N, N: K, K: M, aRow: 1, aCol: N, bRow: K, bCol: 1, accumulate: true });
   },
-  crossEntropy: async (lse, logits, targets, weights, V) => crossEntropyForward(lse, logits, targets, weights, V),
+  async crossEntropy(lse, losses, logits, targets, weights, V) {
+    crossEntropyForward(lse, losses, logits, targets, weights, V);
+  },
   crossEntropyBackward: async (dLogits, logits, lse, targets, weights, V, scale) =>
     crossEntropyBackward(dLogits, logits, lse, targets, weights, V, scale),
   async attention(c, q, k, v): Promise<AttentionSaved<Float32Array>> {
@@ -72,14 +74,17 @@ export const cpuBackend: ModelBackend<Float32Array> = {
     return cpuBackward(attentionProblem(c, q, k, v), q, k, v, saved.out, saved.lse, dout, saved.routing as Int32Array | undefined);
   },
 
-  async sumOfSquares(xs) {
+  async gradientClip(clip, grads, maxNorm, lossScale) {
     let sum = 0;
-    for (const x of xs) for (let i = 0; i < x.length; i++) sum += x[i] * x[i];
-    return sum;
+    for (const x of grads) for (let i = 0; i < x.length; i++) sum += x[i] * x[i];
+    const norm = Math.sqrt(sum) / lossScale;
+    clip[0] = norm;
+    clip[1] = (norm > maxNorm ? maxNorm / norm : 1) / lossScale;
   },
-  async adamw(w, g, m, v, s: AdamWScalars) {
+  async adamw(w, g, m, v, s: AdamWScalars, clip) {
+    if (!Number.isFinite(clip[0])) return;
     for (let i = 0; i < w.length; i++) {
-      const grad = g[i] * s.gradScale;
+      const grad = g[i] * clip[1];
       m[i] = s.beta1 * m[i] + (1 - s.beta1) * grad;
       v[i] = s.beta2 * v[i] + (1 - s.beta2) * grad * grad;
       w[i] = w[i] * s.decayFactor - (s.lr * (m[i] / s.c1)) / (Math.sqrt(v[i] / s.c2) + s.eps);

@@ -50,25 +50,27 @@ export class AdamW<B extends Sized> {
    * before clipping. The gradients hold lossScale times the true ones (the loss was scaled before
    * the backward): they are divided by it in the same multiply as the clipping. A non-finite norm
    * (an overflow of the scaled gradients) takes no step: weights, moments and the step count stay.
+   * The norm and the clip are computed on the backend and the norm read back after every update
+   * is recorded, so on a GPU the step runs to its end without waiting for the host.
    */
   async update(lr: number, o: AdamWOptions, lossScale = 1): Promise<number> {
     const { data, grad } = await residentTensors(this.model, this.backend);
-    const norm = Math.sqrt(await this.backend.sumOfSquares(grad)) / lossScale;
-    if (!Number.isFinite(norm)) return norm;
-    const step = ++this.step;
-    const clip = norm > o.gradClip ? o.gradClip / norm : 1;
-    const common = {
-      lr,
-      beta1: o.beta1,
-      beta2: o.beta2,
-      eps: o.eps,
-      c1: 1 - o.beta1 ** step,
-      c2: 1 - o.beta2 ** step,
-      gradScale: clip / lossScale,
-    };
+    const clip = this.backend.empty(2); // [norm, gradient multiplier]
+    await this.backend.gradientClip(clip, grad, o.gradClip, lossScale);
+    const step = this.step + 1;
+    const common = { lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, c1: 1 - o.beta1 ** step, c2: 1 - o.beta2 ** step };
     for (const [j, p] of this.model.params.entries()) {
-      await this.backend.adamw(data[j], grad[j], this.m[j], this.v[j], { ...common, decayFactor: p.decay ? 1 - lr * o.weightDecay : 1 });
+      await this.backend.adamw(
+        data[j],
+        grad[j],
+        this.m[j],
+        this.v[j],
+        { ...common, decayFactor: p.decay ? 1 - lr * o.weightDecay : 1 },
+        clip,
+      );
     }
+    const [norm] = await this.backend.download(clip);
+    if (Number.isFinite(norm)) this.step = step;
     return norm;
   }
 

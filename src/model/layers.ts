@@ -161,9 +161,10 @@ export function swigluBackward(
 
 // ---- cross-entropy over the vocabulary, weighted per token ----
 
-/** Returns Σ weight · (lse − logit[target]); writes each row's log-sum-exp. Rows of weight 0 cost nothing. */
+/** Writes each row's log-sum-exp and loss weight · (lse − logit[target]); returns Σ of the losses as stored. */
 export function crossEntropyForward(
   lse: Floats, // [M]
+  losses: Floats, // [M]
   logits: Floats, // [M, V]
   targets: Int32Array, // [M]
   weights: Floats, // [M]
@@ -176,7 +177,8 @@ export function crossEntropyForward(
     let sum = 0;
     for (let v = 0; v < V; v++) sum += Math.exp(logits[i * V + v] - max);
     lse[i] = max + Math.log(sum);
-    if (weights[i] !== 0) loss += weights[i] * (lse[i] - logits[i * V + targets[i]]);
+    losses[i] = weights[i] === 0 ? 0 : weights[i] * (lse[i] - logits[i * V + targets[i]]);
+    loss += losses[i];
   }
   return loss;
 }

@@ -1,7 +1,7 @@
 // A Llama-style decoder: embedding, per layer RMSNorm → attention (MoBA or full, GQA, rotary) →
 // residual → RMSNorm → SwiGLU MLP → residual, final RMSNorm, LM head. The forward keeps what the
 // backward needs (llm.c style); the backward walks the same layers in reverse. Every op runs on
-// the backend's own tensors (B), so on WebGPU nothing but the loss leaves the GPU in a step.
+// the backend's own tensors (B), so on WebGPU only the loss and the gradient norm leave the GPU, at the step's end.
 // Weight names and shapes are Hugging Face's, so a checkpoint maps onto LlamaForCausalLM.
 import type { AttentionCall, AttentionSaved, ModelBackend, Sized } from "../backend.js";
 import { MobaError } from "../tensor.js";
@@ -208,8 +208,7 @@ export interface Trace<B> {
   rstdN: B; // [T]
   logits: B; // [T, V]
   lse: B; // [T]
-  /** Σ weight · negative log-likelihood over the batch (nats). */
-  loss: number;
+  losses: B; // [T] weight · negative log-likelihood of each token (nats); lossOf sums them
 }
 
 function headName(model: Model): string {
@@ -286,11 +285,22 @@ export async function forward<B extends Sized>(
     rstdN = backend.empty(T);
   await backend.rmsNorm(hN, rstdN, x, weights("model.norm.weight").data, T, H, c.rms_norm_eps);
   const logits = backend.empty(T * V),
-    lse = backend.empty(T);
+    lse = backend.empty(T),
+    losses = backend.empty(T);
   await backend.linear(logits, hN, weights(headName(model)).data, T, H, V);
-  const loss = await backend.crossEntropy(lse, logits, batch.targets, batch.weights, V);
+  await backend.crossEntropy(lse, losses, logits, batch.targets, batch.weights, V);
+  return { batch, kinds, cos, sin, layers, final: x, hN, rstdN, logits, lse, losses };
+}
+
+/**
+ * Σ weight · negative log-likelihood over the trace's batch (nats), summed in float64 on the host.
+ * A read-back: a training step calls it after its backward and update are recorded.
+ */
+export async function lossOf<B extends Sized>(trace: Trace<B>, backend: ModelBackend<B>): Promise<number> {
+  let loss = 0;
+  for (const l of await backend.download(trace.losses)) loss += l;
   if (!Number.isFinite(loss)) throw new MobaError(`model: the loss is ${loss} (diverged); lower the learning rate or check the data`);
-  return { batch, kinds, cos, sin, layers, final: x, hN, rstdN, logits, lse, loss };
+  return loss;
 }
 
 /** Adds the gradients of lossScale · trace.loss into the model's gradients on the backend. */

@@ -4,7 +4,7 @@ import type { ModelBackend } from "../backend.js";
 import type { Document } from "../io/corpus.js";
 import { passkeySample } from "../io/passkey.js";
 import type { AttentionKind } from "../model/config.js";
-import { forward, type Model } from "../model/llama.js";
+import { forward, lossOf, type Model } from "../model/llama.js";
 import { sequenceBatch } from "../model/packing.js";
 import { Rng } from "../model/rng.js";
 import { MobaError } from "../tensor.js";
@@ -65,7 +65,7 @@ export async function textLoss(
     windows = 0;
   for (let start = 0; start + 1 < tokens.length; start += contextLength, windows++) {
     const batch = sequenceBatch(tokens.subarray(start, Math.min(tokens.length, start + contextLength + 1)));
-    sum += await backend.scope("evaluation", async () => (await forward(model, batch, backend, kinds)).loss);
+    sum += await backend.scope("evaluation", async () => lossOf(await forward(model, batch, backend, kinds), backend));
   }
   return { loss: sum / (tokens.length - 1), predicted: tokens.length - 1, windows };
 }

@@ -17,6 +17,7 @@ import {
   type Batch,
   forward,
   initModel,
+  lossOf,
   type Model,
   parameterCount,
   release,
@@ -257,7 +258,7 @@ export async function evaluateLoss(
   let loss = 0,
     count = 0;
   for (const batch of batches) {
-    loss += await backend.scope("evaluation", async () => (await forward(model, batch, backend, kinds)).loss);
+    loss += await backend.scope("evaluation", async () => lossOf(await forward(model, batch, backend, kinds), backend));
     count += batch.weights.reduce((a, b) => a + b, 0);
   }
   return { loss, count };
@@ -444,17 +445,21 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
     const batches = Array.from({ length: o.accumulation }, () => nextBatch(packer, o, rng));
     const count = batches.reduce((n, b) => n + b.weights.reduce((a, w) => a + w, 0), 0);
     const lr = learningRateAt(step, o.steps, o.learningRate, o.warmupSteps, o.minLearningRateFraction);
-    let loss = 0;
     const scale = lossScale?.scale ?? 1;
-    const gradNorm = await backend
+    // the whole step is recorded before anything is read back: the gradient norm, then the losses
+    const { loss, gradNorm } = await backend
       .scope("training step", async () => {
         await zeroGradients(model, backend);
+        const traces = [];
         for (const batch of batches) {
           const trace = await forward(model, batch, backend, kinds);
-          loss += trace.loss;
           await backward(model, trace, backend, scale / Math.max(1, count));
+          traces.push(trace);
         }
-        return optimizer.update(lr, adamw, scale);
+        const gradNorm = await optimizer.update(lr, adamw, scale);
+        let loss = 0;
+        for (const trace of traces) loss += await lossOf(trace, backend);
+        return { loss, gradNorm };
       })
       .catch(divergence(step, o));
     // f16: an overflow skips the step (the optimizer took none) and halves the scale; float32 gradients do not overflow but diverge

@@ -1,7 +1,7 @@
 // The model backend on WebGPU: every tensor is a GPU buffer, every op a WGSL kernel recorded into
 // one command encoder (submitted before an attention call, which submits its own work, before a
 // read-back, and at the end of a scope). Weights, gradients and AdamW moments stay on the GPU
-// across steps; a training step reads back only the loss and the gradient norm.
+// across steps; a training step reads back only the loss and the gradient norm, at its end.
 import { type AttentionProblem, FULL_ATTENTION_TILE, type Precision } from "../attention/problem.js";
 import type { AdamWScalars, AttentionCall, AttentionSaved, DecodeShape, DecoderWeights, ModelBackend } from "../backend.js";
 import { MobaError } from "../tensor.js";
@@ -146,6 +146,7 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
       K.CROSS_ENTROPY,
       K.CROSS_ENTROPY_BACKWARD,
       K.SUM_OF_SQUARES,
+      K.GRADIENT_CLIP,
       K.ADAMW,
     ];
     for (const k of kernels) this.pipelines.set(k.name, await pipeline(this.gpu, k, null));
@@ -242,12 +243,16 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
     await this.gemm({ aTransposed: true, bTransposed: true, accumulate: true, M: N, N: K_, K: M }, dy, x, dw);
   }
 
-  async crossEntropy(lse: GpuTensor, logits: GpuTensor, targets: Int32Array, weights: Float32Array, V: number): Promise<number> {
+  async crossEntropy(
+    lse: GpuTensor,
+    losses: GpuTensor,
+    logits: GpuTensor,
+    targets: Int32Array,
+    weights: Float32Array,
+    V: number,
+  ): Promise<void> {
     const M = targets.length;
-    const losses = this.empty(M);
     this.run(K.CROSS_ENTROPY, [[M, V]], [logits, this.upload(targets), this.upload(weights), lse, losses], M, "cross entropy", M);
-    // the sum in float64 on the host, as the CPU backend does
-    return (await this.download(losses)).reduce((a, b) => a + b, 0);
   }
 
   async crossEntropyBackward(
@@ -333,23 +338,23 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
 
   // ---- optimizer ----
 
-  async sumOfSquares(xs: GpuTensor[]): Promise<number> {
-    const groups = xs.map((x) => Math.ceil(x.length / SQUARES_PER_GROUP));
-    const partial = this.zeros(groups.reduce((a, b) => a + b, 0));
+  async gradientClip(clip: GpuTensor, grads: GpuTensor[], maxNorm: number, lossScale: number): Promise<void> {
+    const groups = grads.map((x) => Math.ceil(x.length / SQUARES_PER_GROUP));
+    const partials = this.empty(groups.reduce((a, b) => a + b, 0));
     let base = 0;
-    xs.forEach((x, i) => {
-      this.run(K.SUM_OF_SQUARES, [[x.length, SQUARES_PER_GROUP, base]], [x, partial], 0, "sum of squares", groups[i]);
+    grads.forEach((x, i) => {
+      this.run(K.SUM_OF_SQUARES, [[x.length, SQUARES_PER_GROUP, base]], [x, partials], 0, "sum of squares", groups[i]);
       base += groups[i];
     });
-    return (await this.download(partial)).reduce((a, b) => a + b, 0);
+    this.run(K.GRADIENT_CLIP, [[partials.length, { f32: maxNorm }, { f32: lossScale }]], [partials, clip], 0, "gradient clip", 1);
   }
 
-  async adamw(w: GpuTensor, g: GpuTensor, m: GpuTensor, v: GpuTensor, s: AdamWScalars): Promise<void> {
+  async adamw(w: GpuTensor, g: GpuTensor, m: GpuTensor, v: GpuTensor, s: AdamWScalars, clip: GpuTensor): Promise<void> {
     const f = (x: number) => ({ f32: x });
     this.run(
       K.ADAMW,
-      [[w.length, f(s.lr), f(s.beta1), f(s.beta2), f(s.eps), f(s.decayFactor), f(s.c1), f(s.c2), f(s.gradScale)]],
-      [g, w, m, v],
+      [[w.length, f(s.lr), f(s.beta1), f(s.beta2), f(s.eps), f(s.decayFactor), f(s.c1), f(s.c2)]],
+      [g, clip, w, m, v],
       w.length,
       "adamw",
     );

@@ -283,18 +283,43 @@ struct P { n: u32, perGroup: u32, base: u32 }
   "row",
 );
 
+/**
+ * One workgroup: the global norm from sumOfSquares' partials, clip = [norm / lossScale, min(1, maxNorm / norm) / lossScale]
+ * (the gradients hold lossScale times the true ones; the norm is read back once, at the step's end).
+ */
+export const GRADIENT_CLIP = kernel(
+  "gradientClip",
+  `
+struct P { n: u32, maxNorm: f32, lossScale: f32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> partial_: array<f32>;
+@group(0) @binding(2) var<storage, read_write> clip: array<f32>;`,
+  `
+  var sum = 0.0;
+  for (var i = lid; i < p.n; i += ${THREADS}u) { sum += partial_[i]; }
+  sum = reduce(lid, sum, false);
+  if (lid == 0u) {
+    let norm = sqrt(sum) / p.lossScale;
+    clip[0] = norm;
+    clip[1] = select(1.0, p.maxNorm / norm, norm > p.maxNorm) / p.lossScale;
+  }`,
+  "row",
+);
+
+/** AdamW with the gradients times clip[1]; an inf or NaN norm (clip[0], tested on its exponent bits, which no fast-math folds away) leaves w, m, v. */
 export const ADAMW = kernel(
   "adamw",
   `
-struct P { n: u32, lr: f32, beta1: f32, beta2: f32, eps: f32, decayFactor: f32, c1: f32, c2: f32, gradScale: f32 }
+struct P { n: u32, lr: f32, beta1: f32, beta2: f32, eps: f32, decayFactor: f32, c1: f32, c2: f32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> g: array<f32>;
-@group(0) @binding(2) var<storage, read_write> w: array<f32>;
-@group(0) @binding(3) var<storage, read_write> m: array<f32>;
-@group(0) @binding(4) var<storage, read_write> v: array<f32>;`,
+@group(0) @binding(2) var<storage, read> clip: array<f32>;
+@group(0) @binding(3) var<storage, read_write> w: array<f32>;
+@group(0) @binding(4) var<storage, read_write> m: array<f32>;
+@group(0) @binding(5) var<storage, read_write> v: array<f32>;`,
   `
-  if (item >= p.n) { return; }
-  let grad = g[item] * p.gradScale;
+  if (item >= p.n || (bitcast<u32>(clip[0]) & 0x7f800000u) == 0x7f800000u) { return; }
+  let grad = g[item] * clip[1];
   m[item] = p.beta1 * m[item] + (1.0 - p.beta1) * grad;
   v[item] = p.beta2 * v[item] + (1.0 - p.beta2) * grad * grad;
   w[item] = w[item] * p.decayFactor - p.lr * (m[item] / p.c1) / (sqrt(v[item] / p.c2) + p.eps);`,
