@@ -1,6 +1,6 @@
 // Where a WebGPU training step's GPU time goes, by timestamp queries on every dispatch of one step
 // (after two warm-up steps): GPU milliseconds per dispatch label, summed into GEMMs, attention and
-// the rest, beside the step's wall time. The bench-train model (hidden 512, 8 layers, 8/4 heads).
+// the rest, beside the step's wall time, and the longest idle gaps between dispatches (where the GPU waited for the host). The bench-train model (hidden 512, 8 layers, 8/4 heads).
 // Usage: node --import tsx dev/profile-step-gpu.mts TOKENS [moba|full] [f32|f16]
 import { AdamW } from "../src/model/adamw.js";
 import { checkConfig } from "../src/model/config.js";
@@ -24,7 +24,7 @@ const config = checkConfig({
   full_attention_last_layers: kind === "full" ? 8 : 0,
 });
 const gpu = await getDevice();
-const backend = await webgpuModelBackend(precision);
+const backend = await webgpuModelBackend(precision, false); // as training runs: no poison fills
 const model = initModel(config, 1);
 const optimizer = new AdamW(model, backend);
 const tokens = Int32Array.from({ length: T }, (_, i) => (i * 31) % 256);
@@ -72,4 +72,14 @@ for (const [name, ms] of [...sums].sort((a, b) => b[1] - a[1]))
   console.log(`  ${name.padEnd(14)} ${ms.toFixed(1).padStart(8)} ms  ${((100 * ms) / total).toFixed(0).padStart(3)}%`);
 for (const [label, e] of [...byLabel].sort((a, b) => b[1].ms - a[1].ms).slice(0, 14))
   console.log(`    ${label.padEnd(34)} ${e.ms.toFixed(2).padStart(8)} ms ${String(e.calls).padStart(5)} calls`);
+// idle gaps: the GPU waiting for the host to record or submit (dispatches in recording order)
+const gaps = dispatches
+  .slice(1)
+  .map((d, i) => ({ ms: d.start - (dispatches[i].start + dispatches[i].ms), after: dispatches[i].label, before: d.label, at: d.start }));
+const idle = gaps.reduce((a, g) => a + Math.max(0, g.ms), 0);
+console.log(
+  `  idle between dispatches ${idle.toFixed(1)} ms; before the first dispatch and after the last: ${(wall - span).toFixed(1)} ms; longest gaps:`,
+);
+for (const g of gaps.sort((a, b) => b.ms - a.ms).slice(0, 8))
+  console.log(`    ${g.ms.toFixed(2).padStart(7)} ms at ${g.at.toFixed(1).padStart(6)} ms: ${g.after} -> ${g.before}`);
 process.exit(0);
