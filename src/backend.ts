@@ -100,6 +100,8 @@ export interface ModelBackend<B extends Sized = Sized> {
   download(x: B): Promise<Float32Array>;
   /** Frees persistent tensors. */
   free(xs: B[]): void;
+  /** Ends scoped tensors early: no op recorded after this call reads or writes them, so later tensors may reuse their memory. */
+  release(xs: B[]): void;
   /** x = 0 */
   clear(x: B): void;
   /** The most device memory this backend's tensors have held at once, in bytes (where it owns a device). */

@@ -160,3 +160,41 @@ for (const [name, attention] of [
     }
   });
 }
+
+test(
+  "WebGPU training step memory: the backward ends each layer's tensors, so a layer more costs its activations, not its gradients too",
+  { skip: webgpuSkip },
+  async () => {
+    const T = 512,
+      H = 64,
+      F = 160;
+    const peak = async (layers: number) => {
+      const backend = await webgpuModelBackend("f32", false);
+      const model = initModel(
+        checkConfig({
+          ...TINY,
+          hidden_size: H,
+          intermediate_size: F,
+          num_hidden_layers: layers,
+          num_attention_heads: 4,
+          num_key_value_heads: 2,
+        }),
+        3,
+      );
+      await backend.scope("step", async () => {
+        await zeroGradients(model, backend);
+        await backward(model, await forward(model, randomBatch(5, [0, T]), backend), backend, 1 / T);
+      });
+      await release(model);
+      return backend.peakBytes!;
+    };
+    // one layer's activations kept for the backward, float32: x, h1, q, attention out, mid, h2 [T, H]; k, v [T, H / 2]; g, u, m [T, F]; rstd ×2, lse [T, heads]
+    const activations = 4 * T * (6 * H + H + 3 * F + 2 + 4);
+    const gradients = 4 * T * (4 * H + 2 * H + 3 * F); // dx, dh2, dMid, dAttn, dq, dh1 (about H each), dk, dv, dm, dg, du
+    const perLayer = (await peak(4)) - (await peak(2)); // 2 layers more
+    assert.ok(
+      perLayer <= 2 * activations * 1.15,
+      `2 layers more cost ${perLayer} bytes; their activations ${2 * activations}, gradients ${2 * gradients}`,
+    );
+  },
+);

@@ -38,6 +38,7 @@ export const cpuBackend: ModelBackend<Float32Array> = {
   upload: (data) => data,
   download: async (x) => x,
   free: () => {},
+  release: () => {},
   clear: (x) => x.fill(0),
 
   embedding: async (out, table, tokens, H) => embeddingForward(out, table, tokens, H),

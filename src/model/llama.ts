@@ -303,7 +303,10 @@ export async function lossOf<B extends Sized>(trace: Trace<B>, backend: ModelBac
   return loss;
 }
 
-/** Adds the gradients of lossScale · trace.loss into the model's gradients on the backend. */
+/**
+ * Adds the gradients of lossScale · the trace's loss into the model's gradients on the backend.
+ * It ends each layer's tensors of the trace as it goes (backend.release): a trace has one backward.
+ */
 export async function backward<B extends Sized>(model: Model, trace: Trace<B>, backend: ModelBackend<B>, lossScale: number): Promise<void> {
   const c = model.config;
   const { batch, cos, sin } = trace;
@@ -323,6 +326,7 @@ export async function backward<B extends Sized>(model: Model, trace: Trace<B>, b
   let dx = backend.empty(T * H);
   const norm = weights("model.norm.weight");
   await backend.rmsNormBackward(dx, norm.grad, dhN, trace.final, norm.data, trace.rstdN, T, H, false);
+  backend.release([dLogits, dhN]);
   for (let l = c.num_hidden_layers - 1; l >= 0; l--) {
     const s = trace.layers[l];
     const p = (name: string) => weights(`model.layers.${l}.${name}.weight`);
@@ -359,6 +363,35 @@ export async function backward<B extends Sized>(model: Model, trace: Trace<B>, b
     // the residual's gradient plus the norm's: dx of this layer's input
     const input = p("input_layernorm");
     await backend.rmsNormBackward(dMid, input.grad, dh1, s.x, input.data, s.rstd1, T, H, true);
+    // this layer's activations and gradients are done: the next layer's reuse their memory, so a
+    // step holds the forward's activations and one layer's gradients (not every layer's)
+    const { x, h1, rstd1, q, k, v, attn, mid, h2, rstd2, g, u, m } = s;
+    backend.release([
+      x,
+      h1,
+      rstd1,
+      q,
+      k,
+      v,
+      attn.out,
+      attn.lse,
+      mid,
+      h2,
+      rstd2,
+      g,
+      u,
+      m,
+      dx,
+      dm,
+      dg,
+      du,
+      dh2,
+      dAttn,
+      grads.dq,
+      grads.dk,
+      grads.dv,
+      dh1,
+    ]);
     dx = dMid;
   }
   await backend.embeddingBackward(weights("model.embed_tokens.weight").grad, dx, batch.tokens, H);

@@ -140,10 +140,12 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) groups: vec3u
  * calls are destroyed, so memory follows the current shapes.
  */
 export class Buffers {
-  private readonly owned: { buffer: GPUBuffer; key: string }[] = [];
+  private readonly owned: { buffer: GPUBuffer; key: string; size: number }[] = [];
   private readonly pool: Pool;
   /** Bytes of the buffers it holds. */
   bytes = 0;
+  /** The most bytes it has held at once. */
+  peakBytes = 0;
 
   constructor(readonly gpu: MobaDevice) {
     let pool = pools.get(gpu.device);
@@ -157,8 +159,9 @@ export class Buffers {
     const key = `${usage}/${size}`;
     const reused = this.pool.free.get(key)?.pop();
     const buffer = reused?.buffer ?? this.gpu.device.createBuffer({ label, size, usage });
-    this.owned.push({ buffer, key });
+    this.owned.push({ buffer, key, size });
     this.bytes += size;
+    this.peakBytes = Math.max(this.peakBytes, this.bytes);
     return { buffer, fresh: !reused };
   }
 
@@ -238,12 +241,30 @@ export class Buffers {
    * recycled when it has submitted, so the next call of the same shapes reuses them.
    */
   recycle(): void {
-    for (const { buffer, key } of this.owned.splice(0)) {
+    this.giveBack(this.owned.splice(0));
+  }
+
+  /**
+   * Gives some of its buffers back to the pool before the call ends, for later tensors of the same
+   * call: the work recorded with them must be submitted first (a queue.writeBuffer into a reused
+   * buffer runs before any command buffer submitted after it).
+   */
+  release(buffers: GPUBuffer[]): void {
+    const set = new Set(buffers);
+    const kept: typeof this.owned = [];
+    const given: typeof this.owned = [];
+    for (const e of this.owned) (set.has(e.buffer) ? given : kept).push(e);
+    this.owned.splice(0, this.owned.length, ...kept);
+    this.giveBack(given);
+  }
+
+  private giveBack(entries: { buffer: GPUBuffer; key: string; size: number }[]): void {
+    for (const { buffer, key, size } of entries) {
       const list = this.pool.free.get(key) ?? [];
       list.push({ buffer, generation: this.pool.generation });
       this.pool.free.set(key, list);
+      this.bytes -= size;
     }
-    this.bytes = 0;
   }
 
   /** Gives every buffer back to the pool (the work that uses them has been submitted) and trims it. */

@@ -21,7 +21,7 @@ export interface GpuTensor {
 /** Rows per chunk of RMSNorm's weight-gradient sum (stage 1), so stage 2 sums M / 256 partials. */
 const ROWS_PER_CHUNK = 256;
 /** Elements each workgroup of sumOfSquares reduces. */
-const SQUARES_PER_GROUP = 65536;
+const SQUARES_PER_GROUP = 4096; // 5.6K workgroups for the 23M bench-train model: 65536 (350) left the GPU idle for 6 ms
 
 type Word = number | { f32: number };
 
@@ -29,7 +29,7 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
   readonly name = "webgpu" as const;
   private mem: Buffers | null = null;
   private persistentBytes = 0;
-  /** The most bytes held at the end of any scope: persistent tensors plus the scope's buffers (its peak: scopes only grow). */
+  /** The most bytes held in any scope: persistent tensors plus the peaks of the scope's buffers and of the attention scratch. */
   peakBytes = 0;
   private encoder: GPUCommandEncoder | null = null;
   /** An attention call's temporaries, recycled when the call has submitted (the next layer's call reuses them). */
@@ -55,7 +55,7 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
     const end = {
       destroy: () => {
         this.flush();
-        this.peakBytes = Math.max(this.peakBytes, this.persistentBytes + mem.bytes + this.scratchPeak);
+        this.peakBytes = Math.max(this.peakBytes, this.persistentBytes + mem.peakBytes + this.scratchPeak);
         this.scratchPeak = 0;
         this.mem = null;
         mem.destroy();
@@ -95,6 +95,11 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
       this.persistentBytes -= x.buffer.size;
       x.buffer.destroy();
     }
+  }
+
+  release(xs: GpuTensor[]): void {
+    this.flush(); // the work recorded with them runs before anything that reuses them
+    this.scoped().release(xs.map((x) => x.buffer));
   }
 
   clear(x: GpuTensor): void {
@@ -154,7 +159,19 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
   }
 
   private async gemm(c: GemmCall, a: GpuTensor, b: GpuTensor, y: GpuTensor): Promise<void> {
-    await recordGemm(this.gpu, this.scoped(), () => this.record(), { a: a.buffer, b: b.buffer, y: y.buffer }, c, this.precision);
+    const partials = (bytes: number) => this.splitKPartials(bytes);
+    await recordGemm(this.gpu, this.scoped(), () => this.record(), { a: a.buffer, b: b.buffer, y: y.buffer }, c, this.precision, partials);
+  }
+
+  /** One buffer for every GEMM's split-K partials (the queue runs the GEMMs in order), grown as needed. */
+  private partials: GPUBuffer | null = null;
+  private splitKPartials(bytes: number): GPUBuffer {
+    if (this.partials && this.partials.size >= bytes) return this.partials;
+    this.flush(); // recorded GEMMs may use the old one
+    if (this.partials) this.free([{ buffer: this.partials, length: 0 }]);
+    this.partials = storageBuffer(this.gpu, bytes, "gemm split-K partials");
+    this.persistentBytes += this.partials.size;
+    return this.partials;
   }
 
   // ---- layers ----
@@ -318,11 +335,12 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
       ),
     );
     // dk and dv share one buffer: copy them apart (4-byte offsets; a binding offset would need 256)
-    const dk = this.zeros(k.length),
-      dv = this.zeros(v.length);
+    const dk = this.empty(k.length),
+      dv = this.empty(v.length);
     const encoder = this.record();
     encoder.copyBufferToBuffer(g.dkdv, 0, dk.buffer, 0, k.length * 4);
     encoder.copyBufferToBuffer(g.dkdv, k.length * 4, dv.buffer, 0, v.length * 4);
+    this.release([{ buffer: g.dkdv, length: 2 * k.length }]);
     return { dq: { buffer: g.dq, length: q.length }, dk, dv };
   }
 

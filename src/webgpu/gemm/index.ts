@@ -80,8 +80,15 @@ export const hasMmaGemm = (gpu: MobaDevice) =>
   );
 
 /**
+ * A buffer of at least `bytes` for split-K partials, whose contents the GEMM overwrites: a caller
+ * that records many GEMMs gives one buffer reused by all (the queue runs them in order).
+ */
+export type PartialsBuffer = (bytes: number) => GPUBuffer;
+
+/**
  * Records y (+)= A · B into the encoder `encoder()` returns (taken after the pipelines are ready:
- * an await may let a flush finish the encoder in hand).
+ * an await may let a flush finish the encoder in hand). Split-K partials come from `partials`,
+ * else from `mem`.
  */
 export async function recordGemm(
   gpu: MobaDevice,
@@ -90,6 +97,7 @@ export async function recordGemm(
   { a, b, y }: GemmBuffers,
   c: GemmCall,
   precision: Precision,
+  partials?: PartialsBuffer,
 ): Promise<void> {
   if (precision === "f32" || !hasMmaGemm(gpu)) {
     const p = await pipeline(gpu, GEMM, {
@@ -102,7 +110,7 @@ export async function recordGemm(
     dispatch(encoder(), gpu, p, [a, b, y, mem.uniform([c.M, c.N, c.K, tilesN], "gemm shape")], Math.ceil(c.M / TILE) * tilesN, "gemm");
     return;
   }
-  await recordMmaGemm(gpu, mem, encoder, { a, b, y }, planMmaGemm(c));
+  await recordMmaGemm(gpu, mem, encoder, { a, b, y }, planMmaGemm(c), partials);
 }
 
 /** Records a tensor-core GEMM of a given plan (the dev harness times plans of its own). */
@@ -112,13 +120,14 @@ export async function recordMmaGemm(
   encoder: () => GPUCommandEncoder,
   { a, b, y }: GemmBuffers,
   plan: MmaPlan,
+  partials: PartialsBuffer = (bytes) => mem.uninitialized(bytes, "gemm split-K partials"),
 ): Promise<void> {
   const s = plan.shape;
   const main = await pipeline(gpu, { ...MMA_GEMM, workgroupSize: mmaThreads(s) }, s);
   const sum = plan.splits > 1 ? await pipeline(gpu, SPLIT_SUM, { accumulate: s.accumulate }) : null;
   const { M: m, N: n, K: k } = plan.call;
   const words = [m, n, k, plan.tilesN, plan.tiles, plan.kPerSplit, plan.splits, 0];
-  const out = sum ? mem.storage(plan.splits * m * n * 4, "gemm split-K partials") : y;
+  const out = sum ? partials(plan.splits * m * n * 4) : y; // every element written: no clear
   dispatch(encoder(), gpu, main, [a, b, out, mem.uniform(words, "gemm shape")], plan.tiles * plan.splits, "gemm mma");
   if (sum)
     dispatch(
