@@ -192,8 +192,9 @@ test(
     const activations = 4 * T * (6 * H + H + 3 * F + 2 + 4);
     const gradients = 4 * T * (4 * H + 2 * H + 3 * F); // dx, dh2, dMid, dAttn, dq, dh1 (about H each), dk, dv, dm, dg, du
     const perLayer = (await peak(4)) - (await peak(2)); // 2 layers more
+    // 1.3: buffer size classes (up to 12.5%) and MoBA's block choice, kept for the backward (measured 1.21; without the release 2.2)
     assert.ok(
-      perLayer <= 2 * activations * 1.15,
+      perLayer <= 2 * activations * 1.3,
       `2 layers more cost ${perLayer} bytes; their activations ${2 * activations}, gradients ${2 * gradients}`,
     );
   },
