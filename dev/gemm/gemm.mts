@@ -18,6 +18,8 @@
 //  10: version 9 with vec4 loads from storage
 //  11: version 8 staged as 9, vec4 loads (the small-problem tile)
 //  12: version 5 (4 subgroups of 4x4 accumulators) staged as 9, vec4 loads
+//  13: version 12 splitting K until 4 workgroups per SM (528; src/ and 12: 264), for the dW products' few tiles
+//  14: version 12 splitting K until 8 workgroups per SM (1056)
 import { f16ToFloat, floatToF16 } from "../../src/io/half.js";
 import { getDevice } from "../../src/webgpu/device.js";
 import { type GemmCall, type MmaPlan, type MmaTile, planMmaGemm, recordGemm, recordMmaGemm } from "../../src/webgpu/gemm/index.js";
@@ -38,6 +40,9 @@ const VERSIONS: Record<number, MmaTile | "f32"> = {
   11: { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true },
   12: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true },
 };
+VERSIONS[13] = VERSIONS[14] = VERSIONS[12];
+/** Workgroups a version's split-K aims at, where it is not src/'s. */
+const SPLIT_TARGETS: Record<number, number> = { 13: 528, 14: 1056 };
 
 // The bench-train model (hidden 512, 8/4 heads of 64, SwiGLU 1344, vocab 256) at T tokens: its
 // forward x · wᵀ, the backward's dx = dy · w (accumulating) and dw += dyᵀ · x; and 4096³.
@@ -106,7 +111,7 @@ for (const shape of SHAPES) {
   for (const version of wanted) {
     const tile = VERSIONS[version];
     if (tile !== "f32" && !gpu.mma16) continue;
-    const plan: MmaPlan | null = tile === "f32" ? null : planMmaGemm(shape, [tile]);
+    const plan: MmaPlan | null = tile === "f32" ? null : planMmaGemm(shape, [tile], SPLIT_TARGETS[version]);
     const mem = new Buffers(gpu);
     const record = async (calls: number) => {
       const encoder = gpu.device.createCommandEncoder();

@@ -47,17 +47,17 @@ export interface MmaPlan {
   kPerSplit: number;
 }
 
-/** The tile and split-K of a tensor-core GEMM: the largest tile that fills the GPU, else split K. */
-export function planMmaGemm(c: GemmCall, tiles = MMA_TILES): MmaPlan {
+/** The tile and split-K of a tensor-core GEMM: the largest tile that fills the GPU (`enough` workgroups), else split K. */
+export function planMmaGemm(c: GemmCall, tiles = MMA_TILES, enough = ENOUGH_WORKGROUPS): MmaPlan {
   const count = (t: (typeof tiles)[number]) => Math.ceil(c.M / t.tileM) * Math.ceil(c.N / t.tileN);
-  const chosen = tiles.find((t) => count(t) >= ENOUGH_WORKGROUPS) ?? tiles[tiles.length - 1];
+  const chosen = tiles.find((t) => count(t) >= enough) ?? tiles[tiles.length - 1];
   const { vector, ...tile } = chosen;
   // vec4 loads where the operand's contiguous extent is a multiple of 4 (then a vec4 is wholly inside or outside it)
   const vectorA = vector && (c.aTransposed ? c.M : c.K) % 4 === 0;
   const vectorB = vector && (c.bTransposed ? c.N : c.K) % 4 === 0;
   const shape = { aTransposed: c.aTransposed, bTransposed: c.bTransposed, accumulate: c.accumulate, ...tile, vectorA, vectorB };
   const n = count(chosen);
-  const splits = Math.max(1, Math.min(Math.ceil(ENOUGH_WORKGROUPS / n), Math.floor(c.K / MIN_SPLIT_K)));
+  const splits = Math.max(1, Math.min(Math.ceil(enough / n), Math.floor(c.K / MIN_SPLIT_K)));
   const kPerSplit = Math.ceil(c.K / splits / tile.depth) * tile.depth;
   return { call: c, shape, tilesN: Math.ceil(c.N / tile.tileN), tiles: n, splits: Math.ceil(c.K / kPerSplit), kPerSplit };
 }
