@@ -1,9 +1,18 @@
 // A model backend with every op timed (wall clock, until its promise settles), for
-// dev/profile-step.mts (WebGPU) and dev/profile-step-cpu.mts.
+// dev/profile-step.mts (WebGPU) and dev/profile-step-cpu.mts; dev/profile-attention-cpu.mts times the
+// WebAssembly kernels' exports with it.
 export type OpTimes = Map<string, { ms: number; calls: number }>;
 
-/** `backend` with the time of each call added to times[op]; `settle`, when given, runs after each async op before its clock stops. */
-export function timedBackend<T extends object>(backend: T, times: OpTimes, settle?: () => Promise<unknown>): T {
+/**
+ * `backend` with the time of each call added to times[op]; `settle`, when given, runs after each async
+ * op before its clock stops; `label`, when given, names the entry of a call from the op and its arguments.
+ */
+export function timedBackend<T extends object>(
+  backend: T,
+  times: OpTimes,
+  settle?: () => Promise<unknown>,
+  label: (op: string, args: unknown[]) => string = (op) => op,
+): T {
   return new Proxy(backend, {
     get(target, name: string) {
       const value = Reflect.get(target, name, target);
@@ -11,10 +20,11 @@ export function timedBackend<T extends object>(backend: T, times: OpTimes, settl
       return (...args: unknown[]) => {
         const t0 = performance.now();
         const record = () => {
-          const entry = times.get(name) ?? { ms: 0, calls: 0 };
+          const key = label(name, args);
+          const entry = times.get(key) ?? { ms: 0, calls: 0 };
           entry.ms += performance.now() - t0;
           entry.calls++;
-          times.set(name, entry);
+          times.set(key, entry);
         };
         const result = value.apply(target, args);
         if (!(result instanceof Promise)) {

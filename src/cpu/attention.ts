@@ -10,12 +10,13 @@
 // probabilities are recomputed from lse, dk/dv of the block are owned by the unit, dq is added into
 // the caller's float64 accumulator (one per thread, summed afterwards).
 //
-// The walk (units, routing, which queries meet which key block) is JavaScript; the tiles — some query
-// rows against one key block — run on the WebAssembly SIMD kernels (wasm/assembly/attention.ts,
-// float32, the scores of a tile as GEMMs) where there are some, else on the scalar kernels below
-// (float64 JavaScript numbers, the reference-checked fallback). Inputs and outputs are float32.
+// The walk (units, buckets, which queries meet which key block) is JavaScript; the gate and the tiles
+// — some query rows against one key block — run on the WebAssembly SIMD kernels (wasm/assembly/: the
+// gate in float64, bit for bit blocks.ts's; the tiles in float32, their scores as GEMMs) where there
+// are some, else on blocks.ts's gate and the scalar kernels below (float64 JavaScript numbers, the
+// reference-checked fallback). Inputs and outputs are float32.
 import type { AttentionProblem } from "../attention/problem.js";
-import { type InvertedRouting, routeQuery } from "../attention/blocks.js";
+import { blockMeans, type InvertedRouting, routeQuery } from "../attention/blocks.js";
 import type { Floats } from "../tensor.js";
 import { simd, type SimdKernels } from "./simd.js";
 
@@ -23,7 +24,6 @@ export interface ForwardArrays {
   q: Float32Array; // [tokens, qHeads, headDim]
   k: Float32Array; // [tokens, kvHeads, headDim]
   v: Float32Array; // [tokens, kvHeads, headDim]
-  means: Float64Array; // [globalBlocks, kvHeads, headDim] (empty when every past block is selected)
   offsets: Int32Array; // [batch + 1] first global block of each sequence
   out: Float32Array; // [tokens, qHeads, headDim] written
   lse: Float32Array; // [tokens, qHeads] written
@@ -142,12 +142,14 @@ function foldKeys(a: ForwardArrays, p: AttentionProblem, s: ForwardScratch, r: n
 }
 
 /**
- * The online-softmax state of one query block (rows of query head h from token q0 on): `fold` adds
- * keys [k0, k1) for the block rows rows[0 .. count) (causal: block row r sees keys k0 .. k0 + r only),
+ * The online-softmax state of one query block (rows of query head h from token q0 on): `route` writes
+ * the past blocks its rows choose among the i before it into a.past (the gate), `fold` adds keys
+ * [k0, k1) for the block rows rows[0 .. count) (causal: block row r sees keys k0 .. k0 + r only),
  * `finish` writes out and lse.
  */
 interface ForwardTiles {
   begin(b: number, q0: number, h: number, rows: number): void;
+  route(i: number): void;
   fold(rows: Int32Array, count: number, k0: number, k1: number, causal: boolean): void;
   finish(): void;
 }
@@ -166,15 +168,20 @@ function writeRows(p: AttentionProblem, a: ForwardArrays, q0: number, h: number,
 
 function scalarForwardTiles(p: AttentionProblem, a: ForwardArrays, s: ForwardScratch): ForwardTiles {
   const D = p.headDim;
-  let q0 = 0,
+  const means = a.all ? new Float64Array(0) : blockMeans(p, a.k, a.offsets);
+  let seq = 0,
+    q0 = 0,
     h = 0,
     rows = 0;
   return {
-    begin(_b, first, head, count) {
-      [q0, h, rows] = [first, head, count];
+    begin(b, first, head, count) {
+      [seq, q0, h, rows] = [b, first, head, count];
       s.m.fill(-Infinity, 0, rows);
       s.l.fill(0, 0, rows);
       s.acc.fill(0, 0, rows * D);
+    },
+    route(i) {
+      for (let r = 0; r < rows; r++) routeQuery(p, a.q, means, a.past, q0 + r, h, i, a.offsets[seq], s.gate, s.chosen);
     },
     fold(list, count, k0, k1, causal) {
       // at most a block of keys at a time (the size of s.scores)
@@ -189,25 +196,37 @@ function scalarForwardTiles(p: AttentionProblem, a: ForwardArrays, s: ForwardScr
 
 // q, k and v copied into the module's memory once per call of forwardUnits, and k and v of every
 // sequence and kv head packed there once (as the GEMMs of the tiles read them: Kᵀ in slivers of 8 keys,
-// V in slivers of 8 columns), instead of once per tile; the state of a block there too
+// V in slivers of 8 columns), instead of once per tile; the block means there too (each thread computes
+// them all: ~1 ms at 16K tokens, less than sharing them would cost), and the state of a block
 function simdForwardTiles(kernels: SimdKernels, p: AttentionProblem, a: ForwardArrays): ForwardTiles {
-  const { qHeads, kvHeads, headDim: D, scale, cuSeqlens } = p;
+  const { qHeads, kvHeads, headDim: D, scale, cuSeqlens, blockSize } = p;
   const B = rowsPerBlock(p);
   const e = kernels.exports;
   const up8 = (n: number) => Math.ceil(n / 8) * 8;
-  // packed k and v of sequence b, kv head g at packed[b·kvHeads + g] (floats from the region's start)
+  // packed k and v of sequence b, kv head g at packed[b·kvHeads + g] (floats from the region's start),
+  // its block means at means[b·kvHeads + g] (bytes)
   const packed: number[] = [0];
+  const means: number[] = [0];
+  let maxBlocks = 0;
   for (let b = 0; b + 1 < cuSeqlens.length; b++) {
     const length = cuSeqlens[b + 1] - cuSeqlens[b];
-    for (let g = 0; g < kvHeads; g++) packed.push(packed[packed.length - 1] + up8(length) * D);
+    const blocks = a.offsets[b + 1] - a.offsets[b];
+    maxBlocks = Math.max(maxBlocks, blocks);
+    for (let g = 0; g < kvHeads; g++) {
+      packed.push(packed[packed.length - 1] + up8(length) * D);
+      means.push(means[means.length - 1] + (a.all ? 0 : e.meansBytes(blocks, D)));
+    }
   }
   const size = packed[packed.length - 1];
-  const [qAt, kAt, vAt, kpAt, vpAt, mAt, lAt, accAt, rowsAt, work] = kernels.alloc([
+  const [qAt, kAt, vAt, kpAt, vpAt, meansAt, pastAt, routeWork, mAt, lAt, accAt, rowsAt, work] = kernels.alloc([
     4 * a.q.length,
     4 * a.k.length,
     4 * a.v.length,
     4 * size,
     4 * (size / D) * up8(D),
+    means[means.length - 1],
+    4 * B * a.width,
+    e.routeWorkBytes(maxBlocks, a.width),
     4 * B,
     4 * B,
     4 * B * D,
@@ -224,12 +243,14 @@ function simdForwardTiles(kernels: SimdKernels, p: AttentionProblem, a: ForwardA
       const first = 4 * (cuSeqlens[b] * kvHeads + g) * D;
       e.packPanel(D, length, kAt + first, 1, kvHeads * D, kpAt + 4 * packed[b * kvHeads + g]); // Kᵀ[D, length]
       e.packPanel(length, D, vAt + first, kvHeads * D, 1, vPackedAt(b, g)); // V[length, D]
+      if (!a.all) e.blockMeans(length, blockSize, D, kAt + first, kvHeads * D, meansAt + means[b * kvHeads + g]);
     }
   }
   const m = kernels.f32(mAt, B),
     l = kernels.f32(lAt, B),
     acc = kernels.f32(accAt, B * D),
-    rowIndex = kernels.i32(rowsAt, B);
+    rowIndex = kernels.i32(rowsAt, B),
+    past = kernels.i32(pastAt, B * a.width);
   let seq = 0,
     q0 = 0,
     h = 0,
@@ -241,6 +262,11 @@ function simdForwardTiles(kernels: SimdKernels, p: AttentionProblem, a: ForwardA
       m.fill(-Infinity, 0, rows);
       l.fill(0, 0, rows);
       acc.fill(0, 0, rows * D);
+    },
+    route(i) {
+      const w = a.width;
+      e.route(rows, qAt + 4 * (q0 * qHeads + h) * D, qHeads * D, meansAt + means[seq * kvHeads + g], i, D, w, pastAt, w, routeWork);
+      for (let r = 0; r < rows; r++) for (let j = 0; j < w; j++) a.past[((q0 + r) * qHeads + h) * w + j] = past[r * w + j];
     },
     fold(list, count, k0, k1, causal) {
       rowIndex.set(list.subarray(0, count));
@@ -275,22 +301,20 @@ function simdForwardTiles(kernels: SimdKernels, p: AttentionProblem, a: ForwardA
   };
 }
 
-/** Forward of units [from, to) of the list; allocates its own scratch. */
-export function forwardUnits(
-  problem: AttentionProblem,
-  a: ForwardArrays,
-  units: Int32Array,
-  from: number,
-  to: number,
-  kernels = simd,
-): void {
+/**
+ * Forward of the units `next` hands out (an index into the list each call, -1 when none is left); a
+ * thread that gets none sets nothing up. Allocates its own scratch.
+ */
+export function forwardUnits(problem: AttentionProblem, a: ForwardArrays, units: Int32Array, next: () => number, kernels = simd): void {
   const { qHeads, blockSize: B, cuSeqlens } = problem;
+  let u = next();
+  if (u < 0) return;
   let maxBlocks = 0;
   for (let b = 0; b + 1 < a.offsets.length; b++) maxBlocks = Math.max(maxBlocks, a.offsets[b + 1] - a.offsets[b]);
   const s = new ForwardScratch(problem, maxBlocks, a.width);
   const tiles = kernels ? simdForwardTiles(kernels, problem, a) : scalarForwardTiles(problem, a, s);
   const every = Int32Array.from({ length: rowsPerBlock(problem) }, (_, r) => r); // all rows of a block
-  for (let u = from; u < to; u++) {
+  for (; u >= 0; u = next()) {
     const b = units[3 * u],
       h = units[3 * u + 1],
       i = units[3 * u + 2];
@@ -305,13 +329,11 @@ export function forwardUnits(
     } else {
       // route each query, then bucket the queries by chosen block (counting sort)
       const n = Math.min(i, a.width);
+      if (n < i) tiles.route(i);
+      else for (let r = 0; r < rows; r++) for (let j = 0; j < n; j++) a.past[((q0 + r) * qHeads + h) * a.width + j] = j;
       const bucketStart = s.bucketStart;
       bucketStart.fill(0, 0, i + 1);
-      for (let r = 0; r < rows; r++) {
-        if (n < i) routeQuery(problem, a.q, a.means, a.past, q0 + r, h, i, a.offsets[b], s.gate, s.chosen);
-        else for (let j = 0; j < n; j++) a.past[((q0 + r) * qHeads + h) * a.width + j] = j;
-        for (let j = 0; j < n; j++) bucketStart[a.past[((q0 + r) * qHeads + h) * a.width + j] + 1]++;
-      }
+      for (let r = 0; r < rows; r++) for (let j = 0; j < n; j++) bucketStart[a.past[((q0 + r) * qHeads + h) * a.width + j] + 1]++;
       for (let j = 0; j < i; j++) bucketStart[j + 1] += bucketStart[j];
       for (let r = 0; r < rows; r++) {
         for (let j = 0; j < n; j++) s.bucket[bucketStart[a.past[((q0 + r) * qHeads + h) * a.width + j]]++] = r;

@@ -3,7 +3,7 @@
 import { blockMeans, blockOffsets, invertRouting, pastPerQuery, routeAll, selectsAll } from "../attention/blocks.js";
 import type { AttentionProblem } from "../attention/problem.js";
 import { type BackwardArrays, backwardUnits, type ForwardArrays, forwardUnits, listUnits } from "./attention.js";
-import { cores, type Job, runJobs, shared, splitByCost } from "./pool.js";
+import { claim, cores, type Job, runJobs, shared, splitByCost } from "./pool.js";
 import { simd } from "./simd.js";
 
 /** Work (multiply-adds) below which worker threads cost more than they save. */
@@ -45,26 +45,37 @@ export async function cpuForward(
     offsets,
     width,
     all,
-    means: all ? new Float64Array(0) : blockMeans(p, k, offsets),
     out: new Float32Array(p.tokens * p.qHeads * p.headDim),
     lse: new Float32Array(p.tokens * p.qHeads),
     past: new Int32Array(p.tokens * p.qHeads * width),
   };
   if (n === 1) {
-    forwardUnits(p, arrays, units, 0, units.length / 3, kernels);
+    let u = 0;
+    forwardUnits(p, arrays, units, () => (u < cost.length ? u++ : -1), kernels);
   } else {
     const s: ForwardArrays = {
       ...arrays,
       q: shared(q),
       k: shared(k),
       v: shared(v),
-      means: shared(arrays.means),
       out: shared(arrays.out, false),
       lse: shared(arrays.lse, false),
       past: shared(arrays.past, false),
     };
-    const jobs: Job[] = splitByCost(cost, 4 * n).map(([from, to]) => ({ kind: "forward", problem: p, arrays: s, units, from, to }));
-    await runJobs(jobs, n);
+    // the calling thread and n - 1 workers take units one at a time, the costliest first (claim);
+    // each thread sets up once per call, whatever its share
+    const order = shared(Int32Array.from(cost.keys()).sort((x, y) => cost[y] - cost[x] || x - y));
+    const claimed = shared(new Int32Array(1), false);
+    const job: Job = { kind: "forward", problem: p, arrays: s, units, order, claimed };
+    const others = runJobs(
+      Array.from({ length: n - 1 }, () => job),
+      n - 1,
+    );
+    try {
+      forwardUnits(p, s, units, claim(order, claimed), kernels);
+    } finally {
+      await others;
+    }
     Object.assign(arrays, { out: s.out, lse: s.lse, past: s.past });
   }
   return { out: arrays.out, lse: arrays.lse, past: arrays.past, width };
@@ -123,7 +134,7 @@ export async function cpuBackward(
   if (n === 1) {
     backwardUnits(p, arrays, units, 0, units.length / 3, kernels);
   } else {
-    // one dq accumulator per job: the key-major walk adds into every query's dq
+    // one dq accumulator per thread (the calling thread's is dq): the key-major walk adds into every query's dq
     const s = {
       ...arrays,
       q: shared(q),
@@ -136,10 +147,17 @@ export async function cpuBackward(
       dk: shared(arrays.dk, false),
       dv: shared(arrays.dv, false),
     };
-    const ranges = splitByCost(backwardCost(p, units, cost, inverted, offsets), n);
-    const parts = ranges.map(() => shared(arrays.dq, false));
-    const jobs: Job[] = ranges.map(([from, to], i) => ({ kind: "backward", problem: p, arrays: { ...s, dq: parts[i] }, units, from, to }));
-    await runJobs(jobs, n);
+    // contiguous ranges of units, one per thread, the calling thread taking the first: which thread adds
+    // which dq terms is fixed, so the sum is the same in every run
+    const [first, ...rest] = splitByCost(backwardCost(p, units, cost, inverted, offsets), n);
+    const parts = rest.map(() => shared(dq, false));
+    const jobs: Job[] = rest.map(([from, to], i) => ({ kind: "backward", problem: p, arrays: { ...s, dq: parts[i] }, units, from, to }));
+    const others = runJobs(jobs, n - 1);
+    try {
+      backwardUnits(p, { ...s, dq }, units, first[0], first[1], kernels);
+    } finally {
+      await others;
+    }
     for (const part of parts) for (let i = 0; i < dq.length; i++) dq[i] += part[i];
     Object.assign(arrays, { dk: s.dk, dv: s.dv });
   }

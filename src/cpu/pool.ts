@@ -9,7 +9,8 @@ import type { BackwardArrays, ForwardArrays } from "./attention.js";
 import type { GemmOp } from "./simd.js";
 
 export type Job =
-  | { kind: "forward"; problem: AttentionProblem; arrays: ForwardArrays; units: Int32Array; from: number; to: number }
+  // the units of order[claimed[0]++] until none is left (claim)
+  | { kind: "forward"; problem: AttentionProblem; arrays: ForwardArrays; units: Int32Array; order: Int32Array; claimed: Int32Array }
   | { kind: "backward"; problem: AttentionProblem; arrays: BackwardArrays; units: Int32Array; from: number; to: number }
   // rows [from, to) of C (+)= A · B
   | { kind: "gemm"; op: GemmOp; from: number; to: number };
@@ -83,6 +84,18 @@ export async function runJobs(jobs: Job[], threads: number): Promise<void> {
     }
   };
   await Promise.all(Array.from({ length: Math.min(threads, jobs.length) }, lane));
+}
+
+/**
+ * Hands out order[0], order[1], ... one per call across threads (claimed: a shared counter, from 0),
+ * then -1: each thread takes its next unit when it is done with the last, so the load balances itself
+ * and a thread that starts late takes fewer.
+ */
+export function claim(order: Int32Array, claimed: Int32Array): () => number {
+  return () => {
+    const i = Atomics.add(claimed, 0, 1);
+    return i < order.length ? order[i] : -1;
+  };
 }
 
 /** Splits units [0, cost.length) into `parts` contiguous ranges of about equal cost. */

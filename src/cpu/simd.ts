@@ -77,6 +77,21 @@ interface Exports {
   ): void;
   forwardWorkBytes(D: number): number;
   backwardWorkBytes(keys: number, D: number): number;
+  blockMeans(length: number, size: number, D: number, k: number, kStride: number, out: number): void;
+  meansBytes(blocks: number, D: number): number;
+  route(
+    rows: number,
+    q: number,
+    qStride: number,
+    means: number,
+    blocks: number,
+    D: number,
+    width: number,
+    past: number,
+    pastStride: number,
+    work: number,
+  ): void;
+  routeWorkBytes(blocks: number, width: number): number;
 }
 
 /**
