@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { checkProblem } from "../src/attention/problem.js";
-import { gemmRows } from "../src/cpu/gemm.js";
+import { gemm, gemmRows } from "../src/cpu/gemm.js";
 import { cpuBackward, cpuForward } from "../src/cpu/index.js";
 import { loadKernels, type GemmOp, type SimdKernels } from "../src/cpu/simd.js";
 import { type Case, compareWithReference, randomCase, relativeError, rng } from "./helpers.js";
@@ -69,6 +69,29 @@ test("GEMM: each build equals float64 for x·wᵀ, dy·w and dyᵀ·x, with and 
           assert.ok(error <= 1e-6, `${name} ${layout} ${M}x${N}x${K} accumulate=${accumulate}: relative error ${error}`);
         }
       }
+    }
+  }
+});
+
+test("GEMM on two threads (shared buffers recycled from call to call) equals one thread bit for bit", async () => {
+  const random = rng(8);
+  const values = (n: number) => Float32Array.from({ length: n }, () => 2 * random() - 1);
+  // above the thread threshold; sizes alternate so a recycled buffer is sometimes larger than its array
+  for (const [M, N, K] of [
+    [300, 260, 400],
+    [96, 512, 700],
+    [300, 260, 400],
+    [520, 130, 450],
+  ]) {
+    for (const accumulate of [false, true]) {
+      const a = values(M * K),
+        b = values(K * N),
+        c0 = values(M * N);
+      const op: GemmOp = { c: c0.slice(), a, b, M, N, K, aRow: K, aCol: 1, bRow: N, bCol: 1, accumulate };
+      const one = { ...op, c: c0.slice() };
+      gemmRows(one, 0, M);
+      await gemm(op, 2);
+      assert.deepEqual(op.c, one.c, `${M}x${N}x${K} accumulate=${accumulate}`);
     }
   }
 });

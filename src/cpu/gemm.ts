@@ -2,7 +2,7 @@
 // over the worker threads when the product is large enough to pay for them. Each slice runs the
 // WebAssembly SIMD kernel, or — where there is none — the scalar 4x4 kernel of ops.ts.
 import { addInto, matmulXWt } from "./ops.js";
-import { cores, type Job, runJobs, shared } from "./pool.js";
+import { cores, type Job, runJobs, SharedScratch } from "./pool.js";
 import { type GemmOp, simd } from "./simd.js";
 
 /**
@@ -11,19 +11,13 @@ import { type GemmOp, simd } from "./simd.js";
  */
 const THREAD_THRESHOLD = 3e7;
 
-const isShared = (a: Float32Array) => typeof SharedArrayBuffer !== "undefined" && a.buffer instanceof SharedArrayBuffer;
-
 /** Runs the product on up to `threads` threads; op.c is written (or added to) in place. */
 export async function gemm(op: GemmOp, threads?: number): Promise<void> {
   const { M, N, K } = op;
   const n = M * N * K < THREAD_THRESHOLD ? 1 : Math.min(threads ?? (await cores()), Math.ceil(M / 8));
   if (n === 1) return gemmRows(op, 0, M);
-  const s: GemmOp = {
-    ...op,
-    a: isShared(op.a) ? op.a : shared(op.a),
-    b: isShared(op.b) ? op.b : shared(op.b),
-    c: isShared(op.c) ? op.c : shared(op.c, op.accumulate),
-  };
+  const scratch = new SharedScratch();
+  const s: GemmOp = { ...op, a: scratch.input(op.a), b: scratch.input(op.b), c: scratch.input(op.c, op.accumulate) };
   // one slice per thread (each slice copies B in whole), whole 8-row tiles except the last; the calling
   // thread takes the first slice rather than wait (on a busy machine a worker may wake up late)
   const step = Math.ceil(M / n / 8) * 8;
@@ -33,6 +27,7 @@ export async function gemm(op: GemmOp, threads?: number): Promise<void> {
   gemmRows(s, 0, Math.min(M, step));
   await others;
   if (s.c !== op.c) op.c.set(s.c);
+  scratch.recycle();
 }
 
 /** Rows [from, to) of C on this thread, on `kernels` (null: the scalar kernel). */

@@ -3,7 +3,7 @@
 import { blockMeans, blockOffsets, invertRouting, pastPerQuery, routeAll, selectsAll } from "../attention/blocks.js";
 import type { AttentionProblem } from "../attention/problem.js";
 import { type BackwardArrays, backwardUnits, type ForwardArrays, forwardUnits, listUnits } from "./attention.js";
-import { claim, cores, type Job, runJobs, shared, splitByCost } from "./pool.js";
+import { claim, cores, type Job, runJobs, shared, SharedScratch, splitByCost } from "./pool.js";
 import { simd } from "./simd.js";
 
 /** Work (multiply-adds) below which worker threads cost more than they save. */
@@ -53,11 +53,12 @@ export async function cpuForward(
     let u = 0;
     forwardUnits(p, arrays, units, () => (u < cost.length ? u++ : -1), kernels);
   } else {
+    const scratch = new SharedScratch();
     const s: ForwardArrays = {
       ...arrays,
-      q: shared(q),
-      k: shared(k),
-      v: shared(v),
+      q: scratch.input(q),
+      k: scratch.input(k),
+      v: scratch.input(v),
       out: shared(arrays.out, false),
       lse: shared(arrays.lse, false),
       past: shared(arrays.past, false),
@@ -76,6 +77,7 @@ export async function cpuForward(
     } finally {
       await others;
     }
+    scratch.recycle();
     Object.assign(arrays, { out: s.out, lse: s.lse, past: s.past });
   }
   return { out: arrays.out, lse: arrays.lse, past: arrays.past, width };
@@ -135,22 +137,23 @@ export async function cpuBackward(
     backwardUnits(p, arrays, units, 0, units.length / 3, kernels);
   } else {
     // one dq accumulator per thread (the calling thread's is dq): the key-major walk adds into every query's dq
+    const scratch = new SharedScratch();
     const s = {
       ...arrays,
-      q: shared(q),
-      k: shared(k),
-      v: shared(v),
-      dout: shared(dout),
-      lse: shared(lse),
-      delta: shared(delta),
-      inverted: inverted && { start: shared(inverted.start), queries: shared(inverted.queries) },
+      q: scratch.input(q),
+      k: scratch.input(k),
+      v: scratch.input(v),
+      dout: scratch.input(dout),
+      lse: scratch.input(lse),
+      delta: scratch.input(delta),
+      inverted: inverted && { start: scratch.input(inverted.start), queries: scratch.input(inverted.queries) },
       dk: shared(arrays.dk, false),
       dv: shared(arrays.dv, false),
     };
     // contiguous ranges of units, one per thread, the calling thread taking the first: which thread adds
     // which dq terms is fixed, so the sum is the same in every run
     const [first, ...rest] = splitByCost(backwardCost(p, units, cost, inverted, offsets), n);
-    const parts = rest.map(() => shared(dq, false));
+    const parts = rest.map(() => scratch.zeros(dq));
     const jobs: Job[] = rest.map(([from, to], i) => ({ kind: "backward", problem: p, arrays: { ...s, dq: parts[i] }, units, from, to }));
     const others = runJobs(jobs, n - 1);
     try {
@@ -159,6 +162,7 @@ export async function cpuBackward(
       await others;
     }
     for (const part of parts) for (let i = 0; i < dq.length; i++) dq[i] += part[i];
+    scratch.recycle();
     Object.assign(arrays, { dk: s.dk, dv: s.dv });
   }
   return { dq: Float32Array.from(dq), dk: arrays.dk, dv: arrays.dv };
