@@ -1,8 +1,9 @@
 // Where a CPU training step's time goes: every backend op of the CPU backend timed (wall clock,
 // awaited), for the tour's model by default. Usage:
 //   node --import tsx dev/profile-step-cpu.mts [ROWS] [CONTEXT] [HIDDEN] [LAYERS]   (tour: 2 512 128 4)
-//   MOBA_SIMD=off for the scalar kernels
+//   MOBA_SIMD=off for the scalar kernels, MOBA_THREADS=1 for one thread; wall and CPU time (all threads) per op
 import { cpuBackend } from "../src/cpu/model.js";
+import { cores } from "../src/cpu/pool.js";
 import { simd } from "../src/cpu/simd.js";
 import { AdamW } from "../src/model/adamw.js";
 import { checkConfig } from "../src/model/config.js";
@@ -33,16 +34,18 @@ const batch = {
   weights: new Float32Array(T).fill(1),
   cuSeqlens: Int32Array.from({ length: rows + 1 }, (_, i) => i * context),
 };
-const steps: number[] = [];
-for (let s = 0; s < 4; s++) {
+const steps: string[] = [];
+const STEPS = 3;
+for (let s = 0; s <= STEPS; s++) {
   if (s === 1) times.clear();
-  const t0 = performance.now();
+  const [t0, c0] = [performance.now(), process.cpuUsage()];
   await zeroGradients(model, timed);
   await backward(model, await forward(model, batch, timed), timed, 1 / T);
   await optimizer.update(1e-4, { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, gradClip: 1 });
-  if (s > 0) steps.push(performance.now() - t0);
+  const cpu = process.cpuUsage(c0);
+  if (s > 0) steps.push(`${(performance.now() - t0).toFixed(0)} (CPU ${((cpu.user + cpu.system) / 1000).toFixed(0)})`);
 }
 console.log(
-  `${simd ? `WebAssembly SIMD (${simd.variant})` : "scalar"}: ${rows} x ${context} tokens, hidden ${hidden}, ${layers} layers: step ms ${steps.map((x) => x.toFixed(0)).join(", ")}`,
+  `${simd ? `WebAssembly SIMD (${simd.variant})` : "scalar"}: ${rows} x ${context} tokens, hidden ${hidden}, ${layers} layers, ${await cores()} threads: step ms ${steps.join(", ")}`,
 );
-printTimes(times, 3);
+printTimes(times, STEPS);

@@ -84,11 +84,15 @@ export const cpuBackend: ModelBackend<Float32Array> = {
   },
   async adamw(w, g, m, v, s: AdamWScalars, clip) {
     if (!Number.isFinite(clip[0])) return;
+    // the scalars as locals: the objects s come in have several shapes (decayFactor 1 or a fraction),
+    // and V8 read s.beta1 ... in the loop as a generic property lookup, 15x slower (170 ms a step for the tour's model)
+    const { beta1, beta2, eps, lr, decayFactor, c1, c2 } = s;
+    const multiplier = clip[1];
     for (let i = 0; i < w.length; i++) {
-      const grad = g[i] * clip[1];
-      m[i] = s.beta1 * m[i] + (1 - s.beta1) * grad;
-      v[i] = s.beta2 * v[i] + (1 - s.beta2) * grad * grad;
-      w[i] = w[i] * s.decayFactor - (s.lr * (m[i] / s.c1)) / (Math.sqrt(v[i] / s.c2) + s.eps);
+      const grad = g[i] * multiplier;
+      m[i] = beta1 * m[i] + (1 - beta1) * grad;
+      v[i] = beta2 * v[i] + (1 - beta2) * grad * grad;
+      w[i] = w[i] * decayFactor - (lr * (m[i] / c1)) / (Math.sqrt(v[i] / c2) + eps);
     }
   },
 };
