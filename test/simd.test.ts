@@ -76,7 +76,7 @@ test("GEMM: each build equals float64 for x·wᵀ, dy·w and dyᵀ·x, with and 
 test("GEMM on two threads (shared buffers recycled from call to call) equals one thread bit for bit", async () => {
   const random = rng(8);
   const values = (n: number) => Float32Array.from({ length: n }, () => 2 * random() - 1);
-  // above the thread threshold; sizes alternate so a recycled buffer is sometimes larger than its array
+  // sizes alternate, so a recycled buffer is sometimes larger than its array
   for (const [M, N, K] of [
     [300, 260, 400],
     [96, 512, 700],

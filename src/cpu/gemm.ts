@@ -6,15 +6,16 @@ import { cores, type Job, runJobs, SharedScratch } from "./pool.js";
 import { type GemmOp, simd } from "./simd.js";
 
 /**
- * Multiply-adds below which one thread is faster than posting jobs: a slice copies its operands into
- * its thread's module memory, and one thread does 3·10⁷ in about a millisecond.
+ * Multiply-adds below which the product runs on the calling thread (one thread does 2·10⁸ in ~8 ms): a
+ * slice copies its operands into its thread's module memory, and waking a worker costs more than a
+ * small product on a busy machine (a threaded 1024 x 352 x 128 took 1-2 ms more CPU than one thread's 2).
  */
-const THREAD_THRESHOLD = 3e7;
+const THREAD_THRESHOLD = 2e8;
 
-/** Runs the product on up to `threads` threads; op.c is written (or added to) in place. */
+/** Runs the product on `threads` threads (default: the cores, or 1 below the threshold); op.c is written (or added to) in place. */
 export async function gemm(op: GemmOp, threads?: number): Promise<void> {
   const { M, N, K } = op;
-  const n = M * N * K < THREAD_THRESHOLD ? 1 : Math.min(threads ?? (await cores()), Math.ceil(M / 8));
+  const n = Math.min(threads ?? (M * N * K < THREAD_THRESHOLD ? 1 : await cores()), Math.ceil(M / 8));
   if (n === 1) return gemmRows(op, 0, M);
   const scratch = new SharedScratch();
   const s: GemmOp = { ...op, a: scratch.input(op.a), b: scratch.input(op.b), c: scratch.input(op.c, op.accumulate) };

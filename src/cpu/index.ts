@@ -6,8 +6,13 @@ import { type BackwardArrays, backwardUnits, type ForwardArrays, forwardUnits, l
 import { claim, cores, type Job, runJobs, shared, SharedScratch, splitByCost } from "./pool.js";
 import { simd } from "./simd.js";
 
-/** Work (multiply-adds) below which worker threads cost more than they save. */
-const THREAD_THRESHOLD = 2e6;
+/**
+ * Multiply-adds below which a call runs on the calling thread (~15 ms of one thread's tiles): each
+ * worker copies the inputs into its module and packs K and V, and waking it costs more than the call
+ * on a busy machine. The tour's attention (1024 tokens, block 64) stays below: on 2 loaded cores its
+ * steps took 1.8x the CPU time on two threads than on one.
+ */
+const THREAD_THRESHOLD = 2e8;
 
 export interface CpuForward {
   out: Float32Array; // [tokens, qHeads, headDim]
@@ -37,7 +42,8 @@ export async function cpuForward(
   const all = selectsAll(p);
   const offsets = blockOffsets(p);
   const { units, cost } = listUnits(p, p.qHeads, all);
-  const n = await threadCount(threads, cost.reduce((a, b) => a + b, 0) * p.headDim);
+  // two multiply-adds per (query, key) and head dimension: QKᵀ and PV
+  const n = await threadCount(threads, 2 * cost.reduce((a, b) => a + b, 0) * p.headDim);
   const arrays: ForwardArrays = {
     q,
     k,
@@ -118,7 +124,8 @@ export async function cpuBackward(
   }
   const inverted = all ? null : invertRouting(p, past!, offsets);
   const { units, cost } = listUnits(p, kvHeads, all);
-  const n = await threadCount(threads, cost.reduce((a, b) => a + b, 0) * D * (qHeads / kvHeads) * 2);
+  // five per (query, key) and head dimension: QKᵀ, dO·Vᵀ, Pᵀ·dO, dSᵀ·Q, dS·K (a kv head's unit serves its group of query heads)
+  const n = await threadCount(threads, 5 * cost.reduce((a, b) => a + b, 0) * D * (qHeads / kvHeads));
   const arrays: BackwardArrays = {
     q,
     k,
