@@ -3,6 +3,8 @@
 // batch against the reference for what otherwise only the random runs would catch.
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { blockMeans, blockOffsets, routeAll } from "../src/attention/blocks.js";
+import { mobaProblem } from "../src/attention/problem.js";
 import { mobaAttention, mobaAttentionBackward, type Tensor } from "../src/index.js";
 import { referenceSelection } from "../src/reference/attention.js";
 import { BACKENDS, type Case, compareWithReference, makeCase, referenceProblem, relativeError, rng, runImplementation } from "./helpers.js";
@@ -77,6 +79,19 @@ test("the comparison catches a wrong implementation (a harness that cannot fail 
     fullInstead.some((f) => f.includes("dk relative error")),
     fullInstead.join("\n"),
   );
+});
+
+test("the CPU's two gates (WebAssembly in the forward; blocks.ts's routeAll: the scalar fallback, a backward without the routing, decoding) choose the same blocks, ties to the lower block", async () => {
+  const c = makeCase(23, { cuSeqlens: [0, 700, 1500, 1600], qHeads: 4, kvHeads: 2, headDim: 33, blockSize: 16, topK: 4 });
+  // the last sequence's keys all equal: every score of its queries ties
+  c.k.data.fill(0.25, 1500 * c.kvHeads * c.headDim);
+  const p = mobaProblem(c, c);
+  const offsets = blockOffsets(p);
+  const { routing } = await mobaAttention(c, c);
+  const past = new Int32Array(routing.data.length);
+  routeAll(p, c.q.data, blockMeans(p, c.k.data, offsets), offsets, past);
+  assert.deepEqual(past, routing.data);
+  for (let t = 1500 + 3 * 16; t < 1600; t++) assert.deepEqual([...past.subarray(t * 4 * 3, t * 4 * 3 + 3)], [0, 1, 2], `token ${t}`);
 });
 
 for (const [backend, skip] of BACKENDS) {
