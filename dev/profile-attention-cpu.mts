@@ -13,7 +13,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { blockOffsets, invertRouting, pastPerQuery } from "../src/attention/blocks.ts";
 import { type AttentionProblem, fullProblem, mobaProblem } from "../src/attention/problem.ts";
-import { backwardUnits, forwardUnits, listUnits } from "../src/cpu/attention.ts";
+import { backwardUnits, forwardSpan, forwardUnits, listUnits } from "../src/cpu/attention.ts";
 import { cpuBackward, cpuForward } from "../src/cpu/index.ts";
 import { cores } from "../src/cpu/pool.ts";
 import { simd, SimdKernels } from "../src/cpu/simd.ts";
@@ -117,7 +117,8 @@ for (const [name, p] of [
   const all = pastPerQuery(p) === 0;
   const offsets = blockOffsets(p);
   const width = pastPerQuery(p);
-  const forwardList = listUnits(p, p.qHeads, all).units;
+  const span = forwardSpan(p, all);
+  const forwardList = listUnits(p, p.qHeads, all, span).units;
   const arrays = {
     q: q.data,
     k: k.data,
@@ -125,6 +126,7 @@ for (const [name, p] of [
     offsets,
     width,
     all,
+    span,
     out: new Float32Array(q.data.length),
     lse: new Float32Array(T * qHeads),
     past: new Int32Array(T * qHeads * width),

@@ -1,10 +1,12 @@
 // Block-sparse MoBA / causal flash attention on the CPU, forward and backward.
 //
-// Forward, query-block-major (one unit = one sequence, query head, query block): each query of the
-// block keeps an online softmax (running max m, denominator l, accumulator acc). The routed past
-// blocks are visited in ascending order, each with exactly the queries that chose it, then the
-// own block causally; folding a block into (m, l, acc) is the log-sum-exp merge of the two
-// attentions. Nothing of size tokens x tokens is ever formed.
+// Forward, query-major (one unit = one sequence, query head and `span` consecutive query blocks): each
+// query keeps an online softmax (running max m, denominator l, accumulator acc). The unit visits key
+// blocks in ascending order, each with exactly the unit's queries that chose it, and a query block's
+// own block causally after the blocks before it — so each query folds its routed past blocks in
+// ascending order, then its own; folding a block into (m, l, acc) is the log-sum-exp merge of the two
+// attentions. A key block chosen by queries of several of the unit's blocks is one tile for all of
+// them. Nothing of size tokens x tokens is ever formed.
 //
 // Backward, key-block-major (one unit = one sequence, kv head, key block), FlashAttention-2 style:
 // probabilities are recomputed from lse, dk/dv of the block are owned by the unit, dq is added into
@@ -30,6 +32,7 @@ export interface ForwardArrays {
   past: Int32Array; // [tokens, qHeads, width] routing table, written
   width: number; // past blocks per query: topK - 1, or 0 when all is set
   all: boolean; // every past block is selected (full attention): no gate, no table
+  span: number; // query blocks per unit (forwardSpan)
 }
 
 export interface BackwardArrays {
@@ -46,8 +49,11 @@ export interface BackwardArrays {
   dv: Float32Array; // [tokens, kvHeads, headDim] written
 }
 
-/** Work units (sequence, head, block) as a flat [units, 3] list, and the cost of each (key visits). */
-export function listUnits(problem: AttentionProblem, heads: number, all: boolean): { units: Int32Array; cost: Float64Array } {
+/**
+ * Work units (sequence, head, first block), each of `span` consecutive blocks (fewer at a sequence's
+ * end), as a flat [units, 3] list, and the cost of each (key visits).
+ */
+export function listUnits(problem: AttentionProblem, heads: number, all: boolean, span = 1): { units: Int32Array; cost: Float64Array } {
   const { cuSeqlens, blockSize: B } = problem;
   const list: number[] = [];
   const cost: number[] = [];
@@ -55,16 +61,29 @@ export function listUnits(problem: AttentionProblem, heads: number, all: boolean
     const length = cuSeqlens[b + 1] - cuSeqlens[b];
     const blocks = Math.ceil(length / B);
     for (let h = 0; h < heads; h++) {
-      for (let i = 0; i < blocks; i++) {
-        const rows = Math.min(B, length - i * B);
-        // a query block sees min(i, topK - 1) past blocks (all of them for full attention) and half its own
-        const pastBlocks = all ? i : Math.min(i, problem.topK - 1);
-        list.push(b, h, i);
-        cost.push(rows * (pastBlocks * B + rows / 2) + B);
+      for (let i0 = 0; i0 < blocks; i0 += span) {
+        let sum = 0;
+        for (let i = i0; i < Math.min(blocks, i0 + span); i++) {
+          const rows = Math.min(B, length - i * B);
+          // a query block sees min(i, topK - 1) past blocks (all of them for full attention) and half its own
+          const pastBlocks = all ? i : Math.min(i, problem.topK - 1);
+          sum += rows * (pastBlocks * B + rows / 2) + B;
+        }
+        list.push(b, h, i0);
+        cost.push(sum);
       }
     }
   }
   return { units: Int32Array.from(list), cost: Float64Array.from(cost) };
+}
+
+/**
+ * Query blocks per forward unit: MoBA's units take up to 2048 query rows, so that a key block chosen
+ * by queries of several blocks is one tile (its keys and values read once, fewer and fuller tiles);
+ * full attention folds a whole query block against every past key in one tile already.
+ */
+export function forwardSpan(problem: AttentionProblem, all: boolean): number {
+  return all ? 1 : Math.max(1, Math.floor(2048 / problem.blockSize));
 }
 
 function dot(a: Float32Array, ai: number, b: Float32Array, bi: number, n: number): number {
@@ -83,7 +102,7 @@ function dot(a: Float32Array, ai: number, b: Float32Array, bi: number, n: number
   return s0 + s1 + s2 + s3;
 }
 
-/** Scratch of one forward unit: the online-softmax state of up to blockSize queries. */
+/** Scratch of one forward unit: the online-softmax state of its queries (up to span · blockSize). */
 class ForwardScratch {
   readonly m: Float64Array;
   readonly l: Float64Array;
@@ -94,24 +113,29 @@ class ForwardScratch {
   readonly bucketStart: Int32Array;
   readonly bucket: Int32Array;
 
-  constructor(problem: AttentionProblem, blocksPerSequence: number, width: number) {
-    const B = rowsPerBlock(problem);
-    this.m = new Float64Array(B);
-    this.l = new Float64Array(B);
-    this.acc = new Float64Array(B * problem.headDim);
-    this.scores = new Float64Array(B);
+  constructor(problem: AttentionProblem, blocksPerSequence: number, width: number, span: number) {
+    const R = rowsPerUnit(problem, span);
+    this.m = new Float64Array(R);
+    this.l = new Float64Array(R);
+    this.acc = new Float64Array(R * problem.headDim);
+    this.scores = new Float64Array(rowsPerBlock(problem));
     this.gate = new Float64Array(Math.max(1, width));
     this.chosen = new Int32Array(Math.max(1, width));
     this.bucketStart = new Int32Array(blocksPerSequence + 1);
-    this.bucket = new Int32Array(B * Math.max(1, width));
+    this.bucket = new Int32Array(R * Math.max(1, width));
   }
 }
 
 /** Rows of the largest block: the block size, or the longest sequence when that is shorter (a block size of 10^9 allocates no more). */
 function rowsPerBlock(problem: AttentionProblem): number {
+  return rowsPerUnit(problem, 1);
+}
+
+/** Rows of the largest unit of `span` blocks. */
+function rowsPerUnit(problem: AttentionProblem, span: number): number {
   let longest = 0;
   for (let b = 0; b + 1 < problem.cuSeqlens.length; b++) longest = Math.max(longest, problem.cuSeqlens[b + 1] - problem.cuSeqlens[b]);
-  return Math.min(problem.blockSize, longest);
+  return Math.min(problem.blockSize * span, longest);
 }
 
 /** Folds keys [k0, k1) into the online softmax of query row r (token t, head h). */
@@ -142,15 +166,15 @@ function foldKeys(a: ForwardArrays, p: AttentionProblem, s: ForwardScratch, r: n
 }
 
 /**
- * The online-softmax state of one query block (rows of query head h from token q0 on): `route` writes
- * the past blocks its rows choose among the i before it into a.past (the gate), `fold` adds keys
- * [k0, k1) for the block rows rows[0 .. count) (causal: block row r sees keys k0 .. k0 + r only),
- * `finish` writes out and lse.
+ * The online-softmax state of one unit (`rows` rows of query head h from token q0 on): `route` writes
+ * into a.past the past blocks that unit rows [first, first + count), of block i, choose among the i
+ * before it (the gate); `fold` adds keys [k0, k1) for the unit rows base + rows[0 .. count) (causal:
+ * row base + r sees keys k0 .. k0 + r only); `finish` writes out and lse.
  */
 interface ForwardTiles {
   begin(b: number, q0: number, h: number, rows: number): void;
-  route(i: number): void;
-  fold(rows: Int32Array, count: number, k0: number, k1: number, causal: boolean): void;
+  route(i: number, first: number, count: number): void;
+  fold(rows: Int32Array, count: number, k0: number, k1: number, causal: boolean, base: number): void;
   finish(): void;
 }
 
@@ -180,14 +204,14 @@ function scalarForwardTiles(p: AttentionProblem, a: ForwardArrays, s: ForwardScr
       s.l.fill(0, 0, rows);
       s.acc.fill(0, 0, rows * D);
     },
-    route(i) {
-      for (let r = 0; r < rows; r++) routeQuery(p, a.q, means, a.past, q0 + r, h, i, a.offsets[seq], s.gate, s.chosen);
+    route(i, first, count) {
+      for (let r = first; r < first + count; r++) routeQuery(p, a.q, means, a.past, q0 + r, h, i, a.offsets[seq], s.gate, s.chosen);
     },
-    fold(list, count, k0, k1, causal) {
+    fold(list, count, k0, k1, causal, base) {
       // at most a block of keys at a time (the size of s.scores)
       for (let c0 = k0; c0 < k1; c0 += s.scores.length) {
         const c1 = Math.min(k1, c0 + s.scores.length);
-        for (let e = 0; e < count; e++) foldKeys(a, p, s, list[e], q0 + list[e], h, c0, causal ? c0 + list[e] + 1 : c1);
+        for (let e = 0; e < count; e++) foldKeys(a, p, s, base + list[e], q0 + base + list[e], h, c0, causal ? c0 + list[e] + 1 : c1);
       }
     },
     finish: () => writeRows(p, a, q0, h, rows, s.m, s.l, s.acc),
@@ -201,6 +225,7 @@ function scalarForwardTiles(p: AttentionProblem, a: ForwardArrays, s: ForwardScr
 function simdForwardTiles(kernels: SimdKernels, p: AttentionProblem, a: ForwardArrays): ForwardTiles {
   const { qHeads, kvHeads, headDim: D, scale, cuSeqlens, blockSize } = p;
   const B = rowsPerBlock(p);
+  const R = rowsPerUnit(p, a.span);
   const e = kernels.exports;
   const up8 = (n: number) => Math.ceil(n / 8) * 8;
   // packed k and v of sequence b, kv head g at packed[b·kvHeads + g] (floats from the region's start),
@@ -227,10 +252,10 @@ function simdForwardTiles(kernels: SimdKernels, p: AttentionProblem, a: ForwardA
     means[means.length - 1],
     4 * B * a.width,
     e.routeWorkBytes(maxBlocks, a.width),
-    4 * B,
-    4 * B,
-    4 * B * D,
-    4 * B,
+    4 * R,
+    4 * R,
+    4 * R * D,
+    4 * R,
     e.forwardWorkBytes(D),
   ]);
   kernels.f32(qAt, a.q.length).set(a.q);
@@ -246,10 +271,10 @@ function simdForwardTiles(kernels: SimdKernels, p: AttentionProblem, a: ForwardA
       if (!a.all) e.blockMeans(length, blockSize, D, kAt + first, kvHeads * D, meansAt + means[b * kvHeads + g]);
     }
   }
-  const m = kernels.f32(mAt, B),
-    l = kernels.f32(lAt, B),
-    acc = kernels.f32(accAt, B * D),
-    rowIndex = kernels.i32(rowsAt, B),
+  const m = kernels.f32(mAt, R),
+    l = kernels.f32(lAt, R),
+    acc = kernels.f32(accAt, R * D),
+    rowIndex = kernels.i32(rowsAt, R),
     past = kernels.i32(pastAt, B * a.width);
   let seq = 0,
     q0 = 0,
@@ -263,12 +288,13 @@ function simdForwardTiles(kernels: SimdKernels, p: AttentionProblem, a: ForwardA
       l.fill(0, 0, rows);
       acc.fill(0, 0, rows * D);
     },
-    route(i) {
+    route(i, first, count) {
       const w = a.width;
-      e.route(rows, qAt + 4 * (q0 * qHeads + h) * D, qHeads * D, meansAt + means[seq * kvHeads + g], i, D, w, pastAt, w, routeWork);
-      for (let r = 0; r < rows; r++) for (let j = 0; j < w; j++) a.past[((q0 + r) * qHeads + h) * w + j] = past[r * w + j];
+      const t0 = q0 + first;
+      e.route(count, qAt + 4 * (t0 * qHeads + h) * D, qHeads * D, meansAt + means[seq * kvHeads + g], i, D, w, pastAt, w, routeWork);
+      for (let r = 0; r < count; r++) for (let j = 0; j < w; j++) a.past[((t0 + r) * qHeads + h) * w + j] = past[r * w + j];
     },
-    fold(list, count, k0, k1, causal) {
+    fold(list, count, k0, k1, causal, base) {
       rowIndex.set(list.subarray(0, count));
       const kv = 4 * (k0 * kvHeads + g) * D;
       // the packed keys serve ranges that start on a sliver (every block when blockSize is a multiple of 8)
@@ -279,7 +305,7 @@ function simdForwardTiles(kernels: SimdKernels, p: AttentionProblem, a: ForwardA
       e.attendForward(
         count,
         rowsAt,
-        qAt + 4 * (q0 * qHeads + h) * D,
+        qAt + 4 * ((q0 + base) * qHeads + h) * D,
         qHeads * D,
         kAt + kv,
         vAt + kv,
@@ -288,9 +314,9 @@ function simdForwardTiles(kernels: SimdKernels, p: AttentionProblem, a: ForwardA
         causal ? 1 : 0,
         D,
         scale,
-        mAt,
-        lAt,
-        accAt,
+        mAt + 4 * base,
+        lAt + 4 * base,
+        accAt + 4 * base * D,
         kPacked,
         vPacked,
         vStride,
@@ -311,41 +337,49 @@ export function forwardUnits(problem: AttentionProblem, a: ForwardArrays, units:
   if (u < 0) return;
   let maxBlocks = 0;
   for (let b = 0; b + 1 < a.offsets.length; b++) maxBlocks = Math.max(maxBlocks, a.offsets[b + 1] - a.offsets[b]);
-  const s = new ForwardScratch(problem, maxBlocks, a.width);
+  const s = new ForwardScratch(problem, maxBlocks, a.width, a.span);
   const tiles = kernels ? simdForwardTiles(kernels, problem, a) : scalarForwardTiles(problem, a, s);
   const every = Int32Array.from({ length: rowsPerBlock(problem) }, (_, r) => r); // all rows of a block
+  const { bucket, bucketStart } = s;
   for (; u >= 0; u = next()) {
     const b = units[3 * u],
       h = units[3 * u + 1],
-      i = units[3 * u + 2];
+      i0 = units[3 * u + 2];
     const start = cuSeqlens[b];
-    const q0 = start + i * B;
-    const rows = Math.min(B, cuSeqlens[b + 1] - q0);
+    const length = cuSeqlens[b + 1] - start;
+    const i1 = Math.min(Math.ceil(length / B), i0 + a.span); // the unit's query blocks [i0, i1)
+    const q0 = start + i0 * B;
+    const rows = Math.min(length, i1 * B) - i0 * B;
+    const rowsOf = (i: number) => Math.min(B, length - i * B);
     tiles.begin(b, q0, h, rows);
 
     if (a.all) {
       // every past key, with every row of the block
-      if (i > 0) tiles.fold(every, rows, start, q0, false);
+      if (i0 > 0) tiles.fold(every, rows, start, q0, false, 0);
+      tiles.fold(every, rows, q0, q0 + rows, true, 0);
     } else {
-      // route each query, then bucket the queries by chosen block (counting sort)
-      const n = Math.min(i, a.width);
-      if (n < i) tiles.route(i);
-      else for (let r = 0; r < rows; r++) for (let j = 0; j < n; j++) a.past[((q0 + r) * qHeads + h) * a.width + j] = j;
-      const bucketStart = s.bucketStart;
-      bucketStart.fill(0, 0, i + 1);
-      for (let r = 0; r < rows; r++) for (let j = 0; j < n; j++) bucketStart[a.past[((q0 + r) * qHeads + h) * a.width + j] + 1]++;
-      for (let j = 0; j < i; j++) bucketStart[j + 1] += bucketStart[j];
-      for (let r = 0; r < rows; r++) {
-        for (let j = 0; j < n; j++) s.bucket[bucketStart[a.past[((q0 + r) * qHeads + h) * a.width + j]]++] = r;
+      // route each query (past[(t * qHeads + h) * width + j]: the j-th past block of token t)
+      const pastOf = (r: number, j: number) => a.past[((q0 + r) * qHeads + h) * a.width + j];
+      for (let i = i0; i < i1; i++) {
+        const first = (i - i0) * B;
+        if (i > a.width) tiles.route(i, first, rowsOf(i));
+        else for (let r = first; r < first + rowsOf(i); r++) for (let j = 0; j < i; j++) a.past[((q0 + r) * qHeads + h) * a.width + j] = j;
       }
-      // bucketStart[j] now holds the end of bucket j; bucket j starts at the end of bucket j - 1
-      for (let j = 0; j < i; j++) {
+      // bucket the unit's rows by chosen block (counting sort; rows ascend within a bucket)
+      const chosen = (r: number) => Math.min(i0 + Math.floor(r / B), a.width); // past blocks of unit row r
+      bucketStart.fill(0, 0, i1 + 1);
+      for (let r = 0; r < rows; r++) for (let j = 0; j < chosen(r); j++) bucketStart[pastOf(r, j) + 1]++;
+      for (let j = 0; j < i1; j++) bucketStart[j + 1] += bucketStart[j];
+      for (let r = 0; r < rows; r++) for (let j = 0; j < chosen(r); j++) bucket[bucketStart[pastOf(r, j)]++] = r;
+      // bucketStart[j] now holds the end of bucket j; bucket j starts at the end of bucket j - 1. Key block
+      // j, ascending: the rows that chose it, then (for the unit's own blocks) block j's rows causally
+      for (let j = 0; j < i1; j++) {
         const first = j === 0 ? 0 : bucketStart[j - 1];
-        if (bucketStart[j] > first) tiles.fold(s.bucket.subarray(first), bucketStart[j] - first, start + j * B, start + (j + 1) * B, false);
+        if (bucketStart[j] > first)
+          tiles.fold(bucket.subarray(first), bucketStart[j] - first, start + j * B, start + (j + 1) * B, false, 0);
+        if (j >= i0) tiles.fold(every, rowsOf(j), start + j * B, start + j * B + rowsOf(j), true, (j - i0) * B);
       }
     }
-    // own block, causal: query r sees keys q0 .. q0 + r
-    tiles.fold(every, rows, q0, q0 + rows, true);
     tiles.finish();
   }
 }

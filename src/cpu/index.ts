@@ -2,7 +2,7 @@
 // thread (small inputs) or on worker threads.
 import { blockMeans, blockOffsets, invertRouting, pastPerQuery, routeAll, selectsAll } from "../attention/blocks.js";
 import type { AttentionProblem } from "../attention/problem.js";
-import { type BackwardArrays, backwardUnits, type ForwardArrays, forwardUnits, listUnits } from "./attention.js";
+import { type BackwardArrays, backwardUnits, type ForwardArrays, forwardSpan, forwardUnits, listUnits } from "./attention.js";
 import { claim, cores, type Job, runJobs, shared, SharedScratch, splitByCost } from "./pool.js";
 import { simd } from "./simd.js";
 
@@ -41,7 +41,8 @@ export async function cpuForward(
   const width = pastPerQuery(p);
   const all = selectsAll(p);
   const offsets = blockOffsets(p);
-  const { units, cost } = listUnits(p, p.qHeads, all);
+  const span = forwardSpan(p, all);
+  const { units, cost } = listUnits(p, p.qHeads, all, span);
   // two multiply-adds per (query, key) and head dimension: QKᵀ and PV
   const n = await threadCount(threads, 2 * cost.reduce((a, b) => a + b, 0) * p.headDim);
   const arrays: ForwardArrays = {
@@ -51,6 +52,7 @@ export async function cpuForward(
     offsets,
     width,
     all,
+    span,
     out: new Float32Array(p.tokens * p.qHeads * p.headDim),
     lse: new Float32Array(p.tokens * p.qHeads),
     past: new Int32Array(p.tokens * p.qHeads * width),
