@@ -51,7 +51,9 @@ export interface BackwardArrays {
 
 /**
  * Work units (sequence, head, first block), each of `span` consecutive blocks (fewer at a sequence's
- * end), as a flat [units, 3] list, and the cost of each (key visits).
+ * end) except the first 2·span blocks of a sequence, one block each, as a flat [units, 3] list, and the
+ * cost of each (key visits). The single blocks are the cheapest units (a block before topK - 1 has
+ * fewer past blocks): handed out last, they even out the threads' shares at the end.
  */
 export function listUnits(problem: AttentionProblem, heads: number, all: boolean, span = 1): { units: Int32Array; cost: Float64Array } {
   const { cuSeqlens, blockSize: B } = problem;
@@ -61,9 +63,10 @@ export function listUnits(problem: AttentionProblem, heads: number, all: boolean
     const length = cuSeqlens[b + 1] - cuSeqlens[b];
     const blocks = Math.ceil(length / B);
     for (let h = 0; h < heads; h++) {
-      for (let i0 = 0; i0 < blocks; i0 += span) {
+      for (let i0 = 0; i0 < blocks; i0 = unitEnd(i0, blocks, span)) {
+        const i1 = unitEnd(i0, blocks, span);
         let sum = 0;
-        for (let i = i0; i < Math.min(blocks, i0 + span); i++) {
+        for (let i = i0; i < i1; i++) {
           const rows = Math.min(B, length - i * B);
           // a query block sees min(i, topK - 1) past blocks (all of them for full attention) and half its own
           const pastBlocks = all ? i : Math.min(i, problem.topK - 1);
@@ -75,6 +78,11 @@ export function listUnits(problem: AttentionProblem, heads: number, all: boolean
     }
   }
   return { units: Int32Array.from(list), cost: Float64Array.from(cost) };
+}
+
+/** The block after the unit that starts at block i0 of a sequence of `blocks` blocks (listUnits). */
+function unitEnd(i0: number, blocks: number, span: number): number {
+  return Math.min(blocks, i0 < 2 * span ? i0 + 1 : i0 + span);
 }
 
 /**
@@ -347,7 +355,7 @@ export function forwardUnits(problem: AttentionProblem, a: ForwardArrays, units:
       i0 = units[3 * u + 2];
     const start = cuSeqlens[b];
     const length = cuSeqlens[b + 1] - start;
-    const i1 = Math.min(Math.ceil(length / B), i0 + a.span); // the unit's query blocks [i0, i1)
+    const i1 = unitEnd(i0, Math.ceil(length / B), a.span); // the unit's query blocks [i0, i1)
     const q0 = start + i0 * B;
     const rows = Math.min(length, i1 * B) - i0 * B;
     const rowsOf = (i: number) => Math.min(B, length - i * B);
