@@ -1,10 +1,12 @@
 // Back-to-back timing of the CPU attention of two builds of the package (e.g. a copy of dist/ from
 // before a change, and dist/ now): forward and forward + backward, MoBA and full, alternating
 // builds so that both see the same load on a shared machine. Wall clock and the process's CPU time
-// (all threads; robust to other processes taking the cores) are both printed.
+// (all threads; robust to other processes taking the cores) are both printed, then per build the best
+// and the median run and MoBA's forward speedup over full attention.
 //   node --import tsx dev/ab-attention.mts BEFORE_DIST AFTER_DIST [TOKENS] [RUNS]   (defaults 16384, 1)
 // bench's settings: 1 head, headDim 64, MoBA block 512 / top-3, full attention in 64-key tiles.
 import { cpus } from "node:os";
+import { median } from "../src/run/util.ts";
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 
@@ -51,13 +53,25 @@ async function time(cpu: Cpu, kind: "moba" | "full") {
 
 console.log(`ab-attention: ${T} tokens, ${cpus()[0]?.model} x${cpus().length}, node ${process.version}; before ${before}, after ${after}`);
 for (const [, cpu] of builds) await time(cpu, "moba"); // warm-up: workers, JIT
+const seen = new Map<string, Awaited<ReturnType<typeof time>>[]>();
 for (let run = 0; run < runs; run++) {
   for (const kind of ["moba", "full"] as const) {
     for (const [name, cpu] of builds) {
       const r = await time(cpu, kind);
+      seen.set(`${kind} ${name}`, [...(seen.get(`${kind} ${name}`) ?? []), r]);
       console.log(
         `${kind} ${name}: fwd ${r.fwd.toFixed(0)} ms (cpu ${r.fwdCpu.toFixed(0)}), fwd+bwd ${r.train.toFixed(0)} ms (cpu ${r.trainCpu.toFixed(0)})`,
       );
     }
   }
+}
+// per build: the best and the median run of each kind, and MoBA's forward speedup over full attention
+// (best runs: the least disturbed on a shared machine)
+const best = (key: string, field: "fwd" | "train" | "fwdCpu") => Math.min(...seen.get(key)!.map((r) => r[field]));
+const middle = (key: string, field: "fwd" | "train" | "fwdCpu") => median(seen.get(key)!.map((r) => r[field]));
+for (const [name] of builds) {
+  const line = (f: typeof best) =>
+    `MoBA fwd ${f(`moba ${name}`, "fwd").toFixed(0)} (cpu ${f(`moba ${name}`, "fwdCpu").toFixed(0)}), full fwd ${f(`full ${name}`, "fwd").toFixed(0)} (cpu ${f(`full ${name}`, "fwdCpu").toFixed(0)}): ${(f(`full ${name}`, "fwd") / f(`moba ${name}`, "fwd")).toFixed(2)}x (cpu ${(f(`full ${name}`, "fwdCpu") / f(`moba ${name}`, "fwdCpu")).toFixed(2)}x); fwd+bwd MoBA ${f(`moba ${name}`, "train").toFixed(0)}, full ${f(`full ${name}`, "train").toFixed(0)}`;
+  console.log(`${name}, best of ${runs}: ${line(best)}`);
+  console.log(`${name}, median of ${runs}: ${line(middle)}`);
 }
