@@ -102,5 +102,8 @@ test("paths: tensor cores only in the f16 path, on a device with them, where hea
   assert.equal(forwardPass(device(), f16).shape.input, "f16"); // f32 arithmetic on f16 copies
   const forward = forwardPass(mma, f16);
   assert.deepEqual([forward.tensorCores, forward.shape.TQ, forward.shape.TK], [true, 16, 64]);
-  assert.equal(dkdvPass(mma, f16).shape.TK, 32);
+  assert.equal(dkdvPass(mma, f16).shape.TK, 64);
+  // less workgroup memory: 32 keys per dk/dv tile
+  assert.equal(dkdvPass({ ...mma, maxWorkgroupStorage: 24576 }, f16).shape.TK, 32);
+  assert.equal(dkdvPass({ ...mma, maxWorkgroupStorage: 16384 }, f16).kernel, "dkdv"); // not even 32 keys fit
 });

@@ -47,6 +47,7 @@ export function dqPass(gpu: DeviceLimits, p: AttentionProblem): Pass {
 export function dkdvPass(gpu: DeviceLimits, p: AttentionProblem): Pass {
   const shape = dkdvShape(gpu, p.headDim);
   const D = p.headDim;
-  const mma = p.precision === "f16" && gpu.mma16 && D % 16 === 0 && dkdvMmaSharedBytes(D) <= gpu.maxWorkgroupStorage;
-  return mma ? pass(DKDV_MMA, { headDim: D }, { ...shape, TK: MMA_DKDV_KEYS }, true) : pass(DKDV, shape, shape, false);
+  const keys = MMA_DKDV_KEYS.find((keys) => dkdvMmaSharedBytes({ headDim: D, keys }) <= gpu.maxWorkgroupStorage);
+  const mma = p.precision === "f16" && gpu.mma16 && D % 16 === 0 && keys !== undefined;
+  return mma ? pass(DKDV_MMA, { headDim: D, keys }, { ...shape, TK: keys }, true) : pass(DKDV, shape, shape, false);
 }
