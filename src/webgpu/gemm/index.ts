@@ -33,8 +33,13 @@ export const MMA_TILES: MmaTile[] = [
   { tileM: 128, tileN: 128, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true }, // harness version 12
   { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true }, // version 11
 ];
-/** Workgroups that fill the GPU about twice (an H200 has 132 SMs); fewer tiles than this take a smaller tile or split K. */
+/** Workgroups that fill the GPU about twice (an H200 has 132 SMs); fewer tiles than this take a smaller tile, or at the smallest split K. */
 const ENOUGH_WORKGROUPS = 264;
+/**
+ * Workgroups split-K aims at: four per SM (harness versions 12-14: twice the splits of 264 sped the
+ * thin dW products up by a third, four times slowed the wide one).
+ */
+const SPLIT_WORKGROUPS = 528;
 /** The least K a split of split-K takes: its own tile's loads and epilogue must stay small beside its MMAs. */
 const MIN_SPLIT_K = 1024;
 
@@ -47,17 +52,17 @@ export interface MmaPlan {
   kPerSplit: number;
 }
 
-/** The tile and split-K of a tensor-core GEMM: the largest tile that fills the GPU (`enough` workgroups), else split K. */
-export function planMmaGemm(c: GemmCall, tiles = MMA_TILES, enough = ENOUGH_WORKGROUPS): MmaPlan {
+/** The tile and split-K of a tensor-core GEMM: the largest tile that fills the GPU, else the smallest with K split until `splitTarget` workgroups. */
+export function planMmaGemm(c: GemmCall, tiles = MMA_TILES, splitTarget = SPLIT_WORKGROUPS): MmaPlan {
   const count = (t: (typeof tiles)[number]) => Math.ceil(c.M / t.tileM) * Math.ceil(c.N / t.tileN);
-  const chosen = tiles.find((t) => count(t) >= enough) ?? tiles[tiles.length - 1];
+  const chosen = tiles.find((t) => count(t) >= ENOUGH_WORKGROUPS) ?? tiles[tiles.length - 1];
   const { vector, ...tile } = chosen;
   // vec4 loads where the operand's contiguous extent is a multiple of 4 (then a vec4 is wholly inside or outside it)
   const vectorA = vector && (c.aTransposed ? c.M : c.K) % 4 === 0;
   const vectorB = vector && (c.bTransposed ? c.N : c.K) % 4 === 0;
   const shape = { aTransposed: c.aTransposed, bTransposed: c.bTransposed, accumulate: c.accumulate, ...tile, vectorA, vectorB };
   const n = count(chosen);
-  const splits = Math.max(1, Math.min(Math.ceil(enough / n), Math.floor(c.K / MIN_SPLIT_K)));
+  const splits = Math.max(1, Math.min(Math.ceil(splitTarget / n), Math.floor(c.K / MIN_SPLIT_K)));
   const kPerSplit = Math.ceil(c.K / splits / tile.depth) * tile.depth;
   return { call: c, shape, tilesN: Math.ceil(c.N / tile.tileN), tiles: n, splits: Math.ceil(c.K / kPerSplit), kPerSplit };
 }
