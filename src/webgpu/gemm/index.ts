@@ -133,7 +133,9 @@ export async function recordMmaGemm(
   const { M: m, N: n, K: k } = plan.call;
   const words = [m, n, k, plan.tilesN, plan.tiles, plan.kPerSplit, plan.splits, 0];
   const out = sum ? partials(plan.splits * m * n * 4) : y; // every element written: no clear
-  dispatch(encoder(), gpu, main, [a, b, out, mem.uniform(words, "gemm shape")], plan.tiles * plan.splits, "gemm mma");
+  // the label names the operand layout, so a step's profile splits the GEMM time into the model's forward x · wᵀ, dX and dW products
+  const form = s.aTransposed ? "Aᵀ B (dW)" : s.bTransposed ? "A B (dX)" : "A Bᵀ (forward)";
+  dispatch(encoder(), gpu, main, [a, b, out, mem.uniform(words, "gemm shape")], plan.tiles * plan.splits, `gemm mma ${form}`);
   if (sum)
     dispatch(
       encoder(),
