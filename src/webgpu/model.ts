@@ -29,13 +29,13 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
   readonly name = "webgpu" as const;
   private mem: Buffers | null = null;
   private persistentBytes = 0;
-  /** The most bytes held in any scope: persistent tensors plus the peaks of the scope's buffers and of the attention scratch. */
+  /** The most bytes held at once in any scope: persistent tensors plus the scope's buffers and, during an attention call, its scratch. */
   peakBytes = 0;
   private encoder: GPUCommandEncoder | null = null;
   /** An attention call's temporaries, recycled when the call has submitted (the next layer's call reuses them). */
   private readonly scratch: Buffers;
-  /** The most bytes the scratch held during this scope. */
-  private scratchPeak = 0;
+  /** The most bytes held during an attention call of this scope: the scope's buffers at its end plus the scratch it filled. */
+  private callPeak = 0;
 
   /** "f16": every GEMM and the attention on f16 operands with float32 accumulation (tensor cores where the device has them). */
   constructor(
@@ -55,8 +55,8 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
     const end = {
       destroy: () => {
         this.flush();
-        this.peakBytes = Math.max(this.peakBytes, this.persistentBytes + mem.peakBytes + this.scratchPeak);
-        this.scratchPeak = 0;
+        this.peakBytes = Math.max(this.peakBytes, this.persistentBytes + Math.max(mem.peakBytes, this.callPeak));
+        this.callPeak = 0;
         this.mem = null;
         mem.destroy();
       },
@@ -349,7 +349,8 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
     try {
       return await call();
     } finally {
-      this.scratchPeak = Math.max(this.scratchPeak, this.scratch.bytes);
+      // the scratch only grows during a call and the scope's buffers only by the call's outputs: an upper bound of what it held at once
+      this.callPeak = Math.max(this.callPeak, this.scoped().bytes + this.scratch.bytes);
       this.scratch.recycle();
     }
   }
