@@ -8,13 +8,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { loadTextFiles, splitDocuments } from "../src/io/corpus.js";
+import { loadTextFiles } from "../src/io/corpus.js";
 import { cpuBackend } from "../src/cpu/model.js";
 import { zeroMoments } from "../src/model/adamw.js";
-import { loadCheckpoint, saveCheckpoint } from "../src/model/checkpoint.js";
+import { loadCheckpoint, saveCheckpoint, serializeCheckpoint } from "../src/model/checkpoint.js";
+import { roundToF16 } from "../src/io/half.js";
 import { checkConfig } from "../src/model/config.js";
 import { backward, forward, initModel, lossOf, zeroGradients } from "../src/model/llama.js";
-import { Packer, startPosition } from "../src/model/packing.js";
+import { Packer, splitDocuments, startPosition } from "../src/model/packing.js";
 import { ReferenceAdamW } from "../src/reference/adamw.js";
 import { checkTrainOptions, kindsAt, type StepLog, train, type TrainOptions } from "../src/run/train.js";
 import { MobaError } from "../src/tensor.js";
@@ -148,6 +149,28 @@ test("checkpoints round trip weights, moments and state", async () => {
   assert.deepEqual(back.state, { step: 7, data: { epoch: 1 } });
   writeFileSync(join(dir, "bad.safetensors"), readFileSync(path).subarray(0, 100));
   await assert.rejects(loadCheckpoint(join(dir, "bad.safetensors")), MobaError);
+});
+
+test("checkpoints as bytes (browsers): the file's bytes, verified on load; F16 weights for a read-only file", async () => {
+  const model = initModel(checkConfig(TINY), 2);
+  const bytes = await serializeCheckpoint(model, { state: { step: 3 } });
+  const path = join(dir, "bytes.safetensors");
+  await saveCheckpoint(path, model, undefined, { step: 3 });
+  assert.deepEqual(bytes, new Uint8Array(readFileSync(path)), "the bytes saveCheckpoint writes");
+  const back = await loadCheckpoint(bytes, "dropped.safetensors");
+  back.model.params.forEach((p, j) => assert.deepEqual(p.data, model.params[j].data));
+  assert.equal(back.moments, undefined);
+  const flipped = bytes.slice();
+  flipped[flipped.length - 1] ^= 1;
+  await assert.rejects(
+    loadCheckpoint(flipped, "dropped.safetensors"),
+    /^MobaError: dropped.safetensors: tensor .*: its bytes do not match/,
+  );
+
+  const half = await loadCheckpoint(await serializeCheckpoint(model, { dtype: "F16" }));
+  half.model.params.forEach((p, j) => assert.deepEqual(p.data, roundToF16(model.params[j].data), p.name));
+  model.params[1].data[4] = 7e4;
+  await assert.rejects(serializeCheckpoint(model, { dtype: "F16" }), /tensor .* has 70000 at element 4, beyond F16's range/);
 });
 
 test("two steps of train() are the math: micro-batches summed and divided by the step's counted tokens, SFT masks, the stage's attention, clipping, AdamW", async () => {

@@ -1,6 +1,6 @@
 // The model's commands: tour (npm start), train, generate, eval, export, experiment.
 import { readFileSync } from "node:fs";
-import { splitDocuments } from "../io/corpus.js";
+import { splitDocuments } from "../model/packing.js";
 import { writeFileAtomic } from "../io/files.js";
 import { loadCheckpoint } from "../model/checkpoint.js";
 import { modelBackend } from "../run/backends.js";
