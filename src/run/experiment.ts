@@ -182,7 +182,7 @@ export async function report(config: ExperimentConfig, name: string, out: string
     join(out, "validation.svg"),
     encode(
       lineChart(
-        `${name}: validation loss${config.pretrain ? " (continual training)" : ""}`,
+        `${name}: validation loss${config.pretrain ? " (step 0: the pretrained weights, before training)" : ""}`,
         results.map((r, i) => ({
           name: r.name,
           color: COLORS[i % COLORS.length],
