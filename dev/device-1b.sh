@@ -28,7 +28,7 @@ peak() {
 }
 if [ "${PART:-ours}" != torch ]; then
   rm -f "$out/ours.jsonl"
-  peak ours timeout "${OURS_LIMIT:-420}" node --import tsx dev/prefill-bench.mts "${args[@]}" --jsonl "$out/ours.jsonl" 2>&1 | quiet | tee "$out/ours.log"
+  peak ours timeout "${OURS_LIMIT:-380}" node --import tsx dev/prefill-bench.mts "${args[@]}" --jsonl "$out/ours.jsonl" 2>&1 | quiet | tee "$out/ours.log"
 fi
 if [ "${PART:-torch}" != ours ] && [ -f .peers/moba_efficient.py ]; then
   peak torch timeout "${TORCH_LIMIT:-150}" python3 dev/torch/prefill.py "${args[@]}" 2>&1 | tee "$out/torch.log"
