@@ -104,8 +104,12 @@ export interface ModelBackend<B extends Sized = Sized> {
   release(xs: B[]): void;
   /** x = 0 */
   clear(x: B): void;
+  /** dst[dstOffset, dstOffset + n) = src[srcOffset, srcOffset + n) (elements): rows in and out of a chunk. */
+  copy(dst: B, dstOffset: number, src: B, srcOffset: number, n: number): void;
   /** The most device memory this backend's tensors have held at once, in bytes (where it owns a device). */
   readonly peakBytes?: number;
+  /** Starts peakBytes again from what is held now (a benchmark measures each of its rows). */
+  resetPeak?(): void;
 
   // ---- layers: the same pairs as src/model/layers.ts ----
   embedding(out: B, table: B, tokens: Int32Array, H: number): Promise<void>;

@@ -20,6 +20,7 @@ import { ReferenceAdamW } from "../src/reference/adamw.js";
 import { checkTrainOptions, kindsAt, type StepLog, train, type TrainOptions } from "../src/run/train.js";
 import { MobaError } from "../src/tensor.js";
 import { relativeError, TINY } from "./helpers.js";
+import type { RunResult } from "../src/run/experiment.js";
 
 const dir = mkdtempSync(join(tmpdir(), "moba-train-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -471,4 +472,37 @@ test("moba experiment: trains every run of a config, evaluates it, reports, and 
   const bad = spawnSync(process.execPath, ["--import", "tsx", main, "experiment", "nonesuch"], { encoding: "utf8" });
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /experiment: expected the name of a config in experiments\//);
+});
+
+test("a continual-training experiment pretrains, exports, and starts every run from the export", () => {
+  const config = join(dir, "continual-experiment.json");
+  const { model, ...options } = SMALL;
+  const base = { ...options, steps: 2, contextLength: 64, batchRows: 1, accumulation: 1, evalEvery: 1 };
+  writeFileSync(
+    config,
+    JSON.stringify({
+      description: "pretrain with full attention, then full and MoBA",
+      pretrain: { ...base, steps: 3, model: { ...model, layer_attention: ["full", "full"] } },
+      base: { ...base, seed: 2 },
+      runs: [
+        { name: "full", train: { attention: "full" } },
+        { name: "moba", train: { attention: "moba" } },
+      ],
+      eval: { contextLength: 64, rows: 2, buckets: 4, trailing: 16 },
+    }),
+  );
+  const out = join(dir, "continual");
+  const r = spawnSync(process.execPath, ["--import", "tsx", main, "experiment", config, "--out", out], { encoding: "utf8" });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /\[pretrain\] validation loss [\d.]+ after 3 steps; exported to .*pretrain[/\\]hf/);
+  const pretrained = readFileSync(join(out, "pretrain", "log.jsonl"), "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as StepLog);
+  const result = (name: string) => JSON.parse(readFileSync(join(out, name, "result.json"), "utf8")) as RunResult;
+  // the full run starts from the exported weights exactly: its loss before training is the pretraining's last validation loss
+  const last = pretrained.at(-1)!.validationLoss!;
+  assert.ok(Math.abs(result("full").initialValidationLoss! - last) <= 1e-6 * last, `${result("full").initialValidationLoss} vs ${last}`);
+  assert.notEqual(result("moba").initialValidationLoss, result("full").initialValidationLoss, "the same weights under MoBA");
+  assert.match(r.stdout, /val loss at 0/);
 });

@@ -40,6 +40,7 @@ export const cpuBackend: ModelBackend<Float32Array> = {
   free: () => {},
   release: () => {},
   clear: (x) => x.fill(0),
+  copy: (dst, dstOffset, src, srcOffset, n) => dst.set(src.subarray(srcOffset, srcOffset + n), dstOffset),
 
   embedding: async (out, table, tokens, H) => embeddingForward(out, table, tokens, H),
   embeddingBackward: async (dTable, dOut, tokens, H) => embeddingBackward(dTable, dOut, tokens, H),

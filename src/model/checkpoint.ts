@@ -1,7 +1,8 @@
 // Checkpoints in safetensors: the weights under their Hugging Face names, AdamW's moments under
 // optimizer.exp_avg.* / optimizer.exp_avg_sq.*, and in __metadata__ the config, the training
 // options, the step, the data position, the data RNG, a SHA-256 of every tensor's bytes, and for a
-// model started from a Hugging Face directory its tokenizer.json (so the checkpoint exports whole).
+// model started from a Hugging Face directory its tokenizer.json and tokenizer_config.json (its
+// bos/eos token ids are in the config), so the checkpoint exports whole.
 // Written atomically and durably (io/files.ts): a run killed while saving leaves the previous
 // checkpoint whole. Verified on load: a changed byte, a non-finite weight or moment, or a state
 // that does not parse is one error naming the tensor or field. The bytes are made and read here
@@ -21,6 +22,7 @@ import { MobaError, shown } from "../tensor.js";
 import type { Moments } from "./adamw.js";
 import { checkConfig, type LlamaConfig } from "./config.js";
 import { initModel, type Model } from "./llama.js";
+import { loadTokenizer, type TextTokenizer } from "./tokenizer.js";
 
 const FORMAT = "moba-checkpoint-1";
 
@@ -37,6 +39,8 @@ export interface Checkpoint {
   state: TrainingState | undefined;
   /** The tokenizer.json text of a model with a tokenizer; undefined: byte-level. */
   tokenizer: string | undefined;
+  /** Its tokenizer_config.json text, where it was read with one. */
+  tokenizerConfig: string | undefined;
 }
 
 /**
@@ -61,8 +65,8 @@ export interface CheckpointContents {
   /** AdamW's state: a checkpoint that resumes training has it; weights alone load for generation and export. */
   moments?: Moments;
   state?: TrainingState;
-  /** The tokenizer.json text of a model with one; absent: byte-level. */
-  tokenizer?: string;
+  /** tokenizer.json's text, or a tokenizer (its tokenizer.json and tokenizer_config.json); absent: byte-level. */
+  tokenizer?: string | Pick<TextTokenizer, "json" | "config">;
   /**
    * How the weights are stored: "F32" (the default; training resumes exactly) or "F16", half the bytes for a
    * checkpoint that is only read (the playground's bundled model). Moments are always F32.
@@ -98,7 +102,11 @@ export async function serializeCheckpoint(model: Model, contents: CheckpointCont
   const metadata: Record<string, string> = { format: FORMAT, config: JSON.stringify(model.config), sha256: JSON.stringify(checksums) };
   if (moments) metadata.optimizer_step = String(moments.step);
   if (state) metadata.training_state = JSON.stringify(state);
-  if (tokenizer !== undefined) metadata.tokenizer = tokenizer;
+  if (typeof tokenizer === "string") metadata.tokenizer = tokenizer;
+  else if (tokenizer !== undefined) {
+    metadata.tokenizer = tokenizer.json;
+    if (tokenizer.config !== undefined) metadata.tokenizer_config = tokenizer.config;
+  }
   return serializeSafetensors(tensors, metadata);
 }
 
@@ -108,7 +116,7 @@ export async function saveCheckpoint(
   model: Model,
   moments?: Moments,
   state?: TrainingState,
-  tokenizer?: string,
+  tokenizer?: CheckpointContents["tokenizer"],
 ): Promise<void> {
   const bytes = await serializeCheckpoint(model, { moments, state, tokenizer }, path);
   // node:fs at run time (the specifier resolves against src/runtime.ts): the browser entry never reaches it
@@ -182,5 +190,16 @@ export async function loadCheckpoint(
   const state = file.metadata.training_state === undefined ? undefined : parseField(path, file.metadata, "training_state");
   if (state !== undefined && (typeof state !== "object" || state === null || Array.isArray(state)))
     fail(`metadata training_state: expected an object, got ${shown(state)}`);
-  return { model, moments, state: state as TrainingState | undefined, tokenizer: file.metadata.tokenizer };
+  return {
+    model,
+    moments,
+    state: state as TrainingState | undefined,
+    tokenizer: file.metadata.tokenizer,
+    tokenizerConfig: file.metadata.tokenizer_config,
+  };
+}
+
+/** The tokenizer a checkpoint keeps (with its tokenizer_config.json); undefined: a byte-level model. */
+export async function checkpointTokenizer(saved: Checkpoint, path: string): Promise<TextTokenizer | undefined> {
+  return saved.tokenizer === undefined ? undefined : loadTokenizer(saved.tokenizer, `${path} (tokenizer)`, saved.tokenizerConfig);
 }

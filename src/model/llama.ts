@@ -83,7 +83,8 @@ interface Resident<B extends Sized> {
   index: Map<string, number>;
 }
 
-const residents = new WeakMap<Model, Resident<Sized>>();
+/** By the weights, not the Model: views of one model with other configs (attention kinds, MoBA's block and top-k) share one copy. */
+const residents = new WeakMap<Param[], Resident<Sized>>();
 
 /**
  * The model's weights and gradients on `backend`: uploaded on first use and kept there, so
@@ -91,7 +92,7 @@ const residents = new WeakMap<Model, Resident<Sized>>();
  * Host edits to param.data after that are not seen until `release(model)`.
  */
 async function resident<B extends Sized>(model: Model, backend: ModelBackend<B>): Promise<Resident<B>> {
-  const held = residents.get(model);
+  const held = residents.get(model.params);
   if (held?.backend === backend) return held as unknown as Resident<B>;
   if (held) await release(model);
   const r: Resident<B> = {
@@ -100,13 +101,13 @@ async function resident<B extends Sized>(model: Model, backend: ModelBackend<B>)
     grad: model.params.map((p) => backend.upload(p.grad, true)),
     index: new Map(model.params.map((p, j) => [p.name, j])),
   };
-  residents.set(model, r as unknown as Resident<Sized>);
+  residents.set(model.params, r as unknown as Resident<Sized>);
   return r;
 }
 
 /** Copies the weights and gradients a backend holds back into param.data / param.grad. */
 export async function syncToHost(model: Model): Promise<void> {
-  const r = residents.get(model);
+  const r = residents.get(model.params);
   if (!r) return;
   for (const [j, p] of model.params.entries()) {
     const [data, grad] = [await r.backend.download(r.data[j]), await r.backend.download(r.grad[j])];
@@ -117,10 +118,10 @@ export async function syncToHost(model: Model): Promise<void> {
 
 /** Copies the weights back to the host and frees the backend's copies. */
 export async function release(model: Model): Promise<void> {
-  const r = residents.get(model);
+  const r = residents.get(model.params);
   if (!r) return;
   await syncToHost(model);
-  residents.delete(model);
+  residents.delete(model.params);
   r.backend.free([...r.data, ...r.grad]);
 }
 
@@ -290,6 +291,119 @@ export async function forward<B extends Sized>(
   await backend.linear(logits, hN, weights(headName(model)).data, T, H, V);
   await backend.crossEntropy(lse, losses, logits, batch.targets, batch.weights, V);
   return { batch, kinds, cos, sin, layers, final: x, hN, rstdN, logits, lse, losses };
+}
+
+/**
+ * Rows per chunk of the MLP in prefillForward: its [rows, intermediate_size] float32 tensors stay
+ * far below one storage binding (2 GiB on the H100; a 1B Llama's [131072, 8192] would be 4 GiB).
+ */
+export const PREFILL_ROWS = 8192;
+
+/** A prompt's keys and values of every layer ([T, kvHeads, D], after rotary) and its last position's logits [V]. */
+export interface Prefill<B> {
+  keys: B[];
+  values: B[];
+  logits: B;
+}
+
+/**
+ * The forward of a prompt for decoding, with no backward to serve: each layer's activations end
+ * with the layer (backend.release) except its keys and values, which a KV cache takes; the MLP
+ * runs on chunks of `rows` tokens; only the last position's logits are made (a 1B Llama's [T, V]
+ * at 128K tokens would be 64 GiB). The same values as forward()'s (rows are independent outside
+ * attention). Call it inside backend.scope(): the keys, values and logits live until it ends.
+ */
+export async function prefillForward<B extends Sized>(
+  model: Model,
+  tokens: Int32Array,
+  backend: ModelBackend<B>,
+  kinds: AttentionKind[] = layerKinds(model.config),
+  rows = PREFILL_ROWS,
+): Promise<Prefill<B>> {
+  const c = model.config;
+  const T = tokens.length,
+    H = c.hidden_size,
+    F = c.intermediate_size,
+    V = c.vocab_size;
+  const nH = c.num_attention_heads,
+    nKV = c.num_key_value_heads,
+    D = headDim(c);
+  const weights = lookup(await resident(model, backend));
+  const cuSeqlens = Int32Array.of(0, T);
+  const rot = rotaryOf(model, cuSeqlens);
+  const cos = backend.upload(rot.cos),
+    sin = backend.upload(rot.sin);
+  /** Rows [from, from + n) of x [T, width]: x itself when they are all of it, else a copy. */
+  const rowsOf = (x: B, from: number, n: number, width: number): B => {
+    if (n === T) return x;
+    const part = backend.empty(n * width);
+    backend.copy(part, 0, x, from * width, n * width);
+    return part;
+  };
+  let x = backend.empty(T * H);
+  await backend.embedding(x, weights("model.embed_tokens.weight").data, tokens, H);
+  const keys: B[] = [],
+    values: B[] = [];
+  for (let l = 0; l < c.num_hidden_layers; l++) {
+    const w = (name: string) => weights(`model.layers.${l}.${name}.weight`).data;
+    const h1 = backend.empty(T * H),
+      rstd1 = backend.empty(T);
+    await backend.rmsNorm(h1, rstd1, x, w("input_layernorm"), T, H, c.rms_norm_eps);
+    const q = backend.empty(T * nH * D),
+      k = backend.empty(T * nKV * D),
+      v = backend.empty(T * nKV * D);
+    await backend.linear(q, h1, w("self_attn.q_proj"), T, H, nH * D);
+    await backend.linear(k, h1, w("self_attn.k_proj"), T, H, nKV * D);
+    await backend.linear(v, h1, w("self_attn.v_proj"), T, H, nKV * D);
+    await backend.rope(q, cos, sin, nH, D, 1);
+    await backend.rope(k, cos, sin, nKV, D, 1);
+    const call: AttentionCall = {
+      kind: kinds[l],
+      tokens: T,
+      qHeads: nH,
+      kvHeads: nKV,
+      headDim: D,
+      blockSize: c.moba_chunk_size,
+      topK: c.moba_topk,
+      cuSeqlens,
+    };
+    const attn = await backend.attention(call, q, k, v);
+    backend.release([h1, rstd1, q, attn.lse]);
+    const mid = backend.empty(T * H); // the attention's projection, then plus the residual
+    await backend.linear(mid, attn.out, w("self_attn.o_proj"), T, nH * D, H);
+    await backend.addInto(mid, x);
+    backend.release([attn.out, x]);
+    x = backend.empty(T * H); // the MLP's output plus the residual, chunk by chunk
+    for (let from = 0; from < T; from += rows) {
+      const n = Math.min(rows, T - from);
+      const part = rowsOf(mid, from, n, H);
+      const h2 = backend.empty(n * H),
+        rstd2 = backend.empty(n);
+      await backend.rmsNorm(h2, rstd2, part, w("post_attention_layernorm"), n, H, c.rms_norm_eps);
+      const g = backend.empty(n * F),
+        u = backend.empty(n * F),
+        m = backend.empty(n * F);
+      await backend.linear(g, h2, w("mlp.gate_proj"), n, H, F);
+      await backend.linear(u, h2, w("mlp.up_proj"), n, H, F);
+      await backend.swiglu(m, g, u);
+      const y = n === T ? x : backend.empty(n * H);
+      await backend.linear(y, m, w("mlp.down_proj"), n, F, H);
+      await backend.addInto(y, part);
+      if (y !== x) backend.copy(x, from * H, y, 0, n * H);
+      backend.release([h2, rstd2, g, u, m, ...(part === mid ? [] : [part]), ...(y === x ? [] : [y])]);
+    }
+    backend.release([mid]);
+    keys.push(k);
+    values.push(v);
+  }
+  const last = rowsOf(x, T - 1, 1, H);
+  const hN = backend.empty(H),
+    rstdN = backend.empty(1);
+  await backend.rmsNorm(hN, rstdN, last, weights("model.norm.weight").data, 1, H, c.rms_norm_eps);
+  const logits = backend.empty(V);
+  await backend.linear(logits, hN, weights(headName(model)).data, 1, H, V);
+  backend.release([x, ...(last === x ? [] : [last]), hN, rstdN, cos, sin]);
+  return { keys, values, logits };
 }
 
 /**

@@ -1,11 +1,12 @@
 // moba generate: text from a checkpoint or a Hugging Face model directory, token by token, with the
 // KV cache and MoBA decoding; the model's tokenizer (UTF-8 bytes for byte-level models) in and out.
 import type { Backend } from "../attention/problem.js";
-import { loadCheckpoint } from "../model/checkpoint.js";
+import { checkpointTokenizer, loadCheckpoint } from "../model/checkpoint.js";
+import { eosTokenIds } from "../model/config.js";
 import { generate, type SampleOptions } from "../model/decode.js";
 import type { Model } from "../model/llama.js";
 import { type LoadModelOptions, loadModel } from "../model/pretrained.js";
-import { byteTokenizer, loadTokenizer, type TextTokenizer } from "../model/tokenizer.js";
+import { byteTokenizer, type TextTokenizer } from "../model/tokenizer.js";
 import { MobaError, shown } from "../tensor.js";
 import { modelBackend } from "./backends.js";
 
@@ -72,8 +73,9 @@ export async function generateFromCheckpoint(
   o: GenerateOptions,
   write: (text: string) => void,
 ): Promise<{ text: string; tokens: number; seconds: number }> {
-  const { model, tokenizer } = await loadCheckpoint(path);
-  return generateText(model, o, write, tokenizer === undefined ? byteTokenizer : await loadTokenizer(tokenizer, `${path} (tokenizer)`));
+  const saved = await loadCheckpoint(path);
+  // a run from a Hugging Face model keeps its eos_token_id in the config: generation stops there, as with --model
+  return generateText(saved.model, { ...o, stop: eosTokenIds(saved.model.config) }, write, await checkpointTokenizer(saved, path));
 }
 
 /** Loads a Hugging Face model directory, then generateText with its tokenizer, stopping at its eos_token_id. */

@@ -8,10 +8,10 @@ import type { ModelBackend } from "../backend.js";
 import { loadSotu, loadTextFiles } from "../io/corpus.js";
 import { writeFileAtomic } from "../io/files.js";
 import { AdamW, LossScale, type LossScaleState, type Moments, zeroMoments } from "../model/adamw.js";
-import { type Checkpoint, loadCheckpoint, saveCheckpoint } from "../model/checkpoint.js";
+import { type Checkpoint, checkpointTokenizer, loadCheckpoint, saveCheckpoint } from "../model/checkpoint.js";
 import { type AttentionKind, checkConfig, kindsFromSpec, type LlamaConfig, layerKinds } from "../model/config.js";
 import { loadModel } from "../model/pretrained.js";
-import { loadTokenizer, type TextTokenizer } from "../model/tokenizer.js";
+import type { TextTokenizer } from "../model/tokenizer.js";
 import { type Batch, forward, initModel, lossOf, type Model, parameterCount, release, syncToHost } from "../model/llama.js";
 import { concatBatches, type DataPosition, type Document, Packer, sequenceBatch, splitDocuments, startPosition } from "../model/packing.js";
 import { type Stage, TRAIN_DEFAULTS, trainingStep, type TrainOptions } from "../model/training.js";
@@ -190,6 +190,8 @@ interface SavedState {
   options: TrainOptions;
   /** f16 runs: the loss scale, so a resumed run continues with it. */
   lossScale?: LossScaleState;
+  /** Runs from a pretrained model: its validation loss before the first step (under the run's attention). */
+  initialValidationLoss?: number;
   [key: string]: unknown;
 }
 
@@ -197,6 +199,8 @@ export interface TrainResult {
   model: Model;
   log: StepLog[];
   validationLoss: number | undefined;
+  /** A run from a pretrained model (init): the validation loss of its starting weights under the run's first attention, before any step. */
+  initialValidationLoss: number | undefined;
   checkpoint: string;
   backend: Backend;
   /** The held-out documents (what evaluation should read). */
@@ -277,6 +281,9 @@ function checkSavedState(saved: Checkpoint, checkpoint: string): SavedState {
     if (!ok || !Number.isSafeInteger(scale.cleanSteps) || scale.cleanSteps < 0 || !Number.isSafeInteger(scale.skipped) || scale.skipped < 0)
       bad("lossScale", "{ scale > 0, cleanSteps >= 0, skipped >= 0 }", scale);
   }
+  const initial = state.initialValidationLoss;
+  if (initial !== undefined && !(typeof initial === "number" && Number.isFinite(initial)))
+    bad("initialValidationLoss", "a finite number", initial);
   return state;
 }
 
@@ -301,11 +308,7 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
   if (!saved) for (const line of pretrained?.notes ?? []) io.print(`note: ${line}`);
   const backend = await modelBackend(o.backend, o.precision, io.print, false);
   // a run started from a Hugging Face model reads the text as its tokenizer's ids (a resumed one: the checkpoint's tokenizer)
-  const tokenizer = saved
-    ? saved.tokenizer === undefined
-      ? undefined
-      : await loadTokenizer(saved.tokenizer, `${checkpoint} (tokenizer)`)
-    : pretrained?.tokenizer;
+  const tokenizer = saved ? await checkpointTokenizer(saved, checkpoint) : pretrained?.tokenizer;
   const docs = tokenizer ? tokenizeDocuments(loadDocuments(o.data), tokenizer) : loadDocuments(o.data);
   const { train: trainDocs, validation } = splitDocuments(docs);
   mkdirSync(o.out, { recursive: true });
@@ -339,6 +342,14 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
       `block ${o.config.moba_chunk_size} / top-${o.config.moba_topk}; data: ${o.data} (${trainDocs.length} train / ${validation.length} validation documents); backend: ${backend.name} ${backend.precision}`,
   );
 
+  // continual training: what switching the attention costs before training adapts to it
+  let initialValidationLoss = state?.initialValidationLoss;
+  if (pretrained && !saved) {
+    const v = await evaluateLoss(model, evalBatches, backend, kindsAt(o, 0));
+    initialValidationLoss = v.loss / v.count;
+    io.print(`validation loss before training: ${initialValidationLoss.toFixed(4)} (the init model with [${kindsAt(o, 0).join(", ")}])`);
+  }
+
   const tokensPerStep = o.batchRows * o.contextLength * o.accumulation;
   const started = performance.now() - (log.at(-1)?.seconds ?? 0) * 1000;
   let validationLoss = [...log].reverse().find((l) => l.validationLoss !== undefined)?.validationLoss; // a finished run resumed
@@ -349,11 +360,12 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
       rng: rng.state,
       options: input as TrainOptions,
       ...(lossScale && { lossScale: lossScale.state() }),
+      ...(initialValidationLoss !== undefined && { initialValidationLoss }),
     };
     // the log first: a kill between the two leaves a log ahead of the checkpoint, which resuming trims
     await writeFileAtomic(logPath, new TextEncoder().encode(log.map((l) => JSON.stringify(l) + "\n").join("")));
     await syncToHost(model);
-    await saveCheckpoint(checkpoint, model, await optimizer.moments(), state, tokenizer?.json);
+    await saveCheckpoint(checkpoint, model, await optimizer.moments(), state, tokenizer);
     await writeFileAtomic(join(o.out, "loss.svg"), new TextEncoder().encode(lossPlot(log)));
   };
   for (; step < o.steps;) {
@@ -388,7 +400,7 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
   }
   optimizer.free();
   await release(model); // the weights back on the host, the backend's copies freed
-  return { model, log, validationLoss, checkpoint, backend: backend.name, validation };
+  return { model, log, validationLoss, initialValidationLoss, checkpoint, backend: backend.name, validation };
 }
 
 /** A run whose numbers left the finite range fails before its next checkpoint: the last one written stays good. */

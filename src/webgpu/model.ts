@@ -106,6 +106,14 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
     this.record().clearBuffer(x.buffer);
   }
 
+  copy(dst: GpuTensor, dstOffset: number, src: GpuTensor, srcOffset: number, n: number): void {
+    this.record().copyBufferToBuffer(src.buffer, srcOffset * 4, dst.buffer, dstOffset * 4, n * 4);
+  }
+
+  resetPeak(): void {
+    this.peakBytes = this.persistentBytes;
+  }
+
   // ---- recording ----
 
   private record(): GPUCommandEncoder {
