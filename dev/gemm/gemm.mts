@@ -156,6 +156,11 @@ for (const shape of SHAPES) {
     // the transposing versions' copies: A as [M, K], B as [N, K]
     const copies = transposing ? [mem.uninitialized(shape.M * shape.K * 4, "aᵀ"), mem.uninitialized(shape.N * shape.K * 4, "bᵀ")] : [];
     const transpose = await pipeline(gpu, TRANSPOSE, null);
+    // split-K partials in one buffer reused by every call, as the model's step does: with a pooled
+    // buffer per call this harness timed the dW products at 39-46 TFLOP/s on 2026-12-03, while the
+    // step's profile of the same day gave its dW products 104 (docs/benchmarks.md)
+    let partials: GPUBuffer | null = null;
+    const sharedPartials = (bytes: number) => (partials ??= mem.uninitialized(bytes, "split-K partials"));
     const record = async (calls: number) => {
       const encoder = gpu.device.createCommandEncoder();
       for (let i = 0; i < calls; i++) {
@@ -174,8 +179,15 @@ for (const shape of SHAPES) {
                 Math.ceil(rows / 32) * Math.ceil(cols / 32),
                 "transpose",
               );
-          await recordMmaGemm(gpu, mem, () => encoder, { a: shape.aTransposed ? At : A, b: shape.bTransposed ? Bt : B, y: Y }, plan!);
-        } else if (plan) await recordMmaGemm(gpu, mem, () => encoder, { a: A, b: B, y: Y }, plan);
+          await recordMmaGemm(
+            gpu,
+            mem,
+            () => encoder,
+            { a: shape.aTransposed ? At : A, b: shape.bTransposed ? Bt : B, y: Y },
+            plan!,
+            sharedPartials,
+          );
+        } else if (plan) await recordMmaGemm(gpu, mem, () => encoder, { a: A, b: B, y: Y }, plan, sharedPartials);
         else await recordGemm(gpu, mem, () => encoder, { a: A, b: B, y: Y }, shape, "f32");
       }
       gpu.device.queue.submit([encoder.finish()]);
