@@ -5,11 +5,21 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { ModelBackend, Sized } from "../src/backend.js";
 import { cpuBackend } from "../src/cpu/model.js";
-import { checkConfig } from "../src/model/config.js";
+import { checkConfig, type LlamaConfig } from "../src/model/config.js";
 import { decodeStep, KvCache, prefill } from "../src/model/decode.js";
 import { AdamW } from "../src/model/adamw.js";
-import { backward, type Batch, forward, initModel, lossOf, prefillForward, release, zeroGradients } from "../src/model/llama.js";
-import { webgpuModelBackend } from "../src/webgpu/model.js";
+import {
+  backward,
+  type Batch,
+  forward,
+  initModel,
+  lossOf,
+  type Model,
+  prefillForward,
+  release,
+  zeroGradients,
+} from "../src/model/llama.js";
+import { type GpuTensor, webgpuModelBackend } from "../src/webgpu/model.js";
 import { gradients, MODEL_BACKENDS, randomBatch, relativeError, TINY, webgpuSkip } from "./helpers.js";
 
 test("model gradients match finite differences along random directions, every parameter tensor", async () => {
@@ -162,33 +172,34 @@ for (const [name, attention] of [
   });
 }
 
+/** Tokens, hidden size and SwiGLU width of the memory tests' models. */
+const [MEM_T, MEM_H, MEM_F] = [512, 64, 160];
+
+/** The WebGPU model backend's peak bytes for `run` on a fresh model of `layers` layers ([MEM_H, MEM_F], extra config on top). */
+async function peakBytesOf(
+  layers: number,
+  extra: Partial<LlamaConfig>,
+  run: (model: Model, backend: ModelBackend<GpuTensor>) => Promise<void>,
+): Promise<number> {
+  const backend = await webgpuModelBackend("f32", false);
+  const model = initModel(checkConfig({ ...TINY, hidden_size: MEM_H, intermediate_size: MEM_F, num_hidden_layers: layers, ...extra }), 3);
+  await run(model, backend);
+  await release(model);
+  return backend.peakBytes!;
+}
+
 test(
   "WebGPU training step memory: the backward ends each layer's tensors, so a layer more costs its activations, not its gradients too",
   { skip: webgpuSkip },
   async () => {
-    const T = 512,
-      H = 64,
-      F = 160;
-    const peak = async (layers: number) => {
-      const backend = await webgpuModelBackend("f32", false);
-      const model = initModel(
-        checkConfig({
-          ...TINY,
-          hidden_size: H,
-          intermediate_size: F,
-          num_hidden_layers: layers,
-          num_attention_heads: 4,
-          num_key_value_heads: 2,
+    const [T, H, F] = [MEM_T, MEM_H, MEM_F];
+    const peak = (layers: number) =>
+      peakBytesOf(layers, { num_attention_heads: 4, num_key_value_heads: 2 }, (model, backend) =>
+        backend.scope("step", async () => {
+          await zeroGradients(model, backend);
+          await backward(model, await forward(model, randomBatch(5, [0, T]), backend), backend, 1 / T);
         }),
-        3,
       );
-      await backend.scope("step", async () => {
-        await zeroGradients(model, backend);
-        await backward(model, await forward(model, randomBatch(5, [0, T]), backend), backend, 1 / T);
-      });
-      await release(model);
-      return backend.peakBytes!;
-    };
     // one layer's activations kept for the backward, float32: x, h1, q, attention out, mid, h2 [T, H]; k, v [T, H / 2]; g, u, m [T, F]; rstd ×2, lse [T, heads]
     const activations = 4 * T * (6 * H + H + 3 * F + 2 + 4);
     const gradients = 4 * T * (4 * H + 2 * H + 3 * F); // dx, dh2, dMid, dAttn, dq, dh1 (about H each), dk, dv, dm, dg, du
@@ -238,19 +249,11 @@ test(
   "WebGPU prefill memory: a layer more costs its keys and values (kept for the cache), not its activations",
   { skip: webgpuSkip },
   async () => {
-    const T = 512,
-      H = 64,
-      F = 160;
-    const peak = async (layers: number) => {
-      const backend = await webgpuModelBackend("f32", false);
-      const model = initModel(
-        checkConfig({ ...TINY, hidden_size: H, intermediate_size: F, num_hidden_layers: layers, full_attention_last_layers: layers }),
-        3,
+    const [T, H, F] = [MEM_T, MEM_H, MEM_F];
+    const peak = (layers: number) =>
+      peakBytesOf(layers, { full_attention_last_layers: layers }, (model, backend) =>
+        backend.scope("prefill", async () => void (await prefillForward(model, randomBatch(5, [0, T]).tokens, backend))),
       );
-      await backend.scope("prefill", async () => void (await prefillForward(model, randomBatch(5, [0, T]).tokens, backend)));
-      await release(model);
-      return backend.peakBytes!;
-    };
     const weights = 4 * (4 * H * (H / 2) + 2 * H * H + 3 * H * F + 2 * H); // q, o [H, H]; k, v [H / 2, H]; gate, up, down; norms
     const kv = 4 * T * H; // k and v [T, H / 2] float32
     const activations = 4 * T * (5 * H + 3 * F); // x, h1, q, attention out, mid [T, H]; g, u, m [T, F]

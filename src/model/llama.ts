@@ -216,6 +216,72 @@ function headName(model: Model): string {
   return model.config.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
 }
 
+/** Layer l's attention call over the batch's sequences (`kind` from the layer kinds in use). */
+function attentionCall(c: LlamaConfig, kind: AttentionKind, cuSeqlens: Int32Array): AttentionCall {
+  return {
+    kind,
+    tokens: cuSeqlens[cuSeqlens.length - 1],
+    qHeads: c.num_attention_heads,
+    kvHeads: c.num_key_value_heads,
+    headDim: headDim(c),
+    blockSize: c.moba_chunk_size,
+    topK: c.moba_topk,
+    cuSeqlens,
+  };
+}
+
+/**
+ * A layer's attention half on x [T, H]: RMSNorm, the q/k/v projections, rotary, the attention, and
+ * mid = o_proj(attention) + x. With `keep` every tensor stays for the backward (forward); without
+ * (prefill) each ends as soon as it is used (backend.release) but k, v (the cache's) and mid.
+ */
+async function attentionHalf<B extends Sized>(
+  backend: ModelBackend<B>,
+  c: LlamaConfig,
+  w: (name: string) => B,
+  x: B,
+  call: AttentionCall,
+  cos: B,
+  sin: B,
+  keep: boolean,
+) {
+  const { tokens: T, qHeads: nH, kvHeads: nKV, headDim: D } = call;
+  const H = c.hidden_size;
+  const h1 = backend.empty(T * H),
+    rstd1 = backend.empty(T);
+  await backend.rmsNorm(h1, rstd1, x, w("input_layernorm"), T, H, c.rms_norm_eps);
+  const q = backend.empty(T * nH * D), // [T, nH, D]
+    k = backend.empty(T * nKV * D), // [T, nKV, D]
+    v = backend.empty(T * nKV * D);
+  await backend.linear(q, h1, w("self_attn.q_proj"), T, H, nH * D);
+  await backend.linear(k, h1, w("self_attn.k_proj"), T, H, nKV * D);
+  await backend.linear(v, h1, w("self_attn.v_proj"), T, H, nKV * D);
+  await backend.rope(q, cos, sin, nH, D, 1);
+  await backend.rope(k, cos, sin, nKV, D, 1);
+  const attn = await backend.attention(call, q, k, v);
+  if (!keep) backend.release([h1, rstd1, q, attn.lse]);
+  const mid = backend.empty(T * H); // the attention's projection, then plus the residual
+  await backend.linear(mid, attn.out, w("self_attn.o_proj"), T, nH * D, H);
+  await backend.addInto(mid, x);
+  if (!keep) backend.release([attn.out, x]);
+  return { h1, rstd1, q, k, v, attn, mid };
+}
+
+/** The MLP up to its down projection on `rows` rows of mid [rows, H]: RMSNorm, the gate and up projections, SwiGLU. */
+async function mlpIn<B extends Sized>(backend: ModelBackend<B>, c: LlamaConfig, w: (name: string) => B, mid: B, rows: number) {
+  const [H, F] = [c.hidden_size, c.intermediate_size];
+  const h2 = backend.empty(rows * H),
+    rstd2 = backend.empty(rows);
+  await backend.rmsNorm(h2, rstd2, mid, w("post_attention_layernorm"), rows, H, c.rms_norm_eps);
+  const g = backend.empty(rows * F), // [rows, F]
+    u = backend.empty(rows * F),
+    m = backend.empty(rows * F);
+  await backend.linear(g, h2, w("mlp.gate_proj"), rows, H, F);
+  await backend.linear(u, h2, w("mlp.up_proj"), rows, H, F);
+  await backend.swiglu(m, g, u);
+  return { h2, rstd2, g, u, m };
+}
+
 /**
  * The forward pass; `kinds` overrides the config's attention per layer (training stages).
  * Call it inside backend.scope(): the trace's tensors live until the scope ends.
@@ -231,9 +297,6 @@ export async function forward<B extends Sized>(
     H = c.hidden_size,
     F = c.intermediate_size,
     V = c.vocab_size;
-  const nH = c.num_attention_heads,
-    nKV = c.num_key_value_heads,
-    D = headDim(c);
   const weights = lookup(await resident(model, backend));
   const rot = rotaryOf(model, batch.cuSeqlens);
   const cos = backend.upload(rot.cos),
@@ -243,40 +306,9 @@ export async function forward<B extends Sized>(
   const layers: LayerTrace<B>[] = [];
   for (let l = 0; l < c.num_hidden_layers; l++) {
     const w = (name: string) => weights(`model.layers.${l}.${name}.weight`).data;
-    const h1 = backend.empty(T * H),
-      rstd1 = backend.empty(T);
-    await backend.rmsNorm(h1, rstd1, x, w("input_layernorm"), T, H, c.rms_norm_eps);
-    const q = backend.empty(T * nH * D),
-      k = backend.empty(T * nKV * D),
-      v = backend.empty(T * nKV * D);
-    await backend.linear(q, h1, w("self_attn.q_proj"), T, H, nH * D);
-    await backend.linear(k, h1, w("self_attn.k_proj"), T, H, nKV * D);
-    await backend.linear(v, h1, w("self_attn.v_proj"), T, H, nKV * D);
-    await backend.rope(q, cos, sin, nH, D, 1);
-    await backend.rope(k, cos, sin, nKV, D, 1);
-    const call: AttentionCall = {
-      kind: kinds[l],
-      tokens: T,
-      qHeads: nH,
-      kvHeads: nKV,
-      headDim: D,
-      blockSize: c.moba_chunk_size,
-      topK: c.moba_topk,
-      cuSeqlens: batch.cuSeqlens,
-    };
-    const attn = await backend.attention(call, q, k, v);
-    const mid = backend.empty(T * H); // the attention's projection, then plus the residual
-    await backend.linear(mid, attn.out, w("self_attn.o_proj"), T, nH * D, H);
-    await backend.addInto(mid, x);
-    const h2 = backend.empty(T * H),
-      rstd2 = backend.empty(T);
-    await backend.rmsNorm(h2, rstd2, mid, w("post_attention_layernorm"), T, H, c.rms_norm_eps);
-    const g = backend.empty(T * F),
-      u = backend.empty(T * F),
-      m = backend.empty(T * F);
-    await backend.linear(g, h2, w("mlp.gate_proj"), T, H, F);
-    await backend.linear(u, h2, w("mlp.up_proj"), T, H, F);
-    await backend.swiglu(m, g, u);
+    const call = attentionCall(c, kinds[l], batch.cuSeqlens);
+    const { h1, rstd1, q, k, v, attn, mid } = await attentionHalf(backend, c, w, x, call, cos, sin, true);
+    const { h2, rstd2, g, u, m } = await mlpIn(backend, c, w, mid, T);
     layers.push({ x, h1, rstd1, q, k, v, attn, call, mid, h2, rstd2, g, u, m });
     x = backend.empty(T * H); // the MLP's output, then plus the residual
     await backend.linear(x, m, w("mlp.down_proj"), T, F, H);
@@ -325,9 +357,6 @@ export async function prefillForward<B extends Sized>(
     H = c.hidden_size,
     F = c.intermediate_size,
     V = c.vocab_size;
-  const nH = c.num_attention_heads,
-    nKV = c.num_key_value_heads,
-    D = headDim(c);
   const weights = lookup(await resident(model, backend));
   const cuSeqlens = Int32Array.of(0, T);
   const rot = rotaryOf(model, cuSeqlens);
@@ -346,46 +375,12 @@ export async function prefillForward<B extends Sized>(
     values: B[] = [];
   for (let l = 0; l < c.num_hidden_layers; l++) {
     const w = (name: string) => weights(`model.layers.${l}.${name}.weight`).data;
-    const h1 = backend.empty(T * H),
-      rstd1 = backend.empty(T);
-    await backend.rmsNorm(h1, rstd1, x, w("input_layernorm"), T, H, c.rms_norm_eps);
-    const q = backend.empty(T * nH * D),
-      k = backend.empty(T * nKV * D),
-      v = backend.empty(T * nKV * D);
-    await backend.linear(q, h1, w("self_attn.q_proj"), T, H, nH * D);
-    await backend.linear(k, h1, w("self_attn.k_proj"), T, H, nKV * D);
-    await backend.linear(v, h1, w("self_attn.v_proj"), T, H, nKV * D);
-    await backend.rope(q, cos, sin, nH, D, 1);
-    await backend.rope(k, cos, sin, nKV, D, 1);
-    const call: AttentionCall = {
-      kind: kinds[l],
-      tokens: T,
-      qHeads: nH,
-      kvHeads: nKV,
-      headDim: D,
-      blockSize: c.moba_chunk_size,
-      topK: c.moba_topk,
-      cuSeqlens,
-    };
-    const attn = await backend.attention(call, q, k, v);
-    backend.release([h1, rstd1, q, attn.lse]);
-    const mid = backend.empty(T * H); // the attention's projection, then plus the residual
-    await backend.linear(mid, attn.out, w("self_attn.o_proj"), T, nH * D, H);
-    await backend.addInto(mid, x);
-    backend.release([attn.out, x]);
+    const { k, v, mid } = await attentionHalf(backend, c, w, x, attentionCall(c, kinds[l], cuSeqlens), cos, sin, false);
     x = backend.empty(T * H); // the MLP's output plus the residual, chunk by chunk
     for (let from = 0; from < T; from += rows) {
       const n = Math.min(rows, T - from);
       const part = rowsOf(mid, from, n, H);
-      const h2 = backend.empty(n * H),
-        rstd2 = backend.empty(n);
-      await backend.rmsNorm(h2, rstd2, part, w("post_attention_layernorm"), n, H, c.rms_norm_eps);
-      const g = backend.empty(n * F),
-        u = backend.empty(n * F),
-        m = backend.empty(n * F);
-      await backend.linear(g, h2, w("mlp.gate_proj"), n, H, F);
-      await backend.linear(u, h2, w("mlp.up_proj"), n, H, F);
-      await backend.swiglu(m, g, u);
+      const { h2, rstd2, g, u, m } = await mlpIn(backend, c, w, part, n);
       const y = n === T ? x : backend.empty(n * H);
       await backend.linear(y, m, w("mlp.down_proj"), n, F, H);
       await backend.addInto(y, part);
