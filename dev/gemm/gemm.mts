@@ -22,6 +22,8 @@
 //      products' few tiles; 13 is src/'s (k dw 20.8 -> 27.8 TFLOP/s against 12, the rest unchanged)
 //  15: the dW products (A and B stored K-major) as version 13's A · Bᵀ on copies of A and B
 //      transposed first (a 32x32-tile transpose each, timed with the GEMM): the fast layout, paid in bytes
+//  16: version 13 storing a tile wholly inside y straight from the accumulators to storage (y +=
+//      loads y into them first) instead of through a 16x16 scratch with two barriers per accumulator
 import { f16ToFloat, floatToF16 } from "../../src/io/half.js";
 import { getDevice } from "../../src/webgpu/device.js";
 import { type GemmCall, type MmaPlan, type MmaTile, planMmaGemm, recordGemm, recordMmaGemm } from "../../src/webgpu/gemm/index.js";
@@ -60,7 +62,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) groups: vec3u
 }`,
 });
 
-const old = { natural: false, vector: false };
+const old = { natural: false, vector: false, directStore: false };
 const VERSIONS: Record<number, MmaTile | "f32"> = {
   1: "f32",
   2: { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: false, ...old },
@@ -70,10 +72,11 @@ const VERSIONS: Record<number, MmaTile | "f32"> = {
   6: { tileM: 128, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, ...old },
   7: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 4, depth: 16, prefetch: true, ...old },
   8: { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, ...old },
-  9: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 4, depth: 32, prefetch: true, natural: true, vector: false },
-  10: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 4, depth: 32, prefetch: true, natural: true, vector: true },
-  11: { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true },
-  12: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true },
+  9: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 4, depth: 32, prefetch: true, natural: true, vector: false, directStore: false },
+  10: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 4, depth: 32, prefetch: true, natural: true, vector: true, directStore: false },
+  11: { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true, directStore: false },
+  12: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true, directStore: false },
+  16: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true, directStore: true },
 };
 VERSIONS[13] = VERSIONS[14] = VERSIONS[15] = VERSIONS[12];
 /** Versions that transpose K-major operands first. */
