@@ -102,10 +102,11 @@ test("paths: tensor cores only in the f16 path, on a device with them, where hea
   assert.equal(forwardPass(device(), f16).shape.input, "f16"); // f32 arithmetic on f16 copies
   const forward = forwardPass(mma, f16);
   assert.deepEqual([forward.tensorCores, forward.shape.TQ, forward.shape.TK], [true, 16, 64]);
-  assert.equal(dkdvPass(mma, f16).shape.TK, 64);
-  // less workgroup memory: 32 keys per dk/dv tile
-  assert.equal(dkdvPass({ ...mma, maxWorkgroupStorage: 24576 }, f16).shape.TK, 32);
-  assert.equal(dkdvPass({ ...mma, maxWorkgroupStorage: 16384 }, f16).kernel, "dkdv"); // not even 32 keys fit
+  // dk/dv: 32 keys per workgroup at headDim 64, 64 above where they fit, else 32
+  assert.equal(dkdvPass(mma, f16).shape.TK, 32);
+  assert.equal(dkdvPass(mma, { ...f16, headDim: 128 }).shape.TK, 64);
+  assert.equal(dkdvPass({ ...mma, maxWorkgroupStorage: 41000 }, { ...f16, headDim: 128 }).shape.TK, 32);
+  assert.equal(dkdvPass({ ...mma, maxWorkgroupStorage: 16384 }, f16).kernel, "dkdv"); // not even 32 keys fit: the float32 kernel
 });
 
 test("paths: a forced variant (the kernel harnesses in dev/attention/) overrides the policy, precision and device alike", () => {

@@ -7,7 +7,7 @@ import type { AttentionProblem } from "../../attention/problem.js";
 import type { MobaDevice } from "../device.js";
 import { type Kernel, pipeline } from "../kernel.js";
 import { DKDV, DQ } from "./backward.wgsl.js";
-import { DKDV_MMA, dkdvMmaSharedBytes, MMA_DKDV_KEYS } from "./dkdvMma.wgsl.js";
+import { DKDV_MMA, dkdvMmaKeys, dkdvMmaSharedBytes } from "./dkdvMma.wgsl.js";
 import { DQ_MMA, dqMmaSharedBytes } from "./dqMma.wgsl.js";
 import { FORWARD } from "./forward.wgsl.js";
 import { FORWARD_MMA } from "./forwardMma.wgsl.js";
@@ -67,7 +67,7 @@ export function dqPass(gpu: DeviceLimits, p: AttentionProblem, variant?: Variant
 export function dkdvPass(gpu: DeviceLimits, p: AttentionProblem, variant?: Variant): Pass {
   const shape = dkdvShape(gpu, p.headDim);
   const D = p.headDim;
-  const fits = MMA_DKDV_KEYS.find((keys) => dkdvMmaSharedBytes({ headDim: D, keys }) <= gpu.maxWorkgroupStorage);
+  const fits = dkdvMmaKeys(D).find((keys) => dkdvMmaSharedBytes({ headDim: D, keys }) <= gpu.maxWorkgroupStorage);
   const keys = variant ? chunk(variant, D)?.TK : p.precision === "f16" && gpu.mma16 && D % 16 === 0 ? fits : undefined;
   return keys !== undefined ? pass(DKDV_MMA, { headDim: D, keys }, { ...shape, TK: keys }, true) : f32Pass(DKDV, shape, variant);
 }
