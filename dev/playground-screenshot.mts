@@ -1,7 +1,7 @@
 // The README's picture of the playground (docs/playground.png): the page in headless Chromium with each part run
-// at its defaults on the page's default backend: part 1 at 2048 tokens, part 2 hovered, part 4 trained for STEPS
-// steps (150: ~75 s on 2 cores), then part 3 sampling from the bundled model. test/playground.test.ts checks the
-// parts; this only takes the picture.
+// at its defaults on the page's default backend: part 1 at 2048 tokens, part 2 on the bundled model over the default
+// excerpt (layer 3, head 3, its row 20 hovered), part 4 trained for STEPS steps (150: ~75 s on 2 cores), then part 3
+// sampling from the bundled model. test/playground.test.ts checks the parts; this only takes the picture.
 //   node --import tsx dev/playground-screenshot.mts [STEPS] [OUT.png]
 import { chromium } from "playwright-core";
 // @ts-expect-error: a plain .mjs script without types
@@ -19,15 +19,23 @@ try {
   await page.fill("#tokens", "2048"); // the longest the float64 reference checks
   await page.click("#run");
   await page.waitForSelector('body[data-state="done"]', { timeout: 120_000 });
+  await page.click("#gatingRun");
+  await page.waitForSelector('#gating-section[data-state="done"]', { timeout: 120_000 });
   await page.fill("#trainSteps", steps);
   await page.click("#trainRun");
   await page.waitForSelector('#train-section[data-state="done"]', { timeout: 600_000 });
   await page.selectOption("#model", "bundled"); // training chose its own model for part 3
   await page.click("#generateRun");
   await page.waitForSelector('#generate-section[data-state="done"]', { timeout: 60_000 });
-  const box = (await page.locator("#heatmap").boundingBox())!;
+  await page.selectOption("#layer", "layer 3");
+  await page.selectOption("#head", "3");
   const blocks = Number(await page.getAttribute("#heatmap", "data-blocks"));
-  await page.mouse.move(box.x + (3.5 * box.width) / blocks, box.y + (6.5 * box.width) / blocks); // row 6 chose block 3
+  const chosen: number[] = JSON.parse((await page.getAttribute("#heatmap", "data-chosen"))!);
+  const [i, past] = [20, chosen.slice(20 * blocks, 20 * blocks + 20)];
+  const j = past.indexOf(Math.max(...past)); // the past block most of row 20's queries chose
+  await page.locator("#heatmap").scrollIntoViewIfNeeded();
+  const box = (await page.locator("#heatmap").boundingBox())!;
+  await page.mouse.move(box.x + ((j + 0.5) * box.width) / blocks, box.y + ((i + 0.5) * box.width) / blocks);
   await page.screenshot({ path: out, fullPage: true });
   console.log(`${out}: ${await page.textContent("#trainStatus")} ${await page.textContent("#genStats")}`);
 } finally {

@@ -137,6 +137,11 @@ export interface ModelBackend<B extends Sized = Sized> {
   crossEntropyBackward(dLogits: B, logits: B, lse: B, targets: Int32Array, weights: Float32Array, V: number, scale: number): Promise<void>;
   attention(call: AttentionCall, q: B, k: B, v: B): Promise<AttentionSaved<B>>;
   attentionBackward(call: AttentionCall, q: B, k: B, v: B, saved: AttentionSaved<B>, dout: B): Promise<{ dq: B; dk: B; dv: B }>;
+  /**
+   * The block choice of an attention forward on the host: each query's chosen past blocks [tokens, qHeads, topK − 1],
+   * ascending, as the api's routing (width 0 for full attention, or when top-k covers every block).
+   */
+  routingTable(call: AttentionCall, saved: AttentionSaved<B>): Promise<Int32Array>;
 
   // ---- optimizer ----
   /**

@@ -8,6 +8,7 @@ import { cpuBackend } from "../src/cpu/model.js";
 import { checkConfig, type LlamaConfig } from "../src/model/config.js";
 import { decodeStep, KvCache, prefill } from "../src/model/decode.js";
 import { AdamW } from "../src/model/adamw.js";
+import { modelGating } from "../src/model/gating.js";
 import {
   backward,
   type Batch,
@@ -20,7 +21,7 @@ import {
   zeroGradients,
 } from "../src/model/llama.js";
 import { type GpuTensor, webgpuModelBackend } from "../src/webgpu/model.js";
-import { gradients, MODEL_BACKENDS, randomBatch, relativeError, TINY, webgpuSkip } from "./helpers.js";
+import { gradients, MODEL_BACKENDS, randomBatch, referenceGating, relativeError, TINY, webgpuSkip } from "./helpers.js";
 
 test("model gradients match finite differences along random directions, every parameter tensor", async () => {
   const model = initModel(checkConfig({ ...TINY, layer_attention: ["moba", "full"] }), 3);
@@ -230,7 +231,7 @@ for (const [name, make, skip] of MODEL_BACKENDS) {
         all[all.length - 1] = all[all.length - 1].slice((T - 1) * V); // the last position's logits
         const runs = [all];
         for (const rows of chunks) {
-          const p = await prefillForward(model, batch.tokens, backend, undefined, rows);
+          const p = await prefillForward(model, batch.tokens, backend, { rows });
           runs.push(await host([...p.keys.flatMap((k, l) => [k, p.values[l]]), p.logits]));
         }
         return runs;
@@ -283,3 +284,33 @@ test(
     assert.ok(relativeError(logits, await logitsOn(view, cpuBackend)) <= 1e-5, "the view's own config: MoBA, block 16");
   },
 );
+
+for (const [name, make, skip] of MODEL_BACKENDS) {
+  test(
+    `${name}: modelGating reports each MoBA layer's block choice (the reference's on the layer's q and k) and gate scores`,
+    { skip },
+    async () => {
+      const backend = await make();
+      const model = initModel(checkConfig({ ...TINY, layer_attention: ["moba", "full"] }), 5);
+      const T = 45; // 6 blocks of 8, the last short; top-2: from block 2 on the gate chooses one past block of several
+      const batch = randomBatch(13, [0, T]);
+      const gating = await modelGating(model, batch.tokens, backend);
+      assert.deepEqual(
+        gating.map((l) => l.layer),
+        [0],
+        "the MoBA layer only",
+      );
+      // the layer's q and k from the forward on the CPU (the prefill's, measured bit for bit)
+      const c = model.config;
+      const { q, k } = (await forward(model, batch, cpuBackend)).layers[0];
+      const problem = { tokens: T, qHeads: 4, kvHeads: 2, headDim: c.hidden_size / 4, cuSeqlens: [0, T], blockSize: 8, topK: 2, scale: 1 };
+      gating[0].heads.forEach(({ chosen, score }, h) => {
+        const want = referenceGating(problem, q, k, h);
+        assert.deepEqual([...chosen], want.chosen, `head ${h}: queries choosing each block`);
+        // WebGPU's q and k differ from the CPU's by float32 rounding
+        assert.ok(relativeError(score, Float64Array.from(want.score)) <= 1e-5, `head ${h}: gate scores ${score} vs ${want.score}`);
+      });
+      await release(model);
+    },
+  );
+}

@@ -15,7 +15,10 @@ import { join } from "node:path";
 import { test } from "node:test";
 import type { Page } from "playwright-core";
 import { loadCheckpoint } from "../src/model/checkpoint.js";
-import { initModel } from "../src/model/llama.js";
+import { cpuBackend } from "../src/cpu/model.js";
+import { modelGating } from "../src/model/gating.js";
+import { initModel, type Model } from "../src/model/llama.js";
+import { byteTokenizer } from "../src/model/tokenizer.js";
 import { exportModel } from "../src/model/pretrained.js";
 import { generateText } from "../src/run/generate.js";
 import { train } from "../src/run/train.js";
@@ -80,6 +83,50 @@ async function ended(page: Page, section: string, status: string): Promise<strin
   return `${await page.getAttribute(`#${section}`, "data-state")}: ${await page.textContent(`#${status}`)}`;
 }
 
+/**
+ * Part 2: runs the chosen model over the page's text; checks its status line against `status`, and for each MoBA layer and
+ * query head (chosen with the page's selects) that the heatmap draws modelGating's choices in Node on the CPU backend,
+ * and that a hovered cell tells its count, its mean gate score and the text of its blocks. Returns the page's timing.
+ */
+async function gatingInPage(page: Page, model: Model, status: RegExp, share?: RegExp): Promise<string> {
+  await page.click("#gatingRun");
+  const done = await ended(page, "gating-section", "gatingStatus");
+  assert.match(done, /^done: /);
+  assert.match(done.slice("done: ".length), status);
+  const text = await page.inputValue("#gatingText");
+  const want = await modelGating(model, byteTokenizer.encode(text), cpuBackend);
+  assert.deepEqual(await page.evaluate(`Array.from(document.querySelectorAll("#layer option"), (o) => o.value)`), [
+    ...want.map((l) => `layer ${l.layer}`),
+    "planted",
+  ]);
+  for (const { layer, heads } of want)
+    for (const [h, { chosen }] of heads.entries()) {
+      await page.selectOption("#layer", `layer ${layer}`);
+      await page.selectOption("#head", String(h));
+      const drawn: number[] = JSON.parse((await page.getAttribute("#heatmap", "data-chosen")) ?? "[]");
+      assert.deepEqual(drawn, [...chosen], `layer ${layer}, head ${h}: the queries of each block choosing each key block`);
+    }
+  if (share) assert.match((await page.textContent("#share")) ?? "", share);
+  // the last layer's last head (selected above): the last row's most chosen past block
+  const { blocks, rows, heads } = want[want.length - 1];
+  const { chosen, score } = heads[heads.length - 1];
+  const i = blocks - 1;
+  const j = [...chosen.subarray(i * blocks, i * blocks + i)].reduce((best, c, at, row) => (c > row[best] ? at : best), 0);
+  await page.locator("#heatmap").scrollIntoViewIfNeeded();
+  const box = (await page.locator("#heatmap").boundingBox())!;
+  await page.mouse.move(box.x + ((j + 0.5) * box.width) / blocks, box.y + ((i + 0.5) * box.height) / blocks);
+  const cell = i * blocks + j;
+  assert.match(
+    (await page.textContent("#cell")) ?? "",
+    new RegExp(
+      `^query block ${i}, key block ${j}: chosen by ${chosen[cell]} of ${rows[i]} queries; mean gate score q·mean\\(K\\) ${score[cell].toFixed(2)} `,
+    ),
+  );
+  const block = (b: number) => JSON.stringify(text.slice(b * 64, (b + 1) * 64));
+  assert.equal(await page.textContent("#cellText"), `query block ${i}: ${block(i)}\nkey block   ${j}: ${block(j)}`);
+  return done.match(/ran in \d+ ms on \w+/)?.[0] ?? done;
+}
+
 /** How part 3 samples: greedy (temperature 0), or the tour's sample settings, with the page's default seed (1). */
 const GREEDY = { temperature: 0, topP: 1 };
 const SAMPLED = { temperature: 0.8, topP: 0.95 };
@@ -121,6 +168,7 @@ test(
     const { chosen, note, error } = await runPlayground(WEBGPU, "webgpu", async (page, dist) => {
       // part 2: 16 × 16 blocks; row 6 (queries leaning towards block 3) shows block 3 chosen and its gate scores on hover
       assert.equal(await page.getAttribute("#heatmap", "data-blocks"), "16");
+      await page.locator("#heatmap").scrollIntoViewIfNeeded();
       const box = (await page.locator("#heatmap").boundingBox())!;
       const cell = box.width / 16;
       await page.mouse.move(box.x + 3.5 * cell, box.y + 6.5 * cell);
@@ -134,8 +182,33 @@ test(
       assert.ok(b - r > 60, `the chosen cell is drawn blue, not light grey: rgb ${r}, _, ${b}`);
       assert.match((await page.textContent("#share")) ?? "", /MoBA attended 29\.0% of the causal mask/);
 
-      // parts 3 and 4 on the CPU backend: on SwiftShader a model's step is ~100x slower (40 tokens: 30 s, a training step > 30 s)
+      // part 2 on the bundled model, on WebGPU over the excerpt's first 320 bytes (5 blocks: blocks 3 and 4 choose 2 of their
+      // past blocks; SwiftShader takes ~10 s), then on the CPU over all of it: each layer's and head's choices are Node's (CPU)
+      const bundled = await loadCheckpoint(join(dist, "tour-model.safetensors"));
+      const excerpt = await page.inputValue("#gatingText");
+      await page.fill("#gatingText", excerpt.slice(0, 320));
+      lines.push(
+        `part 2 on WebGPU: ${await gatingInPage(page, bundled.model, /^the tour's model \(bundled\): 320 tokens, 5 blocks of 64, top-3;/)}`,
+      );
+
+      // parts 2, 3 and 4 on the CPU backend: on SwiftShader a model's step is ~100x slower (40 tokens: 30 s, a training step > 30 s)
       await page.selectOption("#backend", "cpu");
+      await page.fill("#gatingText", excerpt);
+      const share = /MoBA attended 15\.5% of the causal mask \(32 blocks of 64, top-3\)/; // 1990 tokens: 19.8% of the pairs of 2048
+      lines.push(
+        `part 2 on the CPU: ${await gatingInPage(page, bundled.model, /^the tour's model \(bundled\): 1990 tokens, 32 blocks of 64, top-3;/, share)}`,
+      );
+      // part 1 run again shows its input in part 2 anew, beside the model's layers
+      await page.click("#run");
+      await page.waitForSelector('body[data-state="done"]', { timeout: 90_000 });
+      assert.equal(await page.inputValue("#layer"), "planted");
+      assert.deepEqual(await page.evaluate(`Array.from(document.querySelectorAll("#layer option"), (o) => o.value)`), [
+        "layer 0",
+        "layer 1",
+        "layer 2",
+        "layer 3",
+        "planted",
+      ]);
 
       // part 4: the tour's training from seed 1 on the page's text, stopped after a few steps; train() in Node on the same
       // documents as files, 150 steps as the page's run, saves its checkpoint after the page's steps and is stopped at the next
@@ -176,7 +249,7 @@ test(
 
       // part 3 on the downloaded file given to the page's file input, greedy
       await page.setInputFiles("#modelFiles", downloaded);
-      await page.waitForSelector('#generate-section[data-model="yours"]');
+      await page.waitForSelector('#drop[data-model="yours"]');
       lines.push(`part 3, the downloaded checkpoint: ${await generateInPage(page, GREEDY, await cliText(GREEDY, saved.model))}`);
       lines.push(
         `part 4: ${losses.length} steps, losses ${losses.map((l) => l.toFixed(4)).join(" ")}; vs train() ${worst.toExponential(1)}, ` +
@@ -185,7 +258,6 @@ test(
 
       // part 3 on the bundled model, greedy and sampled (the sample is drawn from the same seeded generator), token for token the CLI's
       await page.selectOption("#model", "bundled");
-      const bundled = await loadCheckpoint(join(dist, "tour-model.safetensors"));
       for (const sampling of [GREEDY, SAMPLED])
         lines.push(
           `part 3, the bundled model, temperature ${sampling.temperature}: ` +
@@ -215,7 +287,7 @@ test(
       const dir = mkdtempSync(join(tmpdir(), "moba-playground-hf-"));
       const files = Object.entries(exportModel(model)).map(([name, bytes]) => (writeFileSync(join(dir, name), bytes), join(dir, name)));
       await page.setInputFiles("#modelFiles", files);
-      await page.waitForSelector('#generate-section[data-model="yours"]');
+      await page.waitForSelector('#drop[data-model="yours"]');
       stats = await generateInPage(page, GREEDY, await cliText(GREEDY, model));
       await page.screenshot({ path: join(shots, "playground-cpu.png"), fullPage: true });
     });

@@ -1,11 +1,10 @@
-// The playground (web/index.html): MoBA against full attention on random inputs, the blocks its gate chose,
-// a model generating text with MoBA decoding, and the tour's model training in the page.
+// The playground (web/index.html): MoBA against full attention on random inputs, the blocks a trained model's gate
+// chose in each layer, a model generating text with MoBA decoding, and the tour's model training in the page.
 // Uses only the package's browser entry, "moba" (scripts/build-web.mjs bundles it from src/index.ts; web/tsconfig.json
 // checks this file against its types in dist/). test/playground.test.ts drives the page through the ids below and
-// reads the state of parts 1-2 in document.body.dataset.state and of parts 3 and 4 in their section's
-// dataset.state ("running", "done", "stopped", "error").
+// reads the state of part 1 in document.body.dataset.state and of parts 2-4 in their section's dataset.state
+// ("running", "done", "stopped", "error").
 import {
-  type AttentionOutput,
   type Backend,
   type Document,
   type Model,
@@ -15,6 +14,8 @@ import {
   type TrainOptions,
   AdamW,
   attendedKeys,
+  blockGating,
+  type BlockGating,
   byteTokenizer,
   checkConfig,
   cpuBackend,
@@ -26,6 +27,7 @@ import {
   loadModel,
   loadTokenizer,
   mobaAttention,
+  modelGating,
   Packer,
   parameterCount,
   plantTopics,
@@ -50,9 +52,6 @@ const REFERENCE_TOKENS = 2048;
 
 const byId = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const status = byId<HTMLParagraphElement>("status");
-const canvas = byId<HTMLCanvasElement>("heatmap");
-const cell = byId<HTMLParagraphElement>("cell");
-const headSelect = byId<HTMLSelectElement>("head");
 
 const backendSelect = byId<HTMLSelectElement>("backend");
 
@@ -95,168 +94,7 @@ async function timed<T>(run: () => Promise<T>): Promise<[T, number]> {
   return [result, performance.now() - start];
 }
 
-/** What the heatmap draws for one head: per query block i and key block j, how many queries chose j and their mean gate score. */
-interface Gating {
-  blocks: number;
-  rows: number[]; // queries in each block
-  chosen: Float64Array; // [blocks, blocks]
-  score: Float64Array; // [blocks, blocks] mean over the block's queries of q · mean(K_j), j < i
-}
-
-let last: { q: Float32Array; k: Float32Array; routing: AttentionOutput["routing"]; tokens: number; blockSize: number; topK: number };
-let gating: Gating;
-let focus = { i: 0, j: 0 };
-
-function gatingOf(head: number): Gating {
-  const { q, k, routing, tokens, blockSize: B } = last;
-  const blocks = Math.ceil(tokens / B);
-  const width = routing.shape[2];
-  const g = Math.floor(head / (Q_HEADS / KV_HEADS));
-  const means = Array.from({ length: blocks }, (_, j) => {
-    const mean = new Float64Array(HEAD_DIM);
-    const end = Math.min((j + 1) * B, tokens);
-    for (let t = j * B; t < end; t++) for (let d = 0; d < HEAD_DIM; d++) mean[d] += k[(t * KV_HEADS + g) * HEAD_DIM + d] / (end - j * B);
-    return mean;
-  });
-  const rows: number[] = [];
-  const chosen = new Float64Array(blocks * blocks);
-  const score = new Float64Array(blocks * blocks);
-  for (let i = 0; i < blocks; i++) {
-    rows.push(Math.min(B, tokens - i * B));
-    chosen[i * blocks + i] = rows[i];
-    for (let t = i * B; t < i * B + rows[i]; t++) {
-      const qt = (t * Q_HEADS + head) * HEAD_DIM;
-      for (let r = 0; r < Math.min(width, i); r++) chosen[i * blocks + routing.data[(t * Q_HEADS + head) * width + r]]++;
-      for (let j = 0; j < i; j++) {
-        let dot = 0;
-        for (let d = 0; d < HEAD_DIM; d++) dot += q[qt + d] * means[j][d];
-        score[i * blocks + j] += dot / rows[i];
-      }
-    }
-  }
-  return { blocks, rows, chosen, score };
-}
-
-function draw(): void {
-  const { blocks, rows, chosen } = gating;
-  const size = Math.max(1, Math.floor(480 / blocks));
-  canvas.width = canvas.height = size * blocks;
-  const c = canvas.getContext("2d")!;
-  c.fillStyle = "#ffffff";
-  c.fillRect(0, 0, canvas.width, canvas.height);
-  for (let i = 0; i < blocks; i++) {
-    for (let j = 0; j <= i; j++) {
-      const share = chosen[i * blocks + j] / rows[i];
-      // white (never chosen, a light grey cell) to deep blue (every query of the block chose it); the own block darkest
-      c.fillStyle = j === i ? "#0b2a5b" : share === 0 ? "#eef0f3" : `hsl(215 70% ${Math.round(92 - share * 55)}%)`;
-      c.fillRect(j * size, i * size, size, size);
-    }
-  }
-  // the described cell, outlined (hover or arrow keys)
-  c.strokeStyle = "#f0a500";
-  c.lineWidth = 2;
-  c.strokeRect(focus.j * size + 1, focus.i * size + 1, size - 2, size - 2);
-  canvas.dataset.blocks = String(blocks);
-}
-
-function describe(i: number, j: number): void {
-  focus = { i, j };
-  const { blocks, rows, chosen, score } = gating;
-  const at = i * blocks + j;
-  cell.textContent =
-    j > i
-      ? `query block ${i}, key block ${j}: in the future (causal mask)`
-      : j === i
-        ? `query block ${i}, its own block: always attended (causally)`
-        : `query block ${i}, key block ${j}: chosen by ${chosen[at]} of ${rows[i]} queries; ` +
-          `mean gate score q·mean(K) ${score[at].toFixed(2)} (the row's best past block: ${Math.max(
-            ...score.subarray(i * blocks, i * blocks + i),
-          ).toFixed(2)})`;
-  draw();
-}
-
-function showHead(): void {
-  gating = gatingOf(Number(headSelect.value));
-  const { tokens, blockSize, topK } = last;
-  const share = attendedKeys([0, tokens], blockSize, topK) / attendedKeys([0, tokens], blockSize, Infinity);
-  byId("share").textContent = `MoBA attended ${(share * 100).toFixed(1)}% of the causal mask (${gating.blocks} blocks of ${blockSize}).`;
-  describe(Math.min(focus.i, gating.blocks - 1), Math.min(focus.j, gating.blocks - 1));
-}
-
-async function run(tokens: number, blockSize: number, topK: number): Promise<void> {
-  const backend = await chosenBackend();
-  const { q, k, v } = randomInputs(SEED, tokens, Q_HEADS, KV_HEADS, HEAD_DIM);
-  plantTopics({ tokens, qHeads: Q_HEADS, kvHeads: KV_HEADS, headDim: HEAD_DIM, blockSize, topK, seed: SEED }, q.data, k.data);
-  const inputs = { q, k, v };
-  status.textContent = `Running on ${backend}…`;
-  const [moba, mobaMs] = await timed(() => mobaAttention(inputs, { blockSize, topK, backend }));
-  const [, fullMs] = await timed(() => flashAttention(inputs, { backend }));
-  const mobaKeys = attendedKeys([0, tokens], blockSize, topK);
-  const fullKeys = attendedKeys([0, tokens], blockSize, Infinity);
-  const row = (name: string, ms: number, keys: number) =>
-    `<tr><td>${name}</td><td>${ms.toFixed(1)}</td><td>${(fullMs / ms).toFixed(2)}×</td><td>${(keys / tokens).toFixed(0)}</td></tr>`;
-  byId("times").innerHTML = row("full", fullMs, fullKeys) + row("MoBA", mobaMs, mobaKeys);
-  byId("ideal").textContent = `Ideal ratio (keys read by full / by MoBA): ${(fullKeys / mobaKeys).toFixed(2)}×`;
-
-  const reference = byId<HTMLParagraphElement>("reference");
-  delete reference.dataset.error;
-  if (tokens <= REFERENCE_TOKENS) {
-    status.textContent = "Checking against the float64 reference…";
-    await new Promise((resolve) => setTimeout(resolve)); // let the page paint first
-    const problem = { tokens, qHeads: Q_HEADS, kvHeads: KV_HEADS, headDim: HEAD_DIM, cuSeqlens: [0, tokens], blockSize, topK };
-    const ref = referenceForward({ ...problem, scale: 1 / Math.sqrt(HEAD_DIM) }, q.data, k.data, v.data);
-    const error = Math.max(relativeError(moba.out.data, ref.out), relativeError(moba.lse.data, ref.lse));
-    reference.dataset.error = String(error);
-    reference.className = error <= 1e-5 ? "ok" : "bad";
-    reference.textContent =
-      `MoBA vs the float64 reference: max norm-wise relative error (out, lse) ${error.toExponential(1)} ` +
-      (error <= 1e-5 ? "✓ within 1e-5" : "✗ above 1e-5");
-  } else {
-    reference.className = "note";
-    reference.textContent = `The float64 reference check runs up to ${REFERENCE_TOKENS} tokens.`;
-  }
-  last = { q: q.data, k: k.data, routing: moba.routing, tokens, blockSize, topK };
-  showHead();
-}
-
-headSelect.innerHTML = Array.from({ length: Q_HEADS }, (_, h) => `<option value="${h}">${h}</option>`).join("");
-headSelect.addEventListener("change", () => last && showHead());
-
-canvas.addEventListener("mousemove", (event) => {
-  if (!gating) return;
-  const size = canvas.getBoundingClientRect().width / gating.blocks;
-  const clamp = (x: number) => Math.min(gating.blocks - 1, Math.max(0, Math.floor(x / size)));
-  describe(clamp(event.offsetY), clamp(event.offsetX));
-});
-canvas.addEventListener("keydown", (event) => {
-  if (!gating) return;
-  const step: Record<string, [number, number]> = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] };
-  if (!(event.key in step)) return;
-  event.preventDefault();
-  const [di, dj] = step[event.key];
-  const clamp = (x: number) => Math.min(gating.blocks - 1, Math.max(0, x));
-  describe(clamp(focus.i + di), clamp(focus.j + dj));
-});
-
-byId<HTMLFormElement>("controls").addEventListener("submit", (event) => {
-  event.preventDefault();
-  const value = (id: string) => Number(byId<HTMLInputElement>(id).value);
-  const button = byId<HTMLButtonElement>("run");
-  button.disabled = true;
-  document.body.dataset.state = "running";
-  run(value("tokens"), value("blockSize"), value("topK"))
-    .then(() => {
-      status.textContent = "Done.";
-      document.body.dataset.state = "done";
-    })
-    .catch((error: unknown) => {
-      status.textContent = `Error: ${error instanceof Error ? error.message : String(error)}`;
-      document.body.dataset.state = "error";
-    })
-    .finally(() => (button.disabled = false));
-});
-
-// ---- 3. Generating text ----
+// ---- The model of parts 2 and 3 ----
 
 /** A model ready to generate: its tokenizer (bytes for byte-level models) and the ids that end a generation. */
 interface Generator {
@@ -266,8 +104,7 @@ interface Generator {
 }
 
 const modelSelect = byId<HTMLSelectElement>("model");
-const genStatus = byId<HTMLParagraphElement>("genStatus");
-const genSection = byId<HTMLElement>("generate-section");
+const modelStatus = byId<HTMLParagraphElement>("modelStatus");
 /** The models by the model select's value: "bundled" (fetched when first chosen), "yours" (files), "trained" (part 4). */
 const generators = new Map<string, Promise<Generator>>();
 
@@ -297,6 +134,18 @@ async function modelFromFiles(files: File[]): Promise<Generator> {
   return { model, tokenizer: tokenizer === undefined ? byteTokenizer : await loadTokenizer(tokenizer, `${name} (tokenizer)`), stop: [] };
 }
 
+/** The model chosen; the bundled one is fetched when first used (a failed fetch is tried again the next time). */
+async function chosenModel(): Promise<Generator> {
+  const choice = modelSelect.value;
+  if (!generators.has(choice)) generators.set(choice, bundledModel());
+  try {
+    return await generators.get(choice)!;
+  } catch (error) {
+    if (choice === "bundled") generators.delete(choice);
+    throw error;
+  }
+}
+
 /** Adds (or replaces) a model choice and selects it. */
 function offerModel(value: string, label: string, generator: Promise<Generator>): void {
   generators.set(value, generator);
@@ -308,15 +157,15 @@ function offerModel(value: string, label: string, generator: Promise<Generator>)
 
 async function useFiles(files: File[]): Promise<void> {
   if (files.length === 0) return;
-  genStatus.textContent = `Loading ${files.map((f) => f.name).join(", ")}…`;
+  modelStatus.textContent = `Loading ${files.map((f) => f.name).join(", ")}…`;
   const generator = modelFromFiles(files);
   try {
     const { model } = await generator;
     offerModel("yours", `yours: ${files.length === 1 ? files[0].name : `${files.length} files`}`, generator);
-    genStatus.textContent = `Loaded your model: ${(parameterCount(model) / 1e6).toFixed(2)}M parameters, ${model.config.num_hidden_layers} layers.`;
-    genSection.dataset.model = "yours";
+    modelStatus.textContent = `Loaded your model: ${(parameterCount(model) / 1e6).toFixed(2)}M parameters, ${model.config.num_hidden_layers} layers.`;
+    drop.dataset.model = "yours";
   } catch (error) {
-    genStatus.textContent = `Could not load the model: ${message(error)}`;
+    modelStatus.textContent = `Could not load the model: ${message(error)}`;
   }
 }
 
@@ -354,6 +203,229 @@ byId<HTMLInputElement>("modelFiles").addEventListener("change", (event) => {
   void useFiles(Array.from((event.target as HTMLInputElement).files ?? []));
 });
 
+// ---- 1. MoBA vs full attention ----
+
+async function run(tokens: number, blockSize: number, topK: number): Promise<void> {
+  const backend = await chosenBackend();
+  const { q, k, v } = randomInputs(SEED, tokens, Q_HEADS, KV_HEADS, HEAD_DIM);
+  plantTopics({ tokens, qHeads: Q_HEADS, kvHeads: KV_HEADS, headDim: HEAD_DIM, blockSize, topK, seed: SEED }, q.data, k.data);
+  const inputs = { q, k, v };
+  status.textContent = `Running on ${backend}…`;
+  const [moba, mobaMs] = await timed(() => mobaAttention(inputs, { blockSize, topK, backend }));
+  const [, fullMs] = await timed(() => flashAttention(inputs, { backend }));
+  const mobaKeys = attendedKeys([0, tokens], blockSize, topK);
+  const fullKeys = attendedKeys([0, tokens], blockSize, Infinity);
+  const row = (name: string, ms: number, keys: number) =>
+    `<tr><td>${name}</td><td>${ms.toFixed(1)}</td><td>${(fullMs / ms).toFixed(2)}×</td><td>${(keys / tokens).toFixed(0)}</td></tr>`;
+  byId("times").innerHTML = row("full", fullMs, fullKeys) + row("MoBA", mobaMs, mobaKeys);
+  byId("ideal").textContent = `Ideal ratio (keys read by full / by MoBA): ${(fullKeys / mobaKeys).toFixed(2)}×`;
+
+  const reference = byId<HTMLParagraphElement>("reference");
+  delete reference.dataset.error;
+  if (tokens <= REFERENCE_TOKENS) {
+    status.textContent = "Checking against the float64 reference…";
+    await new Promise((resolve) => setTimeout(resolve)); // let the page paint first
+    const problem = { tokens, qHeads: Q_HEADS, kvHeads: KV_HEADS, headDim: HEAD_DIM, cuSeqlens: [0, tokens], blockSize, topK };
+    const ref = referenceForward({ ...problem, scale: 1 / Math.sqrt(HEAD_DIM) }, q.data, k.data, v.data);
+    const error = Math.max(relativeError(moba.out.data, ref.out), relativeError(moba.lse.data, ref.lse));
+    reference.dataset.error = String(error);
+    reference.className = error <= 1e-5 ? "ok" : "bad";
+    reference.textContent =
+      `MoBA vs the float64 reference: max norm-wise relative error (out, lse) ${error.toExponential(1)} ` +
+      (error <= 1e-5 ? "✓ within 1e-5" : "✗ above 1e-5");
+  } else {
+    reference.className = "note";
+    reference.textContent = `The float64 reference check runs up to ${REFERENCE_TOKENS} tokens.`;
+  }
+  // part 2 shows what the gate made of the planted topics (a picture with a known answer: block i chooses ⌊i/2⌋)
+  const gating = blockGating(inputs, { blockSize, topK }, moba.routing);
+  offerViews([["planted", { name: "part 1's input", gating, tokens, blockSize, topK }]]);
+}
+
+byId<HTMLFormElement>("controls").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const value = (id: string) => Number(byId<HTMLInputElement>(id).value);
+  const button = byId<HTMLButtonElement>("run");
+  button.disabled = true;
+  document.body.dataset.state = "running";
+  run(value("tokens"), value("blockSize"), value("topK"))
+    .then(() => {
+      status.textContent = "Done.";
+      document.body.dataset.state = "done";
+    })
+    .catch((error: unknown) => {
+      status.textContent = `Error: ${message(error)}`;
+      document.body.dataset.state = "error";
+    })
+    .finally(() => (button.disabled = false));
+});
+
+// ---- 2. The gating, visible ----
+
+/** One heatmap's worth: a layer's gate over a sequence, or part 1's; `text` gives a block's text where there is one. */
+interface View {
+  name: string;
+  gating: BlockGating;
+  tokens: number;
+  blockSize: number;
+  topK: number;
+  text?: (block: number) => string;
+}
+
+const layerSelect = byId<HTMLSelectElement>("layer");
+const headSelect = byId<HTMLSelectElement>("head");
+const canvas = byId<HTMLCanvasElement>("heatmap");
+const cell = byId<HTMLParagraphElement>("cell");
+/** By the layer select's value: the model's MoBA layers ("layer 0", …) from its last run, then "planted" (part 1's input). */
+const views = new Map<string, View>();
+let view: View | null = null;
+let focus = { i: 0, j: 0 };
+
+/** Replaces the model's views, or part 1's ("planted"), with `added` and shows the first. */
+function offerViews(added: [string, View][]): void {
+  const planted = added[0][0] === "planted";
+  for (const key of [...views.keys()]) if ((key === "planted") === planted) views.delete(key);
+  for (const [key, v] of added) views.set(key, v);
+  const keys = [...views.keys()].sort((a, b) => Number(a === "planted") - Number(b === "planted"));
+  layerSelect.replaceChildren(...keys.map((key) => new Option(key === "planted" ? views.get(key)!.name : key.replace("layer ", ""), key)));
+  layerSelect.value = added[0][0];
+  layerSelect.disabled = headSelect.disabled = false;
+  showView();
+}
+
+function showView(): void {
+  view = views.get(layerSelect.value)!;
+  const { gating, tokens, blockSize, topK } = view;
+  if (headSelect.options.length !== gating.heads.length) {
+    const head = Math.min(Number(headSelect.value) || 0, gating.heads.length - 1);
+    headSelect.replaceChildren(...gating.heads.map((_, h) => new Option(String(h), String(h))));
+    headSelect.value = String(head);
+  }
+  const share = attendedKeys([0, tokens], blockSize, topK) / attendedKeys([0, tokens], blockSize, Infinity);
+  byId("share").textContent =
+    `MoBA attended ${(share * 100).toFixed(1)}% of the causal mask (${gating.blocks} blocks of ${blockSize}, top-${topK}).`;
+  describe(Math.min(focus.i, gating.blocks - 1), Math.min(focus.j, gating.blocks - 1));
+}
+
+function draw(): void {
+  const { blocks, rows, heads } = view!.gating;
+  const { chosen } = heads[Number(headSelect.value)];
+  const size = Math.max(1, Math.floor(480 / blocks));
+  canvas.width = canvas.height = size * blocks;
+  const c = canvas.getContext("2d")!;
+  c.fillStyle = "#ffffff";
+  c.fillRect(0, 0, canvas.width, canvas.height);
+  for (let i = 0; i < blocks; i++) {
+    for (let j = 0; j <= i; j++) {
+      const share = chosen[i * blocks + j] / rows[i];
+      // white (never chosen, a light grey cell) to deep blue (every query of the block chose it); the own block darkest
+      c.fillStyle = j === i ? "#0b2a5b" : share === 0 ? "#eef0f3" : `hsl(215 70% ${Math.round(92 - share * 55)}%)`;
+      c.fillRect(j * size, i * size, size, size);
+    }
+  }
+  // the described cell, outlined (hover or arrow keys)
+  c.strokeStyle = "#f0a500";
+  c.lineWidth = 2;
+  c.strokeRect(focus.j * size + 1, focus.i * size + 1, size - 2, size - 2);
+  canvas.setAttribute("aria-label", `Heatmap of the key blocks each query block chose: ${view!.name}, query head ${headSelect.value}`);
+  canvas.dataset.blocks = String(blocks);
+  canvas.dataset.chosen = JSON.stringify(Array.from(chosen));
+}
+
+function describe(i: number, j: number): void {
+  focus = { i, j };
+  const { gating, text } = view!;
+  const { blocks, rows } = gating;
+  const { chosen, score } = gating.heads[Number(headSelect.value)];
+  const at = i * blocks + j;
+  cell.textContent =
+    j > i
+      ? `query block ${i}, key block ${j}: in the future (causal mask)`
+      : j === i
+        ? `query block ${i}, its own block: always attended (causally)`
+        : `query block ${i}, key block ${j}: chosen by ${chosen[at]} of ${rows[i]} queries; ` +
+          `mean gate score q·mean(K) ${score[at].toFixed(2)} (the row's best past block: ${Math.max(
+            ...score.subarray(i * blocks, i * blocks + i),
+          ).toFixed(2)})`;
+  byId("cellText").textContent = text ? `query block ${i}: ${JSON.stringify(text(i))}\nkey block   ${j}: ${JSON.stringify(text(j))}` : "";
+  draw();
+}
+
+layerSelect.addEventListener("change", showView);
+headSelect.addEventListener("change", showView);
+canvas.addEventListener("mousemove", (event) => {
+  if (!view) return;
+  const blocks = view.gating.blocks;
+  const size = canvas.getBoundingClientRect().width / blocks;
+  const clamp = (x: number) => Math.min(blocks - 1, Math.max(0, Math.floor(x / size)));
+  describe(clamp(event.offsetY), clamp(event.offsetX));
+});
+canvas.addEventListener("keydown", (event) => {
+  if (!view) return;
+  const step: Record<string, [number, number]> = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] };
+  if (!(event.key in step)) return;
+  event.preventDefault();
+  const [di, dj] = step[event.key];
+  const clamp = (x: number) => Math.min(view!.gating.blocks - 1, Math.max(0, x));
+  describe(clamp(focus.i + di), clamp(focus.j + dj));
+});
+
+const gatingSection = byId<HTMLElement>("gating-section");
+const gatingStatus = byId<HTMLParagraphElement>("gatingStatus");
+
+/** Runs the chosen model over `text` on the chosen backend and offers its MoBA layers' gates; returns what it did, in words. */
+async function runModel(text: string): Promise<string> {
+  const label = modelSelect.selectedOptions[0].textContent;
+  gatingStatus.textContent = `Loading ${label}…`;
+  const { model, tokenizer } = await chosenModel();
+  const name = await chosenBackend();
+  const backend: ModelBackend = name === "webgpu" ? await webgpuModelBackend("f32") : cpuBackend;
+  const tokens = tokenizer.encode(text);
+  gatingStatus.textContent = `Running ${label} over ${tokens.length} tokens on ${name}…`;
+  const started = performance.now();
+  const layers = await modelGating(model, tokens, backend);
+  const ms = performance.now() - started;
+  const { moba_chunk_size: B, moba_topk: K, num_hidden_layers: L } = model.config;
+  if (layers.length === 0) throw new Error(`${label} has no MoBA layer: all ${L} layers are full attention`);
+  const blockText = (j: number) => tokenizer.decode(tokens.subarray(j * B, (j + 1) * B));
+  offerViews(
+    layers.map((gating) => {
+      const name = `layer ${gating.layer}`;
+      return [name, { name, gating, tokens: tokens.length, blockSize: B, topK: K, text: blockText }];
+    }),
+  );
+  const blocks = layers[0].blocks;
+  const full = L - layers.length;
+  return (
+    `${label}: ${tokens.length} tokens, ${blocks} blocks of ${B}, top-${K}; ran in ${ms.toFixed(0)} ms on ${name}. ` +
+    (blocks <= K
+      ? `Too short for the gate to choose: a query of block i has i past blocks and attends them all while i < ${K}; give more than ${K * B} tokens.`
+      : `The gate chooses ${K - 1} of the past blocks for the queries of blocks ${K} to ${blocks - 1}; those of blocks 0 to ${K - 1} attend every past block.`) +
+    (full > 0 ? ` ${full} of its ${L} layers are full attention (no gate).` : "")
+  );
+}
+
+byId<HTMLFormElement>("gating").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const button = byId<HTMLButtonElement>("gatingRun");
+  button.disabled = true;
+  gatingSection.dataset.state = "running";
+  runModel(byId<HTMLTextAreaElement>("gatingText").value)
+    .then((done) => {
+      gatingStatus.textContent = done;
+      gatingSection.dataset.state = "done";
+    })
+    .catch((error: unknown) => {
+      gatingStatus.textContent = `Error: ${message(error)}`;
+      gatingSection.dataset.state = "error";
+    })
+    .finally(() => (button.disabled = false));
+});
+
+// ---- 3. Generating text ----
+
+const genStatus = byId<HTMLParagraphElement>("genStatus");
+const genSection = byId<HTMLElement>("generate-section");
 let generation: AbortController | null = null;
 const genStop = byId<HTMLButtonElement>("generateStop");
 genStop.addEventListener("click", () => generation?.abort());
@@ -362,8 +434,6 @@ byId<HTMLFormElement>("generate").addEventListener("submit", (event) => {
   event.preventDefault();
   const value = (id: string) => Number(byId<HTMLInputElement>(id).value);
   const run = byId<HTMLButtonElement>("generateRun");
-  const choice = modelSelect.value;
-  if (!generators.has(choice)) generators.set(choice, bundledModel());
   const outPrompt = byId("outPrompt"),
     generated = byId("generated"),
     stats = byId("genStats");
@@ -374,8 +444,8 @@ byId<HTMLFormElement>("generate").addEventListener("submit", (event) => {
   generation = new AbortController();
   const signal = generation.signal;
   const generate = async () => {
-    genStatus.textContent = choice === "bundled" ? "Loading the bundled model (1.5 MB, once)…" : "";
-    const { model, tokenizer, stop } = await generators.get(choice)!;
+    genStatus.textContent = `Loading ${modelSelect.selectedOptions[0].textContent}…`;
+    const { model, tokenizer, stop } = await chosenModel();
     const backend = await chosenBackend();
     genStatus.textContent = `Generating on ${backend}…`;
     const started = performance.now();
@@ -416,7 +486,6 @@ byId<HTMLFormElement>("generate").addEventListener("submit", (event) => {
     .catch((error: unknown) => {
       genStatus.textContent = `Error: ${message(error)}`;
       genSection.dataset.state = "error";
-      if (choice === "bundled") generators.delete(choice); // a failed fetch is tried again next time
     })
     .finally(() => {
       run.disabled = false;

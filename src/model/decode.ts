@@ -75,7 +75,7 @@ async function runPrompt<B extends Sized>(
   if (cached !== 0) throw new MobaError(`prefill: expected an empty cache, got ${cached} tokens`);
   if (prompt.length > capacity) throw new MobaError(`prompt: expected at most ${capacity} tokens (the cache), got ${prompt.length}`);
   return backend.scope("prefill", async () => {
-    const { keys, values, logits } = await prefillForward(model, prompt, backend, kinds);
+    const { keys, values, logits } = await prefillForward(model, prompt, backend, { kinds });
     await store(keys, values);
     return backend.download(logits);
   });

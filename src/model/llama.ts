@@ -230,10 +230,20 @@ function attentionCall(c: LlamaConfig, kind: AttentionKind, cuSeqlens: Int32Arra
   };
 }
 
+/** What a layer's attention read and chose: q [T, qHeads, D] and k [T, kvHeads, D] after rotary, the call and its result (MoBA's routing among it). */
+export interface AttentionSeen<B> {
+  layer: number;
+  call: AttentionCall;
+  q: B;
+  k: B;
+  attn: AttentionSaved<B>;
+}
+
 /**
  * A layer's attention half on x [T, H]: RMSNorm, the q/k/v projections, rotary, the attention, and
  * mid = o_proj(attention) + x. With `keep` every tensor stays for the backward (forward); without
  * (prefill) each ends as soon as it is used (backend.release) but k, v (the cache's) and mid.
+ * `seen` hears the attention's inputs and result before any of them ends.
  */
 async function attentionHalf<B extends Sized>(
   backend: ModelBackend<B>,
@@ -244,6 +254,7 @@ async function attentionHalf<B extends Sized>(
   cos: B,
   sin: B,
   keep: boolean,
+  seen?: (q: B, k: B, attn: AttentionSaved<B>) => Promise<void>,
 ) {
   const { tokens: T, qHeads: nH, kvHeads: nKV, headDim: D } = call;
   const H = c.hidden_size;
@@ -259,6 +270,7 @@ async function attentionHalf<B extends Sized>(
   await backend.rope(q, cos, sin, nH, D, 1);
   await backend.rope(k, cos, sin, nKV, D, 1);
   const attn = await backend.attention(call, q, k, v);
+  await seen?.(q, k, attn);
   if (!keep) backend.release([h1, rstd1, q, attn.lse]);
   const mid = backend.empty(T * H); // the attention's projection, then plus the residual
   await backend.linear(mid, attn.out, w("self_attn.o_proj"), T, nH * D, H);
@@ -338,6 +350,15 @@ export interface Prefill<B> {
   logits: B;
 }
 
+export interface PrefillOptions<B> {
+  /** Each layer's attention kind; default the config's. */
+  kinds?: AttentionKind[];
+  /** Rows per chunk of the MLP; default PREFILL_ROWS. */
+  rows?: number;
+  /** Hears each layer's attention (q, k, its routing) before its q ends: what MoBA's gate chose (modelGating). */
+  onAttention?: (seen: AttentionSeen<B>) => Promise<void>;
+}
+
 /**
  * The forward of a prompt for decoding, with no backward to serve: each layer's activations end
  * with the layer (backend.release) except its keys and values, which a KV cache takes; the MLP
@@ -349,8 +370,7 @@ export async function prefillForward<B extends Sized>(
   model: Model,
   tokens: Int32Array,
   backend: ModelBackend<B>,
-  kinds: AttentionKind[] = layerKinds(model.config),
-  rows = PREFILL_ROWS,
+  { kinds = layerKinds(model.config), rows = PREFILL_ROWS, onAttention }: PrefillOptions<B> = {},
 ): Promise<Prefill<B>> {
   const c = model.config;
   const T = tokens.length,
@@ -375,7 +395,9 @@ export async function prefillForward<B extends Sized>(
     values: B[] = [];
   for (let l = 0; l < c.num_hidden_layers; l++) {
     const w = (name: string) => weights(`model.layers.${l}.${name}.weight`).data;
-    const { k, v, mid } = await attentionHalf(backend, c, w, x, attentionCall(c, kinds[l], cuSeqlens), cos, sin, false);
+    const call = attentionCall(c, kinds[l], cuSeqlens);
+    const seen = onAttention && ((q: B, k: B, attn: AttentionSaved<B>) => onAttention({ layer: l, call, q, k, attn }));
+    const { k, v, mid } = await attentionHalf(backend, c, w, x, call, cos, sin, false, seen);
     x = backend.empty(T * H); // the MLP's output plus the residual, chunk by chunk
     for (let from = 0; from < T; from += rows) {
       const n = Math.min(rows, T - from);

@@ -2,6 +2,7 @@
 // one command encoder (submitted before an attention call, which submits its own work, before a
 // read-back, and at the end of a scope). Weights, gradients and AdamW moments stay on the GPU
 // across steps; a training step reads back only the loss and the gradient norm, at its end.
+import { pastPerQuery } from "../attention/blocks.js";
 import { type AttentionProblem, FULL_ATTENTION_TILE, type Precision } from "../attention/problem.js";
 import type { AdamWScalars, AttentionCall, AttentionSaved, DecodeShape, DecoderWeights, ModelBackend } from "../backend.js";
 import { MobaError } from "../tensor.js";
@@ -350,6 +351,15 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
     encoder.copyBufferToBuffer(g.dkdv, k.length * 4, dv.buffer, 0, v.length * 4);
     this.release([{ buffer: g.dkdv, length: 2 * k.length }]);
     return { dq: { buffer: g.dq, length: q.length }, dk, dv };
+  }
+
+  async routingTable(c: AttentionCall, saved: AttentionSaved<GpuTensor>): Promise<Int32Array> {
+    const routed = saved.routing as Parameters<typeof backwardOnGpu>[6]; // null where every block is selected
+    const bytes = c.tokens * c.qHeads * pastPerQuery(this.problem(c)) * 4;
+    if (!routed || bytes === 0) return new Int32Array(0);
+    this.flush();
+    const [table] = await readBack(this.gpu, [{ buffer: routed.routing, bytes }]); // u32 block indices, < 2^31
+    return new Int32Array(table);
   }
 
   /** Runs an attention call (which submits its work) and recycles its temporaries. */
