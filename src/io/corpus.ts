@@ -3,8 +3,16 @@
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
-import type { Document } from "../model/packing.js";
 import { MobaError } from "../tensor.js";
+
+/** A training text (model/packing.ts packs documents into batches). */
+export interface Document {
+  name: string;
+  /** UTF-8, one token per byte; or, for a model with a tokenizer, its token ids. */
+  bytes: Uint8Array | Int32Array;
+  /** 1 where the next-byte prediction counts in the loss; absent: every byte counts. */
+  lossMask?: Uint8Array;
+}
 
 /** The 233 State of the Union addresses 1790–2021 (public domain text; package Apache-2.0), in year order. */
 export function loadSotu(): Document[] {

@@ -2,17 +2,12 @@
 // document pieces whose boundaries go into cuSeqlens, so no token attends across documents.
 // The stream's position (epoch, document, byte, shuffling RNG) is the whole data state a
 // checkpoint keeps. And which documents are held out for validation.
+import type { Document } from "../io/corpus.js";
 import { MobaError, shown } from "../tensor.js";
 import type { Batch } from "./llama.js";
 import { Rng } from "./rng.js";
 
-export interface Document {
-  name: string;
-  /** UTF-8, one token per byte; or, for a model with a tokenizer, its token ids. */
-  bytes: Uint8Array | Int32Array;
-  /** 1 where the next-byte prediction counts in the loss; absent: every byte counts. */
-  lossMask?: Uint8Array;
-}
+export type { Document };
 
 export interface DataPosition {
   epoch: number;
