@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Training speed on the device machine, ours beside PyTorch's in one run: the model tests on the
 # GPU (TESTS=1: the tensor-core GEMM on odd shapes), the GEMM harness (dev/gemm/gemm.mts) and
-# torch.matmul on the same shapes, `moba bench-train` in f16 and f32 (with dist-old/ carried too,
-# the old build's rows beside), the PyTorch twin (dev/torch/train.py; the official
+# torch.matmul on the same shapes, `moba bench-train` in f16 and f32 for each build in BUILDS
+# (default dist, and dist-old/ where carried: the old build's rows beside), the PyTorch twin (dev/torch/train.py; the official
 # moba_efficient.py in .peers/), one step's GPU time by kernel (PROFILE=1), and loss curves of the
 # tour's model (LOSS_STEPS steps for each precision:seed in LOSS_RUNS, default "f32:1 f16:1").
 # Usage (device tool, carry [".device", "dist", ".peers"]):
-#   source .device/setup.sh && [TESTS=1] [GEMM_VERSIONS=1,4] [PRECISIONS="f16 f32"] [PROFILE=1] [LOSS_STEPS=2000] bash dev/device-train.sh
+#   source .device/setup.sh && [TESTS=1] [GEMM_VERSIONS=1,4] [BUILDS="dist-a dist"] [PRECISIONS="f16 f32"] [PROFILE=1] [LOSS_STEPS=2000] bash dev/device-train.sh
 source "$(dirname "$0")/device-common.sh"
 gpuInfo
 if [ -n "${TESTS:-}" ]; then
@@ -17,7 +17,7 @@ timeout 200 node --import tsx dev/gemm/gemm.mts ${GEMM_VERSIONS:-} 2>&1 | quiet 
 timeout 120 python3 dev/torch/gemm.py > "$out/torch-gemm.jsonl" 2>&1
 grep bfloat16 "$out/torch-gemm.jsonl" | python3 -c 'import sys, json
 for r in map(json.loads, sys.stdin): print("%-14s torch bf16 %6.1f TFLOP/s" % (r["name"], r["tflops"]))'
-for build in dist $([ -d dist-old ] && echo dist-old); do
+for build in ${BUILDS:-dist $([ -d dist-old ] && echo dist-old)}; do
   for p in ${PRECISIONS:-f16 f32}; do
     echo "$build $p"
     timeout 200 node $build/cli/main.js bench-train --backend webgpu --precision $p --lengths ${LENGTHS:-8192,32768} --steps 3 --decode-context 0 2>&1 | quiet | tee -a "$out/bench-train.log" | tail -6

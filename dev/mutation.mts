@@ -146,6 +146,13 @@ const MUTATIONS: Mutation[] = [
     find: "cos.set(table.cos.subarray(0, n), at);",
     replace: "cos.set(table.cos.subarray(at, at + n), at);",
   },
+  {
+    name: "prefill: every MLP chunk reads the first rows",
+    file: "model/llama.ts",
+    tests: ["model"],
+    find: "const part = rowsOf(mid, from, n, H);",
+    replace: "const part = rowsOf(mid, 0, n, H);",
+  },
   // and a few in the attention, for comparison
   {
     name: "CPU forward (scalar tiles): the own block hides the query's own key",

@@ -8,7 +8,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { DELTA, DKDV, DQ } from "../src/webgpu/attention/backward.wgsl.js";
-import { DKDV_MMA } from "../src/webgpu/attention/dkdvMma.wgsl.js";
+import { DKDV_MMA, MMA_DKDV_KEYS } from "../src/webgpu/attention/dkdvMma.wgsl.js";
 import { DQ_MMA } from "../src/webgpu/attention/dqMma.wgsl.js";
 import { TO_F16, TO_F16_TILED } from "../src/webgpu/attention/f16.wgsl.js";
 import { FORWARD } from "../src/webgpu/attention/forward.wgsl.js";
@@ -54,7 +54,7 @@ for (const headDim of headDims) {
   }
   if (headDim % 16 !== 0) continue;
   write(`toF16Tiled-${headDim}`, TO_F16_TILED.wgsl({ headDim }));
-  write(`dkdvMma-${headDim}`, DKDV_MMA.wgsl({ headDim }));
+  for (const keys of MMA_DKDV_KEYS) write(`dkdvMma-${headDim}-${keys}`, DKDV_MMA.wgsl({ headDim, keys }));
   for (const TK of [16, 32, 64]) {
     write(`forwardMma-${headDim}-${TK}`, FORWARD_MMA.wgsl({ headDim, TK }));
     write(`dqMma-${headDim}-${TK}`, DQ_MMA.wgsl({ headDim, TK }));

@@ -1,5 +1,6 @@
 // The public attention API: input checks, then the chosen backend.
 import { cpuBackward, cpuForward } from "./cpu/index.js";
+import { type BlockGating, gatingByBlock, pastPerQuery } from "./attention/blocks.js";
 import { roundToF16 } from "./io/half.js";
 import { MobaError, type Tensor } from "./tensor.js";
 import { gpuBackward, gpuForward } from "./webgpu/attention/index.js";
@@ -70,24 +71,29 @@ async function forward(p: AttentionProblem, inputs: AttentionInputs, options: Fu
   };
 }
 
+/** The forward's routing table for problem `p`: [tokens, qHeads, topK - 1], or width 0 when every block is selected. */
+function checkRouting(p: AttentionProblem, routing: Tensor32i): Int32Array {
+  const { shape, data } = routing;
+  const width = pastPerQuery(p);
+  if (
+    shape.length !== 3 ||
+    shape[0] !== p.tokens ||
+    shape[1] !== p.qHeads ||
+    shape[2] !== width ||
+    data.length !== p.tokens * p.qHeads * width
+  )
+    throw new MobaError(
+      `routing: expected shape [${p.tokens}, ${p.qHeads}, ${width}] from the forward (topK - 1 past blocks a query, 0 when topK covers every block), ` +
+        `got [${shape.join(", ")}]`,
+    );
+  return data;
+}
+
 async function backward(p: AttentionProblem, inputs: BackwardInputs, options: FullOptions): Promise<Gradients> {
   checkBackend(options.backend);
   checkThreads(options.threads);
   checkBackwardInputs(p, inputs.out, inputs.lse, inputs.dout);
-  let past: Int32Array | undefined;
-  if (inputs.routing !== undefined) {
-    const shape = inputs.routing.shape;
-    const width = shape[2];
-    if (
-      shape.length !== 3 ||
-      shape[0] !== p.tokens ||
-      shape[1] !== p.qHeads ||
-      inputs.routing.data.length !== p.tokens * p.qHeads * width
-    ) {
-      throw new MobaError(`routing: expected shape [${p.tokens}, ${p.qHeads}, topK - 1] from the forward, got [${shape.join(", ")}]`);
-    }
-    past = inputs.routing.data;
-  }
+  const past = inputs.routing === undefined ? undefined : checkRouting(p, inputs.routing);
   const { out, lse } = inputs;
   const [q, k, v] = stored(p, inputs);
   // dout is stored as f16 too: the tensor-core dq reads it as f16, and delta = rowsum(dout · out)
@@ -121,4 +127,16 @@ export async function flashAttention(inputs: AttentionInputs, options: FullOptio
 
 export async function flashAttentionBackward(inputs: BackwardInputs, options: FullOptions = {}): Promise<Gradients> {
   return backward(fullProblem(inputs, options), inputs, options);
+}
+
+/**
+ * MoBA's gate over one sequence, block by block: per query head, how many queries of each block chose each past block,
+ * and their mean gate score q · mean(K_j). `inputs` and `options` are those given to mobaAttention (v does not enter the
+ * gate), `routing` is its output.
+ */
+export function blockGating(inputs: Omit<AttentionInputs, "v">, options: MobaOptions, routing: Tensor32i): BlockGating {
+  // k stands in for v: q, k, cuSeqlens and the options are checked as mobaAttention checks them
+  const p = mobaProblem({ ...inputs, v: inputs.k }, options);
+  if (p.cuSeqlens.length !== 2) throw new MobaError(`cuSeqlens: expected one sequence [0, ${p.tokens}], got ${p.cuSeqlens.length - 1}`);
+  return gatingByBlock(p, inputs.q.data, inputs.k.data, checkRouting(p, routing));
 }

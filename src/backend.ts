@@ -104,8 +104,12 @@ export interface ModelBackend<B extends Sized = Sized> {
   release(xs: B[]): void;
   /** x = 0 */
   clear(x: B): void;
+  /** dst[dstOffset, dstOffset + n) = src[srcOffset, srcOffset + n) (elements): rows in and out of a chunk. */
+  copy(dst: B, dstOffset: number, src: B, srcOffset: number, n: number): void;
   /** The most device memory this backend's tensors have held at once, in bytes (where it owns a device). */
   readonly peakBytes?: number;
+  /** Starts peakBytes again from what is held now (a benchmark measures each of its rows). */
+  resetPeak?(): void;
 
   // ---- layers: the same pairs as src/model/layers.ts ----
   embedding(out: B, table: B, tokens: Int32Array, H: number): Promise<void>;
@@ -133,6 +137,11 @@ export interface ModelBackend<B extends Sized = Sized> {
   crossEntropyBackward(dLogits: B, logits: B, lse: B, targets: Int32Array, weights: Float32Array, V: number, scale: number): Promise<void>;
   attention(call: AttentionCall, q: B, k: B, v: B): Promise<AttentionSaved<B>>;
   attentionBackward(call: AttentionCall, q: B, k: B, v: B, saved: AttentionSaved<B>, dout: B): Promise<{ dq: B; dk: B; dv: B }>;
+  /**
+   * The block choice of an attention forward on the host: each query's chosen past blocks [tokens, qHeads, topK − 1],
+   * ascending, as the api's routing (width 0 for full attention, or when top-k covers every block).
+   */
+  routingTable(call: AttentionCall, saved: AttentionSaved<B>): Promise<Int32Array>;
 
   // ---- optimizer ----
   /**

@@ -8,6 +8,7 @@ export {
   mobaAttentionBackward,
   flashAttention,
   flashAttentionBackward,
+  blockGating,
   type AttentionOutput,
   type BackwardInputs,
   type Gradients,
@@ -39,6 +40,12 @@ export {
 } from "./model/llama.js";
 export { KvCache, prefill, decodeStep, generate, openDecoding, sampleToken, type Decoding, type SampleOptions } from "./model/decode.js";
 export { AdamW, zeroMoments, learningRateAt, type Moments, type AdamWOptions } from "./model/adamw.js";
+export { TRAIN_DEFAULTS, trainingStep, type TrainOptions, type Stage } from "./model/training.js";
+export { Packer, startPosition, splitDocuments, type Document, type DataPosition } from "./model/packing.js";
+export { loadCheckpoint, serializeCheckpoint, type Checkpoint, type CheckpointContents, type TrainingState } from "./model/checkpoint.js";
+export type { BlockGating } from "./attention/blocks.js";
+export { modelGating, type LayerGating } from "./model/gating.js";
+export { generateText, type GenerateOptions } from "./run/generate.js";
 export type { DecodeShape, DecoderWeights, DeviceDecoder, ModelBackend, Sized } from "./backend.js";
 export { cpuBackend } from "./cpu/model.js";
 export { webgpuModelBackend, type GpuTensor } from "./webgpu/model.js";

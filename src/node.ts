@@ -2,4 +2,4 @@
 // what needs files. Worker threads and Dawn are not imported here: the shared code loads them at run
 // time when it finds itself in Node (runtime.ts), so both entries run attention on every backend.
 export * from "./index.js";
-export { saveCheckpoint, loadCheckpoint, type Checkpoint, type TrainingState } from "./model/checkpoint.js";
+export { saveCheckpoint } from "./model/checkpoint.js";

@@ -104,117 +104,130 @@ for (const [name, make, skip] of MODEL_BACKENDS) {
       },
     );
 
-  test(`${name} backend: embedding, RMSNorm, rotary, SwiGLU, residual add and their backwards match float64`, { skip }, async () => {
-    const backend = await make();
-    const random = rng(7);
-    for (const [T, H, V, heads, D] of [
-      [1, 2, 3, 1, 2],
-      [37, 24, 11, 3, 8],
-      [300, 300, 256, 5, 60],
-    ]) {
-      const where = `T=${T} H=${H}`;
-      const tokens = Int32Array.from({ length: T }, () => Math.floor(random() * V));
-      const table = randoms(random, V * H),
-        dOut = randoms(random, T * H),
-        dTable0 = randoms(random, V * H);
-      const e = await on(
-        backend,
-        { table, dOut, dTable: dTable0 },
-        async (t) => {
-          t.out = backend.empty(T * H);
-          await backend.embedding(t.out, t.table, tokens, H);
-          await backend.embeddingBackward(t.dTable, t.dOut, tokens, H);
-        },
-        ["out", "dTable"],
-      );
-      const out = new Float64Array(T * H),
-        dTable = Float64Array.from(f32(dTable0));
-      embeddingForward(out, Float64Array.from(f32(table)), tokens, H);
-      embeddingBackward(dTable, Float64Array.from(f32(dOut)), tokens, H);
-      close("embedding", e.out, out, where);
-      close("embedding dTable", e.dTable, dTable, where);
-
-      for (const accumulate of [false, true]) {
-        const x = randoms(random, T * H, 3),
-          w = randoms(random, H),
-          dy = randoms(random, T * H),
-          dx0 = randoms(random, T * H),
-          dw0 = randoms(random, H);
-        const n = await on(
+  test(
+    `${name} backend: embedding, RMSNorm, rotary, SwiGLU, residual add and their backwards match float64; copy is exact`,
+    { skip },
+    async () => {
+      const backend = await make();
+      const random = rng(7);
+      for (const [T, H, V, heads, D] of [
+        [1, 2, 3, 1, 2],
+        [37, 24, 11, 3, 8],
+        [300, 300, 256, 5, 60],
+      ]) {
+        const where = `T=${T} H=${H}`;
+        const tokens = Int32Array.from({ length: T }, () => Math.floor(random() * V));
+        const table = randoms(random, V * H),
+          dOut = randoms(random, T * H),
+          dTable0 = randoms(random, V * H);
+        const e = await on(
           backend,
-          { x, w, dy, dx: dx0, dw: dw0 },
+          { table, dOut, dTable: dTable0 },
           async (t) => {
-            t.y = backend.empty(T * H);
-            t.rstd = backend.empty(T);
-            await backend.rmsNorm(t.y, t.rstd, t.x, t.w, T, H, 1e-5);
-            await backend.rmsNormBackward(t.dx, t.dw, t.dy, t.x, t.w, t.rstd, T, H, accumulate);
+            t.out = backend.empty(T * H);
+            await backend.embedding(t.out, t.table, tokens, H);
+            await backend.embeddingBackward(t.dTable, t.dOut, tokens, H);
           },
-          ["y", "rstd", "dx", "dw"],
+          ["out", "dTable"],
         );
-        const [x64, w64, dy64] = [x, w, dy].map((a) => Float64Array.from(f32(a)));
-        const y = new Float64Array(T * H),
-          rstd = new Float64Array(T),
-          dx = new Float64Array(T * H),
-          dw = Float64Array.from(f32(dw0));
-        rmsNormForward(y, rstd, x64, w64, T, H, 1e-5);
-        rmsNormBackward(dx, dw, dy64, x64, w64, rstd, T, H);
-        if (accumulate) f32(dx0).forEach((v, i) => (dx[i] += v));
-        close("rmsNorm y", n.y, y, where);
-        close("rmsNorm rstd", n.rstd, rstd, where);
-        close("rmsNorm dx", n.dx, dx, `${where} accumulate=${accumulate}`);
-        close("rmsNorm dw", n.dw, dw, where);
-      }
+        const out = new Float64Array(T * H),
+          dTable = Float64Array.from(f32(dTable0));
+        embeddingForward(out, Float64Array.from(f32(table)), tokens, H);
+        embeddingBackward(dTable, Float64Array.from(f32(dOut)), tokens, H);
+        close("embedding", e.out, out, where);
+        close("embedding dTable", e.dTable, dTable, where);
 
-      const rot = rotary(
-        Int32Array.from({ length: T }, (_, i) => (i * 7919) % 4000),
-        D,
-        10000,
-      );
-      const q = randoms(random, T * heads * D);
-      for (const direction of [1, -1] as const) {
-        const r = await on(
+        for (const accumulate of [false, true]) {
+          const x = randoms(random, T * H, 3),
+            w = randoms(random, H),
+            dy = randoms(random, T * H),
+            dx0 = randoms(random, T * H),
+            dw0 = randoms(random, H);
+          const n = await on(
+            backend,
+            { x, w, dy, dx: dx0, dw: dw0 },
+            async (t) => {
+              t.y = backend.empty(T * H);
+              t.rstd = backend.empty(T);
+              await backend.rmsNorm(t.y, t.rstd, t.x, t.w, T, H, 1e-5);
+              await backend.rmsNormBackward(t.dx, t.dw, t.dy, t.x, t.w, t.rstd, T, H, accumulate);
+            },
+            ["y", "rstd", "dx", "dw"],
+          );
+          const [x64, w64, dy64] = [x, w, dy].map((a) => Float64Array.from(f32(a)));
+          const y = new Float64Array(T * H),
+            rstd = new Float64Array(T),
+            dx = new Float64Array(T * H),
+            dw = Float64Array.from(f32(dw0));
+          rmsNormForward(y, rstd, x64, w64, T, H, 1e-5);
+          rmsNormBackward(dx, dw, dy64, x64, w64, rstd, T, H);
+          if (accumulate) f32(dx0).forEach((v, i) => (dx[i] += v));
+          close("rmsNorm y", n.y, y, where);
+          close("rmsNorm rstd", n.rstd, rstd, where);
+          close("rmsNorm dx", n.dx, dx, `${where} accumulate=${accumulate}`);
+          close("rmsNorm dw", n.dw, dw, where);
+        }
+
+        const rot = rotary(
+          Int32Array.from({ length: T }, (_, i) => (i * 7919) % 4000),
+          D,
+          10000,
+        );
+        const q = randoms(random, T * heads * D);
+        for (const direction of [1, -1] as const) {
+          const r = await on(
+            backend,
+            { q, cos: Float64Array.from(rot.cos), sin: Float64Array.from(rot.sin) },
+            (t) => backend.rope(t.q, t.cos, t.sin, heads, D, direction),
+            ["q"],
+          );
+          const want = Float64Array.from(f32(q));
+          rope(want, rot, heads, D, direction);
+          close("rope", r.q, want, `${where} direction=${direction}`);
+        }
+
+        const g = randoms(random, T * H, 4),
+          u = randoms(random, T * H),
+          dm = randoms(random, T * H),
+          a = randoms(random, T * H);
+        // copy: rows [1, T) of a into rows [0, T - 1) of a fresh tensor, and a's first row over into the middle of g's copy
+        const from = Math.min(1, T - 1);
+        const s = await on(
           backend,
-          { q, cos: Float64Array.from(rot.cos), sin: Float64Array.from(rot.sin) },
-          (t) => backend.rope(t.q, t.cos, t.sin, heads, D, direction),
-          ["q"],
+          { g, u, dm, a, acc: dm, into: g },
+          async (t) => {
+            for (const k of ["m", "dg", "du"]) t[k] = backend.empty(T * H);
+            await backend.swiglu(t.m, t.g, t.u);
+            await backend.swigluBackward(t.dg, t.du, t.dm, t.g, t.u);
+            await backend.addInto(t.acc, t.a);
+            t.rows = backend.empty((T - from) * H);
+            backend.copy(t.rows, 0, t.a, from * H, (T - from) * H);
+            backend.copy(t.into, Math.floor(T / 2) * H, t.a, 0, H);
+          },
+          ["m", "dg", "du", "acc", "rows", "into"],
         );
-        const want = Float64Array.from(f32(q));
-        rope(want, rot, heads, D, direction);
-        close("rope", r.q, want, `${where} direction=${direction}`);
+        assert.deepEqual(s.rows, f32(a).subarray(from * H), `copy ${where}`);
+        const into = f32(g);
+        into.set(f32(a).subarray(0, H), Math.floor(T / 2) * H);
+        assert.deepEqual(s.into, into, `copy into the middle ${where}`);
+        const [g64, u64, dm64] = [g, u, dm].map((x) => Float64Array.from(f32(x)));
+        const m = new Float64Array(T * H),
+          dg = new Float64Array(T * H),
+          du = new Float64Array(T * H);
+        swigluForward(m, g64, u64);
+        swigluBackward(dg, du, dm64, g64, u64);
+        close("swiglu", s.m, m, where);
+        close("swiglu dg", s.dg, dg, where);
+        close("swiglu du", s.du, du, where);
+        close(
+          "addInto",
+          s.acc,
+          dm64.map((x, i) => x + f32(a)[i]),
+          where,
+        );
       }
-
-      const g = randoms(random, T * H, 4),
-        u = randoms(random, T * H),
-        dm = randoms(random, T * H),
-        a = randoms(random, T * H);
-      const s = await on(
-        backend,
-        { g, u, dm, a, acc: dm },
-        async (t) => {
-          for (const k of ["m", "dg", "du"]) t[k] = backend.empty(T * H);
-          await backend.swiglu(t.m, t.g, t.u);
-          await backend.swigluBackward(t.dg, t.du, t.dm, t.g, t.u);
-          await backend.addInto(t.acc, t.a);
-        },
-        ["m", "dg", "du", "acc"],
-      );
-      const [g64, u64, dm64] = [g, u, dm].map((x) => Float64Array.from(f32(x)));
-      const m = new Float64Array(T * H),
-        dg = new Float64Array(T * H),
-        du = new Float64Array(T * H);
-      swigluForward(m, g64, u64);
-      swigluBackward(dg, du, dm64, g64, u64);
-      close("swiglu", s.m, m, where);
-      close("swiglu dg", s.dg, dg, where);
-      close("swiglu du", s.du, du, where);
-      close(
-        "addInto",
-        s.acc,
-        dm64.map((x, i) => x + f32(a)[i]),
-        where,
-      );
-    }
-  });
+    },
+  );
 
   test(
     `${name} backend: cross-entropy (loss, lse, dlogits with weights and scale), sum of squares and AdamW match float64`,

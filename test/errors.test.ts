@@ -1,7 +1,7 @@
 // Bad input through the API: a MobaError naming the argument, the expected and the actual value.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { flashAttention, mobaAttention, mobaAttentionBackward, MobaError, tensor } from "../src/index.js";
+import { blockGating, flashAttention, mobaAttention, mobaAttentionBackward, MobaError, tensor } from "../src/index.js";
 import { makeCase } from "./helpers.js";
 
 const c = makeCase(31, { cuSeqlens: [0, 20], qHeads: 2, kvHeads: 1, headDim: 4, blockSize: 4, topK: 2 });
@@ -60,7 +60,19 @@ const cases: [string, () => Promise<unknown>, RegExp][] = [
         },
         { blockSize: 4, topK: 2 },
       ),
-    /^routing: expected shape \[20, 2, topK - 1\] from the forward, got \[3, 1, 1\]$/,
+    /^routing: expected shape \[20, 2, 1\] from the forward \(topK - 1 past blocks a query, 0 when topK covers every block\), got \[3, 1, 1\]$/,
+  ],
+  // blockGating: one sequence, the forward's routing for the same options (a wider table would be read as other blocks)
+  [
+    "blockGating, two sequences",
+    async () =>
+      blockGating({ ...inputs, cuSeqlens: [0, 8, 20] }, { blockSize: 4, topK: 2 }, { data: new Int32Array(40), shape: [20, 2, 1] }),
+    /^cuSeqlens: expected one sequence \[0, 20\], got 2$/,
+  ],
+  [
+    "blockGating, routing of topK 3",
+    async () => blockGating(inputs, { blockSize: 4, topK: 2 }, { data: new Int32Array(80), shape: [20, 2, 2] }),
+    /^routing: expected shape \[20, 2, 1\] from the forward .*, got \[20, 2, 2\]$/,
   ],
   ["precision", () => flashAttention(inputs, { precision: "bf16" as "f16" }), /^precision: expected "f32" or "f16", got "bf16"$/],
   [

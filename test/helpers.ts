@@ -325,3 +325,37 @@ export async function gradients(
   await syncToHost(model);
   return { loss, grads: model.params.map((p) => Float32Array.from(p.grad)) };
 }
+
+/**
+ * The gate of one head over one sequence of `problem` (cuSeqlens [0, tokens]), block by block, from the reference:
+ * chosen [blocks, blocks] counts the queries of block i whose referenceSelection holds block j; score [blocks, blocks]
+ * is the mean over block i's queries of q · mean(K_j), j < i, each dot product in float64.
+ */
+export function referenceGating(
+  problem: ReferenceProblem,
+  q: Float32Array,
+  k: Float32Array,
+  head: number,
+): { chosen: number[]; score: number[] } {
+  const { tokens: T, qHeads, kvHeads, headDim: D, blockSize: B } = problem;
+  const blocks = Math.ceil(T / B);
+  const kvHead = Math.floor(head / (qHeads / kvHeads));
+  const selection = referenceSelection(problem, q, k, 0, T, head);
+  const means = Array.from({ length: blocks }, (_, j) => {
+    const keys = Array.from({ length: Math.min(B, T - j * B) }, (_, t) => (j * B + t) * kvHeads + kvHead);
+    return Array.from({ length: D }, (_, d) => keys.reduce((s, row) => s + k[row * D + d], 0) / keys.length);
+  });
+  const chosen = new Array<number>(blocks * blocks).fill(0);
+  const score = new Array<number>(blocks * blocks).fill(0);
+  for (let p = 0; p < T; p++) {
+    const i = Math.floor(p / B);
+    const rows = Math.min(B, T - i * B);
+    selection[p].forEach((on, j) => on && chosen[i * blocks + j]++);
+    for (let j = 0; j < i; j++) {
+      let dot = 0;
+      for (let d = 0; d < D; d++) dot += q[(p * qHeads + head) * D + d] * means[j][d];
+      score[i * blocks + j] += dot / rows;
+    }
+  }
+  return { chosen, score };
+}

@@ -3,7 +3,7 @@
 // and their one-line errors.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -75,28 +75,25 @@ test("moba eval --model --json: the loss of a multilingual text equals the one f
 test("moba train --init continues a Hugging Face model with its tokenizer and attention; export writes it back whole", async () => {
   const data = join(dir, "data.txt");
   writeFileSync(data, readFileSync(join(FIXTURES, "tokenizer-expected.json"), "utf8").repeat(20));
+  // the fixture with a tokenizer_config.json of its own (transformers writes one beside tokenizer.json)
+  const init = join(dir, "init");
+  cpSync(join(FIXTURES, "tied-f16-v4"), init, { recursive: true });
+  const tokenizerConfig = JSON.stringify({
+    tokenizer_class: "PreTrainedTokenizerFast",
+    bos_token: "<s>",
+    eos_token: "</s>",
+    model_max_length: 128,
+  });
+  writeFileSync(join(init, "tokenizer_config.json"), tokenizerConfig);
   const out = join(dir, "run");
-  const r = moba(
-    "train",
-    "--init",
-    join(FIXTURES, "tied-f16-v4"),
-    "--data",
-    data,
-    "--steps",
-    "2",
-    "--context-length",
-    "32",
-    "--batch-rows",
-    "1",
-    "--attention",
-    "hybrid-last-1",
-    "--backend",
-    "cpu",
-    "--out",
-    out,
-  );
+  const args = ["train", "--init", init, "--data", data, "--context-length", "32", "--batch-rows", "1", "--attention", "hybrid-last-1"];
+  const r = moba(...args, "--steps", "1", "--backend", "cpu", "--out", out);
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stderr, /2 layers \[moba, full\], block 8 \/ top-2/);
+  assert.match(r.stderr, /validation loss before training: [\d.]+ \(the init model with \[moba, full\]\)/);
+  // resumed: the checkpoint it writes keeps what the first one had
+  const resumed = moba(...args, "--steps", "2", "--backend", "cpu", "--out", out, "--resume");
+  assert.equal(resumed.status, 0, resumed.stderr);
   const saved = await loadCheckpoint(join(out, "checkpoint.safetensors"));
   const start = await loadModel(join(FIXTURES, "tied-f16-v4"));
   // started from the pretrained weights (AdamW moved them a little), not from random ones
@@ -125,8 +122,14 @@ test("moba train --init continues a Hugging Face model with its tokenizer and at
     readFileSync(join(dir, "exported", "tokenizer.json"), "utf8"),
     readFileSync(join(FIXTURES, "tied-f16-v4", "tokenizer.json"), "utf8"),
   );
+  // the special token ids and tokenizer_config.json of the model it started from
+  const exported = (name: string) => JSON.parse(readFileSync(join(dir, "exported", name), "utf8")) as Record<string, unknown>;
+  for (const name of ["config.json", "generation_config.json"])
+    assert.deepEqual([exported(name).bos_token_id, exported(name).eos_token_id], [0, 1], name);
+  assert.equal(readFileSync(join(dir, "exported", "tokenizer_config.json"), "utf8"), tokenizerConfig);
   const back = await loadModel(join(dir, "exported"));
   assert.deepEqual(back.model.config.layer_attention, ["moba", "full"]);
+  assert.deepEqual(back.eosTokenIds, [1]);
   assert.deepEqual(
     back.model.params.map((p) => p.data),
     saved.model.params.map((p) => p.data),

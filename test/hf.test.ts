@@ -242,6 +242,12 @@ test("what cannot be loaded is a one-line MobaError naming it", async () => {
     await rejects(tokenizer, /tokenizer\.json: cannot read the tokenizer \(/);
     writeFileSync(join(tokenizer, "tokenizer.json"), "{ not json");
     await rejects(tokenizer, /tokenizer\.json: cannot read the tokenizer \(not valid JSON/);
+    const tokenizerConfig = copy("gqa-untied-f32");
+    writeFileSync(join(tokenizerConfig, "tokenizer_config.json"), "{ not json");
+    await rejects(tokenizerConfig, /tokenizer\.json: cannot read the tokenizer \(tokenizer_config\.json: not valid JSON/);
+    const eos = copy("gqa-untied-f32");
+    writeFileSync(join(eos, "config.json"), JSON.stringify({ ...config, eos_token_id: "</s>" }));
+    await rejects(eos, /config\.json: config\.eos_token_id: expected a token id or a list of them \(integers >= 0\), got "<\/s>"/);
     const yarn = copy("gqa-untied-f32");
     writeFileSync(
       join(yarn, "config.json"),

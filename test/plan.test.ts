@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { AttentionProblem } from "../src/attention/problem.js";
-import { dkdvPass, dqPass, forwardPass } from "../src/webgpu/attention/paths.js";
+import { dkdvPass, dqPass, forwardPass, type Pass } from "../src/webgpu/attention/paths.js";
 import { type DeviceLimits, forwardShape, keyTiles, naturalTiles, plan } from "../src/webgpu/attention/plan.js";
 import { MobaError } from "../src/tensor.js";
 
@@ -102,5 +102,25 @@ test("paths: tensor cores only in the f16 path, on a device with them, where hea
   assert.equal(forwardPass(device(), f16).shape.input, "f16"); // f32 arithmetic on f16 copies
   const forward = forwardPass(mma, f16);
   assert.deepEqual([forward.tensorCores, forward.shape.TQ, forward.shape.TK], [true, 16, 64]);
+  // dk/dv: 32 keys per workgroup at headDim 64, 64 above where they fit, else 32
   assert.equal(dkdvPass(mma, f16).shape.TK, 32);
+  assert.equal(dkdvPass(mma, { ...f16, headDim: 128 }).shape.TK, 64);
+  assert.equal(dkdvPass({ ...mma, maxWorkgroupStorage: 41000 }, { ...f16, headDim: 128 }).shape.TK, 32);
+  assert.equal(dkdvPass({ ...mma, maxWorkgroupStorage: 16384 }, f16).kernel, "dkdv"); // not even 32 keys fit: the float32 kernel
+});
+
+test("paths: a forced variant (the kernel harnesses in dev/attention/) overrides the policy, precision and device alike", () => {
+  const shape = (pass: Pass) => [pass.kernel, pass.shape.TQ, pass.shape.TK].join(" ");
+  const f32 = problem(2);
+  assert.equal(shape(forwardPass(device(), f32, { tensorCores: true, TK: 32 })), "forwardMma 16 32");
+  assert.equal(
+    shape(forwardPass(device({ mma16: true }), problem(2, { precision: "f16" }), { tensorCores: false, TQ: 16, TK: 8 })),
+    "forward 16 8",
+  );
+  assert.equal(shape(dqPass(device(), f32, { tensorCores: true, TK: 16 })), "dqMma 16 16");
+  assert.equal(shape(dqPass(device(), f32, { tensorCores: false, TQ: 16, TK: 4 })), "dq 16 4");
+  const dkdvMma = dkdvPass(device(), f32, { tensorCores: true, TK: 32 });
+  assert.deepEqual([dkdvMma.kernel, dkdvMma.shape.TK], ["dkdvMma", 32]); // keys per workgroup; its queries per chunk are the kernel's own
+  assert.equal(shape(dkdvPass(device(), f32, { tensorCores: false, TQ: 8, TK: 16 })), "dkdv 8 16");
+  assert.equal(forwardPass(device(), problem(2, { precision: "f16" }), { tensorCores: false, TQ: 16, TK: 8 }).shape.input, "f16");
 });

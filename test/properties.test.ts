@@ -5,9 +5,19 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { blockMeans, blockOffsets, routeAll } from "../src/attention/blocks.js";
 import { mobaProblem } from "../src/attention/problem.js";
-import { mobaAttention, mobaAttentionBackward, type Tensor } from "../src/index.js";
+import { blockGating, mobaAttention, mobaAttentionBackward, type Tensor } from "../src/index.js";
 import { referenceSelection } from "../src/reference/attention.js";
-import { BACKENDS, type Case, compareWithReference, makeCase, referenceProblem, relativeError, rng, runImplementation } from "./helpers.js";
+import {
+  BACKENDS,
+  type Case,
+  compareWithReference,
+  makeCase,
+  referenceGating,
+  referenceProblem,
+  relativeError,
+  rng,
+  runImplementation,
+} from "./helpers.js";
 
 /**
  * A fixed packed batch (the random runs' seeds change every run): an empty and a length-1
@@ -198,3 +208,28 @@ for (const [backend, skip] of BACKENDS) {
     for (const name of ["dq", "dk", "dv"] as const) assert.ok(relativeError(recomputed[name].data, given[name].data) < 1e-6, name);
   });
 }
+
+test("blockGating: the queries of each block that chose each key block, and their mean gate score, are the reference's", async () => {
+  // a short last block; every past block selected (the routing table has width 0); the own block only (topK 1)
+  for (const [seed, tokens, blockSize, topK] of [
+    [5, 70, 8, 3],
+    [6, 40, 8, 6],
+    [7, 33, 4, 1],
+  ] as const) {
+    const c = makeCase(seed, { cuSeqlens: [0, tokens], qHeads: 4, kvHeads: 2, headDim: 8, blockSize, topK });
+    const { routing } = await mobaAttention(c, c);
+    const gating = blockGating(c, c, routing);
+    const blocks = Math.ceil(tokens / blockSize);
+    assert.equal(gating.blocks, blocks);
+    assert.deepEqual(
+      [...gating.rows],
+      Array.from({ length: blocks }, (_, i) => Math.min(blockSize, tokens - i * blockSize)),
+    );
+    gating.heads.forEach(({ chosen, score }, h) => {
+      const want = referenceGating(referenceProblem(c), c.q.data, c.k.data, h);
+      assert.deepEqual([...chosen], want.chosen, `seed ${seed}, head ${h}: queries choosing each block`);
+      const error = Math.max(...score.map((s, at) => Math.abs(s - want.score[at]))) / Math.max(...want.score.map(Math.abs));
+      assert.ok(error <= 1e-12, `seed ${seed}, head ${h}: gate scores off by ${error} (relative to the largest)`);
+    });
+  }
+});

@@ -8,17 +8,19 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { loadTextFiles, splitDocuments } from "../src/io/corpus.js";
+import { loadTextFiles } from "../src/io/corpus.js";
 import { cpuBackend } from "../src/cpu/model.js";
 import { zeroMoments } from "../src/model/adamw.js";
-import { loadCheckpoint, saveCheckpoint } from "../src/model/checkpoint.js";
+import { loadCheckpoint, saveCheckpoint, serializeCheckpoint } from "../src/model/checkpoint.js";
+import { roundToF16 } from "../src/io/half.js";
 import { checkConfig } from "../src/model/config.js";
 import { backward, forward, initModel, lossOf, zeroGradients } from "../src/model/llama.js";
-import { Packer, startPosition } from "../src/model/packing.js";
+import { Packer, splitDocuments, startPosition } from "../src/model/packing.js";
 import { ReferenceAdamW } from "../src/reference/adamw.js";
 import { checkTrainOptions, kindsAt, type StepLog, train, type TrainOptions } from "../src/run/train.js";
 import { MobaError } from "../src/tensor.js";
 import { relativeError, TINY } from "./helpers.js";
+import type { RunResult } from "../src/run/experiment.js";
 
 const dir = mkdtempSync(join(tmpdir(), "moba-train-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -148,6 +150,28 @@ test("checkpoints round trip weights, moments and state", async () => {
   assert.deepEqual(back.state, { step: 7, data: { epoch: 1 } });
   writeFileSync(join(dir, "bad.safetensors"), readFileSync(path).subarray(0, 100));
   await assert.rejects(loadCheckpoint(join(dir, "bad.safetensors")), MobaError);
+});
+
+test("checkpoints as bytes (browsers): the file's bytes, verified on load; F16 weights for a read-only file", async () => {
+  const model = initModel(checkConfig(TINY), 2);
+  const bytes = await serializeCheckpoint(model, { state: { step: 3 } });
+  const path = join(dir, "bytes.safetensors");
+  await saveCheckpoint(path, model, undefined, { step: 3 });
+  assert.deepEqual(bytes, new Uint8Array(readFileSync(path)), "the bytes saveCheckpoint writes");
+  const back = await loadCheckpoint(bytes, "dropped.safetensors");
+  back.model.params.forEach((p, j) => assert.deepEqual(p.data, model.params[j].data));
+  assert.equal(back.moments, undefined);
+  const flipped = bytes.slice();
+  flipped[flipped.length - 1] ^= 1;
+  await assert.rejects(
+    loadCheckpoint(flipped, "dropped.safetensors"),
+    /^MobaError: dropped.safetensors: tensor .*: its bytes do not match/,
+  );
+
+  const half = await loadCheckpoint(await serializeCheckpoint(model, { dtype: "F16" }));
+  half.model.params.forEach((p, j) => assert.deepEqual(p.data, roundToF16(model.params[j].data), p.name));
+  model.params[1].data[4] = 7e4;
+  await assert.rejects(serializeCheckpoint(model, { dtype: "F16" }), /tensor .* has 70000 at element 4, beyond F16's range/);
 });
 
 test("two steps of train() are the math: micro-batches summed and divided by the step's counted tokens, SFT masks, the stage's attention, clipping, AdamW", async () => {
@@ -448,4 +472,37 @@ test("moba experiment: trains every run of a config, evaluates it, reports, and 
   const bad = spawnSync(process.execPath, ["--import", "tsx", main, "experiment", "nonesuch"], { encoding: "utf8" });
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /experiment: expected the name of a config in experiments\//);
+});
+
+test("a continual-training experiment pretrains, exports, and starts every run from the export", () => {
+  const config = join(dir, "continual-experiment.json");
+  const { model, ...options } = SMALL;
+  const base = { ...options, steps: 2, contextLength: 64, batchRows: 1, accumulation: 1, evalEvery: 1 };
+  writeFileSync(
+    config,
+    JSON.stringify({
+      description: "pretrain with full attention, then full and MoBA",
+      pretrain: { ...base, steps: 3, model: { ...model, layer_attention: ["full", "full"] } },
+      base: { ...base, seed: 2 },
+      runs: [
+        { name: "full", train: { attention: "full" } },
+        { name: "moba", train: { attention: "moba" } },
+      ],
+      eval: { contextLength: 64, rows: 2, buckets: 4, trailing: 16 },
+    }),
+  );
+  const out = join(dir, "continual");
+  const r = spawnSync(process.execPath, ["--import", "tsx", main, "experiment", config, "--out", out], { encoding: "utf8" });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /\[pretrain\] validation loss [\d.]+ after 3 steps; exported to .*pretrain[/\\]hf/);
+  const pretrained = readFileSync(join(out, "pretrain", "log.jsonl"), "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as StepLog);
+  const result = (name: string) => JSON.parse(readFileSync(join(out, name, "result.json"), "utf8")) as RunResult;
+  // the full run starts from the exported weights exactly: its loss before training is the pretraining's last validation loss
+  const last = pretrained.at(-1)!.validationLoss!;
+  assert.ok(Math.abs(result("full").initialValidationLoss! - last) <= 1e-6 * last, `${result("full").initialValidationLoss} vs ${last}`);
+  assert.notEqual(result("moba").initialValidationLoss, result("full").initialValidationLoss, "the same weights under MoBA");
+  assert.match(r.stdout, /val loss at 0/);
 });

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { DELTA, DKDV, DQ } from "../src/webgpu/attention/backward.wgsl.js";
-import { DKDV_MMA, dkdvMmaWgsl } from "../src/webgpu/attention/dkdvMma.wgsl.js";
+import { DKDV_MMA, dkdvMmaSharedBytes, dkdvMmaWgsl, MMA_DKDV_KEYS } from "../src/webgpu/attention/dkdvMma.wgsl.js";
 import { DQ_MMA, dqMmaWgsl } from "../src/webgpu/attention/dqMma.wgsl.js";
 import { TO_F16, TO_F16_TILED } from "../src/webgpu/attention/f16.wgsl.js";
 import { FORWARD } from "../src/webgpu/attention/forward.wgsl.js";
@@ -42,10 +42,8 @@ test("the tensor-core kernels declare only workgroup variables of a multiple of 
   ]);
   for (const headDim of [16, 32, 48, 64, 128, 256]) {
     for (const TK of [16, 32, 64]) {
-      const shaders: [string, string][] = [
-        ["forward", forwardMmaWgsl({ headDim, TK })],
-        ["dkdv", dkdvMmaWgsl({ headDim })],
-      ];
+      const shaders: [string, string][] = [["forward", forwardMmaWgsl({ headDim, TK })]];
+      if (MMA_DKDV_KEYS.includes(TK)) shaders.push(["dkdv", dkdvMmaWgsl({ headDim, keys: TK })]);
       if (2 * (TK / 16) <= 8) shaders.push(["dq", dqMmaWgsl({ headDim, TK })]);
       for (const [kernel, wgsl] of shaders) {
         const variables = workgroupVariables(wgsl);
@@ -55,6 +53,17 @@ test("the tensor-core kernels declare only workgroup variables of a multiple of 
       }
     }
   }
+});
+
+test("the tensor-core dk/dv kernel declares the workgroup bytes its shape policy counts", () => {
+  for (const headDim of [16, 64, 128, 256]) {
+    for (const keys of MMA_DKDV_KEYS) {
+      const declared = workgroupVariables(dkdvMmaWgsl({ headDim, keys })).reduce((sum, [, , size]) => sum + size, 0);
+      assert.equal(declared, dkdvMmaSharedBytes({ headDim, keys }), `headDim ${headDim}, keys ${keys}`);
+    }
+  }
+  // what the H100 and H200 allow (48 KiB): 64 keys up to headDim 128
+  assert.ok(dkdvMmaSharedBytes({ headDim: 128, keys: 64 }) <= 49152);
 });
 
 /** The names of a shader's group-0 bindings, by binding index. */
@@ -86,7 +95,7 @@ test("every attention and decode kernel lists the bindings its WGSL declares, in
     [DKDV, tile],
     [FORWARD_MMA, mma],
     [DQ_MMA, mma],
-    [DKDV_MMA, { headDim: 64 }],
+    [DKDV_MMA, { headDim: 64, keys: 64 }],
     [Decode.EMBED_ROW, { hidden: 64 }],
     [Decode.GEMV[0], { parts: [64], K: 64, accumulate: true, swiglu: true }],
     [Decode.GEMV[1], { parts: [64, 32], K: 64, accumulate: false, swiglu: false }],

@@ -18,14 +18,51 @@
 //  10: version 9 with vec4 loads from storage
 //  11: version 8 staged as 9, vec4 loads (the small-problem tile)
 //  12: version 5 (4 subgroups of 4x4 accumulators) staged as 9, vec4 loads
-//  13: version 12 splitting K until 4 workgroups per SM (528; src/ and 12: 264), for the dW products' few tiles
-//  14: version 12 splitting K until 8 workgroups per SM (1056)
+//  12-14: that tile splitting K until 2, 4 and 8 workgroups per SM (264, 528, 1056) for the dW
+//      products' few tiles; 13 is src/'s (k dw 20.8 -> 27.8 TFLOP/s against 12, the rest unchanged)
+//  15: the dW products (A and B stored K-major) as version 13's A · Bᵀ on copies of A and B
+//      transposed first (a 32x32-tile transpose each, timed with the GEMM): the fast layout, paid in bytes
+//  16: version 13 storing a tile wholly inside y straight from the accumulators to storage (y +=
+//      loads y into them first) instead of through a 16x16 scratch with two barriers per accumulator
 import { f16ToFloat, floatToF16 } from "../../src/io/half.js";
 import { getDevice } from "../../src/webgpu/device.js";
 import { type GemmCall, type MmaPlan, type MmaTile, planMmaGemm, recordGemm, recordMmaGemm } from "../../src/webgpu/gemm/index.js";
-import { Buffers, readBack, startProfile, stopProfile, storageBuffer } from "../../src/webgpu/kernel.js";
+import { Buffers, defineKernel, dispatch, pipeline, readBack, startProfile, stopProfile, storageBuffer } from "../../src/webgpu/kernel.js";
 
-const old = { natural: false, vector: false };
+/** y[cols, rows] = x[rows, cols]ᵀ, float32, through a 32 x 33 workgroup tile (coalesced reads and writes). */
+const TRANSPOSE = defineKernel<null>({
+  name: "transpose",
+  workgroupSize: 256,
+  bindings: ["p", "x", "y"],
+  wgsl: () => /* wgsl */ `
+struct P { rows: u32, cols: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+var<workgroup> t: array<f32, ${32 * 33}>;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) groups: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let tilesC = (p.cols + 31u) / 32u;
+  let tile = wg.x + wg.y * groups.x;
+  let r0 = (tile / tilesC) * 32u;
+  let c0 = (tile % tilesC) * 32u;
+  for (var i = 0u; i < 4u; i++) {
+    let e = lid + i * 256u;
+    let r = e / 32u;
+    let c = e % 32u;
+    if (r0 + r < p.rows && c0 + c < p.cols) { t[r * 33u + c] = x[(r0 + r) * p.cols + c0 + c]; }
+  }
+  workgroupBarrier();
+  for (var i = 0u; i < 4u; i++) {
+    let e = lid + i * 256u;
+    let c = e / 32u;
+    let r = e % 32u;
+    if (r0 + r < p.rows && c0 + c < p.cols) { y[(c0 + c) * p.rows + r0 + r] = t[r * 33u + c]; }
+  }
+}`,
+});
+
+const old = { natural: false, vector: false, directStore: false };
 const VERSIONS: Record<number, MmaTile | "f32"> = {
   1: "f32",
   2: { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: false, ...old },
@@ -35,14 +72,17 @@ const VERSIONS: Record<number, MmaTile | "f32"> = {
   6: { tileM: 128, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, ...old },
   7: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 4, depth: 16, prefetch: true, ...old },
   8: { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, ...old },
-  9: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 4, depth: 32, prefetch: true, natural: true, vector: false },
-  10: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 4, depth: 32, prefetch: true, natural: true, vector: true },
-  11: { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true },
-  12: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true },
+  9: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 4, depth: 32, prefetch: true, natural: true, vector: false, directStore: false },
+  10: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 4, depth: 32, prefetch: true, natural: true, vector: true, directStore: false },
+  11: { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true, directStore: false },
+  12: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true, directStore: false },
+  16: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true, directStore: true },
 };
-VERSIONS[13] = VERSIONS[14] = VERSIONS[12];
+VERSIONS[13] = VERSIONS[14] = VERSIONS[15] = VERSIONS[12];
+/** Versions that transpose K-major operands first. */
+const TRANSPOSING = new Set([15]);
 /** Workgroups a version's split-K aims at, where it is not src/'s. */
-const SPLIT_TARGETS: Record<number, number> = { 13: 528, 14: 1056 };
+const SPLIT_TARGETS: Record<number, number> = { 12: 264, 14: 1056 };
 
 // The bench-train model (hidden 512, 8/4 heads of 64, SwiGLU 1344, vocab 256) at T tokens: its
 // forward x · wᵀ, the backward's dx = dy · w (accumulating) and dw += dyᵀ · x; and 4096³.
@@ -111,12 +151,46 @@ for (const shape of SHAPES) {
   for (const version of wanted) {
     const tile = VERSIONS[version];
     if (tile !== "f32" && !gpu.mma16) continue;
-    const plan: MmaPlan | null = tile === "f32" ? null : planMmaGemm(shape, [tile], SPLIT_TARGETS[version]);
+    const transposing = TRANSPOSING.has(version);
+    if (transposing && !shape.aTransposed && !shape.bTransposed) continue;
+    const call = transposing ? { ...shape, aTransposed: false, bTransposed: false } : shape;
+    const plan: MmaPlan | null = tile === "f32" ? null : planMmaGemm(call, [tile], SPLIT_TARGETS[version]);
     const mem = new Buffers(gpu);
+    // the transposing versions' copies: A as [M, K], B as [N, K]
+    const copies = transposing ? [mem.uninitialized(shape.M * shape.K * 4, "aᵀ"), mem.uninitialized(shape.N * shape.K * 4, "bᵀ")] : [];
+    const transpose = await pipeline(gpu, TRANSPOSE, null);
+    // split-K partials in one buffer reused by every call, as the model's step does: with a pooled
+    // buffer per call this harness timed the dW products at 39-46 TFLOP/s on 2026-12-03, while the
+    // step's profile of the same day gave its dW products 104 (docs/benchmarks.md)
+    let partials: GPUBuffer | null = null;
+    const sharedPartials = (bytes: number) => (partials ??= mem.uninitialized(bytes, "split-K partials"));
     const record = async (calls: number) => {
       const encoder = gpu.device.createCommandEncoder();
       for (let i = 0; i < calls; i++) {
-        if (plan) await recordMmaGemm(gpu, mem, () => encoder, { a: A, b: B, y: Y }, plan);
+        if (transposing) {
+          const [At, Bt] = copies;
+          for (const [from, to, rows, cols, transposed] of [
+            [A, At, shape.K, shape.M, shape.aTransposed],
+            [B, Bt, shape.K, shape.N, shape.bTransposed],
+          ] as const)
+            if (transposed)
+              dispatch(
+                encoder,
+                gpu,
+                transpose,
+                [mem.uniform([rows, cols], "transpose"), from, to],
+                Math.ceil(rows / 32) * Math.ceil(cols / 32),
+                "transpose",
+              );
+          await recordMmaGemm(
+            gpu,
+            mem,
+            () => encoder,
+            { a: shape.aTransposed ? At : A, b: shape.bTransposed ? Bt : B, y: Y },
+            plan!,
+            sharedPartials,
+          );
+        } else if (plan) await recordMmaGemm(gpu, mem, () => encoder, { a: A, b: B, y: Y }, plan, sharedPartials);
         else await recordGemm(gpu, mem, () => encoder, { a: A, b: B, y: Y }, shape, "f32");
       }
       gpu.device.queue.submit([encoder.finish()]);

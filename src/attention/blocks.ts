@@ -155,3 +155,48 @@ export function routeAll(problem: AttentionProblem, q: Float32Array, means: Floa
     }
   }
 }
+
+/** What the gate did over one sequence, block by block: the playground's heatmap. */
+export interface BlockGating {
+  /** Blocks of the sequence: query blocks are rows, key blocks columns. */
+  blocks: number;
+  /** [blocks] queries in each block (the last may have fewer than blockSize). */
+  rows: Int32Array;
+  /**
+   * Per query head: `chosen` [blocks, blocks], how many queries of block i attend key block j (a past block they
+   * chose, or their own block: all of them); `score` [blocks, blocks], the mean over block i's queries of the gate
+   * score q · mean(K_j) for j < i, 0 elsewhere.
+   */
+  heads: { chosen: Int32Array; score: Float64Array }[];
+}
+
+/** The gate's choices (the routing table `past`) and scores of one sequence (cuSeqlens [0, tokens]), by block and query head. */
+export function gatingByBlock(problem: AttentionProblem, q: Float32Array, k: Float32Array, past: Int32Array): BlockGating {
+  const { tokens, qHeads, kvHeads, headDim: D, blockSize: B } = problem;
+  const offsets = blockOffsets(problem);
+  const blocks = offsets[1];
+  const keyMeans = blockMeans(problem, k, offsets); // [blocks, kvHeads, D]
+  // q [tokens, qHeads, D] has k's layout with qHeads heads: [blocks, qHeads, D], the mean query of each block
+  const queryMeans = blockMeans({ ...problem, kvHeads: qHeads }, q, offsets);
+  const rows = Int32Array.from({ length: blocks }, (_, i) => Math.min(B, tokens - i * B));
+  const heads = Array.from({ length: qHeads }, (_, h) => {
+    const kvHead = Math.floor(h / (qHeads / kvHeads));
+    const chosen = new Int32Array(blocks * blocks);
+    const score = new Float64Array(blocks * blocks);
+    for (let i = 0; i < blocks; i++) {
+      chosen[i * blocks + i] = rows[i];
+      // the gate score is linear in q: its mean over the block's queries is mean(q) · mean(K_j)
+      for (let j = 0; j < i; j++) {
+        let s = 0;
+        for (let d = 0; d < D; d++) s += queryMeans[(i * qHeads + h) * D + d] * keyMeans[(j * kvHeads + kvHead) * D + d];
+        score[i * blocks + j] = s;
+      }
+    }
+    return { chosen, score };
+  });
+  // where top-k covers every block the routing table is empty (width 0): each query attends all its past blocks
+  if (selectsAll(problem))
+    for (const { chosen } of heads) for (let i = 0; i < blocks; i++) chosen.fill(rows[i], i * blocks, i * blocks + i);
+  else forEachRoute(problem, past, offsets, (t, h, _r, j) => heads[h].chosen[Math.floor(t / B) * blocks + j]++);
+  return { blocks, rows, heads };
+}

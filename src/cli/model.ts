@@ -1,8 +1,8 @@
 // The model's commands: tour (npm start), train, generate, eval, export, experiment.
 import { readFileSync } from "node:fs";
-import { splitDocuments } from "../io/corpus.js";
+import { splitDocuments } from "../model/packing.js";
 import { writeFileAtomic } from "../io/files.js";
-import { loadCheckpoint } from "../model/checkpoint.js";
+import { checkpointTokenizer, loadCheckpoint } from "../model/checkpoint.js";
 import { modelBackend } from "../run/backends.js";
 import { lossReport, passkeyGrid, textLoss } from "../run/evaluate.js";
 import { exportCheckpoint } from "../run/export.js";
@@ -13,7 +13,6 @@ import { generateFromCheckpoint, generateFromModel } from "../run/generate.js";
 import { layerKinds } from "../model/config.js";
 import { heatmap, lineChart } from "../run/plot.js";
 import { loadDocuments, tokenizeDocuments } from "../run/train.js";
-import { loadTokenizer } from "../model/tokenizer.js";
 import { table } from "../run/util.js";
 import { tour } from "../run/tour.js";
 import { train, TRAIN_DEFAULTS, type TrainOptions } from "../run/train.js";
@@ -272,7 +271,8 @@ Options:
       if (svg) checkOutputPath(`${svg}-position.svg`, "--svg");
       const backendName = autoBackend(v.backend);
       const docs = loadDocuments(typeof v.data === "string" ? v.data : "sotu");
-      const { model, tokenizer } = await loadCheckpoint(v.checkpoint);
+      const saved = await loadCheckpoint(v.checkpoint);
+      const { model, tokenizer } = saved;
       if (tokenizer !== undefined && lengths.length > 0)
         usageError("--passkey-lengths: expected a byte-level checkpoint (passkey samples are bytes), got one with a tokenizer");
       const positions = model.config.max_position_embeddings;
@@ -285,7 +285,8 @@ Options:
       const kinds = v.attention === undefined ? undefined : Array(model.config.num_hidden_layers).fill(v.attention);
       const backend = await modelBackend(backendName);
       // a run started from a Hugging Face model (train --init) reads its tokens, not bytes
-      const read = tokenizer === undefined ? docs : tokenizeDocuments(docs, await loadTokenizer(tokenizer, `${v.checkpoint} (tokenizer)`));
+      const textTokenizer = await checkpointTokenizer(saved, v.checkpoint);
+      const read = textTokenizer === undefined ? docs : tokenizeDocuments(docs, textTokenizer);
       const r = await lossReport(model, v.data === undefined ? splitDocuments(read).validation : read, sizes, backend, kinds);
       const unit = tokenizer === undefined ? "byte" : "token";
       print(
@@ -361,9 +362,10 @@ Options:
     summary: "run one of the experiments in experiments/ end to end (resumable) and report it",
     usage: `moba experiment NAME [options]
 
-NAME is a config in experiments/ (parity, trailing, granularity, passkey: the small CPU set) or a
-path to a .json config (experiments/h100/*.json: the H100 set). Runs are trained one after another
-(or only those named), each resumable; finished runs are not repeated.
+NAME is a config in experiments/ (parity, trailing, granularity, passkey: the small CPU set; continual:
+continual training from a full-attention model pretrained and exported first) or a path to a .json
+config (experiments/h100/*.json: the H100 set). Runs are trained one after another (or only those
+named), each resumable; finished runs are not repeated.
 
 Options:
   --run LIST      only these runs (comma-separated), e.g. to spread runs over processes

@@ -40,6 +40,7 @@ export const cpuBackend: ModelBackend<Float32Array> = {
   free: () => {},
   release: () => {},
   clear: (x) => x.fill(0),
+  copy: (dst, dstOffset, src, srcOffset, n) => dst.set(src.subarray(srcOffset, srcOffset + n), dstOffset),
 
   embedding: async (out, table, tokens, H) => embeddingForward(out, table, tokens, H),
   embeddingBackward: async (dTable, dOut, tokens, H) => embeddingBackward(dTable, dOut, tokens, H),
@@ -74,6 +75,7 @@ export const cpuBackend: ModelBackend<Float32Array> = {
   async attentionBackward(c, q, k, v, saved, dout) {
     return cpuBackward(attentionProblem(c, q, k, v), q, k, v, saved.out, saved.lse, dout, saved.routing as Int32Array | undefined);
   },
+  routingTable: async (_c, saved) => (saved.routing as Int32Array | undefined) ?? new Int32Array(0),
 
   async gradientClip(clip, grads, maxNorm, lossScale) {
     let sum = 0;

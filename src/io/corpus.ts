@@ -5,6 +5,7 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { MobaError } from "../tensor.js";
 
+/** A training text (model/packing.ts packs documents into batches). */
 export interface Document {
   name: string;
   /** UTF-8, one token per byte; or, for a model with a tokenizer, its token ids. */
@@ -83,12 +84,4 @@ function readPromptCompletions(file: string): Document[] {
       lossMask.fill(1, Math.max(0, prompt.length - 1), bytes.length - 1);
       return [{ name: `${file}:${i + 1}`, bytes, lossMask }];
     });
-}
-
-/** Every tenth document (the 10th, 20th, …) is held out for validation, so both splits span the whole corpus. */
-export function splitDocuments(docs: Document[]): { train: Document[]; validation: Document[] } {
-  if (docs.length < 2) return { train: docs, validation: docs };
-  // fewer than ten documents: the last one is held out
-  const held = (i: number) => (docs.length < 10 ? i === docs.length - 1 : i % 10 === 9);
-  return { train: docs.filter((_, i) => !held(i)), validation: docs.filter((_, i) => held(i)) };
 }

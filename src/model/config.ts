@@ -32,6 +32,10 @@ export interface LlamaConfig {
   layer_attention?: AttentionKind[];
   /** Shorthand: the last N layers use full attention (the paper's hybrid recipe). */
   full_attention_last_layers?: number;
+  /** A Hugging Face model's special token ids (config.json), kept so that its export has them; byte-level models have none. */
+  bos_token_id?: number;
+  /** One id or several (Llama 3.1 lists three); generation stops at any of them. */
+  eos_token_id?: number | number[];
 }
 
 /** A small byte-level model: trains in minutes on two CPU cores. */
@@ -77,7 +81,7 @@ export function layerKinds(config: LlamaConfig): AttentionKind[] {
 /** Fills defaults from SMALL_CONFIG for missing fields and checks every field; unknown fields are errors. */
 export function checkConfig(input: Partial<LlamaConfig>): LlamaConfig {
   if (!input || typeof input !== "object" || Array.isArray(input)) fail(`config: expected an object, got ${shown(input)}`);
-  const optional = ["layer_attention", "head_dim", "rope_scaling"];
+  const optional = ["layer_attention", "head_dim", "rope_scaling", "bos_token_id", "eos_token_id"];
   for (const key of Object.keys(input)) {
     if (!(key in SMALL_CONFIG) && !optional.includes(key))
       fail(`config.${key}: unknown field (expected one of ${[...Object.keys(SMALL_CONFIG), ...optional].join(", ")})`);
@@ -115,6 +119,10 @@ export function checkConfig(input: Partial<LlamaConfig>): LlamaConfig {
     fail(`config.hidden_size: expected an even head size (hidden_size / num_attention_heads) for rotary embeddings, got ${headDim(c)}`);
   }
   if (c.rope_scaling !== undefined) checkRopeScaling(c.rope_scaling);
+  if (c.bos_token_id !== undefined && !tokenId(c.bos_token_id))
+    fail(`config.bos_token_id: expected a token id (an integer >= 0), got ${shown(c.bos_token_id)}`);
+  if (c.eos_token_id !== undefined && !(Array.isArray(c.eos_token_id) ? c.eos_token_id.every(tokenId) : tokenId(c.eos_token_id)))
+    fail(`config.eos_token_id: expected a token id or a list of them (integers >= 0), got ${shown(c.eos_token_id)}`);
   if (c.layer_attention !== undefined) {
     if (!Array.isArray(c.layer_attention) || c.layer_attention.length !== c.num_hidden_layers) {
       fail(`config.layer_attention: expected a list of ${c.num_hidden_layers} entries ("moba" or "full"), got ${shown(c.layer_attention)}`);
@@ -136,6 +144,16 @@ export function checkConfig(input: Partial<LlamaConfig>): LlamaConfig {
     );
   }
   return c;
+}
+
+function tokenId(x: unknown): boolean {
+  return typeof x === "number" && Number.isInteger(x) && x >= 0;
+}
+
+/** The config's eos_token_id as a list (empty: none). */
+export function eosTokenIds(config: LlamaConfig): number[] {
+  const eos = config.eos_token_id;
+  return eos === undefined ? [] : Array.isArray(eos) ? [...eos] : [eos];
 }
 
 function checkRopeScaling(r: RopeScaling): void {

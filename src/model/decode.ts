@@ -10,7 +10,7 @@ import { routeQuery } from "../attention/blocks.js";
 import { MobaError } from "../tensor.js";
 import { type AttentionKind, headDim, layerKinds } from "./config.js";
 import { embeddingForward, rmsNormForward, rope, rotary, swigluForward } from "./layers.js";
-import { forward, type Model, residentTensors, type Trace } from "./llama.js";
+import { type Model, prefillForward, residentTensors } from "./llama.js";
 import { Rng } from "./rng.js";
 
 export class KvCache {
@@ -61,7 +61,7 @@ export class KvCache {
   }
 }
 
-/** Runs the prompt through the model's forward (on its backend); `store` keeps its keys and values; returns the last position's logits. */
+/** Runs the prompt through the model's prefill forward (on its backend); `store` keeps its keys and values; returns the last position's logits. */
 async function runPrompt<B extends Sized>(
   model: Model,
   capacity: number,
@@ -69,18 +69,15 @@ async function runPrompt<B extends Sized>(
   prompt: Int32Array,
   backend: ModelBackend<B>,
   kinds: AttentionKind[],
-  store: (trace: Trace<B>) => Promise<void>,
+  store: (keys: B[], values: B[]) => Promise<void>,
 ): Promise<Float32Array> {
   if (prompt.length < 1) throw new MobaError(`prompt: expected at least 1 token, got 0`);
   if (cached !== 0) throw new MobaError(`prefill: expected an empty cache, got ${cached} tokens`);
   if (prompt.length > capacity) throw new MobaError(`prompt: expected at most ${capacity} tokens (the cache), got ${prompt.length}`);
-  const T = prompt.length;
-  const V = model.config.vocab_size;
   return backend.scope("prefill", async () => {
-    const batch = { tokens: prompt, targets: new Int32Array(T), weights: new Float32Array(T), cuSeqlens: Int32Array.of(0, T) };
-    const trace = await forward(model, batch, backend, kinds);
-    await store(trace);
-    return (await backend.download(trace.logits)).slice((T - 1) * V, T * V);
+    const { keys, values, logits } = await prefillForward(model, prompt, backend, { kinds });
+    await store(keys, values);
+    return backend.download(logits);
   });
 }
 
@@ -92,9 +89,9 @@ export async function prefill(
   backend: ModelBackend,
   kinds = layerKinds(model.config),
 ): Promise<Float32Array> {
-  return runPrompt(model, cache.capacity, cache.length, prompt, backend, kinds, async (trace) => {
+  return runPrompt(model, cache.capacity, cache.length, prompt, backend, kinds, async (keys, values) => {
     const download = (xs: Sized[]) => Promise.all(xs.map((x) => backend.download(x)));
-    cache.fill(await download(trace.layers.map((l) => l.k)), await download(trace.layers.map((l) => l.v)), prompt.length);
+    cache.fill(await download(keys), await download(values), prompt.length);
   });
 }
 
@@ -339,13 +336,7 @@ export async function openDecoding<B extends Sized>(
       decoder.length = n;
     },
     prefill: (prompt) =>
-      runPrompt(model, capacity, decoder.length, prompt, backend, kinds, (trace) =>
-        decoder.fill(
-          trace.layers.map((l) => l.k),
-          trace.layers.map((l) => l.v),
-          prompt.length,
-        ),
-      ),
+      runPrompt(model, capacity, decoder.length, prompt, backend, kinds, (keys, values) => decoder.fill(keys, values, prompt.length)),
     // a tensor uploaded once per distinct array (a benchmark gives every layer the same keys)
     fill: (keys, values, tokens) =>
       backend.scope("decode fill", async () => {

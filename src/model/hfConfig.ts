@@ -3,7 +3,7 @@
 // writes rope_parameters ({"rope_type", "rope_theta", ...}) and dtype. The MoBA fields are the
 // official MoBA's (moba_chunk_size, moba_topk) plus our per-layer kinds (layer_attention).
 import { MobaError } from "../tensor.js";
-import { type AttentionKind, checkConfig, headDim, type LlamaConfig, layerKinds, type RopeScaling } from "./config.js";
+import { type AttentionKind, checkConfig, eosTokenIds, headDim, type LlamaConfig, layerKinds, type RopeScaling } from "./config.js";
 
 /** Architectures whose weights and forward are Llama's (Mistral without a sliding window). */
 const ARCHITECTURES = ["LlamaForCausalLM", "MistralForCausalLM"];
@@ -140,13 +140,12 @@ export function fromHfConfig(json: unknown, source = "config.json"): HfConfigRes
   if (j.head_dim !== undefined && j.head_dim !== null && j.head_dim !== (j.hidden_size as number) / (j.num_attention_heads as number))
     input.head_dim = j.head_dim as number;
   if (rope_scaling) input.rope_scaling = rope_scaling;
+  // kept (and checked) so that a model trained on from here exports them again; null means none
+  if (j.bos_token_id !== undefined && j.bos_token_id !== null) input.bos_token_id = j.bos_token_id as number;
+  if (j.eos_token_id !== undefined && j.eos_token_id !== null) input.eos_token_id = j.eos_token_id as number | number[];
   try {
-    const eos = j.eos_token_id ?? [];
-    return {
-      config: checkConfig(input),
-      notes,
-      eosTokenIds: (Array.isArray(eos) ? eos : [eos]).filter((id): id is number => Number.isInteger(id)),
-    };
+    const config = checkConfig(input);
+    return { config, notes, eosTokenIds: eosTokenIds(config) };
   } catch (error) {
     return fail((error as Error).message);
   }
@@ -179,5 +178,14 @@ export function toHfConfig(c: LlamaConfig): Record<string, unknown> {
     moba_chunk_size: c.moba_chunk_size,
     moba_topk: c.moba_topk,
     layer_attention: layerKinds(c),
+    ...specialTokenIds(c),
+  };
+}
+
+/** bos_token_id and eos_token_id where the config has them (a model imported from Hugging Face), for config.json and generation_config.json. */
+export function specialTokenIds(c: LlamaConfig): { bos_token_id?: number; eos_token_id?: number | number[] } {
+  return {
+    ...(c.bos_token_id !== undefined && { bos_token_id: c.bos_token_id }),
+    ...(c.eos_token_id !== undefined && { eos_token_id: c.eos_token_id }),
   };
 }

@@ -83,7 +83,8 @@ interface Resident<B extends Sized> {
   index: Map<string, number>;
 }
 
-const residents = new WeakMap<Model, Resident<Sized>>();
+/** By the weights, not the Model: views of one model with other configs (attention kinds, MoBA's block and top-k) share one copy. */
+const residents = new WeakMap<Param[], Resident<Sized>>();
 
 /**
  * The model's weights and gradients on `backend`: uploaded on first use and kept there, so
@@ -91,7 +92,7 @@ const residents = new WeakMap<Model, Resident<Sized>>();
  * Host edits to param.data after that are not seen until `release(model)`.
  */
 async function resident<B extends Sized>(model: Model, backend: ModelBackend<B>): Promise<Resident<B>> {
-  const held = residents.get(model);
+  const held = residents.get(model.params);
   if (held?.backend === backend) return held as unknown as Resident<B>;
   if (held) await release(model);
   const r: Resident<B> = {
@@ -100,13 +101,13 @@ async function resident<B extends Sized>(model: Model, backend: ModelBackend<B>)
     grad: model.params.map((p) => backend.upload(p.grad, true)),
     index: new Map(model.params.map((p, j) => [p.name, j])),
   };
-  residents.set(model, r as unknown as Resident<Sized>);
+  residents.set(model.params, r as unknown as Resident<Sized>);
   return r;
 }
 
 /** Copies the weights and gradients a backend holds back into param.data / param.grad. */
 export async function syncToHost(model: Model): Promise<void> {
-  const r = residents.get(model);
+  const r = residents.get(model.params);
   if (!r) return;
   for (const [j, p] of model.params.entries()) {
     const [data, grad] = [await r.backend.download(r.data[j]), await r.backend.download(r.grad[j])];
@@ -117,10 +118,10 @@ export async function syncToHost(model: Model): Promise<void> {
 
 /** Copies the weights back to the host and frees the backend's copies. */
 export async function release(model: Model): Promise<void> {
-  const r = residents.get(model);
+  const r = residents.get(model.params);
   if (!r) return;
   await syncToHost(model);
-  residents.delete(model);
+  residents.delete(model.params);
   r.backend.free([...r.data, ...r.grad]);
 }
 
@@ -215,6 +216,84 @@ function headName(model: Model): string {
   return model.config.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
 }
 
+/** Layer l's attention call over the batch's sequences (`kind` from the layer kinds in use). */
+function attentionCall(c: LlamaConfig, kind: AttentionKind, cuSeqlens: Int32Array): AttentionCall {
+  return {
+    kind,
+    tokens: cuSeqlens[cuSeqlens.length - 1],
+    qHeads: c.num_attention_heads,
+    kvHeads: c.num_key_value_heads,
+    headDim: headDim(c),
+    blockSize: c.moba_chunk_size,
+    topK: c.moba_topk,
+    cuSeqlens,
+  };
+}
+
+/** What a layer's attention read and chose: q [T, qHeads, D] and k [T, kvHeads, D] after rotary, the call and its result (MoBA's routing among it). */
+export interface AttentionSeen<B> {
+  layer: number;
+  call: AttentionCall;
+  q: B;
+  k: B;
+  attn: AttentionSaved<B>;
+}
+
+/**
+ * A layer's attention half on x [T, H]: RMSNorm, the q/k/v projections, rotary, the attention, and
+ * mid = o_proj(attention) + x. With `keep` every tensor stays for the backward (forward); without
+ * (prefill) each ends as soon as it is used (backend.release) but k, v (the cache's) and mid.
+ * `seen` hears the attention's inputs and result before any of them ends.
+ */
+async function attentionHalf<B extends Sized>(
+  backend: ModelBackend<B>,
+  c: LlamaConfig,
+  w: (name: string) => B,
+  x: B,
+  call: AttentionCall,
+  cos: B,
+  sin: B,
+  keep: boolean,
+  seen?: (q: B, k: B, attn: AttentionSaved<B>) => Promise<void>,
+) {
+  const { tokens: T, qHeads: nH, kvHeads: nKV, headDim: D } = call;
+  const H = c.hidden_size;
+  const h1 = backend.empty(T * H),
+    rstd1 = backend.empty(T);
+  await backend.rmsNorm(h1, rstd1, x, w("input_layernorm"), T, H, c.rms_norm_eps);
+  const q = backend.empty(T * nH * D), // [T, nH, D]
+    k = backend.empty(T * nKV * D), // [T, nKV, D]
+    v = backend.empty(T * nKV * D);
+  await backend.linear(q, h1, w("self_attn.q_proj"), T, H, nH * D);
+  await backend.linear(k, h1, w("self_attn.k_proj"), T, H, nKV * D);
+  await backend.linear(v, h1, w("self_attn.v_proj"), T, H, nKV * D);
+  await backend.rope(q, cos, sin, nH, D, 1);
+  await backend.rope(k, cos, sin, nKV, D, 1);
+  const attn = await backend.attention(call, q, k, v);
+  await seen?.(q, k, attn);
+  if (!keep) backend.release([h1, rstd1, q, attn.lse]);
+  const mid = backend.empty(T * H); // the attention's projection, then plus the residual
+  await backend.linear(mid, attn.out, w("self_attn.o_proj"), T, nH * D, H);
+  await backend.addInto(mid, x);
+  if (!keep) backend.release([attn.out, x]);
+  return { h1, rstd1, q, k, v, attn, mid };
+}
+
+/** The MLP up to its down projection on `rows` rows of mid [rows, H]: RMSNorm, the gate and up projections, SwiGLU. */
+async function mlpIn<B extends Sized>(backend: ModelBackend<B>, c: LlamaConfig, w: (name: string) => B, mid: B, rows: number) {
+  const [H, F] = [c.hidden_size, c.intermediate_size];
+  const h2 = backend.empty(rows * H),
+    rstd2 = backend.empty(rows);
+  await backend.rmsNorm(h2, rstd2, mid, w("post_attention_layernorm"), rows, H, c.rms_norm_eps);
+  const g = backend.empty(rows * F), // [rows, F]
+    u = backend.empty(rows * F),
+    m = backend.empty(rows * F);
+  await backend.linear(g, h2, w("mlp.gate_proj"), rows, H, F);
+  await backend.linear(u, h2, w("mlp.up_proj"), rows, H, F);
+  await backend.swiglu(m, g, u);
+  return { h2, rstd2, g, u, m };
+}
+
 /**
  * The forward pass; `kinds` overrides the config's attention per layer (training stages).
  * Call it inside backend.scope(): the trace's tensors live until the scope ends.
@@ -230,9 +309,6 @@ export async function forward<B extends Sized>(
     H = c.hidden_size,
     F = c.intermediate_size,
     V = c.vocab_size;
-  const nH = c.num_attention_heads,
-    nKV = c.num_key_value_heads,
-    D = headDim(c);
   const weights = lookup(await resident(model, backend));
   const rot = rotaryOf(model, batch.cuSeqlens);
   const cos = backend.upload(rot.cos),
@@ -242,40 +318,9 @@ export async function forward<B extends Sized>(
   const layers: LayerTrace<B>[] = [];
   for (let l = 0; l < c.num_hidden_layers; l++) {
     const w = (name: string) => weights(`model.layers.${l}.${name}.weight`).data;
-    const h1 = backend.empty(T * H),
-      rstd1 = backend.empty(T);
-    await backend.rmsNorm(h1, rstd1, x, w("input_layernorm"), T, H, c.rms_norm_eps);
-    const q = backend.empty(T * nH * D),
-      k = backend.empty(T * nKV * D),
-      v = backend.empty(T * nKV * D);
-    await backend.linear(q, h1, w("self_attn.q_proj"), T, H, nH * D);
-    await backend.linear(k, h1, w("self_attn.k_proj"), T, H, nKV * D);
-    await backend.linear(v, h1, w("self_attn.v_proj"), T, H, nKV * D);
-    await backend.rope(q, cos, sin, nH, D, 1);
-    await backend.rope(k, cos, sin, nKV, D, 1);
-    const call: AttentionCall = {
-      kind: kinds[l],
-      tokens: T,
-      qHeads: nH,
-      kvHeads: nKV,
-      headDim: D,
-      blockSize: c.moba_chunk_size,
-      topK: c.moba_topk,
-      cuSeqlens: batch.cuSeqlens,
-    };
-    const attn = await backend.attention(call, q, k, v);
-    const mid = backend.empty(T * H); // the attention's projection, then plus the residual
-    await backend.linear(mid, attn.out, w("self_attn.o_proj"), T, nH * D, H);
-    await backend.addInto(mid, x);
-    const h2 = backend.empty(T * H),
-      rstd2 = backend.empty(T);
-    await backend.rmsNorm(h2, rstd2, mid, w("post_attention_layernorm"), T, H, c.rms_norm_eps);
-    const g = backend.empty(T * F),
-      u = backend.empty(T * F),
-      m = backend.empty(T * F);
-    await backend.linear(g, h2, w("mlp.gate_proj"), T, H, F);
-    await backend.linear(u, h2, w("mlp.up_proj"), T, H, F);
-    await backend.swiglu(m, g, u);
+    const call = attentionCall(c, kinds[l], batch.cuSeqlens);
+    const { h1, rstd1, q, k, v, attn, mid } = await attentionHalf(backend, c, w, x, call, cos, sin, true);
+    const { h2, rstd2, g, u, m } = await mlpIn(backend, c, w, mid, T);
     layers.push({ x, h1, rstd1, q, k, v, attn, call, mid, h2, rstd2, g, u, m });
     x = backend.empty(T * H); // the MLP's output, then plus the residual
     await backend.linear(x, m, w("mlp.down_proj"), T, F, H);
@@ -290,6 +335,92 @@ export async function forward<B extends Sized>(
   await backend.linear(logits, hN, weights(headName(model)).data, T, H, V);
   await backend.crossEntropy(lse, losses, logits, batch.targets, batch.weights, V);
   return { batch, kinds, cos, sin, layers, final: x, hN, rstdN, logits, lse, losses };
+}
+
+/**
+ * Rows per chunk of the MLP in prefillForward: its [rows, intermediate_size] float32 tensors stay
+ * far below one storage binding (2 GiB on the H100; a 1B Llama's [131072, 8192] would be 4 GiB).
+ */
+export const PREFILL_ROWS = 8192;
+
+/** A prompt's keys and values of every layer ([T, kvHeads, D], after rotary) and its last position's logits [V]. */
+export interface Prefill<B> {
+  keys: B[];
+  values: B[];
+  logits: B;
+}
+
+export interface PrefillOptions<B> {
+  /** Each layer's attention kind; default the config's. */
+  kinds?: AttentionKind[];
+  /** Rows per chunk of the MLP; default PREFILL_ROWS. */
+  rows?: number;
+  /** Hears each layer's attention (q, k, its routing) before its q ends: what MoBA's gate chose (modelGating). */
+  onAttention?: (seen: AttentionSeen<B>) => Promise<void>;
+}
+
+/**
+ * The forward of a prompt for decoding, with no backward to serve: each layer's activations end
+ * with the layer (backend.release) except its keys and values, which a KV cache takes; the MLP
+ * runs on chunks of `rows` tokens; only the last position's logits are made (a 1B Llama's [T, V]
+ * at 128K tokens would be 64 GiB). The same values as forward()'s (rows are independent outside
+ * attention). Call it inside backend.scope(): the keys, values and logits live until it ends.
+ */
+export async function prefillForward<B extends Sized>(
+  model: Model,
+  tokens: Int32Array,
+  backend: ModelBackend<B>,
+  { kinds = layerKinds(model.config), rows = PREFILL_ROWS, onAttention }: PrefillOptions<B> = {},
+): Promise<Prefill<B>> {
+  const c = model.config;
+  const T = tokens.length,
+    H = c.hidden_size,
+    F = c.intermediate_size,
+    V = c.vocab_size;
+  const weights = lookup(await resident(model, backend));
+  const cuSeqlens = Int32Array.of(0, T);
+  const rot = rotaryOf(model, cuSeqlens);
+  const cos = backend.upload(rot.cos),
+    sin = backend.upload(rot.sin);
+  /** Rows [from, from + n) of x [T, width]: x itself when they are all of it, else a copy. */
+  const rowsOf = (x: B, from: number, n: number, width: number): B => {
+    if (n === T) return x;
+    const part = backend.empty(n * width);
+    backend.copy(part, 0, x, from * width, n * width);
+    return part;
+  };
+  let x = backend.empty(T * H);
+  await backend.embedding(x, weights("model.embed_tokens.weight").data, tokens, H);
+  const keys: B[] = [],
+    values: B[] = [];
+  for (let l = 0; l < c.num_hidden_layers; l++) {
+    const w = (name: string) => weights(`model.layers.${l}.${name}.weight`).data;
+    const call = attentionCall(c, kinds[l], cuSeqlens);
+    const seen = onAttention && ((q: B, k: B, attn: AttentionSaved<B>) => onAttention({ layer: l, call, q, k, attn }));
+    const { k, v, mid } = await attentionHalf(backend, c, w, x, call, cos, sin, false, seen);
+    x = backend.empty(T * H); // the MLP's output plus the residual, chunk by chunk
+    for (let from = 0; from < T; from += rows) {
+      const n = Math.min(rows, T - from);
+      const part = rowsOf(mid, from, n, H);
+      const { h2, rstd2, g, u, m } = await mlpIn(backend, c, w, part, n);
+      const y = n === T ? x : backend.empty(n * H);
+      await backend.linear(y, m, w("mlp.down_proj"), n, F, H);
+      await backend.addInto(y, part);
+      if (y !== x) backend.copy(x, from * H, y, 0, n * H);
+      backend.release([h2, rstd2, g, u, m, ...(part === mid ? [] : [part]), ...(y === x ? [] : [y])]);
+    }
+    backend.release([mid]);
+    keys.push(k);
+    values.push(v);
+  }
+  const last = rowsOf(x, T - 1, 1, H);
+  const hN = backend.empty(H),
+    rstdN = backend.empty(1);
+  await backend.rmsNorm(hN, rstdN, last, weights("model.norm.weight").data, 1, H, c.rms_norm_eps);
+  const logits = backend.empty(V);
+  await backend.linear(logits, hN, weights(headName(model)).data, 1, H, V);
+  backend.release([x, ...(last === x ? [] : [last]), hN, rstdN, cos, sin]);
+  return { keys, values, logits };
 }
 
 /**

@@ -1,11 +1,13 @@
 // Documents packed into training batches: rows of `contextLength` tokens, each row a run of
 // document pieces whose boundaries go into cuSeqlens, so no token attends across documents.
 // The stream's position (epoch, document, byte, shuffling RNG) is the whole data state a
-// checkpoint keeps.
+// checkpoint keeps. And which documents are held out for validation.
 import type { Document } from "../io/corpus.js";
 import { MobaError, shown } from "../tensor.js";
 import type { Batch } from "./llama.js";
 import { Rng } from "./rng.js";
+
+export type { Document };
 
 export interface DataPosition {
   epoch: number;
@@ -139,4 +141,12 @@ export function sequenceBatch(bytes: Uint8Array | Int32Array): Batch {
     weights: new Float32Array(T).fill(1),
     cuSeqlens: Int32Array.of(0, T),
   };
+}
+
+/** Every tenth document (the 10th, 20th, …) is held out for validation, so both splits span the whole corpus. */
+export function splitDocuments(docs: Document[]): { train: Document[]; validation: Document[] } {
+  if (docs.length < 2) return { train: docs, validation: docs };
+  // fewer than ten documents: the last one is held out
+  const held = (i: number) => (docs.length < 10 ? i === docs.length - 1 : i % 10 === 9);
+  return { train: docs.filter((_, i) => !held(i)), validation: docs.filter((_, i) => held(i)) };
 }

@@ -6,7 +6,7 @@ import { parseSafetensors, serializeSafetensors, type StoredTensor, type TensorT
 import { importAtRunTime } from "../runtime.js";
 import { MobaError } from "../tensor.js";
 import { checkConfig, kindsFromSpec, type LlamaConfig } from "./config.js";
-import { fromHfConfig, toHfConfig } from "./hfConfig.js";
+import { fromHfConfig, specialTokenIds, toHfConfig } from "./hfConfig.js";
 import { type Model, type Param, paramSpecs } from "./llama.js";
 import { byteTokenizer, loadTokenizer, type TextTokenizer } from "./tokenizer.js";
 
@@ -133,18 +133,11 @@ export async function loadModel(source: ModelSource, options: LoadModelOptions =
   if (Object.keys(override).length > 0) config = checkConfig({ ...config, ...override });
   const model = modelFromTensors(config, await readTensors(read, where), where);
   const tokenizerText = await text("tokenizer.json");
-  const tokenizerConfig = await text("tokenizer_config.json");
   if (tokenizerText === undefined) notes.push(`${where}: no tokenizer.json`);
-  let tokenizer: TextTokenizer | undefined;
-  if (tokenizerText !== undefined) {
-    let extra: object = {};
-    try {
-      extra = tokenizerConfig === undefined ? {} : (JSON.parse(tokenizerConfig) as object);
-    } catch (error) {
-      throw new MobaError(`${where}/tokenizer_config.json: not valid JSON (${(error as Error).message})`);
-    }
-    tokenizer = await loadTokenizer(tokenizerText, `${where}/tokenizer.json`, extra);
-  }
+  const tokenizer =
+    tokenizerText === undefined
+      ? undefined
+      : await loadTokenizer(tokenizerText, `${where}/tokenizer.json`, await text("tokenizer_config.json"));
   return { model, tokenizer, notes, eosTokenIds };
 }
 
@@ -175,9 +168,10 @@ function weightFiles(model: Model, maxShardBytes: number): Record<string, Uint8A
 
 /**
  * The files of a directory LlamaForCausalLM.from_pretrained reads: config.json (with the MoBA
- * fields), model.safetensors (float32 weights only, metadata format "pt"; above maxShardBytes,
- * default 2 GiB, shards and model.safetensors.index.json), generation_config.json, tokenizer.json
- * and tokenizer_config.json (byte-level models: ids are the byte values).
+ * fields, and bos_token_id / eos_token_id where the config has them), model.safetensors (float32
+ * weights only, metadata format "pt"; above maxShardBytes, default 2 GiB, shards and
+ * model.safetensors.index.json), generation_config.json, tokenizer.json and tokenizer_config.json
+ * (the tokenizer's own where it was read with one; byte-level models: ids are the byte values).
  */
 export function exportModel(model: Model, tokenizer: TextTokenizer = byteTokenizer, maxShardBytes = 2 ** 31): Record<string, Uint8Array> {
   const c = model.config;
@@ -186,13 +180,16 @@ export function exportModel(model: Model, tokenizer: TextTokenizer = byteTokeniz
   const json = (x: unknown) => new TextEncoder().encode(JSON.stringify(x, null, 2) + "\n");
   return {
     "config.json": json(toHfConfig(c)),
-    "generation_config.json": json({ _from_model_config: true }),
+    "generation_config.json": json({ _from_model_config: true, ...specialTokenIds(c) }),
     ...weightFiles(model, maxShardBytes),
     "tokenizer.json": new TextEncoder().encode(tokenizer.json),
-    "tokenizer_config.json": json({
-      tokenizer_class: "PreTrainedTokenizerFast",
-      model_max_length: c.max_position_embeddings,
-      clean_up_tokenization_spaces: false,
-    }),
+    "tokenizer_config.json":
+      tokenizer.config !== undefined
+        ? new TextEncoder().encode(tokenizer.config)
+        : json({
+            tokenizer_class: "PreTrainedTokenizerFast",
+            model_max_length: c.max_position_embeddings,
+            clean_up_tokenization_spaces: false,
+          }),
   };
 }

@@ -10,32 +10,44 @@ export interface TextTokenizer {
   decode(ids: ArrayLike<number>): string;
   /** The tokenizer.json this tokenizer was read from (or that describes it), exported with the model. */
   readonly json: string;
+  /** The tokenizer_config.json it was read with (text), exported as it was; undefined: none. */
+  readonly config?: string;
 }
 
-/** Reads a tokenizer.json (text or parsed); `source` names it in errors. */
-export async function loadTokenizer(json: string | object, source = "tokenizer.json", config: object = {}): Promise<TextTokenizer> {
+/**
+ * Reads a tokenizer.json (text or parsed) and its tokenizer_config.json when there is one (text or
+ * parsed); `source` names them in errors.
+ */
+export async function loadTokenizer(json: string | object, source = "tokenizer.json", config?: string | object): Promise<TextTokenizer> {
   const fail = (why: string): never => {
     throw new MobaError(`${source}: cannot read the tokenizer (${why.split("\n")[0]})`);
   };
-  let parsed: object;
-  try {
-    parsed = typeof json === "string" ? (JSON.parse(json) as object) : json;
-  } catch (error) {
-    return fail(`not valid JSON: ${(error as Error).message}`);
-  }
-  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed))
-    return fail(`expected a JSON object, got ${JSON.stringify(parsed)?.slice(0, 40)}`);
+  const parse = (text: string | object, what: string): object => {
+    let parsed: unknown;
+    try {
+      parsed = typeof text === "string" ? JSON.parse(text) : text;
+    } catch (error) {
+      return fail(`${what}not valid JSON: ${(error as Error).message}`);
+    }
+    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed))
+      return fail(`${what}expected a JSON object, got ${JSON.stringify(parsed)?.slice(0, 40)}`);
+    return parsed;
+  };
+  const parsed = parse(json, "");
+  const extra = config === undefined ? {} : parse(config, "tokenizer_config.json: ");
   const { Tokenizer } = await import("@huggingface/tokenizers");
   let tokenizer: InstanceType<typeof Tokenizer>;
   try {
-    tokenizer = new Tokenizer(parsed, config);
+    tokenizer = new Tokenizer(parsed, extra);
   } catch (error) {
     return fail((error as Error).message);
   }
+  const text = (x: string | object) => (typeof x === "string" ? x : JSON.stringify(x));
   return {
     encode: (text) => Int32Array.from(tokenizer.encode(text, { add_special_tokens: false }).ids),
     decode: (ids) => tokenizer.decode(Array.from(ids), { skip_special_tokens: false }),
-    json: typeof json === "string" ? json : JSON.stringify(json),
+    json: text(json),
+    ...(config !== undefined && { config: text(config) }),
   };
 }
 

@@ -1,7 +1,7 @@
 // moba eval: validation loss and perplexity, loss by position, trailing-token loss and passkey
 // retrieval, from a checkpoint on the CPU or WebGPU.
 import type { ModelBackend } from "../backend.js";
-import type { Document } from "../io/corpus.js";
+import type { Document } from "../model/packing.js";
 import { passkeySample } from "../io/passkey.js";
 import type { AttentionKind } from "../model/config.js";
 import { forward, lossOf, type Model } from "../model/llama.js";

@@ -1,10 +1,12 @@
 // moba experiment <name>: the runs of one experiment from its config in experiments/, each trained
 // (resumable: an interrupted experiment picks up where it stopped) and evaluated, then one report:
-// results.jsonl, a table, and SVG plots.
+// results.jsonl, a table, and SVG plots. A continual-training experiment first trains its
+// "pretrain" run, exports it as `moba export` does, and starts every run from that directory.
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { writeFileAtomic } from "../io/files.js";
+import { exportCheckpoint } from "./export.js";
 import { MobaError } from "../tensor.js";
 import { modelBackend } from "./backends.js";
 import { lossReport, type LossReport, passkeyGrid, type PasskeyCell } from "./evaluate.js";
@@ -14,6 +16,11 @@ import { table } from "./util.js";
 
 export interface ExperimentConfig {
   description: string;
+  /**
+   * Continual training (the MoBA paper's recipe): a run trained first into OUT/pretrain and exported
+   * as a Hugging Face directory (OUT/pretrain/hf); every run then starts from it (its `init`).
+   */
+  pretrain?: Partial<TrainOptions>;
   /** Options every run shares; a run's own options override them (its model fields one by one). */
   base: Partial<TrainOptions>;
   runs: { name: string; train: Partial<TrainOptions> }[];
@@ -34,6 +41,8 @@ export interface RunResult {
   tokensPerSecond: number;
   finalTrainLoss: number;
   validationLoss: number;
+  /** Runs from a pretrained model: the validation loss of the starting weights under the run's attention. */
+  initialValidationLoss?: number;
   eval: LossReport;
   passkey?: PasskeyCell[];
 }
@@ -49,6 +58,7 @@ export function readExperiment(path: string): ExperimentConfig {
   }
   if (!Array.isArray(config.runs) || config.runs.length === 0)
     throw new MobaError(`${path}: expected "runs": a non-empty list, got ${JSON.stringify(config.runs)}`);
+  if (config.pretrain !== undefined) checkTrainOptions({ ...config.pretrain, out: "pretrain" });
   config.runs.forEach((r) => checkTrainOptions(runOptions(config, r.name, "")));
   return config;
 }
@@ -56,11 +66,54 @@ export function readExperiment(path: string): ExperimentConfig {
 function runOptions(config: ExperimentConfig, name: string, out: string): Partial<TrainOptions> {
   const run = config.runs.find((r) => r.name === name);
   if (!run) throw new MobaError(`--run: expected one of ${config.runs.map((r) => r.name).join(", ")}, got "${name}"`);
-  return { ...config.base, ...run.train, model: { ...config.base.model, ...run.train.model }, out: join(out, name) };
+  return {
+    ...config.base,
+    ...run.train,
+    model: { ...config.base.model, ...run.train.model },
+    out: join(out, name),
+    ...(config.pretrain && { init: pretrainedDir(out) }),
+  };
+}
+
+/** Where a continual-training experiment's pretrained model is exported. */
+function pretrainedDir(out: string): string {
+  return join(out, "pretrain", "hf");
 }
 
 /** What the command line may override in every run of an experiment. */
 export type RunOverrides = Partial<Pick<TrainOptions, "backend" | "precision">>;
+
+function withOverrides(options: Partial<TrainOptions>, overrides: RunOverrides): Partial<TrainOptions> {
+  if (overrides.backend) options.backend = overrides.backend;
+  if (overrides.precision) options.precision = overrides.precision;
+  return options;
+}
+
+/** Progress every 25 steps and at the end, each line prefixed with the run's name. */
+function runIo(name: string, print: (line: string) => void) {
+  return {
+    print: (l: string) => print(`[${name}] ${l}`),
+    onStep: (l: StepLog, total: number) => {
+      if ((l.step + 1) % 25 === 0 || l.step + 1 === total)
+        print(
+          `[${name}] step ${l.step + 1}/${total} loss ${l.loss.toFixed(4)}${l.validationLoss ? ` val ${l.validationLoss.toFixed(4)}` : ""} ${l.tokensPerSecond.toFixed(0)} tok/s`,
+        );
+    },
+  };
+}
+
+/**
+ * Trains (or finishes: a finished run returns at once) the pretraining run and exports its checkpoint
+ * as `moba export` does (again each time: the files are the same); returns the directory.
+ */
+async function pretrain(config: ExperimentConfig, out: string, print: (line: string) => void, overrides: RunOverrides): Promise<string> {
+  const options = withOverrides({ ...config.pretrain, out: join(out, "pretrain") }, overrides);
+  const result = await train(options, runIo("pretrain", print), true);
+  const dir = pretrainedDir(out);
+  await exportCheckpoint(result.checkpoint, dir);
+  print(`[pretrain] validation loss ${result.validationLoss?.toFixed(4)} after ${result.log.length} steps; exported to ${dir}`);
+  return dir;
+}
 
 /** Trains (or finishes) one run and evaluates its checkpoint. */
 export async function runOne(
@@ -70,30 +123,17 @@ export async function runOne(
   print: (line: string) => void,
   overrides: RunOverrides = {},
 ): Promise<RunResult> {
-  const options = runOptions(config, name, out);
-  if (overrides.backend) options.backend = overrides.backend;
-  if (overrides.precision) options.precision = overrides.precision;
+  const options = withOverrides(runOptions(config, name, out), overrides);
   const done = join(out, name, "result.json");
   if (existsSync(done)) {
     print(`[${name}] finished earlier (${done})`);
     return JSON.parse(readFileSync(done, "utf8")) as RunResult;
   }
-  const result = await train(
-    options,
-    {
-      print: (l) => print(`[${name}] ${l}`),
-      onStep: (l, total) => {
-        if ((l.step + 1) % 25 === 0 || l.step + 1 === total)
-          print(
-            `[${name}] step ${l.step + 1}/${total} loss ${l.loss.toFixed(4)}${l.validationLoss ? ` val ${l.validationLoss.toFixed(4)}` : ""} ${l.tokensPerSecond.toFixed(0)} tok/s`,
-          );
-      },
-    },
-    true,
-  );
+  const result = await train(options, runIo(name, print), true);
   // the trained model and held-out documents as train() left them: nothing read again
   const { model, validation } = result;
-  const o = checkTrainOptions(options);
+  // a run from a pretrained model has its config (the layers' attention included) only in the trained model
+  const o = checkTrainOptions(options, options.init ? model.config : undefined);
   const backend = await modelBackend(result.backend);
   const e = config.eval;
   // evaluated as it ends training: a stage switch to full attention yields a full-attention model
@@ -112,6 +152,7 @@ export async function runOne(
     tokensPerSecond: last.tokens / last.seconds,
     finalTrainLoss: last.loss,
     validationLoss: result.validationLoss ?? NaN,
+    ...(result.initialValidationLoss !== undefined && { initialValidationLoss: result.initialValidationLoss }),
     eval: report,
     passkey,
   };
@@ -141,11 +182,15 @@ export async function report(config: ExperimentConfig, name: string, out: string
     join(out, "validation.svg"),
     encode(
       lineChart(
-        `${name}: validation loss`,
+        `${name}: validation loss${config.pretrain ? " (step 0: the pretrained weights, before training)" : ""}`,
         results.map((r, i) => ({
           name: r.name,
           color: COLORS[i % COLORS.length],
-          points: logs[i].filter((l) => l.validationLoss !== undefined).map((l) => [l.step + 1, l.validationLoss!] as [number, number]),
+          // a run from a pretrained model starts at step 0 with its starting weights' loss
+          points: [
+            ...(r.initialValidationLoss === undefined ? [] : [[0, r.initialValidationLoss] as [number, number]]),
+            ...logs[i].filter((l) => l.validationLoss !== undefined).map((l) => [l.step + 1, l.validationLoss!] as [number, number]),
+          ],
         })),
         "step",
         "nats per byte",
@@ -195,6 +240,7 @@ export async function report(config: ExperimentConfig, name: string, out: string
         "wall s",
         "tok/s",
         "train loss",
+        ...(results[0].initialValidationLoss !== undefined ? ["val loss at 0"] : []),
         "val loss",
         "eval loss",
         `last ${results[0].eval.trailingTokens}`,
@@ -207,6 +253,7 @@ export async function report(config: ExperimentConfig, name: string, out: string
         r.wallSeconds.toFixed(0),
         r.tokensPerSecond.toFixed(0),
         r.finalTrainLoss.toFixed(4),
+        ...(results[0].initialValidationLoss !== undefined ? [r.initialValidationLoss?.toFixed(4) ?? ""] : []),
         r.validationLoss.toFixed(4),
         r.eval.loss.toFixed(4),
         r.eval.trailing.toFixed(4),
@@ -228,7 +275,7 @@ export async function experiment(
   const path = name.endsWith(".json") ? name : /^[a-z0-9-]+$/.test(name) && existsSync(bundled) ? fileURLToPath(bundled) : null;
   if (path === null || !existsSync(path))
     throw new MobaError(
-      `experiment: expected the name of a config in experiments/ (parity, trailing, granularity, passkey) or a .json file, got "${name}"`,
+      `experiment: expected the name of a config in experiments/ (parity, trailing, granularity, passkey, continual) or a .json file, got "${name}"`,
     );
   const config = readExperiment(path);
   const label = basename(path, ".json");
@@ -236,8 +283,9 @@ export async function experiment(
   mkdirSync(out, { recursive: true });
   if (!o.reportOnly) {
     print(`experiment ${label}: ${config.description}`);
-    for (const run of o.runs ?? config.runs.map((r) => r.name))
-      await runOne(config, run, out, print, { backend: o.backend, precision: o.precision });
+    const overrides = { backend: o.backend, precision: o.precision };
+    if (config.pretrain) await pretrain(config, out, print, overrides);
+    for (const run of o.runs ?? config.runs.map((r) => r.name)) await runOne(config, run, out, print, overrides);
   }
   return report(config, label, out, print);
 }

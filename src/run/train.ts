@@ -3,107 +3,25 @@
 // of every step and an SVG loss curve.
 import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import type { Backend, Precision } from "../attention/problem.js";
+import type { Backend } from "../attention/problem.js";
 import type { ModelBackend } from "../backend.js";
-import { type Document, loadSotu, loadTextFiles, splitDocuments } from "../io/corpus.js";
+import { loadSotu, loadTextFiles } from "../io/corpus.js";
 import { writeFileAtomic } from "../io/files.js";
-import { AdamW, learningRateAt, LossScale, type LossScaleState, type Moments, zeroMoments } from "../model/adamw.js";
-import { type Checkpoint, loadCheckpoint, saveCheckpoint } from "../model/checkpoint.js";
+import { AdamW, LossScale, type LossScaleState, type Moments, zeroMoments } from "../model/adamw.js";
+import { type Checkpoint, checkpointTokenizer, loadCheckpoint, saveCheckpoint } from "../model/checkpoint.js";
 import { type AttentionKind, checkConfig, kindsFromSpec, type LlamaConfig, layerKinds } from "../model/config.js";
 import { loadModel } from "../model/pretrained.js";
-import { loadTokenizer, type TextTokenizer } from "../model/tokenizer.js";
-import {
-  backward,
-  type Batch,
-  forward,
-  initModel,
-  lossOf,
-  type Model,
-  parameterCount,
-  release,
-  syncToHost,
-  zeroGradients,
-} from "../model/llama.js";
-import { concatBatches, type DataPosition, Packer, sequenceBatch, startPosition } from "../model/packing.js";
+import type { TextTokenizer } from "../model/tokenizer.js";
+import { type Batch, forward, initModel, lossOf, type Model, parameterCount, release, syncToHost } from "../model/llama.js";
+import { concatBatches, type DataPosition, type Document, Packer, sequenceBatch, splitDocuments, startPosition } from "../model/packing.js";
+import { type Stage, TRAIN_DEFAULTS, trainingStep, type TrainOptions } from "../model/training.js";
 import { Rng } from "../model/rng.js";
 import { passkeySample } from "../io/passkey.js";
 import { MobaError, shown } from "../tensor.js";
 import { modelBackend } from "./backends.js";
 import { lineChart } from "./plot.js";
 
-/** From `start` (a fraction of the steps) on, the layers use this attention. */
-export interface Stage {
-  start: number;
-  /** "moba", "full", or one entry per layer. */
-  attention?: AttentionKind | AttentionKind[];
-  /** The last N layers full, the others MoBA (the paper's hybrid recipe). */
-  fullAttentionLastLayers?: number;
-}
-
-export interface TrainOptions {
-  model: Partial<LlamaConfig>;
-  /** A Hugging Face model directory to start from (continual training): its config (model overrides fields), weights and tokenizer; null: random weights, bytes. */
-  init: string | null;
-  /** "moba", "full" or "hybrid-last-N" for every layer, after the config (null: the config's kinds). */
-  attention: string | null;
-  /** "sotu" (bundled corpus) or a path to text files. */
-  data: string;
-  out: string;
-  steps: number;
-  contextLength: number;
-  /** Rows of contextLength tokens per micro-batch. */
-  batchRows: number;
-  /** Micro-batches per optimizer step. */
-  accumulation: number;
-  learningRate: number;
-  /** The cosine ends at learningRate · this. */
-  minLearningRateFraction: number;
-  warmupSteps: number;
-  weightDecay: number;
-  beta1: number;
-  beta2: number;
-  adamEps: number;
-  gradClip: number;
-  seed: number;
-  evalEvery: number;
-  /** Validation rows (of contextLength tokens) for each evaluation. */
-  evalRows: number;
-  checkpointEvery: number;
-  backend: Backend | "auto";
-  /** "f16": GEMMs and attention on f16 operands (WebGPU), float32 weights, gradients and AdamW, dynamic loss scaling. */
-  precision: Precision;
-  stages: Stage[];
-  /** Share of rows replaced by passkey-retrieval samples (random key and depth), so a small model can learn the task. */
-  passkeyShare: number;
-}
-
-export const TRAIN_DEFAULTS: TrainOptions = {
-  model: {},
-  init: null,
-  attention: null,
-  data: "sotu",
-  out: "runs/tour",
-  steps: 150,
-  contextLength: 512,
-  batchRows: 2,
-  accumulation: 1,
-  learningRate: 3e-3,
-  minLearningRateFraction: 0.1,
-  warmupSteps: 15,
-  weightDecay: 0.1,
-  beta1: 0.9,
-  beta2: 0.95,
-  adamEps: 1e-8,
-  gradClip: 1,
-  seed: 1,
-  evalEvery: 50,
-  evalRows: 8,
-  checkpointEvery: 50,
-  backend: "auto",
-  precision: "f32",
-  stages: [],
-  passkeyShare: 0,
-};
+export { TRAIN_DEFAULTS, type Stage, type TrainOptions };
 
 export interface StepLog {
   step: number;
@@ -272,6 +190,8 @@ interface SavedState {
   options: TrainOptions;
   /** f16 runs: the loss scale, so a resumed run continues with it. */
   lossScale?: LossScaleState;
+  /** Runs from a pretrained model: its validation loss before the first step (under the run's attention). */
+  initialValidationLoss?: number;
   [key: string]: unknown;
 }
 
@@ -279,6 +199,8 @@ export interface TrainResult {
   model: Model;
   log: StepLog[];
   validationLoss: number | undefined;
+  /** A run from a pretrained model (init): the validation loss of its starting weights under the run's first attention, before any step. */
+  initialValidationLoss: number | undefined;
   checkpoint: string;
   backend: Backend;
   /** The held-out documents (what evaluation should read). */
@@ -359,6 +281,9 @@ function checkSavedState(saved: Checkpoint, checkpoint: string): SavedState {
     if (!ok || !Number.isSafeInteger(scale.cleanSteps) || scale.cleanSteps < 0 || !Number.isSafeInteger(scale.skipped) || scale.skipped < 0)
       bad("lossScale", "{ scale > 0, cleanSteps >= 0, skipped >= 0 }", scale);
   }
+  const initial = state.initialValidationLoss;
+  if (initial !== undefined && !(typeof initial === "number" && Number.isFinite(initial)))
+    bad("initialValidationLoss", "a finite number", initial);
   return state;
 }
 
@@ -383,11 +308,7 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
   if (!saved) for (const line of pretrained?.notes ?? []) io.print(`note: ${line}`);
   const backend = await modelBackend(o.backend, o.precision, io.print, false);
   // a run started from a Hugging Face model reads the text as its tokenizer's ids (a resumed one: the checkpoint's tokenizer)
-  const tokenizer = saved
-    ? saved.tokenizer === undefined
-      ? undefined
-      : await loadTokenizer(saved.tokenizer, `${checkpoint} (tokenizer)`)
-    : pretrained?.tokenizer;
+  const tokenizer = saved ? await checkpointTokenizer(saved, checkpoint) : pretrained?.tokenizer;
   const docs = tokenizer ? tokenizeDocuments(loadDocuments(o.data), tokenizer) : loadDocuments(o.data);
   const { train: trainDocs, validation } = splitDocuments(docs);
   mkdirSync(o.out, { recursive: true });
@@ -413,7 +334,6 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
     moments = zeroMoments(model);
   }
   const optimizer = new AdamW(model, backend, moments);
-  const adamw = { beta1: o.beta1, beta2: o.beta2, eps: o.adamEps, weightDecay: o.weightDecay, gradClip: o.gradClip };
   const packer = new Packer(trainDocs, o.contextLength, position); // checks a resumed position against the data
   if (saved) io.print(`resumed ${checkpoint} at step ${step}`);
   const evalBatches = [new Packer(validation, o.contextLength, startPosition(null)).next(o.evalRows)];
@@ -421,6 +341,14 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
     `model: ${(parameterCount(model) / 1e6).toFixed(2)}M parameters, ${o.config.num_hidden_layers} layers [${layerKinds(o.config).join(", ")}], ` +
       `block ${o.config.moba_chunk_size} / top-${o.config.moba_topk}; data: ${o.data} (${trainDocs.length} train / ${validation.length} validation documents); backend: ${backend.name} ${backend.precision}`,
   );
+
+  // continual training: what switching the attention costs before training adapts to it
+  let initialValidationLoss = state?.initialValidationLoss;
+  if (pretrained && !saved) {
+    const v = await evaluateLoss(model, evalBatches, backend, kindsAt(o, 0));
+    initialValidationLoss = v.loss / v.count;
+    io.print(`validation loss before training: ${initialValidationLoss.toFixed(4)} (the init model with [${kindsAt(o, 0).join(", ")}])`);
+  }
 
   const tokensPerStep = o.batchRows * o.contextLength * o.accumulation;
   const started = performance.now() - (log.at(-1)?.seconds ?? 0) * 1000;
@@ -432,36 +360,20 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
       rng: rng.state,
       options: input as TrainOptions,
       ...(lossScale && { lossScale: lossScale.state() }),
+      ...(initialValidationLoss !== undefined && { initialValidationLoss }),
     };
     // the log first: a kill between the two leaves a log ahead of the checkpoint, which resuming trims
     await writeFileAtomic(logPath, new TextEncoder().encode(log.map((l) => JSON.stringify(l) + "\n").join("")));
     await syncToHost(model);
-    await saveCheckpoint(checkpoint, model, await optimizer.moments(), state, tokenizer?.json);
+    await saveCheckpoint(checkpoint, model, await optimizer.moments(), state, tokenizer);
     await writeFileAtomic(join(o.out, "loss.svg"), new TextEncoder().encode(lossPlot(log)));
   };
   for (; step < o.steps;) {
     const t0 = performance.now();
     const kinds = kindsAt(o, step);
     const batches = Array.from({ length: o.accumulation }, () => nextBatch(packer, o, rng));
-    const count = batches.reduce((n, b) => n + b.weights.reduce((a, w) => a + w, 0), 0);
-    const lr = learningRateAt(step, o.steps, o.learningRate, o.warmupSteps, o.minLearningRateFraction);
     const scale = lossScale?.scale ?? 1;
-    // the whole step is recorded before anything is read back: the gradient norm, then the losses
-    const { loss, gradNorm } = await backend
-      .scope("training step", async () => {
-        await zeroGradients(model, backend);
-        const traces = [];
-        for (const batch of batches) {
-          const trace = await forward(model, batch, backend, kinds);
-          await backward(model, trace, backend, scale / Math.max(1, count));
-          traces.push(trace);
-        }
-        const gradNorm = await optimizer.update(lr, adamw, scale);
-        let loss = 0;
-        for (const trace of traces) loss += await lossOf(trace, backend);
-        return { loss, gradNorm };
-      })
-      .catch(divergence(step, o));
+    const { loss, gradNorm, lr } = await trainingStep(model, backend, optimizer, batches, kinds, step, o, scale).catch(divergence(step, o));
     // f16: an overflow skips the step (the optimizer took none) and halves the scale; float32 gradients do not overflow but diverge
     const skipped = lossScale ? !lossScale.record(gradNorm) : false;
     if (!lossScale && !Number.isFinite(gradNorm)) diverged(step, o, `gradient norm ${gradNorm}`);
@@ -469,7 +381,7 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
     const seconds = (performance.now() - started) / 1000;
     const entry: StepLog = {
       step: step - 1,
-      loss: loss / Math.max(1, count),
+      loss,
       lr,
       gradNorm,
       tokens: step * tokensPerStep,
@@ -488,7 +400,7 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
   }
   optimizer.free();
   await release(model); // the weights back on the host, the backend's copies freed
-  return { model, log, validationLoss, checkpoint, backend: backend.name, validation };
+  return { model, log, validationLoss, initialValidationLoss, checkpoint, backend: backend.name, validation };
 }
 
 /** A run whose numbers left the finite range fails before its next checkpoint: the last one written stays good. */

@@ -105,7 +105,12 @@ interface Pool {
   free: Map<string, { buffer: GPUBuffer; generation: number }[]>;
   generation: number;
   fill: GPUComputePipeline | null;
+  /** Uniform buffers by their contents, least recently used first (see Buffers.uniform). */
+  uniforms: Map<string, GPUBuffer>;
 }
+
+/** Uniform buffers kept by contents per device: a training step uses a few hundred distinct ones. */
+const UNIFORMS_KEPT = 4096;
 
 const pools = new WeakMap<GPUDevice, Pool>();
 
@@ -149,7 +154,7 @@ export class Buffers {
 
   constructor(readonly gpu: MobaDevice) {
     let pool = pools.get(gpu.device);
-    if (!pool) pools.set(gpu.device, (pool = { free: new Map(), generation: 0, fill: null }));
+    if (!pool) pools.set(gpu.device, (pool = { free: new Map(), generation: 0, fill: null, uniforms: new Map() }));
     this.pool = pool;
   }
 
@@ -224,14 +229,29 @@ export class Buffers {
     this.gpu.device.queue.submit([encoder.finish()]);
   }
 
-  /** A uniform buffer of u32 words (or f32 where given as { f32 }). */
+  /**
+   * A uniform buffer of u32 words (or f32 where given as { f32 }), never written after: one per
+   * distinct contents, kept by the device's pool (not this scope) and shared by every call that
+   * passes the same words. A step repeats its ops' parameters, so its dispatches find the same
+   * uniform buffers, no write each, and (with the same tensors) the same bind groups.
+   */
   uniform(words: (number | { f32: number })[], label: string): GPUBuffer {
     const data = new ArrayBuffer(Math.max(16, Math.ceil(words.length / 4) * 16));
     const u = new Uint32Array(data);
     const f = new Float32Array(data);
     words.forEach((w, i) => (typeof w === "number" ? (u[i] = w) : (f[i] = w.f32)));
-    const { buffer } = this.take(data.byteLength, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label);
-    this.gpu.device.queue.writeBuffer(buffer, 0, data);
+    const key = u.join(",");
+    const cache = this.pool.uniforms;
+    let buffer = cache.get(key);
+    if (buffer)
+      cache.delete(key); // set again below: the most recently used last
+    else {
+      buffer = this.gpu.device.createBuffer({ label, size: data.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+      this.gpu.device.queue.writeBuffer(buffer, 0, data);
+      // the least recently used goes; work recorded with it keeps it alive until it has run
+      if (cache.size >= UNIFORMS_KEPT) cache.delete(cache.keys().next().value!);
+    }
+    cache.set(key, buffer);
     return buffer;
   }
 

@@ -2,6 +2,7 @@
 // one command encoder (submitted before an attention call, which submits its own work, before a
 // read-back, and at the end of a scope). Weights, gradients and AdamW moments stay on the GPU
 // across steps; a training step reads back only the loss and the gradient norm, at its end.
+import { pastPerQuery } from "../attention/blocks.js";
 import { type AttentionProblem, FULL_ATTENTION_TILE, type Precision } from "../attention/problem.js";
 import type { AdamWScalars, AttentionCall, AttentionSaved, DecodeShape, DecoderWeights, ModelBackend } from "../backend.js";
 import { MobaError } from "../tensor.js";
@@ -29,13 +30,13 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
   readonly name = "webgpu" as const;
   private mem: Buffers | null = null;
   private persistentBytes = 0;
-  /** The most bytes held in any scope: persistent tensors plus the peaks of the scope's buffers and of the attention scratch. */
+  /** The most bytes held at once in any scope: persistent tensors plus the scope's buffers and, during an attention call, its scratch. */
   peakBytes = 0;
   private encoder: GPUCommandEncoder | null = null;
   /** An attention call's temporaries, recycled when the call has submitted (the next layer's call reuses them). */
   private readonly scratch: Buffers;
-  /** The most bytes the scratch held during this scope. */
-  private scratchPeak = 0;
+  /** The most bytes held during an attention call of this scope: the scope's buffers at its end plus the scratch it filled. */
+  private callPeak = 0;
 
   /** "f16": every GEMM and the attention on f16 operands with float32 accumulation (tensor cores where the device has them). */
   constructor(
@@ -55,8 +56,8 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
     const end = {
       destroy: () => {
         this.flush();
-        this.peakBytes = Math.max(this.peakBytes, this.persistentBytes + mem.peakBytes + this.scratchPeak);
-        this.scratchPeak = 0;
+        this.peakBytes = Math.max(this.peakBytes, this.persistentBytes + Math.max(mem.peakBytes, this.callPeak));
+        this.callPeak = 0;
         this.mem = null;
         mem.destroy();
       },
@@ -104,6 +105,14 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
 
   clear(x: GpuTensor): void {
     this.record().clearBuffer(x.buffer);
+  }
+
+  copy(dst: GpuTensor, dstOffset: number, src: GpuTensor, srcOffset: number, n: number): void {
+    this.record().copyBufferToBuffer(src.buffer, srcOffset * 4, dst.buffer, dstOffset * 4, n * 4);
+  }
+
+  resetPeak(): void {
+    this.peakBytes = this.persistentBytes;
   }
 
   // ---- recording ----
@@ -344,12 +353,22 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
     return { dq: { buffer: g.dq, length: q.length }, dk, dv };
   }
 
+  async routingTable(c: AttentionCall, saved: AttentionSaved<GpuTensor>): Promise<Int32Array> {
+    const routed = saved.routing as Parameters<typeof backwardOnGpu>[6]; // null where every block is selected
+    const bytes = c.tokens * c.qHeads * pastPerQuery(this.problem(c)) * 4;
+    if (!routed || bytes === 0) return new Int32Array(0);
+    this.flush();
+    const [table] = await readBack(this.gpu, [{ buffer: routed.routing, bytes }]); // u32 block indices, < 2^31
+    return new Int32Array(table);
+  }
+
   /** Runs an attention call (which submits its work) and recycles its temporaries. */
   private async withScratch<T>(call: () => Promise<T>): Promise<T> {
     try {
       return await call();
     } finally {
-      this.scratchPeak = Math.max(this.scratchPeak, this.scratch.bytes);
+      // the scratch only grows during a call and the scope's buffers only by the call's outputs: an upper bound of what it held at once
+      this.callPeak = Math.max(this.callPeak, this.scoped().bytes + this.scratch.bytes);
       this.scratch.recycle();
     }
   }

@@ -6,7 +6,7 @@ import { type Buffers, dispatch, pipeline } from "../kernel.js";
 import { DELTA, DELTA_ROWS } from "./backward.wgsl.js";
 import { halfCopier, halfTiled } from "./f16.js";
 import type { GpuTensors } from "./forward.js";
-import { dkdvPass, dqPass } from "./paths.js";
+import { dkdvPass, dqPass, type Pass } from "./paths.js";
 import { keyTiles, plan } from "./plan.js";
 import { type Routed, route, rounds, tileParams } from "./routing.js";
 
@@ -20,7 +20,8 @@ export interface GpuGradients {
  * `routed` as the forward left it on the GPU, else the table `given`, else routed again here.
  * In the f16 path dout should hold f16 values: the tensor-core dq reads an f16 copy of it, delta the
  * buffer as given (api.ts rounds it). Gradients stay in `mem`; the call's temporaries (row statistics,
- * f16 copies, key tiles) are taken from `scratch`.
+ * f16 copies, key tiles) are taken from `scratch`. `kernels`: passes a kernel harness
+ * (dev/attention/) times instead of the policy's (paths.ts).
  */
 export async function backwardOnGpu(
   mem: Buffers,
@@ -32,6 +33,7 @@ export async function backwardOnGpu(
   routed: Routed | null,
   given?: Int32Array,
   scratch = mem,
+  kernels: { dq?: Pass; dkdv?: Pass } = {},
 ): Promise<GpuGradients> {
   const gpu = mem.gpu;
   const pl = plan(p);
@@ -43,8 +45,8 @@ export async function backwardOnGpu(
   const rowStats = scratch.storage(tokens * qHeads * 8, "lse and delta", encoder);
   const dq = mem.poisoned(tokens * qHeads * headDim, "dq", encoder);
   const dkdv = mem.poisoned(2 * tokens * kvHeads * headDim, "dk and dv", encoder);
-  const dqChosen = dqPass(gpu, p);
-  const dkdvChosen = dkdvPass(gpu, p);
+  const dqChosen = kernels.dq ?? dqPass(gpu, p);
+  const dkdvChosen = kernels.dkdv ?? dkdvPass(gpu, p);
   const [deltaPipeline, dqPipeline, dkdvPipeline] = await Promise.all([
     pipeline(gpu, DELTA, null),
     dqChosen.compile(gpu),

@@ -3,38 +3,61 @@ import { defineKernel } from "../kernel.js";
 import { each, M, mmaHeader, tileStart } from "./mma.wgsl.js";
 import { SEGMENT_START } from "./tile.wgsl.js";
 
-/** Keys per dk/dv tile, queries per chunk and threads of the tensor-core dk/dv kernel. */
-export const MMA_DKDV_KEYS = 32;
+/** The chunk of the tensor-core dk/dv kernel: keys per workgroup (32 or 64) and headDim. */
+export interface DkdvMmaShape {
+  headDim: number;
+  keys: number;
+}
+
+/** The keys per workgroup the kernel is generated for: each staged chunk of queries serves them all. */
+export const MMA_DKDV_KEYS = [64, 32];
+
+/**
+ * The keys per workgroup tried for headDim, in order (the first whose workgroup memory fits). The
+ * harness (dev/attention/dkdv.mts) on the H200: 64 keys 18-40% faster at headDim 128, 32 keys
+ * 13-22% faster at headDim 64 (a smaller workgroup, more of them per SM).
+ */
+export const dkdvMmaKeys = (headDim: number) => (headDim > 64 ? [64, 32] : [32, 64]);
 const DKDV_QUERIES = 32;
 export const MMA_DKDV_THREADS = 256;
 
-/** Workgroup bytes of the dk/dv kernel: Q and dO rows (f16), S and dP (f32), Pᵀ and dSᵀ (f16), 16 rows of dK or dV on their way out (f32), row statistics. */
-export function dkdvMmaSharedBytes(headDim: number): number {
-  const [KT, QC] = [MMA_DKDV_KEYS, DKDV_QUERIES];
-  return 2 * QC * (headDim + 8) * 2 + 2 * QC * (KT + 4) * 4 + 2 * KT * (QC + 8) * 2 + M * (headDim + 4) * 4 + QC * 12;
+/** Floats of the S array, which also carries 16 rows of dK or dV on their way out where it is large enough. */
+const scoreFloats = (c: DkdvMmaShape) => DKDV_QUERIES * (c.keys + 4);
+const outFloats = (c: DkdvMmaShape) => M * (c.headDim + 4);
+
+/** Workgroup bytes: Q and dO rows (f16), S and dP (f32), Pᵀ and dSᵀ (f16), 16 rows of dK or dV on their way out (f32) unless S holds them, row statistics. */
+export function dkdvMmaSharedBytes(c: DkdvMmaShape): number {
+  const [D, KT, QC] = [c.headDim, c.keys, DKDV_QUERIES];
+  const outs = outFloats(c) <= scoreFloats(c) ? 0 : outFloats(c) * 4;
+  return 2 * QC * (D + 8) * 2 + 2 * scoreFloats(c) * 4 + 2 * KT * (QC + 8) * 2 + outs + QC * 12;
 }
 
 /**
- * dk and dv on tensor cores, key-tile-major like the float32 kernel (32 keys of one kv head per
+ * dk and dv on tensor cores, key-tile-major like the float32 kernel (`keys` keys of one kv head per
  * workgroup; their own block's queries, then every round's gathered queries that chose the block,
  * for each query head of the group), in chunks of 32 queries staged in workgroup memory, 8 subgroups:
- *   1. S = Q Kᵀ (subgroups 0-3) and dP = dO Vᵀ (4-7), one 16x16 tile (query tile, key tile) each,
- *      the key tile's Kᵀ or Vᵀ fragments in registers (gathered from the tiled copies at the start);
+ *   1. S = Q Kᵀ (subgroups 0-3) and dP = dO Vᵀ (4-7): each subgroup keeps one 16-key tile of Kᵀ or
+ *      Vᵀ in registers (gathered from the tiled copies at the start) and computes its (query tile,
+ *      key tile) products for every query tile it owns;
  *   2. Pᵀ = exp(scale · S − lse) and dSᵀ = scale · Pᵀ ∘ (dPᵀ − delta), rounded to f16, transposed;
- *   3. dV += Pᵀ dO and dK += dSᵀ Q: subgroup sg owns key tile sg / 4 and column tiles sg % 4, + 4,
- *      ..., of both, in registers (f32) for the whole tile.
- * Every matrix is read row-major. Each staged chunk serves 32 keys: measured on the H100 (32K tokens
- * x 8 heads, full attention) 16 keys with dK and dV in workgroup memory took 284 ms, in registers
- * 260. Besides the inputs, the roundings are P and dS to f16.
+ *   3. dV += Pᵀ dO and dK += dSᵀ Q: the subgroups split the key tiles and the headDim column tiles
+ *      of both, in registers (f32) for the whole workgroup.
+ * Every matrix is read row-major. More keys per workgroup let each staged chunk of Q and dO serve
+ * more keys (fewer loads and barriers per multiply); measurements in docs/benchmarks.md. Besides
+ * the inputs, the roundings are P and dS to f16.
  */
-export function dkdvMmaWgsl(c: { headDim: number }): string {
+export function dkdvMmaWgsl(c: DkdvMmaShape): string {
   const D = c.headDim;
   const fragments = D / M;
-  const keyTiles = MMA_DKDV_KEYS / M; // 2
+  const keyTiles = c.keys / M; // 2 or 4
   const queryTiles = DKDV_QUERIES / M; // 2
-  const subgroups = MMA_DKDV_THREADS / 32; // 8: S tiles on 0-3, dP tiles on 4-7; dK, dV of key tile sg / 4
+  const subgroups = MMA_DKDV_THREADS / 32; // 8: S on 0-3, dP on 4-7
+  const perKind = subgroups / 2; // subgroups computing S (or dP): key tile i % keyTiles, query tiles from i / keyTiles on
+  const queryGroups = perKind / keyTiles; // subgroups sharing one key tile of S, each taking queryTiles / queryGroups query tiles
   const columnGroups = subgroups / keyTiles; // subgroups sharing one key tile's dK, dV columns
-  if (keyTiles * queryTiles * 2 !== subgroups) throw new Error("dkdvMmaWgsl: one S or dP tile per subgroup");
+  if (!MMA_DKDV_KEYS.includes(c.keys) || queryTiles % queryGroups !== 0)
+    throw new Error(`dkdvMmaWgsl: keys ${c.keys} is not one of ${MMA_DKDV_KEYS}`);
+  const outs = outFloats(c) <= scoreFloats(c) ? "Ss" : "Outs"; // where dK and dV rows pass on their way out
   // TQ: queries per chunk; TK sizes the probability rows' stride PS
   const header = mmaHeader({ headDim: D, TK: DKDV_QUERIES }, DKDV_QUERIES, MMA_DKDV_THREADS);
   const slots = Math.ceil(fragments / columnGroups); // dK and dV tiles per subgroup
@@ -49,12 +72,12 @@ export function dkdvMmaWgsl(c: { headDim: number }): string {
     each(
       keyTiles,
       (half) => `if (ownKeys == ${half}u) {
-    ${each(slots, (slot) => `if (${owns(slot)}) { subgroupMatrixStore<row_major>(&Outs, (${column(slot)}) * ${M}u, ${acc}${slot}, OS); }`).join("\n    ")}
+    ${each(slots, (slot) => `if (${owns(slot)}) { subgroupMatrixStore<row_major>(&${outs}, (${column(slot)}) * ${M}u, ${acc}${slot}, OS); }`).join("\n    ")}
   }
   workgroupBarrier();
   for (var e = lid; e < ${M}u * D; e += THREADS) {
     let key = keyStart + ${half * M}u + e / D;
-    if (key < keyEnd) { dkdv[${offset}(key * P.kvHeads + g) * D + e % D] = Outs[(e / D) * OS + e % D]; }
+    if (key < keyEnd) { dkdv[${offset}(key * P.kvHeads + g) * D + e % D] = ${outs}[(e / D) * OS + e % D]; }
   }
   workgroupBarrier();`,
     ).join("\n  ");
@@ -104,15 +127,15 @@ fn partQueries(h: u32, part: u32, keyStart: u32, naturalEnd: u32, block: u32) ->
   return vec2<u32>(segmentStart(segment), segmentStart(segment + 1u));
 }
 
-const KEYS = ${MMA_DKDV_KEYS}u;
-const ST = ${MMA_DKDV_KEYS + 4}u; // S and dP row stride
+const KEYS = ${c.keys}u;
+const ST = ${c.keys + 4}u; // S and dP row stride
 var<workgroup> Qs: array<f16, ${DKDV_QUERIES * (D + 8)}>;  // [query, d] (at the start Kᵀ, [d, key])
 var<workgroup> dOs: array<f16, ${DKDV_QUERIES * (D + 8)}>; // [query, d] (at the start Vᵀ, [d, key])
-var<workgroup> Ss: array<f32, ${DKDV_QUERIES * (MMA_DKDV_KEYS + 4)}>;  // S [query, key]
-var<workgroup> dPs: array<f32, ${DKDV_QUERIES * (MMA_DKDV_KEYS + 4)}>; // dP [query, key]
-var<workgroup> Ps: array<f16, ${MMA_DKDV_KEYS * (DKDV_QUERIES + 8)}>;  // Pᵀ [key, query]
-var<workgroup> dSs: array<f16, ${MMA_DKDV_KEYS * (DKDV_QUERIES + 8)}>; // dSᵀ [key, query]
-var<workgroup> Outs: array<f32, ${M * (D + 4)}>; // [key, d]: 16 keys of dK or dV on their way out
+var<workgroup> Ss: array<f32, ${scoreFloats(c)}>;  // S [query, key] (at the end: 16 keys of dK or dV, [key, d], where large enough)
+var<workgroup> dPs: array<f32, ${scoreFloats(c)}>; // dP [query, key]
+var<workgroup> Ps: array<f16, ${c.keys * (DKDV_QUERIES + 8)}>;  // Pᵀ [key, query]
+var<workgroup> dSs: array<f16, ${c.keys * (DKDV_QUERIES + 8)}>; // dSᵀ [key, query]
+${outs === "Outs" ? `var<workgroup> Outs: array<f32, ${outFloats(c)}>; // [key, d]: 16 keys of dK or dV on their way out` : ""}
 var<workgroup> rowToken: array<u32, ${DKDV_QUERIES}>;
 var<workgroup> rowLse: array<f32, ${DKDV_QUERIES}>;
 var<workgroup> rowDelta: array<f32, ${DKDV_QUERIES}>;
@@ -121,26 +144,32 @@ ${tileStart(MMA_DKDV_THREADS)}
   let g = b.x;
   let keyStart = a.z;
   let keyEnd = a.w;
-  // step 1's tile: S (sg < 4) or dP, query tile queryTile, key tile keyTile; keys past keyEnd are masked below
-  let queryTile = sg % ${queryTiles}u;
-  let keyTile = (sg / ${queryTiles}u) % ${keyTiles}u;
+  // step 1's tiles: S (sg < ${perKind}) or dP, key tile keyTile, query tiles firstQueryTile, + ${queryGroups}, ...; keys past keyEnd are masked below
+  let keyTile = sg % ${keyTiles}u;
+  let firstQueryTile = (sg % ${perKind}u) / ${keyTiles}u;
   // the tile's keys of Kᵀ and Vᵀ, [d, key], gathered from the tiled copies into Qs and dOs (the
-  // tile need not start on a tile of the copies; once per workgroup), then as fragments into registers
-  for (var e = lid; e < D * KEYS; e += THREADS) {
-    let d = e / KEYS;
-    let key = keyStart + e % KEYS;
-    let at = fragment(g, key - key % 16u, d - d % 16u) + (d % 16u) * 16u + key % 16u;
-    Qs[e] = kT[at];
-    dOs[e] = vT[at];
-  }
-  workgroupBarrier();
+  // tile need not start on a tile of the copies; once per workgroup) 32 keys at a time (what the
+  // arrays hold), then as fragments into registers
   ${each(fragments, (d) => `var kv${d} = Right();`).join(" ")}
-  if (sg < ${subgroups / 2}u) {
-    ${each(fragments, (d) => `kv${d} = subgroupMatrixLoad<Right, row_major>(&Qs, ${d * M}u * KEYS + keyTile * ${M}u, KEYS);`).join("\n    ")}
-  } else {
-    ${each(fragments, (d) => `kv${d} = subgroupMatrixLoad<Right, row_major>(&dOs, ${d * M}u * KEYS + keyTile * ${M}u, KEYS);`).join("\n    ")}
+  for (var part = 0u; part < KEYS / 32u; part++) {
+    for (var e = lid; e < D * 32u; e += THREADS) {
+      let d = e / 32u;
+      let key = keyStart + part * 32u + e % 32u;
+      let at = fragment(g, key - key % 16u, d - d % 16u) + (d % 16u) * 16u + key % 16u;
+      Qs[e] = kT[at];
+      dOs[e] = vT[at];
+    }
+    workgroupBarrier();
+    if (keyTile / 2u == part) {
+      if (sg < ${perKind}u) {
+        ${each(fragments, (d) => `kv${d} = subgroupMatrixLoad<Right, row_major>(&Qs, ${d * M * 32}u + (keyTile % 2u) * ${M}u, 32u);`).join("\n        ")}
+      } else {
+        ${each(fragments, (d) => `kv${d} = subgroupMatrixLoad<Right, row_major>(&dOs, ${d * M * 32}u + (keyTile % 2u) * ${M}u, 32u);`).join("\n        ")}
+      }
+    }
+    workgroupBarrier();
   }
-  // step 3's tiles: dK and dV of the keys of key tile sg / 4, columns 16 j for j = sg % 4, + 4, ...
+  // step 3's tiles: dK and dV of the keys of key tile sg / ${columnGroups}, columns 16 j for j = sg % ${columnGroups}, + ${columnGroups}, ...
   let ownKeys = sg / ${columnGroups}u;
   ${each(slots, (slot) => `var dk${slot} = Result(); var dv${slot} = Result();`).join(" ")}
   // the chunks of TQ queries, in order: for each query head of the group, part 0 (the block's own
@@ -180,17 +209,21 @@ ${tileStart(MMA_DKDV_THREADS)}
     }
     ${loadAhead}
     workgroupBarrier();
-    // 1. S (subgroups 0-3) and dP (4-7), one (query tile, key tile) each
-    {
+    // 1. S (subgroups 0-${perKind - 1}) and dP (${perKind}-${subgroups - 1}), (query tile, key tile) products
+    ${each(
+      queryTiles / queryGroups,
+      (i) => `{
+      let queryTile = firstQueryTile + ${i * queryGroups}u;
       var acc = Result();
-      if (sg < ${subgroups / 2}u) {
-        ${each(fragments, (d) => `acc = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&Qs, queryTile * ${M}u * QS + ${d * M}u, QS), kv${d}, acc);`).join("\n            ")}
+      if (sg < ${perKind}u) {
+        ${each(fragments, (d) => `acc = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&Qs, queryTile * ${M}u * QS + ${d * M}u, QS), kv${d}, acc);`).join("\n        ")}
         subgroupMatrixStore<row_major>(&Ss, queryTile * ${M}u * ST + keyTile * ${M}u, acc, ST);
       } else {
-        ${each(fragments, (d) => `acc = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&dOs, queryTile * ${M}u * QS + ${d * M}u, QS), kv${d}, acc);`).join("\n            ")}
+        ${each(fragments, (d) => `acc = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&dOs, queryTile * ${M}u * QS + ${d * M}u, QS), kv${d}, acc);`).join("\n        ")}
         subgroupMatrixStore<row_major>(&dPs, queryTile * ${M}u * ST + keyTile * ${M}u, acc, ST);
       }
-    }
+    }`,
+    ).join("\n    ")}
     workgroupBarrier();
     // 2. Pᵀ and dSᵀ, masked (the query exists, the key is in the tile and not after the query), written transposed
     for (var e = lid; e < KEYS * TQ; e += THREADS) {
@@ -220,7 +253,7 @@ ${tileStart(MMA_DKDV_THREADS)}
 `;
 }
 
-export const DKDV_MMA = defineKernel<{ headDim: number }>({
+export const DKDV_MMA = defineKernel<DkdvMmaShape>({
   name: "dkdvMma",
   workgroupSize: MMA_DKDV_THREADS,
   bindings: ["P", "tiles", "entries", "q", "kT", "vT", "dout", "rowStats", "dkdv"],

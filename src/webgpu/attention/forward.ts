@@ -5,7 +5,7 @@
 import type { AttentionProblem } from "../../attention/problem.js";
 import { type Binding, type Buffers, dispatch } from "../kernel.js";
 import { halfInputs } from "./f16.js";
-import { forwardPass } from "./paths.js";
+import { forwardPass, type Pass } from "./paths.js";
 import { plan } from "./plan.js";
 import { type Routed, route, rounds, tileParams } from "./routing.js";
 
@@ -24,6 +24,7 @@ export interface GpuForwardResult {
 /**
  * Records and submits the forward (two command buffers: routing and copies, then the rounds); results
  * stay on the GPU in `mem`, the call's temporaries (f16 copies, softmax state) are taken from `scratch`.
+ * `kernel`: a pass a kernel harness (dev/attention/) times instead of the policy's (paths.ts).
  */
 export async function forwardOnGpu(
   mem: Buffers,
@@ -31,13 +32,14 @@ export async function forwardOnGpu(
   t: GpuTensors,
   given?: Int32Array,
   scratch = mem,
+  kernel?: Pass,
 ): Promise<GpuForwardResult> {
   const gpu = mem.gpu;
   const pl = plan(p);
   const { tokens, qHeads, headDim } = p;
   const first = gpu.device.createCommandEncoder();
   const routed = pl.all ? null : await route(mem, first, pl, t.q, t.k, given);
-  const chosen = forwardPass(gpu, p);
+  const chosen = kernel ?? forwardPass(gpu, p);
   const { shape } = chosen;
   const forward = await chosen.compile(gpu);
   const inputs = p.precision === "f16" ? await halfInputs(scratch, first, p, t, chosen.tensorCores) : t;

@@ -7,11 +7,11 @@ import type { AttentionProblem } from "../../attention/problem.js";
 import type { MobaDevice } from "../device.js";
 import { type Kernel, pipeline } from "../kernel.js";
 import { DKDV, DQ } from "./backward.wgsl.js";
-import { DKDV_MMA, dkdvMmaSharedBytes, MMA_DKDV_KEYS } from "./dkdvMma.wgsl.js";
+import { DKDV_MMA, dkdvMmaKeys, dkdvMmaSharedBytes } from "./dkdvMma.wgsl.js";
 import { DQ_MMA, dqMmaSharedBytes } from "./dqMma.wgsl.js";
 import { FORWARD } from "./forward.wgsl.js";
 import { FORWARD_MMA } from "./forwardMma.wgsl.js";
-import { MMA_QUERIES } from "./mma.wgsl.js";
+import { MMA_QUERIES, type MmaShape } from "./mma.wgsl.js";
 import { type DeviceLimits, dkdvShape, dqShape, forwardShape, mmaShape } from "./plan.js";
 import type { TileShape } from "./tile.wgsl.js";
 
@@ -25,6 +25,13 @@ export interface Pass {
   compile(gpu: MobaDevice): Promise<GPUComputePipeline>;
 }
 
+/**
+ * A kernel a caller picks instead of the policy below: the float32 kernel with TQ x TK tiles, or the
+ * tensor-core one with TK keys per chunk (dk/dv: per workgroup). Only dev/attention/'s harnesses
+ * pass one, to time each variant the generators make; the caller checks it fits the device.
+ */
+export type Variant = { tensorCores: false; TQ: number; TK: number } | { tensorCores: true; TK: number };
+
 const pass = <C>(kernel: Kernel<C>, constants: C, shape: TileShape, tensorCores: boolean): Pass => ({
   kernel: kernel.name,
   tensorCores,
@@ -32,21 +39,35 @@ const pass = <C>(kernel: Kernel<C>, constants: C, shape: TileShape, tensorCores:
   compile: (gpu) => pipeline(gpu, kernel, constants),
 });
 
-export function forwardPass(gpu: DeviceLimits, p: AttentionProblem): Pass {
+/** The float32 kernel with the policy's tile, or with the variant's. */
+function f32Pass(kernel: Kernel<TileShape>, shape: TileShape, variant?: Variant): Pass {
+  const tile = variant && !variant.tensorCores ? { ...shape, TQ: variant.TQ, TK: variant.TK } : shape;
+  return pass(kernel, tile, tile, false);
+}
+
+/** The tensor-core chunk a variant asks for: null for a float32 variant. */
+const chunk = (variant: Variant, headDim: number): MmaShape | null => (variant.tensorCores ? { headDim, TK: variant.TK } : null);
+
+export function forwardPass(gpu: DeviceLimits, p: AttentionProblem, variant?: Variant): Pass {
   const shape = forwardShape(gpu, p.headDim, p.precision ?? "f32");
-  const mma = p.precision === "f16" ? mmaShape(gpu, p.headDim) : null;
-  return mma ? pass(FORWARD_MMA, mma, { ...shape, TQ: MMA_QUERIES, TK: mma.TK }, true) : pass(FORWARD, shape, shape, false);
+  const mma = variant ? chunk(variant, p.headDim) : p.precision === "f16" ? mmaShape(gpu, p.headDim) : null;
+  return mma ? pass(FORWARD_MMA, mma, { ...shape, TQ: MMA_QUERIES, TK: mma.TK }, true) : f32Pass(FORWARD, shape, variant);
 }
 
-export function dqPass(gpu: DeviceLimits, p: AttentionProblem): Pass {
+export function dqPass(gpu: DeviceLimits, p: AttentionProblem, variant?: Variant): Pass {
   const shape = dqShape(gpu, p.headDim);
-  const mma = p.precision === "f16" && gpu.storageBuffersPerStage >= 9 ? mmaShape(gpu, p.headDim, dqMmaSharedBytes) : null;
-  return mma ? pass(DQ_MMA, mma, { ...shape, TQ: MMA_QUERIES, TK: mma.TK }, true) : pass(DQ, shape, shape, false);
+  const mma = variant
+    ? chunk(variant, p.headDim)
+    : p.precision === "f16" && gpu.storageBuffersPerStage >= 9
+      ? mmaShape(gpu, p.headDim, dqMmaSharedBytes)
+      : null;
+  return mma ? pass(DQ_MMA, mma, { ...shape, TQ: MMA_QUERIES, TK: mma.TK }, true) : f32Pass(DQ, shape, variant);
 }
 
-export function dkdvPass(gpu: DeviceLimits, p: AttentionProblem): Pass {
+export function dkdvPass(gpu: DeviceLimits, p: AttentionProblem, variant?: Variant): Pass {
   const shape = dkdvShape(gpu, p.headDim);
   const D = p.headDim;
-  const mma = p.precision === "f16" && gpu.mma16 && D % 16 === 0 && dkdvMmaSharedBytes(D) <= gpu.maxWorkgroupStorage;
-  return mma ? pass(DKDV_MMA, { headDim: D }, { ...shape, TK: MMA_DKDV_KEYS }, true) : pass(DKDV, shape, shape, false);
+  const fits = dkdvMmaKeys(D).find((keys) => dkdvMmaSharedBytes({ headDim: D, keys }) <= gpu.maxWorkgroupStorage);
+  const keys = variant ? chunk(variant, D)?.TK : p.precision === "f16" && gpu.mma16 && D % 16 === 0 ? fits : undefined;
+  return keys !== undefined ? pass(DKDV_MMA, { headDim: D, keys }, { ...shape, TK: keys }, true) : f32Pass(DKDV, shape, variant);
 }

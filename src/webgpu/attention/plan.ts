@@ -35,13 +35,17 @@ function tileShape(
 }
 
 const row = (D: number) => (D + 1) * 4;
-/** The float32 kernels' tiles: workgroup memory of query and key rows, scores (and dP), row state. */
+/** The float32 kernels' workgroup bytes at TQ x TK: query and key rows, scores (and dP), row state. */
+export const f32SharedBytes = {
+  forward: (D: number, TQ: number, TK: number) => (TQ + 2 * TK) * row(D) + TQ * TK * 4 + 64,
+  dq: (D: number, TQ: number, TK: number) => (2 * TQ + 2 * TK) * row(D) + TQ * TK * 4 + 64,
+  dkdv: (D: number, TQ: number, TK: number) => (2 * TQ + 2 * TK) * row(D) + 2 * TQ * TK * 4 + 64,
+};
+/** The float32 kernels' tiles. */
 export const forwardShape = (gpu: DeviceLimits, D: number, input: "f32" | "f16" = "f32") =>
-  tileShape(gpu, D, (TQ, TK) => (TQ + 2 * TK) * row(D) + TQ * TK * 4 + 64, "queries", input);
-export const dqShape = (gpu: DeviceLimits, D: number) =>
-  tileShape(gpu, D, (TQ, TK) => (2 * TQ + 2 * TK) * row(D) + TQ * TK * 4 + 64, "queries");
-export const dkdvShape = (gpu: DeviceLimits, D: number) =>
-  tileShape(gpu, D, (TQ, TK) => (2 * TQ + 2 * TK) * row(D) + 2 * TQ * TK * 4 + 64, "keys");
+  tileShape(gpu, D, (TQ, TK) => f32SharedBytes.forward(D, TQ, TK), "queries", input);
+export const dqShape = (gpu: DeviceLimits, D: number) => tileShape(gpu, D, (TQ, TK) => f32SharedBytes.dq(D, TQ, TK), "queries");
+export const dkdvShape = (gpu: DeviceLimits, D: number) => tileShape(gpu, D, (TQ, TK) => f32SharedBytes.dkdv(D, TQ, TK), "keys");
 
 /**
  * A tensor-core kernel's chunk for headDim, or null where it cannot run (no f16 16x16x16 subgroup

@@ -3,7 +3,7 @@
 // then each routed round's gathered query tiles, built on the GPU.
 import { forEachRoute } from "../../attention/blocks.js";
 import { type Binding, type Buffers, dispatch, pipeline, threadGroups } from "../kernel.js";
-import { GATE } from "./gate.wgsl.js";
+import { GATE, type GateShape } from "./gate.wgsl.js";
 import { naturalTiles, type Plan } from "./plan.js";
 import { BLOCK_SUMS, GATHERED_TILES, SCAN, SCATTER } from "./routing.wgsl.js";
 import type { TileShape } from "./tile.wgsl.js";
@@ -21,6 +21,29 @@ export interface Routed {
 function routingParams(mem: Buffers, pl: Plan): GPUBuffer {
   const { tokens, qHeads, kvHeads, headDim, blockSize, cuSeqlens } = pl.p;
   return mem.uniform([tokens, qHeads, kvHeads, headDim, blockSize, pl.width, pl.blocks, cuSeqlens.length - 1], "routing params");
+}
+
+/** The gate's compile-time shape for a plan: q read as vec4 rows where headDim allows. */
+export const gateShape = (pl: Plan): GateShape => ({ width: pl.width, headDim: pl.p.headDim, vec4Rows: pl.p.headDim % 4 === 0 });
+
+/** The gate's inputs and outputs: the bindings after its parameters. */
+export interface GateBuffers {
+  cu: GPUBuffer; // [batch + 1] cuSeqlens
+  offsets: GPUBuffer; // [batch + 1] first global block of each sequence
+  q: GPUBuffer; // [tokens, qHeads, headDim] f32
+  sums: GPUBuffer; // [blocks, kvHeads, headDim] block key sums
+  routing: GPUBuffer; // [tokens, qHeads, width] out
+  counts: GPUBuffer; // [width, qHeads, blocks] queries of each (round, head, block), added to
+}
+
+/**
+ * Records the gate (gate.wgsl.ts) in its shape for the plan, or in `shape` where a kernel harness
+ * (dev/attention/gate.mts) times another.
+ */
+export async function recordGate(mem: Buffers, encoder: GPUCommandEncoder, pl: Plan, b: GateBuffers, shape = gateShape(pl)): Promise<void> {
+  const gate = await pipeline(mem.gpu, GATE, shape);
+  const bindings = [routingParams(mem, pl), b.cu, b.offsets, b.q, b.sums, b.routing, b.counts];
+  dispatch(encoder, mem.gpu, gate, bindings, pl.p.qHeads * Math.ceil(pl.p.tokens / 64), "gate");
 }
 
 /**
@@ -57,15 +80,7 @@ export async function route(
     routing = mem.storage(tokens * qHeads * pl.width * 4, "routing", encoder);
     counts = mem.storage(segments * 4, "segment counts", encoder);
     dispatch(encoder, gpu, await pipeline(gpu, BLOCK_SUMS, null), [params, blockRange, k, sums], pl.blocks * kvHeads, "block sums");
-    const gateShape = { width: pl.width, headDim, vec4Rows: headDim % 4 === 0 };
-    dispatch(
-      encoder,
-      gpu,
-      await pipeline(gpu, GATE, gateShape),
-      [params, cu, offsets, q, sums, routing, counts],
-      qHeads * Math.ceil(tokens / 64),
-      "gate",
-    );
+    await recordGate(mem, encoder, pl, { cu, offsets, q, sums, routing, counts });
   }
   const segmentStart = mem.storage((segments + 1) * 4, "segment starts", encoder);
   const entries = mem.storage(tokens * qHeads * pl.width * 4, "inverted index", encoder);

@@ -26,15 +26,22 @@ export interface GemmCall {
 }
 
 /** A tile of the tensor-core GEMM: its shape without the call's layouts; `vector`: vec4 loads where the operand allows. */
-export type MmaTile = Pick<MmaGemmShape, "tileM" | "tileN" | "warpsM" | "warpsN" | "depth" | "prefetch" | "natural"> & { vector: boolean };
+export type MmaTile = Pick<MmaGemmShape, "tileM" | "tileN" | "warpsM" | "warpsN" | "depth" | "prefetch" | "natural" | "directStore"> & {
+  vector: boolean;
+};
 
 /** The tensor-core tiles, largest first: the harness's (dev/gemm/gemm.mts) fastest on the H200 (docs/benchmarks.md, Training). */
 export const MMA_TILES: MmaTile[] = [
-  { tileM: 128, tileN: 128, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true }, // harness version 12
-  { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true }, // version 11
+  { tileM: 128, tileN: 128, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true, directStore: false }, // harness version 13
+  { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true, directStore: false }, // version 11
 ];
-/** Workgroups that fill the GPU about twice (an H200 has 132 SMs); fewer tiles than this take a smaller tile or split K. */
+/** Workgroups that fill the GPU about twice (an H200 has 132 SMs); fewer tiles than this take a smaller tile, or at the smallest split K. */
 const ENOUGH_WORKGROUPS = 264;
+/**
+ * Workgroups split-K aims at: four per SM (harness versions 12-14: twice the splits of 264 sped the
+ * thin dW products up by a third, four times slowed the wide one).
+ */
+const SPLIT_WORKGROUPS = 528;
 /** The least K a split of split-K takes: its own tile's loads and epilogue must stay small beside its MMAs. */
 const MIN_SPLIT_K = 1024;
 
@@ -47,17 +54,17 @@ export interface MmaPlan {
   kPerSplit: number;
 }
 
-/** The tile and split-K of a tensor-core GEMM: the largest tile that fills the GPU (`enough` workgroups), else split K. */
-export function planMmaGemm(c: GemmCall, tiles = MMA_TILES, enough = ENOUGH_WORKGROUPS): MmaPlan {
+/** The tile and split-K of a tensor-core GEMM: the largest tile that fills the GPU, else the smallest with K split until `splitTarget` workgroups. */
+export function planMmaGemm(c: GemmCall, tiles = MMA_TILES, splitTarget = SPLIT_WORKGROUPS): MmaPlan {
   const count = (t: (typeof tiles)[number]) => Math.ceil(c.M / t.tileM) * Math.ceil(c.N / t.tileN);
-  const chosen = tiles.find((t) => count(t) >= enough) ?? tiles[tiles.length - 1];
+  const chosen = tiles.find((t) => count(t) >= ENOUGH_WORKGROUPS) ?? tiles[tiles.length - 1];
   const { vector, ...tile } = chosen;
   // vec4 loads where the operand's contiguous extent is a multiple of 4 (then a vec4 is wholly inside or outside it)
   const vectorA = vector && (c.aTransposed ? c.M : c.K) % 4 === 0;
   const vectorB = vector && (c.bTransposed ? c.N : c.K) % 4 === 0;
   const shape = { aTransposed: c.aTransposed, bTransposed: c.bTransposed, accumulate: c.accumulate, ...tile, vectorA, vectorB };
   const n = count(chosen);
-  const splits = Math.max(1, Math.min(Math.ceil(enough / n), Math.floor(c.K / MIN_SPLIT_K)));
+  const splits = Math.max(1, Math.min(Math.ceil(splitTarget / n), Math.floor(c.K / MIN_SPLIT_K)));
   const kPerSplit = Math.ceil(c.K / splits / tile.depth) * tile.depth;
   return { call: c, shape, tilesN: Math.ceil(c.N / tile.tileN), tiles: n, splits: Math.ceil(c.K / kPerSplit), kPerSplit };
 }
@@ -128,7 +135,9 @@ export async function recordMmaGemm(
   const { M: m, N: n, K: k } = plan.call;
   const words = [m, n, k, plan.tilesN, plan.tiles, plan.kPerSplit, plan.splits, 0];
   const out = sum ? partials(plan.splits * m * n * 4) : y; // every element written: no clear
-  dispatch(encoder(), gpu, main, [a, b, out, mem.uniform(words, "gemm shape")], plan.tiles * plan.splits, "gemm mma");
+  // the label names the operand layout, so a step's profile splits the GEMM time into the model's forward x · wᵀ, dX and dW products
+  const form = s.aTransposed ? "Aᵀ B (dW)" : s.bTransposed ? "A B (dX)" : "A Bᵀ (forward)";
+  dispatch(encoder(), gpu, main, [a, b, out, mem.uniform(words, "gemm shape")], plan.tiles * plan.splits, `gemm mma ${form}`);
   if (sum)
     dispatch(
       encoder(),

@@ -44,6 +44,15 @@ export interface MmaGemmShape {
   /** Read A (B) as vec4<f32>: its contiguous extent (K, or M / N where transposed) is a multiple of 4. */
   vectorA: boolean;
   vectorB: boolean;
+  /**
+   * A tile wholly inside y stores its accumulators straight to storage (y += starts them from y's
+   * values) instead of through the scratch, whose two barriers per accumulator double a short-K
+   * tile's barriers; edge tiles keep the scratch's bounds checks. Harness version 16 only: on the
+   * H200 it sped the dX product up by 43% and passed the harness's model shapes, but with it
+   * test/backend.test.ts's f16 GEMMs on odd shapes failed (with or without N % 4 == 0; cause not
+   * found), so src/'s tiles leave it off (docs/benchmarks.md).
+   */
+  directStore: boolean;
 }
 
 const F = 16; // the subgroup matrix side
@@ -148,6 +157,8 @@ export function mmaGemmWgsl(s: MmaGemmShape): string {
       ].join("\n        ")} }`,
   ).join("\n    ");
   const write = s.accumulate ? "y[at] + Cs[c]" : "Cs[c]";
+  // y's element offset of accumulator (i, j)'s first element, [M, N]
+  const at = (i: number, j: number) => `(m0 + wm + ${i * F}u) * shape.N + n0 + wn + ${j * F}u`;
   return /* wgsl */ `enable f16;
 enable subgroups;
 enable chromium_experimental_subgroup_matrix;
@@ -184,6 +195,20 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   let wm = (sg / ${s.warpsN}u) * ${fm * F}u; // this subgroup's block within the tile
   let wn = (sg % ${s.warpsN}u) * ${fn * F}u;
   ${each(fm, (i) => each(fn, (j) => `var ${acc(i, j)} = Result();`).join(" ")).join("\n  ")}
+  ${
+    s.directStore
+      ? `// a tile wholly inside y (uniform per workgroup) stores straight to storage; y += starts from y
+  // (matrix loads and stores in storage take rows 16-byte aligned: N a multiple of 4)
+  let interior = m0 + ${s.tileM}u <= shape.M && n0 + ${s.tileN}u <= shape.N && shape.N % 4u == 0u;
+  ${
+    s.accumulate
+      ? `if (interior && shape.splits == 1u) {
+    ${each(fm, (i) => each(fn, (j) => `${acc(i, j)} = subgroupMatrixLoad<Result, row_major>(&y, ${at(i, j)}, shape.N);`).join("\n    ")).join("\n    ")}
+  }`
+      : ""
+  }`
+      : ""
+  }
   ${a.declare}
   ${b.declare}
   ${s.prefetch ? `{ let k = kBegin;\n      ${a.load}\n      ${b.load}\n  }` : ""}
@@ -195,6 +220,15 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
     ${s.prefetch ? `{ let k = k + DEPTH;\n      ${a.load}\n      ${b.load}\n    }` : ""}
     ${mma}
     workgroupBarrier();
+  }
+  ${
+    s.directStore
+      ? `if (interior) {
+    let base = select(0u, split * shape.M * shape.N, shape.splits > 1u); // split-K: this split's partial [M, N]
+    ${each(fm, (i) => each(fn, (j) => `subgroupMatrixStore<row_major>(&y, base + ${at(i, j)}, ${acc(i, j)}, shape.N);`).join("\n    ")).join("\n    ")}
+    return;
+  }`
+      : ""
   }
   // epilogue: each accumulator through this subgroup's scratch, 8 elements per lane, bounds-checked
   let scratch = sg * ${F * F}u;
@@ -224,7 +258,7 @@ export const MMA_GEMM: Kernel<MmaGemmShape> = {
   workgroupSize: 0, // depends on the shape: mmaThreads(shape)
   key: (s) =>
     `${+s.aTransposed}${+s.bTransposed}${+s.accumulate}-${s.tileM}x${s.tileN}-${s.warpsM}x${s.warpsN}-${s.depth}${s.prefetch ? "p" : ""}` +
-    `${s.natural ? "n" : ""}${s.vectorA ? "va" : ""}${s.vectorB ? "vb" : ""}`,
+    `${s.natural ? "n" : ""}${s.vectorA ? "va" : ""}${s.vectorB ? "vb" : ""}${s.directStore ? "d" : ""}`,
   wgsl: mmaGemmWgsl,
 };
 
