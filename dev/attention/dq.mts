@@ -18,23 +18,14 @@
 import { dqMmaSharedBytes } from "../../src/webgpu/attention/dqMma.wgsl.js";
 import { dqPass } from "../../src/webgpu/attention/paths.js";
 import { f32SharedBytes } from "../../src/webgpu/attention/plan.js";
-import { runPassHarness } from "./harness.mts";
+import { QUERY_TILE_VERSIONS, runPassHarness } from "./harness.mts";
 
 await runPassHarness({
   name: "dq",
   flopsPerPair: 6,
   label: /^dq round/,
   outputs: ["dq"],
-  versions: {
-    1: { precision: "f32" },
-    2: { precision: "f16" },
-    3: { precision: "f32", variant: { tensorCores: false, TQ: 16, TK: 32 } },
-    4: { precision: "f32", variant: { tensorCores: false, TQ: 16, TK: 16 } },
-    5: { precision: "f32", variant: { tensorCores: false, TQ: 16, TK: 8 } },
-    6: { precision: "f16", variant: { tensorCores: true, TK: 16 } },
-    7: { precision: "f16", variant: { tensorCores: true, TK: 32 } },
-    8: { precision: "f16", variant: { tensorCores: true, TK: 64 } },
-  },
+  versions: QUERY_TILE_VERSIONS,
   pass: dqPass,
   sharedBytes: (headDim, v) => (v.tensorCores ? dqMmaSharedBytes({ headDim, TK: v.TK }) : f32SharedBytes.dq(headDim, v.TQ, v.TK)),
   // q, k and v tiles, K's tiles, dout, row statistics, dq: one more than WebGPU's default 8

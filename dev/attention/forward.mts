@@ -17,23 +17,14 @@
 import { forwardPass } from "../../src/webgpu/attention/paths.js";
 import { f32SharedBytes } from "../../src/webgpu/attention/plan.js";
 import { mmaSharedBytes } from "../../src/webgpu/attention/mma.wgsl.js";
-import { runPassHarness } from "./harness.mts";
+import { QUERY_TILE_VERSIONS, runPassHarness } from "./harness.mts";
 
 await runPassHarness({
   name: "forward",
   flopsPerPair: 4,
   label: /^forward round/,
   outputs: ["out", "lse"],
-  versions: {
-    1: { precision: "f32" },
-    2: { precision: "f16" },
-    3: { precision: "f32", variant: { tensorCores: false, TQ: 16, TK: 32 } },
-    4: { precision: "f32", variant: { tensorCores: false, TQ: 16, TK: 16 } },
-    5: { precision: "f32", variant: { tensorCores: false, TQ: 16, TK: 8 } },
-    6: { precision: "f16", variant: { tensorCores: true, TK: 16 } },
-    7: { precision: "f16", variant: { tensorCores: true, TK: 32 } },
-    8: { precision: "f16", variant: { tensorCores: true, TK: 64 } },
-  },
+  versions: QUERY_TILE_VERSIONS,
   pass: forwardPass,
   sharedBytes: (headDim, v) => (v.tensorCores ? mmaSharedBytes({ headDim, TK: v.TK }) : f32SharedBytes.forward(headDim, v.TQ, v.TK)),
 });

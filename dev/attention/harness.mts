@@ -331,6 +331,18 @@ async function time(gpu: MobaDevice, k: PassKernel, p: AttentionProblem, pass: P
   });
 }
 
+/** The versions of the query-tile kernels (forward, dq): src/'s picks, float32 tiles of 16 queries, tensor-core chunks of 16-64 keys. */
+export const QUERY_TILE_VERSIONS = {
+  1: { precision: "f32" },
+  2: { precision: "f16" },
+  3: { precision: "f32", variant: { tensorCores: false, TQ: 16, TK: 32 } },
+  4: { precision: "f32", variant: { tensorCores: false, TQ: 16, TK: 16 } },
+  5: { precision: "f32", variant: { tensorCores: false, TQ: 16, TK: 8 } },
+  6: { precision: "f16", variant: { tensorCores: true, TK: 16 } },
+  7: { precision: "f16", variant: { tensorCores: true, TK: 32 } },
+  8: { precision: "f16", variant: { tensorCores: true, TK: 64 } },
+} as const;
+
 /** The harness of one of the passes: checks, then times every wanted version on every shape. */
 export async function runPassHarness(k: PassKernel): Promise<void> {
   const gpu = await device();
