@@ -477,6 +477,9 @@ export async function backward<B extends Sized>(model: Model, trace: Trace<B>, b
     const dMid = backend.empty(T * H);
     await backend.rmsNormBackward(dMid, post.grad, dh2, s.mid, post.data, s.rstd2, T, H, false);
     await backend.addInto(dMid, dx);
+    // the MLP's activations and gradients are done: the attention's backward below reuses their
+    // memory, so the step's peak holds one half-layer's gradients beside the forward's activations
+    backend.release([dx, dm, dg, du, dh2, s.mid, s.h2, s.rstd2, s.g, s.u, s.m]);
     // attention
     const o = p("self_attn.o_proj");
     const dAttn = backend.empty(T * nH * D);
@@ -494,35 +497,10 @@ export async function backward<B extends Sized>(model: Model, trace: Trace<B>, b
     // the residual's gradient plus the norm's: dx of this layer's input
     const input = p("input_layernorm");
     await backend.rmsNormBackward(dMid, input.grad, dh1, s.x, input.data, s.rstd1, T, H, true);
-    // this layer's activations and gradients are done: the next layer's reuse their memory, so a
-    // step holds the forward's activations and one layer's gradients (not every layer's)
-    const { x, h1, rstd1, q, k, v, attn, mid, h2, rstd2, g, u, m } = s;
-    backend.release([
-      x,
-      h1,
-      rstd1,
-      q,
-      k,
-      v,
-      attn.out,
-      attn.lse,
-      mid,
-      h2,
-      rstd2,
-      g,
-      u,
-      m,
-      dx,
-      dm,
-      dg,
-      du,
-      dh2,
-      dAttn,
-      grads.dq,
-      grads.dk,
-      grads.dv,
-      dh1,
-    ]);
+    // the attention's half is done too: the next layer's reuse this memory, so a step holds the
+    // forward's activations and one layer's gradients (not every layer's)
+    const { x, h1, rstd1, q, k, v, attn } = s;
+    backend.release([x, h1, rstd1, q, k, v, attn.out, attn.lse, dAttn, grads.dq, grads.dk, grads.dv, dh1]);
     dx = dMid;
   }
   await backend.embeddingBackward(weights("model.embed_tokens.weight").grad, dx, batch.tokens, H);
