@@ -53,7 +53,7 @@ for (const headDim of headDims) {
     }
   }
   if (headDim % 16 !== 0) continue;
-  write(`toF16Tiled-${headDim}`, TO_F16_TILED.wgsl({ headDim }));
+  write(`toF16Tiled-${headDim}`, TO_F16_TILED.wgsl({ headDim, input: "f32" }));
   for (const keys of MMA_DKDV_KEYS) write(`dkdvMma-${headDim}-${keys}`, DKDV_MMA.wgsl({ headDim, keys }));
   for (const TK of [16, 32, 64]) {
     write(`forwardMma-${headDim}-${TK}`, FORWARD_MMA.wgsl({ headDim, TK }));

@@ -28,6 +28,12 @@ export interface AttentionSaved<B> {
   lse: B; // [tokens, qHeads]
   /** The block choice, in the backend's own form (a constant for the backward). */
   routing: unknown;
+  /**
+   * q, k, v as the backward reads them: the caller's own tensors, or (a training forward in f16 on
+   * WebGPU with tensor cores) the backend's f16 copies of them, after which the caller's may end.
+   * The caller ends these with out and lse when the backward is done.
+   */
+  inputs: { q: B; k: B; v: B };
 }
 
 /** One AdamW update's scalars, computed on the host. */
@@ -135,8 +141,9 @@ export interface ModelBackend<B extends Sized = Sized> {
   crossEntropy(lse: B, losses: B, logits: B, targets: Int32Array, weights: Float32Array, V: number): Promise<void>;
   /** dLogits = scale · weight · (softmax − onehot(target)) */
   crossEntropyBackward(dLogits: B, logits: B, lse: B, targets: Int32Array, weights: Float32Array, V: number, scale: number): Promise<void>;
-  attention(call: AttentionCall, q: B, k: B, v: B): Promise<AttentionSaved<B>>;
-  attentionBackward(call: AttentionCall, q: B, k: B, v: B, saved: AttentionSaved<B>, dout: B): Promise<{ dq: B; dk: B; dv: B }>;
+  /** `training`: a backward follows (the backend may keep its own copies of q, k, v for it: AttentionSaved.inputs). */
+  attention(call: AttentionCall, q: B, k: B, v: B, training: boolean): Promise<AttentionSaved<B>>;
+  attentionBackward(call: AttentionCall, saved: AttentionSaved<B>, dout: B): Promise<{ dq: B; dk: B; dv: B }>;
   /**
    * The block choice of an attention forward on the host: each query's chosen past blocks [tokens, qHeads, topK − 1],
    * ascending, as the api's routing (width 0 for full attention, or when top-k covers every block).

@@ -227,7 +227,7 @@ for (const [name, make, skip] of MODEL_BACKENDS) {
       const [want, ...prefills] = await backend.scope("test", async () => {
         const host = (xs: Sized[]) => Promise.all(xs.map(async (x) => Float32Array.from(await backend.download(x))));
         const trace = await forward(model, batch, backend);
-        const all = await host([...trace.layers.flatMap((l) => [l.k, l.v]), trace.logits]);
+        const all = await host([...trace.layers.flatMap((l) => [l.attn.inputs.k, l.attn.inputs.v]), trace.logits]);
         all[all.length - 1] = all[all.length - 1].slice((T - 1) * V); // the last position's logits
         const runs = [all];
         for (const rows of chunks) {
@@ -302,7 +302,7 @@ for (const [name, make, skip] of MODEL_BACKENDS) {
       );
       // the layer's q and k from the forward on the CPU (the prefill's, measured bit for bit)
       const c = model.config;
-      const { q, k } = (await forward(model, batch, cpuBackend)).layers[0];
+      const { q, k } = (await forward(model, batch, cpuBackend)).layers[0].attn.inputs;
       const problem = { tokens: T, qHeads: 4, kvHeads: 2, headDim: c.hidden_size / 4, cuSeqlens: [0, T], blockSize: 8, topK: 2, scale: 1 };
       gating[0].heads.forEach(({ chosen, score }, h) => {
         const want = referenceGating(problem, q, k, h);

@@ -147,7 +147,7 @@ test('precision "f16" on a device without shader-f16 is a clear error', { skip }
 });
 
 test(
-  "the tensor-core kernels' tiled f16 copies of k and v hold every element in its 16 x 16 tile, rounded to f16, and zeros past the tokens",
+  "the tensor-core kernels' tiled f16 copies of k and v (from float32, or from the f16 copies a training forward keeps) hold every element in its 16 x 16 tile, rounded to f16, and zeros past the tokens",
   { skip },
   async (t) => {
     const device = await getDevice();
@@ -155,10 +155,17 @@ test(
     const [tokens, heads, headDim] = [70, 3, 48]; // tokens not a multiple of the 16-key tile
     const x = new Float32Array(tokens * heads * headDim).map((_, i) => Math.sin(i * 1.7) * 3);
     const keyTiles = mmaKeyTiles(tokens);
-    for (const transpose of [false, true]) {
+    const halves = Uint16Array.from(x, floatToF16);
+    for (const [transpose, input] of [
+      [false, "f32"],
+      [true, "f32"],
+      [false, "f16"],
+      [true, "f16"],
+    ] as const) {
       const mem = new Buffers(device);
       const encoder = device.device.createCommandEncoder();
-      const y = await halfTiled(mem, encoder, mem.storage(x, "x"), tokens, heads, headDim, transpose, "x f16 tiles");
+      const from = mem.storage(input === "f32" ? x : halves, "x");
+      const y = await halfTiled(mem, encoder, from, tokens, heads, headDim, transpose, "x f16 tiles", input);
       device.device.queue.submit([encoder.finish()]);
       const [bytes] = await readBack(device, [{ buffer: y, bytes: heads * keyTiles * 16 * headDim * 2 }]);
       mem.destroy();
@@ -173,7 +180,7 @@ test(
           }
         }
       }
-      assert.equal(wrong, 0, `transpose ${transpose}: ${wrong} of ${got.length} elements differ`);
+      assert.equal(wrong, 0, `transpose ${transpose}, from ${input}: ${wrong} of ${got.length} elements differ`);
     }
   },
 );

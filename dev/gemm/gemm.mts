@@ -24,6 +24,9 @@
 //      transposed first (a 32x32-tile transpose each, timed with the GEMM): the fast layout, paid in bytes
 //  16: version 13 storing a tile wholly inside y straight from the accumulators to storage (y +=
 //      loads y into them first) instead of through a 16x16 scratch with two barriers per accumulator
+//  17: version 11 (the small-problem tile) storing as 16
+// GEMM_ODD=1: test/backend.test.ts's odd shapes instead of the model's (every row checked, the
+// wrong elements' rows and columns listed): where version 16 failed in src/.
 import { f16ToFloat, floatToF16 } from "../../src/io/half.js";
 import { getDevice } from "../../src/webgpu/device.js";
 import { type GemmCall, type MmaPlan, type MmaTile, planMmaGemm, recordGemm, recordMmaGemm } from "../../src/webgpu/gemm/index.js";
@@ -77,6 +80,7 @@ const VERSIONS: Record<number, MmaTile | "f32"> = {
   11: { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true, directStore: false },
   12: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true, directStore: false },
   16: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true, directStore: true },
+  17: { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true, directStore: true },
 };
 VERSIONS[13] = VERSIONS[14] = VERSIONS[15] = VERSIONS[12];
 /** Versions that transpose K-major operands first. */
@@ -87,7 +91,7 @@ const SPLIT_TARGETS: Record<number, number> = { 12: 264, 14: 1056 };
 // The bench-train model (hidden 512, 8/4 heads of 64, SwiGLU 1344, vocab 256) at T tokens: its
 // forward x · wᵀ, the backward's dx = dy · w (accumulating) and dw += dyᵀ · x; and 4096³.
 const T = Number(process.env.GEMM_TOKENS ?? 32768);
-const SHAPES: (GemmCall & { name: string })[] = [
+const MODEL_SHAPES: (GemmCall & { name: string })[] = [
   { name: "4096^3", M: 4096, N: 4096, K: 4096, aTransposed: false, bTransposed: false, accumulate: false },
   { name: "gate/up fwd", M: T, N: 1344, K: 512, aTransposed: false, bTransposed: false, accumulate: false },
   { name: "down fwd", M: T, N: 512, K: 1344, aTransposed: false, bTransposed: false, accumulate: false },
@@ -97,6 +101,20 @@ const SHAPES: (GemmCall & { name: string })[] = [
   { name: "gate dw", M: 1344, N: 512, K: T, aTransposed: true, bTransposed: true, accumulate: true },
   { name: "k dw", M: 256, N: 512, K: T, aTransposed: true, bTransposed: true, accumulate: true },
 ];
+/** The model's three products of test/backend.test.ts's (M, K, N): y = x · wᵀ, dx (+)= dy · w, dw += dyᵀ · x. */
+const ODD_SHAPES = [
+  [67, 65, 130],
+  [300, 64, 131],
+  [300, 64, 132],
+  [260, 128, 64],
+].flatMap(([M, K, N]) =>
+  [false, true].flatMap((accumulate) => [
+    ...(accumulate ? [] : [{ name: `y ${M}x${K}x${N}`, M, N, K, aTransposed: false, bTransposed: false, accumulate }]),
+    { name: `dx${accumulate ? "+" : ""} ${M}x${K}x${N}`, M, N: K, K: N, aTransposed: false, bTransposed: true, accumulate },
+    ...(accumulate ? [{ name: `dw+ ${M}x${K}x${N}`, M: N, N: K, K: M, aTransposed: true, bTransposed: true, accumulate }] : []),
+  ]),
+);
+const SHAPES = process.env.GEMM_ODD ? ODD_SHAPES : MODEL_SHAPES;
 
 const WARM_UP_MS = 400;
 const CALLS = 20;
@@ -116,10 +134,11 @@ function check(
   y0: Float32Array | null,
   y: Float32Array,
   rows: number[],
-): { error: number; unwritten: number } {
+): { error: number; unwritten: number; wrong: string } {
   let num = 0,
     den = 0,
     unwritten = 0;
+  const bad: [number, number][] = []; // elements off by more than 1e-3 of the row's scale
   for (const m of rows) {
     for (let n = 0; n < c.N; n++) {
       let s = y0 ? y0[m * c.N + n] : 0;
@@ -130,11 +149,14 @@ function check(
       }
       const got = y[m * c.N + n];
       if (Number.isNaN(got)) unwritten++;
+      if (!(Math.abs(got - s) <= 1e-3 * (1 + Math.abs(s)))) bad.push([m, n]);
       num += (got - s) ** 2;
       den += s * s;
     }
   }
-  return { error: Math.sqrt(num / den), unwritten };
+  const span = (xs: number[]) => (xs.length ? `${Math.min(...xs)}-${Math.max(...xs)}` : "");
+  const wrong = bad.length ? `${bad.length} wrong, rows ${span(bad.map((e) => e[0]))}, columns ${span(bad.map((e) => e[1]))}` : "";
+  return { error: Math.sqrt(num / den), unwritten, wrong };
 }
 
 const results: { version: number; shape: string; ms: number; tflops: number; error: number; plan: string }[] = [];
@@ -147,7 +169,10 @@ for (const shape of SHAPES) {
   const A = storageBuffer(gpu, a, "a"),
     B = storageBuffer(gpu, b, "b");
   const Y = storageBuffer(gpu, shape.M * shape.N * 4, "y");
-  const rows = Array.from({ length: 24 }, (_, i) => Math.floor(((i + 0.5) / 24) * shape.M));
+  const rows =
+    shape.M <= 512
+      ? Array.from({ length: shape.M }, (_, i) => i)
+      : Array.from({ length: 24 }, (_, i) => Math.floor(((i + 0.5) / 24) * shape.M));
   for (const version of wanted) {
     const tile = VERSIONS[version];
     if (tile !== "f32" && !gpu.mma16) continue;
@@ -199,7 +224,7 @@ for (const shape of SHAPES) {
     gpu.device.queue.writeBuffer(Y, 0, y0 ?? new Float32Array(shape.M * shape.N).fill(NaN));
     await record(1);
     const [bytes] = await readBack(gpu, [{ buffer: Y, bytes: shape.M * shape.N * 4 }]);
-    const { error, unwritten } = check(shape, plan ? a16 : a, plan ? b16 : b, y0, new Float32Array(bytes), rows);
+    const { error, unwritten, wrong } = check(shape, plan ? a16 : a, plan ? b16 : b, y0, new Float32Array(bytes), rows);
     // time: the GPU kept busy for WARM_UP_MS first (it idles at a low clock during the check above),
     // then 20 calls back to back in one submit, first start to last end (y keeps accumulating: its values do not matter here)
     for (const start = performance.now(); performance.now() - start < WARM_UP_MS;) {
@@ -217,7 +242,7 @@ for (const shape of SHAPES) {
     console.log(JSON.stringify({ version, ...shape, ms, tflops, error, unwritten, plan: planText }));
     // float32 sums of K products: the norm-wise error grows like √K · 2⁻²⁴; allow 4x that
     if (unwritten > 0 || !(error < 4 * Math.sqrt(shape.K) * 2 ** -24))
-      console.log(`FAIL version ${version} ${shape.name}: error ${error}, ${unwritten} unwritten`);
+      console.log(`FAIL version ${version} ${shape.name} (${planText}): error ${error}, ${unwritten} unwritten; ${wrong}`);
   }
   [A, B, Y].forEach((x) => x.destroy());
 }

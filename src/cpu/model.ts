@@ -70,9 +70,10 @@ export const cpuBackend: ModelBackend<Float32Array> = {
     crossEntropyBackward(dLogits, logits, lse, targets, weights, V, scale),
   async attention(c, q, k, v): Promise<AttentionSaved<Float32Array>> {
     const a = await cpuForward(attentionProblem(c, q, k, v), q, k, v);
-    return { out: a.out, lse: a.lse, routing: c.kind === "moba" ? a.past : undefined };
+    return { out: a.out, lse: a.lse, routing: c.kind === "moba" ? a.past : undefined, inputs: { q, k, v } };
   },
-  async attentionBackward(c, q, k, v, saved, dout) {
+  async attentionBackward(c, saved, dout) {
+    const { q, k, v } = saved.inputs;
     return cpuBackward(attentionProblem(c, q, k, v), q, k, v, saved.out, saved.lse, dout, saved.routing as Int32Array | undefined);
   },
   routingTable: async (_c, saved) => (saved.routing as Int32Array | undefined) ?? new Int32Array(0),

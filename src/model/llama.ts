@@ -185,10 +185,7 @@ interface LayerTrace<B> {
   x: B; // [T, H] layer input
   h1: B; // [T, H] normed input of attention
   rstd1: B; // [T]
-  q: B; // [T, qHeads, D] after rotary
-  k: B; // [T, kvHeads, D] after rotary
-  v: B; // [T, kvHeads, D]
-  attn: AttentionSaved<B>; // out [T, qHeads, D], lse [T, qHeads], MoBA's block choice
+  attn: AttentionSaved<B>; // out [T, qHeads, D], lse [T, qHeads], MoBA's block choice, q/k/v after rotary (or the backend's copies)
   call: AttentionCall;
   mid: B; // [T, H] after the attention residual
   h2: B; // [T, H] normed input of the MLP
@@ -269,14 +266,15 @@ async function attentionHalf<B extends Sized>(
   await backend.linear(v, h1, w("self_attn.v_proj"), T, H, nKV * D);
   await backend.rope(q, cos, sin, nH, D, 1);
   await backend.rope(k, cos, sin, nKV, D, 1);
-  const attn = await backend.attention(call, q, k, v);
+  const attn = await backend.attention(call, q, k, v, keep);
   await seen?.(q, k, attn);
   if (!keep) backend.release([h1, rstd1, q, attn.lse]);
+  else if (attn.inputs.q !== q) backend.release([q, k, v]); // the backward reads the backend's copies
   const mid = backend.empty(T * H); // the attention's projection, then plus the residual
   await backend.linear(mid, attn.out, w("self_attn.o_proj"), T, nH * D, H);
   await backend.addInto(mid, x);
   if (!keep) backend.release([attn.out, x]);
-  return { h1, rstd1, q, k, v, attn, mid };
+  return { h1, rstd1, k, v, attn, mid };
 }
 
 /** The MLP up to its down projection on `rows` rows of mid [rows, H]: RMSNorm, the gate and up projections, SwiGLU. */
@@ -319,9 +317,9 @@ export async function forward<B extends Sized>(
   for (let l = 0; l < c.num_hidden_layers; l++) {
     const w = (name: string) => weights(`model.layers.${l}.${name}.weight`).data;
     const call = attentionCall(c, kinds[l], batch.cuSeqlens);
-    const { h1, rstd1, q, k, v, attn, mid } = await attentionHalf(backend, c, w, x, call, cos, sin, true);
+    const { h1, rstd1, attn, mid } = await attentionHalf(backend, c, w, x, call, cos, sin, true);
     const { h2, rstd2, g, u, m } = await mlpIn(backend, c, w, mid, T);
-    layers.push({ x, h1, rstd1, q, k, v, attn, call, mid, h2, rstd2, g, u, m });
+    layers.push({ x, h1, rstd1, attn, call, mid, h2, rstd2, g, u, m });
     x = backend.empty(T * H); // the MLP's output, then plus the residual
     await backend.linear(x, m, w("mlp.down_proj"), T, F, H);
     await backend.addInto(x, mid);
@@ -454,7 +452,7 @@ export async function backward<B extends Sized>(model: Model, trace: Trace<B>, b
   const head = weights(headName(model));
   const dhN = backend.empty(T * H);
   await backend.linearBackward(dhN, head.grad, dLogits, trace.hN, head.data, T, H, V, false);
-  let dx = backend.empty(T * H);
+  const dx = backend.empty(T * H); // the residual stream's gradient, updated in place layer by layer
   const norm = weights("model.norm.weight");
   await backend.rmsNormBackward(dx, norm.grad, dhN, trace.final, norm.data, trace.rstdN, T, H, false);
   backend.release([dLogits, dhN]);
@@ -473,18 +471,18 @@ export async function backward<B extends Sized>(model: Model, trace: Trace<B>, b
     const dh2 = backend.empty(T * H);
     await backend.linearBackward(dh2, gate.grad, dg, s.h2, gate.data, T, H, F, false);
     await backend.linearBackward(dh2, up.grad, du, s.h2, up.data, T, H, F, true);
+    // mid's gradient: dx through the residual, plus the norm's (added into dx in place)
     const post = p("post_attention_layernorm");
-    const dMid = backend.empty(T * H);
-    await backend.rmsNormBackward(dMid, post.grad, dh2, s.mid, post.data, s.rstd2, T, H, false);
-    await backend.addInto(dMid, dx);
+    const dMid = dx;
+    await backend.rmsNormBackward(dMid, post.grad, dh2, s.mid, post.data, s.rstd2, T, H, true);
     // the MLP's activations and gradients are done: the attention's backward below reuses their
     // memory, so the step's peak holds one half-layer's gradients beside the forward's activations
-    backend.release([dx, dm, dg, du, dh2, s.mid, s.h2, s.rstd2, s.g, s.u, s.m]);
+    backend.release([dm, dg, du, dh2, s.mid, s.h2, s.rstd2, s.g, s.u, s.m]);
     // attention
     const o = p("self_attn.o_proj");
     const dAttn = backend.empty(T * nH * D);
     await backend.linearBackward(dAttn, o.grad, dMid, s.attn.out, o.data, T, nH * D, H, false);
-    const grads = await backend.attentionBackward(s.call, s.q, s.k, s.v, s.attn, dAttn);
+    const grads = await backend.attentionBackward(s.call, s.attn, dAttn);
     await backend.rope(grads.dq, cos, sin, nH, D, -1);
     await backend.rope(grads.dk, cos, sin, nKV, D, -1);
     const wq = p("self_attn.q_proj"),
@@ -499,9 +497,9 @@ export async function backward<B extends Sized>(model: Model, trace: Trace<B>, b
     await backend.rmsNormBackward(dMid, input.grad, dh1, s.x, input.data, s.rstd1, T, H, true);
     // the attention's half is done too: the next layer's reuse this memory, so a step holds the
     // forward's activations and one layer's gradients (not every layer's)
-    const { x, h1, rstd1, q, k, v, attn } = s;
+    const { x, h1, rstd1, attn } = s;
+    const { q, k, v } = attn.inputs;
     backend.release([x, h1, rstd1, q, k, v, attn.out, attn.lse, dAttn, grads.dq, grads.dk, grads.dv, dh1]);
-    dx = dMid;
   }
   await backend.embeddingBackward(weights("model.embed_tokens.weight").grad, dx, batch.tokens, H);
 }

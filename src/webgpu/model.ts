@@ -6,17 +6,18 @@ import { pastPerQuery } from "../attention/blocks.js";
 import { type AttentionProblem, FULL_ATTENTION_TILE, type Precision } from "../attention/problem.js";
 import type { AdamWScalars, AttentionCall, AttentionSaved, DecodeShape, DecoderWeights, ModelBackend } from "../backend.js";
 import { MobaError } from "../tensor.js";
-import { backwardOnGpu, forwardOnGpu, headGroups } from "./attention/index.js";
+import { backwardOnGpu, backwardReadsHalf, forwardOnGpu, headGroups } from "./attention/index.js";
 import { GpuDecoder } from "./decode.js";
 import { checked, getDevice, type MobaDevice } from "./device.js";
 import { type GemmCall, recordGemm } from "./gemm/index.js";
 import { Buffers, dispatch, type Kernel, pipeline, readBack, storageBuffer } from "./kernel.js";
 import * as K from "./model.wgsl.js";
 
-/** A GPU buffer and how many float32 (or int32) elements it holds. */
+/** A GPU buffer and how many float32 (or int32) elements it holds; `f16`: f16 elements instead (the attention's kept copies). */
 export interface GpuTensor {
   readonly buffer: GPUBuffer;
   readonly length: number;
+  readonly f16?: boolean;
 }
 
 /** Rows per chunk of RMSNorm's weight-gradient sum (stage 1), so stage 2 sums M / 256 partials. */
@@ -319,22 +320,34 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
     return p;
   }
 
-  async attention(c: AttentionCall, q: GpuTensor, k: GpuTensor, v: GpuTensor): Promise<AttentionSaved<GpuTensor>> {
+  async attention(c: AttentionCall, q: GpuTensor, k: GpuTensor, v: GpuTensor, training: boolean): Promise<AttentionSaved<GpuTensor>> {
     this.flush(); // q, k, v are written by recorded work; the attention submits its own
+    const p = this.problem(c);
+    // a backward that reads only f16 copies of q, k, v takes the forward's, kept in half the bytes of q, k, v
+    const keepHalf = training && backwardReadsHalf(this.gpu, p);
     const r = await this.withScratch(() =>
-      forwardOnGpu(this.scoped(), this.problem(c), { q: q.buffer, k: k.buffer, v: v.buffer }, undefined, this.scratch),
+      forwardOnGpu(this.scoped(), p, { q: q.buffer, k: k.buffer, v: v.buffer }, undefined, this.scratch, undefined, keepHalf),
     );
-    return { out: { buffer: r.out, length: q.length }, lse: { buffer: r.lse, length: c.tokens * c.qHeads }, routing: r.routed };
+    const kept = r.kept;
+    const inputs = kept
+      ? {
+          q: { buffer: kept.q, length: q.length, f16: true },
+          k: { buffer: kept.k, length: k.length, f16: true },
+          v: { buffer: kept.v, length: v.length, f16: true },
+        }
+      : { q, k, v };
+    return { out: { buffer: r.out, length: q.length }, lse: { buffer: r.lse, length: c.tokens * c.qHeads }, routing: r.routed, inputs };
   }
 
-  async attentionBackward(c: AttentionCall, q: GpuTensor, k: GpuTensor, v: GpuTensor, saved: AttentionSaved<GpuTensor>, dout: GpuTensor) {
+  async attentionBackward(c: AttentionCall, saved: AttentionSaved<GpuTensor>, dout: GpuTensor) {
     this.flush();
     const routed = saved.routing as Parameters<typeof backwardOnGpu>[6];
+    const { q, k, v } = saved.inputs;
     const g = await this.withScratch(() =>
       backwardOnGpu(
         this.scoped(),
         this.problem(c),
-        { q: q.buffer, k: k.buffer, v: v.buffer },
+        { q: q.buffer, k: k.buffer, v: v.buffer, f16: q.f16 },
         saved.out.buffer,
         saved.lse.buffer,
         dout.buffer,

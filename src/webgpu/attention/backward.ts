@@ -2,12 +2,13 @@
 // the forward's rounds of query tiles, then dk and dv key-block-major in one dispatch (a key tile
 // walks its block's own queries, then the queries that routed to the block in every round).
 import type { AttentionProblem } from "../../attention/problem.js";
+import { MobaError } from "../../tensor.js";
 import { type Buffers, dispatch, pipeline } from "../kernel.js";
 import { DELTA, DELTA_ROWS } from "./backward.wgsl.js";
 import { halfCopier, halfTiled } from "./f16.js";
 import type { GpuTensors } from "./forward.js";
 import { dkdvPass, dqPass, type Pass } from "./paths.js";
-import { keyTiles, plan } from "./plan.js";
+import { type DeviceLimits, keyTiles, plan } from "./plan.js";
 import { type Routed, route, rounds, tileParams } from "./routing.js";
 
 export interface GpuGradients {
@@ -16,10 +17,19 @@ export interface GpuGradients {
 }
 
 /**
+ * Whether the backward reads q, k and v only through f16 copies (the f16 path with dq and dk/dv both
+ * on tensor cores): then a training forward may keep those copies (forwardOnGpu's keepHalf) and the
+ * backward take them in place of the float32 inputs.
+ */
+export const backwardReadsHalf = (gpu: DeviceLimits, p: AttentionProblem): boolean =>
+  p.precision === "f16" && dqPass(gpu, p).tensorCores && dkdvPass(gpu, p).tensorCores;
+
+/**
  * Records and submits the backward (one command buffer), given the forward's out and lse on the GPU and its routing:
  * `routed` as the forward left it on the GPU, else the table `given`, else routed again here.
  * In the f16 path dout should hold f16 values: the tensor-core dq reads an f16 copy of it, delta the
- * buffer as given (api.ts rounds it). Gradients stay in `mem`; the call's temporaries (row statistics,
+ * buffer as given (api.ts rounds it). `t` may be the f16 copies a training forward kept (t.f16, where
+ * backwardReadsHalf; the routing must then be given, since routing reads float32). Gradients stay in `mem`; the call's temporaries (row statistics,
  * f16 copies, key tiles) are taken from `scratch`. `kernels`: passes a kernel harness
  * (dev/attention/) times instead of the policy's (paths.ts).
  */
@@ -38,6 +48,10 @@ export async function backwardOnGpu(
   const gpu = mem.gpu;
   const pl = plan(p);
   const { tokens, qHeads, kvHeads, headDim } = p;
+  const dqChosen = kernels.dq ?? dqPass(gpu, p);
+  const dkdvChosen = kernels.dkdv ?? dkdvPass(gpu, p);
+  if (t.f16 && !(dqChosen.tensorCores && dkdvChosen.tensorCores && (pl.all || routed)))
+    throw new MobaError("backwardOnGpu: f16 copies of q, k, v need the tensor-core dq and dk/dv kernels and the forward's routing");
   const encoder = gpu.device.createCommandEncoder();
   if (!pl.all && !routed) routed = await route(mem, encoder, pl, t.q, t.k, given);
   const dummy = mem.storage(16, "unused", encoder);
@@ -45,8 +59,6 @@ export async function backwardOnGpu(
   const rowStats = scratch.storage(tokens * qHeads * 8, "lse and delta", encoder);
   const dq = mem.poisoned(tokens * qHeads * headDim, "dq", encoder);
   const dkdv = mem.poisoned(2 * tokens * kvHeads * headDim, "dk and dv", encoder);
-  const dqChosen = kernels.dq ?? dqPass(gpu, p);
-  const dkdvChosen = kernels.dkdv ?? dkdvPass(gpu, p);
   const [deltaPipeline, dqPipeline, dkdvPipeline] = await Promise.all([
     pipeline(gpu, DELTA, null),
     dqChosen.compile(gpu),
@@ -65,12 +77,14 @@ export async function backwardOnGpu(
   let [dqInputs, dkdvInputs] = [f32Inputs, f32Inputs];
   if (dqChosen.tensorCores || dkdvChosen.tensorCores) {
     const half = await halfCopier(scratch, encoder, p);
-    const q16 = half(t.q, qHeads, "q f16");
+    const input = t.f16 ? "f16" : "f32";
+    const tiles = (x: GPUBuffer, transpose: boolean, label: string) =>
+      halfTiled(scratch, encoder, x, tokens, kvHeads, headDim, transpose, label, input);
+    const q16 = t.f16 ? t.q : half(t.q, qHeads, "q f16");
     const dout16 = half(dout, qHeads, "dout f16");
-    const kT = await halfTiled(scratch, encoder, t.k, tokens, kvHeads, headDim, true, "k f16 tiles, transposed");
-    const vT = await halfTiled(scratch, encoder, t.v, tokens, kvHeads, headDim, true, "v f16 tiles, transposed");
-    if (dqChosen.tensorCores)
-      dqInputs = [q16, kT, vT, await halfTiled(scratch, encoder, t.k, tokens, kvHeads, headDim, false, "k f16 tiles"), dout16];
+    const kT = await tiles(t.k, true, "k f16 tiles, transposed");
+    const vT = await tiles(t.v, true, "v f16 tiles, transposed");
+    if (dqChosen.tensorCores) dqInputs = [q16, kT, vT, await tiles(t.k, false, "k f16 tiles"), dout16];
     if (dkdvChosen.tensorCores) dkdvInputs = [q16, kT, vT, dout16];
   }
   (await rounds(mem, encoder, pl, routed, dqChosen.shape.TQ)).forEach(({ tiles, count }, r) => {

@@ -27,7 +27,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 `;
 
 /**
- * f32 [tokens, heads, D] -> f16 tiles [heads, mmaKeyTiles(tokens), D / 16, 16, 16], the layout the
+ * f32 (or f16: `input`) [tokens, heads, D] -> f16 tiles [heads, mmaKeyTiles(tokens), D / 16, 16, 16], the layout the
  * tensor-core kernels read k and v in: tile (key / 16, d / 16) holds its 16 keys x 16 columns row by
  * row, as [key][d], or transposed, [d][key] (P.transpose = 1); keys past the tokens are zero. One
  * workgroup per 16 keys of one head: 16 rows of D read along D, and the D / 16 tiles, which follow
@@ -35,13 +35,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
  * each thread's loads are all in flight at once (as a loop over a runtime D they ran one after
  * another: 32K x 8 heads took 0.15 ms, under half the copy bandwidth).
  */
-export function toF16TiledWgsl(headDim: number): string {
+export function toF16TiledWgsl(headDim: number, input: "f32" | "f16"): string {
   const D = headDim;
+  const zero = input === "f32" ? "0.0" : "f16()";
   const stride = D + 2; // rows D + 2 apart: a transposed read (16 keys, one column) hits 16 banks
   return /* wgsl */ `enable f16;
 struct Params { tokens: u32, heads: u32, transpose: u32, keyTiles: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<${input}>;
 @group(0) @binding(2) var<storage, read_write> y: array<vec2<f16>>;
 const D = ${D}u;
 const STRIDE = ${stride}u;
@@ -58,7 +59,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     (i) => `{
     let e = lid + ${i * 256}u;
     let key = keyTile * 16u + e / D;
-    var value = 0.0;
+    var value = ${zero};
     if (key < P.tokens) { value = x[(key * P.heads + h) * D + e % D]; }
     rows[(e / D) * STRIDE + e % D] = f16(value);
   }`,
@@ -87,9 +88,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 }
 
 export const TO_F16 = defineKernel<null>({ name: "toF16", workgroupSize: 256, bindings: ["P", "x", "y"], wgsl: () => TO_F16_WGSL });
-export const TO_F16_TILED = defineKernel<{ headDim: number }>({
+export const TO_F16_TILED = defineKernel<{ headDim: number; input: "f32" | "f16" }>({
   name: "toF16Tiled",
   workgroupSize: 256,
   bindings: ["P", "x", "y"],
-  wgsl: (c) => toF16TiledWgsl(c.headDim),
+  wgsl: (c) => toF16TiledWgsl(c.headDim, c.input),
 });

@@ -4,27 +4,34 @@
 // block, so that round finalizes (out = acc / l, lse) and no pass over out is needed after.
 import type { AttentionProblem } from "../../attention/problem.js";
 import { type Binding, type Buffers, dispatch } from "../kernel.js";
-import { halfInputs } from "./f16.js";
+import { halfCopier, halfInputs } from "./f16.js";
 import { forwardPass, type Pass } from "./paths.js";
 import { plan } from "./plan.js";
 import { type Routed, route, rounds, tileParams } from "./routing.js";
 
 export interface GpuTensors {
-  q: GPUBuffer;
-  k: GPUBuffer;
-  v: GPUBuffer;
+  q: GPUBuffer; // [tokens, qHeads, headDim]
+  k: GPUBuffer; // [tokens, kvHeads, headDim]
+  v: GPUBuffer; // [tokens, kvHeads, headDim]
+  /** The buffers hold f16 values (the copies a training forward keeps), else f32. */
+  f16?: boolean;
 }
 
 export interface GpuForwardResult {
   out: GPUBuffer; // [tokens, qHeads, headDim]
   lse: GPUBuffer; // [tokens, qHeads]
   routed: Routed | null;
+  /** With `keepHalf`: f16 copies of q, k, v in `mem`, all the backward reads of them (backwardReadsHalf). */
+  kept: GpuTensors | null;
 }
 
 /**
  * Records and submits the forward (two command buffers: routing and copies, then the rounds); results
  * stay on the GPU in `mem`, the call's temporaries (f16 copies, softmax state) are taken from `scratch`.
  * `kernel`: a pass a kernel harness (dev/attention/) times instead of the policy's (paths.ts).
+ * `keepHalf` (f16 path, a training forward whose backward reads only f16 copies): the f16 copies of
+ * q, k, v are made in `mem` and returned, so a caller can end its float32 q, k, v after the forward
+ * (at half their bytes: the model's f16 training step holds 64 MiB less per layer at 32K tokens).
  */
 export async function forwardOnGpu(
   mem: Buffers,
@@ -33,6 +40,7 @@ export async function forwardOnGpu(
   given?: Int32Array,
   scratch = mem,
   kernel?: Pass,
+  keepHalf = false,
 ): Promise<GpuForwardResult> {
   const gpu = mem.gpu;
   const pl = plan(p);
@@ -42,7 +50,12 @@ export async function forwardOnGpu(
   const chosen = kernel ?? forwardPass(gpu, p);
   const { shape } = chosen;
   const forward = await chosen.compile(gpu);
-  const inputs = p.precision === "f16" ? await halfInputs(scratch, first, p, t, chosen.tensorCores) : t;
+  let kept: GpuTensors | null = null;
+  if (keepHalf && p.precision === "f16") {
+    const half = await halfCopier(mem, first, p);
+    kept = { q: half(t.q, qHeads, "q f16"), k: half(t.k, p.kvHeads, "k f16"), v: half(t.v, p.kvHeads, "v f16"), f16: true };
+  }
+  const inputs = p.precision === "f16" ? await halfInputs(scratch, first, p, t, chosen.tensorCores, kept ?? undefined) : t;
   gpu.device.queue.submit([first.finish()]);
   const encoder = gpu.device.createCommandEncoder();
   const out = mem.poisoned(tokens * qHeads * headDim, "out", encoder);
@@ -63,5 +76,5 @@ export async function forwardOnGpu(
   routedRounds.forEach((tiles, r) => round(tiles, r + 1, r > 0, false));
   round(own, 0, false, true);
   gpu.device.queue.submit([encoder.finish()]);
-  return { out, lse, routed };
+  return { out, lse, routed, kept };
 }

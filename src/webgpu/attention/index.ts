@@ -12,7 +12,7 @@ import { Buffers, readBack } from "../kernel.js";
 import { backwardOnGpu } from "./backward.js";
 import { forwardOnGpu } from "./forward.js";
 
-export { backwardOnGpu, type GpuGradients } from "./backward.js";
+export { backwardOnGpu, backwardReadsHalf, type GpuGradients } from "./backward.js";
 export { halfTiled } from "./f16.js";
 export { forwardOnGpu, type GpuForwardResult, type GpuTensors } from "./forward.js";
 
