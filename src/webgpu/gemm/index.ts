@@ -32,8 +32,8 @@ export type MmaTile = Pick<MmaGemmShape, "tileM" | "tileN" | "warpsM" | "warpsN"
 
 /** The tensor-core tiles, largest first: the harness's (dev/gemm/gemm.mts) fastest on the H200 (docs/benchmarks.md, Training). */
 export const MMA_TILES: MmaTile[] = [
-  { tileM: 128, tileN: 128, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true, directStore: false }, // harness version 13
-  { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true, directStore: false }, // version 11
+  { tileM: 128, tileN: 128, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true, directStore: true }, // harness version 16
+  { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true, directStore: true }, // version 17
 ];
 /** Workgroups that fill the GPU about twice (an H200 has 132 SMs); fewer tiles than this take a smaller tile, or at the smallest split K. */
 const ENOUGH_WORKGROUPS = 264;
@@ -62,7 +62,18 @@ export function planMmaGemm(c: GemmCall, tiles = MMA_TILES, splitTarget = SPLIT_
   // vec4 loads where the operand's contiguous extent is a multiple of 4 (then a vec4 is wholly inside or outside it)
   const vectorA = vector && (c.aTransposed ? c.M : c.K) % 4 === 0;
   const vectorB = vector && (c.bTransposed ? c.N : c.K) % 4 === 0;
-  const shape = { aTransposed: c.aTransposed, bTransposed: c.bTransposed, accumulate: c.accumulate, ...tile, vectorA, vectorB };
+  // direct stores only where some tile lies wholly inside y: then y's binding holds at least one tile, above the
+  // 1024 bytes (a 16 x 16 f32 matrix) that a subgroup-matrix access in the shader makes the pipeline's least binding size
+  const directStore = tile.directStore && c.M >= tile.tileM && c.N >= tile.tileN && c.N % 4 === 0;
+  const shape = {
+    aTransposed: c.aTransposed,
+    bTransposed: c.bTransposed,
+    accumulate: c.accumulate,
+    ...tile,
+    directStore,
+    vectorA,
+    vectorB,
+  };
   const n = count(chosen);
   const splits = Math.max(1, Math.min(Math.ceil(splitTarget / n), Math.floor(c.K / MIN_SPLIT_K)));
   const kPerSplit = Math.ceil(c.K / splits / tile.depth) * tile.depth;

@@ -47,10 +47,8 @@ export interface MmaGemmShape {
   /**
    * A tile wholly inside y stores its accumulators straight to storage (y += starts them from y's
    * values) instead of through the scratch, whose two barriers per accumulator double a short-K
-   * tile's barriers; edge tiles keep the scratch's bounds checks. Harness version 16 only: on the
-   * H200 it sped the dX product up by 43% and passed the harness's model shapes, but with it
-   * test/backend.test.ts's f16 GEMMs on odd shapes failed (with or without N % 4 == 0; cause not
-   * found), so src/'s tiles leave it off (docs/benchmarks.md).
+   * tile's barriers; edge tiles keep the scratch's bounds checks. Only for a y that holds a whole
+   * tile (planMmaGemm): the matrix accesses make Dawn require a binding of at least 1024 bytes.
    */
   directStore: boolean;
 }
