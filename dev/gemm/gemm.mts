@@ -24,7 +24,10 @@
 //      transposed first (a 32x32-tile transpose each, timed with the GEMM): the fast layout, paid in bytes
 //  16: version 13 storing a tile wholly inside y straight from the accumulators to storage (y +=
 //      loads y into them first) instead of through a 16x16 scratch with two barriers per accumulator
-//  17: version 11 (the small-problem tile) storing as 16
+//  17: version 11 (the small-problem tile) storing as 16 (16 and 17 are src/'s since 2026-12-03)
+//  18: version 16 with 64-deep slices (half the barriers per K; more registers for the prefetch)
+//  19: 128x256 tile on 8 subgroups (2x4) of 4x4 accumulators: each staged A slice serves twice the columns
+//  20: 256x128 tile on 8 subgroups (4x2) of 4x4 accumulators: each staged B slice serves twice the rows
 // GEMM_ODD=1: test/backend.test.ts's odd shapes instead of the model's (every row checked, the
 // wrong elements' rows and columns listed): where version 16 failed in src/.
 import { f16ToFloat, floatToF16 } from "../../src/io/half.js";
@@ -81,6 +84,9 @@ const VERSIONS: Record<number, MmaTile | "f32"> = {
   12: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true, directStore: false },
   16: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true, directStore: true },
   17: { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true, directStore: true },
+  18: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 2, depth: 64, prefetch: true, natural: true, vector: true, directStore: true },
+  19: { tileM: 128, tileN: 256, warpsM: 2, warpsN: 4, depth: 32, prefetch: true, natural: true, vector: true, directStore: true },
+  20: { tileM: 256, tileN: 128, warpsM: 4, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true, directStore: true },
 };
 VERSIONS[13] = VERSIONS[14] = VERSIONS[15] = VERSIONS[12];
 /** Versions that transpose K-major operands first. */
