@@ -116,7 +116,11 @@ struct P { M: u32, H: u32, accumulate: u32 }
   "row",
 );
 
-/** RMSNorm's weight gradient, stage 1: partial[chunk, h] = Σ over the chunk's rows of dy · x · rstd. */
+/**
+ * RMSNorm's weight gradient, stage 1: partial[chunk, h] = Σ over the chunk's rows of dy · x · rstd.
+ * Four rows per iteration into four sums: a thread's loads of four rows are in flight at once (one row
+ * at a time, the H200 spent 0.13 ms on a [32768, 512] call, a quarter of the copy bandwidth).
+ */
 export const RMS_NORM_WEIGHT_PARTIAL = kernel(
   "rmsNormWeightPartial",
   `
@@ -130,9 +134,16 @@ struct P { M: u32, H: u32, columnGroups: u32, rowsPerChunk: u32 }
   let h = (row % p.columnGroups) * ${THREADS}u + lid;
   let chunk = row / p.columnGroups;
   if (h >= p.H) { return; }
-  var sum = 0.0;
-  for (var t = chunk * p.rowsPerChunk; t < min(p.M, (chunk + 1u) * p.rowsPerChunk); t++) { sum += dy[t * p.H + h] * x[t * p.H + h] * rstd[t]; }
-  partial_[chunk * p.H + h] = sum;`,
+  let end = min(p.M, (chunk + 1u) * p.rowsPerChunk);
+  var sums = vec4<f32>();
+  var t = chunk * p.rowsPerChunk;
+  for (; t + 4u <= end; t += 4u) {
+    let rows = vec4<u32>(t, t + 1u, t + 2u, t + 3u) * p.H + h;
+    sums += vec4<f32>(dy[rows.x], dy[rows.y], dy[rows.z], dy[rows.w]) * vec4<f32>(x[rows.x], x[rows.y], x[rows.z], x[rows.w]) *
+      vec4<f32>(rstd[t], rstd[t + 1u], rstd[t + 2u], rstd[t + 3u]);
+  }
+  for (; t < end; t++) { sums.x += dy[t * p.H + h] * x[t * p.H + h] * rstd[t]; }
+  partial_[chunk * p.H + h] = (sums.x + sums.y) + (sums.z + sums.w);`,
   "row",
 );
 
