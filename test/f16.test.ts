@@ -13,6 +13,7 @@ import { loadCheckpoint } from "../src/model/checkpoint.js";
 import { checkConfig } from "../src/model/config.js";
 import { backward, forward, initModel, release, syncToHost, zeroGradients } from "../src/model/llama.js";
 import { train } from "../src/run/train.js";
+import { backwardReadsHalf } from "../src/webgpu/attention/index.js";
 import { getDevice } from "../src/webgpu/device.js";
 import { webgpuModelBackend } from "../src/webgpu/model.js";
 import { gradients, randomBatch, relativeError, TINY, webgpuSkip } from "./helpers.js";
@@ -163,5 +164,44 @@ test(
     } finally {
       rmSync(out, { recursive: true, force: true });
     }
+  },
+);
+
+test(
+  "f16 training on tensor cores: the forward keeps f16 copies of q, k, v for the backward, whose gradients equal a backward from the float32 q, k, v",
+  { skip: f16Skip },
+  async (t) => {
+    const gpu = await getDevice();
+    const call = {
+      kind: "moba",
+      tokens: 77,
+      qHeads: 4,
+      kvHeads: 2,
+      headDim: 32,
+      blockSize: 16,
+      topK: 3,
+      cuSeqlens: Int32Array.of(0, 30, 77),
+    } as const;
+    const problem = { ...call, scale: 1 / Math.sqrt(call.headDim), precision: "f16" as const };
+    if (!backwardReadsHalf(gpu, problem)) return t.skip(`${gpu.adapterInfo}: no tensor-core backward, which reads float32 q, k, v`);
+    const backend = await webgpuModelBackend("f16");
+    const seed = (n: number, s: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37 + s));
+    const grads = await backend.scope("test", async () => {
+      const [q, k, v] = [4, 2, 2].map((heads, s) => backend.upload(seed(call.tokens * heads * call.headDim, s)));
+      const dout = backend.upload(seed(call.tokens * call.qHeads * call.headDim, 9));
+      const runs = [];
+      for (const training of [true, false]) {
+        const saved = await backend.attention(call, q, k, v, training);
+        assert.equal(
+          saved.inputs.q.f16 === true,
+          training,
+          `training ${training}: the backward's q is ${saved.inputs.q.f16 ? "an f16 copy" : "the float32 q"}`,
+        );
+        const g = await backend.attentionBackward(call, saved, dout);
+        runs.push(await Promise.all([g.dq, g.dk, g.dv].map((x) => backend.download(x))));
+      }
+      return runs;
+    });
+    grads[0].forEach((x, i) => assert.deepEqual(x, grads[1][i], `gradient ${["dq", "dk", "dv"][i]}`));
   },
 );
