@@ -7,7 +7,7 @@
 // Means are laid out for the scores: two blocks side by side, [⌈blocks / 8⌉·4 pairs][D][2] float64, so
 // that one f64x2 load gives both blocks' element d; the blocks past the last are zeros.
 
-const GROUP = 8; // blocks scored together: four f64x2 accumulators
+const GROUP = 8; // blocks scored together: four f64x2 accumulators a query
 
 /** Bytes of the means of `blocks` blocks, head size D. */
 export function meansBytes(blocks: i32, D: i32): i32 {
@@ -46,66 +46,103 @@ export function blockMeans(length: i32, size: i32, D: i32, k: usize, kStride: i3
 /**
  * The gate of `rows` queries of one query block: query r at q + 4·r·qStride scores past blocks
  * [0, blocks) against `means` (blockMeans' layout) and keeps the `width` best (< blocks), ties to the
- * lower block, written ascending as i32s at past + 4·r·pastStride. work: 8·⌈blocks / 8⌉·8 bytes.
+ * lower block, written ascending as i32s at past + 4·r·pastStride. work: routeWorkBytes(blocks, width).
  */
 export function route(rows: i32, q: usize, qStride: i32, means: usize, blocks: i32, D: i32, width: i32, past: usize, pastStride: i32, work: usize): void {
-  // the scores, then the running top list: its scores (width f64s) and blocks (width i32s)
+  // the scores of two queries, then the running top list: its scores (width f64s) and blocks (width i32s)
+  const scoreBytes = <usize>((blocks + GROUP - 1) / GROUP) * GROUP * 8;
   const scores = work;
-  const best = work + <usize>((blocks + GROUP - 1) / GROUP) * GROUP * 8;
+  const best = work + 2 * scoreBytes;
   const chosen = best + <usize>width * 8;
-  for (let r = 0; r < rows; r++) {
-    const qRow = q + <usize>(r * qStride) * 4;
-    // scores[j] = Σ_d q[d]·mean_j[d], eight blocks at a time
-    for (let j0 = 0; j0 < blocks; j0 += GROUP) {
-      const m = means + <usize>((j0 >> 1) * 2 * D) * 8;
-      let s0 = f64x2.splat(0),
-        s1 = f64x2.splat(0),
-        s2 = f64x2.splat(0),
-        s3 = f64x2.splat(0);
-      for (let d = 0; d < D; d++) {
-        const x = f64x2.splat(<f64>load<f32>(qRow + <usize>d * 4));
-        const at = m + <usize>d * 16;
-        s0 = f64x2.add(s0, f64x2.mul(x, v128.load(at)));
-        s1 = f64x2.add(s1, f64x2.mul(x, v128.load(at + <usize>(2 * D) * 8)));
-        s2 = f64x2.add(s2, f64x2.mul(x, v128.load(at + <usize>(4 * D) * 8)));
-        s3 = f64x2.add(s3, f64x2.mul(x, v128.load(at + <usize>(6 * D) * 8)));
-      }
-      const out = scores + <usize>j0 * 8;
-      v128.store(out, s0);
-      v128.store(out, s1, 16);
-      v128.store(out, s2, 32);
-      v128.store(out, s3, 48);
+  // two queries at a time: each load of the means serves both (the last query of an odd count is
+  // scored twice, the copy unused)
+  for (let r = 0; r < rows; r += 2) {
+    const r1 = min(r + 1, rows - 1);
+    score2(q + <usize>(r * qStride) * 4, q + <usize>(r1 * qStride) * 4, means, blocks, D, scores, scores + scoreBytes);
+    topBlocks(scores, blocks, width, best, chosen, past + <usize>(r * pastStride) * 4);
+    if (r1 > r) topBlocks(scores + scoreBytes, blocks, width, best, chosen, past + <usize>(r1 * pastStride) * 4);
+  }
+}
+
+/** scores0[j], scores1[j] = Σ_d q[d]·mean_j[d] of the queries at q0 and q1, eight blocks at a time. */
+// @ts-ignore: decorator
+@inline
+function score2(q0: usize, q1: usize, means: usize, blocks: i32, D: i32, scores0: usize, scores1: usize): void {
+  for (let j0 = 0; j0 < blocks; j0 += GROUP) {
+    const m = means + <usize>((j0 >> 1) * 2 * D) * 8;
+    let a0 = f64x2.splat(0),
+      a1 = f64x2.splat(0),
+      a2 = f64x2.splat(0),
+      a3 = f64x2.splat(0),
+      b0 = f64x2.splat(0),
+      b1 = f64x2.splat(0),
+      b2 = f64x2.splat(0),
+      b3 = f64x2.splat(0);
+    for (let d = 0; d < D; d++) {
+      const x = f64x2.splat(<f64>load<f32>(q0 + <usize>d * 4));
+      const y = f64x2.splat(<f64>load<f32>(q1 + <usize>d * 4));
+      const at = m + <usize>d * 16;
+      const m0 = v128.load(at),
+        m1 = v128.load(at + <usize>(2 * D) * 8),
+        m2 = v128.load(at + <usize>(4 * D) * 8),
+        m3 = v128.load(at + <usize>(6 * D) * 8);
+      a0 = f64x2.add(a0, f64x2.mul(x, m0));
+      a1 = f64x2.add(a1, f64x2.mul(x, m1));
+      a2 = f64x2.add(a2, f64x2.mul(x, m2));
+      a3 = f64x2.add(a3, f64x2.mul(x, m3));
+      b0 = f64x2.add(b0, f64x2.mul(y, m0));
+      b1 = f64x2.add(b1, f64x2.mul(y, m1));
+      b2 = f64x2.add(b2, f64x2.mul(y, m2));
+      b3 = f64x2.add(b3, f64x2.mul(y, m3));
     }
-    // the running top-width list, descending, as routeQuery keeps it: a later block never passes an
-    // equal score (ties go to the lower index)
-    let count = 0;
-    for (let j = 0; j < blocks; j++) {
-      const score = load<f64>(scores + <usize>j * 8);
-      if (count === width && !(score > load<f64>(best + <usize>(count - 1) * 8))) continue;
-      let at = count < width ? count++ : count - 1;
-      while (at > 0 && score > load<f64>(best + <usize>(at - 1) * 8)) {
-        store<f64>(best + <usize>at * 8, load<f64>(best + <usize>(at - 1) * 8));
-        store<i32>(chosen + <usize>at * 4, load<i32>(chosen + <usize>(at - 1) * 4));
-        at--;
-      }
-      store<f64>(best + <usize>at * 8, score);
-      store<i32>(chosen + <usize>at * 4, j);
+    const out0 = scores0 + <usize>j0 * 8,
+      out1 = scores1 + <usize>j0 * 8;
+    v128.store(out0, a0);
+    v128.store(out0, a1, 16);
+    v128.store(out0, a2, 32);
+    v128.store(out0, a3, 48);
+    v128.store(out1, b0);
+    v128.store(out1, b1, 16);
+    v128.store(out1, b2, 32);
+    v128.store(out1, b3, 48);
+  }
+}
+
+/**
+ * The `width` best of scores[0, blocks), written ascending as i32s at row; best, chosen: scratch of
+ * width f64s and i32s.
+ */
+// @ts-ignore: decorator
+@inline
+function topBlocks(scores: usize, blocks: i32, width: i32, best: usize, chosen: usize, row: usize): void {
+  // the running top-width list, descending, as routeQuery keeps it: a later block never passes an
+  // equal score (ties go to the lower index)
+  let count = 0;
+  for (let j = 0; j < blocks; j++) {
+    const score = load<f64>(scores + <usize>j * 8);
+    if (count === width && !(score > load<f64>(best + <usize>(count - 1) * 8))) continue;
+    let at = count < width ? count++ : count - 1;
+    while (at > 0 && score > load<f64>(best + <usize>(at - 1) * 8)) {
+      store<f64>(best + <usize>at * 8, load<f64>(best + <usize>(at - 1) * 8));
+      store<i32>(chosen + <usize>at * 4, load<i32>(chosen + <usize>(at - 1) * 4));
+      at--;
     }
-    // ascending into the routing table (insertion sort of width blocks)
-    const row = past + <usize>(r * pastStride) * 4;
-    for (let i = 0; i < count; i++) {
-      const j = load<i32>(chosen + <usize>i * 4);
-      let at = i;
-      while (at > 0 && load<i32>(row + <usize>(at - 1) * 4) > j) {
-        store<i32>(row + <usize>at * 4, load<i32>(row + <usize>(at - 1) * 4));
-        at--;
-      }
-      store<i32>(row + <usize>at * 4, j);
+    store<f64>(best + <usize>at * 8, score);
+    store<i32>(chosen + <usize>at * 4, j);
+  }
+  // ascending into the routing table (insertion sort of width blocks)
+  for (let i = 0; i < count; i++) {
+    const j = load<i32>(chosen + <usize>i * 4);
+    let at = i;
+    while (at > 0 && load<i32>(row + <usize>(at - 1) * 4) > j) {
+      store<i32>(row + <usize>at * 4, load<i32>(row + <usize>(at - 1) * 4));
+      at--;
     }
+    store<i32>(row + <usize>at * 4, j);
   }
 }
 
 /** Bytes of scratch route needs for `blocks` past blocks and `width` chosen. */
 export function routeWorkBytes(blocks: i32, width: i32): i32 {
-  return ((blocks + GROUP - 1) / GROUP) * GROUP * 8 + width * 12;
+  return 2 * ((blocks + GROUP - 1) / GROUP) * GROUP * 8 + width * 12;
 }
