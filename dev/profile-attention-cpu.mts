@@ -43,7 +43,7 @@ const kindOf = (op: string, args: unknown[]) => {
   return { route: "gate: scores, top-k (route)", blockMeans: "gate: block means", packPanel: "K, V packed (packPanel)" }[op] ?? op;
 };
 // (a copy: the exports object is frozen, and a proxy must return a frozen property as it is)
-const timed = new SimdKernels(timedBackend({ ...simd.exports }, kernelTimes, undefined, kindOf), simd.variant);
+const timed = new SimdKernels(timedBackend({ ...simd.exports }, kernelTimes, undefined, kindOf), simd.variant, simd.memory);
 
 /** CPU ms of each thread of this process (Linux: /proc/self/task), by thread id. */
 function threadCpu(): Map<string, number> {

@@ -2,6 +2,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { blockGating, flashAttention, mobaAttention, mobaAttentionBackward, MobaError, tensor } from "../src/index.js";
+import { checkProblem } from "../src/attention/problem.js";
+import { cpuForward } from "../src/cpu/index.js";
 import { makeCase } from "./helpers.js";
 
 const c = makeCase(31, { cuSeqlens: [0, 20], qHeads: 2, kvHeads: 1, headDim: 4, blockSize: 4, topK: 2 });
@@ -100,6 +102,29 @@ for (const [name, run, pattern] of cases) {
     });
   });
 }
+
+test("a NaN or infinity in q, k or v is named on every CPU forward path: WebAssembly on one thread and on two (the shared memory), the scalar kernels; the next call still runs", async () => {
+  const bad: [string, number, number][] = [
+    ["q", 9, NaN],
+    ["k", c.k.data.length - 1, Infinity], // the last element: past the check's 16-float steps
+    ["v", 3, -Infinity],
+  ];
+  const options = { blockSize: 4, topK: 2 };
+  for (const [name, at, value] of bad) {
+    const data = inputs[name as "q"].data.slice();
+    data[at] = value;
+    const withBad = { ...inputs, [name]: { data, shape: inputs[name as "q"].shape } };
+    const message = new RegExp(`MobaError: ${name}: expected finite values, got ${value} at element ${at}$`);
+    for (const threads of [1, 2]) {
+      await assert.rejects(mobaAttention(withBad, { ...options, threads }), message, `${threads} thread(s)`);
+      await assert.rejects(flashAttention(withBad, { threads }), message, `full, ${threads} thread(s)`);
+    }
+    const p = checkProblem(withBad, 4, 2, undefined, "f32", false);
+    await assert.rejects(cpuForward(p, withBad.q.data, withBad.k.data, withBad.v.data, 1, null), message, "scalar kernels");
+  }
+  const after = await mobaAttention(inputs, { ...options, threads: 2 });
+  assert.deepEqual(after.out.data, (await mobaAttention(inputs, { ...options, threads: 1 })).out.data);
+});
 
 test("tensor() checks the element count", () => {
   assert.throws(() => tensor(new Float32Array(5), [2, 3]), /tensor: expected 6 elements for shape \[2, 3\], got 5/);

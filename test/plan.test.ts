@@ -7,6 +7,8 @@ import type { AttentionProblem } from "../src/attention/problem.js";
 import { dkdvPass, dqPass, forwardPass, type Pass } from "../src/webgpu/attention/paths.js";
 import { type DeviceLimits, forwardShape, keyTiles, naturalTiles, plan } from "../src/webgpu/attention/plan.js";
 import { MobaError } from "../src/tensor.js";
+import { type GemmCall, hasMmaGemm, MMA_TILES, mmaTiles, planMmaGemm } from "../src/webgpu/gemm/index.js";
+import type { MobaDevice } from "../src/webgpu/device.js";
 
 /** Two sequences of 10 and 5 tokens in blocks of 4: blocks [0,4) [4,8) [8,10) | [10,14) [14,15). */
 const problem = (topK: number, extra: Partial<AttentionProblem> = {}): AttentionProblem => ({
@@ -123,4 +125,23 @@ test("paths: a forced variant (the kernel harnesses in dev/attention/) overrides
   assert.deepEqual([dkdvMma.kernel, dkdvMma.shape.TK], ["dkdvMma", 32]); // keys per workgroup; its queries per chunk are the kernel's own
   assert.equal(shape(dkdvPass(device(), f32, { tensorCores: false, TQ: 8, TK: 16 })), "dkdv 8 16");
   assert.equal(forwardPass(device(), problem(2, { precision: "f16" }), { tensorCores: false, TQ: 16, TK: 8 }).shape.input, "f16");
+});
+
+test("tensor-core GEMM plan: the 128 x 256 tile only where its columns divide N and it fills the GPU, the tiles a device's workgroup memory holds", () => {
+  const call = (M: number, N: number, K: number): GemmCall => ({ M, N, K, aTransposed: false, bTransposed: false, accumulate: false });
+  const tileOf = (c: GemmCall, tiles = MMA_TILES) => {
+    const { shape, splits } = planMmaGemm(c, tiles);
+    return `${shape.tileM}x${shape.tileN}/${splits}`;
+  };
+  assert.equal(tileOf(call(32768, 512, 1344)), "128x256/1"); // the step's down projection: 512 tiles
+  assert.equal(tileOf(call(32768, 1344, 512)), "128x128/1"); // 1344 columns: a partial sixth column of 256
+  assert.equal(tileOf(call(32768, 256, 512)), "128x128/1"); // 256 tiles of 128 x 256 do not fill the GPU
+  assert.equal(tileOf(call(1344, 512, 32768)), "64x64/4"); // few tiles: the smallest, K split 4 ways (168 tiles, 528 workgroups aimed at)
+  const device = (maxWorkgroupStorage: number) => ({ mma16: true, maxWorkgroupStorage }) as unknown as MobaDevice;
+  assert.deepEqual(mmaTiles(device(49152)), MMA_TILES);
+  const small = mmaTiles(device(32768));
+  assert.ok(!small.includes(MMA_TILES[0]) && small.length === 2, `${small.length} tiles fit 32 KiB`);
+  assert.equal(tileOf(call(32768, 512, 1344), small), "128x128/1");
+  assert.ok(hasMmaGemm(device(32768)));
+  assert.ok(!hasMmaGemm(device(4096)));
 });

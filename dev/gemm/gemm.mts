@@ -69,7 +69,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) groups: vec3u
 });
 
 const old = { natural: false, vector: false, directStore: false };
-const VERSIONS: Record<number, MmaTile | "f32"> = {
+const VERSIONS: Record<number, Omit<MmaTile, "wholeColumns"> | "f32"> = {
   1: "f32",
   2: { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: false, ...old },
   3: { tileM: 128, tileN: 128, warpsM: 2, warpsN: 4, depth: 32, prefetch: false, ...old },
@@ -185,7 +185,7 @@ for (const shape of SHAPES) {
     const transposing = TRANSPOSING.has(version);
     if (transposing && !shape.aTransposed && !shape.bTransposed) continue;
     const call = transposing ? { ...shape, aTransposed: false, bTransposed: false } : shape;
-    const plan: MmaPlan | null = tile === "f32" ? null : planMmaGemm(call, [tile], SPLIT_TARGETS[version]);
+    const plan: MmaPlan | null = tile === "f32" ? null : planMmaGemm(call, [{ ...tile, wholeColumns: false }], SPLIT_TARGETS[version]);
     const mem = new Buffers(gpu);
     // the transposing versions' copies: A as [M, K], B as [N, K]
     const copies = transposing ? [mem.uninitialized(shape.M * shape.K * 4, "aᵀ"), mem.uninitialized(shape.N * shape.K * 4, "bᵀ")] : [];

@@ -146,7 +146,8 @@ export function checkF16Range(name: string, data: ArrayLike<number>): void {
 
 /**
  * Checks q, k, v, cuSeqlens and the MoBA options; topK = Infinity asks for full attention. Inputs
- * that live in GPU buffers (shapes only) have their shapes checked, not their values.
+ * that live in GPU buffers (shapes only) have their shapes checked, not their values. finite false:
+ * the caller's backend checks that q, k, v are finite itself (the CPU forward, on its copies).
  */
 export function checkProblem(
   inputs: AttentionInputs | ShapedInputs,
@@ -154,6 +155,7 @@ export function checkProblem(
   topK: number,
   scale: number | undefined,
   precision?: Precision,
+  finite = true,
 ): AttentionProblem {
   const { q, k, v } = inputs;
   const host = !isShaped(inputs);
@@ -173,7 +175,7 @@ export function checkProblem(
   if (typeof s !== "number" || !Number.isFinite(s)) fail(`scale: expected a finite number, got ${String(scale)}`);
   const cu = checkCuSeqlens(inputs.cuSeqlens, tokens);
   const checkedPrecision = checkPrecision(precision);
-  if (!isShaped(inputs)) checkValues(inputs, checkedPrecision);
+  if (!isShaped(inputs)) checkValues(inputs, checkedPrecision, finite);
   return { tokens, qHeads, kvHeads, headDim, scale: s, blockSize, topK, cuSeqlens: cu, precision: checkedPrecision };
 }
 
@@ -190,10 +192,12 @@ function isShaped(inputs: AttentionInputs | ShapedInputs): inputs is ShapedInput
   return (inputs as ShapedInputs).onGpu === true;
 }
 
-function checkValues({ q, k, v }: AttentionInputs, precision: Precision): void {
-  checkFinite("q", q.data);
-  checkFinite("k", k.data);
-  checkFinite("v", v.data);
+function checkValues({ q, k, v }: AttentionInputs, precision: Precision, finite: boolean): void {
+  if (finite) {
+    checkFinite("q", q.data);
+    checkFinite("k", k.data);
+    checkFinite("v", v.data);
+  }
   if (precision === "f16")
     for (const [name, t] of [
       ["q", q],
@@ -203,13 +207,13 @@ function checkValues({ q, k, v }: AttentionInputs, precision: Precision): void {
       checkF16Range(name, t.data);
 }
 
-export function mobaProblem(inputs: AttentionInputs | ShapedInputs, options: MobaOptions): AttentionProblem {
+export function mobaProblem(inputs: AttentionInputs | ShapedInputs, options: MobaOptions, finite = true): AttentionProblem {
   if (!options || typeof options !== "object") fail(`options: expected { blockSize, topK }, got ${String(options)}`);
-  return checkProblem(inputs, options.blockSize, options.topK, options.scale, options.precision);
+  return checkProblem(inputs, options.blockSize, options.topK, options.scale, options.precision, finite);
 }
 
-export function fullProblem(inputs: AttentionInputs | ShapedInputs, options: FullOptions = {}): AttentionProblem {
-  return checkProblem(inputs, FULL_ATTENTION_TILE, Infinity, options.scale, options.precision);
+export function fullProblem(inputs: AttentionInputs | ShapedInputs, options: FullOptions = {}, finite = true): AttentionProblem {
+  return checkProblem(inputs, FULL_ATTENTION_TILE, Infinity, options.scale, options.precision, finite);
 }
 
 /** Checks the tensors the backward receives besides q, k, v. */

@@ -19,7 +19,7 @@
 // reference-checked fallback). Inputs and outputs are float32.
 import type { AttentionProblem } from "../attention/problem.js";
 import { blockMeans, type InvertedRouting, routeQuery } from "../attention/blocks.js";
-import type { Floats } from "../tensor.js";
+import { type Floats, MobaError } from "../tensor.js";
 import { simd, type SimdKernels } from "./simd.js";
 
 export interface ForwardArrays {
@@ -226,18 +226,30 @@ function scalarForwardTiles(p: AttentionProblem, a: ForwardArrays, s: ForwardScr
   };
 }
 
-// q, k and v copied into the module's memory once per call of forwardUnits, and k and v of every
-// sequence and kv head packed there once (as the GEMMs of the tiles read them: Kᵀ in slivers of 8 keys,
-// V in slivers of 8 columns), instead of once per tile; the block means there too (each thread computes
-// them all: ~1 ms at 16K tokens, less than sharing them would cost), and the state of a block
-function simdForwardTiles(kernels: SimdKernels, p: AttentionProblem, a: ForwardArrays): ForwardTiles {
-  const { qHeads, kvHeads, headDim: D, scale, cuSeqlens, blockSize } = p;
+/**
+ * Where the SIMD forward's data lies in module memory: the inputs (q, k, v; k and v of every sequence and
+ * kv head packed as the tiles' GEMMs read them — Kᵀ in slivers of 8 keys, V in slivers of 8 columns —
+ * once per call instead of once per tile; the gate's block means), laid out once for every thread, and
+ * one thread's scratch (its routing rows, the online-softmax state of a unit, the tiles' work).
+ */
+export interface ForwardLayout {
+  inputBytes: number[]; // q, k, v, K packed, V packed, block means
+  scratchBytes: number[]; // routing rows, route work, m, l, acc, row indices, tile work
+  packed: number[]; // packed k and v of sequence b, kv head g at packed[b·kvHeads + g] (floats from the region's start)
+  means: number[]; // its block means at means[b·kvHeads + g] (bytes)
+}
+
+const up8 = (n: number) => Math.ceil(n / 8) * 8;
+
+export function forwardLayout(
+  kernels: SimdKernels,
+  p: AttentionProblem,
+  a: Pick<ForwardArrays, "offsets" | "width" | "all" | "span">,
+): ForwardLayout {
+  const { tokens, qHeads, kvHeads, headDim: D, cuSeqlens } = p;
+  const e = kernels.exports;
   const B = rowsPerBlock(p);
   const R = rowsPerUnit(p, a.span);
-  const e = kernels.exports;
-  const up8 = (n: number) => Math.ceil(n / 8) * 8;
-  // packed k and v of sequence b, kv head g at packed[b·kvHeads + g] (floats from the region's start),
-  // its block means at means[b·kvHeads + g] (bytes)
   const packed: number[] = [0];
   const means: number[] = [0];
   let maxBlocks = 0;
@@ -251,34 +263,73 @@ function simdForwardTiles(kernels: SimdKernels, p: AttentionProblem, a: ForwardA
     }
   }
   const size = packed[packed.length - 1];
-  const [qAt, kAt, vAt, kpAt, vpAt, meansAt, pastAt, routeWork, mAt, lAt, accAt, rowsAt, work] = kernels.alloc([
-    4 * a.q.length,
-    4 * a.k.length,
-    4 * a.v.length,
-    4 * size,
-    4 * (size / D) * up8(D),
-    means[means.length - 1],
-    4 * B * a.width,
-    e.routeWorkBytes(maxBlocks, a.width),
-    4 * R,
-    4 * R,
-    4 * R * D,
-    4 * R,
-    e.forwardWorkBytes(D),
-  ]);
-  kernels.f32(qAt, a.q.length).set(a.q);
-  kernels.f32(kAt, a.k.length).set(a.k);
-  kernels.f32(vAt, a.v.length).set(a.v);
-  const vPackedAt = (b: number, g: number) => vpAt + 4 * (packed[b * kvHeads + g] / D) * up8(D);
+  return {
+    inputBytes: [
+      4 * tokens * qHeads * D,
+      4 * tokens * kvHeads * D,
+      4 * tokens * kvHeads * D,
+      4 * size,
+      4 * (size / D) * up8(D),
+      means[means.length - 1],
+    ],
+    scratchBytes: [4 * B * a.width, e.routeWorkBytes(maxBlocks, a.width), 4 * R, 4 * R, 4 * R * D, 4 * R, e.forwardWorkBytes(D)],
+    packed,
+    means,
+  };
+}
+
+/**
+ * Copies q, k, v into module memory at `inputAt` (forwardLayout's regions), checks that they are finite
+ * (a MobaError naming the first bad element otherwise), packs k and v and computes the block means.
+ */
+export function prepareForward(
+  kernels: SimdKernels,
+  p: AttentionProblem,
+  a: ForwardArrays,
+  layout: ForwardLayout,
+  inputAt: number[],
+): void {
+  const { kvHeads, headDim: D, cuSeqlens, blockSize } = p;
+  const e = kernels.exports;
+  const [qAt, kAt, vAt, kpAt, vpAt, meansAt] = inputAt;
+  for (const [name, at, data] of [
+    ["q", qAt, a.q],
+    ["k", kAt, a.k],
+    ["v", vAt, a.v],
+  ] as const) {
+    kernels.f32(at, data.length).set(data);
+    const bad = kernels.firstNonFinite(at, data.length);
+    if (bad >= 0) throw new MobaError(`${name}: expected finite values, got ${data[bad]} at element ${bad}`);
+  }
   for (let b = 0; b + 1 < cuSeqlens.length; b++) {
     const length = cuSeqlens[b + 1] - cuSeqlens[b];
     for (let g = 0; g < kvHeads; g++) {
       const first = 4 * (cuSeqlens[b] * kvHeads + g) * D;
-      e.packPanel(D, length, kAt + first, 1, kvHeads * D, kpAt + 4 * packed[b * kvHeads + g]); // Kᵀ[D, length]
-      e.packPanel(length, D, vAt + first, kvHeads * D, 1, vPackedAt(b, g)); // V[length, D]
-      if (!a.all) e.blockMeans(length, blockSize, D, kAt + first, kvHeads * D, meansAt + means[b * kvHeads + g]);
+      const at = layout.packed[b * kvHeads + g];
+      e.packPanel(D, length, kAt + first, 1, kvHeads * D, kpAt + 4 * at); // Kᵀ[D, length]
+      e.packPanel(length, D, vAt + first, kvHeads * D, 1, vpAt + 4 * (at / D) * up8(D)); // V[length, D]
+      if (!a.all) e.blockMeans(length, blockSize, D, kAt + first, kvHeads * D, meansAt + layout.means[b * kvHeads + g]);
     }
   }
+}
+
+// the tiles on the inputs prepareForward laid out at inputAt, with one thread's scratch at scratchAt
+function simdForwardTiles(
+  kernels: SimdKernels,
+  p: AttentionProblem,
+  a: ForwardArrays,
+  layout: ForwardLayout,
+  inputAt: number[],
+  scratchAt: number[],
+): ForwardTiles {
+  const { qHeads, kvHeads, headDim: D, scale, cuSeqlens } = p;
+  const B = rowsPerBlock(p);
+  const R = rowsPerUnit(p, a.span);
+  const e = kernels.exports;
+  const { packed, means } = layout;
+  const [qAt, kAt, vAt, kpAt, vpAt, meansAt] = inputAt;
+  const [pastAt, routeWork, mAt, lAt, accAt, rowsAt, work] = scratchAt;
+  const vPackedAt = (b: number, g: number) => vpAt + 4 * (packed[b * kvHeads + g] / D) * up8(D);
   const m = kernels.f32(mAt, R),
     l = kernels.f32(lAt, R),
     acc = kernels.f32(accAt, R * D),
@@ -335,18 +386,45 @@ function simdForwardTiles(kernels: SimdKernels, p: AttentionProblem, a: ForwardA
   };
 }
 
+/** Inputs laid out and prepared once in a shared memory (prepareForward), the scratch of each thread after them. */
+export interface SharedForward {
+  layout: ForwardLayout;
+  inputAt: number[];
+  scratchAt: number[][]; // [threads][regions]
+}
+
 /**
  * Forward of the units `next` hands out (an index into the list each call, -1 when none is left); a
- * thread that gets none sets nothing up. Allocates its own scratch.
+ * thread that gets none sets nothing up. With `shared`, the kernels' memory is the shared one, its
+ * inputs prepared and this thread's scratch at shared.scratchAt[slot]; else this thread lays out its
+ * own and copies the inputs in (checking them: see prepareForward).
  */
-export function forwardUnits(problem: AttentionProblem, a: ForwardArrays, units: Int32Array, next: () => number, kernels = simd): void {
+export function forwardUnits(
+  problem: AttentionProblem,
+  a: ForwardArrays,
+  units: Int32Array,
+  next: () => number,
+  kernels = simd,
+  shared?: { forward: SharedForward; slot: number },
+): void {
   const { qHeads, blockSize: B, cuSeqlens } = problem;
   let u = next();
   if (u < 0) return;
   let maxBlocks = 0;
   for (let b = 0; b + 1 < a.offsets.length; b++) maxBlocks = Math.max(maxBlocks, a.offsets[b + 1] - a.offsets[b]);
   const s = new ForwardScratch(problem, maxBlocks, a.width, a.span);
-  const tiles = kernels ? simdForwardTiles(kernels, problem, a) : scalarForwardTiles(problem, a, s);
+  let tiles: ForwardTiles;
+  if (!kernels) tiles = scalarForwardTiles(problem, a, s);
+  else if (shared) {
+    const { layout, inputAt, scratchAt } = shared.forward;
+    tiles = simdForwardTiles(kernels, problem, a, layout, inputAt, scratchAt[shared.slot]);
+  } else {
+    const layout = forwardLayout(kernels, problem, a);
+    const at = kernels.alloc([...layout.inputBytes, ...layout.scratchBytes]);
+    const inputAt = at.slice(0, layout.inputBytes.length);
+    prepareForward(kernels, problem, a, layout, inputAt);
+    tiles = simdForwardTiles(kernels, problem, a, layout, inputAt, at.slice(inputAt.length));
+  }
   const every = Int32Array.from({ length: rowsPerBlock(problem) }, (_, r) => r); // all rows of a block
   const { bucket, bucketStart } = s;
   for (; u >= 0; u = next()) {

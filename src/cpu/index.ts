@@ -2,9 +2,27 @@
 // thread (small inputs) or on worker threads.
 import { blockMeans, blockOffsets, invertRouting, pastPerQuery, routeAll, selectsAll } from "../attention/blocks.js";
 import type { AttentionProblem } from "../attention/problem.js";
-import { type BackwardArrays, backwardUnits, type ForwardArrays, forwardSpan, forwardUnits, listUnits } from "./attention.js";
+import { checkFinite } from "../attention/problem.js";
+import {
+  type BackwardArrays,
+  backwardUnits,
+  type ForwardArrays,
+  forwardLayout,
+  forwardSpan,
+  forwardUnits,
+  listUnits,
+  prepareForward,
+  type SharedForward,
+} from "./attention.js";
 import { claim, cores, type Job, runJobs, shared, SharedScratch, splitByCost } from "./pool.js";
-import { simd } from "./simd.js";
+import { simd, withSharedKernels } from "./simd.js";
+
+/** The forward's inputs are finite (the SIMD forward checks its own copies instead: prepareForward). */
+function checkValues(q: Float32Array, k: Float32Array, v: Float32Array): void {
+  checkFinite("q", q);
+  checkFinite("k", k);
+  checkFinite("v", v);
+}
 
 /**
  * Multiply-adds below which a call runs on the calling thread (~15 ms of one thread's tiles): each
@@ -28,7 +46,8 @@ async function threadCount(requested: number | undefined, work: number): Promise
 
 /**
  * kernels: the tile kernels when the calling thread does the work (tests pass null for the scalar
- * fallback, or another SIMD build); worker threads load their own.
+ * fallback, or another SIMD build); worker threads load their own. Checks that q, k, v are finite
+ * (the API's problem checks leave that to the backend: the SIMD kernels check the copies they read).
  */
 export async function cpuForward(
   p: AttentionProblem,
@@ -45,36 +64,71 @@ export async function cpuForward(
   const { units, cost } = listUnits(p, p.qHeads, all, span);
   // two multiply-adds per (query, key) and head dimension: QKᵀ and PV
   const n = await threadCount(threads, 2 * cost.reduce((a, b) => a + b, 0) * p.headDim);
-  const arrays: ForwardArrays = {
-    q,
-    k,
-    v,
-    offsets,
-    width,
-    all,
-    span,
-    out: new Float32Array(p.tokens * p.qHeads * p.headDim),
-    lse: new Float32Array(p.tokens * p.qHeads),
-    past: new Int32Array(p.tokens * p.qHeads * width),
+  // the outputs in shared memory when worker threads write them too
+  const outputBuffer = (length: number) => (n === 1 ? new ArrayBuffer(4 * length) : new SharedArrayBuffer(4 * length));
+  const outputs = {
+    out: new Float32Array(outputBuffer(p.tokens * p.qHeads * p.headDim)),
+    lse: new Float32Array(outputBuffer(p.tokens * p.qHeads)),
+    past: new Int32Array(outputBuffer(p.tokens * p.qHeads * width)),
   };
+  const arrays: ForwardArrays = { q, k, v, offsets, width, all, span, ...outputs };
   if (n === 1) {
+    if (!kernels) checkValues(q, k, v); // the SIMD forward checks its copies (prepareForward)
     let u = 0;
     forwardUnits(p, arrays, units, () => (u < cost.length ? u++ : -1), kernels);
-  } else {
+    return { ...outputs, width };
+  }
+  // the calling thread and n - 1 workers take units one at a time, the costliest first (claim); each
+  // thread sets up once per call, whatever its share
+  const order = shared(Int32Array.from(cost.keys()).sort((x, y) => cost[y] - cost[x] || x - y));
+  const claimed = shared(new Int32Array(1), false);
+  await withSharedKernels(async (memory) => {
+    if (memory && kernels === simd) {
+      // the inputs laid out once in the shared memory, each thread's scratch after them; the workers
+      // start on the job while this thread copies, checks and packs the inputs, and wait for `ready`
+      const layout = forwardLayout(memory.kernels, p, arrays);
+      const at = memory.kernels.alloc([...layout.inputBytes, ...Array.from({ length: n }, () => layout.scratchBytes).flat()]);
+      const inputAt = at.slice(0, layout.inputBytes.length);
+      const regions = layout.scratchBytes.length;
+      const forward: SharedForward = {
+        layout,
+        inputAt,
+        scratchAt: Array.from({ length: n }, (_, i) => at.slice(inputAt.length + i * regions, inputAt.length + (i + 1) * regions)),
+      };
+      const empty = new Float32Array(0);
+      const inShared: ForwardArrays = { ...arrays, q: empty, k: empty, v: empty };
+      const ready = shared(new Int32Array(2), false); // [0]: 1 when the inputs are ready, 2 when they are not finite; [1]: slots taken
+      const job: Job = {
+        kind: "forward",
+        problem: p,
+        arrays: inShared,
+        units,
+        order,
+        claimed,
+        shared: { forward, memory: memory.memory, id: memory.id, variant: memory.kernels.variant, ready },
+      };
+      const others = runJobs(
+        Array.from({ length: n - 1 }, () => job),
+        n - 1,
+      );
+      try {
+        try {
+          prepareForward(memory.kernels, p, arrays, layout, inputAt);
+          Atomics.store(ready, 0, 1);
+        } finally {
+          if (Atomics.load(ready, 0) === 0) Atomics.store(ready, 0, 2);
+          Atomics.notify(ready, 0);
+        }
+        forwardUnits(p, inShared, units, claim(order, claimed), memory.kernels, { forward, slot: Atomics.add(ready, 1, 1) });
+      } finally {
+        await others;
+      }
+      return;
+    }
+    // the scalar kernels (or another build) on every thread, the inputs in shared buffers
+    if (!kernels) checkValues(q, k, v);
     const scratch = new SharedScratch();
-    const s: ForwardArrays = {
-      ...arrays,
-      q: scratch.input(q),
-      k: scratch.input(k),
-      v: scratch.input(v),
-      out: shared(arrays.out, false),
-      lse: shared(arrays.lse, false),
-      past: shared(arrays.past, false),
-    };
-    // the calling thread and n - 1 workers take units one at a time, the costliest first (claim);
-    // each thread sets up once per call, whatever its share
-    const order = shared(Int32Array.from(cost.keys()).sort((x, y) => cost[y] - cost[x] || x - y));
-    const claimed = shared(new Int32Array(1), false);
+    const s: ForwardArrays = { ...arrays, q: scratch.input(q), k: scratch.input(k), v: scratch.input(v) };
     const job: Job = { kind: "forward", problem: p, arrays: s, units, order, claimed };
     const others = runJobs(
       Array.from({ length: n - 1 }, () => job),
@@ -86,9 +140,8 @@ export async function cpuForward(
       await others;
     }
     scratch.recycle();
-    Object.assign(arrays, { out: s.out, lse: s.lse, past: s.past });
-  }
-  return { out: arrays.out, lse: arrays.lse, past: arrays.past, width };
+  });
+  return { ...outputs, width };
 }
 
 export interface CpuGradients {

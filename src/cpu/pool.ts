@@ -5,12 +5,22 @@
 import type { Worker } from "node:worker_threads";
 import type { AttentionProblem } from "../attention/problem.js";
 import { importAtRunTime, isNode } from "../runtime.js";
-import type { BackwardArrays, ForwardArrays } from "./attention.js";
-import type { GemmOp } from "./simd.js";
+import type { BackwardArrays, ForwardArrays, SharedForward } from "./attention.js";
+import type { GemmOp, SimdVariant, WasmMemory } from "./simd.js";
 
 export type Job =
-  // the units of order[claimed[0]++] until none is left (claim)
-  | { kind: "forward"; problem: AttentionProblem; arrays: ForwardArrays; units: Int32Array; order: Int32Array; claimed: Int32Array }
+  // the units of order[claimed[0]++] until none is left (claim); with `shared`, on the shared build's
+  // instance on that memory, once ready[0] says the inputs are there (1; 2: no work, they were not
+  // finite), in scratch slot ready[1]++
+  | {
+      kind: "forward";
+      problem: AttentionProblem;
+      arrays: ForwardArrays;
+      units: Int32Array;
+      order: Int32Array;
+      claimed: Int32Array;
+      shared?: { forward: SharedForward; memory: WasmMemory; id: number; variant: SimdVariant; ready: Int32Array };
+    }
   | { kind: "backward"; problem: AttentionProblem; arrays: BackwardArrays; units: Int32Array; from: number; to: number }
   // rows [from, to) of C (+)= A · B
   | { kind: "gemm"; op: GemmOp; from: number; to: number };

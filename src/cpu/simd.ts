@@ -1,22 +1,30 @@
 // The WebAssembly SIMD kernels (src/cpu/wasm/assembly/, built by scripts/build-wasm.sh): one
 // instance per thread — the main thread and each worker load this module — each with its own
 // memory. A call copies its operands into that memory (memcpy speed), runs, and copies the result
-// out: the copies are O(n²) against the kernels' O(n³) or O(n² · keys) work.
+// out: the copies are O(n²) against the kernels' O(n³) or O(n² · keys) work. The attention on several
+// threads runs instead on the shared build: every thread's instance imports one shared memory
+// (sharedKernels), where the calling thread lays the inputs out once for all of them.
 //
 // Which build runs: the relaxed-SIMD one (fused multiply-add) where the runtime validates it, else
 // plain SIMD; with no SIMD at all (or MOBA_SIMD=off) `simd` is null and the CPU backend runs its
 // scalar JavaScript kernels, the reference-checked fallback. MOBA_SIMD=plain forces plain SIMD.
 import { importAtRunTime, isNode } from "../runtime.js";
-import { PLAIN_WASM, RELAXED_WASM } from "./wasm/binary.js";
+import { PLAIN_SHARED_WASM, PLAIN_WASM, RELAXED_SHARED_WASM, RELAXED_WASM } from "./wasm/binary.js";
+
+/** A WebAssembly.Memory: the module's own, or a shared one. */
+export interface WasmMemory {
+  readonly buffer: ArrayBuffer;
+  grow(pages: number): number;
+}
 
 // the little of the WebAssembly API used here (the project's lib is ES2022, which does not declare it)
 declare const WebAssembly: {
   validate(bytes: Uint8Array): boolean;
-  instantiate(bytes: Uint8Array): Promise<{ instance: { exports: unknown } }>;
+  instantiate(bytes: Uint8Array, imports?: { env: { memory: WasmMemory } }): Promise<{ instance: { exports: unknown } }>;
+  Memory: new (descriptor: { initial: number; maximum: number; shared: boolean }) => WasmMemory;
 };
 
 interface Exports {
-  memory: { buffer: ArrayBuffer; grow(pages: number): number };
   gemm(
     M: number,
     N: number,
@@ -92,6 +100,7 @@ interface Exports {
     work: number,
   ): void;
   routeWorkBytes(blocks: number, width: number): number;
+  firstNonFinite(x: number, n: number): number;
 }
 
 /**
@@ -116,16 +125,17 @@ export type SimdVariant = "relaxed" | "plain";
 
 const bytesOf = (base64: string) => Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
 
-/** A module instance; its memory above the module's own data is scratch that each call lays out anew. */
+/**
+ * A module instance; its memory above `base` (past the module's own data) is scratch that each call
+ * lays out anew — on the shared memory only the calling thread lays it out, during its turn.
+ */
 export class SimdKernels {
-  private readonly base: number;
-
   constructor(
     readonly exports: Exports,
     readonly variant: SimdVariant,
-  ) {
-    this.base = exports.memory.buffer.byteLength;
-  }
+    readonly memory: WasmMemory,
+    private readonly base = memory.buffer.byteLength,
+  ) {}
 
   /** Addresses of consecutive regions of the given byte sizes (64-byte aligned), memory grown to hold them. */
   alloc(bytes: number[]): number[] {
@@ -135,18 +145,23 @@ export class SimdKernels {
       at.push(end);
       end = Math.ceil((end + n) / 64) * 64;
     }
-    const missing = end - this.exports.memory.buffer.byteLength;
-    if (missing > 0) this.exports.memory.grow(Math.ceil(missing / 65536));
+    const missing = end - this.memory.buffer.byteLength;
+    if (missing > 0) this.memory.grow(Math.ceil(missing / 65536));
     return at;
   }
 
   /** Views of module memory: valid until the next alloc. */
   f32(at: number, n: number): Float32Array {
-    return new Float32Array(this.exports.memory.buffer, at, n);
+    return new Float32Array(this.memory.buffer, at, n);
   }
 
   i32(at: number, n: number): Int32Array {
-    return new Int32Array(this.exports.memory.buffer, at, n);
+    return new Int32Array(this.memory.buffer, at, n);
+  }
+
+  /** Index of the first NaN or ±Infinity of the n floats at `at`, or -1. */
+  firstNonFinite(at: number, n: number): number {
+    return this.exports.firstNonFinite(at, n);
   }
 
   /** Rows [from, to) of C. */
@@ -168,17 +183,29 @@ export class SimdKernels {
   }
 }
 
-/** The given build of the kernels, or null where this runtime cannot run it. */
-export async function loadKernels(variant: SimdVariant): Promise<SimdKernels | null> {
+/** The given build of the kernels (on `memory`: the shared build importing it), or null where this runtime cannot run it. */
+export async function loadKernels(variant: SimdVariant, memory?: WasmMemory): Promise<SimdKernels | null> {
   if (typeof (globalThis as { WebAssembly?: unknown }).WebAssembly !== "object") return null;
-  const bytes = bytesOf(variant === "relaxed" ? RELAXED_WASM : PLAIN_WASM);
+  const base64 = memory
+    ? variant === "relaxed"
+      ? RELAXED_SHARED_WASM
+      : PLAIN_SHARED_WASM
+    : variant === "relaxed"
+      ? RELAXED_WASM
+      : PLAIN_WASM;
+  const bytes = bytesOf(base64);
   // Node 20's V8 has relaxed SIMD behind a flag (on by default from Node 22); V8 reads it when it
   // validates a module, so setting it is enough
   if (isNode && variant === "relaxed" && !WebAssembly.validate(bytes))
     (await importAtRunTime<typeof import("node:v8")>("node:v8")).setFlagsFromString("--experimental-wasm-relaxed-simd");
   if (!WebAssembly.validate(bytes)) return null;
-  const { instance } = await WebAssembly.instantiate(bytes);
-  return new SimdKernels(instance.exports as unknown as Exports, variant);
+  if (!memory) {
+    const { instance } = await WebAssembly.instantiate(bytes);
+    const exports = instance.exports as Exports & { memory: WasmMemory };
+    return new SimdKernels(exports, variant, exports.memory);
+  }
+  const { instance } = await WebAssembly.instantiate(bytes, { env: { memory } });
+  return new SimdKernels(instance.exports as Exports, variant, memory, SHARED_BASE);
 }
 
 async function load(): Promise<SimdKernels | null> {
@@ -193,3 +220,42 @@ async function load(): Promise<SimdKernels | null> {
 
 /** This thread's kernels, or null where WebAssembly SIMD is unavailable (or MOBA_SIMD=off). */
 export const simd: SimdKernels | null = await load();
+
+/** The shared build's first page holds its own data (its only initial page); scratch starts after it. */
+const SHARED_BASE = 65536;
+
+/** A shared memory and this thread's instance on it; `id` tells the workers' instances apart from earlier ones. */
+export interface SharedKernels {
+  kernels: SimdKernels;
+  memory: WasmMemory;
+  id: number;
+}
+
+let sharedOnThisThread: Promise<SharedKernels | null> | undefined;
+let turn: Promise<unknown> = Promise.resolve();
+
+/**
+ * The calling thread's instance of the shared build, on a shared memory made for it (one a process),
+ * or null where there is no SIMD or no shared memory. `run` gets it in turn: one call at a time lays
+ * out and uses the memory, the next waits.
+ */
+export async function withSharedKernels<T>(run: (shared: SharedKernels | null) => Promise<T>): Promise<T> {
+  sharedOnThisThread ??= (async () => {
+    if (!simd || typeof SharedArrayBuffer === "undefined") return null;
+    const memory = new WebAssembly.Memory({ initial: 1, maximum: 65536, shared: true });
+    const kernels = await loadKernels(simd.variant, memory);
+    return kernels && { kernels, memory, id: Math.random() };
+  })();
+  const shared = await sharedOnThisThread;
+  const mine = turn.then(() => run(shared));
+  turn = mine.catch(() => undefined);
+  return mine;
+}
+
+let workerShared: { id: number; kernels: Promise<SimdKernels | null> } | undefined;
+
+/** A worker's instance of the shared build on the memory `id` the job names (loaded on its first job there). */
+export function sharedKernelsOn(memory: WasmMemory, id: number, variant: SimdVariant): Promise<SimdKernels | null> {
+  if (workerShared?.id !== id) workerShared = { id, kernels: loadKernels(variant, memory) };
+  return workerShared.kernels;
+}

@@ -25,15 +25,55 @@ export interface GemmCall {
   K: number;
 }
 
-/** A tile of the tensor-core GEMM: its shape without the call's layouts; `vector`: vec4 loads where the operand allows. */
+/**
+ * A tile of the tensor-core GEMM: its shape without the call's layouts; `vector`: vec4 loads where the
+ * operand allows; `wholeColumns`: taken only where its columns divide N.
+ */
 export type MmaTile = Pick<MmaGemmShape, "tileM" | "tileN" | "warpsM" | "warpsN" | "depth" | "prefetch" | "natural" | "directStore"> & {
   vector: boolean;
+  wholeColumns: boolean;
 };
 
 /** The tensor-core tiles, largest first: the harness's (dev/gemm/gemm.mts) fastest on the H200 (docs/benchmarks.md, Training). */
 export const MMA_TILES: MmaTile[] = [
-  { tileM: 128, tileN: 128, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true, directStore: true }, // harness version 16
-  { tileM: 64, tileN: 64, warpsM: 2, warpsN: 2, depth: 32, prefetch: true, natural: true, vector: true, directStore: true }, // version 17
+  // harness version 19, 8 subgroups: 4-13% faster than version 16 on the step's products of N = 512 (each staged
+  // slice of A serves twice the columns), 5% slower at N = 1344 (a last column of tiles a fifth full), 12% at 4096³
+  {
+    tileM: 128,
+    tileN: 256,
+    warpsM: 2,
+    warpsN: 4,
+    depth: 32,
+    prefetch: true,
+    natural: true,
+    vector: true,
+    directStore: true,
+    wholeColumns: true,
+  },
+  {
+    tileM: 128,
+    tileN: 128,
+    warpsM: 2,
+    warpsN: 2,
+    depth: 32,
+    prefetch: true,
+    natural: true,
+    vector: true,
+    directStore: true,
+    wholeColumns: false,
+  }, // version 16
+  {
+    tileM: 64,
+    tileN: 64,
+    warpsM: 2,
+    warpsN: 2,
+    depth: 32,
+    prefetch: true,
+    natural: true,
+    vector: true,
+    directStore: true,
+    wholeColumns: false,
+  }, // version 17
 ];
 /** Workgroups that fill the GPU about twice (an H200 has 132 SMs); fewer tiles than this take a smaller tile, or at the smallest split K. */
 const ENOUGH_WORKGROUPS = 264;
@@ -57,8 +97,9 @@ export interface MmaPlan {
 /** The tile and split-K of a tensor-core GEMM: the largest tile that fills the GPU, else the smallest with K split until `splitTarget` workgroups. */
 export function planMmaGemm(c: GemmCall, tiles = MMA_TILES, splitTarget = SPLIT_WORKGROUPS): MmaPlan {
   const count = (t: (typeof tiles)[number]) => Math.ceil(c.M / t.tileM) * Math.ceil(c.N / t.tileN);
-  const chosen = tiles.find((t) => count(t) >= ENOUGH_WORKGROUPS) ?? tiles[tiles.length - 1];
-  const { vector, ...tile } = chosen;
+  const chosen = tiles.find((t) => count(t) >= ENOUGH_WORKGROUPS && (!t.wholeColumns || c.N % t.tileN === 0)) ?? tiles[tiles.length - 1];
+  const { vector: _, wholeColumns: __, ...tile } = chosen;
+  const vector = chosen.vector;
   // vec4 loads where the operand's contiguous extent is a multiple of 4 (then a vec4 is wholly inside or outside it)
   const vectorA = vector && (c.aTransposed ? c.M : c.K) % 4 === 0;
   const vectorB = vector && (c.bTransposed ? c.N : c.K) % 4 === 0;
@@ -80,10 +121,9 @@ export function planMmaGemm(c: GemmCall, tiles = MMA_TILES, splitTarget = SPLIT_
   return { call: c, shape, tilesN: Math.ceil(c.N / tile.tileN), tiles: n, splits: Math.ceil(c.K / kPerSplit), kPerSplit };
 }
 
-/** Whether the device runs the tensor-core GEMM (f16 16x16x16 subgroup matrices, 32-lane subgroups). */
-export const hasMmaGemm = (gpu: MobaDevice) =>
-  gpu.mma16 &&
-  MMA_TILES.every(({ vector: _, ...t }) =>
+/** The tensor-core tiles whose workgroup memory the device has (every layout: A or B transposed). */
+export const mmaTiles = (gpu: MobaDevice): MmaTile[] =>
+  MMA_TILES.filter(({ vector: _, wholeColumns: __, ...t }) =>
     [false, true].every(
       (transposed) =>
         mmaGemmSharedBytes({
@@ -96,6 +136,9 @@ export const hasMmaGemm = (gpu: MobaDevice) =>
         }) <= gpu.maxWorkgroupStorage,
     ),
   );
+
+/** Whether the device runs the tensor-core GEMM (f16 16x16x16 subgroup matrices, 32-lane subgroups) with its smallest tile at least. */
+export const hasMmaGemm = (gpu: MobaDevice) => gpu.mma16 && mmaTiles(gpu).includes(MMA_TILES[MMA_TILES.length - 1]);
 
 /**
  * A buffer of at least `bytes` for split-K partials, whose contents the GEMM overwrites: a caller
@@ -128,7 +171,7 @@ export async function recordGemm(
     dispatch(encoder(), gpu, p, [a, b, y, mem.uniform([c.M, c.N, c.K, tilesN], "gemm shape")], Math.ceil(c.M / TILE) * tilesN, "gemm");
     return;
   }
-  await recordMmaGemm(gpu, mem, encoder, { a, b, y }, planMmaGemm(c), partials);
+  await recordMmaGemm(gpu, mem, encoder, { a, b, y }, planMmaGemm(c, mmaTiles(gpu)), partials);
 }
 
 /** Records a tensor-core GEMM of a given plan (the dev harness times plans of its own). */

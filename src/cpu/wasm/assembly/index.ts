@@ -2,3 +2,4 @@
 export { gemm, gemmWorkBytes, packPanel } from "./gemm";
 export { attendBackward, attendForward, backwardWorkBytes, forwardWorkBytes } from "./attention";
 export { blockMeans, meansBytes, route, routeWorkBytes } from "./gate";
+export { firstNonFinite } from "./check";
