@@ -34,46 +34,27 @@ export type MmaTile = Pick<MmaGemmShape, "tileM" | "tileN" | "warpsM" | "warpsN"
   wholeColumns: boolean;
 };
 
+/** A tile of the given shape on 2 x 2 or 2 x 4 subgroups, with the settings every harness winner shares. */
+const tile = (tileM: number, tileN: number, warpsN: number, wholeColumns = false): MmaTile => ({
+  tileM,
+  tileN,
+  warpsM: 2,
+  warpsN,
+  depth: 32,
+  prefetch: true,
+  natural: true,
+  vector: true,
+  directStore: true,
+  wholeColumns,
+});
+
 /** The tensor-core tiles, largest first: the harness's (dev/gemm/gemm.mts) fastest on the H200 (docs/benchmarks.md, Training). */
 export const MMA_TILES: MmaTile[] = [
   // harness version 19, 8 subgroups: 4-13% faster than version 16 on the step's products of N = 512 (each staged
   // slice of A serves twice the columns), 5% slower at N = 1344 (a last column of tiles a fifth full), 12% at 4096³
-  {
-    tileM: 128,
-    tileN: 256,
-    warpsM: 2,
-    warpsN: 4,
-    depth: 32,
-    prefetch: true,
-    natural: true,
-    vector: true,
-    directStore: true,
-    wholeColumns: true,
-  },
-  {
-    tileM: 128,
-    tileN: 128,
-    warpsM: 2,
-    warpsN: 2,
-    depth: 32,
-    prefetch: true,
-    natural: true,
-    vector: true,
-    directStore: true,
-    wholeColumns: false,
-  }, // version 16
-  {
-    tileM: 64,
-    tileN: 64,
-    warpsM: 2,
-    warpsN: 2,
-    depth: 32,
-    prefetch: true,
-    natural: true,
-    vector: true,
-    directStore: true,
-    wholeColumns: false,
-  }, // version 17
+  tile(128, 256, 4, true),
+  tile(128, 128, 2), // version 16
+  tile(64, 64, 2), // version 17
 ];
 /** Workgroups that fill the GPU about twice (an H200 has 132 SMs); fewer tiles than this take a smaller tile, or at the smallest split K. */
 const ENOUGH_WORKGROUPS = 264;
