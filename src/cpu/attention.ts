@@ -540,35 +540,48 @@ function scalarBackwardTiles(p: AttentionProblem, a: BackwardArrays): BackwardTi
   };
 }
 
-// the inputs (delta and lse as float32) and a float32 dq copied into the module's memory once per call
-// of backwardUnits; dq is added into a.dq when the slice is done (flush)
-function simdBackwardTiles(kernels: SimdKernels, p: AttentionProblem, a: BackwardArrays): BackwardTiles & { flush(): void } {
-  const { tokens: T, qHeads, kvHeads, headDim: D, scale } = p;
+/**
+ * Where the SIMD backward's data lies in module memory: the inputs (q, k, v, dout; lse and delta as
+ * float32), laid out once for every thread, and one thread's scratch (its float32 dq partial, the dk
+ * and dv of a block, a query list, the tiles' work).
+ */
+export interface BackwardLayout {
+  inputBytes: number[]; // q, k, v, dout, lse, delta
+  scratchBytes: number[]; // dq, dk block, dv block, query list, tile work
+}
+
+export function backwardLayout(kernels: SimdKernels, p: AttentionProblem): BackwardLayout {
+  const { tokens: T, qHeads, kvHeads, headDim: D } = p;
   const B = rowsPerBlock(p); // keys of the largest block
-  const [qAt, kAt, vAt, doAt, dqAt, lseAt, deltaAt, dkAt, dvAt, listAt, work] = kernels.alloc([
-    4 * a.q.length,
-    4 * a.k.length,
-    4 * a.v.length,
-    4 * a.dout.length,
-    4 * a.dq.length,
-    4 * a.lse.length,
-    4 * a.delta.length,
-    4 * B * D,
-    4 * B * D,
-    4 * T,
-    kernels.exports.backwardWorkBytes(B, D),
-  ]);
-  kernels.f32(qAt, a.q.length).set(a.q);
-  kernels.f32(kAt, a.k.length).set(a.k);
-  kernels.f32(vAt, a.v.length).set(a.v);
-  kernels.f32(doAt, a.dout.length).set(a.dout);
-  kernels.f32(lseAt, a.lse.length).set(a.lse);
-  kernels.f32(deltaAt, a.delta.length).set(a.delta);
-  const dq = kernels.f32(dqAt, a.dq.length),
-    dk = kernels.f32(dkAt, B * D),
+  const [queries, keys] = [4 * T * qHeads * D, 4 * T * kvHeads * D];
+  return {
+    inputBytes: [queries, keys, keys, queries, 4 * T * qHeads, 4 * T * qHeads],
+    scratchBytes: [queries, 4 * B * D, 4 * B * D, 4 * T, kernels.exports.backwardWorkBytes(B, D)],
+  };
+}
+
+/** Copies the backward's inputs into module memory at `inputAt` (backwardLayout's regions). */
+export function prepareBackward(kernels: SimdKernels, a: BackwardArrays, inputAt: number[]): void {
+  [a.q, a.k, a.v, a.dout, a.lse, a.delta].forEach((data, i) => kernels.f32(inputAt[i], data.length).set(data));
+}
+
+// the tiles on the inputs prepareBackward laid out at inputAt, with one thread's scratch at scratchAt
+// (its dq partial zeroed here)
+function simdBackwardTiles(
+  kernels: SimdKernels,
+  p: AttentionProblem,
+  a: BackwardArrays,
+  inputAt: number[],
+  scratchAt: number[],
+): BackwardTiles {
+  const { tokens: T, qHeads, kvHeads, headDim: D, scale } = p;
+  const B = rowsPerBlock(p);
+  const [qAt, kAt, vAt, doAt, lseAt, deltaAt] = inputAt;
+  const [dqAt, dkAt, dvAt, listAt, work] = scratchAt;
+  const dk = kernels.f32(dkAt, B * D),
     dv = kernels.f32(dvAt, B * D),
     list = kernels.i32(listAt, T);
-  dq.fill(0);
+  kernels.f32(dqAt, T * qHeads * D).fill(0);
   let g = 0,
     k0 = 0,
     k1 = 0;
@@ -606,13 +619,21 @@ function simdBackwardTiles(kernels: SimdKernels, p: AttentionProblem, a: Backwar
       );
     },
     finish: () => writeBlock(p, a, g, k0, k1, dk, dv),
-    flush() {
-      for (let i = 0; i < dq.length; i++) a.dq[i] += dq[i];
-    },
   };
 }
 
-/** Backward of units [from, to) of the key-block list (heads are kv heads). */
+/** Inputs laid out and copied once into a shared memory (prepareBackward), the scratch of each thread after them. */
+export interface SharedBackward {
+  inputAt: number[];
+  scratchAt: number[][]; // [threads][regions]; a thread's dq partial is its region 0
+}
+
+/**
+ * Backward of units [from, to) of the key-block list (heads are kv heads). With `shared`, the kernels'
+ * memory is the shared one, its inputs copied in, and this thread's dq partial (float32) stays in its
+ * scratch at shared.scratchAt[slot] for the caller to sum; else this thread copies the inputs into its
+ * own memory and adds its dq into a.dq.
+ */
 export function backwardUnits(
   problem: AttentionProblem,
   a: BackwardArrays,
@@ -620,12 +641,26 @@ export function backwardUnits(
   from: number,
   to: number,
   kernels = simd,
+  shared?: { backward: SharedBackward; slot: number },
 ): void {
   const { qHeads, kvHeads, blockSize: B, cuSeqlens } = problem;
   const group = qHeads / kvHeads;
   const blocks = a.offsets[a.offsets.length - 1];
-  const simdTiles = kernels && simdBackwardTiles(kernels, problem, a);
-  const tiles = simdTiles || scalarBackwardTiles(problem, a);
+  let tiles: BackwardTiles;
+  let flush = () => {};
+  if (!kernels) tiles = scalarBackwardTiles(problem, a);
+  else if (shared) tiles = simdBackwardTiles(kernels, problem, a, shared.backward.inputAt, shared.backward.scratchAt[shared.slot]);
+  else {
+    const layout = backwardLayout(kernels, problem);
+    const at = kernels.alloc([...layout.inputBytes, ...layout.scratchBytes]);
+    const inputAt = at.slice(0, layout.inputBytes.length);
+    prepareBackward(kernels, a, inputAt);
+    tiles = simdBackwardTiles(kernels, problem, a, inputAt, at.slice(inputAt.length));
+    const dq = kernels.f32(at[inputAt.length], a.dq.length);
+    flush = () => {
+      for (let i = 0; i < dq.length; i++) a.dq[i] += dq[i];
+    };
+  }
   const tokens = Int32Array.from({ length: problem.tokens }, (_, t) => t);
   for (let u = from; u < to; u++) {
     const b = units[3 * u],
@@ -649,5 +684,5 @@ export function backwardUnits(
     }
     tiles.finish();
   }
-  simdTiles?.flush();
+  flush();
 }

@@ -5,17 +5,20 @@ import type { AttentionProblem } from "../attention/problem.js";
 import { checkFinite } from "../attention/problem.js";
 import {
   type BackwardArrays,
+  backwardLayout,
   backwardUnits,
   type ForwardArrays,
   forwardLayout,
   forwardSpan,
   forwardUnits,
   listUnits,
+  prepareBackward,
   prepareForward,
+  type SharedBackward,
   type SharedForward,
 } from "./attention.js";
-import { claim, cores, type Job, runJobs, shared, SharedScratch, splitByCost } from "./pool.js";
-import { simd, withSharedKernels } from "./simd.js";
+import { claim, cores, type Job, runJobs, shared, SharedScratch, signalReady, splitByCost } from "./pool.js";
+import { type SharedKernels, simd, withSharedKernels } from "./simd.js";
 
 /** The forward's inputs are finite (the SIMD forward checks its own copies instead: prepareForward). */
 function checkValues(q: Float32Array, k: Float32Array, v: Float32Array): void {
@@ -85,41 +88,27 @@ export async function cpuForward(
   await withSharedKernels(async (memory) => {
     if (memory && kernels === simd) {
       // the inputs laid out once in the shared memory, each thread's scratch after them; the workers
-      // start on the job while this thread copies, checks and packs the inputs, and wait for `ready`
+      // start on their jobs while this thread copies, checks and packs the inputs (signalReady)
       const layout = forwardLayout(memory.kernels, p, arrays);
-      const at = memory.kernels.alloc([...layout.inputBytes, ...Array.from({ length: n }, () => layout.scratchBytes).flat()]);
-      const inputAt = at.slice(0, layout.inputBytes.length);
-      const regions = layout.scratchBytes.length;
-      const forward: SharedForward = {
-        layout,
-        inputAt,
-        scratchAt: Array.from({ length: n }, (_, i) => at.slice(inputAt.length + i * regions, inputAt.length + (i + 1) * regions)),
-      };
+      const { inputAt, scratchAt } = sharedLayout(memory, layout.inputBytes, layout.scratchBytes, n);
+      const forward: SharedForward = { layout, inputAt, scratchAt };
       const empty = new Float32Array(0);
       const inShared: ForwardArrays = { ...arrays, q: empty, k: empty, v: empty };
-      const ready = shared(new Int32Array(2), false); // [0]: 1 when the inputs are ready, 2 when they are not finite; [1]: slots taken
-      const job: Job = {
+      const ready = shared(new Int32Array(1), false);
+      const link = { memory: memory.memory, id: memory.id, variant: memory.kernels.variant, ready };
+      const jobs: Job[] = Array.from({ length: n - 1 }, (_, i) => ({
         kind: "forward",
         problem: p,
         arrays: inShared,
         units,
         order,
         claimed,
-        shared: { forward, memory: memory.memory, id: memory.id, variant: memory.kernels.variant, ready },
-      };
-      const others = runJobs(
-        Array.from({ length: n - 1 }, () => job),
-        n - 1,
-      );
+        shared: { ...link, slot: i + 1, forward },
+      }));
+      const others = runJobs(jobs, n - 1);
       try {
-        try {
-          prepareForward(memory.kernels, p, arrays, layout, inputAt);
-          Atomics.store(ready, 0, 1);
-        } finally {
-          if (Atomics.load(ready, 0) === 0) Atomics.store(ready, 0, 2);
-          Atomics.notify(ready, 0);
-        }
-        forwardUnits(p, inShared, units, claim(order, claimed), memory.kernels, { forward, slot: Atomics.add(ready, 1, 1) });
+        signalReady(ready, () => prepareForward(memory.kernels, p, arrays, layout, inputAt));
+        forwardUnits(p, inShared, units, claim(order, claimed), memory.kernels, { forward, slot: 0 });
       } finally {
         await others;
       }
@@ -194,40 +183,89 @@ export async function cpuBackward(
     dk: new Float32Array(tokens * kvHeads * D),
     dv: new Float32Array(tokens * kvHeads * D),
   };
-  const dq = arrays.dq;
-  if (n === 1) {
+  // contiguous ranges of units, one per thread, the calling thread taking the first, each thread with a dq
+  // partial of its own (the key-major walk adds into every query's dq): which thread adds which dq terms
+  // is fixed, and the partials are summed in thread order, so the sum is the same in every run
+  const ranges = n === 1 ? [] : splitByCost(backwardCost(p, units, cost, inverted, offsets), n);
+  if (ranges.length < 2) {
     backwardUnits(p, arrays, units, 0, units.length / 3, kernels);
-  } else {
-    // one dq accumulator per thread (the calling thread's is dq): the key-major walk adds into every query's dq
-    const scratch = new SharedScratch();
-    const s = {
-      ...arrays,
+    return { dq: Float32Array.from(arrays.dq), dk: arrays.dk, dv: arrays.dv };
+  }
+  const scratch = new SharedScratch();
+  const s: BackwardArrays = {
+    ...arrays,
+    inverted: inverted && { start: scratch.input(inverted.start), queries: scratch.input(inverted.queries) },
+    dk: shared(arrays.dk, false),
+    dv: shared(arrays.dv, false),
+  };
+  const dq = arrays.dq;
+  await withSharedKernels(async (memory) => {
+    if (memory && kernels === simd) {
+      // the inputs copied once into the shared memory, each thread's scratch (and dq partial) after them
+      const layout = backwardLayout(memory.kernels, p);
+      const { inputAt, scratchAt } = sharedLayout(memory, layout.inputBytes, layout.scratchBytes, n);
+      const backward: SharedBackward = { inputAt, scratchAt };
+      const empty = new Float32Array(0);
+      const inShared: BackwardArrays = { ...s, q: empty, k: empty, v: empty, dout: empty, lse: empty, delta: new Float64Array(0) };
+      const ready = shared(new Int32Array(1), false);
+      const link = { memory: memory.memory, id: memory.id, variant: memory.kernels.variant, ready };
+      const jobs: Job[] = ranges.slice(1).map(([from, to], i) => ({
+        kind: "backward",
+        problem: p,
+        arrays: inShared,
+        units,
+        from,
+        to,
+        shared: { ...link, slot: i + 1, backward },
+      }));
+      const others = runJobs(jobs, n - 1);
+      try {
+        signalReady(ready, () => prepareBackward(memory.kernels, arrays, inputAt));
+        backwardUnits(p, inShared, units, ranges[0][0], ranges[0][1], memory.kernels, { backward, slot: 0 });
+      } finally {
+        await others;
+      }
+      for (const [partAt] of scratchAt.slice(0, ranges.length)) {
+        const part = memory.kernels.f32(partAt, dq.length);
+        for (let i = 0; i < dq.length; i++) dq[i] += part[i];
+      }
+      return;
+    }
+    // the scalar kernels (or another build) on every thread, the inputs in shared buffers, a float64 dq
+    // partial per worker (the calling thread's is dq)
+    const inputs: BackwardArrays = {
+      ...s,
       q: scratch.input(q),
       k: scratch.input(k),
       v: scratch.input(v),
       dout: scratch.input(dout),
       lse: scratch.input(lse),
       delta: scratch.input(delta),
-      inverted: inverted && { start: scratch.input(inverted.start), queries: scratch.input(inverted.queries) },
-      dk: shared(arrays.dk, false),
-      dv: shared(arrays.dv, false),
     };
-    // contiguous ranges of units, one per thread, the calling thread taking the first: which thread adds
-    // which dq terms is fixed, so the sum is the same in every run
-    const [first, ...rest] = splitByCost(backwardCost(p, units, cost, inverted, offsets), n);
-    const parts = rest.map(() => scratch.zeros(dq));
-    const jobs: Job[] = rest.map(([from, to], i) => ({ kind: "backward", problem: p, arrays: { ...s, dq: parts[i] }, units, from, to }));
+    const parts = ranges.slice(1).map(() => scratch.zeros(dq));
+    const jobs: Job[] = ranges
+      .slice(1)
+      .map(([from, to], i) => ({ kind: "backward", problem: p, arrays: { ...inputs, dq: parts[i] }, units, from, to }));
     const others = runJobs(jobs, n - 1);
     try {
-      backwardUnits(p, { ...s, dq }, units, first[0], first[1], kernels);
+      backwardUnits(p, inputs, units, ranges[0][0], ranges[0][1], kernels);
     } finally {
       await others;
     }
     for (const part of parts) for (let i = 0; i < dq.length; i++) dq[i] += part[i];
-    scratch.recycle();
-    Object.assign(arrays, { dk: s.dk, dv: s.dv });
-  }
-  return { dq: Float32Array.from(dq), dk: arrays.dk, dv: arrays.dv };
+  });
+  scratch.recycle();
+  return { dq: Float32Array.from(dq), dk: s.dk, dv: s.dv };
+}
+
+/** Regions for a job on the shared memory: the inputs once, then `threads` copies of one thread's scratch. */
+function sharedLayout(memory: SharedKernels, inputBytes: number[], scratchBytes: number[], threads: number) {
+  const at = memory.kernels.alloc([...inputBytes, ...Array.from({ length: threads }, () => scratchBytes).flat()]);
+  const inputAt = at.slice(0, inputBytes.length);
+  const scratchAt = Array.from({ length: threads }, (_, i) =>
+    at.slice(inputAt.length + i * scratchBytes.length, inputAt.length + (i + 1) * scratchBytes.length),
+  );
+  return { inputAt, scratchAt };
 }
 
 /** Per key block: how many (query, key) pairs its unit visits, from the inverted index. */

@@ -5,13 +5,24 @@
 import type { Worker } from "node:worker_threads";
 import type { AttentionProblem } from "../attention/problem.js";
 import { importAtRunTime, isNode } from "../runtime.js";
-import type { BackwardArrays, ForwardArrays, SharedForward } from "./attention.js";
+import type { BackwardArrays, ForwardArrays, SharedBackward, SharedForward } from "./attention.js";
 import type { GemmOp, SimdVariant, WasmMemory } from "./simd.js";
 
+/**
+ * A job on the shared build of the kernels (simd.ts): its instance on `memory` (`id` tells a worker's
+ * earlier instance apart), the inputs prepared by the calling thread once ready[0] says so (signalReady),
+ * this job's scratch slot.
+ */
+export interface SharedLink {
+  memory: WasmMemory;
+  id: number;
+  variant: SimdVariant;
+  ready: Int32Array;
+  slot: number;
+}
+
 export type Job =
-  // the units of order[claimed[0]++] until none is left (claim); with `shared`, on the shared build's
-  // instance on that memory, once ready[0] says the inputs are there (1; 2: no work, they were not
-  // finite), in scratch slot ready[1]++
+  // the units of order[claimed[0]++] until none is left (claim)
   | {
       kind: "forward";
       problem: AttentionProblem;
@@ -19,9 +30,17 @@ export type Job =
       units: Int32Array;
       order: Int32Array;
       claimed: Int32Array;
-      shared?: { forward: SharedForward; memory: WasmMemory; id: number; variant: SimdVariant; ready: Int32Array };
+      shared?: SharedLink & { forward: SharedForward };
     }
-  | { kind: "backward"; problem: AttentionProblem; arrays: BackwardArrays; units: Int32Array; from: number; to: number }
+  | {
+      kind: "backward";
+      problem: AttentionProblem;
+      arrays: BackwardArrays;
+      units: Int32Array;
+      from: number;
+      to: number;
+      shared?: SharedLink & { backward: SharedBackward };
+    }
   // rows [from, to) of C (+)= A · B
   | { kind: "gemm"; op: GemmOp; from: number; to: number };
 
@@ -108,21 +127,47 @@ export function claim(order: Int32Array, claimed: Int32Array): () => number {
   };
 }
 
-/** Splits units [0, cost.length) into `parts` contiguous ranges of about equal cost. */
-export function splitByCost(cost: Float64Array, parts: number): [number, number][] {
-  const total = cost.reduce((a, b) => a + b, 0);
-  const ranges: [number, number][] = [];
-  let from = 0;
-  let sum = 0;
-  for (let u = 0; u < cost.length; u++) {
-    sum += cost[u];
-    if (sum >= (total * (ranges.length + 1)) / parts && ranges.length < parts - 1) {
-      ranges.push([from, u + 1]);
-      from = u + 1;
-    }
+/**
+ * Runs `prepare` (the calling thread laying out a shared job's inputs), then wakes the workers waiting
+ * in awaitReady: ready[0] becomes 1, or 2 when `prepare` threw (the workers then do nothing).
+ */
+export function signalReady(ready: Int32Array, prepare: () => void): void {
+  try {
+    prepare();
+    Atomics.store(ready, 0, 1);
+  } finally {
+    if (Atomics.load(ready, 0) === 0) Atomics.store(ready, 0, 2);
+    Atomics.notify(ready, 0);
   }
-  if (from < cost.length) ranges.push([from, cost.length]);
-  return ranges;
+}
+
+/** In a worker: blocks until signalReady; whether the inputs are there. */
+export function awaitReady(ready: Int32Array): boolean {
+  Atomics.wait(ready, 0, 0);
+  return Atomics.load(ready, 0) === 1;
+}
+
+/**
+ * Splits units [0, cost.length) into at most `parts` contiguous ranges of about equal cost, each cut at
+ * the unit boundary nearest its share (cutting after the unit that crosses it gave the calling thread's
+ * range 53% of MoBA's 16K backward, which with its own setup left the worker idle for tens of ms).
+ */
+export function splitByCost(cost: Float64Array, parts: number): [number, number][] {
+  const prefix = [0];
+  for (const c of cost) prefix.push(prefix[prefix.length - 1] + c);
+  const total = prefix[cost.length];
+  const cuts = [0];
+  for (let k = 1; k < parts; k++) {
+    const target = (total * k) / parts;
+    let b = cuts[cuts.length - 1];
+    while (b < cost.length && Math.abs(prefix[b + 1] - target) <= Math.abs(prefix[b] - target)) b++;
+    if (b > cuts[cuts.length - 1] && b < cost.length) cuts.push(b);
+  }
+  cuts.push(cost.length);
+  return cuts
+    .slice(1)
+    .map((end, i) => [cuts[i], end] as [number, number])
+    .filter(([from, to]) => to > from);
 }
 
 type Typed = Float32Array | Float64Array | Int32Array;
