@@ -17,7 +17,7 @@ import {
   type SharedBackward,
   type SharedForward,
 } from "./attention.js";
-import { claim, cores, type Job, runJobs, shared, SharedScratch, signalReady, splitByCost } from "./pool.js";
+import { claim, cores, type Job, runJobs, shared, type SharedLink, SharedScratch, signalReady, splitByCost } from "./pool.js";
 import { type SharedKernels, simd, withSharedKernels } from "./simd.js";
 
 /** The forward's inputs are finite (the SIMD forward checks its own copies instead: prepareForward). */
@@ -94,24 +94,13 @@ export async function cpuForward(
       const forward: SharedForward = { layout, inputAt, scratchAt };
       const empty = new Float32Array(0);
       const inShared: ForwardArrays = { ...arrays, q: empty, k: empty, v: empty };
-      const ready = shared(new Int32Array(1), false);
-      const link = { memory: memory.memory, id: memory.id, variant: memory.kernels.variant, ready };
-      const jobs: Job[] = Array.from({ length: n - 1 }, (_, i) => ({
-        kind: "forward",
-        problem: p,
-        arrays: inShared,
-        units,
-        order,
-        claimed,
-        shared: { ...link, slot: i + 1, forward },
-      }));
-      const others = runJobs(jobs, n - 1);
-      try {
-        signalReady(ready, () => prepareForward(memory.kernels, p, arrays, layout, inputAt));
-        forwardUnits(p, inShared, units, claim(order, claimed), memory.kernels, { forward, slot: 0 });
-      } finally {
-        await others;
-      }
+      await onSharedMemory(
+        memory,
+        n - 1,
+        (link) => ({ kind: "forward", problem: p, arrays: inShared, units, order, claimed, shared: { ...link, forward } }),
+        () => prepareForward(memory.kernels, p, arrays, layout, inputAt),
+        () => forwardUnits(p, inShared, units, claim(order, claimed), memory.kernels, { forward, slot: 0 }),
+      );
       return;
     }
     // the scalar kernels (or another build) on every thread, the inputs in shared buffers
@@ -207,24 +196,16 @@ export async function cpuBackward(
       const backward: SharedBackward = { inputAt, scratchAt };
       const empty = new Float32Array(0);
       const inShared: BackwardArrays = { ...s, q: empty, k: empty, v: empty, dout: empty, lse: empty, delta: new Float64Array(0) };
-      const ready = shared(new Int32Array(1), false);
-      const link = { memory: memory.memory, id: memory.id, variant: memory.kernels.variant, ready };
-      const jobs: Job[] = ranges.slice(1).map(([from, to], i) => ({
-        kind: "backward",
-        problem: p,
-        arrays: inShared,
-        units,
-        from,
-        to,
-        shared: { ...link, slot: i + 1, backward },
-      }));
-      const others = runJobs(jobs, n - 1);
-      try {
-        signalReady(ready, () => prepareBackward(memory.kernels, arrays, inputAt));
-        backwardUnits(p, inShared, units, ranges[0][0], ranges[0][1], memory.kernels, { backward, slot: 0 });
-      } finally {
-        await others;
-      }
+      await onSharedMemory(
+        memory,
+        ranges.length - 1,
+        (link) => {
+          const [from, to] = ranges[link.slot];
+          return { kind: "backward", problem: p, arrays: inShared, units, from, to, shared: { ...link, backward } };
+        },
+        () => prepareBackward(memory.kernels, arrays, inputAt),
+        () => backwardUnits(p, inShared, units, ranges[0][0], ranges[0][1], memory.kernels, { backward, slot: 0 }),
+      );
       for (const [partAt] of scratchAt.slice(0, ranges.length)) {
         const part = memory.kernels.f32(partAt, dq.length);
         for (let i = 0; i < dq.length; i++) dq[i] += part[i];
@@ -256,6 +237,32 @@ export async function cpuBackward(
   });
   scratch.recycle();
   return { dq: Float32Array.from(dq), dk: s.dk, dv: s.dv };
+}
+
+/**
+ * A call on the shared memory: a job for each of `workers` workers (`job` gets its link: scratch slots
+ * 1 .. workers), started before this thread prepares the inputs (the workers wait for them: signalReady),
+ * then this thread's own part (slot 0).
+ */
+async function onSharedMemory(
+  memory: SharedKernels,
+  workers: number,
+  job: (link: SharedLink) => Job,
+  prepare: () => void,
+  own: () => void,
+): Promise<void> {
+  const ready = shared(new Int32Array(1), false);
+  const link = (slot: number) => ({ memory: memory.memory, id: memory.id, variant: memory.kernels.variant, ready, slot });
+  const others = runJobs(
+    Array.from({ length: workers }, (_, i) => job(link(i + 1))),
+    workers,
+  );
+  try {
+    signalReady(ready, prepare);
+    own();
+  } finally {
+    await others;
+  }
 }
 
 /** Regions for a job on the shared memory: the inputs once, then `threads` copies of one thread's scratch. */
