@@ -1,6 +1,6 @@
 // Host time of one forward call: recording until submit, then submit until idle (GPU), and the
-// latency of an empty submit + onSubmittedWorkDone; MoBA and full attention at 32K tokens, f16.
-// Usage (device): node --import tsx dev/host-overhead.mts
+// latency of an empty submit + onSubmittedWorkDone; MoBA and full attention, f16, head dim 128.
+// Usage (device): node --import tsx dev/host-overhead.mts [TOKENS] [HEADS,...]   (default 32768 1,8)
 import { getDevice } from "../src/webgpu/device.ts";
 import { Buffers } from "../src/webgpu/kernel.ts";
 import { forwardOnGpu } from "../src/webgpu/attention/index.ts";
@@ -15,9 +15,10 @@ for (let i = 0; i < 50; i++) {
   fence.push(performance.now() - t0);
 }
 console.log(`empty submit + onSubmittedWorkDone: median ${median(fence).toFixed(3)} ms`);
-for (const heads of [1, 8]) {
+const T = Number(process.argv[2] ?? 32768);
+for (const heads of (process.argv[3] ?? "1,8").split(",").map(Number)) {
   const r = seeded(1);
-  const [q, k, v] = [0, 1, 2].map(() => uniformTensor(r, [32768, heads, 128], 1));
+  const [q, k, v] = [0, 1, 2].map(() => uniformTensor(r, [T, heads, 128], 1));
   for (const [name, p] of [
     ["MoBA", mobaProblem({ q, k, v }, { blockSize: 512, topK: 3, precision: "f16" })],
     ["full", fullProblem({ q, k, v }, { precision: "f16" })],
@@ -40,7 +41,7 @@ for (const heads of [1, 8]) {
       }
       mem.destroy();
     }
-    console.log(`${name} 32K x ${heads}: recording to submit ${median(rec).toFixed(2)} ms, then to idle ${median(rest).toFixed(2)} ms`);
+    console.log(`${name} ${T} x ${heads}: recording to submit ${median(rec).toFixed(2)} ms, then to idle ${median(rest).toFixed(2)} ms`);
   }
 }
 process.exit(0);
