@@ -24,6 +24,13 @@ test("both SIMD builds load on Node 20 (relaxed SIMD through V8's flag)", () => 
   for (const [name, kernels] of BUILDS.slice(1)) assert.equal(kernels?.variant, name);
 });
 
+test("a layout fits a module's memory up to wasm32's 4 GiB, not beyond (the threads then each work in their own)", () => {
+  const kernels = BUILDS[1][1]!;
+  assert.ok(kernels.fits([2 ** 20, 2 ** 30]));
+  assert.ok(!kernels.fits([2 ** 31, 2 ** 31]));
+  assert.ok(!kernels.fits([2 ** 32]));
+});
+
 // C = A·B (+ C0) in float64, A[i][k] = a[i·aRow + k·aCol], B[k][j] = b[k·bRow + j·bCol]
 function referenceGemm(op: GemmOp, c0: Float32Array): Float64Array {
   const { M, N, K, a, b, aRow, aCol, bRow, bCol } = op;

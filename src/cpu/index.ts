@@ -86,11 +86,12 @@ export async function cpuForward(
   const order = shared(Int32Array.from(cost.keys()).sort((x, y) => cost[y] - cost[x] || x - y));
   const claimed = shared(new Int32Array(1), false);
   await withSharedKernels(async (memory) => {
-    if (memory && kernels === simd) {
+    const layout = memory && kernels === simd ? forwardLayout(memory.kernels, p, arrays) : null;
+    const regions = memory && layout && sharedLayout(memory, layout.inputBytes, layout.scratchBytes, n);
+    if (memory && layout && regions) {
       // the inputs laid out once in the shared memory, each thread's scratch after them; the workers
       // start on their jobs while this thread copies, checks and packs the inputs (signalReady)
-      const layout = forwardLayout(memory.kernels, p, arrays);
-      const { inputAt, scratchAt } = sharedLayout(memory, layout.inputBytes, layout.scratchBytes, n);
+      const { inputAt, scratchAt } = regions;
       const forward: SharedForward = { layout, inputAt, scratchAt };
       const empty = new Float32Array(0);
       const inShared: ForwardArrays = { ...arrays, q: empty, k: empty, v: empty };
@@ -103,8 +104,9 @@ export async function cpuForward(
       );
       return;
     }
-    // the scalar kernels (or another build) on every thread, the inputs in shared buffers
-    if (!kernels) checkValues(q, k, v);
+    // each thread its own memory (the scalar kernels, another build, or a call the shared memory cannot
+    // hold), the inputs in shared buffers; checked here, so that a bad input fails here, not in a worker
+    checkValues(q, k, v);
     const scratch = new SharedScratch();
     const s: ForwardArrays = { ...arrays, q: scratch.input(q), k: scratch.input(k), v: scratch.input(v) };
     const job: Job = { kind: "forward", problem: p, arrays: s, units, order, claimed };
@@ -189,13 +191,24 @@ export async function cpuBackward(
   };
   const dq = arrays.dq;
   await withSharedKernels(async (memory) => {
-    if (memory && kernels === simd) {
+    const layout = memory && kernels === simd ? backwardLayout(memory.kernels, p) : null;
+    const regions = memory && layout && sharedLayout(memory, layout.inputBytes, layout.scratchBytes, ranges.length);
+    if (memory && regions) {
       // the inputs copied once into the shared memory, each thread's scratch (and dq partial) after them
-      const layout = backwardLayout(memory.kernels, p);
-      const { inputAt, scratchAt } = sharedLayout(memory, layout.inputBytes, layout.scratchBytes, n);
+      const { inputAt, scratchAt } = regions;
       const backward: SharedBackward = { inputAt, scratchAt };
       const empty = new Float32Array(0);
-      const inShared: BackwardArrays = { ...s, q: empty, k: empty, v: empty, dout: empty, lse: empty, delta: new Float64Array(0) };
+      // (what the workers do not read stays here: posting an unshared array copies it)
+      const inShared: BackwardArrays = {
+        ...s,
+        q: empty,
+        k: empty,
+        v: empty,
+        dout: empty,
+        lse: empty,
+        delta: new Float64Array(0),
+        dq: new Float64Array(0),
+      };
       await onSharedMemory(
         memory,
         ranges.length - 1,
@@ -206,14 +219,14 @@ export async function cpuBackward(
         () => prepareBackward(memory.kernels, arrays, inputAt),
         () => backwardUnits(p, inShared, units, ranges[0][0], ranges[0][1], memory.kernels, { backward, slot: 0 }),
       );
-      for (const [partAt] of scratchAt.slice(0, ranges.length)) {
+      for (const [partAt] of scratchAt) {
         const part = memory.kernels.f32(partAt, dq.length);
         for (let i = 0; i < dq.length; i++) dq[i] += part[i];
       }
       return;
     }
-    // the scalar kernels (or another build) on every thread, the inputs in shared buffers, a float64 dq
-    // partial per worker (the calling thread's is dq)
+    // each thread its own memory (the scalar kernels, another build, or a call the shared memory cannot
+    // hold), the inputs in shared buffers, a float64 dq partial per worker (the calling thread's is dq)
     const inputs: BackwardArrays = {
       ...s,
       q: scratch.input(q),
@@ -265,9 +278,14 @@ async function onSharedMemory(
   }
 }
 
-/** Regions for a job on the shared memory: the inputs once, then `threads` copies of one thread's scratch. */
+/**
+ * Regions for a job on the shared memory: the inputs once, then `threads` copies of one thread's scratch;
+ * null where they do not fit its 4 GiB (then each thread works in its own memory).
+ */
 function sharedLayout(memory: SharedKernels, inputBytes: number[], scratchBytes: number[], threads: number) {
-  const at = memory.kernels.alloc([...inputBytes, ...Array.from({ length: threads }, () => scratchBytes).flat()]);
+  const bytes = [...inputBytes, ...Array.from({ length: threads }, () => scratchBytes).flat()];
+  if (!memory.kernels.fits(bytes)) return null;
+  const at = memory.kernels.alloc(bytes);
   const inputAt = at.slice(0, inputBytes.length);
   const scratchAt = Array.from({ length: threads }, (_, i) =>
     at.slice(inputAt.length + i * scratchBytes.length, inputAt.length + (i + 1) * scratchBytes.length),

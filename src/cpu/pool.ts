@@ -98,7 +98,11 @@ function runOn(worker: Worker, job: Job): Promise<void> {
   });
 }
 
-/** Runs the jobs on up to `threads` workers, each worker taking the next job when it is done. */
+/**
+ * Runs the jobs on up to `threads` workers, each worker taking the next job when it is done. Waits for
+ * every worker before it reports the first failure: the others may still be writing memory the caller
+ * would hand to its next call.
+ */
 export async function runJobs(jobs: Job[], threads: number): Promise<void> {
   const queue = [...jobs];
   const lane = async () => {
@@ -112,7 +116,9 @@ export async function runJobs(jobs: Job[], threads: number): Promise<void> {
       throw error;
     }
   };
-  await Promise.all(Array.from({ length: Math.min(threads, jobs.length) }, lane));
+  const settled = await Promise.allSettled(Array.from({ length: Math.min(threads, jobs.length) }, lane));
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failed) throw failed.reason;
 }
 
 /**

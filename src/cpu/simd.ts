@@ -123,6 +123,11 @@ export interface GemmOp {
 
 export type SimdVariant = "relaxed" | "plain";
 
+/** The shared build's first page holds its own data (its only initial page); scratch starts after it. */
+const SHARED_BASE = 65536;
+/** The most pages a memory of wasm32 has: 4 GiB. */
+const MAX_PAGES = 65536;
+
 const bytesOf = (base64: string) => Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
 
 /**
@@ -148,6 +153,12 @@ export class SimdKernels {
     const missing = end - this.memory.buffer.byteLength;
     if (missing > 0) this.memory.grow(Math.ceil(missing / 65536));
     return at;
+  }
+
+  /** Whether alloc(bytes) fits the 4 GiB of wasm32 memory. */
+  fits(bytes: number[]): boolean {
+    const end = bytes.reduce((at, n) => Math.ceil((at + n) / 64) * 64, this.base);
+    return end <= MAX_PAGES * 65536;
   }
 
   /** Views of module memory: valid until the next alloc. */
@@ -221,9 +232,6 @@ async function load(): Promise<SimdKernels | null> {
 /** This thread's kernels, or null where WebAssembly SIMD is unavailable (or MOBA_SIMD=off). */
 export const simd: SimdKernels | null = await load();
 
-/** The shared build's first page holds its own data (its only initial page); scratch starts after it. */
-const SHARED_BASE = 65536;
-
 /** A shared memory and this thread's instance on it; `id` tells the workers' instances apart from earlier ones. */
 export interface SharedKernels {
   kernels: SimdKernels;
@@ -242,9 +250,13 @@ let turn: Promise<unknown> = Promise.resolve();
 export async function withSharedKernels<T>(run: (shared: SharedKernels | null) => Promise<T>): Promise<T> {
   sharedOnThisThread ??= (async () => {
     if (!simd || typeof SharedArrayBuffer === "undefined") return null;
-    const memory = new WebAssembly.Memory({ initial: 1, maximum: 65536, shared: true });
-    const kernels = await loadKernels(simd.variant, memory);
-    return kernels && { kernels, memory, id: Math.random() };
+    try {
+      const memory = new WebAssembly.Memory({ initial: 1, maximum: MAX_PAGES, shared: true });
+      const kernels = await loadKernels(simd.variant, memory);
+      return kernels && { kernels, memory, id: Math.random() };
+    } catch {
+      return null; // no address space for it (it reserves 4 GiB), or no shared memory: each thread its own
+    }
   })();
   const shared = await sharedOnThisThread;
   const mine = turn.then(() => run(shared));
