@@ -143,7 +143,8 @@ function checkPrecision(precision: Precision | undefined): Precision {
  */
 export function checkF16Range(name: string, data: ArrayLike<number>): void {
   for (let i = 0; i < data.length; i++) {
-    if (Math.abs(data[i]) > F16_MAX && Number.isFinite(data[i])) fail(`${name}: expected |values| <= ${F16_MAX} for precision "f16", got ${data[i]} at element ${i}`);
+    if (Math.abs(data[i]) > F16_MAX && Number.isFinite(data[i]))
+      fail(`${name}: expected |values| <= ${F16_MAX} for precision "f16", got ${data[i]} at element ${i}`);
   }
 }
 
