@@ -62,12 +62,14 @@ export interface LineSeries {
 
 /** Lines over a shared x axis, as a standalone SVG; the y axis spans the data. */
 export function lineChart(title: string, series: LineSeries[], xLabel: string, yLabel: string): string {
+  // the legend takes rows of three entries below the plot
+  const legendRows = Math.max(1, Math.ceil(series.length / 3));
   const width = 640,
-    height = 380,
+    height = 380 + 20 * (legendRows - 1),
     left = 64,
     right = 20,
     top = 50,
-    bottom = 70;
+    bottom = 70 + 20 * (legendRows - 1);
   const all = series.flatMap((s) => s.points).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
   const xs = all.map((p) => p[0]),
     ys = all.map((p) => p[1]);
@@ -105,9 +107,10 @@ export function lineChart(title: string, series: LineSeries[], xLabel: string, y
     parts.push(`<path d="${d}" fill="none" stroke="${s.color}" stroke-width="1.5"/>`);
   }
   series.forEach((s, i) => {
-    const x = left + i * 200;
-    parts.push(`<rect x="${x}" y="${height - 22}" width="12" height="12" fill="${s.color}"/>`);
-    parts.push(`<text x="${x + 18}" y="${height - 12}">${escape(s.name)}</text>`);
+    const x = left + (i % 3) * 190,
+      y = height - 22 - 20 * (legendRows - 1 - Math.floor(i / 3));
+    parts.push(`<rect x="${x}" y="${y}" width="12" height="12" fill="${s.color}"/>`);
+    parts.push(`<text x="${x + 18}" y="${y + 10}">${escape(s.name)}</text>`);
   });
   parts.push(`<rect x="${left}" y="${top}" width="${plotW}" height="${plotH}" fill="none" stroke="black"/>`, "</svg>");
   return parts.join("\n") + "\n";
