@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { blockMeans, blockOffsets, routeAll } from "../src/attention/blocks.js";
 import { mobaProblem } from "../src/attention/problem.js";
+import { splitByCost } from "../src/cpu/pool.js";
 import { blockGating, mobaAttention, mobaAttentionBackward, type Tensor } from "../src/index.js";
 import { referenceSelection } from "../src/reference/attention.js";
 import {
@@ -77,6 +78,35 @@ test("worker threads give the same forward bit for bit, and the same gradients, 
   // the threads' dq partials are summed in a fixed order (and each thread's dk, dv blocks are its own)
   const again = await runImplementation(c, 2);
   for (const name of ["dq", "dk", "dv"] as const) assert.deepEqual(again[name].data, two[name].data, name);
+});
+
+test("the backward's thread ranges cover every unit once, in order, each cut at the boundary nearest its share", () => {
+  const split = (cost: number[], parts: number) => splitByCost(Float64Array.from(cost), parts);
+  // MoBA's 16K backward (unit costs in 10^4 pairs): crossing the half after unit 8 would give the first range 53%
+  const moba = [
+    235, 178, 156, 143, 136, 123, 113, 100, 97, 83, 76, 72, 65, 61, 73, 72, 57, 57, 54, 49, 49, 52, 45, 35, 38, 37, 35, 32, 31, 30, 28, 26,
+  ];
+  assert.deepEqual(split(moba, 2), [
+    [0, 8],
+    [8, 32],
+  ]);
+  assert.deepEqual(split([1, 1, 1, 1, 1, 1, 1], 3), [
+    [0, 2],
+    [2, 5],
+    [5, 7],
+  ]);
+  assert.deepEqual(split([5], 2), [[0, 1]]); // fewer units than parts: fewer ranges
+  assert.deepEqual(split([], 2), []);
+  for (let seed = 1; seed <= 20; seed++) {
+    const cost = Array.from({ length: 1 + ((seed * 7) % 40) }, (_, i) => 1 + ((i * seed * 13) % 17));
+    const ranges = split(cost, 1 + (seed % 5));
+    assert.equal(ranges[0][0], 0);
+    assert.equal(ranges[ranges.length - 1][1], cost.length);
+    ranges.forEach(([from, to], i) => {
+      assert.ok(to > from, `seed ${seed}: empty range`);
+      if (i > 0) assert.equal(from, ranges[i - 1][1], `seed ${seed}: a gap or overlap`);
+    });
+  }
 });
 
 test("the comparison catches a wrong implementation (a harness that cannot fail is a bug)", async () => {
