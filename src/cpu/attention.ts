@@ -20,7 +20,7 @@
 import type { AttentionProblem } from "../attention/problem.js";
 import { blockMeans, type InvertedRouting, routeQuery } from "../attention/blocks.js";
 import { type Floats, MobaError } from "../tensor.js";
-import { simd, type SimdKernels } from "./simd.js";
+import { type Regions, simd, type SimdKernels } from "./simd.js";
 
 export interface ForwardArrays {
   q: Float32Array; // [tokens, qHeads, headDim]
@@ -387,10 +387,8 @@ function simdForwardTiles(
 }
 
 /** Inputs laid out and prepared once in a shared memory (prepareForward), the scratch of each thread after them. */
-export interface SharedForward {
+export interface SharedForward extends Regions {
   layout: ForwardLayout;
-  inputAt: number[];
-  scratchAt: number[][]; // [threads][regions]
 }
 
 /**
@@ -420,10 +418,9 @@ export function forwardUnits(
     tiles = simdForwardTiles(kernels, problem, a, layout, inputAt, scratchAt[shared.slot]);
   } else {
     const layout = forwardLayout(kernels, problem, a);
-    const at = kernels.alloc([...layout.inputBytes, ...layout.scratchBytes]);
-    const inputAt = at.slice(0, layout.inputBytes.length);
+    const { inputAt, scratchAt } = kernels.regions(layout.inputBytes, layout.scratchBytes, 1);
     prepareForward(kernels, problem, a, layout, inputAt);
-    tiles = simdForwardTiles(kernels, problem, a, layout, inputAt, at.slice(inputAt.length));
+    tiles = simdForwardTiles(kernels, problem, a, layout, inputAt, scratchAt[0]);
   }
   const every = Int32Array.from({ length: rowsPerBlock(problem) }, (_, r) => r); // all rows of a block
   const { bucket, bucketStart } = s;
@@ -622,11 +619,11 @@ function simdBackwardTiles(
   };
 }
 
-/** Inputs laid out and copied once into a shared memory (prepareBackward), the scratch of each thread after them. */
-export interface SharedBackward {
-  inputAt: number[];
-  scratchAt: number[][]; // [threads][regions]; a thread's dq partial is its region 0
-}
+/**
+ * Inputs laid out and copied once into a shared memory (prepareBackward), the scratch of each thread
+ * after them; a thread's dq partial is its scratch region 0.
+ */
+export type SharedBackward = Regions;
 
 /**
  * Backward of units [from, to) of the key-block list (heads are kv heads). With `shared`, the kernels'
@@ -652,11 +649,10 @@ export function backwardUnits(
   else if (shared) tiles = simdBackwardTiles(kernels, problem, a, shared.backward.inputAt, shared.backward.scratchAt[shared.slot]);
   else {
     const layout = backwardLayout(kernels, problem);
-    const at = kernels.alloc([...layout.inputBytes, ...layout.scratchBytes]);
-    const inputAt = at.slice(0, layout.inputBytes.length);
+    const { inputAt, scratchAt } = kernels.regions(layout.inputBytes, layout.scratchBytes, 1);
     prepareBackward(kernels, a, inputAt);
-    tiles = simdBackwardTiles(kernels, problem, a, inputAt, at.slice(inputAt.length));
-    const dq = kernels.f32(at[inputAt.length], a.dq.length);
+    tiles = simdBackwardTiles(kernels, problem, a, inputAt, scratchAt[0]);
+    const dq = kernels.f32(scratchAt[0][0], a.dq.length);
     flush = () => {
       for (let i = 0; i < dq.length; i++) a.dq[i] += dq[i];
     };

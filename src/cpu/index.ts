@@ -1,8 +1,7 @@
 // The CPU backend: prepares routing state, cuts the work into units and runs them on the calling
 // thread (small inputs) or on worker threads.
 import { blockMeans, blockOffsets, invertRouting, pastPerQuery, routeAll, selectsAll } from "../attention/blocks.js";
-import type { AttentionProblem } from "../attention/problem.js";
-import { checkFinite } from "../attention/problem.js";
+import { type AttentionProblem, checkFinite } from "../attention/problem.js";
 import {
   type BackwardArrays,
   backwardLayout,
@@ -18,7 +17,7 @@ import {
   type SharedForward,
 } from "./attention.js";
 import { claim, cores, type Job, runJobs, shared, type SharedLink, SharedScratch, signalReady, splitByCost } from "./pool.js";
-import { type SharedKernels, simd, withSharedKernels } from "./simd.js";
+import { type Regions, type SharedKernels, simd, withSharedKernels } from "./simd.js";
 
 /** The forward's inputs are finite (the SIMD forward checks its own copies instead: prepareForward). */
 function checkValues(q: Float32Array, k: Float32Array, v: Float32Array): void {
@@ -91,8 +90,8 @@ export async function cpuForward(
     if (memory && layout && regions) {
       // the inputs laid out once in the shared memory, each thread's scratch after them; the workers
       // start on their jobs while this thread copies, checks and packs the inputs (signalReady)
-      const { inputAt, scratchAt } = regions;
-      const forward: SharedForward = { layout, inputAt, scratchAt };
+      const forward: SharedForward = { layout, ...regions };
+      const { inputAt } = regions;
       const empty = new Float32Array(0);
       const inShared: ForwardArrays = { ...arrays, q: empty, k: empty, v: empty };
       await onSharedMemory(
@@ -196,7 +195,7 @@ export async function cpuBackward(
     if (memory && regions) {
       // the inputs copied once into the shared memory, each thread's scratch (and dq partial) after them
       const { inputAt, scratchAt } = regions;
-      const backward: SharedBackward = { inputAt, scratchAt };
+      const backward: SharedBackward = regions;
       const empty = new Float32Array(0);
       // (what the workers do not read stays here: posting an unshared array copies it)
       const inShared: BackwardArrays = {
@@ -265,7 +264,7 @@ async function onSharedMemory(
   own: () => void,
 ): Promise<void> {
   const ready = shared(new Int32Array(1), false);
-  const link = (slot: number) => ({ memory: memory.memory, id: memory.id, variant: memory.kernels.variant, ready, slot });
+  const link = (slot: number) => ({ memory: memory.kernels.memory, id: memory.id, variant: memory.kernels.variant, ready, slot });
   const others = runJobs(
     Array.from({ length: workers }, (_, i) => job(link(i + 1))),
     workers,
@@ -282,15 +281,8 @@ async function onSharedMemory(
  * Regions for a job on the shared memory: the inputs once, then `threads` copies of one thread's scratch;
  * null where they do not fit its 4 GiB (then each thread works in its own memory).
  */
-function sharedLayout(memory: SharedKernels, inputBytes: number[], scratchBytes: number[], threads: number) {
-  const bytes = [...inputBytes, ...Array.from({ length: threads }, () => scratchBytes).flat()];
-  if (!memory.kernels.fits(bytes)) return null;
-  const at = memory.kernels.alloc(bytes);
-  const inputAt = at.slice(0, inputBytes.length);
-  const scratchAt = Array.from({ length: threads }, (_, i) =>
-    at.slice(inputAt.length + i * scratchBytes.length, inputAt.length + (i + 1) * scratchBytes.length),
-  );
-  return { inputAt, scratchAt };
+function sharedLayout({ kernels }: SharedKernels, inputBytes: number[], scratchBytes: number[], threads: number): Regions | null {
+  return kernels.regionsFit(inputBytes, scratchBytes, threads) ? kernels.regions(inputBytes, scratchBytes, threads) : null;
 }
 
 /** Per key block: how many (query, key) pairs its unit visits, from the inverted index. */

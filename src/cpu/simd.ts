@@ -3,7 +3,7 @@
 // memory. A call copies its operands into that memory (memcpy speed), runs, and copies the result
 // out: the copies are O(n²) against the kernels' O(n³) or O(n² · keys) work. The attention on several
 // threads runs instead on the shared build: every thread's instance imports one shared memory
-// (sharedKernels), where the calling thread lays the inputs out once for all of them.
+// (withSharedKernels), where the calling thread lays the inputs out once for all of them.
 //
 // Which build runs: the relaxed-SIMD one (fused multiply-add) where the runtime validates it, else
 // plain SIMD; with no SIMD at all (or MOBA_SIMD=off) `simd` is null and the CPU backend runs its
@@ -130,6 +130,17 @@ const MAX_PAGES = 65536;
 
 const bytesOf = (base64: string) => Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
 
+/** The addresses of one call's regions: its inputs', then each thread's scratch regions ([threads][regions]). */
+export interface Regions {
+  inputAt: number[];
+  scratchAt: number[][];
+}
+
+const regionBytes = (inputBytes: number[], scratchBytes: number[], threads: number) => [
+  ...inputBytes,
+  ...Array.from({ length: threads }, () => scratchBytes).flat(),
+];
+
 /**
  * A module instance; its memory above `base` (past the module's own data) is scratch that each call
  * lays out anew — on the shared memory only the calling thread lays it out, during its turn.
@@ -144,12 +155,7 @@ export class SimdKernels {
 
   /** Addresses of consecutive regions of the given byte sizes (64-byte aligned), memory grown to hold them. */
   alloc(bytes: number[]): number[] {
-    const at: number[] = [];
-    let end = this.base;
-    for (const n of bytes) {
-      at.push(end);
-      end = Math.ceil((end + n) / 64) * 64;
-    }
+    const { at, end } = this.place(bytes);
     const missing = end - this.memory.buffer.byteLength;
     if (missing > 0) this.memory.grow(Math.ceil(missing / 65536));
     return at;
@@ -157,8 +163,33 @@ export class SimdKernels {
 
   /** Whether alloc(bytes) fits the 4 GiB of wasm32 memory. */
   fits(bytes: number[]): boolean {
-    const end = bytes.reduce((at, n) => Math.ceil((at + n) / 64) * 64, this.base);
-    return end <= MAX_PAGES * 65536;
+    return this.place(bytes).end <= MAX_PAGES * 65536;
+  }
+
+  /** Where alloc puts regions of these sizes, and where the last ends. */
+  private place(bytes: number[]): { at: number[]; end: number } {
+    const at: number[] = [];
+    let end = this.base;
+    for (const n of bytes) {
+      at.push(end);
+      end = Math.ceil((end + n) / 64) * 64;
+    }
+    return { at, end };
+  }
+
+  /** Whether one call's regions (see `regions`) fit the 4 GiB of wasm32 memory. */
+  regionsFit(inputBytes: number[], scratchBytes: number[], threads: number): boolean {
+    return this.fits(regionBytes(inputBytes, scratchBytes, threads));
+  }
+
+  /** One call's regions, allocated: its inputs once, then `threads` copies of one thread's scratch. */
+  regions(inputBytes: number[], scratchBytes: number[], threads: number): Regions {
+    const at = this.alloc(regionBytes(inputBytes, scratchBytes, threads));
+    const inputAt = at.slice(0, inputBytes.length);
+    const scratchAt = Array.from({ length: threads }, (_, i) =>
+      at.slice(inputAt.length + i * scratchBytes.length, inputAt.length + (i + 1) * scratchBytes.length),
+    );
+    return { inputAt, scratchAt };
   }
 
   /** Views of module memory: valid until the next alloc. */
@@ -232,10 +263,9 @@ async function load(): Promise<SimdKernels | null> {
 /** This thread's kernels, or null where WebAssembly SIMD is unavailable (or MOBA_SIMD=off). */
 export const simd: SimdKernels | null = await load();
 
-/** A shared memory and this thread's instance on it; `id` tells the workers' instances apart from earlier ones. */
+/** This thread's instance on a shared memory (kernels.memory); `id` tells the workers' instances apart from earlier ones. */
 export interface SharedKernels {
   kernels: SimdKernels;
-  memory: WasmMemory;
   id: number;
 }
 
@@ -253,7 +283,7 @@ export async function withSharedKernels<T>(run: (shared: SharedKernels | null) =
     try {
       const memory = new WebAssembly.Memory({ initial: 1, maximum: MAX_PAGES, shared: true });
       const kernels = await loadKernels(simd.variant, memory);
-      return kernels && { kernels, memory, id: Math.random() };
+      return kernels && { kernels, id: Math.random() };
     } catch {
       return null; // no address space for it (it reserves 4 GiB), or no shared memory: each thread its own
     }
