@@ -4,13 +4,15 @@
 # config stopped after LIMIT seconds (rerunning resumes from checkpoints while the machine is
 # held); then each experiment's report. Copies logs and results (not checkpoints) to $OUT as one
 # archive (the device returns at most 8 files).
-# Usage (device tool): source .device/setup.sh && LIMIT=240 bash dev/device-experiments.sh experiments/h100/parity-8k.json ...
+# RUNS (optional) picks runs by name, as `moba experiment --run` does (a fresh machine has none of
+# the runs an earlier hold finished).
+# Usage (device tool): source .device/setup.sh && LIMIT=240 [RUNS=a,b] bash dev/device-experiments.sh experiments/h100/parity-8k.json ...
 source "$(dirname "$0")/device-common.sh"
 limit=${LIMIT:-240}
 mkdir -p runs/logs
 for config in "$@"; do
   name=$(basename "$config" .json)
-  MOBA_THREADS=1 timeout "$limit" node dist/cli/main.js experiment "$config" --backend webgpu > "runs/logs/$name.log" 2>&1
+  MOBA_THREADS=1 timeout "$limit" node dist/cli/main.js experiment "$config" --backend webgpu ${RUNS:+--run "$RUNS"} > "runs/logs/$name.log" 2>&1
   grep -v '^Warning' "runs/logs/$name.log" | grep -E 'eval with|rror|wrote|^[a-z0-9-]+ +[0-9]' | tail -12
 done
 tar czf "$out/experiments.tgz" runs/logs $(ls runs/experiments/*/*/log.jsonl runs/experiments/*/*/result.json runs/experiments/*/results.jsonl runs/experiments/*/*.svg 2>/dev/null)
