@@ -43,7 +43,7 @@ for (const headDim of headDims) {
         for (const input of ["f32", "f16"] as const) {
           const c: TileShape = { headDim, TQ, TK, unroll, input };
           const key = `${headDim}-${TQ}-${TK}-${unroll}-${input}`;
-          write(`forward-${key}`, FORWARD.wgsl(c));
+          for (const union of [false, true]) write(`forward-${key}${union ? "-union" : ""}`, FORWARD.wgsl({ ...c, union }));
           if (input === "f32") {
             write(`dq-${key}`, DQ.wgsl(c));
             write(`dkdv-${key}`, DKDV.wgsl(c));
@@ -56,7 +56,7 @@ for (const headDim of headDims) {
   write(`toF16Tiled-${headDim}`, TO_F16_TILED.wgsl({ headDim, input: "f32" }));
   for (const keys of MMA_DKDV_KEYS) write(`dkdvMma-${headDim}-${keys}`, DKDV_MMA.wgsl({ headDim, keys }));
   for (const TK of [16, 32, 64]) {
-    write(`forwardMma-${headDim}-${TK}`, FORWARD_MMA.wgsl({ headDim, TK }));
+    for (const union of [false, true]) write(`forwardMma-${headDim}-${TK}${union ? "-union" : ""}`, FORWARD_MMA.wgsl({ headDim, TK, union }));
     write(`dqMma-${headDim}-${TK}`, DQ_MMA.wgsl({ headDim, TK }));
   }
 }

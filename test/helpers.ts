@@ -1,6 +1,7 @@
 // Shared test helpers: a seeded generator, random attention problems, the reference comparison.
 import { roundToF16 } from "../src/io/half.js";
-import type { Precision } from "../src/attention/problem.js";
+import { type AttentionProblem, fullProblem, mobaProblem, type Precision } from "../src/attention/problem.js";
+import { pastPerQuery } from "../src/attention/blocks.js";
 import {
   type Backend,
   type Gradients,
@@ -12,7 +13,11 @@ import {
   type Tensor,
 } from "../src/index.js";
 import { relativeError, seeded, uniformTensor } from "../src/run/util.js";
-import { getDevice } from "../src/webgpu/device.js";
+import { checked, getDevice, type MobaDevice } from "../src/webgpu/device.js";
+import { backwardOnGpu } from "../src/webgpu/attention/backward.js";
+import { forwardOnGpu, type GpuTensors } from "../src/webgpu/attention/forward.js";
+import type { Pass } from "../src/webgpu/attention/paths.js";
+import { Buffers, readBack } from "../src/webgpu/kernel.js";
 import { webgpuModelBackend } from "../src/webgpu/model.js";
 import type { ModelBackend } from "../src/backend.js";
 import { cpuBackend } from "../src/cpu/model.js";
@@ -121,6 +126,57 @@ export async function runImplementation(
   const bwdInputs = { ...inputs, out: fwd.out, lse: fwd.lse, dout: c.dout, routing: fwd.routing };
   const grads = full ? await flashAttentionBackward(bwdInputs, options) : await mobaAttentionBackward(bwdInputs, options);
   return { out: fwd.out, lse: fwd.lse, routing: fwd.routing, ...grads };
+}
+
+/** A case's attention problem at a precision. */
+export function problemOf(c: Case, precision: Precision): AttentionProblem {
+  const inputs = { q: c.q, k: c.k, v: c.v, cuSeqlens: c.cuSeqlens };
+  return c.topK === Infinity
+    ? fullProblem(inputs, { scale: c.scale, precision })
+    : mobaProblem(inputs, { blockSize: c.blockSize, topK: c.topK, scale: c.scale, precision });
+}
+
+/** q, k, v and dout on the GPU as the kernels see them: rounded to f16 values in the f16 path (as api.ts does). */
+export function uploadCase(mem: Buffers, c: Case, precision: Precision): { t: GpuTensors; dout: GPUBuffer } {
+  const stored = (x: Float32Array) => (precision === "f16" ? roundToF16(x) : x);
+  const t = { q: mem.storage(stored(c.q.data), "q"), k: mem.storage(stored(c.k.data), "k"), v: mem.storage(stored(c.v.data), "v") };
+  return { t, dout: mem.storage(stored(c.dout.data), "dout") };
+}
+
+/** Kernels forced in place of src/'s picks (paths.ts), per pass. */
+export type GpuPasses = { forward?: Pass; dq?: Pass; dkdv?: Pass };
+
+/**
+ * Forward and backward of a case through forwardOnGpu and backwardOnGpu, with `passes` forced,
+ * read back as runImplementation's result. src/ fills out, lse, dq, dk and dv with NaN before its
+ * kernels run (Buffers.poisoned), so an element no kernel writes stays NaN.
+ */
+export async function runOnGpu(gpu: MobaDevice, c: Case, precision: Precision, passes: GpuPasses = {}) {
+  const p = problemOf(c, precision);
+  const mem = new Buffers(gpu);
+  return checked(gpu, "runOnGpu", mem, async () => {
+    const { t, dout } = uploadCase(mem, c, precision);
+    const f = await forwardOnGpu(mem, p, t, undefined, mem, passes.forward);
+    const g = await backwardOnGpu(mem, p, t, f.out, f.lse, dout, f.routed, undefined, mem, passes);
+    const width = pastPerQuery(p);
+    const [rows, kvRows] = [c.tokens * c.qHeads, c.tokens * c.kvHeads];
+    const [out, lse, routing, dq, dkdv] = await readBack(gpu, [
+      { buffer: f.out, bytes: rows * c.headDim * 4 },
+      { buffer: f.lse, bytes: rows * 4 },
+      { buffer: f.routed?.routing ?? f.lse, bytes: f.routed ? rows * width * 4 : 0 },
+      { buffer: g.dq, bytes: rows * c.headDim * 4 },
+      { buffer: g.dkdv, bytes: 2 * kvRows * c.headDim * 4 },
+    ]);
+    const n = kvRows * c.headDim;
+    return {
+      out: { data: new Float32Array(out), shape: [c.tokens, c.qHeads, c.headDim] },
+      lse: { data: new Float32Array(lse), shape: [c.tokens, c.qHeads] },
+      routing: { data: new Int32Array(routing), shape: [c.tokens, c.qHeads, width] },
+      dq: { data: new Float32Array(dq), shape: [c.tokens, c.qHeads, c.headDim] },
+      dk: { data: new Float32Array(dkdv, 0, n), shape: [c.tokens, c.kvHeads, c.headDim] },
+      dv: { data: new Float32Array(dkdv, n * 4, n), shape: [c.tokens, c.kvHeads, c.headDim] },
+    };
+  });
 }
 
 export const F32_TOLERANCE = 1e-5;

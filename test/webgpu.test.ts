@@ -10,10 +10,13 @@ import { halfTiled } from "../src/webgpu/attention/index.js";
 import { mmaKeyTiles } from "../src/webgpu/attention/mma.wgsl.js";
 import { Buffers, readBack, startProfile, stopProfile } from "../src/webgpu/kernel.js";
 import { floatToF16 } from "../src/io/half.js";
+import { forwardPass } from "../src/webgpu/attention/paths.js";
 import {
   compareWithReference,
   F16_TOLERANCE,
   makeCase,
+  problemOf,
+  runOnGpu,
   randomCase,
   relativeError,
   runImplementation,
@@ -76,6 +79,32 @@ test(
   },
 );
 
+test("MoBA's forward over union tiles and over rounds of gathered tiles both equal the reference (f32 and f16; the backward builds the index a union forward skips)", { skip }, async () => {
+  const device = await getDevice();
+  const cases = [
+    // 3 sequences of 1-13 blocks, block 37 (not a multiple of a tile), GQA 4/2, headDim 80
+    makeCase(47, { cuSeqlens: [0, 1, 150, 481], qHeads: 4, kvHeads: 2, headDim: 80, blockSize: 37, topK: 3 }),
+    // 32 blocks (the most a union tile holds), topK 5, headDim 16
+    makeCase(48, { cuSeqlens: [0, 256], qHeads: 2, kvHeads: 1, headDim: 16, blockSize: 8, topK: 5 }),
+  ];
+  const failures: string[] = [];
+  for (const c of cases)
+    for (const precision of ["f32", "f16"] as const)
+      for (const union of [true, false]) {
+        const forward = forwardPass(device, problemOf(c, precision), undefined, union);
+        assert.equal(forward.union, union);
+        const run = () => runOnGpu(device, c, precision, { forward });
+        failures.push(...(await compareWithReference(c, undefined, run, true, precision)).map((f) => `union ${union}: ${f}`));
+      }
+  assert.deepEqual(failures, []);
+  // more blocks than a union tile's bits: a clear error, not a wrong result
+  const long = makeCase(49, { cuSeqlens: [0, 264], qHeads: 1, kvHeads: 1, headDim: 16, blockSize: 8, topK: 3 });
+  await assert.rejects(
+    runOnGpu(device, long, "f32", { forward: forwardPass(device, problemOf(long, "f32"), undefined, true) }),
+    (e: unknown) => e instanceof MobaError && /at most 32 blocks a sequence/.test(e.message),
+  );
+});
+
 test("WebGPU rejects a head dimension beyond its kernels with a clear error", { skip }, async () => {
   const c = makeCase(43, { cuSeqlens: [0, 4], qHeads: 1, kvHeads: 1, headDim: 257, blockSize: 2, topK: 1 });
   await assert.rejects(
@@ -115,18 +144,28 @@ test("the profiler times every dispatch of a call on the GPU (or says the device
     );
     return;
   }
-  const c = makeCase(45, { cuSeqlens: [0, 100], qHeads: 2, kvHeads: 1, headDim: 16, blockSize: 16, topK: 3 });
-  startProfile(device);
-  await mobaAttention(c, { blockSize: 16, topK: 3, backend: "webgpu" });
-  const times = await stopProfile();
-  const labels = times.map((t) => t.label);
+  const profiled = async (blockSize: number) => {
+    const c = makeCase(45, { cuSeqlens: [0, 100], qHeads: 2, kvHeads: 1, headDim: 16, blockSize, topK: 3 });
+    startProfile(device);
+    await mobaAttention(c, { blockSize, topK: 3, backend: "webgpu" });
+    const times = await stopProfile();
+    assert.ok(
+      times.every((t) => Number.isFinite(t.ms) && t.ms >= 0),
+      JSON.stringify(times),
+    );
+    return times.map((t) => t.label);
+  };
+  // 25 blocks (more than UNION_MAX_BLOCKS): rounds of own and gathered tiles
+  const labels = await profiled(4);
   for (const label of ["block sums", "gate", "scatter", "gathered tiles", "forward round 1", "forward round 2", "forward round 0"])
     assert.ok(labels.includes(label), `${label} in ${labels}`);
   // the own blocks' round runs last and finalizes (no separate pass)
   assert.ok(labels.indexOf("forward round 0") > labels.indexOf("forward round 2") && !labels.includes("finalize"), String(labels));
-  assert.ok(
-    times.every((t) => Number.isFinite(t.ms) && t.ms >= 0),
-    JSON.stringify(times),
+  // 7 blocks: one round of union tiles, no inverted index
+  const union = await profiled(16);
+  assert.deepEqual(
+    union.filter((label) => !label.startsWith("poison")),
+    ["block sums", "gate", "forward round 0"],
   );
   await assert.rejects(stopProfile(), MobaError);
 });

@@ -42,7 +42,10 @@ test("the tensor-core kernels declare only workgroup variables of a multiple of 
   ]);
   for (const headDim of [16, 32, 48, 64, 128, 256]) {
     for (const TK of [16, 32, 64]) {
-      const shaders: [string, string][] = [["forward", forwardMmaWgsl({ headDim, TK })]];
+      const shaders: [string, string][] = [
+        ["forward", forwardMmaWgsl({ headDim, TK, union: false })],
+        ["forward over union tiles", forwardMmaWgsl({ headDim, TK, union: true })],
+      ];
       if (MMA_DKDV_KEYS.includes(TK)) shaders.push(["dkdv", dkdvMmaWgsl({ headDim, keys: TK })]);
       if (2 * (TK / 16) <= 8) shaders.push(["dq", dqMmaWgsl({ headDim, TK })]);
       for (const [kernel, wgsl] of shaders) {

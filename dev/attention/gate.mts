@@ -14,8 +14,8 @@ import { plan, type Plan } from "../../src/webgpu/attention/plan.js";
 import { gateShape, recordGate, type GateBuffers } from "../../src/webgpu/attention/routing.js";
 import { checked, type MobaDevice } from "../../src/webgpu/device.js";
 import { Buffers, readBack } from "../../src/webgpu/kernel.js";
-import { type Case, referenceProblem, replayRouting } from "../../test/helpers.js";
-import { CHECKS, describeCase, device, gpuTime, problemOf, report, shapes, type Timing, wantedVersions } from "./harness.mts";
+import { type Case, problemOf, referenceProblem, replayRouting } from "../../test/helpers.js";
+import { CHECKS, describeCase, device, gpuTime, report, shapes, type Timing, wantedVersions } from "./harness.mts";
 
 const VERSIONS: Record<number, (pl: Plan) => GateShape> = {
   1: gateShape,

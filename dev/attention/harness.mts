@@ -8,17 +8,23 @@
 // Environment: ATTN_TOKENS (default 32768), ATTN_HEADS (8, even) and ATTN_BLOCK (512) size the timing
 // shapes (on lavapipe e.g. ATTN_TOKENS=512 ATTN_HEADS=2 ATTN_BLOCK=64: 8 blocks, so top-3 routes),
 // ATTN_CALLS (5) the timed calls per (version, shape).
-import { attendedKeys, type AttentionProblem, fullProblem, mobaProblem, type Precision } from "../../src/attention/problem.js";
-import { roundToF16 } from "../../src/io/half.js";
+import { attendedKeys, type AttentionProblem, type Precision } from "../../src/attention/problem.js";
 import { median, table } from "../../src/run/util.js";
-import { pastPerQuery } from "../../src/attention/blocks.js";
 import { backwardOnGpu } from "../../src/webgpu/attention/backward.js";
-import { forwardOnGpu, type GpuTensors } from "../../src/webgpu/attention/forward.js";
+import { forwardOnGpu } from "../../src/webgpu/attention/forward.js";
 import type { Pass, Variant } from "../../src/webgpu/attention/paths.js";
 import type { DeviceLimits } from "../../src/webgpu/attention/plan.js";
 import { checked, getDevice, type MobaDevice } from "../../src/webgpu/device.js";
-import { Buffers, readBack, startProfile, stopProfile } from "../../src/webgpu/kernel.js";
-import { type Case, compareWithReference, makeCase } from "../../test/helpers.js";
+import { Buffers, startProfile, stopProfile } from "../../src/webgpu/kernel.js";
+import {
+  type Case,
+  compareWithReference,
+  type GpuPasses,
+  makeCase,
+  problemOf,
+  runOnGpu,
+  uploadCase,
+} from "../../test/helpers.js";
 
 const TOKENS = Number(process.env.ATTN_TOKENS ?? 32768);
 const HEADS = Number(process.env.ATTN_HEADS ?? 8);
@@ -71,13 +77,6 @@ export const CHECKS: Case[] = [
 
 export const describeCase = (c: Case) =>
   `[${c.cuSeqlens}] ${c.qHeads}/${c.kvHeads}x${c.headDim} ${c.topK === Infinity ? "full" : `block ${c.blockSize}/${c.topK}`}`;
-
-export function problemOf(c: Case, precision: Precision): AttentionProblem {
-  const inputs = { q: c.q, k: c.k, v: c.v, cuSeqlens: c.cuSeqlens };
-  return c.topK === Infinity
-    ? fullProblem(inputs, { scale: c.scale, precision })
-    : mobaProblem(inputs, { blockSize: c.blockSize, topK: c.topK, scale: c.scale, precision });
-}
 
 /** Attended (query, key) pairs of a problem, over every query head. */
 export const pairs = (p: AttentionProblem) => p.qHeads * attendedKeys(p.cuSeqlens, p.blockSize, p.topK);
@@ -210,52 +209,19 @@ const describePass = (pass: Pass) =>
   `${pass.kernel} ${pass.shape.TQ}x${pass.shape.TK}${!pass.tensorCores && pass.shape.input === "f16" ? " on f16 copies" : ""}`;
 const samePass = (a: Pass, b: Pass) => describePass(a) === describePass(b);
 
-/** q, k, v and dout on the GPU as the kernels see them: rounded to f16 values in the f16 path (as api.ts does). */
-function upload(mem: Buffers, c: Case, precision: Precision): { t: GpuTensors; dout: GPUBuffer } {
-  const stored = (x: Float32Array) => (precision === "f16" ? roundToF16(x) : x);
-  const t = { q: mem.storage(stored(c.q.data), "q"), k: mem.storage(stored(c.k.data), "k"), v: mem.storage(stored(c.v.data), "v") };
-  return { t, dout: mem.storage(stored(c.dout.data), "dout") };
-}
-
 /** The kernels a call of forwardOnGpu and backwardOnGpu runs: src/'s, but `pass` for kernel k. */
-function kernels(k: PassKernel, pass: Pass): { forward?: Pass; backward: { dq?: Pass; dkdv?: Pass } } {
-  return k.name === "forward" ? { forward: pass, backward: {} } : { backward: { [k.name]: pass } };
+function kernels(k: PassKernel, pass: Pass): GpuPasses {
+  return { [k.name]: pass };
 }
 
 /**
- * Forward and backward of a case on the GPU with `pass` for kernel k, the rest src/'s, read back:
- * src/ fills out, lse, dq, dk and dv with NaN before its kernels run (Buffers.poisoned), so an
- * element a kernel leaves unwritten stays NaN; `unwritten` counts them in k's outputs.
+ * Forward and backward of a case on the GPU with `pass` for kernel k, the rest src/'s, read back
+ * (runOnGpu); `unwritten` counts the NaN (poisoned, never written) elements of k's outputs.
  */
 async function runCase(gpu: MobaDevice, k: PassKernel, c: Case, precision: Precision, pass: Pass, unwritten: { count: number }) {
-  const p = problemOf(c, precision);
-  const mem = new Buffers(gpu);
-  const { forward, backward } = kernels(k, pass);
-  return checked(gpu, `${k.name} check`, mem, async () => {
-    const { t, dout } = upload(mem, c, precision);
-    const f = await forwardOnGpu(mem, p, t, undefined, mem, forward);
-    const g = await backwardOnGpu(mem, p, t, f.out, f.lse, dout, f.routed, undefined, mem, backward);
-    const width = pastPerQuery(p);
-    const [rows, kvRows] = [c.tokens * c.qHeads, c.tokens * c.kvHeads];
-    const [out, lse, routing, dq, dkdv] = await readBack(gpu, [
-      { buffer: f.out, bytes: rows * c.headDim * 4 },
-      { buffer: f.lse, bytes: rows * 4 },
-      { buffer: f.routed?.routing ?? f.lse, bytes: f.routed ? rows * width * 4 : 0 },
-      { buffer: g.dq, bytes: rows * c.headDim * 4 },
-      { buffer: g.dkdv, bytes: 2 * kvRows * c.headDim * 4 },
-    ]);
-    const n = kvRows * c.headDim;
-    const got = {
-      out: { data: new Float32Array(out), shape: [c.tokens, c.qHeads, c.headDim] },
-      lse: { data: new Float32Array(lse), shape: [c.tokens, c.qHeads] },
-      routing: { data: new Int32Array(routing), shape: [c.tokens, c.qHeads, width] },
-      dq: { data: new Float32Array(dq), shape: [c.tokens, c.qHeads, c.headDim] },
-      dk: { data: new Float32Array(dkdv, 0, n), shape: [c.tokens, c.kvHeads, c.headDim] },
-      dv: { data: new Float32Array(dkdv, n * 4, n), shape: [c.tokens, c.kvHeads, c.headDim] },
-    };
-    unwritten.count = k.outputs.reduce((sum, name) => sum + got[name].data.filter(Number.isNaN).length, 0);
-    return got;
-  });
+  const got = await runOnGpu(gpu, c, precision, kernels(k, pass));
+  unwritten.count = k.outputs.reduce((sum, name) => sum + got[name].data.filter(Number.isNaN).length, 0);
+  return got;
 }
 
 /**
@@ -307,11 +273,11 @@ async function check(gpu: MobaDevice, k: PassKernel, version: number): Promise<s
   return failed ? "FAIL" : ran === 0 ? "skipped" : worst.toExponential(1);
 }
 
-type Inputs = (precision: Precision) => ReturnType<typeof upload>;
+type Inputs = (precision: Precision) => ReturnType<typeof uploadCase>;
 
 /** Times a version on one shape: k's dispatches in calls of the forward (or of the backward, after one forward). */
 async function time(gpu: MobaDevice, k: PassKernel, p: AttentionProblem, pass: Pass, inputs: Inputs): Promise<number> {
-  const { forward, backward } = kernels(k, pass);
+  const { forward, ...backward } = kernels(k, pass);
   const { t, dout } = inputs(p.precision ?? "f32");
   const held = new Buffers(gpu); // the backward's forward, for every call
   return checked(gpu, `${k.name} timing`, held, async () => {
@@ -353,9 +319,9 @@ export async function runPassHarness(k: PassKernel): Promise<void> {
   const legend = new Map(versions.map((v) => [v, new Set<string>()]));
   for (const shape of shapes()) {
     const held = new Buffers(gpu);
-    const uploaded = new Map<Precision, ReturnType<typeof upload>>(); // once per precision
+    const uploaded = new Map<Precision, ReturnType<typeof uploadCase>>(); // once per precision
     const inputs: Inputs = (precision) =>
-      uploaded.get(precision) ?? uploaded.set(precision, upload(held, shape.case, precision)).get(precision)!;
+      uploaded.get(precision) ?? uploaded.set(precision, uploadCase(held, shape.case, precision)).get(precision)!;
     for (const version of versions) {
       const { precision, variant } = k.versions[version];
       const skip = unsupported(gpu, k, variant, shape.case.headDim);

@@ -48,7 +48,7 @@ export interface GpuBenchRow extends GpuBenchCase {
 const WARM_UP_MS = 500;
 
 /** Wall time of `run` to an idle queue, and its GPU time (first dispatch's start to last dispatch's end; NaN without timestamps). */
-async function time(gpu: MobaDevice, run: () => Promise<unknown>): Promise<{ wall: number; gpu: number }> {
+export async function time(gpu: MobaDevice, run: () => Promise<unknown>): Promise<{ wall: number; gpu: number }> {
   await gpu.device.queue.onSubmittedWorkDone();
   if (gpu.timestamps) startProfile(gpu);
   const start = performance.now();

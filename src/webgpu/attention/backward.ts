@@ -9,7 +9,7 @@ import { halfCopier, halfTiled } from "./f16.js";
 import type { GpuTensors } from "./forward.js";
 import { dkdvPass, dqPass, type Pass } from "./paths.js";
 import { type DeviceLimits, keyTiles, plan } from "./plan.js";
-import { type Routed, route, rounds, tileParams } from "./routing.js";
+import { indexRouting, type Routed, route, rounds, tileParams } from "./routing.js";
 
 export interface GpuGradients {
   dq: GPUBuffer; // [tokens, qHeads, headDim]
@@ -54,8 +54,8 @@ export async function backwardOnGpu(
     throw new MobaError("backwardOnGpu: f16 copies of q, k, v need the tensor-core dq and dk/dv kernels and the forward's routing");
   const encoder = gpu.device.createCommandEncoder();
   if (!pl.all && !routed) routed = await route(mem, encoder, pl, t.q, t.k, given);
-  const dummy = mem.storage(16, "unused", encoder);
-  const entries = routed?.entries ?? dummy;
+  const index = routed && (await indexRouting(mem, encoder, pl, routed)); // absent after a forward over union tiles
+  const entries = index?.entries ?? mem.storage(16, "unused", encoder);
   const rowStats = scratch.storage(tokens * qHeads * 8, "lse and delta", encoder);
   const dq = mem.poisoned(tokens * qHeads * headDim, "dq", encoder);
   const dkdv = mem.poisoned(2 * tokens * kvHeads * headDim, "dk and dv", encoder);
@@ -102,7 +102,7 @@ export async function backwardOnGpu(
   const segmentWords = routed ? pl.width * qHeads * pl.blocks + 1 : 0;
   const words = scratch.storage((keys.words.length + Math.ceil(segmentWords / 4) * 4) * 4, "key tiles and segment starts");
   gpu.device.queue.writeBuffer(words, 0, keys.words);
-  if (routed) encoder.copyBufferToBuffer(routed.segmentStart, 0, words, keys.words.length * 4, segmentWords * 4);
+  if (index) encoder.copyBufferToBuffer(index.segmentStart, 0, words, keys.words.length * 4, segmentWords * 4);
   dispatch(
     encoder,
     gpu,

@@ -2,11 +2,14 @@
 // another (the GPU starts on the first while the second is recorded). The routed rounds run first
 // (round r + 1 carries round r's state in out and ml), the own blocks last: every query has its own
 // block, so that round finalizes (out = acc / l, lse) and no pass over out is needed after.
+// Short sequences (plan.ts: unionTiles) run MoBA as one round of union tiles over the routing table
+// instead, all of it in one command buffer: few dispatches, little to overlap.
 import type { AttentionProblem } from "../../attention/problem.js";
 import { type Binding, type Buffers, dispatch } from "../kernel.js";
 import { halfCopier, halfInputs } from "./f16.js";
 import { forwardPass, type Pass } from "./paths.js";
-import { plan } from "./plan.js";
+import { MobaError } from "../../tensor.js";
+import { naturalTiles, plan, UNION_LIMIT, unionTiles } from "./plan.js";
 import { type Routed, route, rounds, tileParams } from "./routing.js";
 
 export interface GpuTensors {
@@ -45,10 +48,12 @@ export async function forwardOnGpu(
   const gpu = mem.gpu;
   const pl = plan(p);
   const { tokens, qHeads, headDim } = p;
+  const chosen = kernel ?? forwardPass(gpu, p, undefined, unionTiles(pl));
+  const { shape, union } = chosen;
+  if (union && !unionTiles(pl, UNION_LIMIT))
+    throw new MobaError(`forwardOnGpu: union tiles need MoBA with at most ${UNION_LIMIT} blocks a sequence (cuSeqlens [${p.cuSeqlens}], blockSize ${p.blockSize})`);
   const first = gpu.device.createCommandEncoder();
-  const routed = pl.all ? null : await route(mem, first, pl, t.q, t.k, given);
-  const chosen = kernel ?? forwardPass(gpu, p);
-  const { shape } = chosen;
+  const routed = pl.all ? null : await route(mem, first, pl, t.q, t.k, given, !union);
   const forward = await chosen.compile(gpu);
   let kept: GpuTensors | null = null;
   if (keepHalf && p.precision === "f16") {
@@ -56,13 +61,16 @@ export async function forwardOnGpu(
     kept = { q: half(t.q, qHeads, "q f16"), k: half(t.k, p.kvHeads, "k f16"), v: half(t.v, p.kvHeads, "v f16"), f16: true };
   }
   const inputs = p.precision === "f16" ? await halfInputs(scratch, first, p, t, chosen.tensorCores, kept ?? undefined) : t;
-  gpu.device.queue.submit([first.finish()]);
-  const encoder = gpu.device.createCommandEncoder();
+  let encoder = first;
+  if (!union) {
+    gpu.device.queue.submit([first.finish()]);
+    encoder = gpu.device.createCommandEncoder();
+  }
   const out = mem.poisoned(tokens * qHeads * headDim, "out", encoder);
   const lse = mem.poisoned(tokens * qHeads, "lse", encoder);
-  const ml = scratch.storage(Math.max(1, pl.all ? 0 : tokens * qHeads) * 8, "softmax state", encoder);
-  const dummy = mem.storage(16, "unused", encoder);
-  const entries = routed?.entries ?? dummy;
+  const ml = scratch.storage(Math.max(1, pl.all || union ? 0 : tokens * qHeads) * 8, "softmax state", encoder);
+  // the gathered query lists of the rounds, or the routing table a union tile reads
+  const entries = routed?.index?.entries ?? routed?.routing ?? mem.storage(16, "unused", encoder);
   const round = ({ tiles, count }: { tiles: Binding; count: number }, r: number, loadState: boolean, finalizeHere: boolean) =>
     dispatch(
       encoder,
@@ -72,9 +80,14 @@ export async function forwardOnGpu(
       count,
       `forward round ${r}`,
     );
-  const [own, ...routedRounds] = await rounds(mem, encoder, pl, routed, shape.TQ, true);
-  routedRounds.forEach((tiles, r) => round(tiles, r + 1, r > 0, false));
-  round(own, 0, false, true);
+  if (union) {
+    const tiles = naturalTiles(pl, shape.TQ, false, true);
+    round({ tiles: mem.storage(tiles.words, "tiles"), count: tiles.count }, 0, false, true);
+  } else {
+    const [own, ...routedRounds] = await rounds(mem, encoder, pl, routed, shape.TQ, true);
+    routedRounds.forEach((tiles, r) => round(tiles, r + 1, r > 0, false));
+    round(own, 0, false, true);
+  }
   gpu.device.queue.submit([encoder.finish()]);
   return { out, lse, routed, kept };
 }

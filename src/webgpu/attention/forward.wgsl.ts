@@ -13,17 +13,24 @@ import {
   stageQueryRows,
   THREADS,
   tileMemory,
-  type TileShape,
+  type ForwardShape,
+  UNION_FUNCTIONS,
+  unionChosen,
+  unionMemory,
   uniformConstant,
+  unionVisible,
   VISIBLE,
 } from "./tile.wgsl.js";
 
 /**
  * Forward: online softmax over the tile's key range; state (acc, m, l) in global memory between
  * rounds. Register-tiled (registerTiles): S = Q Kᵀ in 2 x 4 blocks, O += P V in 4 x 8 blocks
- * that stay in registers across the key range.
+ * that stay in registers across the key range. Union tiles (c.union): one round, chunks and keys
+ * of the blocks the rows chose (tile.wgsl.ts).
  */
-export function forwardWgsl(c: TileShape): string {
+export function forwardWgsl(c: ForwardShape): string {
+  const TK = uniformConstant(c, "TK");
+  const next = (k: string) => (c.union ? `nextChunk(${k}, ${TK}, a.z, a.w, chosen)` : k);
   return /* wgsl */ `${header(c)}
 @group(0) @binding(3) var<storage, read> q: array<${c.input}>;          // [tokens, qHeads, D]
 @group(0) @binding(4) var<storage, read> k: array<${c.input}>;          // [tokens, kvHeads, D]
@@ -38,18 +45,21 @@ var<workgroup> rowM: array<f32, ${c.TQ}>;
 var<workgroup> rowL: array<f32, ${c.TQ}>;
 var<workgroup> rowAlpha: array<f32, ${c.TQ}>;
 var<workgroup> partial: array<f32, ${THREADS}>; // the softmax's per-thread maxima, then sums
+${c.union ? `${unionMemory(c.TQ)}
+${UNION_FUNCTIONS}` : ""}
 
 ${queryTileEntry(c)}
   ${registerTiles("TQ", "TK")}
   let R = ${THREADS}u / TQ; // softmax threads per row
   let softmaxRow = lid / R;
   let part = lid % R;
-  ${loadRowInputs("a.x", "b.y == 1u", "state")}
+  ${loadRowInputs("a.x", "b.y == 1u", "state", c.union)}
   workgroupBarrier();
+  ${c.union ? unionChosen(c.TQ) : ""}
   ${stageQueryRows([["q", "Qs"]])}
   // the thread's block of O, from the previous round's accumulator (or zero)
   ${accumulatorsFrom(c, "out")}
-  for (var k0 = a.z; k0 < a.w; k0 += ${uniformConstant(c, "TK")}) {
+  for (var k0 = ${next("a.z")}; k0 < a.w; k0 = ${next(`k0 + ${TK}`)}) {
     ${loadKeys(c, "k0", "a.w")}
     workgroupBarrier();
     // S = scale Q Kᵀ, masked
@@ -58,7 +68,7 @@ ${queryTileEntry(c)}
       [["s", "Qs", "Ks"]],
       `let key = k0 + col;
           var score = MASKED;
-          if (row < count && key < a.w && key <= rowToken[row]) { score = P.scale * s[at]; }
+          if (row < count && key < a.w && key <= rowToken[row]${c.union ? ` && ${unionVisible("rowBlocks[row]", "key")}` : ""}) { score = P.scale * s[at]; }
           S[row * TK + col] = score;`,
     )}
     workgroupBarrier();
@@ -105,7 +115,7 @@ ${queryTileEntry(c)}
 `;
 }
 
-export const FORWARD = defineKernel<TileShape>({
+export const FORWARD = defineKernel<ForwardShape>({
   name: "forward",
   workgroupSize: THREADS,
   bindings: ["P", "tiles", "entries", "q", "k", "v", "out", "ml", "lse"],

@@ -37,9 +37,14 @@ import {
   SUBGROUPS,
   TQ,
 } from "./mma.wgsl.js";
-import { loadRowInputs } from "./tile.wgsl.js";
+import { loadRowInputs, UNION_FUNCTIONS, unionChosen, unionMemory, unionVisible } from "./tile.wgsl.js";
 
-export function forwardMmaWgsl(c: MmaShape): string {
+/** The tensor-core forward's constants: a chunk shape, and whether its tiles are union tiles (tile.wgsl.ts). */
+export interface ForwardMmaShape extends MmaShape {
+  union: boolean;
+}
+
+export function forwardMmaWgsl(c: ForwardMmaShape): string {
   const D = c.headDim;
   const fragments = D / M;
   const kTiles = c.TK / M; // S tiles per chunk, at most one per subgroup
@@ -48,6 +53,7 @@ export function forwardMmaWgsl(c: MmaShape): string {
   const { slots, column: oAt, clampedColumn, owned: eachO } = columnTiles(fragments, SUBGROUPS);
   // V fragments of the chunk loaded before its QK when they fit in registers (D <= 128 at TK 64)
   const prefetchV = slots * kTiles <= 8;
+  const next = (k: string) => (c.union ? `nextChunk(${k}, TK, a.z, a.w, chosen)` : k);
   const vAt = (kk: number, slot: number) =>
     `subgroupMatrixLoad<Right, row_major>(&v, fragment(g, k0 + ${kk * M}u, ${clampedColumn(slot)}), ${M}u)`;
   return /* wgsl */ `${mmaHeader(c)}
@@ -67,12 +73,15 @@ var<workgroup> rowM: array<f32, ${TQ}>;
 var<workgroup> rowL: array<f32, ${TQ}>;
 var<workgroup> rowAlpha: array<f32, ${TQ}>; // the factor O's row takes when its max moved, else 1
 var<workgroup> rowMoved: array<u32, ${TQ}>; // 1 where O's row must be rescaled
+${c.union ? `${unionMemory(TQ)}
+${UNION_FUNCTIONS}` : ""}
 // (no 4-byte workgroup variable here: with one in the shader, the tensor-core results came out wrong
 // on the H100, Dawn + driver 580; dev/mma/variants.mts, 22nd run)
 
 ${queryTileEntry()}
-  ${loadRowInputs("a.x", "b.y == 1u", "state")}
+  ${loadRowInputs("a.x", "b.y == 1u", "state", c.union)}
   workgroupBarrier();
+  ${c.union ? unionChosen(TQ) : ""}
   // query rows as f16; the accumulator from the previous round (or zero) as f32
   ${stageQueryRows([["q", "Qs"]], "out")}
   workgroupBarrier();
@@ -81,11 +90,13 @@ ${queryTileEntry()}
   ${eachO((slot) => `o${slot} = subgroupMatrixLoad<Result, row_major>(&Os, ${oAt(slot)}, OS);`)}
   // subgroup sg's S tile: keys [k0 + 16 kTile, +16) (past the chunk's tiles: a copy, not stored)
   let kTile = min(sg, ${kTiles - 1}u);
-  ${each(fragments, (d) => `var kf${d} = subgroupMatrixLoad<Right, row_major>(&k, fragment(g, keyBegin + kTile * ${M}u, ${d * M}u), ${M}u);`).join("\n  ")}
+  var k0 = ${next("keyBegin")};
+  ${each(fragments, (d) => `var kf${d} = subgroupMatrixLoad<Right, row_major>(&k, fragment(g, k0 + kTile * ${M}u, ${d * M}u), ${M}u);`).join("\n  ")}
   // the softmax thread's row and its first column
   let r = lid / R;
-  let part = lid % R;
-  for (var k0 = keyBegin; k0 < a.w; k0 += TK) {
+  let part = lid % R;${c.union ? "\n  let bits = rowBlocks[r];" : ""}
+  while (k0 < a.w) {
+    let k1 = ${next("k0 + TK")}; // the next chunk
     ${
       prefetchV
         ? `// this chunk's V, in flight during QK and the softmax
@@ -97,7 +108,7 @@ ${queryTileEntry()}
       var s = Result();
       ${each(fragments, (d) => `s = subgroupMatrixMultiplyAccumulate(q${d}, kf${d}, s);`).join("\n      ")}
       if (sg < ${kTiles}u) { subgroupMatrixStore<row_major>(&Ss, kTile * ${M}u, s, SS); }
-      ${each(fragments, (d) => `kf${d} = subgroupMatrixLoad<Right, row_major>(&k, fragment(g, k0 + TK + kTile * ${M}u, ${d * M}u), ${M}u);`).join("\n      ")}
+      ${each(fragments, (d) => `kf${d} = subgroupMatrixLoad<Right, row_major>(&k, fragment(g, k1 + kTile * ${M}u, ${d * M}u), ${M}u);`).join("\n      ")}
     }
     workgroupBarrier();
     // 2. online softmax, R threads per row
@@ -110,7 +121,7 @@ ${queryTileEntry()}
         let col = part + i * R;
         let key = k0 + col;
         var x = MASKED;
-        if (r < count && key >= a.z && key < a.w && key <= token) { x = P.scale * Ss[r * SS + col]; }
+        if (r < count && key >= a.z && key < a.w && key <= token${c.union ? ` && ${unionVisible("bits", "key")}` : ""}) { x = P.scale * Ss[r * SS + col]; }
         Ss[r * SS + col] = x;
         rowMax = max(rowMax, x);
       }
@@ -150,6 +161,7 @@ ${queryTileEntry()}
     // 3. O += P V, subgroup sg's O tiles
     ${eachO((slot) => each(kTiles, (kk) => `o${slot} = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<Left, row_major>(&Ps, ${kk * M}u, PS), ${prefetchV ? `vf${kk}_${slot}` : vAt(kk, slot)}, o${slot});`).join("\n      "))}
     // no barrier here: the next chunk's QK writes only Ss, and its barrier orders this P V before the next softmax rewrites Ps
+    k0 = k1;
   }
   ${eachO((slot) => `subgroupMatrixStore<row_major>(&Os, ${oAt(slot)}, o${slot}, OS);`)}
   workgroupBarrier();
@@ -169,7 +181,7 @@ ${queryTileEntry()}
 `;
 }
 
-export const FORWARD_MMA = defineKernel<MmaShape>({
+export const FORWARD_MMA = defineKernel<ForwardMmaShape>({
   name: "forwardMma",
   workgroupSize: MMA_THREADS,
   bindings: ["P", "tiles", "entries", "q", "k", "v", "out", "ml", "lse"],

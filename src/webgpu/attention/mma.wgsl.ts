@@ -18,10 +18,10 @@ export const M = 16; // the subgroup matrix side
 export const TQ = MMA_QUERIES;
 const ROW_THREADS = MMA_THREADS / TQ; // threads per row in the softmax
 
-/** Workgroup bytes of a shape: Q (f16), S (f32) and P (f16), O (f32), rows padded by 16 bytes, row state. */
+/** The forward's workgroup bytes: Q (f16), S (f32) and P (f16), O (f32), rows padded by 16 bytes, six words per row (token, m, l, alpha, moved, union blocks). */
 export function mmaSharedBytes(c: MmaShape): number {
   const D = c.headDim;
-  return TQ * (D + 8) * 2 + TQ * (c.TK + 4) * 4 + TQ * (c.TK + 8) * 2 + TQ * (D + 4) * 4 + TQ * 12;
+  return TQ * (D + 8) * 2 + TQ * (c.TK + 4) * 4 + TQ * (c.TK + 8) * 2 + TQ * (D + 4) * 4 + TQ * 24;
 }
 
 /** Butterfly reduction of `name` over the ROW_THREADS consecutive lanes of a row. */

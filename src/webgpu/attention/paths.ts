@@ -22,6 +22,8 @@ export interface Pass {
   tensorCores: boolean;
   /** The float32 kernel's shape, or with the tensor-core kernel's queries (TQ) and keys (TK) per tile. */
   shape: TileShape;
+  /** The forward over union tiles (one round; tile.wgsl.ts), else rounds of own and gathered tiles. */
+  union: boolean;
   compile(gpu: MobaDevice): Promise<GPUComputePipeline>;
 }
 
@@ -32,26 +34,33 @@ export interface Pass {
  */
 export type Variant = { tensorCores: false; TQ: number; TK: number } | { tensorCores: true; TK: number };
 
-const pass = <C>(kernel: Kernel<C>, constants: C, shape: TileShape, tensorCores: boolean): Pass => ({
+const pass = <C>(kernel: Kernel<C>, constants: C, shape: TileShape, tensorCores: boolean, union = false): Pass => ({
   kernel: kernel.name,
   tensorCores,
   shape,
+  union,
   compile: (gpu) => pipeline(gpu, kernel, constants),
 });
 
-/** The float32 kernel with the policy's tile, or with the variant's. */
+/** The float32 kernel's tile: the policy's, or the variant's. */
+const f32Tile = (shape: TileShape, variant?: Variant): TileShape =>
+  variant && !variant.tensorCores ? { ...shape, TQ: variant.TQ, TK: variant.TK } : shape;
+
 function f32Pass(kernel: Kernel<TileShape>, shape: TileShape, variant?: Variant): Pass {
-  const tile = variant && !variant.tensorCores ? { ...shape, TQ: variant.TQ, TK: variant.TK } : shape;
+  const tile = f32Tile(shape, variant);
   return pass(kernel, tile, tile, false);
 }
 
 /** The tensor-core chunk a variant asks for: null for a float32 variant. */
 const chunk = (variant: Variant, headDim: number): MmaShape | null => (variant.tensorCores ? { headDim, TK: variant.TK } : null);
 
-export function forwardPass(gpu: DeviceLimits, p: AttentionProblem, variant?: Variant): Pass {
+/** `union`: the forward over union tiles (plan.ts: unionTiles says where the policy takes them). */
+export function forwardPass(gpu: DeviceLimits, p: AttentionProblem, variant?: Variant, union = false): Pass {
   const shape = forwardShape(gpu, p.headDim, p.precision ?? "f32");
   const mma = variant ? chunk(variant, p.headDim) : p.precision === "f16" ? mmaShape(gpu, p.headDim) : null;
-  return mma ? pass(FORWARD_MMA, mma, { ...shape, TQ: MMA_QUERIES, TK: mma.TK }, true) : f32Pass(FORWARD, shape, variant);
+  if (mma) return pass(FORWARD_MMA, { ...mma, union }, { ...shape, TQ: MMA_QUERIES, TK: mma.TK }, true, union);
+  const tile = f32Tile(shape, variant);
+  return pass(FORWARD, { ...tile, union }, tile, false, union);
 }
 
 export function dqPass(gpu: DeviceLimits, p: AttentionProblem, variant?: Variant): Pass {

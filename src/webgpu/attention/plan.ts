@@ -130,25 +130,44 @@ function tilesPerBlock(pl: Plan, size: number, heads: number): number {
 }
 
 /**
- * Query tiles of TQ consecutive tokens per (block, head); keys from the block start (MoBA) or the
- * sequence start (full). Full attention lists the last blocks (the longest key ranges) first: the
- * GPU starts workgroups roughly in order, so the short tiles fill in at the end instead of one long
- * tile finishing alone. `ownLast`: the forward's own blocks run after the routed rounds, so a tile
- * whose queries had routed blocks (every block but a sequence's first) carries their state (word 6).
+ * Query tiles of TQ consecutive tokens per (block, head); keys from the block start (MoBA's own
+ * blocks) or the sequence start (full attention, and MoBA's union tiles: `causal`). Causal ranges
+ * list the last blocks (the longest ranges) first: the GPU starts workgroups roughly in order, so
+ * the short tiles fill in at the end instead of one long tile finishing alone. `ownLast`: the
+ * forward's own blocks run after the routed rounds, so a tile whose queries had routed blocks
+ * (every block but a sequence's first) carries their state (word 6).
  */
-export function naturalTiles(pl: Plan, TQ: number, ownLast: boolean): Tiles {
+export function naturalTiles(pl: Plan, TQ: number, ownLast: boolean, causal = pl.all): Tiles {
   const tiles = new Tiles(tilesPerBlock(pl, TQ, pl.p.qHeads));
   for (let i = 0; i < pl.blocks; i++) {
-    const G = pl.all ? pl.blocks - 1 - i : i;
+    const G = causal ? pl.blocks - 1 - i : i;
     for (let h = 0; h < pl.p.qHeads; h++) {
       for (let t = pl.blockStart[G]; t < pl.blockEnd[G]; t += TQ) {
         const count = Math.min(TQ, pl.blockEnd[G] - t);
-        const carried = ownLast && pl.width > 0 && pl.blockStart[G] > pl.seqStart[G];
-        tiles.add(t, count, pl.all ? pl.seqStart[G] : pl.blockStart[G], t + count, h, 0, carried ? 1 : 0);
+        const carried = ownLast && !causal && pl.width > 0 && pl.blockStart[G] > pl.seqStart[G];
+        tiles.add(t, count, causal ? pl.seqStart[G] : pl.blockStart[G], t + count, h, 0, carried ? 1 : 0);
       }
     }
   }
   return tiles;
+}
+
+/** A union tile's blocks are bits of a u32 (tile.wgsl.ts), so its sequence has at most 32. */
+export const UNION_LIMIT = 32;
+/**
+ * Blocks per sequence up to which MoBA's forward runs as one round of union tiles: at 4K tokens and
+ * block 512 (8 blocks) the rounds' fixed costs (inverted index, gathered tiles, a dispatch per
+ * round, the softmax state between rounds) outweigh the keys that a tile's union of blocks attends
+ * beyond each row's own choice (docs/benchmarks.md).
+ */
+export const UNION_MAX_BLOCKS = 16;
+
+/** Whether the policy runs MoBA's forward over union tiles: routed, and no sequence longer than UNION_MAX_BLOCKS blocks. */
+export function unionTiles(pl: Plan, maxBlocks = UNION_MAX_BLOCKS): boolean {
+  if (maxBlocks > UNION_LIMIT) throw new MobaError(`unionTiles: maxBlocks must be at most ${UNION_LIMIT} (bits of a u32), got ${maxBlocks}`);
+  if (pl.all) return false;
+  for (let b = 0; b + 1 < pl.offsets.length; b++) if (pl.offsets[b + 1] - pl.offsets[b] > maxBlocks) return false;
+  return true;
 }
 
 /** Key tiles for dk/dv: TK keys of one block and kv head, with the end of its natural queries. */

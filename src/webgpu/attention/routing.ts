@@ -1,6 +1,7 @@
 // MoBA's routing on the GPU (block key sums, gate + top-k, the inverted index: nothing is read back)
 // and the rounds of tiles the forward and dq dispatch: the own blocks' tiles, built on the host,
-// then each routed round's gathered query tiles, built on the GPU.
+// then each routed round's gathered query tiles, built on the GPU. (The forward over union tiles
+// reads the routing table itself and needs no index: the backward builds it.)
 import { forEachRoute } from "../../attention/blocks.js";
 import { type Binding, type Buffers, dispatch, pipeline, threadGroups } from "../kernel.js";
 import { GATE, type GateShape } from "./gate.wgsl.js";
@@ -10,9 +11,9 @@ import type { TileShape } from "./tile.wgsl.js";
 
 export interface Routed {
   routing: GPUBuffer; // [tokens, qHeads, width] u32
-  entries: GPUBuffer; // gathered queries, by (round, head, block)
   counts: GPUBuffer; // [width * qHeads * blocks] queries of each (round, head, block)
-  segmentStart: GPUBuffer; // [width * qHeads * blocks + 1] where each (round, head, block)'s queries start in entries
+  /** The inverted index, once built (indexRouting). */
+  index: RoutingIndex | null;
   blockRange: GPUBuffer; // [blocks] (first, end) token
   /** By queries per tile: round r's gathered query tiles are slots [r · bound, (r + 1) · bound) of 8 words, unused ones zero. */
   tiles: Map<number, { buffer: GPUBuffer; bound: number }>;
@@ -22,6 +23,12 @@ function routingParams(mem: Buffers, pl: Plan): GPUBuffer {
   const { tokens, qHeads, kvHeads, headDim, blockSize, cuSeqlens } = pl.p;
   return mem.uniform([tokens, qHeads, kvHeads, headDim, blockSize, pl.width, pl.blocks, cuSeqlens.length - 1], "routing params");
 }
+
+/** The sequences' bounds and first global blocks, as the routing kernels read them. */
+const sequenceBuffers = (mem: Buffers, pl: Plan) => ({
+  cu: mem.storage(Uint32Array.from(pl.p.cuSeqlens), "cuSeqlens"), // [batch + 1]
+  offsets: mem.storage(Uint32Array.from(pl.offsets), "block offsets"), // [batch + 1]
+});
 
 /** The gate's compile-time shape for a plan: q read as vec4 rows where headDim allows. */
 export const gateShape = (pl: Plan): GateShape => ({ width: pl.width, headDim: pl.p.headDim, vec4Rows: pl.p.headDim % 4 === 0 });
@@ -46,9 +53,15 @@ export async function recordGate(mem: Buffers, encoder: GPUCommandEncoder, pl: P
   dispatch(encoder, mem.gpu, gate, bindings, pl.p.qHeads * Math.ceil(pl.p.tokens / 64), "gate");
 }
 
+/** The queries that routed to each block, by (round, head, block). */
+export interface RoutingIndex {
+  entries: GPUBuffer; // gathered queries, by (round, head, block)
+  segmentStart: GPUBuffer; // [width * qHeads * blocks + 1] where each (round, head, block)'s queries start in entries
+}
+
 /**
- * Records the routing table (computed here unless given) and its inverted index, built on the GPU
- * (histogram, prefix sums, scatter): nothing is read back.
+ * Records the routing table (computed here unless given) and its histogram, and with `index` its
+ * inverted index (indexRouting), all on the GPU: nothing is read back.
  */
 export async function route(
   mem: Buffers,
@@ -57,12 +70,12 @@ export async function route(
   q: GPUBuffer,
   k: GPUBuffer,
   given?: Int32Array,
+  index = true,
 ): Promise<Routed> {
   const { tokens, qHeads, kvHeads, headDim } = pl.p;
   const gpu = mem.gpu;
   const params = routingParams(mem, pl);
-  const cu = mem.storage(Uint32Array.from(pl.p.cuSeqlens), "cuSeqlens");
-  const offsets = mem.storage(Uint32Array.from(pl.offsets), "block offsets");
+  const { cu, offsets } = sequenceBuffers(mem, pl);
   const range = new Uint32Array(2 * pl.blocks);
   for (let G = 0; G < pl.blocks; G++) [range[2 * G], range[2 * G + 1]] = [pl.blockStart[G], pl.blockEnd[G]];
   const blockRange = mem.storage(range, "block ranges");
@@ -82,13 +95,24 @@ export async function route(
     dispatch(encoder, gpu, await pipeline(gpu, BLOCK_SUMS, null), [params, blockRange, k, sums], pl.blocks * kvHeads, "block sums");
     await recordGate(mem, encoder, pl, { cu, offsets, q, sums, routing, counts });
   }
+  const routed: Routed = { routing, counts, index: null, blockRange, tiles: new Map() };
+  if (index) await indexRouting(mem, encoder, pl, routed);
+  return routed;
+}
+
+/** Records the inverted index of `routed` (prefix sums of its histogram, scatter), once. */
+export async function indexRouting(mem: Buffers, encoder: GPUCommandEncoder, pl: Plan, routed: Routed): Promise<RoutingIndex> {
+  if (routed.index) return routed.index;
+  const { tokens, qHeads } = pl.p;
+  const gpu = mem.gpu;
+  const segments = pl.width * qHeads * pl.blocks;
   const segmentStart = mem.storage((segments + 1) * 4, "segment starts", encoder);
   const entries = mem.storage(tokens * qHeads * pl.width * 4, "inverted index", encoder);
   dispatch(
     encoder,
     gpu,
     await pipeline(gpu, SCAN, null),
-    [mem.uniform([segments, 0, 1], "scan"), counts, segmentStart],
+    [mem.uniform([segments, 0, 1], "scan"), routed.counts, segmentStart],
     1,
     "segment starts",
   );
@@ -96,11 +120,19 @@ export async function route(
     encoder,
     gpu,
     await pipeline(gpu, SCATTER, null),
-    [params, cu, offsets, routing, segmentStart, mem.storage(segments * 4, "cursors", encoder), entries],
+    [
+      routingParams(mem, pl),
+      ...Object.values(sequenceBuffers(mem, pl)),
+      routed.routing,
+      segmentStart,
+      mem.storage(segments * 4, "cursors", encoder),
+      entries,
+    ],
     threadGroups(SCATTER, tokens * qHeads),
     "scatter",
   );
-  return { routing, entries, counts, segmentStart, blockRange, tiles: new Map() };
+  routed.index = { entries, segmentStart };
+  return routed.index;
 }
 
 /**
@@ -138,7 +170,7 @@ async function queryTileRounds(
     [
       mem.uniform([segments, roundSegments, pl.blocks, TQ, bound], "tiles"),
       routed.counts,
-      routed.segmentStart,
+      (await indexRouting(mem, encoder, pl, routed)).segmentStart,
       tileOffset,
       routed.blockRange,
       tiles.buffer,
@@ -151,7 +183,7 @@ async function queryTileRounds(
 }
 
 export function tileParams(mem: Buffers, pl: Plan, shape: TileShape, tiles: number, loadState: boolean, finalizeHere: boolean): GPUBuffer {
-  const { qHeads, kvHeads, scale, headDim, tokens } = pl.p;
+  const { qHeads, kvHeads, scale, headDim, tokens, blockSize } = pl.p;
   // segment starts follow the 2 vec4 of each tile (dk/dv); dv follows dk in their shared buffer
   return mem.uniform(
     [
@@ -169,6 +201,7 @@ export function tileParams(mem: Buffers, pl: Plan, shape: TileShape, tiles: numb
       2 * tiles,
       tokens * kvHeads * headDim,
       tokens,
+      blockSize,
     ],
     "tile params",
   );

@@ -18,6 +18,11 @@ export interface TileShape {
   input: "f32" | "f16";
 }
 
+/** The forward's constants: a tile shape, and whether its tiles are union tiles (UNION_FUNCTIONS). */
+export interface ForwardShape extends TileShape {
+  union: boolean;
+}
+
 /** Threads of a float32 tile kernel. */
 export const THREADS = 64;
 /** A masked score; every use is guarded by `> VISIBLE` rather than relying on infinities. */
@@ -32,7 +37,7 @@ export const TILE_BINDINGS = /* wgsl */ `struct Params {
   qHeads: u32, kvHeads: u32, tiles: u32, loadState: u32,
   finalize: u32, width: u32, globalBlocks: u32, scale: f32,
   headDim: u32, tq: u32, tk: u32,
-  segments: u32, dvOffset: u32, tokens: u32,
+  segments: u32, dvOffset: u32, tokens: u32, blockSize: u32,
 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> tiles: array<vec4<u32>>; // 2 per tile: (queryStart, count, keyStart, keyEnd), (head, gathered, naturalEnd or carried, block)
@@ -56,7 +61,7 @@ export const CARRIED = "(P.loadState == 1u || b.z == 1u)";
  * the forward's running softmax state (m, l) from ml when the tile carries state (CARRIED), else (MASKED, 0); or
  * the backward's (lse, delta) from rowStats. Rows start at `start`, gathered when `gathered`.
  */
-export function loadRowInputs(start: string, gathered: string, inputs: "state" | "stats"): string {
+export function loadRowInputs(start: string, gathered: string, inputs: "state" | "stats", union = false): string {
   const load =
     inputs === "state"
       ? `var state = vec2<f32>(MASKED, 0.0);
@@ -70,9 +75,53 @@ export function loadRowInputs(start: string, gathered: string, inputs: "state" |
     var token = 0u;
     if (lid < count) { token = tokenAt(${start}, lid, ${gathered}); }
     rowToken[lid] = token;
-    ${load}
+    ${load}${union ? UNION_ROW : ""}
   }`;
 }
+
+/**
+ * Union tiles: MoBA's forward in one round where sequences are short (plan.ts: unionTiles). A tile
+ * of consecutive queries runs over its causal key range from the sequence start (a.z), but only
+ * through chunks that meet a block some row chose, and each row sees only the keys of its own
+ * choice: its own block and its routed blocks, read from the routing table (bound as \`entries\`,
+ * [tokens, qHeads, width] local block indices, as the gate writes them). One round instead of
+ * 1 + width, and no inverted index, gathered tiles or softmax state between rounds: at 4K tokens
+ * those are most of the forward's dispatches. rowBlocks[r]: row r's blocks, one bit each, so a
+ * sequence has at most 32 blocks (UNION_MAX_BLOCKS).
+ */
+export const unionMemory = (TQ: number) => `var<workgroup> rowBlocks: array<u32, ${TQ}>; // union tiles: each row's blocks, a bit each`;
+
+/** Row lid's blocks (its own and those it routed to), set with the row's other inputs. */
+const UNION_ROW = `
+    var bits = 0u;
+    if (lid < count) {
+      let own = (token - a.z) / P.blockSize;
+      bits = 1u << own;
+      let at = (token * P.qHeads + h) * P.width;
+      for (var j = 0u; j < min(own, P.width); j++) { bits |= 1u << entries[at + j]; }
+    }
+    rowBlocks[lid] = bits;`;
+
+/** The blocks any row of a union tile chose, read uniformly (loops over chunks hold barriers); after loadRowInputs. */
+export const unionChosen = (TQ: number) => `let rowsChosen = workgroupUniformLoad(&rowBlocks);
+  var chosen = 0u;
+  for (var i = 0u; i < ${TQ}u; i++) { chosen |= rowsChosen[i]; }`;
+
+/** Whether a row of a union tile sees `key` (at or after the sequence start `start`): its block is one of the row's `bits`. */
+export const unionVisible = (bits: string, key: string) => `((${bits} >> ((${key} - a.z) / P.blockSize)) & 1u) == 1u`;
+
+export const UNION_FUNCTIONS = /* wgsl */ `
+// a union tile's first chunk from k on (chunks of tk keys) whose keys in [start, end) meet a chosen block, else one at or past end
+fn nextChunk(k0: u32, tk: u32, start: u32, end: u32, chosen: u32) -> u32 {
+  var k = k0;
+  while (k < end) {
+    let first = (max(k, start) - start) / P.blockSize;
+    let last = (min(k + tk, end) - 1u - start) / P.blockSize;
+    if (((chosen >> first) & (0xffffffffu >> (31u - min(last - first, 31u)))) != 0u) { break; }
+    k += tk;
+  }
+  return k;
+}`;
 
 /** The dk/dv kernels' segment starts ([width * qHeads * globalBlocks + 1]), which follow the tile words in tiles from vec4 P.segments. */
 export const SEGMENT_START = /* wgsl */ `fn segmentStart(i: u32) -> u32 { return tiles[P.segments + i / 4u][i % 4u]; }`;
