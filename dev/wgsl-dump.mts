@@ -56,7 +56,8 @@ for (const headDim of headDims) {
   write(`toF16Tiled-${headDim}`, TO_F16_TILED.wgsl({ headDim, input: "f32" }));
   for (const keys of MMA_DKDV_KEYS) write(`dkdvMma-${headDim}-${keys}`, DKDV_MMA.wgsl({ headDim, keys }));
   for (const TK of [16, 32, 64]) {
-    for (const union of [false, true]) write(`forwardMma-${headDim}-${TK}${union ? "-union" : ""}`, FORWARD_MMA.wgsl({ headDim, TK, union }));
+    for (const union of [false, true])
+      write(`forwardMma-${headDim}-${TK}${union ? "-union" : ""}`, FORWARD_MMA.wgsl({ headDim, TK, union }));
     write(`dqMma-${headDim}-${TK}`, DQ_MMA.wgsl({ headDim, TK }));
   }
 }

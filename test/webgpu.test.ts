@@ -79,31 +79,35 @@ test(
   },
 );
 
-test("MoBA's forward over union tiles and over rounds of gathered tiles both equal the reference (f32 and f16; the backward builds the index a union forward skips)", { skip }, async () => {
-  const device = await getDevice();
-  const cases = [
-    // 3 sequences of 1-13 blocks, block 37 (not a multiple of a tile), GQA 4/2, headDim 80
-    makeCase(47, { cuSeqlens: [0, 1, 150, 481], qHeads: 4, kvHeads: 2, headDim: 80, blockSize: 37, topK: 3 }),
-    // 32 blocks (the most a union tile holds), topK 5, headDim 16
-    makeCase(48, { cuSeqlens: [0, 256], qHeads: 2, kvHeads: 1, headDim: 16, blockSize: 8, topK: 5 }),
-  ];
-  const failures: string[] = [];
-  for (const c of cases)
-    for (const precision of ["f32", "f16"] as const)
-      for (const union of [true, false]) {
-        const forward = forwardPass(device, problemOf(c, precision), undefined, union);
-        assert.equal(forward.union, union);
-        const run = () => runOnGpu(device, c, precision, { forward });
-        failures.push(...(await compareWithReference(c, undefined, run, true, precision)).map((f) => `union ${union}: ${f}`));
-      }
-  assert.deepEqual(failures, []);
-  // more blocks than a union tile's bits: a clear error, not a wrong result
-  const long = makeCase(49, { cuSeqlens: [0, 264], qHeads: 1, kvHeads: 1, headDim: 16, blockSize: 8, topK: 3 });
-  await assert.rejects(
-    runOnGpu(device, long, "f32", { forward: forwardPass(device, problemOf(long, "f32"), undefined, true) }),
-    (e: unknown) => e instanceof MobaError && /at most 32 blocks a sequence/.test(e.message),
-  );
-});
+test(
+  "MoBA's forward over union tiles and over rounds of gathered tiles both equal the reference (f32 and f16; the backward builds the index a union forward skips)",
+  { skip },
+  async () => {
+    const device = await getDevice();
+    const cases = [
+      // 3 sequences of 1-13 blocks, block 37 (not a multiple of a tile), GQA 4/2, headDim 80
+      makeCase(47, { cuSeqlens: [0, 1, 150, 481], qHeads: 4, kvHeads: 2, headDim: 80, blockSize: 37, topK: 3 }),
+      // 32 blocks (the most a union tile holds), topK 5, headDim 16
+      makeCase(48, { cuSeqlens: [0, 256], qHeads: 2, kvHeads: 1, headDim: 16, blockSize: 8, topK: 5 }),
+    ];
+    const failures: string[] = [];
+    for (const c of cases)
+      for (const precision of ["f32", "f16"] as const)
+        for (const union of [true, false]) {
+          const forward = forwardPass(device, problemOf(c, precision), undefined, union);
+          assert.equal(forward.union, union);
+          const run = () => runOnGpu(device, c, precision, { forward });
+          failures.push(...(await compareWithReference(c, undefined, run, true, precision)).map((f) => `union ${union}: ${f}`));
+        }
+    assert.deepEqual(failures, []);
+    // more blocks than a union tile's bits: a clear error, not a wrong result
+    const long = makeCase(49, { cuSeqlens: [0, 264], qHeads: 1, kvHeads: 1, headDim: 16, blockSize: 8, topK: 3 });
+    await assert.rejects(
+      runOnGpu(device, long, "f32", { forward: forwardPass(device, problemOf(long, "f32"), undefined, true) }),
+      (e: unknown) => e instanceof MobaError && /at most 32 blocks a sequence/.test(e.message),
+    );
+  },
+);
 
 test("WebGPU rejects a head dimension beyond its kernels with a clear error", { skip }, async () => {
   const c = makeCase(43, { cuSeqlens: [0, 4], qHeads: 1, kvHeads: 1, headDim: 257, blockSize: 2, topK: 1 });

@@ -16,15 +16,7 @@ import type { Pass, Variant } from "../../src/webgpu/attention/paths.js";
 import type { DeviceLimits } from "../../src/webgpu/attention/plan.js";
 import { checked, getDevice, type MobaDevice } from "../../src/webgpu/device.js";
 import { Buffers, startProfile, stopProfile } from "../../src/webgpu/kernel.js";
-import {
-  type Case,
-  compareWithReference,
-  type GpuPasses,
-  makeCase,
-  problemOf,
-  runOnGpu,
-  uploadCase,
-} from "../../test/helpers.js";
+import { type Case, compareWithReference, type GpuPasses, makeCase, problemOf, runOnGpu, uploadCase } from "../../test/helpers.js";
 
 const TOKENS = Number(process.env.ATTN_TOKENS ?? 32768);
 const HEADS = Number(process.env.ATTN_HEADS ?? 8);

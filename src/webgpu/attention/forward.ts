@@ -50,8 +50,10 @@ export async function forwardOnGpu(
   const { tokens, qHeads, headDim } = p;
   const chosen = kernel ?? forwardPass(gpu, p, undefined, unionTiles(pl));
   const { shape, union } = chosen;
-  if (union && !unionTiles(pl, UNION_LIMIT))
-    throw new MobaError(`forwardOnGpu: union tiles need MoBA with at most ${UNION_LIMIT} blocks a sequence (cuSeqlens [${p.cuSeqlens}], blockSize ${p.blockSize})`);
+  if (union && !unionTiles(pl, UNION_LIMIT, Infinity))
+    throw new MobaError(
+      `forwardOnGpu: union tiles need MoBA with at most ${UNION_LIMIT} blocks a sequence (cuSeqlens [${p.cuSeqlens}], blockSize ${p.blockSize})`,
+    );
   const first = gpu.device.createCommandEncoder();
   const routed = pl.all ? null : await route(mem, first, pl, t.q, t.k, given, !union);
   const forward = await chosen.compile(gpu);

@@ -45,8 +45,12 @@ var<workgroup> rowM: array<f32, ${c.TQ}>;
 var<workgroup> rowL: array<f32, ${c.TQ}>;
 var<workgroup> rowAlpha: array<f32, ${c.TQ}>;
 var<workgroup> partial: array<f32, ${THREADS}>; // the softmax's per-thread maxima, then sums
-${c.union ? `${unionMemory(c.TQ)}
-${UNION_FUNCTIONS}` : ""}
+${
+  c.union
+    ? `${unionMemory(c.TQ)}
+${UNION_FUNCTIONS}`
+    : ""
+}
 
 ${queryTileEntry(c)}
   ${registerTiles("TQ", "TK")}

@@ -37,7 +37,7 @@ import {
   SUBGROUPS,
   TQ,
 } from "./mma.wgsl.js";
-import { loadRowInputs, UNION_FUNCTIONS, unionChosen, unionMemory, unionVisible } from "./tile.wgsl.js";
+import { loadRowInputs, UNION_FUNCTIONS, unionChosen, unionMemory } from "./tile.wgsl.js";
 
 /** The tensor-core forward's constants: a chunk shape, and whether its tiles are union tiles (tile.wgsl.ts). */
 export interface ForwardMmaShape extends MmaShape {
@@ -73,8 +73,12 @@ var<workgroup> rowM: array<f32, ${TQ}>;
 var<workgroup> rowL: array<f32, ${TQ}>;
 var<workgroup> rowAlpha: array<f32, ${TQ}>; // the factor O's row takes when its max moved, else 1
 var<workgroup> rowMoved: array<u32, ${TQ}>; // 1 where O's row must be rescaled
-${c.union ? `${unionMemory(TQ)}
-${UNION_FUNCTIONS}` : ""}
+${
+  c.union
+    ? `${unionMemory(TQ)}
+${UNION_FUNCTIONS}`
+    : ""
+}
 // (no 4-byte workgroup variable here: with one in the shader, the tensor-core results came out wrong
 // on the H100, Dawn + driver 580; dev/mma/variants.mts, 22nd run)
 
@@ -117,11 +121,25 @@ ${queryTileEntry()}
       let mOld = rowM[r];
       let lOld = rowL[r];
       var rowMax = MASKED;
+      ${
+        c.union
+          ? `// union tiles: the block of the thread's first column and where the next block starts, then
+      // stepped column by column (with a division per element, 4 sequences of 8K x 8/4 heads x 64 took
+      // 2.5x full attention's time on the H200)
+      var block = (max(k0 + part, a.z) - a.z) / P.blockSize;
+      var boundary = a.z + (block + 1u) * P.blockSize;`
+          : ""
+      }
       for (var i = 0u; i < TK / R; i++) {
         let col = part + i * R;
-        let key = k0 + col;
+        let key = k0 + col;${
+          c.union
+            ? `
+        while (key >= boundary) { block++; boundary += P.blockSize; }`
+            : ""
+        }
         var x = MASKED;
-        if (r < count && key >= a.z && key < a.w && key <= token${c.union ? ` && ${unionVisible("bits", "key")}` : ""}) { x = P.scale * Ss[r * SS + col]; }
+        if (r < count && key >= a.z && key < a.w && key <= token${c.union ? " && ((bits >> block) & 1u) == 1u" : ""}) { x = P.scale * Ss[r * SS + col]; }
         Ss[r * SS + col] = x;
         rowMax = max(rowMax, x);
       }

@@ -155,17 +155,21 @@ export function naturalTiles(pl: Plan, TQ: number, ownLast: boolean, causal = pl
 /** A union tile's blocks are bits of a u32 (tile.wgsl.ts), so its sequence has at most 32. */
 export const UNION_LIMIT = 32;
 /**
- * Blocks per sequence up to which MoBA's forward runs as one round of union tiles: at 4K tokens and
- * block 512 (8 blocks) the rounds' fixed costs (inverted index, gathered tiles, a dispatch per
- * round, the softmax state between rounds) outweigh the keys that a tile's union of blocks attends
- * beyond each row's own choice (docs/benchmarks.md).
+ * Where the policy runs MoBA's forward as one round of union tiles: at most UNION_MAX_BLOCKS blocks
+ * a sequence and UNION_MAX_ROWS query rows (tokens x query heads). There the rounds' fixed costs
+ * (inverted index, gathered tiles, a dispatch per round, the softmax state between rounds) outweigh
+ * the keys a tile's union of blocks attends beyond each row's own choice; with more blocks or heads
+ * the union costs more than it saves (H200, dev/union-forward.mts: 4K x 1 head at block 512, 1.44
+ * -> 1.08 ms; 4K x 8 heads 1.19 -> 1.83, 8K x 1 0.89 -> 1.49; docs/benchmarks.md).
  */
-export const UNION_MAX_BLOCKS = 16;
+export const UNION_MAX_BLOCKS = 8;
+export const UNION_MAX_ROWS = 8192;
 
-/** Whether the policy runs MoBA's forward over union tiles: routed, and no sequence longer than UNION_MAX_BLOCKS blocks. */
-export function unionTiles(pl: Plan, maxBlocks = UNION_MAX_BLOCKS): boolean {
-  if (maxBlocks > UNION_LIMIT) throw new MobaError(`unionTiles: maxBlocks must be at most ${UNION_LIMIT} (bits of a u32), got ${maxBlocks}`);
-  if (pl.all) return false;
+/** Whether MoBA's forward runs over union tiles: routed, no sequence of more than maxBlocks blocks, at most maxRows query rows. */
+export function unionTiles(pl: Plan, maxBlocks = UNION_MAX_BLOCKS, maxRows = UNION_MAX_ROWS): boolean {
+  if (maxBlocks > UNION_LIMIT)
+    throw new MobaError(`unionTiles: maxBlocks must be at most ${UNION_LIMIT} (bits of a u32), got ${maxBlocks}`);
+  if (pl.all || pl.p.tokens * pl.p.qHeads > maxRows) return false;
   for (let b = 0; b + 1 < pl.offsets.length; b++) if (pl.offsets[b + 1] - pl.offsets[b] > maxBlocks) return false;
   return true;
 }
