@@ -460,7 +460,7 @@ add(
 add(
   "train --data missing",
   train("--data", at("none")),
-  /train\.data: expected "sotu" or an existing file or folder, got ".*none" \(not found\)/,
+  /train\.data: expected "sotu", "gutenberg", "sotu\+gutenberg" or an existing file or folder, got ".*none" \(not found\)/,
 );
 add(
   "train --data an empty folder",
@@ -529,7 +529,7 @@ withConfig("weightDecay -1", { ...tiny, weightDecay: -1 }, /train\.weightDecay: 
 withConfig("warmupSteps 1.5", { ...tiny, warmupSteps: 1.5 }, /train\.warmupSteps: expected an integer >= 0, got 1.5/);
 withConfig("seed a string", { ...tiny, seed: "1" }, /train\.seed: expected an integer, got "1"/);
 withConfig("backend tpu", { ...tiny, backend: "tpu" }, /train\.backend: expected "auto", "cpu" or "webgpu", got "tpu"/);
-withConfig("data a number", { ...tiny, data: 5 }, /train\.data: expected "sotu" or a path, got 5/);
+withConfig("data a number", { ...tiny, data: 5 }, /train\.data: expected "sotu", "gutenberg", "sotu\+gutenberg" or a path, got 5/);
 add(
   "train --config out empty",
   () => ["train", "--config", config("out-empty.json", { ...tiny, out: "" })],
