@@ -18,6 +18,7 @@ import { checkConfig } from "../src/model/config.js";
 import { backward, forward, initModel, lossOf, zeroGradients } from "../src/model/llama.js";
 import { Packer, splitDocuments, startPosition } from "../src/model/packing.js";
 import { ReferenceAdamW } from "../src/reference/adamw.js";
+import { fitPowerLaw, lowerEnvelope, trainingFlops } from "../src/run/scaling.js";
 import { checkTrainOptions, kindsAt, type StepLog, train, type TrainOptions } from "../src/run/train.js";
 import { MobaError } from "../src/tensor.js";
 import { relativeError, TINY } from "./helpers.js";
@@ -536,4 +537,24 @@ test("a continual-training experiment pretrains, exports, and starts every run f
   assert.ok(Math.abs(result("full").initialValidationLoss! - last) <= 1e-6 * last, `${result("full").initialValidationLoss} vs ${last}`);
   assert.notEqual(result("moba").initialValidationLoss, result("full").initialValidationLoss, "the same weights under MoBA");
   assert.match(r.stdout, /val loss at 0/);
+});
+
+test("scaling fit: the lower envelope keeps only losses below all of less compute; the power law comes back from exact points", () => {
+  const law = (flops: number) => 2.5 * flops ** -0.07;
+  const exact = [1e12, 1e13, 1e14, 1e15].map((flops) => ({ flops, loss: law(flops) }));
+  const fit = fitPowerLaw(exact)!;
+  assert.ok(Math.abs(fit.a - 2.5) < 1e-9 && Math.abs(fit.b + 0.07) < 1e-12, JSON.stringify(fit));
+  assert.equal(fitPowerLaw(exact.slice(0, 1)), null);
+  // a small run that overfits (its loss rises) and a larger one that passes it
+  const small = [
+    { flops: 1, loss: 3 },
+    { flops: 2, loss: 2 },
+    { flops: 4, loss: 2.5 },
+  ];
+  const large = [
+    { flops: 3, loss: 2.2 },
+    { flops: 5, loss: 1.5 },
+  ];
+  assert.deepEqual(lowerEnvelope([...large, ...small]), [small[0], small[1], large[1]]);
+  assert.equal(trainingFlops(1e6, 1e3), 6e9);
 });

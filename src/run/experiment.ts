@@ -13,6 +13,8 @@ import { lossReport, type LossReport, passkeyGrid, type PasskeyCell } from "./ev
 import { heatmap, lineChart } from "./plot.js";
 import { checkTrainOptions, kindsAt, type StepLog, train, type TrainOptions } from "./train.js";
 import { table } from "./util.js";
+import { paramSpecs } from "../model/llama.js";
+import { type ComputePoint, fitPowerLaw, lowerEnvelope, trainingFlops } from "./scaling.js";
 
 export interface ExperimentConfig {
   description: string;
@@ -212,6 +214,8 @@ export async function report(config: ExperimentConfig, name: string, out: string
       ),
     ),
   );
+  const fits = config.pretrain ? [] : scalingFits(config, results, logs, out);
+  if (fits.length > 0) await writeFileAtomic(join(out, "scaling.svg"), encode(scalingPlot(name, fits)));
   for (const r of results) {
     if (!r.passkey) continue;
     const lengths = [...new Set(r.passkey.map((c) => c.length))],
@@ -261,8 +265,65 @@ export async function report(config: ExperimentConfig, name: string, out: string
       ]),
     ),
   );
-  print(`wrote ${join(out, "results.jsonl")}, validation.svg, position.svg${results.some((r) => r.passkey) ? ", passkey-*.svg" : ""}`);
+  for (const f of fits)
+    print(
+      `L(C) for ${f.group} (${f.runs} runs, C = 6 N D FLOPs, the lower envelope's ${f.envelope.length} validation points): ` +
+        `${f.fit.a.toPrecision(4)} · C^${f.fit.b.toFixed(4)}`,
+    );
+  print(
+    `wrote ${join(out, "results.jsonl")}, validation.svg, position.svg${fits.length > 0 ? ", scaling.svg" : ""}${results.some((r) => r.passkey) ? ", passkey-*.svg" : ""}`,
+  );
   return results;
+}
+
+/** A group of runs with the same attention in every layer, their lower envelope of validation loss against compute and its power law. */
+interface ScalingFit {
+  group: string;
+  runs: number;
+  envelope: ComputePoint[];
+  fit: { a: number; b: number };
+}
+
+/**
+ * The power laws of a scaling study: runs grouped by their layers' attention (e.g. "moba", "full"),
+ * every validation point of a run at C = 6 N D, the group's lower envelope and its fit; groups of at
+ * least two runs (a law across model sizes).
+ */
+function scalingFits(config: ExperimentConfig, results: RunResult[], logs: StepLog[][], out: string): ScalingFit[] {
+  const groups = new Map<string, { runs: number; points: ComputePoint[] }>();
+  results.forEach((r, i) => {
+    const { config: model } = checkTrainOptions(runOptions(config, r.name, out));
+    const parameters = paramSpecs(model).reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
+    const group = [...new Set(model.layer_attention)].sort().join("+");
+    const g = groups.get(group) ?? groups.set(group, { runs: 0, points: [] }).get(group)!;
+    g.runs++;
+    for (const l of logs[i])
+      if (l.validationLoss !== undefined) g.points.push({ flops: trainingFlops(parameters, l.tokens), loss: l.validationLoss });
+  });
+  return [...groups].flatMap(([group, g]) => {
+    const envelope = lowerEnvelope(g.points);
+    const fit = g.runs >= 2 ? fitPowerLaw(envelope) : null;
+    return fit ? [{ group, runs: g.runs, envelope, fit }] : [];
+  });
+}
+
+/** Each group's envelope and fitted line on log10 axes. */
+function scalingPlot(name: string, fits: ScalingFit[]): string {
+  const log10 = (p: ComputePoint) => [Math.log10(p.flops), Math.log10(p.loss)] as [number, number];
+  return lineChart(
+    `${name}: validation loss against training compute (lower envelope, fitted L = a C^b)`,
+    fits.flatMap((f, i) => {
+      const ends = [f.envelope[0].flops, f.envelope[f.envelope.length - 1].flops];
+      const line = ends.map((flops) => log10({ flops, loss: f.fit.a * flops ** f.fit.b }));
+      return [
+        { name: `${f.group} envelope`, color: COLORS[(2 * i) % COLORS.length], points: f.envelope.map(log10) },
+        { name: `${f.group}: ${f.fit.a.toPrecision(3)} C^${f.fit.b.toFixed(3)}`, color: COLORS[(2 * i + 1) % COLORS.length], points: line },
+      ];
+    }),
+    "log10 training FLOPs (6 N D)",
+    "log10 nats per byte",
+    true,
+  );
 }
 
 /** `name`: a config in experiments/ (e.g. "parity") or a path to a .json config. */

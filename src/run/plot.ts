@@ -61,7 +61,8 @@ export interface LineSeries {
 }
 
 /** Lines over a shared x axis, as a standalone SVG; the y axis spans the data. */
-export function lineChart(title: string, series: LineSeries[], xLabel: string, yLabel: string): string {
+/** `xFromData`: the x axis spans the data only (log axes), instead of starting at 0 (steps, positions). */
+export function lineChart(title: string, series: LineSeries[], xLabel: string, yLabel: string, xFromData = false): string {
   // the legend takes rows of three entries below the plot
   const legendRows = Math.max(1, Math.ceil(series.length / 3));
   const width = 640,
@@ -73,8 +74,9 @@ export function lineChart(title: string, series: LineSeries[], xLabel: string, y
   const all = series.flatMap((s) => s.points).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
   const xs = all.map((p) => p[0]),
     ys = all.map((p) => p[1]);
-  const x0 = Math.min(...xs, 0),
-    x1 = Math.max(...xs, 1);
+  let x0 = Math.min(...xs, ...(xFromData ? [] : [0])),
+    x1 = Math.max(...xs, ...(xFromData ? [] : [1]));
+  if (!(x1 > x0)) [x0, x1] = [x0 - 1, x0 + 1];
   let y0 = Math.min(...ys),
     y1 = Math.max(...ys);
   if (!(y1 > y0)) [y0, y1] = [y0 - 1, y0 + 1];
