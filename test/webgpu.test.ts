@@ -109,6 +109,27 @@ test(
   },
 );
 
+test(
+  "constant buffers (tile lists, sequence tables) are made once per key; past 64 MiB the least recently used are made again",
+  { skip },
+  async () => {
+    const mem = new Buffers(await getDevice());
+    let made = 0;
+    const make = (words: number) => () => (made++, new Uint32Array(words));
+    const a = mem.constant("test a", make(4), "a");
+    assert.equal(mem.constant("test a", make(4), "a"), a);
+    assert.equal(made, 1);
+    assert.notEqual(mem.constant("test b", make(4), "b"), a);
+    assert.equal(made, 2);
+    for (let i = 0; i < 5; i++) mem.constant(`test big ${i}`, make(4 * 2 ** 20), "big"); // 16 MiB each
+    assert.equal(made, 7);
+    mem.constant("test big 4", make(4 * 2 ** 20), "big"); // the most recent stays
+    mem.constant("test a", make(4), "a"); // pushed out by 80 MiB of later ones
+    assert.equal(made, 8);
+    mem.destroy();
+  },
+);
+
 test("WebGPU rejects a head dimension beyond its kernels with a clear error", { skip }, async () => {
   const c = makeCase(43, { cuSeqlens: [0, 4], qHeads: 1, kvHeads: 1, headDim: 257, blockSize: 2, topK: 1 });
   await assert.rejects(

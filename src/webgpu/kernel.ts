@@ -107,7 +107,13 @@ interface Pool {
   fill: GPUComputePipeline | null;
   /** Uniform buffers by their contents, least recently used first (see Buffers.uniform). */
   uniforms: Map<string, GPUBuffer>;
+  /** Read-only storage buffers by their callers' keys, least recently used first, and their bytes (see Buffers.constant). */
+  constants: Map<string, { buffer: GPUBuffer; bytes: number }>;
+  constantBytes: number;
 }
+
+/** Bytes of constant storage buffers kept per device: tile lists of 32K tokens x 8 heads take 512 KiB each. */
+const CONSTANT_BYTES_KEPT = 64 * 2 ** 20;
 
 /** Uniform buffers kept by contents per device: a training step uses a few hundred distinct ones. */
 const UNIFORMS_KEPT = 4096;
@@ -154,7 +160,11 @@ export class Buffers {
 
   constructor(readonly gpu: MobaDevice) {
     let pool = pools.get(gpu.device);
-    if (!pool) pools.set(gpu.device, (pool = { free: new Map(), generation: 0, fill: null, uniforms: new Map() }));
+    if (!pool)
+      pools.set(
+        gpu.device,
+        (pool = { free: new Map(), generation: 0, fill: null, uniforms: new Map(), constants: new Map(), constantBytes: 0 }),
+      );
     this.pool = pool;
   }
 
@@ -253,6 +263,41 @@ export class Buffers {
     }
     cache.set(key, buffer);
     return buffer;
+  }
+
+  /**
+   * A read-only storage buffer holding what `make` returns, made once per `key` and kept by the
+   * device's pool (not this scope): calls of the same shapes (a training step's layers, a benchmark's
+   * runs) find their tile lists and sequence tables again instead of building and uploading them
+   * each call (at 32K tokens x 8 heads a tile list took ~0.45 ms of JavaScript and 512 KiB of upload,
+   * twice per layer and step). The key must name everything the contents depend on. Past
+   * CONSTANT_BYTES_KEPT the least recently used are dropped, not destroyed: work recorded with them
+   * keeps them alive until it has run.
+   */
+  constant(key: string, make: () => ArrayBufferView, label: string): GPUBuffer {
+    const cache = this.pool.constants;
+    let entry = cache.get(key);
+    if (entry)
+      cache.delete(key); // set again below: the most recently used last
+    else {
+      const data = make();
+      const bytes = storageBytes(this.gpu, data.byteLength, label);
+      const buffer = this.gpu.device.createBuffer({
+        label,
+        size: bytes,
+        usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+      });
+      this.gpu.device.queue.writeBuffer(buffer, 0, data.buffer, data.byteOffset, data.byteLength);
+      entry = { buffer, bytes };
+      this.pool.constantBytes += bytes;
+      for (const [old, e] of cache) {
+        if (this.pool.constantBytes <= CONSTANT_BYTES_KEPT) break;
+        cache.delete(old);
+        this.pool.constantBytes -= e.bytes;
+      }
+    }
+    cache.set(key, entry);
+    return entry.buffer;
   }
 
   /**

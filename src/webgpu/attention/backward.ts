@@ -8,7 +8,7 @@ import { DELTA, DELTA_ROWS } from "./backward.wgsl.js";
 import { halfCopier, halfTiled } from "./f16.js";
 import type { GpuTensors } from "./forward.js";
 import { dkdvPass, dqPass, type Pass } from "./paths.js";
-import { type DeviceLimits, keyTiles, plan } from "./plan.js";
+import { type DeviceLimits, keyTiles, plan, planKey, tilesPerBlock } from "./plan.js";
 import { indexRouting, type Routed, route, rounds, tileParams } from "./routing.js";
 
 export interface GpuGradients {
@@ -97,18 +97,20 @@ export async function backwardOnGpu(
       `dq round ${r}`,
     );
   });
-  // the key tiles, then (copied on the GPU) the segment starts the dk/dv kernel reads after them
-  const keys = keyTiles(pl, dkdvChosen.shape.TK);
+  // the key tiles (made once per shape), then the segment starts the dk/dv kernel reads after them, both copied on the GPU
+  const TK = dkdvChosen.shape.TK;
+  const keyCount = tilesPerBlock(pl, TK, kvHeads);
+  const keys = mem.constant(`key tiles ${TK} ${planKey(pl)}`, () => keyTiles(pl, TK).words, "key tiles");
   const segmentWords = routed ? pl.width * qHeads * pl.blocks + 1 : 0;
-  const words = scratch.storage((keys.words.length + Math.ceil(segmentWords / 4) * 4) * 4, "key tiles and segment starts");
-  gpu.device.queue.writeBuffer(words, 0, keys.words);
-  if (index) encoder.copyBufferToBuffer(index.segmentStart, 0, words, keys.words.length * 4, segmentWords * 4);
+  const words = scratch.uninitialized((8 * keyCount + Math.ceil(segmentWords / 4) * 4) * 4, "key tiles and segment starts");
+  encoder.copyBufferToBuffer(keys, 0, words, 0, 8 * keyCount * 4);
+  if (index) encoder.copyBufferToBuffer(index.segmentStart, 0, words, 8 * keyCount * 4, segmentWords * 4);
   dispatch(
     encoder,
     gpu,
     dkdvPipeline,
-    [tileParams(mem, pl, dkdvChosen.shape, keys.count, false, false), words, entries, ...dkdvInputs, rowStats, dkdv],
-    keys.count,
+    [tileParams(mem, pl, dkdvChosen.shape, keyCount, false, false), words, entries, ...dkdvInputs, rowStats, dkdv],
+    keyCount,
     "dk dv",
   );
   gpu.device.queue.submit([encoder.finish()]);

@@ -9,8 +9,8 @@ import { type Binding, type Buffers, dispatch } from "../kernel.js";
 import { halfCopier, halfInputs } from "./f16.js";
 import { forwardPass, type Pass } from "./paths.js";
 import { MobaError } from "../../tensor.js";
-import { naturalTiles, plan, UNION_LIMIT, unionTiles } from "./plan.js";
-import { type Routed, route, rounds, tileParams } from "./routing.js";
+import { plan, UNION_LIMIT, unionTiles } from "./plan.js";
+import { naturalTileBuffer, type Routed, route, rounds, tileParams } from "./routing.js";
 
 export interface GpuTensors {
   q: GPUBuffer; // [tokens, qHeads, headDim]
@@ -82,10 +82,8 @@ export async function forwardOnGpu(
       count,
       `forward round ${r}`,
     );
-  if (union) {
-    const tiles = naturalTiles(pl, shape.TQ, false, true);
-    round({ tiles: mem.storage(tiles.words, "tiles"), count: tiles.count }, 0, false, true);
-  } else {
+  if (union) round(naturalTileBuffer(mem, pl, shape.TQ, false, true), 0, false, true);
+  else {
     const [own, ...routedRounds] = await rounds(mem, encoder, pl, routed, shape.TQ, true);
     routedRounds.forEach((tiles, r) => round(tiles, r + 1, r > 0, false));
     round(own, 0, false, true);

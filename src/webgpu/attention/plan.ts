@@ -122,8 +122,12 @@ export class Tiles {
   }
 }
 
+/** Everything a plan's tables (tiles, block ranges, sequence bounds) depend on, as a cache key (Buffers.constant). */
+export const planKey = (pl: Plan): string =>
+  [pl.p.tokens, pl.p.qHeads, pl.p.kvHeads, pl.p.blockSize, pl.all, pl.width, pl.p.cuSeqlens.join(",")].join(" ");
+
 /** Tiles of `size` tokens over every block, times `heads`. */
-function tilesPerBlock(pl: Plan, size: number, heads: number): number {
+export function tilesPerBlock(pl: Plan, size: number, heads: number): number {
   let n = 0;
   for (let G = 0; G < pl.blocks; G++) n += Math.ceil((pl.blockEnd[G] - pl.blockStart[G]) / size);
   return n * heads;

@@ -5,7 +5,7 @@
 import { forEachRoute } from "../../attention/blocks.js";
 import { type Binding, type Buffers, dispatch, pipeline, threadGroups } from "../kernel.js";
 import { GATE, type GateShape } from "./gate.wgsl.js";
-import { naturalTiles, type Plan } from "./plan.js";
+import { naturalTiles, type Plan, planKey, tilesPerBlock } from "./plan.js";
 import { BLOCK_SUMS, GATHERED_TILES, SCAN, SCATTER } from "./routing.wgsl.js";
 import type { TileShape } from "./tile.wgsl.js";
 
@@ -24,11 +24,26 @@ function routingParams(mem: Buffers, pl: Plan): GPUBuffer {
   return mem.uniform([tokens, qHeads, kvHeads, headDim, blockSize, pl.width, pl.blocks, cuSeqlens.length - 1], "routing params");
 }
 
-/** The sequences' bounds and first global blocks, as the routing kernels read them. */
+/** The sequences' bounds and first global blocks, as the routing kernels read them (uploaded once per shape). */
 const sequenceBuffers = (mem: Buffers, pl: Plan) => ({
-  cu: mem.storage(Uint32Array.from(pl.p.cuSeqlens), "cuSeqlens"), // [batch + 1]
-  offsets: mem.storage(Uint32Array.from(pl.offsets), "block offsets"), // [batch + 1]
+  cu: mem.constant(`cuSeqlens ${planKey(pl)}`, () => Uint32Array.from(pl.p.cuSeqlens), "cuSeqlens"), // [batch + 1]
+  offsets: mem.constant(`block offsets ${planKey(pl)}`, () => Uint32Array.from(pl.offsets), "block offsets"), // [batch + 1]
 });
+
+/** The query tiles of consecutive tokens (naturalTiles), built and uploaded once per shape. */
+export function naturalTileBuffer(
+  mem: Buffers,
+  pl: Plan,
+  TQ: number,
+  ownLast: boolean,
+  causal = pl.all,
+): { tiles: GPUBuffer; count: number } {
+  const key = `tiles ${TQ} ${ownLast} ${causal} ${planKey(pl)}`;
+  return {
+    tiles: mem.constant(key, () => naturalTiles(pl, TQ, ownLast, causal).words, "tiles"),
+    count: tilesPerBlock(pl, TQ, pl.p.qHeads),
+  };
+}
 
 /** The gate's compile-time shape for a plan: q read as vec4 rows where headDim allows. */
 export const gateShape = (pl: Plan): GateShape => ({ width: pl.width, headDim: pl.p.headDim, vec4Rows: pl.p.headDim % 4 === 0 });
@@ -76,9 +91,15 @@ export async function route(
   const gpu = mem.gpu;
   const params = routingParams(mem, pl);
   const { cu, offsets } = sequenceBuffers(mem, pl);
-  const range = new Uint32Array(2 * pl.blocks);
-  for (let G = 0; G < pl.blocks; G++) [range[2 * G], range[2 * G + 1]] = [pl.blockStart[G], pl.blockEnd[G]];
-  const blockRange = mem.storage(range, "block ranges");
+  const blockRange = mem.constant(
+    `block ranges ${planKey(pl)}`,
+    () => {
+      const range = new Uint32Array(2 * pl.blocks);
+      for (let G = 0; G < pl.blocks; G++) [range[2 * G], range[2 * G + 1]] = [pl.blockStart[G], pl.blockEnd[G]];
+      return range;
+    },
+    "block ranges",
+  );
   const roundSegments = qHeads * pl.blocks;
   const segments = pl.width * roundSegments;
   let counts: GPUBuffer;
@@ -220,8 +241,7 @@ export async function rounds(
   TQ: number,
   ownLast = false,
 ): Promise<{ tiles: Binding; count: number }[]> {
-  const natural = naturalTiles(pl, TQ, ownLast);
-  const list: { tiles: Binding; count: number }[] = [{ tiles: mem.storage(natural.words, "tiles"), count: natural.count }];
+  const list: { tiles: Binding; count: number }[] = [naturalTileBuffer(mem, pl, TQ, ownLast)];
   if (!routed) return list;
   const { buffer, bound } = await queryTileRounds(mem, encoder, pl, routed, TQ);
   for (let r = 0; r < pl.width; r++) list.push({ tiles: { buffer, offset: r * bound * 32, size: bound * 32 }, count: bound });
