@@ -32,6 +32,9 @@ export interface GpuBenchRow extends GpuBenchCase {
   fullForwardMs: number;
   mobaTrainMs: number;
   fullTrainMs: number;
+  /** Host time of the forward (recording and submitting, until the call returns; the GPU may work meanwhile), ms. */
+  mobaForwardHostMs: number;
+  fullForwardHostMs: number;
   /** GPU time by timestamp queries, ms (NaN without timestamp-query). */
   mobaForwardGpuMs: number;
   fullForwardGpuMs: number;
@@ -47,22 +50,29 @@ export interface GpuBenchRow extends GpuBenchCase {
 
 const WARM_UP_MS = 500;
 
-/** Wall time of `run` to an idle queue, and its GPU time (first dispatch's start to last dispatch's end; NaN without timestamps). */
-export async function time(gpu: MobaDevice, run: () => Promise<unknown>): Promise<{ wall: number; gpu: number }> {
+/**
+ * Wall time of `run` to an idle queue; the host's part of it, until `run` returns (recording and
+ * submitting: the GPU may work meanwhile); and its GPU time (first dispatch's start to last
+ * dispatch's end; NaN without timestamps).
+ */
+export async function time(gpu: MobaDevice, run: () => Promise<unknown>): Promise<{ wall: number; host: number; gpu: number }> {
   await gpu.device.queue.onSubmittedWorkDone();
   if (gpu.timestamps) startProfile(gpu);
   const start = performance.now();
   await run();
+  const host = performance.now() - start;
   await gpu.device.queue.onSubmittedWorkDone();
   const wall = performance.now() - start;
-  if (!gpu.timestamps) return { wall, gpu: NaN };
+  if (!gpu.timestamps) return { wall, host, gpu: NaN };
   const dispatches = await stopProfile();
-  return { wall, gpu: Math.max(...dispatches.map((d) => d.start + d.ms)) };
+  return { wall, host, gpu: Math.max(...dispatches.map((d) => d.start + d.ms)) };
 }
 
 interface Measured {
   forward: number;
   train: number;
+  /** The forward's host time: recording and submitting, until forwardOnGpu returns. */
+  forwardHost: number;
   forwardGpu: number;
   trainGpu: number;
   runs: number;
@@ -91,7 +101,13 @@ async function measure(
       const backward = forwardOnly
         ? { wall: NaN, gpu: NaN }
         : await time(gpu, () => backwardOnGpu(mem, p, t, result.out, result.lse, dout, result.routed));
-      return { forward: forward.wall, train: forward.wall + backward.wall, forwardGpu: forward.gpu, trainGpu: forward.gpu + backward.gpu };
+      return {
+        forward: forward.wall,
+        train: forward.wall + backward.wall,
+        forwardHost: forward.host,
+        forwardGpu: forward.gpu,
+        trainGpu: forward.gpu + backward.gpu,
+      };
     } finally {
       mem.destroy();
     }
@@ -112,6 +128,7 @@ async function measure(
   return {
     forward: middle("forward"),
     train: middle("train"),
+    forwardHost: middle("forwardHost"),
     forwardGpu: middle("forwardGpu"),
     trainGpu: middle("trainGpu"),
     runs: times.length,
@@ -152,7 +169,7 @@ export async function benchGpu(
       const f =
         c.tokens <= fullUpTo
           ? await measure(gpu, full, t, g, runs, maxSeconds, forwardOnly)
-          : { forward: NaN, train: NaN, forwardGpu: NaN, trainGpu: NaN, runs: Infinity, bytes: NaN };
+          : { forward: NaN, train: NaN, forwardHost: NaN, forwardGpu: NaN, trainGpu: NaN, runs: Infinity, bytes: NaN };
       const inputBytes = 3 * q.data.byteLength;
       const fullKeys = attendedKeys([0, c.tokens], c.blockSize, Infinity); // no block choice: the block size does not matter
       return {
@@ -161,6 +178,8 @@ export async function benchGpu(
         fullForwardMs: f.forward,
         mobaTrainMs: m.train,
         fullTrainMs: f.train,
+        mobaForwardHostMs: m.forwardHost,
+        fullForwardHostMs: f.forwardHost,
         mobaForwardGpuMs: m.forwardGpu,
         fullForwardGpuMs: f.forwardGpu,
         mobaTrainGpuMs: m.trainGpu,
@@ -195,6 +214,8 @@ export async function benchGpu(
         "MoBA fwd GPU ms",
         "full fwd GPU ms",
         "GPU fwd speedup",
+        "MoBA fwd host ms",
+        "full fwd host ms",
         "MoBA fwd+bwd ms",
         "full fwd+bwd ms",
         "fwd+bwd speedup",
@@ -216,6 +237,8 @@ export async function benchGpu(
         ms(r.mobaForwardGpuMs),
         ms(r.fullForwardGpuMs),
         ratio(r.fullForwardGpuMs, r.mobaForwardGpuMs),
+        ms(r.mobaForwardHostMs),
+        ms(r.fullForwardHostMs),
         ms(r.mobaTrainMs),
         ms(r.fullTrainMs),
         ratio(r.fullTrainMs, r.mobaTrainMs),
