@@ -395,9 +395,11 @@ test(
       assert.match(cells[7], gpuTime, `MoBA GPU ms in ${row}`);
       assert.match(cells[8], gpuTime, `full GPU ms in ${row}`);
       assert.match(cells[9], timed ? /^\d+\.\d\dx$/ : /^-$/, `GPU speedup in ${row}`);
-      assert.deepEqual(cells.slice(10, 14), ["-", "-", "-", "-"], `no backward in ${row}`);
-      assert.match(cells[14], /^\d+\.\d\dx$/, `ideal ratio in ${row}`);
-      assert.match(cells[16], /^\d+\.\d$/, `MoBA MiB in ${row}`);
+      assert.match(cells[10], /^\d+\.\d\d$/, `MoBA host ms in ${row}`);
+      assert.match(cells[11], /^\d+\.\d\d$/, `full host ms in ${row}`);
+      assert.deepEqual(cells.slice(12, 16), ["-", "-", "-", "-"], `no backward in ${row}`);
+      assert.match(cells[16], /^\d+\.\d\dx$/, `ideal ratio in ${row}`);
+      assert.match(cells[18], /^\d+\.\d$/, `MoBA MiB in ${row}`);
     }
     assert.match(readFileSync(svg, "utf8"), /^<svg/);
   },
