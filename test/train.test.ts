@@ -145,7 +145,7 @@ test("the bundled corpora: Gutenberg's books cut at line ends into pieces that r
   assert.equal(validation.length, Math.floor(pieces.length / 10));
   assert.ok(new Set(validation.map((d) => d.name.split(":")[0])).size >= 10, "held-out pieces come from most books");
   assert.equal(train.length + validation.length, pieces.length);
-  assert.ok(isBundled("sotu+gutenberg") && !isBundled("sotu+nothing") && !isBundled("corpus.txt"));
+  assert.ok(isBundled("sotu+gutenberg") && !isBundled("sotu+nothing") && !isBundled("sotu+sotu") && !isBundled("corpus.txt"));
   const joined = loadDocuments("sotu+gutenberg");
   assert.equal(joined.length, loadSotu().length + pieces.length);
   assert.equal(joined[joined.length - 1].name, pieces[pieces.length - 1].name);
@@ -163,7 +163,7 @@ test("prompt/completion JSONL: only completion bytes count in the loss", () => {
   assert.equal(counted, " 4\n");
   assert.throws(
     () => loadTextFiles(join(dir, "nothing-here")),
-    /--data: expected a file or folder of text files, got ".*nothing-here" \(not found\)/,
+    /--data: expected "sotu", "gutenberg", "sotu\+gutenberg" or a file or folder of text files, got ".*nothing-here" \(not found\)/,
   );
 });
 

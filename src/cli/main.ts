@@ -230,12 +230,16 @@ async function runCommand(argv: string[]): Promise<number> {
   const command = commands[name];
   if (!command) usageError(`unknown command "${name}" (expected one of: ${Object.keys(commands).join(", ")}; moba --help lists them)`);
   const options = { ...command.options, help: { type: "boolean", short: "h" } } as const;
-  const { values, positionals } = parseArgs({
-    args: joinNegativeNumbers(rest, options),
-    options,
-    strict: true,
-    allowPositionals: command.positionals === true,
-  });
+  let parsed;
+  try {
+    parsed = parseArgs({ args: joinNegativeNumbers(rest, options), options, strict: true, allowPositionals: command.positionals === true });
+  } catch (error) {
+    // node's own text suggests "--" for an unknown option; what the user needs is this command's options
+    const unknown = /^Unknown option '([^']+)'/.exec((error as Error).message);
+    if (unknown) usageError(`unknown option ${unknown[1]} for moba ${name} (moba ${name} --help lists its options)`);
+    throw error;
+  }
+  const { values, positionals } = parsed;
   if (values.help) {
     print(command.usage);
     return 0;

@@ -65,8 +65,11 @@ export function loadGutenberg(): Document[] {
 /** The bundled corpora by name. */
 const BUNDLED: Record<string, () => Document[]> = { sotu: loadSotu, gutenberg: loadGutenberg };
 
-/** Whether `data` names bundled corpora: one name, or several joined by "+". */
-export const isBundled = (data: string): boolean => data.split("+").every((name) => name in BUNDLED);
+/** Whether `data` names bundled corpora: one name, or several different ones joined by "+". */
+export function isBundled(data: string): boolean {
+  const names = data.split("+");
+  return names.every((name) => name in BUNDLED) && new Set(names).size === names.length;
+}
 
 /** `data`'s documents: bundled corpora (each name's documents in turn), or a user's files (loadTextFiles). */
 export function loadDocuments(data: string): Document[] {
@@ -83,7 +86,9 @@ export function loadTextFiles(path: string): Document[] {
   try {
     stat = statSync(path);
   } catch {
-    throw new MobaError(`--data: expected a file or folder of text files, got "${path}" (not found)`);
+    throw new MobaError(
+      `--data: expected "sotu", "gutenberg", "sotu+gutenberg" or a file or folder of text files, got "${path}" (not found)`,
+    );
   }
   const files = stat.isDirectory() ? listFiles(path) : [path];
   const docs = files.flatMap((f) =>
