@@ -22,7 +22,7 @@ import { fitPowerLaw, lowerEnvelope, trainingFlops } from "../src/run/scaling.js
 import { checkTrainOptions, kindsAt, type StepLog, train, type TrainOptions } from "../src/run/train.js";
 import { MobaError } from "../src/tensor.js";
 import { relativeError, TINY } from "./helpers.js";
-import type { RunResult } from "../src/run/experiment.js";
+import { readExperiment, type RunResult } from "../src/run/experiment.js";
 
 const dir = mkdtempSync(join(tmpdir(), "moba-train-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -537,6 +537,23 @@ test("a continual-training experiment pretrains, exports, and starts every run f
   assert.ok(Math.abs(result("full").initialValidationLoss! - last) <= 1e-6 * last, `${result("full").initialValidationLoss} vs ${last}`);
   assert.notEqual(result("moba").initialValidationLoss, result("full").initialValidationLoss, "the same weights under MoBA");
   assert.match(r.stdout, /val loss at 0/);
+  // the runs are checked against the pretrained model's config: a context beyond the default positions but within its own is fine
+  const longer = (contextLength: number) => {
+    const file = join(dir, `continual-${contextLength}.json`);
+    writeFileSync(
+      file,
+      JSON.stringify({
+        description: "pretrain at short context, continue at a long one",
+        pretrain: { ...base, model: { ...model, max_position_embeddings: 16384, layer_attention: ["full", "full"] } },
+        base: { ...base, contextLength },
+        runs: [{ name: "moba", train: { attention: "moba" } }],
+        eval: { contextLength, rows: 2, buckets: 4, trailing: 16 },
+      }),
+    );
+    return () => readExperiment(file);
+  };
+  assert.doesNotThrow(longer(16384));
+  assert.throws(longer(32768), /train\.contextLength: expected at most max_position_embeddings 16384, got 32768/);
 });
 
 test("scaling fit: the lower envelope keeps only losses below all of less compute; the power law comes back from exact points", () => {

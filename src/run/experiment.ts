@@ -60,8 +60,9 @@ export function readExperiment(path: string): ExperimentConfig {
   }
   if (!Array.isArray(config.runs) || config.runs.length === 0)
     throw new MobaError(`${path}: expected "runs": a non-empty list, got ${JSON.stringify(config.runs)}`);
-  if (config.pretrain !== undefined) checkTrainOptions({ ...config.pretrain, out: "pretrain" });
-  config.runs.forEach((r) => checkTrainOptions(runOptions(config, r.name, "")));
+  // runs from the pretrained model are checked against its config (as train() checks them against the exported one)
+  const pretrained = config.pretrain === undefined ? undefined : checkTrainOptions({ ...config.pretrain, out: "pretrain" }).config;
+  config.runs.forEach((r) => checkTrainOptions(runOptions(config, r.name, ""), pretrained));
   return config;
 }
 
