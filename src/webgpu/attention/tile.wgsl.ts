@@ -87,7 +87,7 @@ export function loadRowInputs(start: string, gathered: string, inputs: "state" |
  * [tokens, qHeads, width] local block indices, as the gate writes them). One round instead of
  * 1 + width, and no inverted index, gathered tiles or softmax state between rounds: at 4K tokens
  * those are most of the forward's dispatches. rowBlocks[r]: row r's blocks, one bit each, so a
- * sequence has at most 32 blocks (UNION_MAX_BLOCKS).
+ * sequence has at most 32 blocks (plan.ts: UNION_LIMIT).
  */
 export const unionMemory = (TQ: number) => `var<workgroup> rowBlocks: array<u32, ${TQ}>; // union tiles: each row's blocks, a bit each`;
 
@@ -107,7 +107,11 @@ export const unionChosen = (TQ: number) => `let rowsChosen = workgroupUniformLoa
   var chosen = 0u;
   for (var i = 0u; i < ${TQ}u; i++) { chosen |= rowsChosen[i]; }`;
 
-/** Whether a row of a union tile sees `key` (at or after the sequence start `start`): its block is one of the row's `bits`. */
+/**
+ * Whether a row of a union tile sees `key` (at or after the sequence start a.z): its block is one of
+ * the row's `bits`. A division per element: the float32 kernel's; the tensor-core one steps each
+ * softmax thread's block column by column instead (forwardMma.wgsl.ts).
+ */
 export const unionVisible = (bits: string, key: string) => `((${bits} >> ((${key} - a.z) / P.blockSize)) & 1u) == 1u`;
 
 export const UNION_FUNCTIONS = /* wgsl */ `
