@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { AttentionProblem } from "../src/attention/problem.js";
 import { dkdvPass, dqPass, forwardPass, type Pass } from "../src/webgpu/attention/paths.js";
-import { type DeviceLimits, forwardShape, keyTiles, naturalTiles, plan } from "../src/webgpu/attention/plan.js";
+import { type DeviceLimits, forwardShape, keyTiles, naturalTiles, plan, planKey, unionTiles } from "../src/webgpu/attention/plan.js";
 import { MobaError } from "../src/tensor.js";
 import { type GemmCall, hasMmaGemm, MMA_TILES, mmaTiles, planMmaGemm } from "../src/webgpu/gemm/index.js";
 import type { MobaDevice } from "../src/webgpu/device.js";
@@ -62,6 +62,24 @@ test("plan: full attention lists the last blocks first, keys from the sequence s
   assert.equal(tiles.count, 5 * 2);
   assert.deepEqual(tile(tiles.words, 0), [14, 1, 10, 15, 0, 0, 0, 0]);
   assert.deepEqual(tile(tiles.words, 9), [0, 4, 0, 4, 1, 0, 0, 0]);
+});
+
+test("plan: union tiles run MoBA as full attention's causal tiles, only for short sequences and few rows", () => {
+  const pl = plan(problem(2));
+  // the same tiles as full attention's, last blocks first, nothing carried (one round)
+  assert.deepEqual(naturalTiles(pl, 16, false, true).words, naturalTiles(plan(problem(Infinity)), 16, true).words);
+  assert.equal(unionTiles(pl), true); // 3 and 2 blocks, 30 query rows
+  assert.equal(unionTiles(pl, 2), false); // the first sequence has 3 blocks
+  assert.equal(unionTiles(pl, 3, 29), false); // 30 rows
+  assert.equal(unionTiles(plan(problem(Infinity))), false); // full attention
+  assert.throws(
+    () => unionTiles(pl, 33),
+    (e: unknown) => e instanceof MobaError && /maxBlocks must be at most 32/.test(e.message),
+  );
+  const long = (tokens: number, qHeads: number) =>
+    unionTiles(plan(problem(3, { tokens, qHeads, kvHeads: 1, blockSize: 512, cuSeqlens: Int32Array.of(0, tokens) })));
+  assert.deepEqual([long(4096, 1), long(4096, 8), long(8192, 1)], [true, false, false]); // as measured on the H200
+  assert.notEqual(planKey(pl), planKey(plan(problem(2, { cuSeqlens: Int32Array.of(0, 9, 15) }))));
 });
 
 test("plan: key tiles with the end of their natural queries", () => {
