@@ -15,7 +15,7 @@ import { zeroMoments } from "../src/model/adamw.js";
 import { loadCheckpoint, saveCheckpoint, serializeCheckpoint } from "../src/model/checkpoint.js";
 import { roundToF16 } from "../src/io/half.js";
 import { checkConfig } from "../src/model/config.js";
-import { backward, forward, initModel, lossOf, zeroGradients } from "../src/model/llama.js";
+import { backward, configParameterCount, forward, initModel, lossOf, parameterCount, zeroGradients } from "../src/model/llama.js";
 import { Packer, splitDocuments, startPosition } from "../src/model/packing.js";
 import { ReferenceAdamW } from "../src/reference/adamw.js";
 import { fitPowerLaw, lowerEnvelope, trainingFlops } from "../src/run/scaling.js";
@@ -574,4 +574,6 @@ test("scaling fit: the lower envelope keeps only losses below all of less comput
   ];
   assert.deepEqual(lowerEnvelope([...large, ...small]), [small[0], small[1], large[1]]);
   assert.equal(trainingFlops(1e6, 1e3), 6e9);
+  const config = checkConfig(TINY);
+  assert.equal(configParameterCount(config), parameterCount(initModel(config, 1))); // N without making the model
 });

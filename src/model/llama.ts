@@ -74,6 +74,11 @@ export function parameterCount(model: Model): number {
   return model.params.reduce((n, p) => n + p.data.length, 0);
 }
 
+/** The parameters a model of config `c` has (paramSpecs), without making one. */
+export function configParameterCount(c: LlamaConfig): number {
+  return paramSpecs(c).reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
+}
+
 /** A model's weights and gradients as one backend's tensors, in model.params order. */
 interface Resident<B extends Sized> {
   backend: ModelBackend<B>;

@@ -13,7 +13,7 @@ import { lossReport, type LossReport, passkeyGrid, type PasskeyCell } from "./ev
 import { heatmap, lineChart } from "./plot.js";
 import { checkTrainOptions, kindsAt, type StepLog, train, type TrainOptions } from "./train.js";
 import { table } from "./util.js";
-import { paramSpecs } from "../model/llama.js";
+import { configParameterCount } from "../model/llama.js";
 import { type ComputePoint, fitPowerLaw, lowerEnvelope, trainingFlops } from "./scaling.js";
 
 export interface ExperimentConfig {
@@ -294,7 +294,7 @@ function scalingFits(config: ExperimentConfig, results: RunResult[], logs: StepL
   const groups = new Map<string, { runs: number; points: ComputePoint[] }>();
   results.forEach((r, i) => {
     const { config: model } = checkTrainOptions(runOptions(config, r.name, out));
-    const parameters = paramSpecs(model).reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
+    const parameters = configParameterCount(model);
     const group = [...new Set(model.layer_attention)].sort().join("+");
     const g = groups.get(group) ?? groups.set(group, { runs: 0, points: [] }).get(group)!;
     g.runs++;

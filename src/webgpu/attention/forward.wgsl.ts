@@ -14,10 +14,8 @@ import {
   THREADS,
   tileMemory,
   type ForwardShape,
-  UNION_FUNCTIONS,
-  unionChosen,
-  unionMemory,
   uniformConstant,
+  unionPieces,
   unionVisible,
   VISIBLE,
 } from "./tile.wgsl.js";
@@ -30,7 +28,7 @@ import {
  */
 export function forwardWgsl(c: ForwardShape): string {
   const TK = uniformConstant(c, "TK");
-  const next = (k: string) => (c.union ? `nextChunk(${k}, ${TK}, a.z, a.w, chosen)` : k);
+  const union = unionPieces(c.union, c.TQ, TK);
   return /* wgsl */ `${header(c)}
 @group(0) @binding(3) var<storage, read> q: array<${c.input}>;          // [tokens, qHeads, D]
 @group(0) @binding(4) var<storage, read> k: array<${c.input}>;          // [tokens, kvHeads, D]
@@ -45,12 +43,7 @@ var<workgroup> rowM: array<f32, ${c.TQ}>;
 var<workgroup> rowL: array<f32, ${c.TQ}>;
 var<workgroup> rowAlpha: array<f32, ${c.TQ}>;
 var<workgroup> partial: array<f32, ${THREADS}>; // the softmax's per-thread maxima, then sums
-${
-  c.union
-    ? `${unionMemory(c.TQ)}
-${UNION_FUNCTIONS}`
-    : ""
-}
+${union.declarations}
 
 ${queryTileEntry(c)}
   ${registerTiles("TQ", "TK")}
@@ -59,11 +52,11 @@ ${queryTileEntry(c)}
   let part = lid % R;
   ${loadRowInputs("a.x", "b.y == 1u", "state", c.union)}
   workgroupBarrier();
-  ${c.union ? unionChosen(c.TQ) : ""}
+  ${union.chosen}
   ${stageQueryRows([["q", "Qs"]])}
   // the thread's block of O, from the previous round's accumulator (or zero)
   ${accumulatorsFrom(c, "out")}
-  for (var k0 = ${next("a.z")}; k0 < a.w; k0 = ${next(`k0 + ${TK}`)}) {
+  for (var k0 = ${union.next("a.z")}; k0 < a.w; k0 = ${union.next(`k0 + ${TK}`)}) {
     ${loadKeys(c, "k0", "a.w")}
     workgroupBarrier();
     // S = scale Q Kᵀ, masked

@@ -37,7 +37,7 @@ import {
   SUBGROUPS,
   TQ,
 } from "./mma.wgsl.js";
-import { loadRowInputs, UNION_FUNCTIONS, unionChosen, unionMemory } from "./tile.wgsl.js";
+import { loadRowInputs, unionPieces } from "./tile.wgsl.js";
 
 /** The tensor-core forward's constants: a chunk shape, and whether its tiles are union tiles (tile.wgsl.ts). */
 export interface ForwardMmaShape extends MmaShape {
@@ -53,7 +53,7 @@ export function forwardMmaWgsl(c: ForwardMmaShape): string {
   const { slots, column: oAt, clampedColumn, owned: eachO } = columnTiles(fragments, SUBGROUPS);
   // V fragments of the chunk loaded before its QK when they fit in registers (D <= 128 at TK 64)
   const prefetchV = slots * kTiles <= 8;
-  const next = (k: string) => (c.union ? `nextChunk(${k}, TK, a.z, a.w, chosen)` : k);
+  const union = unionPieces(c.union, TQ, "TK");
   const vAt = (kk: number, slot: number) =>
     `subgroupMatrixLoad<Right, row_major>(&v, fragment(g, k0 + ${kk * M}u, ${clampedColumn(slot)}), ${M}u)`;
   return /* wgsl */ `${mmaHeader(c)}
@@ -73,19 +73,14 @@ var<workgroup> rowM: array<f32, ${TQ}>;
 var<workgroup> rowL: array<f32, ${TQ}>;
 var<workgroup> rowAlpha: array<f32, ${TQ}>; // the factor O's row takes when its max moved, else 1
 var<workgroup> rowMoved: array<u32, ${TQ}>; // 1 where O's row must be rescaled
-${
-  c.union
-    ? `${unionMemory(TQ)}
-${UNION_FUNCTIONS}`
-    : ""
-}
+${union.declarations}
 // (no 4-byte workgroup variable here: with one in the shader, the tensor-core results came out wrong
 // on the H100, Dawn + driver 580; dev/mma/variants.mts, 22nd run)
 
 ${queryTileEntry()}
   ${loadRowInputs("a.x", "b.y == 1u", "state", c.union)}
   workgroupBarrier();
-  ${c.union ? unionChosen(TQ) : ""}
+  ${union.chosen}
   // query rows as f16; the accumulator from the previous round (or zero) as f32
   ${stageQueryRows([["q", "Qs"]], "out")}
   workgroupBarrier();
@@ -94,13 +89,13 @@ ${queryTileEntry()}
   ${eachO((slot) => `o${slot} = subgroupMatrixLoad<Result, row_major>(&Os, ${oAt(slot)}, OS);`)}
   // subgroup sg's S tile: keys [k0 + 16 kTile, +16) (past the chunk's tiles: a copy, not stored)
   let kTile = min(sg, ${kTiles - 1}u);
-  var k0 = ${next("keyBegin")};
+  var k0 = ${union.next("keyBegin")};
   ${each(fragments, (d) => `var kf${d} = subgroupMatrixLoad<Right, row_major>(&k, fragment(g, k0 + kTile * ${M}u, ${d * M}u), ${M}u);`).join("\n  ")}
   // the softmax thread's row and its first column
   let r = lid / R;
   let part = lid % R;${c.union ? "\n  let bits = rowBlocks[r];" : ""}
   while (k0 < a.w) {
-    let k1 = ${next("k0 + TK")}; // the next chunk
+    let k1 = ${union.next("k0 + TK")}; // the next chunk
     ${
       prefetchV
         ? `// this chunk's V, in flight during QK and the softmax

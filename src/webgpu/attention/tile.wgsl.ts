@@ -18,7 +18,7 @@ export interface TileShape {
   input: "f32" | "f16";
 }
 
-/** The forward's constants: a tile shape, and whether its tiles are union tiles (UNION_FUNCTIONS). */
+/** The forward's constants: a tile shape, and whether its tiles are union tiles (unionPieces). */
 export interface ForwardShape extends TileShape {
   union: boolean;
 }
@@ -89,7 +89,7 @@ export function loadRowInputs(start: string, gathered: string, inputs: "state" |
  * those are most of the forward's dispatches. rowBlocks[r]: row r's blocks, one bit each, so a
  * sequence has at most 32 blocks (plan.ts: UNION_LIMIT).
  */
-export const unionMemory = (TQ: number) => `var<workgroup> rowBlocks: array<u32, ${TQ}>; // union tiles: each row's blocks, a bit each`;
+const unionMemory = (TQ: number) => `var<workgroup> rowBlocks: array<u32, ${TQ}>; // union tiles: each row's blocks, a bit each`;
 
 /** Row lid's blocks (its own and those it routed to), set with the row's other inputs. */
 const UNION_ROW = `
@@ -103,7 +103,7 @@ const UNION_ROW = `
     rowBlocks[lid] = bits;`;
 
 /** The blocks any row of a union tile chose, read uniformly (loops over chunks hold barriers); after loadRowInputs. */
-export const unionChosen = (TQ: number) => `let rowsChosen = workgroupUniformLoad(&rowBlocks);
+const unionChosen = (TQ: number) => `let rowsChosen = workgroupUniformLoad(&rowBlocks);
   var chosen = 0u;
   for (var i = 0u; i < ${TQ}u; i++) { chosen |= rowsChosen[i]; }`;
 
@@ -114,7 +114,7 @@ export const unionChosen = (TQ: number) => `let rowsChosen = workgroupUniformLoa
  */
 export const unionVisible = (bits: string, key: string) => `((${bits} >> ((${key} - a.z) / P.blockSize)) & 1u) == 1u`;
 
-export const UNION_FUNCTIONS = /* wgsl */ `
+const UNION_FUNCTIONS = /* wgsl */ `
 // a union tile's first chunk from k on (chunks of tk keys) whose keys in [start, end) meet a chosen block, else one at or past end
 fn nextChunk(k0: u32, tk: u32, start: u32, end: u32, chosen: u32) -> u32 {
   var k = k0;
@@ -126,6 +126,19 @@ fn nextChunk(k0: u32, tk: u32, start: u32, end: u32, chosen: u32) -> u32 {
   }
   return k;
 }`;
+
+/**
+ * What a forward kernel (float32 or tensor-core) adds for union tiles, all empty without them: its
+ * workgroup memory and functions, the union of its rows' blocks (after loadRowInputs), and the
+ * first chunk to visit from key k (k itself without union tiles), chunks of `TK` keys (WGSL).
+ */
+export function unionPieces(union: boolean, TQ: number, TK: string): { declarations: string; chosen: string; next: (k: string) => string } {
+  return {
+    declarations: union ? `${unionMemory(TQ)}\n${UNION_FUNCTIONS}` : "",
+    chosen: union ? unionChosen(TQ) : "",
+    next: (k) => (union ? `nextChunk(${k}, ${TK}, a.z, a.w, chosen)` : k),
+  };
+}
 
 /** The dk/dv kernels' segment starts ([width * qHeads * globalBlocks + 1]), which follow the tile words in tiles from vec4 P.segments. */
 export const SEGMENT_START = /* wgsl */ `fn segmentStart(i: u32) -> u32 { return tiles[P.segments + i / 4u][i % 4u]; }`;
