@@ -8,8 +8,8 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { DELTA, DKDV, DQ } from "../src/webgpu/attention/backward.wgsl.js";
-import { DKDV_MMA, MMA_DKDV_KEYS } from "../src/webgpu/attention/dkdvMma.wgsl.js";
-import { DQ_MMA } from "../src/webgpu/attention/dqMma.wgsl.js";
+import { DKDV_MMA, DKDV_MMA_STORING_DS, MMA_DKDV_KEYS } from "../src/webgpu/attention/dkdvMma.wgsl.js";
+import { DQ_MMA, DQ_STORED } from "../src/webgpu/attention/dqMma.wgsl.js";
 import { TO_F16, TO_F16_TILED } from "../src/webgpu/attention/f16.wgsl.js";
 import { FORWARD } from "../src/webgpu/attention/forward.wgsl.js";
 import { FORWARD_MMA } from "../src/webgpu/attention/forwardMma.wgsl.js";
@@ -54,7 +54,11 @@ for (const headDim of headDims) {
   }
   if (headDim % 16 !== 0) continue;
   write(`toF16Tiled-${headDim}`, TO_F16_TILED.wgsl({ headDim, input: "f32" }));
-  for (const keys of MMA_DKDV_KEYS) write(`dkdvMma-${headDim}-${keys}`, DKDV_MMA.wgsl({ headDim, keys }));
+  for (const keys of MMA_DKDV_KEYS) {
+    write(`dkdvMma-${headDim}-${keys}`, DKDV_MMA.wgsl({ headDim, keys }));
+    write(`dkdvMmaStoringDs-${headDim}-${keys}`, DKDV_MMA_STORING_DS.wgsl({ headDim, keys }));
+  }
+  write(`dqStored-${headDim}`, DQ_STORED.wgsl({ headDim }));
   for (const TK of [16, 32, 64]) {
     for (const union of [false, true])
       write(`forwardMma-${headDim}-${TK}${union ? "-union" : ""}`, FORWARD_MMA.wgsl({ headDim, TK, union }));

@@ -4,8 +4,18 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { AttentionProblem } from "../src/attention/problem.js";
-import { dkdvPass, dqPass, forwardPass, type Pass } from "../src/webgpu/attention/paths.js";
-import { type DeviceLimits, forwardShape, keyTiles, naturalTiles, plan, planKey, unionTiles } from "../src/webgpu/attention/plan.js";
+import { dkdvPass, dqPass, forwardPass, type Pass, storesDs } from "../src/webgpu/attention/paths.js";
+import {
+  type DeviceLimits,
+  forwardShape,
+  keyTiles,
+  naturalTiles,
+  plan,
+  planKey,
+  storableDs,
+  storedDsBytes,
+  unionTiles,
+} from "../src/webgpu/attention/plan.js";
 import { MobaError } from "../src/tensor.js";
 import { type GemmCall, hasMmaGemm, MMA_TILES, mmaTiles, planMmaGemm } from "../src/webgpu/gemm/index.js";
 import type { MobaDevice } from "../src/webgpu/device.js";
@@ -88,7 +98,7 @@ test("plan: key tiles with the end of their natural queries", () => {
   assert.deepEqual(tile(moba.words, 2), [0, 0, 8, 10, 0, 0, 10, 2]); // MoBA: the block's own queries
   const full = keyTiles(plan(problem(3)), 2);
   assert.equal(full.count, 2 + 2 + 1 + 2 + 1);
-  assert.deepEqual(tile(full.words, 1), [0, 0, 2, 4, 0, 0, 10, 0]); // full: every later query of the sequence
+  assert.deepEqual(tile(full.words, 1), [2, 0, 2, 4, 0, 0, 10, 0]); // full: every later query of the sequence; word 0 the offset in the block
 });
 
 const device = (limits: Partial<DeviceLimits> = {}): DeviceLimits => ({
@@ -96,6 +106,7 @@ const device = (limits: Partial<DeviceLimits> = {}): DeviceLimits => ({
   maxWorkgroupStorage: 49152,
   mma16: false,
   storageBuffersPerStage: 8,
+  maxStorageBinding: 1 << 30,
   ...limits,
 });
 
@@ -127,6 +138,36 @@ test("paths: tensor cores only in the f16 path, on a device with them, where hea
   assert.equal(dkdvPass(mma, { ...f16, headDim: 128 }).shape.TK, 64);
   assert.equal(dkdvPass({ ...mma, maxWorkgroupStorage: 41000 }, { ...f16, headDim: 128 }).shape.TK, 32);
   assert.equal(dkdvPass({ ...mma, maxWorkgroupStorage: 16384 }, f16).kernel, "dkdv"); // not even 32 keys fit: the float32 kernel
+});
+
+test("stored dS: its rows and bytes, the key tiles' offsets in their blocks, and where the policy stores it", () => {
+  const aligned = problem(3, { tokens: 160, cuSeqlens: Int32Array.of(0, 32, 160), blockSize: 16, precision: "f16" });
+  const pl = plan(aligned);
+  // 2 query heads x 160 tokens x (own + 2 routed) rows, 16 more, of 64 f16
+  assert.equal(storedDsBytes(pl), (2 * 160 * 3 + 16) * 64 * 2);
+  const wide = problem(2, { tokens: 400, cuSeqlens: Int32Array.of(0, 400), blockSize: 65 }); // 7 blocks, 1 routed a query
+  assert.equal(storedDsBytes(plan(wide)), (2 * 400 * 2 + 16) * 128 * 2); // rows of 128
+  assert.equal(storableDs(pl, storedDsBytes(pl)), true);
+  assert.equal(storableDs(pl, storedDsBytes(pl) - 1), false); // over the bytes allowed
+  assert.equal(storableDs(plan({ ...aligned, cuSeqlens: Int32Array.of(0, 40, 160) }), 1 << 30), false); // a block starts at 40
+  assert.equal(storableDs(plan({ ...aligned, blockSize: 24 }), 1 << 30), false);
+  assert.equal(storableDs(plan({ ...aligned, topK: Infinity }), 1 << 30), false); // full attention: dS is tokens²
+  // key tiles of 32 keys over blocks of 48: word 0 is the first key's offset in its block
+  const tiles = keyTiles(plan({ ...aligned, blockSize: 48, topK: 2 }), 32);
+  const words = (i: number) => Array.from(tiles.words.subarray(8 * i, 8 * i + 8));
+  assert.deepEqual(words(0), [0, 0, 0, 32, 0, 0, 32, 0]); // block [0, 32): the first sequence's only block
+  assert.deepEqual(words(1), [0, 0, 32, 64, 0, 0, 80, 1]); // block [32, 80)
+  assert.deepEqual(words(2), [32, 0, 64, 80, 0, 0, 80, 1]);
+  const mma = device({ mma16: true, storageBuffersPerStage: 9 });
+  assert.equal(storesDs(mma, aligned), true);
+  assert.deepEqual([dqPass(mma, aligned).kernel, dkdvPass(mma, aligned).kernel], ["dqStored", "dkdvMmaStoringDs"]);
+  assert.equal(storesDs(mma, { ...aligned, precision: "f32" }), false);
+  assert.equal(storesDs(device({ mma16: true }), aligned), false); // 8 storage buffers a stage
+  assert.equal(storesDs({ ...mma, maxStorageBinding: storedDsBytes(pl) - 1 }, aligned), false);
+  assert.equal(storesDs(mma, { ...aligned, blockSize: 24 }), false);
+  // a harness's variant overrides the policy both ways
+  assert.equal(dqPass(mma, aligned, { tensorCores: true, TK: 64 }).kernel, "dqMma");
+  assert.equal(dkdvPass(device(), aligned, { tensorCores: true, TK: 32, storedDs: true }).kernel, "dkdvMmaStoringDs");
 });
 
 test("paths: a forced variant (the kernel harnesses in dev/attention/) overrides the policy, precision and device alike", () => {

@@ -10,7 +10,7 @@ import { halfTiled } from "../src/webgpu/attention/index.js";
 import { mmaKeyTiles } from "../src/webgpu/attention/mma.wgsl.js";
 import { Buffers, readBack, startProfile, stopProfile } from "../src/webgpu/kernel.js";
 import { floatToF16 } from "../src/io/half.js";
-import { forwardPass } from "../src/webgpu/attention/paths.js";
+import { dkdvPass, dqPass, forwardPass, storesDs } from "../src/webgpu/attention/paths.js";
 import {
   compareWithReference,
   F16_TOLERANCE,
@@ -106,6 +106,32 @@ test(
       runOnGpu(device, long, "f32", { forward: forwardPass(device, problemOf(long, "f32"), undefined, true) }),
       (e: unknown) => e instanceof MobaError && /at most 32 blocks a sequence/.test(e.message),
     );
+  },
+);
+
+test(
+  "MoBA's f16 backward with dq over the dS the dk/dv kernel stores, and with dq recomputing dS, both equal the reference (tensor cores)",
+  { skip },
+  async (t) => {
+    const device = await getDevice();
+    const cases = [
+      // blocks of 48 (not a multiple of a 32- or 64-key tile), two sequences, GQA 4/2, headDim 64: dk/dv on 32 keys
+      makeCase(50, { cuSeqlens: [0, 48, 400], qHeads: 4, kvHeads: 2, headDim: 64, blockSize: 48, topK: 3 }),
+      // an empty sequence, headDim 128 (dk/dv on 64 keys), topK 4
+      makeCase(51, { cuSeqlens: [0, 16, 16, 528], qHeads: 2, kvHeads: 1, headDim: 128, blockSize: 64, topK: 4 }),
+    ];
+    if (!storesDs(device, problemOf(cases[0], "f16")))
+      return t.skip(`${device.adapterInfo}: no tensor-core backward with 9 storage buffers a stage`);
+    const failures: string[] = [];
+    for (const c of cases)
+      for (const stored of [true, false]) {
+        const p = problemOf(c, "f16");
+        const kernels = { dq: dqPass(device, p, undefined, stored), dkdv: dkdvPass(device, p, undefined, stored) };
+        assert.deepEqual([kernels.dq.storedDs, kernels.dkdv.storedDs], [stored, stored]);
+        const run = () => runOnGpu(device, c, "f16", kernels);
+        failures.push(...(await compareWithReference(c, undefined, run, true, "f16")).map((f) => `stored dS ${stored}: ${f}`));
+      }
+    assert.deepEqual(failures, []);
   },
 );
 

@@ -6,8 +6,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { DELTA, DKDV, DQ } from "../src/webgpu/attention/backward.wgsl.js";
-import { DKDV_MMA, dkdvMmaSharedBytes, dkdvMmaWgsl, MMA_DKDV_KEYS } from "../src/webgpu/attention/dkdvMma.wgsl.js";
-import { DQ_MMA, dqMmaWgsl } from "../src/webgpu/attention/dqMma.wgsl.js";
+import { DKDV_MMA, DKDV_MMA_STORING_DS, dkdvMmaSharedBytes, dkdvMmaWgsl, MMA_DKDV_KEYS } from "../src/webgpu/attention/dkdvMma.wgsl.js";
+import { DQ_MMA, DQ_STORED, dqMmaWgsl } from "../src/webgpu/attention/dqMma.wgsl.js";
 import { TO_F16, TO_F16_TILED } from "../src/webgpu/attention/f16.wgsl.js";
 import { FORWARD } from "../src/webgpu/attention/forward.wgsl.js";
 import { FORWARD_MMA, forwardMmaWgsl } from "../src/webgpu/attention/forwardMma.wgsl.js";
@@ -100,6 +100,8 @@ test("every attention and decode kernel lists the bindings its WGSL declares, in
     [FORWARD_MMA, mma],
     [DQ_MMA, mma],
     [DKDV_MMA, { headDim: 64, keys: 64 }],
+    [DKDV_MMA_STORING_DS, { headDim: 64, keys: 32 }],
+    [DQ_STORED, { headDim: 64 }],
     [Decode.EMBED_ROW, { hidden: 64 }],
     [Decode.GEMV[0], { parts: [64], K: 64, accumulate: true, swiglu: true }],
     [Decode.GEMV[1], { parts: [64, 32], K: 64, accumulate: false, swiglu: false }],

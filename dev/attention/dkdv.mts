@@ -14,6 +14,7 @@
 //   5: float32 kernel, 8 x 16
 //   6: tensor cores, 32 keys per workgroup
 //   7: tensor cores, 64 keys per workgroup
+//   8, 9: tensor cores, 32 and 64 keys per workgroup, also storing dS for dq (the backward's dq then reads it)
 import { dkdvMmaSharedBytes } from "../../src/webgpu/attention/dkdvMma.wgsl.js";
 import { dkdvPass } from "../../src/webgpu/attention/paths.js";
 import { f32SharedBytes } from "../../src/webgpu/attention/plan.js";
@@ -32,8 +33,15 @@ await runPassHarness({
     5: { precision: "f32", variant: { tensorCores: false, TQ: 8, TK: 16 } },
     6: { precision: "f16", variant: { tensorCores: true, TK: 32 } },
     7: { precision: "f16", variant: { tensorCores: true, TK: 64 } },
+    8: { precision: "f16", variant: { tensorCores: true, TK: 32, storedDs: true } },
+    9: { precision: "f16", variant: { tensorCores: true, TK: 64, storedDs: true } },
   },
   pass: dkdvPass,
   sharedBytes: (headDim, v) => (v.tensorCores ? dkdvMmaSharedBytes({ headDim, keys: v.TK }) : f32SharedBytes.dkdv(headDim, v.TQ, v.TK)),
+  // storing dS: a ninth storage buffer
+  lacks: (gpu, _p, v) =>
+    v.tensorCores && v.storedDs && gpu.storageBuffersPerStage < 9
+      ? `9 storage buffers per stage (the device has ${gpu.storageBuffersPerStage})`
+      : null,
 });
 process.exit(0);

@@ -15,7 +15,8 @@
 //   6: tensor cores, 16 keys per chunk
 //   7: tensor cores, 32 keys per chunk
 //   8: tensor cores, 64 keys per chunk
-import { dqMmaSharedBytes } from "../../src/webgpu/attention/dqMma.wgsl.js";
+//   9: dS K over the dS the dk/dv kernel stored (dqStored; MoBA with blocks on 16-key tiles only)
+import { dqMmaSharedBytes, dqStoredSharedBytes } from "../../src/webgpu/attention/dqMma.wgsl.js";
 import { dqPass } from "../../src/webgpu/attention/paths.js";
 import { f32SharedBytes } from "../../src/webgpu/attention/plan.js";
 import { QUERY_TILE_VERSIONS, runPassHarness } from "./harness.mts";
@@ -25,10 +26,15 @@ await runPassHarness({
   flopsPerPair: 6,
   label: /^dq round/,
   outputs: ["dq"],
-  versions: QUERY_TILE_VERSIONS,
+  versions: { ...QUERY_TILE_VERSIONS, 9: { precision: "f16", variant: { tensorCores: true, TK: 16, storedDs: true } } },
   pass: dqPass,
-  sharedBytes: (headDim, v) => (v.tensorCores ? dqMmaSharedBytes({ headDim, TK: v.TK }) : f32SharedBytes.dq(headDim, v.TQ, v.TK)),
-  // q, k and v tiles, K's tiles, dout, row statistics, dq: one more than WebGPU's default 8
+  sharedBytes: (headDim, v) =>
+    !v.tensorCores
+      ? f32SharedBytes.dq(headDim, v.TQ, v.TK)
+      : v.storedDs
+        ? dqStoredSharedBytes(headDim)
+        : dqMmaSharedBytes({ headDim, TK: v.TK }),
+  // q, k and v tiles, K's tiles, dout, row statistics, dq (or the dk/dv kernel's dq storing dS): one more than WebGPU's default 8
   lacks: (gpu) => (gpu.storageBuffersPerStage < 9 ? `9 storage buffers per stage (the device has ${gpu.storageBuffersPerStage})` : null),
 });
 process.exit(0);

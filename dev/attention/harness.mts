@@ -13,7 +13,7 @@ import { median, table } from "../../src/run/util.js";
 import { backwardOnGpu } from "../../src/webgpu/attention/backward.js";
 import { forwardOnGpu } from "../../src/webgpu/attention/forward.js";
 import type { Pass, Variant } from "../../src/webgpu/attention/paths.js";
-import type { DeviceLimits } from "../../src/webgpu/attention/plan.js";
+import { type DeviceLimits, plan, storableDs } from "../../src/webgpu/attention/plan.js";
 import { checked, getDevice, type MobaDevice } from "../../src/webgpu/device.js";
 import { Buffers, startProfile, stopProfile } from "../../src/webgpu/kernel.js";
 import { type Case, compareWithReference, type GpuPasses, makeCase, problemOf, runOnGpu, uploadCase } from "../../test/helpers.js";
@@ -58,11 +58,13 @@ export function* shapes(): Generator<Shape> {
 
 /**
  * The checks: small odd cases, so every edge of the tiles shows. MoBA over three sequences (one of
- * length 1) with a block size of 37; full attention over two; headDim 19 for the float32 kernels
- * (the tensor-core ones need a multiple of 16).
+ * length 1) with a block size of 37, and over two with blocks of 48; full attention over two;
+ * headDim 19 for the float32 kernels (the tensor-core ones need a multiple of 16).
  */
 export const CHECKS: Case[] = [
   makeCase(1, { cuSeqlens: [0, 1, 150, 333], qHeads: 4, kvHeads: 2, headDim: 80, blockSize: 37, topK: 3 }),
+  // blocks on 16-key tiles (the stored dS's condition, plan.ts: storableDs), 48 keys: not a multiple of dk/dv's 32 or 64
+  makeCase(4, { cuSeqlens: [0, 48, 400], qHeads: 4, kvHeads: 2, headDim: 64, blockSize: 48, topK: 3 }),
   makeCase(2, { cuSeqlens: [0, 203, 250], qHeads: 3, kvHeads: 1, headDim: 48, blockSize: 64, topK: Infinity }),
   makeCase(3, { cuSeqlens: [0, 97, 161], qHeads: 2, kvHeads: 1, headDim: 19, blockSize: 16, topK: 4 }),
 ];
@@ -183,22 +185,25 @@ export interface PassKernel {
   pass: (gpu: DeviceLimits, p: AttentionProblem, variant?: Variant) => Pass;
   /** Workgroup bytes of a variant at headDim. */
   sharedBytes: (headDim: number, variant: Variant) => number;
-  /** What else a tensor-core variant needs of the device, if it lacks it. */
-  lacks?: (gpu: MobaDevice) => string | null;
+  /** What else a tensor-core variant needs of the device or the problem, if it lacks it. */
+  lacks?: (gpu: MobaDevice, p: AttentionProblem, variant: Variant) => string | null;
 }
 
 /** Why the device cannot run a variant at headDim, or null. */
-function unsupported(gpu: MobaDevice, k: PassKernel, variant: Variant | undefined, headDim: number): string | null {
+function unsupported(gpu: MobaDevice, k: PassKernel, variant: Variant | undefined, p: AttentionProblem): string | null {
   if (!variant) return null;
+  const { headDim } = p;
   if (variant.tensorCores && !gpu.mma16) return "no f16 16x16x16 subgroup matrices";
   if (variant.tensorCores && headDim % 16 !== 0) return `headDim ${headDim} is not a multiple of 16`;
   const bytes = k.sharedBytes(headDim, variant);
   if (bytes > gpu.maxWorkgroupStorage) return `needs ${bytes} bytes of workgroup memory, the device has ${gpu.maxWorkgroupStorage}`;
-  return variant.tensorCores ? (k.lacks?.(gpu) ?? null) : null;
+  if (variant.tensorCores && variant.storedDs && !storableDs(plan(p), gpu.maxStorageBinding))
+    return "stored dS: needs MoBA with blocks on 16-key tiles (plan.ts: storableDs)";
+  return variant.tensorCores ? (k.lacks?.(gpu, p, variant) ?? null) : null;
 }
 
 const describePass = (pass: Pass) =>
-  `${pass.kernel} ${pass.shape.TQ}x${pass.shape.TK}${!pass.tensorCores && pass.shape.input === "f16" ? " on f16 copies" : ""}`;
+  `${pass.kernel} ${pass.shape.TQ}x${pass.shape.TK}${pass.storedDs ? " (stored dS)" : ""}${!pass.tensorCores && pass.shape.input === "f16" ? " on f16 copies" : ""}`;
 const samePass = (a: Pass, b: Pass) => describePass(a) === describePass(b);
 
 /** The kernels a call of forwardOnGpu and backwardOnGpu runs: src/'s, but `pass` for kernel k. */
@@ -227,7 +232,7 @@ async function check(gpu: MobaDevice, k: PassKernel, version: number): Promise<s
   let ran = 0;
   let failed = false;
   for (const c of CHECKS) {
-    const skip = unsupported(gpu, k, variant, c.headDim);
+    const skip = unsupported(gpu, k, variant, problemOf(c, precision));
     if (skip) {
       console.log(JSON.stringify({ kernel: k.name, version, check: describeCase(c), skipped: skip }));
       continue;
@@ -316,12 +321,12 @@ export async function runPassHarness(k: PassKernel): Promise<void> {
       uploaded.get(precision) ?? uploaded.set(precision, uploadCase(held, shape.case, precision)).get(precision)!;
     for (const version of versions) {
       const { precision, variant } = k.versions[version];
-      const skip = unsupported(gpu, k, variant, shape.case.headDim);
+      const p = problemOf(shape.case, precision);
+      const skip = unsupported(gpu, k, variant, p);
       if (skip) {
         legend.get(version)!.add(`skipped: ${skip}`);
         continue;
       }
-      const p = problemOf(shape.case, precision);
       const pass = k.pass(gpu, p, variant);
       const ms = await time(gpu, k, p, pass, inputs);
       const gflop = (k.flopsPerPair * p.headDim * pairs(p)) / 1e9;

@@ -1,6 +1,7 @@
 // The backward on the GPU, one command buffer: delta (each row's lse and rowsum(dout · out)), dq in
-// the forward's rounds of query tiles, then dk and dv key-block-major in one dispatch (a key tile
-// walks its block's own queries, then the queries that routed to the block in every round).
+// the forward's rounds of query tiles, and dk and dv key-block-major in one dispatch (a key tile
+// walks its block's own queries, then the queries that routed to the block in every round). Where
+// the dk/dv kernel stores dS (paths.ts: storesDs) it runs first and dq reads that dS.
 import type { AttentionProblem } from "../../attention/problem.js";
 import { MobaError } from "../../tensor.js";
 import { type Buffers, dispatch, pipeline } from "../kernel.js";
@@ -8,7 +9,7 @@ import { DELTA, DELTA_ROWS } from "./backward.wgsl.js";
 import { halfCopier, halfTiled } from "./f16.js";
 import type { GpuTensors } from "./forward.js";
 import { dkdvPass, dqPass, type Pass } from "./paths.js";
-import { type DeviceLimits, keyTiles, plan, planKey, tilesPerBlock } from "./plan.js";
+import { type DeviceLimits, keyTiles, plan, planKey, storedDsBytes, tilesPerBlock } from "./plan.js";
 import { indexRouting, type Routed, route, rounds, tileParams } from "./routing.js";
 
 export interface GpuGradients {
@@ -48,10 +49,13 @@ export async function backwardOnGpu(
   const gpu = mem.gpu;
   const pl = plan(p);
   const { tokens, qHeads, kvHeads, headDim } = p;
-  const dqChosen = kernels.dq ?? dqPass(gpu, p);
-  const dkdvChosen = kernels.dkdv ?? dkdvPass(gpu, p);
+  // dk/dv stores dS where dq reads it: the policy's choice, or what a harness's dq asks for
+  const dkdvChosen = kernels.dkdv ?? dkdvPass(gpu, p, undefined, kernels.dq?.storedDs);
+  const dqChosen = kernels.dq ?? dqPass(gpu, p, undefined, dkdvChosen.storedDs);
   if (t.f16 && !(dqChosen.tensorCores && dkdvChosen.tensorCores && (pl.all || routed)))
     throw new MobaError("backwardOnGpu: f16 copies of q, k, v need the tensor-core dq and dk/dv kernels and the forward's routing");
+  if (dqChosen.storedDs && !dkdvChosen.storedDs)
+    throw new MobaError("backwardOnGpu: dq over stored dS needs a dk/dv kernel that stores it");
   const encoder = gpu.device.createCommandEncoder();
   if (!pl.all && !routed) routed = await route(mem, encoder, pl, t.q, t.k, given);
   const index = routed && (await indexRouting(mem, encoder, pl, routed)); // absent after a forward over union tiles
@@ -84,19 +88,27 @@ export async function backwardOnGpu(
     const dout16 = half(dout, qHeads, "dout f16");
     const kT = await tiles(t.k, true, "k f16 tiles, transposed");
     const vT = await tiles(t.v, true, "v f16 tiles, transposed");
-    if (dqChosen.tensorCores) dqInputs = [q16, kT, vT, await tiles(t.k, false, "k f16 tiles"), dout16];
+    if (dqChosen.tensorCores) {
+      const k16 = await tiles(t.k, false, "k f16 tiles");
+      dqInputs = dqChosen.storedDs ? [k16] : [q16, kT, vT, k16, dout16];
+    }
     if (dkdvChosen.tensorCores) dkdvInputs = [q16, kT, vT, dout16];
   }
-  (await rounds(mem, encoder, pl, routed, dqChosen.shape.TQ)).forEach(({ tiles, count }, r) => {
-    dispatch(
-      encoder,
-      gpu,
-      dqPipeline,
-      [tileParams(mem, pl, dqChosen.shape, count, r > 0, false), tiles, entries, ...dqInputs, rowStats, dq],
-      count,
-      `dq round ${r}`,
-    );
-  });
+  // dS as the dk/dv kernel stores it for dq ([rows, blockSize rounded up to 64] f16; mma.wgsl.ts: STORED_DS)
+  const dS = dkdvChosen.storedDs ? [scratch.uninitialized(storedDsBytes(pl), "dS")] : [];
+  const recordDq = async () =>
+    (await rounds(mem, encoder, pl, routed, dqChosen.shape.TQ)).forEach(({ tiles, count }, r) => {
+      const tail = dqChosen.storedDs ? [...dqInputs, ...dS, dq] : [...dqInputs, rowStats, dq];
+      dispatch(
+        encoder,
+        gpu,
+        dqPipeline,
+        [tileParams(mem, pl, dqChosen.shape, count, r > 0, false), tiles, entries, ...tail],
+        count,
+        `dq round ${r}`,
+      );
+    });
+  if (!dqChosen.storedDs) await recordDq();
   // the key tiles (made once per shape), then the segment starts the dk/dv kernel reads after them, both copied on the GPU
   const TK = dkdvChosen.shape.TK;
   const keyCount = tilesPerBlock(pl, TK, kvHeads);
@@ -109,10 +121,11 @@ export async function backwardOnGpu(
     encoder,
     gpu,
     dkdvPipeline,
-    [tileParams(mem, pl, dkdvChosen.shape, keyCount, false, false), words, entries, ...dkdvInputs, rowStats, dkdv],
+    [tileParams(mem, pl, dkdvChosen.shape, keyCount, false, false), words, entries, ...dkdvInputs, rowStats, dkdv, ...dS],
     keyCount,
     "dk dv",
   );
+  if (dqChosen.storedDs) await recordDq();
   gpu.device.queue.submit([encoder.finish()]);
   return { dq, dkdv };
 }

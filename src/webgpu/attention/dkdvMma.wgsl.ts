@@ -1,6 +1,6 @@
 // The tensor-core dk/dv kernel (mma.wgsl.ts has the pieces it shares with the forward).
 import { defineKernel } from "../kernel.js";
-import { each, M, mmaHeader, tileStart } from "./mma.wgsl.js";
+import { each, M, mmaHeader, STORED_DS, tileStart } from "./mma.wgsl.js";
 import { SEGMENT_START } from "./tile.wgsl.js";
 
 /** The chunk of the tensor-core dk/dv kernel: keys per workgroup (32 or 64) and headDim. */
@@ -44,9 +44,10 @@ export function dkdvMmaSharedBytes(c: DkdvMmaShape): number {
  *      of both, in registers (f32) for the whole workgroup.
  * Every matrix is read row-major. More keys per workgroup let each staged chunk of Q and dO serve
  * more keys (fewer loads and barriers per multiply); measurements in docs/benchmarks.md. Besides
- * the inputs, the roundings are P and dS to f16.
+ * the inputs, the roundings are P and dS to f16. With `storeDs` it also writes every chunk's dS (f16,
+ * zeros where masked) to storage for dq (mma.wgsl.ts: STORED_DS), so dq need not recompute S and dP.
  */
-export function dkdvMmaWgsl(c: DkdvMmaShape): string {
+export function dkdvMmaWgsl(c: DkdvMmaShape, storeDs = false): string {
   const D = c.headDim;
   const fragments = D / M;
   const keyTiles = c.keys / M; // 2 or 4
@@ -81,6 +82,16 @@ export function dkdvMmaWgsl(c: DkdvMmaShape): string {
   }
   workgroupBarrier();`,
     ).join("\n  ");
+  // the chunk's dSᵀ to storage, a query's row of KEYS keys from the tile's offset in its block (a.x), 4 keys a thread
+  const storeChunk = `for (var e = lid; e < TQ * ${c.keys / 4}u; e += THREADS) {
+      let col = e / ${c.keys / 4}u;
+      let key = (e % ${c.keys / 4}u) * 4u;
+      if (col < count) {
+        let gathered = chunk.part > 0u;
+        let row = dsRow(h, select(rowToken[col], chunk.start + col, gathered), gathered);
+        dS[(row * dsStride() + a.x + key) / 4u] = vec4<f16>(dSs[key * PS + col], dSs[(key + 1u) * PS + col], dSs[(key + 2u) * PS + col], dSs[(key + 3u) * PS + col]);
+      }
+    }`;
   // the next chunk's Q and dO rows (vec4s rowLoads per thread), and its row tokens and statistics, into registers
   const rowLoads = Math.ceil((DKDV_QUERIES * D) / 4 / MMA_DKDV_THREADS);
   const loadAhead = `{
@@ -114,6 +125,12 @@ export function dkdvMmaWgsl(c: DkdvMmaShape): string {
 @group(0) @binding(6) var<storage, read> dout: array<vec4<f16>>;  // [tokens, qHeads, D/4]
 @group(0) @binding(7) var<storage, read> rowStats: array<vec2<f32>>; // [tokens, qHeads] (lse, delta)
 @group(0) @binding(8) var<storage, read_write> dkdv: array<f32>;  // [2, tokens, kvHeads, D]: dk, then dv
+${
+  storeDs
+    ? `@group(0) @binding(9) var<storage, read_write> dS: array<vec4<f16>>; // [rows, dsStride() / 4]: STORED_DS
+${STORED_DS}`
+    : ""
+}
 
 ${SEGMENT_START}
 
@@ -239,6 +256,7 @@ ${tileStart(MMA_DKDV_THREADS)}
       dSs[key * PS + col] = f16(ds);
     }
     workgroupBarrier();
+    ${storeDs ? storeChunk : ""}
     // 3. dV += Pᵀ dO and dK += dSᵀ Q over the chunk's query tiles
     ${each(
       slots,
@@ -253,9 +271,17 @@ ${tileStart(MMA_DKDV_THREADS)}
 `;
 }
 
+const DKDV_BINDINGS = ["P", "tiles", "entries", "q", "kT", "vT", "dout", "rowStats", "dkdv"];
 export const DKDV_MMA = defineKernel<DkdvMmaShape>({
   name: "dkdvMma",
   workgroupSize: MMA_DKDV_THREADS,
-  bindings: ["P", "tiles", "entries", "q", "kT", "vT", "dout", "rowStats", "dkdv"],
-  wgsl: dkdvMmaWgsl,
+  bindings: DKDV_BINDINGS,
+  wgsl: (c) => dkdvMmaWgsl(c),
+});
+/** The same kernel storing dS for dq (dqMma.wgsl.ts: DQ_STORED): a ninth storage buffer. */
+export const DKDV_MMA_STORING_DS = defineKernel<DkdvMmaShape>({
+  name: "dkdvMmaStoringDs",
+  workgroupSize: MMA_DKDV_THREADS,
+  bindings: [...DKDV_BINDINGS, "dS"],
+  wgsl: (c) => dkdvMmaWgsl(c, true),
 });

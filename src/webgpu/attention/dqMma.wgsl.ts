@@ -1,6 +1,6 @@
 // The tensor-core dq kernel (mma.wgsl.ts has the pieces it shares with the forward).
 import { defineKernel } from "../kernel.js";
-import { columnTiles, each, M, mmaHeader, type MmaShape, queryTileEntry, stageQueryRows, TQ } from "./mma.wgsl.js";
+import { columnTiles, each, M, mmaHeader, type MmaShape, queryTileEntry, STORED_DS, stageQueryRows, TQ } from "./mma.wgsl.js";
 import { loadRowInputs } from "./tile.wgsl.js";
 
 /** Workgroup bytes of the dq kernel: Q and dO (f16), S and dP (f32), dS (f16), dq (f32), row statistics. */
@@ -8,6 +8,15 @@ export function dqMmaSharedBytes(c: MmaShape): number {
   const D = c.headDim;
   return 2 * TQ * (D + 8) * 2 + 2 * TQ * (c.TK + 4) * 4 + TQ * (c.TK + 8) * 2 + TQ * (D + 4) * 4 + TQ * 12;
 }
+
+/** The tile's dq rows from Os to storage (both dq kernels). */
+const STORE_DQ = `for (var e = lid; e < TQ * D4; e += THREADS) {
+    let row = e / D4;
+    if (row < count) {
+      let ot = row * OS + (e % D4) * 4u;
+      dq[(rowToken[row] * P.qHeads + h) * D4 + e % D4] = vec4<f32>(Os[ot], Os[ot + 1u], Os[ot + 2u], Os[ot + 3u]);
+    }
+  }`;
 
 /** Threads of the tensor-core dq kernel: 8 subgroups, one S or dP tile each per chunk of 64 keys. */
 export const MMA_DQ_THREADS = 256;
@@ -112,13 +121,7 @@ ${queryTileEntry(MMA_DQ_THREADS)}
   }
   ${owned((slot) => `subgroupMatrixStore<row_major>(&Os, ${column(slot)}, dq${slot}, OS);`, "\n  ")}
   workgroupBarrier();
-  for (var e = lid; e < TQ * D4; e += THREADS) {
-    let row = e / D4;
-    if (row < count) {
-      let ot = row * OS + (e % D4) * 4u;
-      dq[(rowToken[row] * P.qHeads + h) * D4 + e % D4] = vec4<f32>(Os[ot], Os[ot + 1u], Os[ot + 2u], Os[ot + 3u]);
-    }
-  }
+  ${STORE_DQ}
 }
 `;
 }
@@ -128,4 +131,62 @@ export const DQ_MMA = defineKernel<MmaShape>({
   workgroupSize: MMA_DQ_THREADS,
   bindings: ["P", "tiles", "entries", "q", "kT", "vT", "k", "dout", "rowStats", "dq"],
   wgsl: dqMmaWgsl,
+});
+
+/** Threads of the dq kernel over stored dS: 4 subgroups splitting dq's 16-column tiles. */
+export const DQ_STORED_THREADS = 128;
+
+/** Workgroup bytes of the dq kernel over stored dS: dq (f32) and the rows' tokens. */
+export const dqStoredSharedBytes = (headDim: number) => TQ * (headDim + 4) * 4 + TQ * 4;
+
+/**
+ * dq = dS K from dS the dk/dv kernel stored (dkdvMmaWgsl with storeDs; mma.wgsl.ts: STORED_DS),
+ * with the forward's tiles and rounds: a tile's 16 rows are consecutive rows of the stored dS (own
+ * blocks: consecutive tokens; routed: consecutive positions in entries), so each 16-key step is one
+ * dS fragment straight from storage times K's tiles, 4 subgroups splitting dq's column tiles. One
+ * product per 16 keys where the recomputing kernel (dqMmaWgsl) has three and two barriers; no
+ * rounding beyond the stored dS's. Every block must start on a 16-key tile (plan.ts: storableDs).
+ */
+export function dqStoredWgsl(c: { headDim: number }): string {
+  const D = c.headDim;
+  const { slots, column, owned } = columnTiles(D / M, DQ_STORED_THREADS / 32);
+  return /* wgsl */ `${mmaHeader({ headDim: D, TK: M }, TQ, DQ_STORED_THREADS)}
+@group(0) @binding(3) var<storage, read> k: array<f16>;   // [kvHeads, key tiles, D/16, 16, 16]: tiles of K, zeros past tokens
+@group(0) @binding(4) var<storage, read> dS: array<f16>;  // [rows, dsStride()]: STORED_DS
+@group(0) @binding(5) var<storage, read_write> dq: array<vec4<f32>>; // [tokens, qHeads, D/4]
+${STORED_DS}
+
+var<workgroup> Os: array<f32, ${TQ * (D + 4)}>; // dq, at the tile's start and end
+var<workgroup> rowToken: array<u32, ${TQ}>;
+
+${queryTileEntry(DQ_STORED_THREADS)}
+  let gathered = b.y == 1u;
+  if (lid < TQ) {
+    var token = 0u;
+    if (lid < count) { token = tokenAt(a.x, lid, gathered); }
+    rowToken[lid] = token;
+  }
+  workgroupBarrier();
+  ${stageQueryRows([], "dq")}
+  workgroupBarrier();
+  ${each(slots, (slot) => `var dq${slot} = Result();`).join(" ")}
+  ${owned((slot) => `dq${slot} = subgroupMatrixLoad<Result, row_major>(&Os, ${column(slot)}, OS);`, "\n  ")}
+  let stride = dsStride();
+  let first = dsRow(h, a.x, gathered) * stride;
+  for (var k0 = a.z; k0 < a.w; k0 += ${M}u) {
+    let ds = subgroupMatrixLoad<Left, row_major>(&dS, first + k0 - a.z, stride);
+    ${owned((slot) => `dq${slot} = subgroupMatrixMultiplyAccumulate(ds, subgroupMatrixLoad<Right, row_major>(&k, fragment(g, k0, ${column(slot)}), ${M}u), dq${slot});`)}
+  }
+  ${owned((slot) => `subgroupMatrixStore<row_major>(&Os, ${column(slot)}, dq${slot}, OS);`, "\n  ")}
+  workgroupBarrier();
+  ${STORE_DQ}
+}
+`;
+}
+
+export const DQ_STORED = defineKernel<{ headDim: number }>({
+  name: "dqStored",
+  workgroupSize: DQ_STORED_THREADS,
+  bindings: ["P", "tiles", "entries", "k", "dS", "dq"],
+  wgsl: dqStoredWgsl,
 });

@@ -106,6 +106,16 @@ alias Result = subgroup_matrix_result<f32, ${M}, ${M}>;
 `;
 }
 
+/**
+ * dS stored by the dk/dv kernel (dkdvMmaWgsl with storeDs) for dq to read instead of recomputing it
+ * (dqStoredWgsl): f16 rows of dsStride() = blockSize rounded up to 64 (the widest key tile), one per
+ * query and attended block, a query's dS over the block's keys from the block's first key; own blocks
+ * at row h · tokens + token, routed blocks at qHeads · tokens + the query's position in entries (the
+ * inverted index both kernels walk the routed queries by). plan.ts: storedDsBytes.
+ */
+export const STORED_DS = /* wgsl */ `fn dsStride() -> u32 { return (P.blockSize + 63u) / 64u * 64u; }
+fn dsRow(h: u32, at: u32, gathered: bool) -> u32 { return select(h * P.tokens + at, P.qHeads * P.tokens + at, gathered); }`;
+
 /** The start of every tensor-core kernel's entry point: the tile's descriptor words a and b. */
 export const tileStart = (threads = MMA_THREADS) => /* wgsl */ `@compute @workgroup_size(${threads})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32,

@@ -10,7 +10,7 @@ import { GATE_MAX_HEAD_DIM } from "./routing.wgsl.js";
 import type { TileShape } from "./tile.wgsl.js";
 
 /** What the tile-shape policy and the choice of kernels (paths.ts) read of a device. */
-export type DeviceLimits = Pick<MobaDevice, "software" | "maxWorkgroupStorage" | "mma16" | "storageBuffersPerStage">;
+export type DeviceLimits = Pick<MobaDevice, "software" | "maxWorkgroupStorage" | "mma16" | "storageBuffersPerStage" | "maxStorageBinding">;
 
 /** The largest headDim: the gate stages key sums of this width, the tile shapes are checked against it. */
 const MAX_HEAD_DIM = GATE_MAX_HEAD_DIM;
@@ -178,15 +178,35 @@ export function unionTiles(pl: Plan, maxBlocks = UNION_MAX_BLOCKS, maxRows = UNI
   return true;
 }
 
-/** Key tiles for dk/dv: TK keys of one block and kv head, with the end of its natural queries. */
+/** Key tiles for dk/dv: TK keys of one block and kv head, with the end of its natural queries and (word 0) the first key's offset in the block. */
 export function keyTiles(pl: Plan, TK: number): Tiles {
   const tiles = new Tiles(tilesPerBlock(pl, TK, pl.p.kvHeads));
   for (let G = 0; G < pl.blocks; G++) {
     for (let g = 0; g < pl.p.kvHeads; g++) {
       for (let t = pl.blockStart[G]; t < pl.blockEnd[G]; t += TK) {
-        tiles.add(0, 0, t, Math.min(t + TK, pl.blockEnd[G]), g, 0, pl.all ? pl.seqEnd[G] : pl.blockEnd[G], G);
+        tiles.add(t - pl.blockStart[G], 0, t, Math.min(t + TK, pl.blockEnd[G]), g, 0, pl.all ? pl.seqEnd[G] : pl.blockEnd[G], G);
       }
     }
   }
   return tiles;
+}
+
+/**
+ * Bytes of dS stored for dq (mma.wgsl.ts: STORED_DS): a row of blockSize rounded up to 64 f16 per
+ * query head, token and attended block (own and width routed), and 16 rows more, which the last
+ * query tile's fragment loads reach past its rows.
+ */
+export function storedDsBytes(pl: Plan): number {
+  const { tokens, qHeads, blockSize } = pl.p;
+  return (qHeads * tokens * (1 + pl.width) + 16) * Math.ceil(blockSize / 64) * 64 * 2;
+}
+
+/**
+ * Whether dq can read dS stored by the dk/dv kernel: MoBA (full attention's dS is tokens² a head) with
+ * every block starting on a 16-key tile of the tiled K copy (blockSize and cuSeqlens multiples of 16,
+ * so a stored row's 16-key fragments are the copy's tiles and every element dq reads is written), and
+ * the stored dS within maxBytes.
+ */
+export function storableDs(pl: Plan, maxBytes: number): boolean {
+  return !pl.all && pl.p.blockSize % 16 === 0 && pl.p.cuSeqlens.every((t) => t % 16 === 0) && storedDsBytes(pl) <= maxBytes;
 }
