@@ -15,7 +15,7 @@
 //   6: tensor cores, 16 keys per chunk
 //   7: tensor cores, 32 keys per chunk
 //   8: tensor cores, 64 keys per chunk
-//   9: dS K over the dS the dk/dv kernel stored (dqStored; MoBA with blocks on 16-key tiles only)
+//   9: dS K over the dS the dk/dv kernel stored (dqStored: 64 rows, 16 a subgroup; MoBA with blocks on 16-key tiles only)
 import { dqMmaSharedBytes, dqStoredSharedBytes } from "../../src/webgpu/attention/dqMma.wgsl.js";
 import { dqPass } from "../../src/webgpu/attention/paths.js";
 import { f32SharedBytes } from "../../src/webgpu/attention/plan.js";
@@ -26,7 +26,10 @@ await runPassHarness({
   flopsPerPair: 6,
   label: /^dq round/,
   outputs: ["dq"],
-  versions: { ...QUERY_TILE_VERSIONS, 9: { precision: "f16", variant: { tensorCores: true, TK: 16, storedDs: true } } },
+  versions: {
+    ...QUERY_TILE_VERSIONS,
+    9: { precision: "f16", variant: { tensorCores: true, TK: 16, storedDs: true } },
+  },
   pass: dqPass,
   sharedBytes: (headDim, v) =>
     !v.tensorCores

@@ -133,31 +133,37 @@ export const DQ_MMA = defineKernel<MmaShape>({
   wgsl: dqMmaWgsl,
 });
 
-/** Threads of the dq kernel over stored dS: 4 subgroups splitting dq's 16-column tiles. */
+/** Threads of the dq kernel over stored dS: 4 subgroups, 16 of a tile's rows each. */
 export const DQ_STORED_THREADS = 128;
+const STORED_SUBGROUPS = DQ_STORED_THREADS / 32;
+/** Query rows per tile of the dq kernel over stored dS. */
+export const DQ_STORED_ROWS = STORED_SUBGROUPS * TQ;
 
-/** Workgroup bytes of the dq kernel over stored dS: dq (f32) and the rows' tokens. */
-export const dqStoredSharedBytes = (headDim: number) => TQ * (headDim + 4) * 4 + TQ * 4;
+/** Workgroup bytes of the dq kernel over stored dS: the tile's dq (f32) and its rows' tokens. */
+export const dqStoredSharedBytes = (headDim: number) => DQ_STORED_ROWS * (headDim + 4) * 4 + DQ_STORED_ROWS * 4;
 
 /**
  * dq = dS K from dS the dk/dv kernel stored (dkdvMmaWgsl with storeDs; mma.wgsl.ts: STORED_DS),
- * with the forward's tiles and rounds: a tile's 16 rows are consecutive rows of the stored dS (own
- * blocks: consecutive tokens; routed: consecutive positions in entries), so each 16-key step is one
- * dS fragment straight from storage times K's tiles, 4 subgroups splitting dq's column tiles. One
- * product per 16 keys where the recomputing kernel (dqMmaWgsl) has three and two barriers; no
- * rounding beyond the stored dS's. Every block must start on a 16-key tile (plan.ts: storableDs).
+ * with the forward's rounds of tiles, of 64 queries here: a tile's rows are consecutive rows of the
+ * stored dS (own blocks: consecutive tokens; routed: consecutive positions in entries), so each
+ * subgroup's 16 rows take one dS fragment straight from storage per 16-key step, times K's tiles
+ * for every headDim column. One product per 16 keys and headDim tile where the recomputing kernel
+ * (dqMmaWgsl) has three and two barriers; no rounding beyond the stored dS's. The dq goes out
+ * through workgroup memory, where the earlier rounds' dq is added. Every block must start on a
+ * 16-key tile (plan.ts: storableDs). Variants measured: docs/benchmarks.md.
  */
 export function dqStoredWgsl(c: { headDim: number }): string {
   const D = c.headDim;
-  const { slots, column, owned } = columnTiles(D / M, DQ_STORED_THREADS / 32);
-  return /* wgsl */ `${mmaHeader({ headDim: D, TK: M }, TQ, DQ_STORED_THREADS)}
+  const fragments = D / M;
+  const each4 = (body: (d: number) => string, separator: string) => each(fragments, body).join(separator);
+  return /* wgsl */ `${mmaHeader({ headDim: D, TK: M }, DQ_STORED_ROWS, DQ_STORED_THREADS)}
 @group(0) @binding(3) var<storage, read> k: array<f16>;   // [kvHeads, key tiles, D/16, 16, 16]: tiles of K, zeros past tokens
 @group(0) @binding(4) var<storage, read> dS: array<f16>;  // [rows, dsStride()]: STORED_DS
 @group(0) @binding(5) var<storage, read_write> dq: array<vec4<f32>>; // [tokens, qHeads, D/4]
 ${STORED_DS}
 
-var<workgroup> Os: array<f32, ${TQ * (D + 4)}>; // dq, at the tile's start and end
-var<workgroup> rowToken: array<u32, ${TQ}>;
+var<workgroup> Os: array<f32, ${DQ_STORED_ROWS * (D + 4)}>; // the tile's dq
+var<workgroup> rowToken: array<u32, ${DQ_STORED_ROWS}>;
 
 ${queryTileEntry(DQ_STORED_THREADS)}
   let gathered = b.y == 1u;
@@ -166,20 +172,27 @@ ${queryTileEntry(DQ_STORED_THREADS)}
     if (lid < count) { token = tokenAt(a.x, lid, gathered); }
     rowToken[lid] = token;
   }
-  workgroupBarrier();
-  ${stageQueryRows([], "dq")}
-  workgroupBarrier();
-  ${each(slots, (slot) => `var dq${slot} = Result();`).join(" ")}
-  ${owned((slot) => `dq${slot} = subgroupMatrixLoad<Result, row_major>(&Os, ${column(slot)}, OS);`, "\n  ")}
+  // subgroup sg: rows 16 sg to 16 sg + 15 of the tile, every headDim column
   let stride = dsStride();
-  let first = dsRow(h, a.x, gathered) * stride;
-  for (var k0 = a.z; k0 < a.w; k0 += ${M}u) {
-    let ds = subgroupMatrixLoad<Left, row_major>(&dS, first + k0 - a.z, stride);
-    ${owned((slot) => `dq${slot} = subgroupMatrixMultiplyAccumulate(ds, subgroupMatrixLoad<Right, row_major>(&k, fragment(g, k0, ${column(slot)}), ${M}u), dq${slot});`)}
+  let first = (dsRow(h, a.x, gathered) + sg * ${M}u) * stride;
+  ${each4((d) => `var dq${d} = Result();`, " ")}
+  if (sg * ${M}u < count) {
+    for (var k0 = a.z; k0 < a.w; k0 += ${M}u) {
+      let ds = subgroupMatrixLoad<Left, row_major>(&dS, first + k0 - a.z, stride);
+      ${each4((d) => `dq${d} = subgroupMatrixMultiplyAccumulate(ds, subgroupMatrixLoad<Right, row_major>(&k, fragment(g, k0, ${d * M}u), ${M}u), dq${d});`, "\n      ")}
+    }
   }
-  ${owned((slot) => `subgroupMatrixStore<row_major>(&Os, ${column(slot)}, dq${slot}, OS);`, "\n  ")}
+  ${each4((d) => `subgroupMatrixStore<row_major>(&Os, sg * ${M}u * OS + ${d * M}u, dq${d}, OS);`, "\n  ")}
   workgroupBarrier();
-  ${STORE_DQ}
+  // plus the earlier rounds' dq
+  for (var e = lid; e < TQ * D4; e += THREADS) {
+    let row = e / D4;
+    if (row < count) {
+      let out = (rowToken[row] * P.qHeads + h) * D4 + e % D4;
+      let ot = row * OS + (e % D4) * 4u;
+      dq[out] = select(vec4<f32>(0.0), dq[out], P.loadState == 1u) + vec4<f32>(Os[ot], Os[ot + 1u], Os[ot + 2u], Os[ot + 3u]);
+    }
+  }
 }
 `;
 }

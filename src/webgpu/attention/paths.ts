@@ -9,7 +9,7 @@ import type { MobaDevice } from "../device.js";
 import { type Kernel, pipeline } from "../kernel.js";
 import { DKDV, DQ } from "./backward.wgsl.js";
 import { DKDV_MMA, DKDV_MMA_STORING_DS, dkdvMmaKeys, dkdvMmaSharedBytes } from "./dkdvMma.wgsl.js";
-import { DQ_MMA, DQ_STORED, dqMmaSharedBytes, dqStoredSharedBytes } from "./dqMma.wgsl.js";
+import { DQ_MMA, DQ_STORED, DQ_STORED_ROWS, dqMmaSharedBytes, dqStoredSharedBytes } from "./dqMma.wgsl.js";
 import { FORWARD } from "./forward.wgsl.js";
 import { FORWARD_MMA } from "./forwardMma.wgsl.js";
 import { MMA_QUERIES, type MmaShape } from "./mma.wgsl.js";
@@ -87,8 +87,9 @@ export function storesDs(gpu: DeviceLimits, p: AttentionProblem): boolean {
 /** `storedDs`: dq over the dS the dk/dv kernel stored (the policy's where storesDs; a variant's own flag). */
 export function dqPass(gpu: DeviceLimits, p: AttentionProblem, variant?: Variant, storedDs = storesDs(gpu, p)): Pass {
   const shape = dqShape(gpu, p.headDim);
-  if (variant ? variant.tensorCores && variant.storedDs : storedDs)
-    return pass(DQ_STORED, { headDim: p.headDim }, { ...shape, TQ: MMA_QUERIES, TK: 16 }, true, false, true);
+  if (variant ? variant.tensorCores && variant.storedDs : storedDs) {
+    return pass(DQ_STORED, { headDim: p.headDim }, { ...shape, TQ: DQ_STORED_ROWS, TK: 16 }, true, false, true);
+  }
   const mma = variant
     ? chunk(variant, p.headDim)
     : p.precision === "f16" && gpu.storageBuffersPerStage >= 9
