@@ -170,6 +170,52 @@ test("stored dS: its rows and bytes, the key tiles' offsets in their blocks, and
   assert.equal(dkdvPass(device(), aligned, { tensorCores: true, TK: 32, storedDs: true }).kernel, "dkdvMmaStoringDs");
 });
 
+/**
+ * The own blocks' stored dS elements dq reads that the dk/dv kernel never writes, by simulating both
+ * kernels' loops over the host's tiles. dk/dv (dkdvMma.wgsl.ts, storeChunk): a key tile writes its
+ * block's own queries from its first key to the block's end, every column of its keys (word 0: their
+ * offset in the block). dq (dqMma.wgsl.ts, dqStoredWgsl): subgroup sg of a 64-row own tile reads its
+ * 16 rows at the 16-key steps from the block's start to `keyEnd`. Routed rows are whole blocks that
+ * every key tile of the block writes, so only own rows can be missed.
+ */
+function unwrittenReads(pl: ReturnType<typeof plan>, keys: number, keyEnd: (tileEnd: number, sgFirstRow: number) => number): number {
+  const stride = Math.ceil(pl.p.blockSize / 64) * 64;
+  const written = new Set<number>();
+  const kt = keyTiles(pl, keys);
+  for (let i = 0; i < kt.count; i++) {
+    const [offset, , keyStart, , , , naturalEnd] = kt.words.subarray(8 * i, 8 * i + 8);
+    for (let q = keyStart; q < naturalEnd; q++) for (let c = offset; c < offset + keys; c++) written.add(q * stride + c);
+  }
+  let missed = 0;
+  const qt = naturalTiles(pl, 64, false);
+  for (let i = 0; i < qt.count; i++) {
+    const [t0, count, blockStart, end] = qt.words.subarray(8 * i, 8 * i + 4);
+    for (let sg = 0; 16 * sg < count; sg++)
+      for (let k0 = blockStart; k0 < keyEnd(end, t0 + 16 * sg); k0 += 16)
+        for (let row = t0 + 16 * sg; row < Math.min(t0 + 16 * sg + 16, t0 + count); row++)
+          for (let c = k0 - blockStart; c < k0 - blockStart + 16; c++) if (!written.has(row * stride + c)) missed++;
+  }
+  return missed;
+}
+
+test("stored dS: every element of an own block dq reads, the dk/dv kernel writes (both kernels' loops simulated)", () => {
+  const src = (tileEnd: number, sgFirstRow: number) => Math.min(tileEnd, sgFirstRow + 16); // dqStoredWgsl's keyEnd
+  const toTileEnd = (tileEnd: number) => tileEnd; // every subgroup to the tile's last key: reads unwritten dS
+  for (const [cu, blockSize] of [
+    [[0, 48, 400], 48],
+    [[0, 16, 16, 528], 64],
+    [[0, 2048], 512],
+    [[0, 336], 80],
+  ] as const) {
+    const pl = plan(problem(3, { tokens: cu[cu.length - 1], cuSeqlens: Int32Array.from(cu), blockSize, qHeads: 1, precision: "f16" }));
+    assert.ok(storableDs(pl, 1 << 30), `cuSeqlens [${cu}], block ${blockSize}: MoBA, blocks on 16-key tiles`);
+    for (const keys of [32, 64]) {
+      assert.equal(unwrittenReads(pl, keys, src), 0, `cuSeqlens [${cu}], block ${blockSize}, dk/dv on ${keys} keys`);
+    }
+    assert.ok(unwrittenReads(pl, 32, toTileEnd) > 0, `cuSeqlens [${cu}]: the simulation finds the reads past a row's 16-key tile`);
+  }
+});
+
 test("paths: a forced variant (the kernel harnesses in dev/attention/) overrides the policy, precision and device alike", () => {
   const shape = (pass: Pass) => [pass.kernel, pass.shape.TQ, pass.shape.TK].join(" ");
   const f32 = problem(2);

@@ -11,6 +11,7 @@ import { mmaKeyTiles } from "../src/webgpu/attention/mma.wgsl.js";
 import { Buffers, readBack, startProfile, stopProfile } from "../src/webgpu/kernel.js";
 import { floatToF16 } from "../src/io/half.js";
 import { dkdvPass, dqPass, forwardPass, storesDs } from "../src/webgpu/attention/paths.js";
+import { plan, storedDsBytes } from "../src/webgpu/attention/plan.js";
 import {
   compareWithReference,
   F16_TOLERANCE,
@@ -128,6 +129,12 @@ test(
         const p = problemOf(c, "f16");
         const kernels = { dq: dqPass(device, p, undefined, stored), dkdv: dkdvPass(device, p, undefined, stored) };
         assert.deepEqual([kernels.dq.storedDs, kernels.dkdv.storedDs], [stored, stored]);
+        // the stored dS comes from the pool unwritten: a new buffer's zeros would hide any element dq reads and
+        // the dk/dv kernel never writes, so the pool is handed NaN-filled buffers of its size first (8: the
+        // run's tensors of the same size class take some)
+        const pool = new Buffers(device);
+        for (let i = 0; i < 8; i++) pool.poisoned(storedDsBytes(plan(p)) / 4, "poisoned dS");
+        pool.destroy();
         const run = () => runOnGpu(device, c, "f16", kernels);
         failures.push(...(await compareWithReference(c, undefined, run, true, "f16")).map((f) => `stored dS ${stored}: ${f}`));
       }

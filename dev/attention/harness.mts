@@ -12,7 +12,7 @@ import { attendedKeys, type AttentionProblem, type Precision } from "../../src/a
 import { median, table } from "../../src/run/util.js";
 import { backwardOnGpu } from "../../src/webgpu/attention/backward.js";
 import { forwardOnGpu } from "../../src/webgpu/attention/forward.js";
-import type { Pass, Variant } from "../../src/webgpu/attention/paths.js";
+import { type Pass, STORED_DS_MAX_BYTES, type Variant } from "../../src/webgpu/attention/paths.js";
 import { type DeviceLimits, plan, storableDs } from "../../src/webgpu/attention/plan.js";
 import { checked, getDevice, type MobaDevice } from "../../src/webgpu/device.js";
 import { Buffers, startProfile, stopProfile } from "../../src/webgpu/kernel.js";
@@ -197,7 +197,7 @@ function unsupported(gpu: MobaDevice, k: PassKernel, variant: Variant | undefine
   if (variant.tensorCores && headDim % 16 !== 0) return `headDim ${headDim} is not a multiple of 16`;
   const bytes = k.sharedBytes(headDim, variant);
   if (bytes > gpu.maxWorkgroupStorage) return `needs ${bytes} bytes of workgroup memory, the device has ${gpu.maxWorkgroupStorage}`;
-  if (variant.tensorCores && variant.storedDs && !storableDs(plan(p), gpu.maxStorageBinding))
+  if (variant.tensorCores && variant.storedDs && !storableDs(plan(p), Math.min(gpu.maxStorageBinding, STORED_DS_MAX_BYTES)))
     return "stored dS: needs MoBA with blocks on 16-key tiles (plan.ts: storableDs)";
   return variant.tensorCores ? (k.lacks?.(gpu, p, variant) ?? null) : null;
 }

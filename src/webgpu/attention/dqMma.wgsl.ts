@@ -172,12 +172,15 @@ ${queryTileEntry(DQ_STORED_THREADS)}
     if (lid < count) { token = tokenAt(a.x, lid, gathered); }
     rowToken[lid] = token;
   }
-  // subgroup sg: rows 16 sg to 16 sg + 15 of the tile, every headDim column
+  // subgroup sg: rows 16 sg to 16 sg + 15 of the tile, every headDim column; in an own block only the
+  // keys up to its rows' 16-key tile (a dk/dv key tile stores rows from its first key on, so the
+  // later keys' dS of these rows is never written: its causal zeros are left out instead of read)
   let stride = dsStride();
   let first = (dsRow(h, a.x, gathered) + sg * ${M}u) * stride;
+  let keyEnd = select(min(a.w, a.x + sg * ${M}u + ${M}u), a.w, gathered);
   ${each4((d) => `var dq${d} = Result();`, " ")}
   if (sg * ${M}u < count) {
-    for (var k0 = a.z; k0 < a.w; k0 += ${M}u) {
+    for (var k0 = a.z; k0 < keyEnd; k0 += ${M}u) {
       let ds = subgroupMatrixLoad<Left, row_major>(&dS, first + k0 - a.z, stride);
       ${each4((d) => `dq${d} = subgroupMatrixMultiplyAccumulate(ds, subgroupMatrixLoad<Right, row_major>(&k, fragment(g, k0, ${d * M}u), ${M}u), dq${d});`, "\n      ")}
     }
