@@ -45,6 +45,9 @@ export interface GpuBenchRow extends GpuBenchCase {
   /** GPU memory of the forward: the inputs plus every buffer the call takes (our own count), MiB. */
   mobaForwardMiB: number;
   fullForwardMiB: number;
+  /** The same for forward and backward: the inputs and dout plus the most the two calls' buffers held at once, MiB. */
+  mobaTrainMiB: number;
+  fullTrainMiB: number;
   runs: number;
 }
 
@@ -77,6 +80,8 @@ interface Measured {
   trainGpu: number;
   runs: number;
   bytes: number;
+  /** The most bytes the forward's and backward's buffers held at once (NaN without a backward). */
+  trainBytes: number;
 }
 
 /** Times forward and forward+backward of one problem; buffers of each run are freed after it. */
@@ -90,6 +95,7 @@ async function measure(
   forwardOnly: boolean,
 ): Promise<Measured> {
   let bytes = 0;
+  let trainBytes = NaN;
   const once = async () => {
     const mem = new Buffers(gpu);
     try {
@@ -101,6 +107,7 @@ async function measure(
       const backward = forwardOnly
         ? { wall: NaN, gpu: NaN }
         : await time(gpu, () => backwardOnGpu(mem, p, t, result.out, result.lse, dout, result.routed));
+      if (!forwardOnly) trainBytes = mem.peakBytes;
       return {
         forward: forward.wall,
         train: forward.wall + backward.wall,
@@ -133,6 +140,7 @@ async function measure(
     trainGpu: middle("trainGpu"),
     runs: times.length,
     bytes,
+    trainBytes,
   };
 }
 
@@ -169,7 +177,7 @@ export async function benchGpu(
       const f =
         c.tokens <= fullUpTo
           ? await measure(gpu, full, t, g, runs, maxSeconds, forwardOnly)
-          : { forward: NaN, train: NaN, forwardHost: NaN, forwardGpu: NaN, trainGpu: NaN, runs: Infinity, bytes: NaN };
+          : { forward: NaN, train: NaN, forwardHost: NaN, forwardGpu: NaN, trainGpu: NaN, runs: Infinity, bytes: NaN, trainBytes: NaN };
       const inputBytes = 3 * q.data.byteLength;
       const fullKeys = attendedKeys([0, c.tokens], c.blockSize, Infinity); // no block choice: the block size does not matter
       return {
@@ -190,6 +198,8 @@ export async function benchGpu(
         runs: Math.min(m.runs, f.runs),
         mobaForwardMiB: (inputBytes + m.bytes) / 2 ** 20,
         fullForwardMiB: (inputBytes + f.bytes) / 2 ** 20,
+        mobaTrainMiB: (inputBytes + dout.data.byteLength + m.trainBytes) / 2 ** 20,
+        fullTrainMiB: (inputBytes + dout.data.byteLength + f.trainBytes) / 2 ** 20,
       };
     });
     rows.push(row);
@@ -224,6 +234,8 @@ export async function benchGpu(
         "full fwd TFLOP/s",
         "MoBA fwd MiB",
         "full fwd MiB",
+        "MoBA fwd+bwd MiB",
+        "full fwd+bwd MiB",
         "runs",
       ],
       rows.map((r) => [
@@ -245,8 +257,7 @@ export async function benchGpu(
         ratio(r.fullTrainGpuMs, r.mobaTrainGpuMs),
         `${r.idealRatio.toFixed(2)}x`,
         ms(r.fullForwardTflops),
-        r.mobaForwardMiB.toFixed(1),
-        Number.isNaN(r.fullForwardMiB) ? "-" : r.fullForwardMiB.toFixed(1),
+        ...[r.mobaForwardMiB, r.fullForwardMiB, r.mobaTrainMiB, r.fullTrainMiB].map((x) => (Number.isNaN(x) ? "-" : x.toFixed(1))),
         String(r.runs),
       ]),
     ),
