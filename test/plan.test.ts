@@ -14,6 +14,7 @@ import {
   planKey,
   storableDs,
   storedDsBytes,
+  storedDsStride,
   unionTiles,
 } from "../src/webgpu/attention/plan.js";
 import { MobaError } from "../src/tensor.js";
@@ -179,7 +180,7 @@ test("stored dS: its rows and bytes, the key tiles' offsets in their blocks, and
  * every key tile of the block writes, so only own rows can be missed.
  */
 function unwrittenReads(pl: ReturnType<typeof plan>, keys: number, keyEnd: (tileEnd: number, sgFirstRow: number) => number): number {
-  const stride = Math.ceil(pl.p.blockSize / 64) * 64;
+  const stride = storedDsStride(pl.p.blockSize);
   const written = new Set<number>();
   const kt = keyTiles(pl, keys);
   for (let i = 0; i < kt.count; i++) {

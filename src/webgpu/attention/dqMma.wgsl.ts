@@ -9,12 +9,16 @@ export function dqMmaSharedBytes(c: MmaShape): number {
   return 2 * TQ * (D + 8) * 2 + 2 * TQ * (c.TK + 4) * 4 + TQ * (c.TK + 8) * 2 + TQ * (D + 4) * 4 + TQ * 12;
 }
 
-/** The tile's dq rows from Os to storage (both dq kernels). */
-const STORE_DQ = `for (var e = lid; e < TQ * D4; e += THREADS) {
+/**
+ * The tile's dq rows from Os to storage (both dq kernels); `addCarried`: plus the dq the earlier rounds
+ * left there (the recomputing kernel stages it into Os at the start instead).
+ */
+const storeDq = (addCarried: boolean) => `for (var e = lid; e < TQ * D4; e += THREADS) {
     let row = e / D4;
     if (row < count) {
+      let out = (rowToken[row] * P.qHeads + h) * D4 + e % D4;
       let ot = row * OS + (e % D4) * 4u;
-      dq[(rowToken[row] * P.qHeads + h) * D4 + e % D4] = vec4<f32>(Os[ot], Os[ot + 1u], Os[ot + 2u], Os[ot + 3u]);
+      dq[out] = ${addCarried ? "select(vec4<f32>(0.0), dq[out], P.loadState == 1u) + " : ""}vec4<f32>(Os[ot], Os[ot + 1u], Os[ot + 2u], Os[ot + 3u]);
     }
   }`;
 
@@ -121,7 +125,7 @@ ${queryTileEntry(MMA_DQ_THREADS)}
   }
   ${owned((slot) => `subgroupMatrixStore<row_major>(&Os, ${column(slot)}, dq${slot}, OS);`, "\n  ")}
   workgroupBarrier();
-  ${STORE_DQ}
+  ${storeDq(false)}
 }
 `;
 }
@@ -155,7 +159,7 @@ export const dqStoredSharedBytes = (headDim: number) => DQ_STORED_ROWS * (headDi
 export function dqStoredWgsl(c: { headDim: number }): string {
   const D = c.headDim;
   const fragments = D / M;
-  const each4 = (body: (d: number) => string, separator: string) => each(fragments, body).join(separator);
+  const eachColumn = (body: (d: number) => string, separator: string) => each(fragments, body).join(separator);
   return /* wgsl */ `${mmaHeader({ headDim: D, TK: M }, DQ_STORED_ROWS, DQ_STORED_THREADS)}
 @group(0) @binding(3) var<storage, read> k: array<f16>;   // [kvHeads, key tiles, D/16, 16, 16]: tiles of K, zeros past tokens
 @group(0) @binding(4) var<storage, read> dS: array<f16>;  // [rows, dsStride()]: STORED_DS
@@ -178,24 +182,16 @@ ${queryTileEntry(DQ_STORED_THREADS)}
   let stride = dsStride();
   let first = (dsRow(h, a.x, gathered) + sg * ${M}u) * stride;
   let keyEnd = select(min(a.w, a.x + sg * ${M}u + ${M}u), a.w, gathered);
-  ${each4((d) => `var dq${d} = Result();`, " ")}
+  ${eachColumn((d) => `var dq${d} = Result();`, " ")}
   if (sg * ${M}u < count) {
     for (var k0 = a.z; k0 < keyEnd; k0 += ${M}u) {
       let ds = subgroupMatrixLoad<Left, row_major>(&dS, first + k0 - a.z, stride);
-      ${each4((d) => `dq${d} = subgroupMatrixMultiplyAccumulate(ds, subgroupMatrixLoad<Right, row_major>(&k, fragment(g, k0, ${d * M}u), ${M}u), dq${d});`, "\n      ")}
+      ${eachColumn((d) => `dq${d} = subgroupMatrixMultiplyAccumulate(ds, subgroupMatrixLoad<Right, row_major>(&k, fragment(g, k0, ${d * M}u), ${M}u), dq${d});`, "\n      ")}
     }
   }
-  ${each4((d) => `subgroupMatrixStore<row_major>(&Os, sg * ${M}u * OS + ${d * M}u, dq${d}, OS);`, "\n  ")}
+  ${eachColumn((d) => `subgroupMatrixStore<row_major>(&Os, sg * ${M}u * OS + ${d * M}u, dq${d}, OS);`, "\n  ")}
   workgroupBarrier();
-  // plus the earlier rounds' dq
-  for (var e = lid; e < TQ * D4; e += THREADS) {
-    let row = e / D4;
-    if (row < count) {
-      let out = (rowToken[row] * P.qHeads + h) * D4 + e % D4;
-      let ot = row * OS + (e % D4) * 4u;
-      dq[out] = select(vec4<f32>(0.0), dq[out], P.loadState == 1u) + vec4<f32>(Os[ot], Os[ot + 1u], Os[ot + 2u], Os[ot + 3u]);
-    }
-  }
+  ${storeDq(true)}
 }
 `;
 }

@@ -191,14 +191,17 @@ export function keyTiles(pl: Plan, TK: number): Tiles {
   return tiles;
 }
 
+/** f16 elements per row of the stored dS: blockSize rounded up to 64, the widest key tile (mma.wgsl.ts: STORED_DS's dsStride). */
+export const storedDsStride = (blockSize: number) => Math.ceil(blockSize / 64) * 64;
+
 /**
- * Bytes of dS stored for dq (mma.wgsl.ts: STORED_DS): a row of blockSize rounded up to 64 f16 per
- * query head, token and attended block (own and width routed), and 16 rows more, which the last
- * query tile's fragment loads reach past its rows.
+ * Bytes of dS stored for dq (mma.wgsl.ts: STORED_DS): a row of storedDsStride f16 per query head,
+ * token and attended block (own and width routed), and 16 rows more, which the last query tile's
+ * fragment loads reach past its rows.
  */
 export function storedDsBytes(pl: Plan): number {
   const { tokens, qHeads, blockSize } = pl.p;
-  return (qHeads * tokens * (1 + pl.width) + 16) * Math.ceil(blockSize / 64) * 64 * 2;
+  return (qHeads * tokens * (1 + pl.width) + 16) * storedDsStride(blockSize) * 2;
 }
 
 /**
