@@ -342,6 +342,10 @@ export class Buffers {
         if (e.generation > generation - POOL_GENERATIONS) keep.push(e);
         else e.buffer.destroy();
       }
+      // newest buffer last, so pop() hands out the oldest first: every call of the same ops then gets the
+      // same buffers in the same roles as the last one, and finds its bind groups cached (in the order
+      // they came back, a training step's roles moved each step and 460 of its ~890 dispatches made one)
+      keep.sort((a, b) => bufferId(b.buffer) - bufferId(a.buffer));
       if (keep.length > 0) this.pool.free.set(key, keep);
       else this.pool.free.delete(key);
     }
@@ -399,8 +403,12 @@ function bufferId(b: GPUBuffer): number {
   return n;
 }
 const bindGroups = new WeakMap<GPUComputePipeline, Map<string, GPUBindGroup>>();
-/** Bind groups kept per pipeline: pooled buffers come back in the same roles call after call. */
-const BIND_GROUPS_PER_PIPELINE = 64;
+/**
+ * Bind groups kept per pipeline, the least recently used going first: pooled buffers come back in the
+ * same roles call after call, and a training step uses one pipeline with up to ~150 sets of buffers
+ * (AdamW: one per parameter tensor), which a smaller cache would evict before the next step came round.
+ */
+const BIND_GROUPS_PER_PIPELINE = 512;
 
 /**
  * The bind group of `buffers` for pipeline p, created once per distinct set of buffers (creating
@@ -411,15 +419,16 @@ function bindGroup(gpu: MobaDevice, p: GPUComputePipeline, buffers: Binding[], l
   let cache = bindGroups.get(p);
   if (!cache) bindGroups.set(p, (cache = new Map()));
   let group = cache.get(key);
-  if (!group) {
+  if (group) cache.delete(key); // set again below: the most recently used last
+  else {
     group = gpu.device.createBindGroup({
       label,
       layout: p.getBindGroupLayout(0),
       entries: buffers.map((b, binding) => ({ binding, resource: "offset" in b ? b : { buffer: b } })),
     });
-    if (cache.size >= BIND_GROUPS_PER_PIPELINE) cache.delete(cache.keys().next().value!); // the oldest
-    cache.set(key, group);
+    if (cache.size >= BIND_GROUPS_PER_PIPELINE) cache.delete(cache.keys().next().value!); // the least recently used
   }
+  cache.set(key, group);
   return group;
 }
 

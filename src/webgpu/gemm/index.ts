@@ -102,21 +102,31 @@ export function planMmaGemm(c: GemmCall, tiles = MMA_TILES, splitTarget = SPLIT_
   return { call: c, shape, tilesN: Math.ceil(c.N / tile.tileN), tiles: n, splits: Math.ceil(c.K / kPerSplit), kPerSplit };
 }
 
+/** The tensor-core tiles whose workgroup memory each device has, found once (a step records ~170 GEMMs: finding them each call took 17-20 ms of a step's host time). */
+const tilesOf = new WeakMap<MobaDevice, MmaTile[]>();
+
 /** The tensor-core tiles whose workgroup memory the device has (every layout: A or B transposed). */
-export const mmaTiles = (gpu: MobaDevice): MmaTile[] =>
-  MMA_TILES.filter(({ vector: _, wholeColumns: __, ...t }) =>
-    [false, true].every(
-      (transposed) =>
-        mmaGemmSharedBytes({
-          ...t,
-          aTransposed: transposed,
-          bTransposed: !transposed,
-          accumulate: false,
-          vectorA: false,
-          vectorB: false,
-        }) <= gpu.maxWorkgroupStorage,
-    ),
-  );
+export function mmaTiles(gpu: MobaDevice): MmaTile[] {
+  let tiles = tilesOf.get(gpu);
+  if (!tiles)
+    tilesOf.set(
+      gpu,
+      (tiles = MMA_TILES.filter(({ vector: _, wholeColumns: __, ...t }) =>
+        [false, true].every(
+          (transposed) =>
+            mmaGemmSharedBytes({
+              ...t,
+              aTransposed: transposed,
+              bTransposed: !transposed,
+              accumulate: false,
+              vectorA: false,
+              vectorB: false,
+            }) <= gpu.maxWorkgroupStorage,
+        ),
+      )),
+    );
+  return tiles;
+}
 
 /** Whether the device runs the tensor-core GEMM (f16 16x16x16 subgroup matrices, 32-lane subgroups) with its smallest tile at least. */
 export const hasMmaGemm = (gpu: MobaDevice) => gpu.mma16 && mmaTiles(gpu).includes(MMA_TILES[MMA_TILES.length - 1]);
