@@ -59,6 +59,7 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
         this.flush();
         this.peakBytes = Math.max(this.peakBytes, this.persistentBytes + Math.max(mem.peakBytes, this.callPeak));
         this.callPeak = 0;
+        this.adamwScalars.clear();
         this.mem = null;
         mem.destroy();
       },
@@ -400,15 +401,15 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
   }
 
   async adamw(w: GpuTensor, g: GpuTensor, m: GpuTensor, v: GpuTensor, s: AdamWScalars, clip: GpuTensor): Promise<void> {
-    const f = (x: number) => ({ f32: x });
-    this.run(
-      K.ADAMW,
-      [[w.length, f(s.lr), f(s.beta1), f(s.beta2), f(s.eps), f(s.decayFactor), f(s.c1), f(s.c2)]],
-      [g, clip, w, m, v],
-      w.length,
-      "adamw",
-    );
+    const scalars = Float32Array.of(s.lr, s.beta1, s.beta2, s.eps, s.decayFactor, s.c1, s.c2);
+    // one upload per distinct set in this scope (a step has two: tensors that decay and those that do not)
+    const key = scalars.join(",");
+    let uploaded = this.adamwScalars.get(key);
+    if (!uploaded) this.adamwScalars.set(key, (uploaded = this.upload(scalars)));
+    this.run(K.ADAMW, [[w.length]], [uploaded, g, clip, w, m, v], w.length, "adamw");
   }
+  /** This scope's uploaded AdamW scalars, by their values. */
+  private readonly adamwScalars = new Map<string, GpuTensor>();
 
   // ---- decoding ----
 

@@ -317,22 +317,28 @@ struct P { n: u32, maxNorm: f32, lossScale: f32 }
   "row",
 );
 
-/** AdamW with the gradients times clip[1]; an inf or NaN norm (clip[0], tested on its exponent bits, which no fast-math folds away) leaves w, m, v. */
+/**
+ * AdamW with the gradients times clip[1]; an inf or NaN norm (clip[0], tested on its exponent bits, which no
+ * fast-math folds away) leaves w, m, v. The scalars that change every step (learning rate, bias corrections)
+ * come in a storage buffer, not the uniform, so a step's buffers and bind groups are the last step's.
+ */
 export const ADAMW = kernel(
   "adamw",
   `
-struct P { n: u32, lr: f32, beta1: f32, beta2: f32, eps: f32, decayFactor: f32, c1: f32, c2: f32 }
+struct P { n: u32 }
+struct S { lr: f32, beta1: f32, beta2: f32, eps: f32, decayFactor: f32, c1: f32, c2: f32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> g: array<f32>;
-@group(0) @binding(2) var<storage, read> clip: array<f32>;
-@group(0) @binding(3) var<storage, read_write> w: array<f32>;
-@group(0) @binding(4) var<storage, read_write> m: array<f32>;
-@group(0) @binding(5) var<storage, read_write> v: array<f32>;`,
+@group(0) @binding(1) var<storage, read> s: S;
+@group(0) @binding(2) var<storage, read> g: array<f32>;
+@group(0) @binding(3) var<storage, read> clip: array<f32>;
+@group(0) @binding(4) var<storage, read_write> w: array<f32>;
+@group(0) @binding(5) var<storage, read_write> m: array<f32>;
+@group(0) @binding(6) var<storage, read_write> v: array<f32>;`,
   `
   if (item >= p.n || (bitcast<u32>(clip[0]) & 0x7f800000u) == 0x7f800000u) { return; }
   let grad = g[item] * clip[1];
-  m[item] = p.beta1 * m[item] + (1.0 - p.beta1) * grad;
-  v[item] = p.beta2 * v[item] + (1.0 - p.beta2) * grad * grad;
-  w[item] = w[item] * p.decayFactor - p.lr * (m[item] / p.c1) / (sqrt(v[item] / p.c2) + p.eps);`,
+  m[item] = s.beta1 * m[item] + (1.0 - s.beta1) * grad;
+  v[item] = s.beta2 * v[item] + (1.0 - s.beta2) * grad * grad;
+  w[item] = w[item] * s.decayFactor - s.lr * (m[item] / s.c1) / (sqrt(v[item] / s.c2) + s.eps);`,
   "element",
 );
