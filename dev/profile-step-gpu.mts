@@ -2,9 +2,7 @@
 // (after two warm-up steps): GPU milliseconds per dispatch label, summed into GEMMs, attention and
 // the rest, beside the step's wall time, and the longest idle gaps between dispatches (where the GPU waited for the host). The bench-train model (hidden 512, 8 layers, 8/4 heads).
 // Usage: node --import tsx dev/profile-step-gpu.mts TOKENS [moba|full] [f32|f16]
-import { AdamW } from "../src/model/adamw.js";
-import { checkConfig } from "../src/model/config.js";
-import { backward, forward, initModel, zeroGradients } from "../src/model/llama.js";
+import { benchModel, benchStep } from "../src/run/benchTrain.js";
 import { getDevice } from "../src/webgpu/device.js";
 import { startProfile, stopProfile } from "../src/webgpu/kernel.js";
 import { webgpuModelBackend } from "../src/webgpu/model.js";
@@ -12,29 +10,9 @@ import { webgpuModelBackend } from "../src/webgpu/model.js";
 const T = Number(process.argv[2] ?? 32768);
 const kind = (process.argv[3] ?? "moba") as "moba" | "full";
 const precision = (process.argv[4] ?? "f16") as "f32" | "f16";
-const config = checkConfig({
-  hidden_size: 512,
-  intermediate_size: 1344,
-  num_hidden_layers: 8,
-  num_attention_heads: 8,
-  num_key_value_heads: 4,
-  moba_chunk_size: 512,
-  moba_topk: 3,
-  max_position_embeddings: T,
-  full_attention_last_layers: kind === "full" ? 8 : 0,
-});
 const gpu = await getDevice();
 const backend = await webgpuModelBackend(precision, false); // as training runs: no poison fills
-const model = initModel(config, 1);
-const optimizer = new AdamW(model, backend);
-const tokens = Int32Array.from({ length: T }, (_, i) => (i * 31) % 256);
-const batch = { tokens, targets: tokens.map((t) => (t + 1) % 256), weights: new Float32Array(T).fill(1), cuSeqlens: Int32Array.of(0, T) };
-const step = () =>
-  backend.scope("step", async () => {
-    await zeroGradients(model, backend);
-    await backward(model, await forward(model, batch, backend), backend, 1 / T);
-    await optimizer.update(1e-4, { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, gradClip: 1 });
-  });
+const { step } = benchStep(benchModel(), T, kind, backend);
 for (let s = 0; s < 2; s++) await step();
 await gpu.device.queue.onSubmittedWorkDone();
 startProfile(gpu, 4096 / 2);

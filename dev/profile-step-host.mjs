@@ -7,9 +7,7 @@
 // Usage: node dev/profile-step-host.mjs TOKENS [moba|full] [f32|f16] [STEPS] [FILE.cpuprofile]
 import fs from "node:fs";
 import { Session } from "node:inspector/promises";
-import { AdamW } from "../dist/model/adamw.js";
-import { checkConfig } from "../dist/model/config.js";
-import { backward, forward, initModel, zeroGradients } from "../dist/model/llama.js";
+import { benchModel, benchStep } from "../dist/run/benchTrain.js";
 import { getDevice } from "../dist/webgpu/device.js";
 import { webgpuModelBackend } from "../dist/webgpu/model.js";
 
@@ -18,28 +16,8 @@ const kind = process.argv[3] ?? "moba";
 const precision = process.argv[4] ?? "f16";
 const steps = Number(process.argv[5] ?? 5);
 const file = process.argv[6];
-const config = checkConfig({
-  hidden_size: 512,
-  intermediate_size: 1344,
-  num_hidden_layers: 8,
-  num_attention_heads: 8,
-  num_key_value_heads: 4,
-  moba_chunk_size: 512,
-  moba_topk: 3,
-  max_position_embeddings: T,
-  full_attention_last_layers: kind === "full" ? 8 : 0,
-});
 const backend = await webgpuModelBackend(precision, false); // as training runs: no poison fills
-const model = initModel(config, 1);
-const optimizer = new AdamW(model, backend);
-const tokens = Int32Array.from({ length: T }, (_, i) => (i * 31) % 256);
-const batch = { tokens, targets: tokens.map((t) => (t + 1) % 256), weights: new Float32Array(T).fill(1), cuSeqlens: Int32Array.of(0, T) };
-const step = () =>
-  backend.scope("step", async () => {
-    await zeroGradients(model, backend);
-    await backward(model, await forward(model, batch, backend), backend, 1 / T);
-    await optimizer.update(1e-4, { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, gradClip: 1 });
-  });
+const { step } = benchStep(benchModel(), T, kind, backend);
 const timed = async () => {
   const ms = [];
   for (let s = 0; s < steps; s++) {

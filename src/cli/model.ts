@@ -7,7 +7,7 @@ import { modelBackend } from "../run/backends.js";
 import { lossReport, passkeyGrid, textLoss } from "../run/evaluate.js";
 import { exportCheckpoint } from "../run/export.js";
 import { type LoadModelOptions, loadModel } from "../model/pretrained.js";
-import { benchTrain } from "../run/benchTrain.js";
+import { benchModel, benchTrain } from "../run/benchTrain.js";
 import { experiment } from "../run/experiment.js";
 import { generateFromCheckpoint, generateFromModel } from "../run/generate.js";
 import { layerKinds } from "../model/config.js";
@@ -434,8 +434,6 @@ Options:
       precision: { type: "string" },
     },
     async run(v) {
-      const hidden = integer("hidden", v.hidden, 512),
-        heads = integer("heads", v.heads, 8);
       // "0" (or a list of zeros) skips the decode timing
       const decode = String(v["decode-context"] ?? 32768)
         .split(",")
@@ -443,15 +441,13 @@ Options:
         .filter((n) => n > 0);
       await benchTrain(
         {
-          model: {
-            hidden_size: hidden,
-            intermediate_size: Math.round((hidden * 8) / 3 / 64) * 64 || 64,
-            num_hidden_layers: integer("layers", v.layers, 8),
-            num_attention_heads: heads,
-            num_key_value_heads: Math.max(1, heads / 2),
-            moba_chunk_size: integer("block-size", v["block-size"], 512),
-            moba_topk: integer("top-k", v["top-k"], 3),
-          },
+          model: benchModel(
+            integer("hidden", v.hidden, 512),
+            integer("layers", v.layers, 8),
+            integer("heads", v.heads, 8),
+            integer("block-size", v["block-size"], 512),
+            integer("top-k", v["top-k"], 3),
+          ),
           lengths: integers("lengths", v.lengths, [8192, 32768]),
           steps: integer("steps", v.steps, 3),
           backend: autoBackend(v.backend),

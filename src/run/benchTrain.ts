@@ -7,7 +7,7 @@ import { openDecoding } from "../model/decode.js";
 import { backward, type Batch, forward, initModel, parameterCount, release, zeroGradients } from "../model/llama.js";
 import { Rng } from "../model/rng.js";
 import type { Backend, Precision } from "../attention/problem.js";
-import type { ModelBackend } from "../backend.js";
+import type { ModelBackend, Sized } from "../backend.js";
 import { cpuBackend } from "../cpu/model.js";
 import { modelBackend } from "./backends.js";
 import { median, table } from "./util.js";
@@ -34,6 +34,62 @@ export function stepFlops(c: LlamaConfig, T: number, kind: AttentionKind): { gem
   return { gemm: 3 * perToken * T, attention: 3 * 4 * D * keys * nH * c.num_hidden_layers };
 }
 
+/**
+ * bench-train's model: intermediate size 8/3 of `hidden` (rounded to 64), half as many kv heads as heads. Its
+ * defaults (22.9M parameters) are the model of every training-speed number in docs/benchmarks.md.
+ */
+export function benchModel(hidden = 512, layers = 8, heads = 8, blockSize = 512, topK = 3): Partial<LlamaConfig> {
+  return {
+    hidden_size: hidden,
+    intermediate_size: Math.round((hidden * 8) / 3 / 64) * 64 || 64,
+    num_hidden_layers: layers,
+    num_attention_heads: heads,
+    num_key_value_heads: Math.max(1, heads / 2),
+    moba_chunk_size: blockSize,
+    moba_topk: topK,
+  };
+}
+
+/**
+ * A training step as bench-train times it (the step profilers in dev/ too): `model` at T tokens with every
+ * layer MoBA or every layer full, one sequence of random tokens; the step zeroes the gradients, runs the
+ * forward and backward and AdamW in one scope. `free` gives back the optimizer's moments and the weights.
+ */
+export function benchStep<B extends Sized>(
+  model: Partial<LlamaConfig>,
+  T: number,
+  kind: AttentionKind,
+  backend: ModelBackend<B>,
+): { config: LlamaConfig; parameters: number; step: () => Promise<void>; free: () => Promise<void> } {
+  const config = checkConfig({
+    ...model,
+    max_position_embeddings: Math.max(T, model.max_position_embeddings ?? 0),
+    layer_attention: undefined,
+    full_attention_last_layers: kind === "full" ? (model.num_hidden_layers ?? 4) : 0,
+  });
+  const weights = initModel(config, 1);
+  const optimizer = new AdamW(weights, backend);
+  const rng = new Rng(2);
+  const tokens = Int32Array.from({ length: T }, () => rng.below(config.vocab_size));
+  const batch: Batch = {
+    tokens,
+    targets: tokens.map((t) => (t + 1) % config.vocab_size),
+    weights: new Float32Array(T).fill(1),
+    cuSeqlens: Int32Array.of(0, T),
+  };
+  const step = () =>
+    backend.scope("training step", async () => {
+      await zeroGradients(weights, backend);
+      await backward(weights, await forward(weights, batch, backend), backend, 1 / T);
+      await optimizer.update(1e-4, { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, gradClip: 1 });
+    });
+  const free = async () => {
+    optimizer.free();
+    await release(weights);
+  };
+  return { config, parameters: parameterCount(weights), step, free };
+}
+
 /** `print` gets the tables, `progress` each row as it is measured (the table repeats it). */
 export async function benchTrain(
   o: TrainBenchOptions,
@@ -47,41 +103,21 @@ export async function benchTrain(
     for (const kind of ["moba", "full"] as const) {
       const backend = await modelBackend(o.backend, o.precision, print, false); // a fresh one per row: its peak memory is this row's
       name = backend.name;
-      const config = checkConfig({
-        ...o.model,
-        max_position_embeddings: Math.max(T, o.model.max_position_embeddings ?? 0),
-        layer_attention: undefined,
-        full_attention_last_layers: kind === "full" ? (o.model.num_hidden_layers ?? 4) : 0,
-      });
-      const model = initModel(config, 1);
-      const optimizer = new AdamW(model, backend);
-      const rng = new Rng(2);
-      const tokens = Int32Array.from({ length: T }, () => rng.below(config.vocab_size));
-      const batch: Batch = {
-        tokens,
-        targets: tokens.map((t) => (t + 1) % config.vocab_size),
-        weights: new Float32Array(T).fill(1),
-        cuSeqlens: Int32Array.of(0, T),
-      };
+      const { config, parameters, step, free } = benchStep(o.model, T, kind, backend);
       const times: number[] = [];
       for (let s = 0; s <= o.steps; s++) {
         const t0 = performance.now();
-        await backend.scope("training step", async () => {
-          await zeroGradients(model, backend);
-          await backward(model, await forward(model, batch, backend), backend, 1 / T);
-          await optimizer.update(1e-4, { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, gradClip: 1 });
-        });
+        await step();
         if (s > 0) times.push((performance.now() - t0) / 1000); // the first step compiles kernels
       }
-      optimizer.free();
-      await release(model);
+      await free();
       seconds[kind] = median(times);
       const f = stepFlops(config, T, kind);
       rows.push([
         String(T),
         kind,
         backend.precision,
-        (parameterCount(model) / 1e6).toFixed(1) + "M",
+        (parameters / 1e6).toFixed(1) + "M",
         (seconds[kind] * 1000).toFixed(0),
         (T / seconds[kind]).toFixed(0),
         (f.gemm / 1e9).toFixed(1),
