@@ -48,12 +48,16 @@ let empty = 0;
 const waits = [];
 for (let i = 1; i < submits.length; i++) {
   const wait = submits[i].at - submits[i - 1].done;
-  if (wait > 0) (empty += wait), waits.push(wait);
+  if (wait > 0) ((empty += wait), waits.push(wait));
 }
 console.log(
   `  one step, ${end.toFixed(1)} ms: ${submits.length} submits, the first at ${(submits[0].at - t0).toFixed(1)} ms, the last at ` +
     `${(submits.at(-1).at - t0).toFixed(1)} ms (its work done at ${(submits.at(-1).done - t0).toFixed(1)}); the queue empty ${empty.toFixed(1)} ms ` +
-    `between submits (longest ${waits.sort((a, b) => b - a).slice(0, 4).map((w) => w.toFixed(1)).join(", ")})`,
+    `between submits (longest ${waits
+      .sort((a, b) => b - a)
+      .slice(0, 4)
+      .map((w) => w.toFixed(1))
+      .join(", ")})`,
 );
 const session = new Session();
 session.connect();
@@ -68,7 +72,8 @@ if (file) fs.writeFileSync(file, JSON.stringify(profile));
 const byId = new Map(profile.nodes.map((n) => [n.id, n]));
 const parent = new Map();
 for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
-const name = (n) => `${n.callFrame.functionName || "(anonymous)"} ${n.callFrame.url.split("/").slice(-2).join("/")}:${n.callFrame.lineNumber + 1}`;
+const name = (n) =>
+  `${n.callFrame.functionName || "(anonymous)"} ${n.callFrame.url.split("/").slice(-2).join("/")}:${n.callFrame.lineNumber + 1}`;
 const self = new Map();
 const inclusive = new Map();
 profile.samples.forEach((id, i) => {

@@ -419,7 +419,8 @@ function bindGroup(gpu: MobaDevice, p: GPUComputePipeline, buffers: Binding[], l
   let cache = bindGroups.get(p);
   if (!cache) bindGroups.set(p, (cache = new Map()));
   let group = cache.get(key);
-  if (group) cache.delete(key); // set again below: the most recently used last
+  if (group)
+    cache.delete(key); // set again below: the most recently used last
   else {
     group = gpu.device.createBindGroup({
       label,
