@@ -250,19 +250,16 @@ export class Buffers {
     const u = new Uint32Array(data);
     const f = new Float32Array(data);
     words.forEach((w, i) => (typeof w === "number" ? (u[i] = w) : (f[i] = w.f32)));
-    const key = u.join(",");
-    const cache = this.pool.uniforms;
-    let buffer = cache.get(key);
-    if (buffer)
-      cache.delete(key); // set again below: the most recently used last
-    else {
-      buffer = this.gpu.device.createBuffer({ label, size: data.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    // the least recently used goes past UNIFORMS_KEPT; work recorded with it keeps it alive until it has run
+    return mostRecent(this.pool.uniforms, u.join(","), UNIFORMS_KEPT, () => {
+      const buffer = this.gpu.device.createBuffer({
+        label,
+        size: data.byteLength,
+        usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+      });
       this.gpu.device.queue.writeBuffer(buffer, 0, data);
-      // the least recently used goes; work recorded with it keeps it alive until it has run
-      if (cache.size >= UNIFORMS_KEPT) cache.delete(cache.keys().next().value!);
-    }
-    cache.set(key, buffer);
-    return buffer;
+      return buffer;
+    });
   }
 
   /**
@@ -276,10 +273,7 @@ export class Buffers {
    */
   constant(key: string, make: () => ArrayBufferView, label: string): GPUBuffer {
     const cache = this.pool.constants;
-    let entry = cache.get(key);
-    if (entry)
-      cache.delete(key); // set again below: the most recently used last
-    else {
+    return mostRecent(cache, key, Infinity, () => {
       const data = make();
       const bytes = storageBytes(this.gpu, data.byteLength, label);
       const buffer = this.gpu.device.createBuffer({
@@ -288,16 +282,14 @@ export class Buffers {
         usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
       });
       this.gpu.device.queue.writeBuffer(buffer, 0, data.buffer, data.byteOffset, data.byteLength);
-      entry = { buffer, bytes };
       this.pool.constantBytes += bytes;
       for (const [old, e] of cache) {
         if (this.pool.constantBytes <= CONSTANT_BYTES_KEPT) break;
         cache.delete(old);
         this.pool.constantBytes -= e.bytes;
       }
-    }
-    cache.set(key, entry);
-    return entry.buffer;
+      return { buffer, bytes };
+    }).buffer;
   }
 
   /**
@@ -418,19 +410,29 @@ function bindGroup(gpu: MobaDevice, p: GPUComputePipeline, buffers: Binding[], l
   const key = buffers.map((b) => ("offset" in b ? `${bufferId(b.buffer)}@${b.offset}+${b.size}` : `${bufferId(b)}`)).join(",");
   let cache = bindGroups.get(p);
   if (!cache) bindGroups.set(p, (cache = new Map()));
-  let group = cache.get(key);
-  if (group)
-    cache.delete(key); // set again below: the most recently used last
-  else {
-    group = gpu.device.createBindGroup({
+  return mostRecent(cache, key, BIND_GROUPS_PER_PIPELINE, () =>
+    gpu.device.createBindGroup({
       label,
       layout: p.getBindGroupLayout(0),
       entries: buffers.map((b, binding) => ({ binding, resource: "offset" in b ? b : { buffer: b } })),
-    });
-    if (cache.size >= BIND_GROUPS_PER_PIPELINE) cache.delete(cache.keys().next().value!); // the least recently used
+    }),
+  );
+}
+
+/**
+ * `cache`'s value for `key`, made by `make` where absent, moved last (a Map keeps insertion order, so its
+ * first entry is the least recently used); past `kept` entries that first one goes. `make` runs before the
+ * new entry is in the cache, so it may evict by its own measure (Buffers.constant: bytes).
+ */
+function mostRecent<V>(cache: Map<string, V>, key: string, kept: number, make: () => V): V {
+  let value = cache.get(key);
+  if (value !== undefined) cache.delete(key);
+  else {
+    value = make();
+    if (cache.size >= kept) cache.delete(cache.keys().next().value!);
   }
-  cache.set(key, group);
-  return group;
+  cache.set(key, value);
+  return value;
 }
 
 /** Records one dispatch: binding i of group 0 is buffers[i]. */

@@ -108,23 +108,22 @@ const tilesOf = new WeakMap<MobaDevice, MmaTile[]>();
 /** The tensor-core tiles whose workgroup memory the device has (every layout: A or B transposed). */
 export function mmaTiles(gpu: MobaDevice): MmaTile[] {
   let tiles = tilesOf.get(gpu);
-  if (!tiles)
-    tilesOf.set(
-      gpu,
-      (tiles = MMA_TILES.filter(({ vector: _, wholeColumns: __, ...t }) =>
-        [false, true].every(
-          (transposed) =>
-            mmaGemmSharedBytes({
-              ...t,
-              aTransposed: transposed,
-              bTransposed: !transposed,
-              accumulate: false,
-              vectorA: false,
-              vectorB: false,
-            }) <= gpu.maxWorkgroupStorage,
-        ),
-      )),
+  if (!tiles) {
+    tiles = MMA_TILES.filter(({ vector: _, wholeColumns: __, ...t }) =>
+      [false, true].every(
+        (transposed) =>
+          mmaGemmSharedBytes({
+            ...t,
+            aTransposed: transposed,
+            bTransposed: !transposed,
+            accumulate: false,
+            vectorA: false,
+            vectorB: false,
+          }) <= gpu.maxWorkgroupStorage,
+      ),
     );
+    tilesOf.set(gpu, tiles);
+  }
   return tiles;
 }
 
