@@ -128,6 +128,11 @@ export async function release(model: Model): Promise<void> {
   await syncToHost(model);
   residents.delete(model.params);
   r.backend.free([...r.data, ...r.grad]);
+  const rotaryHeld = residentRotary.get(model.params);
+  if (rotaryHeld) {
+    residentRotary.delete(model.params);
+    rotaryHeld.backend.free([rotaryHeld.cos, rotaryHeld.sin]);
+  }
 }
 
 /** The resident weights and gradients by parameter name. */
@@ -148,31 +153,50 @@ export async function residentTensors<B extends Sized>(model: Model, backend: Mo
 /** Rotary angles of positions 0, 1, ... per model, grown as longer sequences come: [positions, D / 2]. */
 const rotaryTables = new WeakMap<Model, { cos: Float32Array; sin: Float32Array; positions: number }>();
 
-/**
- * The rotary angles of a batch's tokens [T, D / 2], rows of the model's table (computing cos and sin
- * of every token's angles anew took ~30 ms a step at 32K tokens; the values are the same).
- */
-function rotaryOf(model: Model, cuSeqlens: Int32Array): { cos: Float32Array; sin: Float32Array } {
-  const c = model.config,
-    half = headDim(c) / 2;
-  let longest = 0;
-  for (let b = 0; b + 1 < cuSeqlens.length; b++) longest = Math.max(longest, cuSeqlens[b + 1] - cuSeqlens[b]);
+/** The model's rotary table (rotaryTables), grown to at least `positions` rows. */
+function rotaryTable(model: Model, positions: number): { cos: Float32Array; sin: Float32Array; positions: number } {
+  const c = model.config;
   let table = rotaryTables.get(model);
-  if (!table || table.positions < longest) {
-    const positions = Math.max(longest, 2 * (table?.positions ?? 0));
+  if (!table || table.positions < positions) {
+    const rows = Math.max(positions, 2 * (table?.positions ?? 0));
     table = {
       ...rotary(
-        Int32Array.from({ length: positions }, (_, p) => p),
-        2 * half,
+        Int32Array.from({ length: rows }, (_, p) => p),
+        headDim(c),
         c.rope_theta,
         c.rope_scaling,
       ),
-      positions,
+      positions: rows,
     };
     rotaryTables.set(model, table);
   }
-  if (cuSeqlens.length === 2 && cuSeqlens[0] === 0)
-    return { cos: table.cos.subarray(0, longest * half), sin: table.sin.subarray(0, longest * half) };
+  return table;
+}
+
+/** The rotary table on a backend, uploaded once per model and size (persistent, like the weights). */
+const residentRotary = new WeakMap<Param[], { backend: ModelBackend<Sized>; cos: Sized; sin: Sized; positions: number }>();
+
+/**
+ * The rotary angles of a batch's tokens on the backend, [≥ T, D / 2] (computing cos and sin of every
+ * token's angles anew took ~30 ms a step at 32K tokens). One sequence from position 0 reads the first
+ * rows of the model's table, kept on the backend across steps (uploading 8 MiB of it a step at 32K
+ * held the step's first dispatch back); packed sequences restart their positions, so their rows are
+ * gathered and uploaded into the scope (`owned`: the caller's to release).
+ */
+function rotaryOn<B extends Sized>(model: Model, backend: ModelBackend<B>, cuSeqlens: Int32Array): { cos: B; sin: B; owned: boolean } {
+  const half = headDim(model.config) / 2;
+  let longest = 0;
+  for (let b = 0; b + 1 < cuSeqlens.length; b++) longest = Math.max(longest, cuSeqlens[b + 1] - cuSeqlens[b]);
+  const table = rotaryTable(model, longest);
+  if (cuSeqlens.length === 2 && cuSeqlens[0] === 0) {
+    let held = residentRotary.get(model.params);
+    if (!held || held.backend !== backend || held.positions < table.positions) {
+      if (held) held.backend.free([held.cos, held.sin]);
+      held = { backend, cos: backend.upload(table.cos, true), sin: backend.upload(table.sin, true), positions: table.positions };
+      residentRotary.set(model.params, held as unknown as { backend: ModelBackend<Sized>; cos: Sized; sin: Sized; positions: number });
+    }
+    return { cos: held.cos as B, sin: held.sin as B, owned: false };
+  }
   const T = cuSeqlens[cuSeqlens.length - 1],
     cos = new Float32Array(T * half),
     sin = new Float32Array(T * half);
@@ -182,7 +206,7 @@ function rotaryOf(model: Model, cuSeqlens: Int32Array): { cos: Float32Array; sin
     cos.set(table.cos.subarray(0, n), at);
     sin.set(table.sin.subarray(0, n), at);
   }
-  return { cos, sin };
+  return { cos: backend.upload(cos), sin: backend.upload(sin), owned: true };
 }
 
 /** What one layer's forward keeps for its backward. */
@@ -203,7 +227,7 @@ interface LayerTrace<B> {
 export interface Trace<B> {
   batch: Batch;
   kinds: AttentionKind[];
-  cos: B; // [T, D / 2] rotary angles
+  cos: B; // [≥ T, D / 2] rotary angles (rotaryOn)
   sin: B;
   layers: LayerTrace<B>[];
   final: B; // [T, H] output of the last layer
@@ -313,9 +337,7 @@ export async function forward<B extends Sized>(
     F = c.intermediate_size,
     V = c.vocab_size;
   const weights = lookup(await resident(model, backend));
-  const rot = rotaryOf(model, batch.cuSeqlens);
-  const cos = backend.upload(rot.cos),
-    sin = backend.upload(rot.sin);
+  const { cos, sin } = rotaryOn(model, backend, batch.cuSeqlens);
   let x = backend.empty(T * H);
   await backend.embedding(x, weights("model.embed_tokens.weight").data, batch.tokens, H);
   const layers: LayerTrace<B>[] = [];
@@ -382,9 +404,7 @@ export async function prefillForward<B extends Sized>(
     V = c.vocab_size;
   const weights = lookup(await resident(model, backend));
   const cuSeqlens = Int32Array.of(0, T);
-  const rot = rotaryOf(model, cuSeqlens);
-  const cos = backend.upload(rot.cos),
-    sin = backend.upload(rot.sin);
+  const { cos, sin, owned } = rotaryOn(model, backend, cuSeqlens);
   /** Rows [from, from + n) of x [T, width]: x itself when they are all of it, else a copy. */
   const rowsOf = (x: B, from: number, n: number, width: number): B => {
     if (n === T) return x;
@@ -422,7 +442,7 @@ export async function prefillForward<B extends Sized>(
   await backend.rmsNorm(hN, rstdN, last, weights("model.norm.weight").data, 1, H, c.rms_norm_eps);
   const logits = backend.empty(V);
   await backend.linear(logits, hN, weights(headName(model)).data, 1, H, V);
-  backend.release([x, ...(last === x ? [] : [last]), hN, rstdN, cos, sin]);
+  backend.release([x, ...(last === x ? [] : [last]), hN, rstdN, ...(owned ? [cos, sin] : [])]);
   return { keys, values, logits };
 }
 

@@ -234,7 +234,9 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
   }
 
   async rope(x: GpuTensor, cos: GpuTensor, sin: GpuTensor, heads: number, D: number, direction: 1 | -1): Promise<void> {
-    const T = cos.length / (D / 2);
+    const T = x.length / (heads * D); // cos and sin may hold more rows (the model's resident table)
+    if (cos.length < (T * D) / 2)
+      throw new MobaError(`webgpu rope: cos holds ${cos.length} angles, expected at least ${(T * D) / 2} (${T} tokens)`);
     this.run(K.ROPE, [[T, heads, D, { f32: direction }]], [cos, sin, x], (T * heads * D) / 2, "rope");
   }
 
