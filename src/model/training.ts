@@ -84,7 +84,7 @@ export const TRAIN_DEFAULTS: TrainOptions = {
 /**
  * One optimizer step of `o`'s schedule at `step`: the batches' gradients accumulated (each token's loss scaled by
  * lossScale / the tokens counted in all of them), clipped and applied by AdamW. Recorded whole before anything
- * is read back (on a GPU it runs to its end without waiting for the host). Returns the mean loss per counted
+ * waits for a read-back (on a GPU it runs to its end without waiting for the host). Returns the mean loss per counted
  * token, the gradient norm before clipping (non-finite: f16 overflow, no update taken) and the learning rate.
  */
 export async function trainingStep<B extends Sized>(
@@ -108,9 +108,13 @@ export async function trainingStep<B extends Sized>(
       await backward(model, trace, backend, lossScale / Math.max(1, count));
       traces.push(trace);
     }
+    // the losses' read-backs go in before the update is recorded, so the host waits for the GPU once a step, not
+    // twice (the update's gradient norm, then the losses); a non-finite loss still throws, after the update as before
+    const losses = Promise.all(traces.map((trace) => lossOf(trace, backend)));
+    losses.catch(() => undefined); // awaited below: not an unhandled rejection while the update records
     const gradNorm = await optimizer.update(lr, adamw, lossScale);
     let loss = 0;
-    for (const trace of traces) loss += await lossOf(trace, backend);
+    for (const l of await losses) loss += l;
     return { loss: loss / Math.max(1, count), gradNorm, lr };
   });
 }
