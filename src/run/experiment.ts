@@ -50,6 +50,8 @@ export interface RunResult {
 }
 
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
+/** Run i's line: the palette's colours, dashed on its second time round, so up to 16 runs stay apart. */
+const runLine = (i: number) => ({ color: COLORS[i % COLORS.length], dashed: Math.floor(i / COLORS.length) % 2 === 1 });
 
 export function readExperiment(path: string): ExperimentConfig {
   let config: ExperimentConfig;
@@ -188,7 +190,7 @@ export async function report(config: ExperimentConfig, name: string, out: string
         `${name}: validation loss${config.pretrain ? " (step 0: the pretrained weights, before training)" : ""}`,
         results.map((r, i) => ({
           name: r.name,
-          color: COLORS[i % COLORS.length],
+          ...runLine(i),
           // a run from a pretrained model starts at step 0 with its starting weights' loss
           points: [
             ...(r.initialValidationLoss === undefined ? [] : [[0, r.initialValidationLoss] as [number, number]]),
@@ -207,7 +209,7 @@ export async function report(config: ExperimentConfig, name: string, out: string
         `${name}: loss by position (${results[0].eval.contextLength} bytes)`,
         results.map((r, i) => ({
           name: r.name,
-          color: COLORS[i % COLORS.length],
+          ...runLine(i),
           points: r.eval.byPosition.map((b) => [(b.from + b.to) / 2, b.loss] as [number, number]),
         })),
         "position in the sequence",

@@ -58,6 +58,8 @@ export interface LineSeries {
   name: string;
   color: string;
   points: [number, number][];
+  /** Drawn dashed (and so in the legend): told apart from a solid line of the same colour. */
+  dashed?: boolean;
 }
 
 /** Lines over a shared x axis, as a standalone SVG; the y axis spans the data. */
@@ -106,12 +108,16 @@ export function lineChart(title: string, series: LineSeries[], xLabel: string, y
       .filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y))
       .map(([x, y], i) => `${i ? "L" : "M"}${px(x).toFixed(1)},${py(y).toFixed(1)}`)
       .join("");
-    parts.push(`<path d="${d}" fill="none" stroke="${s.color}" stroke-width="1.5"/>`);
+    parts.push(`<path d="${d}" fill="none" stroke="${s.color}" stroke-width="1.5"${s.dashed ? ' stroke-dasharray="6 3"' : ""}/>`);
   }
   series.forEach((s, i) => {
     const x = left + (i % 3) * 190,
       y = height - 22 - 20 * (legendRows - 1 - Math.floor(i / 3));
-    parts.push(`<rect x="${x}" y="${y}" width="12" height="12" fill="${s.color}"/>`);
+    parts.push(
+      s.dashed
+        ? `<line x1="${x}" x2="${x + 12}" y1="${y + 6}" y2="${y + 6}" stroke="${s.color}" stroke-width="2" stroke-dasharray="4 2"/>`
+        : `<rect x="${x}" y="${y}" width="12" height="12" fill="${s.color}"/>`,
+    );
     parts.push(`<text x="${x + 18}" y="${y + 10}">${escape(s.name)}</text>`);
   });
   parts.push(`<rect x="${left}" y="${top}" width="${plotW}" height="${plotH}" fill="none" stroke="black"/>`, "</svg>");
