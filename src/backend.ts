@@ -154,9 +154,11 @@ export interface ModelBackend<B extends Sized = Sized> {
   /**
    * Global-norm clipping, computed on the device: clip[0] = √(Σ g² over every tensor) / lossScale
    * (the norm of the true gradients, which hold lossScale times them), clip[1] = min(1, maxNorm /
-   * clip[0]) / lossScale (what AdamW multiplies the gradients by).
+   * clip[0]) / lossScale (what AdamW multiplies the gradients by). Where guard[0] is not finite (the
+   * step before overflowed, and this one was recorded before the host knew) clip[0] = guard[0]: no
+   * update is taken, and the host records the step again.
    */
-  gradientClip(clip: B, grads: B[], maxNorm: number, lossScale: number): Promise<void>;
+  gradientClip(clip: B, grads: B[], maxNorm: number, lossScale: number, guard: B): Promise<void>;
   /** One AdamW update of w from g · clip[1] with moments m, v; none where clip[0] is not finite (the gradients overflowed). */
   adamw(w: B, g: B, m: B, v: B, s: AdamWScalars, clip: B): Promise<void>;
 

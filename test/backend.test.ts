@@ -282,6 +282,7 @@ for (const [name, make, skip] of MODEL_BACKENDS) {
               xs.map((x) => backend.upload(f32(x))),
               maxNorm,
               lossScale,
+              backend.upload(Float32Array.of(0)), // a finite guard: the step before was clean
             ),
           ["clip"],
         );
@@ -291,10 +292,32 @@ for (const [name, make, skip] of MODEL_BACKENDS) {
       const overflowed = await on(
         backend,
         {},
-        (t) => backend.gradientClip((t.clip = backend.empty(2)), [backend.upload(Float32Array.of(1, Infinity, 2))], 1, 1),
+        (t) =>
+          backend.gradientClip(
+            (t.clip = backend.empty(2)),
+            [backend.upload(Float32Array.of(1, Infinity, 2))],
+            1,
+            1,
+            backend.upload(Float32Array.of(0)),
+          ),
         ["clip"],
       );
       assert.ok(!Number.isFinite(overflowed.clip[0]), `an infinite gradient gives a norm of ${overflowed.clip[0]}`);
+      // a guard that is not finite (the step before overflowed): its value, whatever the gradients
+      const guarded = await on(
+        backend,
+        {},
+        (t) =>
+          backend.gradientClip(
+            (t.clip = backend.empty(2)),
+            [backend.upload(Float32Array.of(1, 2))],
+            1,
+            1,
+            backend.upload(Float32Array.of(-Infinity)),
+          ),
+        ["clip"],
+      );
+      assert.equal(guarded.clip[0], -Infinity, `a guarded clip gives a norm of ${guarded.clip[0]}`);
       // AdamW: two updates, with clipping scale and decay
       const n = 1001;
       const w0 = randoms(random, n),

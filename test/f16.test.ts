@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import type { ModelBackend } from "../src/backend.js";
+import type { ModelBackend, Sized } from "../src/backend.js";
 import { cpuBackend } from "../src/cpu/model.js";
 import { AdamW, INITIAL_LOSS_SCALE, LOSS_SCALE_GROWTH_STEPS, LossScale } from "../src/model/adamw.js";
 import { loadCheckpoint } from "../src/model/checkpoint.js";
@@ -104,6 +104,61 @@ for (const [name, make, skip] of [
       assert.equal(await step(false), true);
       await syncToHost(model);
       assert.ok(model.params.some((p, j) => relativeError(p.data, weights[j]) > 0));
+      optimizer.free();
+      await release(model);
+    },
+  );
+}
+
+for (const [name, make, skip] of [
+  ["cpu", async () => cpuBackend, false],
+  ["webgpu f16", () => webgpuModelBackend("f16"), f16Skip],
+] as const) {
+  test(
+    `${name}: an update recorded before the last one's norm was read (speculative) takes no step after an overflow, and matches the serial steps after a clean one`,
+    { skip },
+    async () => {
+      const backend: ModelBackend = await make();
+      type Model = ReturnType<typeof initModel>;
+      // one step's gradients and recorded update in a scope, as recordTrainingStep does; the norm is read after it ends
+      const stepOf = (model: Model, optimizer: AdamW<Sized>, seed: number, inject: boolean, speculative: boolean) =>
+        backend.scope("step", async () => {
+          await zeroGradients(model, backend);
+          await backward(model, await forward(model, randomBatch(seed, [0, 30, 64]), backend), backend, 1024 / 64);
+          if (inject) {
+            await release(model); // as in the test above: one gradient element overflows on the host, back on next use
+            model.params[model.params.length - 1].grad[0] = Infinity;
+          }
+          return optimizer.record(1e-2, ADAMW, 1024, speculative);
+        });
+      const config = checkConfig({ ...TINY, layer_attention: ["moba", "full"] });
+      // serial: two clean updates
+      const serial = initModel(config, 6);
+      const reference = new AdamW(serial, backend);
+      for (const seed of [11, 12])
+        assert.ok(Number.isFinite(reference.settle(await (await stepOf(serial, reference, seed, false, false)).norm)));
+      await syncToHost(serial);
+      reference.free();
+      await release(serial);
+      // pipelined: an overflowing update, the next recorded before its norm is read, then that one again, then a
+      // speculative clean one
+      const model = initModel(config, 6);
+      const optimizer = new AdamW(model, backend);
+      const before = model.params.map((p) => Float32Array.from(p.data));
+      const overflow = await stepOf(model, optimizer, 10, true, false);
+      const guarded = await stepOf(model, optimizer, 11, false, true);
+      assert.equal(optimizer.settle(await overflow.norm), Infinity);
+      assert.ok(!Number.isFinite(optimizer.settle(await guarded.norm)), "the speculative update after an overflow reads as skipped");
+      await syncToHost(model);
+      model.params.forEach((p, j) => assert.deepEqual(p.data, before[j], `${p.name} changed by a guarded update`));
+      assert.equal((await optimizer.moments()).step, 0);
+      const again = await stepOf(model, optimizer, 11, false, false); // step 11 again, as the training loop records it
+      const speculative = await stepOf(model, optimizer, 12, false, true);
+      assert.ok(Number.isFinite(optimizer.settle(await again.norm)));
+      assert.ok(Number.isFinite(optimizer.settle(await speculative.norm)));
+      assert.equal((await optimizer.moments()).step, 2);
+      await syncToHost(model);
+      model.params.forEach((p, j) => assert.deepEqual(p.data, serial.params[j].data, `${p.name}: pipelined against serial`));
       optimizer.free();
       await release(model);
     },

@@ -53,5 +53,9 @@ for T in [8192, 32768]:
         torch.cuda.synchronize(); ts = []
         for _ in range(5):
             a = time.perf_counter(); step(); torch.cuda.synchronize(); ts.append((time.perf_counter() - a) * 1000)
-        ts.sort(); print(json.dumps({"T": T, "kind": kind, "step_ms": ts[2], "tokens_per_s": T / ts[2] * 1000, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}), flush=True)
+        # back to back, as ours times its "step ms": five steps launched without waiting in between, one wait at the end
+        a = time.perf_counter()
+        for _ in range(5): step()
+        torch.cuda.synchronize(); pipelined = (time.perf_counter() - a) * 1000 / 5
+        ts.sort(); print(json.dumps({"T": T, "kind": kind, "step_ms": ts[2], "pipelined_ms": pipelined, "tokens_per_s": T / ts[2] * 1000, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}), flush=True)
         torch.cuda.reset_peak_memory_stats()

@@ -78,7 +78,8 @@ export const cpuBackend: ModelBackend<Float32Array> = {
   },
   routingTable: async (_c, saved) => (saved.routing as Int32Array | undefined) ?? new Int32Array(0),
 
-  async gradientClip(clip, grads, maxNorm, lossScale) {
+  async gradientClip(clip, grads, maxNorm, lossScale, guard) {
+    if (!Number.isFinite(guard[0])) return void (clip[0] = guard[0]);
     let sum = 0;
     for (const x of grads) for (let i = 0; i < x.length; i++) sum += x[i] * x[i];
     const norm = Math.sqrt(sum) / lossScale;

@@ -33,7 +33,16 @@ export function zeroMoments(model: Model): Moments {
 export class AdamW<B extends Sized> {
   private readonly m: B[];
   private readonly v: B[];
+  /** Updates taken so far, counting every recorded update whose norm is not yet read as taken (settle corrects it). */
   private step: number;
+  /**
+   * [norm, gradient multiplier] of the updates, two alternating: an update recorded while the one before is still
+   * running (`speculative`) reads that one's clip as its guard and takes no step if it overflowed.
+   */
+  private readonly clips: [B, B];
+  /** [0]: the guard of an update recorded after every earlier norm was read. */
+  private readonly finite: B;
+  private recorded = 0;
 
   constructor(
     private readonly model: Model,
@@ -43,21 +52,26 @@ export class AdamW<B extends Sized> {
     this.m = moments.m.map((x) => backend.upload(x, true));
     this.v = moments.v.map((x) => backend.upload(x, true));
     this.step = moments.step;
+    this.clips = [backend.upload(new Float32Array(2), true), backend.upload(new Float32Array(2), true)];
+    this.finite = backend.upload(new Float32Array(1), true);
   }
 
   /**
-   * Clips the gradients to o.gradClip (global norm) and updates every weight; returns the norm
-   * before clipping. The gradients hold lossScale times the true ones (the loss was scaled before
-   * the backward): they are divided by it in the same multiply as the clipping. A non-finite norm
-   * (an overflow of the scaled gradients) takes no step: weights, moments and the step count stay.
-   * The norm and the clip are computed on the backend and the norm read back after every update
-   * is recorded, so on a GPU the step runs to its end without waiting for the host.
+   * Records the clipping of the gradients to o.gradClip (global norm) and the update of every weight; `norm`
+   * reads back the norm before clipping once the update has run. The gradients hold lossScale times the true
+   * ones (the loss was scaled before the backward): they are divided by it in the same multiply as the
+   * clipping. A non-finite norm (an overflow of the scaled gradients) takes no step: weights, moments and the
+   * step count stay. `speculative`: recorded before the previous update's norm was read (settled): if that one
+   * overflowed, this one takes no step either and its norm reads as that one's (the caller records it again).
+   * Every recorded update's norm goes through settle(), in the order they were recorded.
    */
-  async update(lr: number, o: AdamWOptions, lossScale = 1): Promise<number> {
+  async record(lr: number, o: AdamWOptions, lossScale = 1, speculative = false): Promise<{ norm: Promise<number> }> {
     const { data, grad } = await residentTensors(this.model, this.backend);
-    const clip = this.backend.empty(2); // [norm, gradient multiplier]
-    await this.backend.gradientClip(clip, grad, o.gradClip, lossScale);
-    const step = this.step + 1;
+    const clip = this.clips[this.recorded % 2],
+      guard = speculative ? this.clips[(this.recorded + 1) % 2] : this.finite;
+    this.recorded++;
+    await this.backend.gradientClip(clip, grad, o.gradClip, lossScale, guard);
+    const step = ++this.step; // taken unless settle() reads an overflow
     const common = { lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, c1: 1 - o.beta1 ** step, c2: 1 - o.beta2 ** step };
     for (const [j, p] of this.model.params.entries()) {
       await this.backend.adamw(
@@ -69,9 +83,18 @@ export class AdamW<B extends Sized> {
         clip,
       );
     }
-    const [norm] = await this.backend.download(clip);
-    if (Number.isFinite(norm)) this.step = step;
+    return { norm: this.backend.download(clip).then(([norm]) => norm) };
+  }
+
+  /** Counts a recorded update's norm (record's read-back): one that is not finite took no step. */
+  settle(norm: number): number {
+    if (!Number.isFinite(norm)) this.step--;
     return norm;
+  }
+
+  /** One update, recorded and read back (record, then settle); returns the norm before clipping. */
+  async update(lr: number, o: AdamWOptions, lossScale = 1): Promise<number> {
+    return this.settle(await (await this.record(lr, o, lossScale)).norm);
   }
 
   /** The moments on the host. */
@@ -81,7 +104,7 @@ export class AdamW<B extends Sized> {
   }
 
   free(): void {
-    this.backend.free([...this.m, ...this.v]);
+    this.backend.free([...this.m, ...this.v, ...this.clips, this.finite]);
   }
 }
 
@@ -111,6 +134,11 @@ export class LossScale implements LossScaleState {
 
   constructor(state: LossScaleState = { scale: INITIAL_LOSS_SCALE, cleanSteps: 0, skipped: 0 }) {
     ({ scale: this.scale, cleanSteps: this.cleanSteps, skipped: this.skipped } = state);
+  }
+
+  /** The scale once a clean step is recorded: what the next step uses if the one still running does not overflow. */
+  afterClean(): number {
+    return this.cleanSteps + 1 >= LOSS_SCALE_GROWTH_STEPS ? this.scale * 2 : this.scale;
   }
 
   /** Records a step's gradient norm; returns whether the step was taken. */

@@ -81,13 +81,22 @@ export const TRAIN_DEFAULTS: TrainOptions = {
   passkeyShare: 0,
 };
 
+/** A recorded optimizer step: its learning rate now, its mean loss per counted token and gradient norm once it has run. */
+export interface RecordedStep {
+  lr: number;
+  /** Rejects where the loss is not finite (diverged). The norm is settled (AdamW.settle) before it resolves. */
+  result: Promise<{ loss: number; gradNorm: number }>;
+}
+
 /**
- * One optimizer step of `o`'s schedule at `step`: the batches' gradients accumulated (each token's loss scaled by
- * lossScale / the tokens counted in all of them), clipped and applied by AdamW. Recorded whole before anything
- * waits for a read-back (on a GPU it runs to its end without waiting for the host). Returns the mean loss per counted
- * token, the gradient norm before clipping (non-finite: f16 overflow, no update taken) and the learning rate.
+ * Records one optimizer step of `o`'s schedule at `step`: the batches' gradients accumulated (each token's loss
+ * scaled by lossScale / the tokens counted in all of them), clipped and applied by AdamW, and the read-backs of
+ * its losses and gradient norm (non-finite: f16 overflow, no update taken); returns without waiting for them, so
+ * the next step can be recorded while this one runs (on a GPU the queue then never waits for the host between
+ * steps). `speculative`: recorded before the previous step's result was read; if that step overflowed, this one
+ * takes no update and its norm reads as that step's (the optimizer's guard), and the caller records it again.
  */
-export async function trainingStep<B extends Sized>(
+export async function recordTrainingStep<B extends Sized>(
   model: Model,
   backend: ModelBackend<B>,
   optimizer: AdamW<B>,
@@ -96,7 +105,8 @@ export async function trainingStep<B extends Sized>(
   step: number,
   o: TrainOptions,
   lossScale = 1,
-): Promise<{ loss: number; gradNorm: number; lr: number }> {
+  speculative = false,
+): Promise<RecordedStep> {
   const count = batches.reduce((n, b) => n + b.weights.reduce((a, w) => a + w, 0), 0);
   const lr = learningRateAt(step, o.steps, o.learningRate, o.warmupSteps, o.minLearningRateFraction);
   const adamw = { beta1: o.beta1, beta2: o.beta2, eps: o.adamEps, weightDecay: o.weightDecay, gradClip: o.gradClip };
@@ -108,13 +118,31 @@ export async function trainingStep<B extends Sized>(
       await backward(model, trace, backend, lossScale / Math.max(1, count));
       traces.push(trace);
     }
-    // the losses' read-backs go in before the update is recorded, so the host waits for the GPU once a step, not
-    // twice (the update's gradient norm, then the losses); a non-finite loss still throws, after the update as before
+    // the losses' read-backs go in before the update is recorded: the host later waits for the GPU once, not twice
     const losses = Promise.all(traces.map((trace) => lossOf(trace, backend)));
-    losses.catch(() => undefined); // awaited below: not an unhandled rejection while the update records
-    const gradNorm = await optimizer.update(lr, adamw, lossScale);
-    let loss = 0;
-    for (const l of await losses) loss += l;
-    return { loss: loss / Math.max(1, count), gradNorm, lr };
+    losses.catch(() => undefined); // observed through `result` below, once the update is recorded
+    const { norm } = await optimizer.record(lr, adamw, lossScale, speculative);
+    const settled = norm.then((n) => optimizer.settle(n)); // even where the loss rejects
+    const result = Promise.all([losses, settled]).then(([sums, gradNorm]) => ({
+      loss: sums.reduce((a, b) => a + b, 0) / Math.max(1, count),
+      gradNorm,
+    }));
+    result.catch(() => undefined); // the caller awaits it, maybe after recording the next step: not an unhandled rejection meanwhile
+    return { lr, result };
   });
+}
+
+/** One optimizer step (recordTrainingStep), waited for: its mean loss per counted token, gradient norm and learning rate. */
+export async function trainingStep<B extends Sized>(
+  model: Model,
+  backend: ModelBackend<B>,
+  optimizer: AdamW<B>,
+  batches: Batch[],
+  kinds: AttentionKind[],
+  step: number,
+  o: TrainOptions,
+  lossScale = 1,
+): Promise<{ loss: number; gradNorm: number; lr: number }> {
+  const { lr, result } = await recordTrainingStep(model, backend, optimizer, batches, kinds, step, o, lossScale);
+  return { ...(await result), lr };
 }

@@ -14,7 +14,7 @@ import { loadModel } from "../model/pretrained.js";
 import type { TextTokenizer } from "../model/tokenizer.js";
 import { type Batch, forward, initModel, lossOf, type Model, parameterCount, release, syncToHost } from "../model/llama.js";
 import { concatBatches, type DataPosition, type Document, Packer, sequenceBatch, splitDocuments, startPosition } from "../model/packing.js";
-import { type Stage, TRAIN_DEFAULTS, trainingStep, type TrainOptions } from "../model/training.js";
+import { type RecordedStep, recordTrainingStep, type Stage, TRAIN_DEFAULTS, type TrainOptions } from "../model/training.js";
 import { Rng } from "../model/rng.js";
 import { passkeySample } from "../io/passkey.js";
 import { MobaError, shown } from "../tensor.js";
@@ -364,35 +364,65 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
     await saveCheckpoint(checkpoint, model, await optimizer.moments(), state, tokenizer);
     await writeFileAtomic(join(o.out, "loss.svg"), new TextEncoder().encode(lossPlot(log)));
   };
-  for (; step < o.steps;) {
-    const t0 = performance.now();
-    const kinds = kindsAt(o, step);
-    const batches = Array.from({ length: o.accumulation }, () => nextBatch(packer, o, rng));
-    const scale = lossScale?.scale ?? 1;
-    const { loss, gradNorm, lr } = await trainingStep(model, backend, optimizer, batches, kinds, step, o, scale).catch(divergence(step, o));
+  /** A step recorded (recordTrainingStep) with what it drew and used; `batches` are reused where it is recorded again. */
+  interface Pending {
+    step: number;
+    batches: Batch[];
+    kinds: AttentionKind[];
+    scale: number;
+    recorded: RecordedStep;
+  }
+  const recordAt = async (at: number, batches: Batch[], speculative: boolean): Promise<Pending> => {
+    const kinds = kindsAt(o, at);
+    const scale = lossScale ? (speculative ? lossScale.afterClean() : lossScale.scale) : 1;
+    const recorded = await recordTrainingStep(model, backend, optimizer, batches, kinds, at, o, scale, speculative).catch(
+      divergence(at, o),
+    );
+    return { step: at, batches, kinds, scale, recorded };
+  };
+  const draw = () => Array.from({ length: o.accumulation }, () => nextBatch(packer, o, rng));
+  // after these steps the host reads the weights (validation, checkpoint: its data position too) or the run ends
+  const drains = (at: number) => (at + 1) % o.evalEvery === 0 || (at + 1) % o.checkpointEvery === 0 || at + 1 >= o.steps;
+  let t0 = performance.now(); // a step's time: from the last step's result (or its own recording) to its result
+  let next = step < o.steps ? await recordAt(step, draw(), false) : null;
+  while (next) {
+    const current = next;
+    // the step after goes in while this one runs (the GPU's queue never waits for the host between them)
+    next = drains(current.step) ? null : await recordAt(current.step + 1, draw(), true);
+    const { loss, gradNorm } = await current.recorded.result.catch(divergence(current.step, o));
     // f16: an overflow skips the step (the optimizer took none) and halves the scale; float32 gradients do not overflow but diverge
     const skipped = lossScale ? !lossScale.record(gradNorm) : false;
-    if (!lossScale && !Number.isFinite(gradNorm)) diverged(step, o, `gradient norm ${gradNorm}`);
-    step++;
-    const seconds = (performance.now() - started) / 1000;
+    if (!lossScale && !Number.isFinite(gradNorm)) diverged(current.step, o, `gradient norm ${gradNorm}`);
+    if (skipped && next) {
+      // recorded before the overflow was known, it took no update (its guard): again, with the halved scale
+      await next.recorded.result.catch(() => undefined);
+      next = await recordAt(next.step, next.batches, false);
+    }
+    step = current.step + 1;
+    const now = performance.now();
     const entry: StepLog = {
-      step: step - 1,
+      step: current.step,
       loss,
-      lr,
+      lr: current.recorded.lr,
       gradNorm,
       tokens: step * tokensPerStep,
-      seconds,
-      tokensPerSecond: tokensPerStep / ((performance.now() - t0) / 1000),
-      attention: kinds.map((k) => k[0]).join(""),
-      ...(lossScale && { lossScale: scale, skipped }),
+      seconds: (now - started) / 1000,
+      tokensPerSecond: tokensPerStep / ((now - t0) / 1000),
+      attention: current.kinds.map((k) => k[0]).join(""),
+      ...(lossScale && { lossScale: current.scale, skipped }),
     };
+    t0 = now;
     if (step % o.evalEvery === 0 || step === o.steps) {
-      const v = await evaluateLoss(model, evalBatches, backend, kinds).catch(divergence(step - 1, o));
+      const v = await evaluateLoss(model, evalBatches, backend, current.kinds).catch(divergence(current.step, o));
       validationLoss = entry.validationLoss = v.loss / v.count;
     }
     log.push(entry);
     io.onStep?.(entry, o.steps);
-    if (step % o.checkpointEvery === 0 || step === o.steps) await save().catch(divergence(step - 1, o));
+    if (step % o.checkpointEvery === 0 || step === o.steps) await save().catch(divergence(current.step, o));
+    if (!next && step < o.steps) {
+      t0 = performance.now();
+      next = await recordAt(step, draw(), false);
+    }
   }
   optimizer.free();
   await release(model); // the weights back on the host, the backend's copies freed

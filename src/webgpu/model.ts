@@ -391,7 +391,7 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
 
   // ---- optimizer ----
 
-  async gradientClip(clip: GpuTensor, grads: GpuTensor[], maxNorm: number, lossScale: number): Promise<void> {
+  async gradientClip(clip: GpuTensor, grads: GpuTensor[], maxNorm: number, lossScale: number, guard: GpuTensor): Promise<void> {
     const groups = grads.map((x) => Math.ceil(x.length / SQUARES_PER_GROUP));
     const partials = this.empty(groups.reduce((a, b) => a + b, 0));
     let base = 0;
@@ -399,7 +399,7 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
       this.run(K.SUM_OF_SQUARES, [[x.length, SQUARES_PER_GROUP, base]], [x, partials], 0, "sum of squares", groups[i]);
       base += groups[i];
     });
-    this.run(K.GRADIENT_CLIP, [[partials.length, { f32: maxNorm }, { f32: lossScale }]], [partials, clip], 0, "gradient clip", 1);
+    this.run(K.GRADIENT_CLIP, [[partials.length, { f32: maxNorm }, { f32: lossScale }]], [partials, guard, clip], 0, "gradient clip", 1);
   }
 
   async adamw(w: GpuTensor, g: GpuTensor, m: GpuTensor, v: GpuTensor, s: AdamWScalars, clip: GpuTensor): Promise<void> {

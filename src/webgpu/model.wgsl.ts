@@ -296,7 +296,8 @@ struct P { n: u32, perGroup: u32, base: u32 }
 
 /**
  * One workgroup: the global norm from sumOfSquares' partials, clip = [norm / lossScale, min(1, maxNorm / norm) / lossScale]
- * (the gradients hold lossScale times the true ones; the norm is read back once, at the step's end).
+ * (the gradients hold lossScale times the true ones; the norm is read back once, at the step's end); clip[0] = guard[0]
+ * where that is not finite (tested on its exponent bits: the step before overflowed, so this one takes no update).
  */
 export const GRADIENT_CLIP = kernel(
   "gradientClip",
@@ -304,14 +305,15 @@ export const GRADIENT_CLIP = kernel(
 struct P { n: u32, maxNorm: f32, lossScale: f32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> partial_: array<f32>;
-@group(0) @binding(2) var<storage, read_write> clip: array<f32>;`,
+@group(0) @binding(2) var<storage, read> guard: array<f32>;
+@group(0) @binding(3) var<storage, read_write> clip: array<f32>;`,
   `
   var sum = 0.0;
   for (var i = lid; i < p.n; i += ${THREADS}u) { sum += partial_[i]; }
   sum = reduce(lid, sum, false);
   if (lid == 0u) {
     let norm = sqrt(sum) / p.lossScale;
-    clip[0] = norm;
+    clip[0] = select(norm, guard[0], (bitcast<u32>(guard[0]) & 0x7f800000u) == 0x7f800000u);
     clip[1] = select(1.0, p.maxNorm / norm, norm > p.maxNorm) / p.lossScale;
   }`,
   "row",
