@@ -40,7 +40,7 @@ export {
 } from "./model/llama.js";
 export { KvCache, prefill, decodeStep, generate, openDecoding, sampleToken, type Decoding, type SampleOptions } from "./model/decode.js";
 export { AdamW, zeroMoments, learningRateAt, type Moments, type AdamWOptions } from "./model/adamw.js";
-export { TRAIN_DEFAULTS, trainingStep, type TrainOptions, type Stage } from "./model/training.js";
+export { TRAIN_DEFAULTS, recordTrainingStep, type RecordedStep, type TrainOptions, type Stage } from "./model/training.js";
 export { Packer, startPosition, splitDocuments, type Document, type DataPosition } from "./model/packing.js";
 export { loadCheckpoint, serializeCheckpoint, type Checkpoint, type CheckpointContents, type TrainingState } from "./model/checkpoint.js";
 export type { BlockGating } from "./attention/blocks.js";

@@ -39,7 +39,7 @@ import {
   splitDocuments,
   startPosition,
   TRAIN_DEFAULTS,
-  trainingStep,
+  recordTrainingStep,
   webgpuModelBackend,
 } from "moba";
 
@@ -585,7 +585,8 @@ async function train(steps: number, seed: number): Promise<void> {
   try {
     for (let step = 0; step < steps && !stopTraining; step++) {
       const t0 = performance.now();
-      const { loss, gradNorm, lr } = await trainingStep(model, backend, optimizer, [packer.next(o.batchRows)], kinds, step, o);
+      const { lr, result } = await recordTrainingStep(model, backend, optimizer, [packer.next(o.batchRows)], kinds, step, o);
+      const { loss, gradNorm } = await result;
       if (!Number.isFinite(gradNorm)) throw new Error(`the run diverged at step ${step + 1} (gradient norm ${gradNorm})`);
       losses.push(loss);
       drawLoss(losses, steps);

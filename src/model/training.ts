@@ -131,18 +131,3 @@ export async function recordTrainingStep<B extends Sized>(
     return { lr, result };
   });
 }
-
-/** One optimizer step (recordTrainingStep), waited for: its mean loss per counted token, gradient norm and learning rate. */
-export async function trainingStep<B extends Sized>(
-  model: Model,
-  backend: ModelBackend<B>,
-  optimizer: AdamW<B>,
-  batches: Batch[],
-  kinds: AttentionKind[],
-  step: number,
-  o: TrainOptions,
-  lossScale = 1,
-): Promise<{ loss: number; gradNorm: number; lr: number }> {
-  const { lr, result } = await recordTrainingStep(model, backend, optimizer, batches, kinds, step, o, lossScale);
-  return { ...(await result), lr };
-}
