@@ -1,4 +1,4 @@
-// The host's cost of recording one model op on WebGPU: N tiny element-wise ops (addInto on 256
+// The host's cost of recording one model op on WebGPU: N tiny element-wise ops (SwiGLU on 256
 // floats: one uniform buffer, one bind group, one compute pass and one dispatch each), recorded into
 // the backend's encoder, timed apart from submitting and waiting for them. A training step of the
 // bench-train model records ~890 dispatches, so this times what a step spends before the GPU works.
@@ -15,7 +15,7 @@ for (const poison of [true, false]) {
       const a = backend.upload(new Float32Array(256).fill(1));
       const outs = Array.from({ length: 8 }, () => backend.zeros(256)); // a few distinct outputs, as a step has
       const t0 = performance.now();
-      for (let i = 0; i < N; i++) await backend.addInto(outs[i % outs.length], a);
+      for (let i = 0; i < N; i++) await backend.swiglu(outs[i % outs.length], a, a);
       const recorded = performance.now() - t0;
       const fresh = Array.from({ length: N / 10 }, () => backend.empty(256)); // `empty` tensors: a poison fill each when poisoning
       const t1 = performance.now();

@@ -128,10 +128,8 @@ export interface ModelBackend<B extends Sized = Sized> {
   rope(x: B, cos: B, sin: B, heads: number, D: number, direction: 1 | -1): Promise<void>;
   swiglu(m: B, g: B, u: B): Promise<void>;
   swigluBackward(dg: B, du: B, dm: B, g: B, u: B): Promise<void>;
-  /** out += a */
-  addInto(out: B, a: B): Promise<void>;
-  /** y[M, N] = x[M, K] · w[N, K]ᵀ */
-  linear(y: B, x: B, w: B, M: number, K: number, N: number): Promise<void>;
+  /** y[M, N] = x[M, K] · w[N, K]ᵀ (+ residual[M, N]: the residual stream's add, in the GEMM's epilogue on a GPU) */
+  linear(y: B, x: B, w: B, M: number, K: number, N: number, residual?: B): Promise<void>;
   /** dx[M, K] = (or += when accumulate) dy[M, N] · w[N, K]; dw[N, K] += dyᵀ · x. */
   linearBackward(dx: B, dw: B, dy: B, x: B, w: B, M: number, K: number, N: number, accumulate: boolean): Promise<void>;
   /**

@@ -55,7 +55,7 @@ for (const [name, make, skip] of MODEL_BACKENDS) {
   // lavapipe runs the plain f16-operand kernel, a GPU with subgroup matrices the tensor-core one
   for (const precision of name === "webgpu" ? (["f32", "f16"] as const) : (["f32"] as const))
     test(
-      `${name} backend: GEMMs (forward, dx written or accumulated, dw accumulated) match float64 loops, precision ${precision}`,
+      `${name} backend: GEMMs (forward with or without a residual, dx written or accumulated, dw accumulated) match float64 loops, precision ${precision}`,
       { skip },
       async () => {
         const backend = precision === "f16" ? await webgpuModelBackend("f16") : await make();
@@ -67,24 +67,28 @@ for (const [name, make, skip] of MODEL_BACKENDS) {
           [9, 17, 6],
           [67, 65, 130],
           [300, 64, 131],
+          [300, 64, 132], // tensor cores: tiles wholly inside y (direct stores, a residual loaded into the accumulators)
+          [70, 2112, 68], // tensor cores: K split (split-K partials, the reduction adds the residual)
         ]) {
           for (const accumulate of [false, true]) {
             const x = randoms(random, M * K),
               w = randoms(random, N * K),
               dy = randoms(random, M * N),
               dx0 = randoms(random, M * K),
-              dw0 = randoms(random, N * K);
+              dw0 = randoms(random, N * K),
+              residual = randoms(random, M * N);
+            // the forward with a residual add where the backward accumulates (both variants of each GEMM)
             const r = await on(
               backend,
-              { x, w, dy, dx: dx0, dw: dw0, y: new Float64Array(M * N) },
+              { x, w, dy, dx: dx0, dw: dw0, residual, y: new Float64Array(M * N) },
               async (t) => {
                 t.y = backend.empty(M * N);
-                await backend.linear(t.y, t.x, t.w, M, K, N);
+                await backend.linear(t.y, t.x, t.w, M, K, N, accumulate ? t.residual : undefined);
                 await backend.linearBackward(t.dx, t.dw, t.dy, t.x, t.w, M, K, N, accumulate);
               },
               ["y", "dx", "dw"],
             );
-            const y = new Float64Array(M * N),
+            const y = accumulate ? Float64Array.from(f32(residual)) : new Float64Array(M * N),
               dx = accumulate ? Float64Array.from(f32(dx0)) : new Float64Array(M * K),
               dw = Float64Array.from(f32(dw0));
             const [xs, ws, dys] = [round(f32(x)), round(f32(w)), round(f32(dy))];
@@ -95,7 +99,7 @@ for (const [name, make, skip] of MODEL_BACKENDS) {
                   dx[i * K + k] += dys[i * N + n] * ws[n * K + k];
                   dw[n * K + k] += dys[i * N + n] * xs[i * K + k];
                 }
-            const where = `M=${M} K=${K} N=${N} accumulate=${accumulate}`;
+            const where = `M=${M} K=${K} N=${N} accumulate (and residual)=${accumulate}`;
             close("y", r.y, y, where);
             close("dx", r.dx, dx, where);
             close("dw", r.dw, dw, where);
@@ -104,130 +108,119 @@ for (const [name, make, skip] of MODEL_BACKENDS) {
       },
     );
 
-  test(
-    `${name} backend: embedding, RMSNorm, rotary, SwiGLU, residual add and their backwards match float64; copy is exact`,
-    { skip },
-    async () => {
-      const backend = await make();
-      const random = rng(7);
-      for (const [T, H, V, heads, D] of [
-        [1, 2, 3, 1, 2],
-        [37, 24, 11, 3, 8],
-        [300, 300, 256, 5, 60],
-      ]) {
-        const where = `T=${T} H=${H}`;
-        const tokens = Int32Array.from({ length: T }, () => Math.floor(random() * V));
-        const table = randoms(random, V * H),
-          dOut = randoms(random, T * H),
-          dTable0 = randoms(random, V * H);
-        const e = await on(
+  test(`${name} backend: embedding, RMSNorm, rotary, SwiGLU and their backwards match float64; copy is exact`, { skip }, async () => {
+    const backend = await make();
+    const random = rng(7);
+    for (const [T, H, V, heads, D] of [
+      [1, 2, 3, 1, 2],
+      [37, 24, 11, 3, 8],
+      [300, 300, 256, 5, 60],
+    ]) {
+      const where = `T=${T} H=${H}`;
+      const tokens = Int32Array.from({ length: T }, () => Math.floor(random() * V));
+      const table = randoms(random, V * H),
+        dOut = randoms(random, T * H),
+        dTable0 = randoms(random, V * H);
+      const e = await on(
+        backend,
+        { table, dOut, dTable: dTable0 },
+        async (t) => {
+          t.out = backend.empty(T * H);
+          await backend.embedding(t.out, t.table, tokens, H);
+          await backend.embeddingBackward(t.dTable, t.dOut, tokens, H);
+        },
+        ["out", "dTable"],
+      );
+      const out = new Float64Array(T * H),
+        dTable = Float64Array.from(f32(dTable0));
+      embeddingForward(out, Float64Array.from(f32(table)), tokens, H);
+      embeddingBackward(dTable, Float64Array.from(f32(dOut)), tokens, H);
+      close("embedding", e.out, out, where);
+      close("embedding dTable", e.dTable, dTable, where);
+
+      for (const accumulate of [false, true]) {
+        const x = randoms(random, T * H, 3),
+          w = randoms(random, H),
+          dy = randoms(random, T * H),
+          dx0 = randoms(random, T * H),
+          dw0 = randoms(random, H);
+        const n = await on(
           backend,
-          { table, dOut, dTable: dTable0 },
+          { x, w, dy, dx: dx0, dw: dw0 },
           async (t) => {
-            t.out = backend.empty(T * H);
-            await backend.embedding(t.out, t.table, tokens, H);
-            await backend.embeddingBackward(t.dTable, t.dOut, tokens, H);
+            t.y = backend.empty(T * H);
+            t.rstd = backend.empty(T);
+            await backend.rmsNorm(t.y, t.rstd, t.x, t.w, T, H, 1e-5);
+            await backend.rmsNormBackward(t.dx, t.dw, t.dy, t.x, t.w, t.rstd, T, H, accumulate);
           },
-          ["out", "dTable"],
+          ["y", "rstd", "dx", "dw"],
         );
-        const out = new Float64Array(T * H),
-          dTable = Float64Array.from(f32(dTable0));
-        embeddingForward(out, Float64Array.from(f32(table)), tokens, H);
-        embeddingBackward(dTable, Float64Array.from(f32(dOut)), tokens, H);
-        close("embedding", e.out, out, where);
-        close("embedding dTable", e.dTable, dTable, where);
-
-        for (const accumulate of [false, true]) {
-          const x = randoms(random, T * H, 3),
-            w = randoms(random, H),
-            dy = randoms(random, T * H),
-            dx0 = randoms(random, T * H),
-            dw0 = randoms(random, H);
-          const n = await on(
-            backend,
-            { x, w, dy, dx: dx0, dw: dw0 },
-            async (t) => {
-              t.y = backend.empty(T * H);
-              t.rstd = backend.empty(T);
-              await backend.rmsNorm(t.y, t.rstd, t.x, t.w, T, H, 1e-5);
-              await backend.rmsNormBackward(t.dx, t.dw, t.dy, t.x, t.w, t.rstd, T, H, accumulate);
-            },
-            ["y", "rstd", "dx", "dw"],
-          );
-          const [x64, w64, dy64] = [x, w, dy].map((a) => Float64Array.from(f32(a)));
-          const y = new Float64Array(T * H),
-            rstd = new Float64Array(T),
-            dx = new Float64Array(T * H),
-            dw = Float64Array.from(f32(dw0));
-          rmsNormForward(y, rstd, x64, w64, T, H, 1e-5);
-          rmsNormBackward(dx, dw, dy64, x64, w64, rstd, T, H);
-          if (accumulate) f32(dx0).forEach((v, i) => (dx[i] += v));
-          close("rmsNorm y", n.y, y, where);
-          close("rmsNorm rstd", n.rstd, rstd, where);
-          close("rmsNorm dx", n.dx, dx, `${where} accumulate=${accumulate}`);
-          close("rmsNorm dw", n.dw, dw, where);
-        }
-
-        const rot = rotary(
-          Int32Array.from({ length: T }, (_, i) => (i * 7919) % 4000),
-          D,
-          10000,
-        );
-        const q = randoms(random, T * heads * D);
-        for (const direction of [1, -1] as const) {
-          const r = await on(
-            backend,
-            { q, cos: Float64Array.from(rot.cos), sin: Float64Array.from(rot.sin) },
-            (t) => backend.rope(t.q, t.cos, t.sin, heads, D, direction),
-            ["q"],
-          );
-          const want = Float64Array.from(f32(q));
-          rope(want, rot, heads, D, direction);
-          close("rope", r.q, want, `${where} direction=${direction}`);
-        }
-
-        const g = randoms(random, T * H, 4),
-          u = randoms(random, T * H),
-          dm = randoms(random, T * H),
-          a = randoms(random, T * H);
-        // copy: rows [1, T) of a into rows [0, T - 1) of a fresh tensor, and a's first row over into the middle of g's copy
-        const from = Math.min(1, T - 1);
-        const s = await on(
-          backend,
-          { g, u, dm, a, acc: dm, into: g },
-          async (t) => {
-            for (const k of ["m", "dg", "du"]) t[k] = backend.empty(T * H);
-            await backend.swiglu(t.m, t.g, t.u);
-            await backend.swigluBackward(t.dg, t.du, t.dm, t.g, t.u);
-            await backend.addInto(t.acc, t.a);
-            t.rows = backend.empty((T - from) * H);
-            backend.copy(t.rows, 0, t.a, from * H, (T - from) * H);
-            backend.copy(t.into, Math.floor(T / 2) * H, t.a, 0, H);
-          },
-          ["m", "dg", "du", "acc", "rows", "into"],
-        );
-        assert.deepEqual(s.rows, f32(a).subarray(from * H), `copy ${where}`);
-        const into = f32(g);
-        into.set(f32(a).subarray(0, H), Math.floor(T / 2) * H);
-        assert.deepEqual(s.into, into, `copy into the middle ${where}`);
-        const [g64, u64, dm64] = [g, u, dm].map((x) => Float64Array.from(f32(x)));
-        const m = new Float64Array(T * H),
-          dg = new Float64Array(T * H),
-          du = new Float64Array(T * H);
-        swigluForward(m, g64, u64);
-        swigluBackward(dg, du, dm64, g64, u64);
-        close("swiglu", s.m, m, where);
-        close("swiglu dg", s.dg, dg, where);
-        close("swiglu du", s.du, du, where);
-        close(
-          "addInto",
-          s.acc,
-          dm64.map((x, i) => x + f32(a)[i]),
-          where,
-        );
+        const [x64, w64, dy64] = [x, w, dy].map((a) => Float64Array.from(f32(a)));
+        const y = new Float64Array(T * H),
+          rstd = new Float64Array(T),
+          dx = new Float64Array(T * H),
+          dw = Float64Array.from(f32(dw0));
+        rmsNormForward(y, rstd, x64, w64, T, H, 1e-5);
+        rmsNormBackward(dx, dw, dy64, x64, w64, rstd, T, H);
+        if (accumulate) f32(dx0).forEach((v, i) => (dx[i] += v));
+        close("rmsNorm y", n.y, y, where);
+        close("rmsNorm rstd", n.rstd, rstd, where);
+        close("rmsNorm dx", n.dx, dx, `${where} accumulate=${accumulate}`);
+        close("rmsNorm dw", n.dw, dw, where);
       }
-    },
-  );
+
+      const rot = rotary(
+        Int32Array.from({ length: T }, (_, i) => (i * 7919) % 4000),
+        D,
+        10000,
+      );
+      const q = randoms(random, T * heads * D);
+      for (const direction of [1, -1] as const) {
+        const r = await on(
+          backend,
+          { q, cos: Float64Array.from(rot.cos), sin: Float64Array.from(rot.sin) },
+          (t) => backend.rope(t.q, t.cos, t.sin, heads, D, direction),
+          ["q"],
+        );
+        const want = Float64Array.from(f32(q));
+        rope(want, rot, heads, D, direction);
+        close("rope", r.q, want, `${where} direction=${direction}`);
+      }
+
+      const g = randoms(random, T * H, 4),
+        u = randoms(random, T * H),
+        dm = randoms(random, T * H),
+        a = randoms(random, T * H);
+      // copy: rows [1, T) of a into rows [0, T - 1) of a fresh tensor, and a's first row over into the middle of g's copy
+      const from = Math.min(1, T - 1);
+      const s = await on(
+        backend,
+        { g, u, dm, a, into: g },
+        async (t) => {
+          for (const k of ["m", "dg", "du"]) t[k] = backend.empty(T * H);
+          await backend.swiglu(t.m, t.g, t.u);
+          await backend.swigluBackward(t.dg, t.du, t.dm, t.g, t.u);
+          t.rows = backend.empty((T - from) * H);
+          backend.copy(t.rows, 0, t.a, from * H, (T - from) * H);
+          backend.copy(t.into, Math.floor(T / 2) * H, t.a, 0, H);
+        },
+        ["m", "dg", "du", "rows", "into"],
+      );
+      assert.deepEqual(s.rows, f32(a).subarray(from * H), `copy ${where}`);
+      const into = f32(g);
+      into.set(f32(a).subarray(0, H), Math.floor(T / 2) * H);
+      assert.deepEqual(s.into, into, `copy into the middle ${where}`);
+      const [g64, u64, dm64] = [g, u, dm].map((x) => Float64Array.from(f32(x)));
+      const m = new Float64Array(T * H),
+        dg = new Float64Array(T * H),
+        du = new Float64Array(T * H);
+      swigluForward(m, g64, u64);
+      swigluBackward(dg, du, dm64, g64, u64);
+      close("swiglu", s.m, m, where);
+      close("swiglu dg", s.dg, dg, where);
+      close("swiglu du", s.du, du, where);
+    }
+  });
 
   test(
     `${name} backend: cross-entropy (loss, lse, dlogits with weights and scale), sum of squares and AdamW match float64`,

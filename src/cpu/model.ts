@@ -54,9 +54,11 @@ export const cpuBackend: ModelBackend<Float32Array> = {
   rope: async (x, cos, sin, heads, D, direction) => rope(x, { cos, sin }, heads, D, direction),
   swiglu: async (m, g, u) => swigluForward(m, g, u),
   swigluBackward: async (dg, du, dm, g, u) => swigluBackward(dg, du, dm, g, u),
-  addInto: async (out, a) => addInto(out, a),
-  // y[M, N] = x[M, K] · w[N, K]ᵀ
-  linear: (y, x, w, M, K, N) => gemm({ c: y, a: x, b: w, M, N, K, aRow: K, aCol: 1, bRow: 1, bCol: K, accumulate: false }),
+  // y[M, N] = x[M, K] · w[N, K]ᵀ (+ residual)
+  async linear(y, x, w, M, K, N, residual) {
+    if (residual) y.set(residual);
+    await gemm({ c: y, a: x, b: w, M, N, K, aRow: K, aCol: 1, bRow: 1, bCol: K, accumulate: residual !== undefined });
+  },
   async linearBackward(dx, dw, dy, x, w, M, K, N, accumulate) {
     // dx[M, K] (+)= dy[M, N] · w[N, K]
     await gemm({ c: dx, a: dy, b: w, M, N: K, K: N, aRow: N, aCol: 1, bRow: K, bCol: 1, accumulate });

@@ -299,9 +299,8 @@ async function attentionHalf<B extends Sized>(
   await seen?.(q, k, attn);
   if (!keep) backend.release([h1, rstd1, q, attn.lse]);
   else if (attn.inputs.q !== q) backend.release([q, k, v]); // the backward reads the backend's copies
-  const mid = backend.empty(T * H); // the attention's projection, then plus the residual
-  await backend.linear(mid, attn.out, w("self_attn.o_proj"), T, nH * D, H);
-  await backend.addInto(mid, x);
+  const mid = backend.empty(T * H); // the attention's projection plus the residual
+  await backend.linear(mid, attn.out, w("self_attn.o_proj"), T, nH * D, H, x);
   if (!keep) backend.release([attn.out, x]);
   return { h1, rstd1, k, v, attn, mid };
 }
@@ -347,9 +346,8 @@ export async function forward<B extends Sized>(
     const { h1, rstd1, attn, mid } = await attentionHalf(backend, c, w, x, call, cos, sin, true);
     const { h2, rstd2, g, u, m } = await mlpIn(backend, c, w, mid, T);
     layers.push({ x, h1, rstd1, attn, call, mid, h2, rstd2, g, u, m });
-    x = backend.empty(T * H); // the MLP's output, then plus the residual
-    await backend.linear(x, m, w("mlp.down_proj"), T, F, H);
-    await backend.addInto(x, mid);
+    x = backend.empty(T * H); // the MLP's output plus the residual
+    await backend.linear(x, m, w("mlp.down_proj"), T, F, H, mid);
   }
   const hN = backend.empty(T * H),
     rstdN = backend.empty(T);
@@ -427,8 +425,7 @@ export async function prefillForward<B extends Sized>(
       const part = rowsOf(mid, from, n, H);
       const { h2, rstd2, g, u, m } = await mlpIn(backend, c, w, part, n);
       const y = n === T ? x : backend.empty(n * H);
-      await backend.linear(y, m, w("mlp.down_proj"), n, F, H);
-      await backend.addInto(y, part);
+      await backend.linear(y, m, w("mlp.down_proj"), n, F, H, part);
       if (y !== x) backend.copy(x, from * H, y, 0, n * H);
       backend.release([h2, rstd2, g, u, m, ...(part === mid ? [] : [part]), ...(y === x ? [] : [y])]);
     }

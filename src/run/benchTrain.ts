@@ -100,15 +100,17 @@ export function benchStep<B extends Sized>(
 }
 
 /**
- * Seconds per step of `count` steps back to back, each recorded while the one before runs (as training
- * records them: the queue never waits for the host between steps), waited for once at the end.
+ * Seconds per step of steps back to back, each recorded while the one before runs (as training records them:
+ * the queue never waits for the host between steps): from the first step's result to the result `count`
+ * steps later, so the first step's recording, done while the GPU was idle, is not counted.
  */
 export async function pipelinedSeconds(record: (speculative: boolean) => Promise<RecordedStep>, count: number): Promise<number> {
-  const t0 = performance.now();
   let pending = await record(false);
-  for (let s = 1; s < count; s++) {
+  let t0 = 0;
+  for (let s = 1; s <= count; s++) {
     const next = await record(true);
     await pending.result;
+    if (s === 1) t0 = performance.now();
     pending = next;
   }
   await pending.result;

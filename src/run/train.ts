@@ -387,16 +387,21 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
   let next = step < o.steps ? await recordAt(step, draw(), false) : null;
   while (next) {
     const current = next;
-    // the step after goes in while this one runs (the GPU's queue never waits for the host between them)
-    next = drains(current.step) ? null : await recordAt(current.step + 1, draw(), true);
+    // the step after goes in while this one runs (the GPU's queue never waits for the host between them); where its
+    // recording fails, the failure waits until this step is logged, as it would have been one step at a time
+    const following = drains(current.step) ? null : { batches: draw(), failed: null as { error: unknown } | null };
+    next =
+      following &&
+      (await recordAt(current.step + 1, following.batches, true).catch((error: unknown) => ((following.failed = { error }), null)));
     const { loss, gradNorm } = await current.recorded.result.catch(divergence(current.step, o));
     // f16: an overflow skips the step (the optimizer took none) and halves the scale; float32 gradients do not overflow but diverge
     const skipped = lossScale ? !lossScale.record(gradNorm) : false;
     if (!lossScale && !Number.isFinite(gradNorm)) diverged(current.step, o, `gradient norm ${gradNorm}`);
-    if (skipped && next) {
+    if (skipped && following) {
       // recorded before the overflow was known, it took no update (its guard): again, with the halved scale
-      await next.recorded.result.catch(() => undefined);
-      next = await recordAt(next.step, next.batches, false);
+      await next?.recorded.result.catch(() => undefined);
+      following.failed = null;
+      next = await recordAt(current.step + 1, following.batches, false);
     }
     step = current.step + 1;
     const now = performance.now();
@@ -419,6 +424,7 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
     log.push(entry);
     io.onStep?.(entry, o.steps);
     if (step % o.checkpointEvery === 0 || step === o.steps) await save().catch(divergence(current.step, o));
+    if (following?.failed) throw following.failed.error;
     if (!next && step < o.steps) {
       t0 = performance.now();
       next = await recordAt(step, draw(), false);

@@ -11,6 +11,8 @@ export interface GemmConstants {
   bTransposed: boolean;
   /** y += A · B instead of y = A · B. */
   accumulate: boolean;
+  /** y = residual + A · B from a fifth binding residual[M, N] (the residual stream's add); not with accumulate. */
+  residual: boolean;
   /** Round A and B to f16 as they are staged (the f16 path on devices without subgroup matrices). */
   f16Operands: boolean;
 }
@@ -46,13 +48,13 @@ function stage(name: string, shared: string, rows: string, transposed: boolean, 
 export const GEMM: Kernel<GemmConstants> = {
   name: "gemm",
   workgroupSize: 256,
-  key: (c) => `${+c.aTransposed}${+c.bTransposed}${+c.accumulate}${c.f16Operands ? "h" : ""}`,
+  key: (c) => `${+c.aTransposed}${+c.bTransposed}${+c.accumulate}${c.residual ? "r" : ""}${c.f16Operands ? "h" : ""}`,
   wgsl: (c) => `${c.f16Operands ? ROUND_TO_F16 : ""}
 struct Shape { M: u32, N: u32, K: u32, tilesN: u32 }
 @group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> b: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@group(0) @binding(3) var<uniform> shape: Shape;
+@group(0) @binding(3) var<uniform> shape: Shape;${c.residual ? "\n@group(0) @binding(4) var<storage, read> residual: array<f32>; // [M, N]: y = residual + A · B" : ""}
 var<workgroup> As: array<f32, ${TILE * DEPTH}>; // [DEPTH][TILE]
 var<workgroup> Bs: array<f32, ${TILE * DEPTH}>;
 
@@ -80,7 +82,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) groups: vec3u
     let m = m0 + ty + 16u * r;
     for (var q = 0u; q < 4u; q++) {
       let n = n0 + tx + 16u * q;
-      if (m < shape.M && n < shape.N) { y[m * shape.N + n] = ${c.accumulate ? "y[m * shape.N + n] + " : ""}acc[r * 4u + q]; }
+      if (m < shape.M && n < shape.N) { y[m * shape.N + n] = ${c.accumulate ? "y[m * shape.N + n] + " : c.residual ? "residual[m * shape.N + n] + " : ""}acc[r * 4u + q]; }
     }
   }
 }

@@ -158,7 +158,6 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
       K.ROPE,
       K.SWIGLU,
       K.SWIGLU_BACKWARD,
-      K.ADD_INTO,
       K.CROSS_ENTROPY,
       K.CROSS_ENTROPY_BACKWARD,
       K.SUM_OF_SQUARES,
@@ -169,9 +168,10 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
     return this;
   }
 
-  private async gemm(c: GemmCall, a: GpuTensor, b: GpuTensor, y: GpuTensor): Promise<void> {
+  private async gemm(c: GemmCall, a: GpuTensor, b: GpuTensor, y: GpuTensor, residual?: GpuTensor): Promise<void> {
     const partials = (bytes: number) => this.splitKPartials(bytes);
-    await recordGemm(this.gpu, this.scoped(), () => this.record(), { a: a.buffer, b: b.buffer, y: y.buffer }, c, this.precision, partials);
+    const buffers = { a: a.buffer, b: b.buffer, y: y.buffer, residual: residual?.buffer };
+    await recordGemm(this.gpu, this.scoped(), () => this.record(), buffers, c, this.precision, partials);
   }
 
   /** One buffer for every GEMM's split-K partials (the queue runs the GEMMs in order), grown as needed. */
@@ -248,12 +248,14 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
     this.run(K.SWIGLU_BACKWARD, [[dm.length]], [dm, g, u, dg, du], dm.length, "swiglu backward");
   }
 
-  async addInto(out: GpuTensor, a: GpuTensor): Promise<void> {
-    this.run(K.ADD_INTO, [[out.length]], [a, out], out.length, "add");
-  }
-
-  async linear(y: GpuTensor, x: GpuTensor, w: GpuTensor, M: number, K_: number, N: number): Promise<void> {
-    await this.gemm({ aTransposed: false, bTransposed: false, accumulate: false, M, N, K: K_ }, x, w, y);
+  async linear(y: GpuTensor, x: GpuTensor, w: GpuTensor, M: number, K_: number, N: number, residual?: GpuTensor): Promise<void> {
+    await this.gemm(
+      { aTransposed: false, bTransposed: false, accumulate: false, M, N, K: K_, residual: residual !== undefined },
+      x,
+      w,
+      y,
+      residual,
+    );
   }
 
   async linearBackward(

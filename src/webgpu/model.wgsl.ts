@@ -219,18 +219,6 @@ struct P { n: u32 }
   "element",
 );
 
-export const ADD_INTO = kernel(
-  "addInto",
-  `
-struct P { n: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;`,
-  `
-  if (item < p.n) { out[item] += a[item]; }`,
-  "element",
-);
-
 /** One workgroup per row: lse = max + log Σ exp(logit − max); loss = weight · (lse − logit[target]). */
 export const CROSS_ENTROPY = kernel(
   "crossEntropy",

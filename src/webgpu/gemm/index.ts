@@ -4,22 +4,26 @@
 // kernel rounding its operands the same way (adapters with shader-f16 but no subgroup matrices), so
 // both give the same numbers up to the order of the float32 sums.
 import type { Precision } from "../../attention/problem.js";
+import { MobaError } from "../../tensor.js";
 import type { MobaDevice } from "../device.js";
 import { type Buffers, dispatch, pipeline } from "../kernel.js";
 import { GEMM, TILE } from "../linear.wgsl.js";
 import { MMA_GEMM, type MmaGemmShape, mmaGemmSharedBytes, mmaThreads, SPLIT_SUM } from "./mma.wgsl.js";
 
-/** The operands and the output of y (+)= A · B. */
+/** The operands and the output of y (+)= A · B; `residual` where the call adds one (GemmCall.residual). */
 export interface GemmBuffers {
   a: GPUBuffer;
   b: GPUBuffer;
   y: GPUBuffer;
+  residual?: GPUBuffer;
 }
 
 export interface GemmCall {
   aTransposed: boolean;
   bTransposed: boolean;
   accumulate: boolean;
+  /** y = residual + A · B (the buffers' `residual`), added in the epilogue; not with accumulate. */
+  residual?: boolean;
   M: number;
   N: number;
   K: number;
@@ -91,6 +95,7 @@ export function planMmaGemm(c: GemmCall, tiles = MMA_TILES, splitTarget = SPLIT_
     aTransposed: c.aTransposed,
     bTransposed: c.bTransposed,
     accumulate: c.accumulate,
+    residual: c.residual === true,
     ...tile,
     directStore,
     vectorA,
@@ -117,6 +122,7 @@ export function mmaTiles(gpu: MobaDevice): MmaTile[] {
             aTransposed: transposed,
             bTransposed: !transposed,
             accumulate: false,
+            residual: false,
             vectorA: false,
             vectorB: false,
           }) <= gpu.maxWorkgroupStorage,
@@ -145,23 +151,28 @@ export async function recordGemm(
   gpu: MobaDevice,
   mem: Buffers,
   encoder: () => GPUCommandEncoder,
-  { a, b, y }: GemmBuffers,
+  buffers: GemmBuffers,
   c: GemmCall,
   precision: Precision,
   partials?: PartialsBuffer,
 ): Promise<void> {
+  if (c.residual && (c.accumulate || !buffers.residual))
+    throw new MobaError("recordGemm: a residual add needs the residual buffer and no accumulate");
   if (precision === "f32" || !hasMmaGemm(gpu)) {
     const p = await pipeline(gpu, GEMM, {
       aTransposed: c.aTransposed,
       bTransposed: c.bTransposed,
       accumulate: c.accumulate,
+      residual: c.residual === true,
       f16Operands: precision === "f16",
     });
+    const { a, b, y, residual } = buffers;
     const tilesN = Math.ceil(c.N / TILE);
-    dispatch(encoder(), gpu, p, [a, b, y, mem.uniform([c.M, c.N, c.K, tilesN], "gemm shape")], Math.ceil(c.M / TILE) * tilesN, "gemm");
+    const bindings = [a, b, y, mem.uniform([c.M, c.N, c.K, tilesN], "gemm shape"), ...(c.residual && residual ? [residual] : [])];
+    dispatch(encoder(), gpu, p, bindings, Math.ceil(c.M / TILE) * tilesN, "gemm");
     return;
   }
-  await recordMmaGemm(gpu, mem, encoder, { a, b, y }, planMmaGemm(c, mmaTiles(gpu)), partials);
+  await recordMmaGemm(gpu, mem, encoder, buffers, planMmaGemm(c, mmaTiles(gpu)), partials);
 }
 
 /** Records a tensor-core GEMM of a given plan (the dev harness times plans of its own). */
@@ -169,25 +180,26 @@ export async function recordMmaGemm(
   gpu: MobaDevice,
   mem: Buffers,
   encoder: () => GPUCommandEncoder,
-  { a, b, y }: GemmBuffers,
+  { a, b, y, residual }: GemmBuffers,
   plan: MmaPlan,
   partials: PartialsBuffer = (bytes) => mem.uninitialized(bytes, "gemm split-K partials"),
 ): Promise<void> {
   const s = plan.shape;
   const main = await pipeline(gpu, { ...MMA_GEMM, workgroupSize: mmaThreads(s) }, s);
-  const sum = plan.splits > 1 ? await pipeline(gpu, SPLIT_SUM, { accumulate: s.accumulate }) : null;
+  const sum = plan.splits > 1 ? await pipeline(gpu, SPLIT_SUM, { accumulate: s.accumulate, residual: s.residual }) : null;
+  const added = s.residual && residual ? [residual] : []; // binds the residual where the kernels read it
   const { M: m, N: n, K: k } = plan.call;
   const words = [m, n, k, plan.tilesN, plan.tiles, plan.kPerSplit, plan.splits, 0];
   const out = sum ? partials(plan.splits * m * n * 4) : y; // every element written: no clear
   // the label names the operand layout, so a step's profile splits the GEMM time into the model's forward x · wᵀ, dX and dW products
   const form = s.aTransposed ? "Aᵀ B (dW)" : s.bTransposed ? "A B (dX)" : "A Bᵀ (forward)";
-  dispatch(encoder(), gpu, main, [a, b, out, mem.uniform(words, "gemm shape")], plan.tiles * plan.splits, `gemm mma ${form}`);
+  dispatch(encoder(), gpu, main, [a, b, out, mem.uniform(words, "gemm shape"), ...added], plan.tiles * plan.splits, `gemm mma ${form}`);
   if (sum)
     dispatch(
       encoder(),
       gpu,
       sum,
-      [out, y, mem.uniform([m * n, plan.splits], "gemm split-K sum")],
+      [out, y, mem.uniform([m * n, plan.splits], "gemm split-K sum"), ...added],
       Math.ceil((m * n) / 256),
       "gemm split-K sum",
     );

@@ -25,6 +25,8 @@ export interface MmaGemmShape {
   bTransposed: boolean;
   /** y += A · B instead of y = A · B (with split-K: the reduction adds). */
   accumulate: boolean;
+  /** y = residual + A · B from a fifth binding residual[M, N] (the residual stream's add); not with accumulate. */
+  residual: boolean;
   /** y's tile per workgroup (multiples of 16 · warps). */
   tileM: number;
   tileN: number;
@@ -154,7 +156,9 @@ export function mmaGemmWgsl(s: MmaGemmShape): string {
         ...each(fm, (i) => each(fn, (j) => `${acc(i, j)} = subgroupMatrixMultiplyAccumulate(l${i}, r${j}, ${acc(i, j)});`).join(" ")),
       ].join("\n        ")} }`,
   ).join("\n    ");
-  const write = s.accumulate ? "y[at] + Cs[c]" : "Cs[c]";
+  // what the products add to: y itself (y +=), the residual, or nothing
+  const addTo = s.accumulate ? "y" : s.residual ? "residual" : null;
+  const write = addTo ? `${addTo}[at] + Cs[c]` : "Cs[c]";
   // y's element offset of accumulator (i, j)'s first element, [M, N]
   const at = (i: number, j: number) => `(m0 + wm + ${i * F}u) * shape.N + n0 + wn + ${j * F}u`;
   return /* wgsl */ `enable f16;
@@ -168,7 +172,7 @@ struct Shape { M: u32, N: u32, K: u32, tilesN: u32, tiles: u32, kPerSplit: u32, 
 @group(0) @binding(0) var<storage, read> a: ${a.binding};
 @group(0) @binding(1) var<storage, read> b: ${b.binding};
 @group(0) @binding(2) var<storage, read_write> y: array<f32>; // [splits, M, N] with split-K, else [M, N]
-@group(0) @binding(3) var<uniform> shape: Shape;
+@group(0) @binding(3) var<uniform> shape: Shape;${s.residual ? "\n@group(0) @binding(4) var<storage, read> residual: array<f32>; // [M, N]: y = residual + A · B" : ""}
 
 const THREADS = ${threads}u;
 const DEPTH = ${s.depth}u;
@@ -195,13 +199,13 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   ${each(fm, (i) => each(fn, (j) => `var ${acc(i, j)} = Result();`).join(" ")).join("\n  ")}
   ${
     s.directStore
-      ? `// a tile wholly inside y (uniform per workgroup) stores straight to storage; y += starts from y
+      ? `// a tile wholly inside y (uniform per workgroup) stores straight to storage; y += (y = residual +) starts from y (residual)
   // (matrix loads and stores in storage take rows 16-byte aligned: N a multiple of 4)
   let interior = m0 + ${s.tileM}u <= shape.M && n0 + ${s.tileN}u <= shape.N && shape.N % 4u == 0u;
   ${
-    s.accumulate
+    addTo
       ? `if (interior && shape.splits == 1u) {
-    ${each(fm, (i) => each(fn, (j) => `${acc(i, j)} = subgroupMatrixLoad<Result, row_major>(&y, ${at(i, j)}, shape.N);`).join("\n    ")).join("\n    ")}
+    ${each(fm, (i) => each(fn, (j) => `${acc(i, j)} = subgroupMatrixLoad<Result, row_major>(&${addTo}, ${at(i, j)}, shape.N);`).join("\n    ")).join("\n    ")}
   }`
       : ""
   }`
@@ -255,26 +259,26 @@ export const MMA_GEMM: Kernel<MmaGemmShape> = {
   name: "gemm-mma",
   workgroupSize: 0, // depends on the shape: mmaThreads(shape)
   key: (s) =>
-    `${+s.aTransposed}${+s.bTransposed}${+s.accumulate}-${s.tileM}x${s.tileN}-${s.warpsM}x${s.warpsN}-${s.depth}${s.prefetch ? "p" : ""}` +
+    `${+s.aTransposed}${+s.bTransposed}${+s.accumulate}${s.residual ? "r" : ""}-${s.tileM}x${s.tileN}-${s.warpsM}x${s.warpsN}-${s.depth}${s.prefetch ? "p" : ""}` +
     `${s.natural ? "n" : ""}${s.vectorA ? "va" : ""}${s.vectorB ? "vb" : ""}${s.directStore ? "d" : ""}`,
   wgsl: mmaGemmWgsl,
 };
 
-/** y[i] (+)= Σ_s partial[s · n + i]: split-K's reduction. */
-export const SPLIT_SUM: Kernel<{ accumulate: boolean }> = {
+/** y[i] (+)= Σ_s partial[s · n + i], or residual[i] + Σ: split-K's reduction. */
+export const SPLIT_SUM: Kernel<{ accumulate: boolean; residual: boolean }> = {
   name: "gemm-split-sum",
   workgroupSize: 256,
-  key: (c) => `${+c.accumulate}`,
+  key: (c) => `${+c.accumulate}${+c.residual}`,
   wgsl: (c) => /* wgsl */ `
 struct P { n: u32, splits: u32 }
 @group(0) @binding(0) var<storage, read> partial: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
-@group(0) @binding(2) var<uniform> p: P;
+@group(0) @binding(2) var<uniform> p: P;${c.residual ? "\n@group(0) @binding(3) var<storage, read> residual: array<f32>;" : ""}
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u, @builtin(local_invocation_index) lid: u32) {
   let i = (wid.x + wid.y * groups.x) * 256u + lid;
   if (i >= p.n) { return; }
-  var sum = ${c.accumulate ? "y[i]" : "0.0"};
+  var sum = ${c.accumulate ? "y[i]" : c.residual ? "residual[i]" : "0.0"};
   for (var s = 0u; s < p.splits; s++) { sum += partial[s * p.n + i]; }
   y[i] = sum;
 }
