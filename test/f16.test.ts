@@ -8,10 +8,11 @@ import { join } from "node:path";
 import { test } from "node:test";
 import type { ModelBackend, Sized } from "../src/backend.js";
 import { cpuBackend } from "../src/cpu/model.js";
-import { AdamW, INITIAL_LOSS_SCALE, LOSS_SCALE_GROWTH_STEPS, LossScale } from "../src/model/adamw.js";
+import { AdamW, INITIAL_LOSS_SCALE, LOSS_SCALE_GROWTH_STEPS, LossScale, learningRateAt } from "../src/model/adamw.js";
 import { loadCheckpoint } from "../src/model/checkpoint.js";
 import { checkConfig } from "../src/model/config.js";
 import { backward, forward, initModel, release, syncToHost, zeroGradients } from "../src/model/llama.js";
+import { TRAIN_DEFAULTS } from "../src/model/training.js";
 import { train } from "../src/run/train.js";
 import { backwardReadsHalf } from "../src/webgpu/attention/index.js";
 import { getDevice } from "../src/webgpu/device.js";
@@ -217,6 +218,56 @@ test(
       assert.match(cpuLines[0], /precision f16: the CPU backend has no f16 path; training in float32/);
       assert.equal(cpu.log[0].lossScale, undefined);
     } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  },
+);
+
+test(
+  "train --precision f16: steps recorded back to back give the log, weights and loss scale of steps one at a time, with overflows forced on chosen steps",
+  { skip: f16Skip },
+  async () => {
+    const out = mkdtempSync(join(tmpdir(), "moba-f16-pipelined-"));
+    // an overflow on steps 2, 3 (two in a row), 6 and 8 (the last): their gradient norm is read with a loss scale of 0,
+    // so it is infinite, on every recording of the step; each step has its own warmup learning rate, which tells them apart
+    const steps = 9;
+    const options = {
+      model: { ...TINY },
+      steps,
+      warmupSteps: steps,
+      contextLength: 64,
+      batchRows: 1,
+      evalEvery: steps,
+      evalRows: 1,
+      backend: "webgpu" as const,
+      precision: "f16" as const,
+    };
+    const overflowing = new Set(
+      [2, 3, 6, 8].map((s) => learningRateAt(s, steps, TRAIN_DEFAULTS.learningRate, steps, TRAIN_DEFAULTS.minLearningRateFraction)),
+    );
+    const record = AdamW.prototype.record;
+    let speculative = 0;
+    AdamW.prototype.record = function (this: AdamW<Sized>, lr, o, lossScale, ahead) {
+      if (ahead) speculative++;
+      return record.call(this, lr, o, overflowing.has(lr) ? 0 : lossScale, ahead);
+    };
+    try {
+      // a checkpoint after every step makes the loop wait for each step before recording the next: one at a time
+      const serial = await train({ ...options, out: join(out, "serial"), checkpointEvery: 1 }, { print: () => {} });
+      assert.equal(speculative, 0);
+      const pipelined = await train({ ...options, out: join(out, "pipelined"), checkpointEvery: steps }, { print: () => {} });
+      assert.ok(speculative >= steps - 2, `${speculative} steps recorded ahead`);
+      const plain = (log: typeof serial.log) => log.map(({ seconds: _, tokensPerSecond: __, ...rest }) => rest);
+      assert.deepEqual(plain(pipelined.log), plain(serial.log));
+      assert.deepEqual(
+        serial.log.map((l) => l.skipped),
+        [false, false, true, true, false, false, true, false, true],
+      );
+      pipelined.model.params.forEach((p, j) => assert.deepEqual(p.data, serial.model.params[j].data, p.name));
+      const [a, b] = await Promise.all([serial, pipelined].map(async (r) => (await loadCheckpoint(r.checkpoint)).state));
+      for (const key of ["step", "data", "rng", "lossScale"] as const) assert.deepEqual(b?.[key], a?.[key], key);
+    } finally {
+      AdamW.prototype.record = record;
       rmSync(out, { recursive: true, force: true });
     }
   },
