@@ -364,10 +364,9 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
     await saveCheckpoint(checkpoint, model, await optimizer.moments(), state, tokenizer);
     await writeFileAtomic(join(o.out, "loss.svg"), new TextEncoder().encode(lossPlot(log)));
   };
-  /** A step recorded (recordTrainingStep) with what it drew and used; `batches` are reused where it is recorded again. */
+  /** A step recorded (recordTrainingStep) with what it used. */
   interface Pending {
     step: number;
-    batches: Batch[];
     kinds: AttentionKind[];
     scale: number;
     recorded: RecordedStep;
@@ -378,7 +377,7 @@ export async function train(input: Partial<TrainOptions>, io: TrainIo, resume = 
     const recorded = await recordTrainingStep(model, backend, optimizer, batches, kinds, at, o, scale, speculative).catch(
       divergence(at, o),
     );
-    return { step: at, batches, kinds, scale, recorded };
+    return { step: at, kinds, scale, recorded };
   };
   const draw = () => Array.from({ length: o.accumulation }, () => nextBatch(packer, o, rng));
   // after these steps the host reads the weights (validation, checkpoint: its data position too) or the run ends
