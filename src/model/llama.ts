@@ -174,7 +174,7 @@ function rotaryTable(model: Model, positions: number): { cos: Float32Array; sin:
 }
 
 /** The rotary table on a backend, uploaded once per model and size (persistent, like the weights). */
-const residentRotary = new WeakMap<Param[], { backend: ModelBackend<Sized>; cos: Sized; sin: Sized; positions: number }>();
+const residentRotary = new WeakMap<Param[], { backend: ModelBackend<Sized>; cos: Sized; sin: Sized }>();
 
 /**
  * The rotary angles of a batch's tokens on the backend, [≥ T, D / 2] (computing cos and sin of every
@@ -190,10 +190,11 @@ function rotaryOn<B extends Sized>(model: Model, backend: ModelBackend<B>, cuSeq
   const table = rotaryTable(model, longest);
   if (cuSeqlens.length === 2 && cuSeqlens[0] === 0) {
     let held = residentRotary.get(model.params);
-    if (!held || held.backend !== backend || held.positions < table.positions) {
+    // the table only grows, so a held copy of another length is an older one
+    if (!held || held.backend !== backend || held.cos.length !== table.cos.length) {
       if (held) held.backend.free([held.cos, held.sin]);
-      held = { backend, cos: backend.upload(table.cos, true), sin: backend.upload(table.sin, true), positions: table.positions };
-      residentRotary.set(model.params, held as unknown as { backend: ModelBackend<Sized>; cos: Sized; sin: Sized; positions: number });
+      held = { backend, cos: backend.upload(table.cos, true), sin: backend.upload(table.sin, true) };
+      residentRotary.set(model.params, held as unknown as { backend: ModelBackend<Sized>; cos: Sized; sin: Sized });
     }
     return { cos: held.cos as B, sin: held.sin as B, owned: false };
   }
