@@ -115,6 +115,8 @@ for (const [name, make, skip] of MODEL_BACKENDS) {
       [1, 2, 3, 1, 2],
       [37, 24, 11, 3, 8],
       [300, 300, 256, 5, 60],
+      [129, 530, 7, 5, 106], // RMSNorm's backward: three columns a thread, three chunks of rows, the last short
+      [2100, 40, 5, 2, 20], // 33 chunks: the weight gradient's column sum takes four chunks at a time, then the rest
     ]) {
       const where = `T=${T} H=${H}`;
       const tokens = Int32Array.from({ length: T }, () => Math.floor(random() * V));

@@ -20,8 +20,11 @@ export interface GpuTensor {
   readonly f16?: boolean;
 }
 
-/** Rows per chunk of RMSNorm's weight-gradient sum (stage 1), so stage 2 sums M / 256 partials. */
-const ROWS_PER_CHUNK = 256;
+/**
+ * Rows per workgroup of RMSNorm's backward, each chunk one partial sum of the weight gradient: 512
+ * workgroups at 32K tokens, each row's reduction a few barriers long.
+ */
+const ROWS_PER_CHUNK = 64;
 /** Elements each workgroup of sumOfSquares reduces. */
 const SQUARES_PER_GROUP = 4096; // 5.6K workgroups for the 23M bench-train model: 65536 (350) left the GPU idle for 6 ms
 
@@ -152,8 +155,6 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
       K.EMBEDDING,
       K.EMBEDDING_BACKWARD,
       K.RMS_NORM,
-      K.RMS_NORM_BACKWARD,
-      K.RMS_NORM_WEIGHT_PARTIAL,
       K.COLUMN_SUM_INTO,
       K.ROPE,
       K.SWIGLU,
@@ -218,19 +219,19 @@ class WebGpuModel implements ModelBackend<GpuTensor> {
     H: number,
     accumulate: boolean,
   ): Promise<void> {
-    this.run(K.RMS_NORM_BACKWARD, [[M, H, accumulate ? 1 : 0]], [dy, x, w, rstd, dx], M, "rms norm backward", M);
-    const columnGroups = Math.ceil(H / K.THREADS),
-      chunks = Math.ceil(M / ROWS_PER_CHUNK);
-    const partial = this.zeros(chunks * H);
-    this.run(
-      K.RMS_NORM_WEIGHT_PARTIAL,
-      [[M, H, columnGroups, ROWS_PER_CHUNK]],
-      [dy, x, rstd, partial],
-      0,
-      "rms norm dw",
-      columnGroups * chunks,
+    const chunks = Math.ceil(M / ROWS_PER_CHUNK);
+    const partial = this.empty(chunks * H); // every element written
+    const p = await pipeline(this.gpu, K.RMS_NORM_BACKWARD, { columns: Math.ceil(H / K.THREADS) });
+    const words = this.scoped().uniform([M, H, accumulate ? 1 : 0, ROWS_PER_CHUNK], "rms norm backward");
+    dispatch(
+      this.record(),
+      this.gpu,
+      p,
+      [words, dy.buffer, x.buffer, w.buffer, rstd.buffer, dx.buffer, partial.buffer],
+      chunks,
+      "rms norm backward",
     );
-    this.run(K.COLUMN_SUM_INTO, [[chunks, H]], [partial, dw], H, "rms norm dw sum");
+    this.run(K.COLUMN_SUM_INTO, [[chunks, H]], [partial, dw], 0, "rms norm dw sum", Math.ceil(H / 32));
   }
 
   async rope(x: GpuTensor, cos: GpuTensor, sin: GpuTensor, heads: number, D: number, direction: 1 | -1): Promise<void> {

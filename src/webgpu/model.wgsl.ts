@@ -3,19 +3,12 @@
 // workgroup per row where a row needs a reduction (RMSNorm, cross-entropy). WGSL has no float
 // atomics, so sums over rows (RMSNorm's weight gradient, the embedding's) are gathers: each
 // thread owns one output element and reads every input that adds into it.
-import type { Kernel } from "./kernel.js";
+import { defineKernel, type Kernel } from "./kernel.js";
 
 export const THREADS = 256;
 
-/** A kernel of fixed WGSL whose `main` sees `item` (one thread per element) or `row` (one workgroup per row). */
-function kernel(name: string, bindings: string, body: string, per: "element" | "row"): Kernel<null> {
-  const index = per === "element" ? `let item = (wg.x + wg.y * groups.x) * ${THREADS}u + lid;` : `let row = wg.x + wg.y * groups.x;`;
-  return {
-    name,
-    workgroupSize: THREADS,
-    key: () => "",
-    wgsl: () => `${bindings}
-var<workgroup> partial: array<f32, ${THREADS}>;
+/** The workgroup reduction every row kernel shares. */
+const REDUCE = /* wgsl */ `var<workgroup> partial: array<f32, ${THREADS}>;
 
 // the sum (or maximum) of every thread's value, in partial[0], seen by all threads
 fn reduce(lid: u32, value: f32, useMax: bool) -> f32 {
@@ -28,11 +21,23 @@ fn reduce(lid: u32, value: f32, useMax: bool) -> f32 {
   let result = partial[0];
   workgroupBarrier();
   return result;
-}
+}`;
 
-@compute @workgroup_size(${THREADS})
+/** The entry point's header: `item` (one thread per element) or `row` (one workgroup per row) from the workgroup's place in a 2D grid. */
+const entry = (per: "element" | "row") => `@compute @workgroup_size(${THREADS})
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) groups: vec3u, @builtin(local_invocation_index) lid: u32) {
-  ${index}
+  ${per === "element" ? `let item = (wg.x + wg.y * groups.x) * ${THREADS}u + lid;` : `let row = wg.x + wg.y * groups.x;`}`;
+
+/** A kernel of fixed WGSL whose `main` sees `item` (one thread per element) or `row` (one workgroup per row). */
+function kernel(name: string, bindings: string, body: string, per: "element" | "row"): Kernel<null> {
+  return {
+    name,
+    workgroupSize: THREADS,
+    key: () => "",
+    wgsl: () => `${bindings}
+${REDUCE}
+
+${entry(per)}
 ${body}
 }`,
   };
@@ -91,63 +96,58 @@ struct P { M: u32, H: u32, eps: f32 }
   "row",
 );
 
-/** dx = r · (dy·w − x̂ · mean(dy·w·x̂)), x̂ = x · r; written or added (accumulate). */
-export const RMS_NORM_BACKWARD = kernel(
-  "rmsNormBackward",
-  `
-struct P { M: u32, H: u32, accumulate: u32 }
+/**
+ * RMSNorm's backward over a chunk of rows per workgroup: dx = r · (dy·w − x̂ · mean(dy·w·x̂)), x̂ = x · r,
+ * written or added (accumulate), and the weight gradient's partial sum over the chunk, partial[chunk, h]
+ * = Σ_rows dy · x̂ (COLUMN_SUM_INTO adds the chunks into dw). One pass over dy and x for both: as two
+ * kernels (dx a row per workgroup, then the partials reading dy and x again) a [32768, 512] call took
+ * ~0.23 ms on the H200 (~1 TB/s). A thread holds `columns` elements of a row (h = lid + 256 c).
+ */
+export const RMS_NORM_BACKWARD = defineKernel<{ columns: number }>({
+  name: "rmsNormBackward",
+  workgroupSize: THREADS,
+  bindings: ["p", "dy", "x", "w", "rstd", "dx", "partial"],
+  wgsl: ({ columns }) => {
+    const each = (f: (c: number) => string) => Array.from({ length: columns }, (_, c) => f(c)).join("\n    ");
+    return /* wgsl */ `
+struct P { M: u32, H: u32, accumulate: u32, rowsPerChunk: u32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> dy: array<f32>;       // [M, H]
-@group(0) @binding(2) var<storage, read> x: array<f32>;        // [M, H]
-@group(0) @binding(3) var<storage, read> w: array<f32>;        // [H]
-@group(0) @binding(4) var<storage, read> rstd: array<f32>;     // [M]
-@group(0) @binding(5) var<storage, read_write> dx: array<f32>; // [M, H]`,
-  `
-  if (row >= p.M) { return; }
-  let r = rstd[row];
-  var dot = 0.0;
-  for (var h = lid; h < p.H; h += ${THREADS}u) { let i = row * p.H + h; dot += dy[i] * w[h] * x[i] * r; }
-  let mean = reduce(lid, dot, false) / f32(p.H);
-  for (var h = lid; h < p.H; h += ${THREADS}u) {
-    let i = row * p.H + h;
-    let value = r * (dy[i] * w[h] - x[i] * r * mean);
-    dx[i] = select(value, dx[i] + value, p.accumulate == 1u);
-  }`,
-  "row",
-);
+@group(0) @binding(1) var<storage, read> dy: array<f32>;              // [M, H]
+@group(0) @binding(2) var<storage, read> x: array<f32>;               // [M, H]
+@group(0) @binding(3) var<storage, read> w: array<f32>;               // [H]
+@group(0) @binding(4) var<storage, read> rstd: array<f32>;            // [M]
+@group(0) @binding(5) var<storage, read_write> dx: array<f32>;        // [M, H]
+@group(0) @binding(6) var<storage, read_write> partial_: array<f32>;  // [chunks, H]
+${REDUCE}
+
+${entry("row")}
+  let chunk = row;
+  let begin = chunk * p.rowsPerChunk;
+  let end = min(p.M, begin + p.rowsPerChunk);
+  ${each((c) => `let h${c} = lid + ${c * THREADS}u; let in${c} = h${c} < p.H; let w${c} = select(0.0, w[min(h${c}, p.H - 1u)], in${c}); var dw${c} = 0.0;`)}
+  for (var t = begin; t < end; t++) {
+    let r = rstd[t];
+    ${each((c) => `var dy${c} = 0.0; var x${c} = 0.0; if (in${c}) { dy${c} = dy[t * p.H + h${c}]; x${c} = x[t * p.H + h${c}]; }`)}
+    let mean = reduce(lid, ${Array.from({ length: columns }, (_, c) => `dy${c} * w${c} * x${c}`).join(" + ")}, false) * r / f32(p.H);
+    ${each(
+      (c) => `if (in${c}) {
+      let i = t * p.H + h${c};
+      let value = r * (dy${c} * w${c} - x${c} * r * mean);
+      dx[i] = select(value, dx[i] + value, p.accumulate == 1u);
+      dw${c} += dy${c} * x${c} * r;
+    }`,
+    )}
+  }
+  ${each((c) => `if (in${c}) { partial_[chunk * p.H + h${c}] = dw${c}; }`)}
+}`;
+  },
+});
 
 /**
- * RMSNorm's weight gradient, stage 1: partial[chunk, h] = Σ over the chunk's rows of dy · x · rstd.
- * Four rows per iteration into four sums: a thread's loads of four rows are in flight at once (one row
- * at a time, the H200 spent 0.13 ms on a [32768, 512] call, a quarter of the copy bandwidth).
+ * dw[h] += Σ_chunks partial[chunk, h]: a workgroup per 32 columns, its 8 subgroups of 32 threads taking every
+ * 8th chunk (consecutive threads read consecutive columns), four loads in flight at once, then summed across.
+ * (One thread per column, one chunk at a time, waits on each load in turn: 512 chunks are 512 load latencies.)
  */
-export const RMS_NORM_WEIGHT_PARTIAL = kernel(
-  "rmsNormWeightPartial",
-  `
-struct P { M: u32, H: u32, columnGroups: u32, rowsPerChunk: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> dy: array<f32>;            // [M, H]
-@group(0) @binding(2) var<storage, read> x: array<f32>;             // [M, H]
-@group(0) @binding(3) var<storage, read> rstd: array<f32>;          // [M]
-@group(0) @binding(4) var<storage, read_write> partial_: array<f32>; // [chunks, H]`,
-  `
-  let h = (row % p.columnGroups) * ${THREADS}u + lid;
-  let chunk = row / p.columnGroups;
-  if (h >= p.H) { return; }
-  let end = min(p.M, (chunk + 1u) * p.rowsPerChunk);
-  var sums = vec4<f32>();
-  var t = chunk * p.rowsPerChunk;
-  for (; t + 4u <= end; t += 4u) {
-    let rows = vec4<u32>(t, t + 1u, t + 2u, t + 3u) * p.H + h;
-    sums += vec4<f32>(dy[rows.x], dy[rows.y], dy[rows.z], dy[rows.w]) * vec4<f32>(x[rows.x], x[rows.y], x[rows.z], x[rows.w]) *
-      vec4<f32>(rstd[t], rstd[t + 1u], rstd[t + 2u], rstd[t + 3u]);
-  }
-  for (; t < end; t++) { sums.x += dy[t * p.H + h] * x[t * p.H + h] * rstd[t]; }
-  partial_[chunk * p.H + h] = (sums.x + sums.y) + (sums.z + sums.w);`,
-  "row",
-);
-
-/** Stage 2: dw[h] += Σ_chunks partial[chunk, h]. */
 export const COLUMN_SUM_INTO = kernel(
   "columnSumInto",
   `
@@ -156,11 +156,24 @@ struct P { rows: u32, H: u32 }
 @group(0) @binding(1) var<storage, read> partial_: array<f32>; // [rows, H]
 @group(0) @binding(2) var<storage, read_write> dw: array<f32>; // [H]`,
   `
-  if (item >= p.H) { return; }
-  var sum = 0.0;
-  for (var c = 0u; c < p.rows; c++) { sum += partial_[c * p.H + item]; }
-  dw[item] += sum;`,
-  "element",
+  let h = row * 32u + lid % 32u;
+  let part = lid / 32u;
+  var sums = vec4<f32>();
+  if (h < p.H) {
+    var c = part;
+    for (; c + 24u < p.rows; c += 32u) {
+      sums += vec4<f32>(partial_[c * p.H + h], partial_[(c + 8u) * p.H + h], partial_[(c + 16u) * p.H + h], partial_[(c + 24u) * p.H + h]);
+    }
+    for (; c < p.rows; c += 8u) { sums.x += partial_[c * p.H + h]; }
+  }
+  partial[lid] = (sums.x + sums.y) + (sums.z + sums.w);
+  workgroupBarrier();
+  if (lid < 32u && h < p.H) {
+    var sum = 0.0;
+    for (var i = 0u; i < 8u; i++) { sum += partial[i * 32u + lid]; }
+    dw[h] += sum;
+  }`,
+  "row",
 );
 
 /** One thread per (token, head, i < D/2): (x₁, x₂) → (x₁ cos − x₂ sin, x₂ cos + x₁ sin), sin negated for the inverse. */
